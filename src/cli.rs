@@ -1,0 +1,134 @@
+//! The command-line surface, and nothing else: clap derive types whose doc comments are the
+//! `--help` text. Parsing does no I/O; [`crate::config`] turns these raw values into a resolved
+//! configuration.
+//!
+//! Subcommands (`login`, `pre-check`, `proxy`, …) sit beside the positional URL:
+//! `alibridge <URL> [flags]` runs the bridge, `alibridge <COMMAND> …` runs a command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, ValueEnum};
+
+use crate::env;
+
+/// Bridge a stdio MCP client to a remote MCP server (Streamable HTTP or HTTP+SSE).
+///
+/// Reads newline-delimited JSON-RPC on stdin, relays it to URL, and writes the server's messages
+/// to stdout. Logs go to stderr (or --log-file), never stdout.
+#[derive(Debug, Parser)]
+#[command(name = "alibridge", version, about, max_term_width = 100)]
+#[command(
+    after_help = "Exit codes: 0 normal end (stdin closed or signal), 1 runtime failure, \
+                        2 bad command line or configuration.\n\
+                        Docs: https://github.com/alibridge/alibridge#readme"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
+}
+
+/// Flags of the bridge itself (`alibridge <URL> …`).
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// Remote MCP endpoint, e.g. https://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/…/mcp
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// Extra HTTP header for every upstream request, "Name: value" (repeatable). ${VAR} in the
+    /// value is expanded from the environment; an unset variable is an error.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", env = env::ALIBRIDGE_HEADERS,
+          value_delimiter = '\n', hide_env_values = true)]
+    pub headers: Vec<String>,
+
+    /// Upstream transport. http-first falls back to HTTP+SSE once when the first POST gets
+    /// 400/404/405. Default: http-first, or sse-first when the URL path ends in /sse.
+    #[arg(long, value_enum, value_name = "MODE", env = env::ALIBRIDGE_TRANSPORT)]
+    pub transport: Option<TransportMode>,
+
+    /// Allow a plain http:// URL to a host that is not loopback (traffic and tokens unencrypted).
+    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
+    pub allow_http: bool,
+
+    /// How the bridge authenticates to the upstream (static --header values are always sent).
+    #[arg(long, value_enum, default_value_t = AuthMode::None, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
+    pub auth: AuthMode,
+
+    /// Seconds to wait for a TCP/TLS connection to the upstream.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
+    pub connect_timeout: f64,
+
+    /// Seconds a request may wait for its answer before the bridge answers it with an error
+    /// (0 = no limit; MCP clients usually apply their own).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, env = env::ALIBRIDGE_REQUEST_TIMEOUT)]
+    pub request_timeout: f64,
+
+    /// Seconds in-flight requests may still finish after stdin closes or a signal arrives.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
+    pub shutdown_grace: f64,
+
+    /// Verbose logs (header names, never values; message ids and methods, never bodies).
+    #[arg(long, env = env::ALIBRIDGE_DEBUG)]
+    pub debug: bool,
+
+    /// Append logs to this file instead of stderr (MCP hosts often hide stderr).
+    #[arg(long, value_name = "PATH", env = env::ALIBRIDGE_LOG_FILE)]
+    pub log_file: Option<PathBuf>,
+}
+
+/// `--transport` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportMode {
+    /// Streamable HTTP; on 400/404/405 from the first POST, try HTTP+SSE once.
+    HttpFirst,
+    /// HTTP+SSE; if the SSE GET is refused, try Streamable HTTP once.
+    SseFirst,
+    /// Streamable HTTP only.
+    HttpOnly,
+    /// Legacy HTTP+SSE (2024-11-05) only.
+    SseOnly,
+}
+
+/// `--auth` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No credential beyond the static --header values.
+    None,
+}
+
+/// Parses argv; exits with clap's usage error (code 2) or help/version output (code 0).
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn headers_repeat_and_transport_parses() {
+        let cli = Cli::try_parse_from([
+            "alibridge",
+            "https://x/mcp",
+            "--header",
+            "A: 1",
+            "-H",
+            "B:2",
+            "--transport",
+            "sse-only",
+        ])
+        .unwrap();
+        assert_eq!(cli.bridge.headers, vec!["A: 1", "B:2"]);
+        assert_eq!(cli.bridge.transport, Some(TransportMode::SseOnly));
+    }
+
+    #[test]
+    fn unknown_flag_is_rejected() {
+        assert!(Cli::try_parse_from(["alibridge", "https://x/mcp", "--nope"]).is_err());
+    }
+}

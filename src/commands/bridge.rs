@@ -1,0 +1,52 @@
+//! `alibridge <URL>`: the stdio bridge itself.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::io::BufReader;
+use tracing::{debug, info};
+
+use crate::cli::BridgeArgs;
+use crate::config::BridgeConfig;
+use crate::error::UsageError;
+use crate::relay::{self, Limits, QuitReason};
+use crate::upstream::error::display_url;
+use crate::upstream::http::HttpClient;
+use crate::upstream::{Deliver, Upstream};
+use crate::{auth, shutdown};
+
+/// Resolves the configuration, then relays until the client goes away or a signal arrives.
+pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
+    let cfg = BridgeConfig::resolve(&args, |k| std::env::var(k).ok()).map_err(UsageError::from)?;
+    let credential = auth::from_mode(cfg.auth);
+    let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
+    debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, auth = credential.name(),
+           headers = ?header_names, "starting");
+    let http = HttpClient::new(cfg.connect_timeout, &cfg.headers, credential)
+        .context("could not set up the HTTP client (TLS)")?;
+    let limits = Limits {
+        request_timeout: cfg.request_timeout,
+        shutdown_grace: cfg.shutdown_grace,
+    };
+    let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    let (url, mode) = (cfg.url.clone(), cfg.transport);
+    let connect = move |outbox: Arc<relay::Outbox>| {
+        Upstream::new(url, mode, http, outbox as Arc<dyn Deliver>)
+    };
+    let reason = relay::run(
+        stdin,
+        tokio::io::stdout(),
+        connect,
+        limits,
+        shutdown::signal(),
+    )
+    .await;
+    match reason {
+        QuitReason::InputError(e) => Err(e).context("reading stdin failed"),
+        reason => {
+            info!(?reason, "bridge stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

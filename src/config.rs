@@ -1,0 +1,286 @@
+//! Turns raw command-line values ([`crate::cli`]) into a validated [`BridgeConfig`].
+//!
+//! This is where user mistakes are caught and explained before any network I/O: a malformed
+//! URL, plain http to a remote host, a header that is not `Name: value`, a `${VAR}` that is not
+//! set. Nothing here logs header values.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::Url;
+
+use crate::cli::{AuthMode, BridgeArgs, TransportMode};
+
+/// Everything the bridge needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// The remote MCP endpoint.
+    pub url: Url,
+    /// Static headers sent on every upstream request; values are marked sensitive so they never
+    /// show in `Debug` output.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Resolved transport strategy (the `/sse` default already applied).
+    pub transport: TransportMode,
+    pub auth: AuthMode,
+    pub connect_timeout: Duration,
+    /// `None` means no limit.
+    pub request_timeout: Option<Duration>,
+    pub shutdown_grace: Duration,
+}
+
+/// A configuration mistake; every message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid URL {url:?}: {reason}; give the full endpoint, e.g. https://host/mcp")]
+    InvalidUrl { url: String, reason: String },
+    #[error(
+        "refusing plain http to {host}: traffic and credentials would travel unencrypted; \
+         use https, or pass --allow-http if this network is trusted"
+    )]
+    PlainHttp { host: String },
+    #[error("invalid --header {header:?}: expected \"Name: value\" (for example \"Authorization: Bearer ${{TOKEN}}\")")]
+    HeaderSyntax { header: String },
+    #[error(
+        "invalid --header name {name:?}: header names are letters, digits and !#$%&'*+-.^_`|~"
+    )]
+    HeaderName { name: String },
+    #[error("invalid value for --header {name:?}: header values cannot contain control characters or newlines")]
+    HeaderValue { name: String },
+    #[error("--header {name:?} cannot be set by hand: alibridge manages it for the MCP transport")]
+    ReservedHeader { name: String },
+    #[error("environment variable {var} is not set, but --header {name:?} uses ${{{var}}}; export it or pass the value directly")]
+    UnsetVariable { var: String, name: String },
+    #[error("--{flag} must be a non-negative number of seconds, got {value}")]
+    BadDuration { flag: &'static str, value: f64 },
+}
+
+/// Headers the transport owns; letting users set them would break the session.
+const RESERVED_HEADERS: &[&str] = &[
+    "accept",
+    "content-type",
+    "content-length",
+    "host",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "transfer-encoding",
+];
+
+impl BridgeConfig {
+    /// Validates `args`, reading `${VAR}` values through `lookup` (the process environment in
+    /// production, a map in tests).
+    pub fn resolve(
+        args: &BridgeArgs,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let url = parse_url(&args.url, args.allow_http)?;
+        let headers = args
+            .headers
+            .iter()
+            .filter(|h| !h.trim().is_empty())
+            .map(|h| parse_header(h, &lookup))
+            .collect::<Result<Vec<_>, _>>()?;
+        let transport = args.transport.unwrap_or_else(|| default_transport(&url));
+        Ok(BridgeConfig {
+            url,
+            headers,
+            transport,
+            auth: args.auth,
+            connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
+            request_timeout: Some(seconds("request-timeout", args.request_timeout)?)
+                .filter(|d| !d.is_zero()),
+            shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+        })
+    }
+}
+
+/// The transport spec says a client should accept either kind of URL; an `/sse` path is the
+/// conventional legacy endpoint, so trying SSE first there saves a doomed POST.
+fn default_transport(url: &Url) -> TransportMode {
+    if url.path().trim_end_matches('/').ends_with("/sse") {
+        TransportMode::SseFirst
+    } else {
+        TransportMode::HttpFirst
+    }
+}
+
+fn seconds(flag: &'static str, value: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value).map_err(|_| ConfigError::BadDuration { flag, value })
+}
+
+/// Parses the endpoint and applies the plain-http rule: loopback is fine (local servers and
+/// tunnels), anything else needs `--allow-http`.
+pub fn parse_url(raw: &str, allow_http: bool) -> Result<Url, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidUrl {
+        url: raw.to_string(),
+        reason,
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| invalid(e.to_string()))?;
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let host = url.host_str().unwrap_or_default().to_string();
+            if !allow_http && !is_loopback(&url) {
+                return Err(ConfigError::PlainHttp { host });
+            }
+        }
+        other => return Err(invalid(format!("scheme {other:?} is not http or https"))),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host".into()));
+    }
+    Ok(url)
+}
+
+/// True for `localhost`, `*.localhost`, 127.0.0.0/8 and ::1.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Accepts `Name: value` and `Name:value`; expands `${VAR}` in the value.
+fn parse_header(
+    raw: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(HeaderName, HeaderValue), ConfigError> {
+    let (name, value) = raw
+        .split_once(':')
+        .ok_or_else(|| ConfigError::HeaderSyntax {
+            header: redact(raw),
+        })?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ConfigError::HeaderSyntax {
+            header: redact(raw),
+        });
+    }
+    let header_name =
+        HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::HeaderName {
+            name: name.to_string(),
+        })?;
+    if RESERVED_HEADERS.contains(&header_name.as_str()) {
+        return Err(ConfigError::ReservedHeader {
+            name: name.to_string(),
+        });
+    }
+    let value = expand_vars(value.trim(), name, lookup)?;
+    let mut header_value = HeaderValue::from_str(&value).map_err(|_| ConfigError::HeaderValue {
+        name: name.to_string(),
+    })?;
+    header_value.set_sensitive(true);
+    Ok((header_name, header_value))
+}
+
+/// Keeps the header name of a malformed `--header` for the error message but never its value:
+/// a user who typed `Bearer abc` without a colon must not see the token echoed into a log.
+fn redact(raw: &str) -> String {
+    match raw.split_once([':', ' ']) {
+        Some((name, _)) => format!("{name}…"),
+        None if raw.len() > 24 => "(value hidden)".to_string(),
+        None => raw.to_string(),
+    }
+}
+
+/// Expands `${NAME}`; a `$` not followed by `{` stays literal, so values such as `$2a$…` work.
+fn expand_vars(
+    value: &str,
+    header: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
+        let var = &rest[start + 2..start + 2 + len];
+        out.push_str(&rest[..start]);
+        let val = lookup(var).ok_or_else(|| ConfigError::UnsetVariable {
+            var: var.to_string(),
+            name: header.to_string(),
+        })?;
+        out.push_str(&val);
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "TOKEN" => Some("s3cret".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn header_forms() {
+        let (n, v) = parse_header("Authorization: Bearer ${TOKEN}", &env).unwrap();
+        assert_eq!(n.as_str(), "authorization");
+        assert_eq!(v.to_str().unwrap(), "Bearer s3cret");
+        assert!(v.is_sensitive());
+        let (n, v) = parse_header("X-Api-Key:abc", &env).unwrap();
+        assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-api-key", "abc"));
+        let (_, v) = parse_header("X: a${EMPTY}b $2a$ ${unclosed", &env).unwrap();
+        assert_eq!(v.to_str().unwrap(), "ab $2a$ ${unclosed");
+    }
+
+    #[test]
+    fn header_errors_name_the_problem_without_the_value() {
+        let e = parse_header("X: ${MISSING}", &env).unwrap_err();
+        assert!(e.to_string().contains("MISSING"), "{e}");
+        let e = parse_header("Authorization Bearer abcdefghijklmnopqrstuvwxyz", &env).unwrap_err();
+        assert!(!e.to_string().contains("abcdefghijklmnop"), "{e}");
+        assert!(matches!(
+            parse_header("Bad Name: x", &env),
+            Err(ConfigError::HeaderName { .. })
+        ));
+        assert!(matches!(
+            parse_header("Mcp-Session-Id: x", &env),
+            Err(ConfigError::ReservedHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_unless_allowed() {
+        assert!(parse_url("http://127.0.0.1:8080/mcp", false).is_ok());
+        assert!(parse_url("http://localhost/mcp", false).is_ok());
+        assert!(parse_url("http://[::1]:1/mcp", false).is_ok());
+        assert!(matches!(
+            parse_url("http://example.com/mcp", false),
+            Err(ConfigError::PlainHttp { .. })
+        ));
+        assert!(parse_url("http://example.com/mcp", true).is_ok());
+        assert!(parse_url("ftp://example.com/mcp", true).is_err());
+        assert!(parse_url("not a url", true).is_err());
+    }
+
+    #[test]
+    fn sse_paths_default_to_sse_first() {
+        let u = |s| Url::parse(s).unwrap();
+        assert_eq!(
+            default_transport(&u("https://h/sse")),
+            TransportMode::SseFirst
+        );
+        assert_eq!(
+            default_transport(&u("https://h/a/sse/")),
+            TransportMode::SseFirst
+        );
+        assert_eq!(
+            default_transport(&u("https://h/mcp")),
+            TransportMode::HttpFirst
+        );
+    }
+}

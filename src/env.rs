@@ -1,0 +1,24 @@
+//! Every environment variable alibridge reads, named once.
+//!
+//! Flags wire these through clap's `env = …`, so `--help` shows them next to the flag.
+
+/// State directory (tokens, locks, logs). Default: the platform config dir + `/alibridge`.
+pub const ALIBRIDGE_HOME: &str = "ALIBRIDGE_HOME";
+/// Same as `--header`, newline-separated `Name: value` pairs.
+pub const ALIBRIDGE_HEADERS: &str = "ALIBRIDGE_HEADERS";
+/// Same as `--transport`.
+pub const ALIBRIDGE_TRANSPORT: &str = "ALIBRIDGE_TRANSPORT";
+/// Same as `--auth`.
+pub const ALIBRIDGE_AUTH: &str = "ALIBRIDGE_AUTH";
+/// Same as `--log-file`.
+pub const ALIBRIDGE_LOG_FILE: &str = "ALIBRIDGE_LOG_FILE";
+/// Same as `--debug` (any non-empty value but `0`/`false`).
+pub const ALIBRIDGE_DEBUG: &str = "ALIBRIDGE_DEBUG";
+/// Same as `--allow-http`.
+pub const ALIBRIDGE_ALLOW_HTTP: &str = "ALIBRIDGE_ALLOW_HTTP";
+/// Same as `--connect-timeout`.
+pub const ALIBRIDGE_CONNECT_TIMEOUT: &str = "ALIBRIDGE_CONNECT_TIMEOUT";
+/// Same as `--request-timeout`.
+pub const ALIBRIDGE_REQUEST_TIMEOUT: &str = "ALIBRIDGE_REQUEST_TIMEOUT";
+/// Same as `--shutdown-grace`.
+pub const ALIBRIDGE_SHUTDOWN_GRACE: &str = "ALIBRIDGE_SHUTDOWN_GRACE";

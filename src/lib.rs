@@ -1,0 +1,26 @@
+//! alibridge: lets a desktop MCP client that speaks stdio use a remote MCP server (Streamable
+//! HTTP or legacy HTTP+SSE), such as Alibaba Cloud's OpenAPI MCP Server.
+//!
+//! # Layout
+//! The modules follow the data path, client side to server side:
+//! * [`cli`] / [`config`] / [`env`]: the command line, validated into a configuration.
+//! * [`commands`]: one file per command (`bridge` is `alibridge <URL>`).
+//! * [`stdio`]: newline-delimited framing on stdin/stdout (the only writer of stdout).
+//! * [`jsonrpc`]: peeking at `id`/`method` without re-serialising; the bridge's own errors.
+//! * [`relay`]: the pump between the two sides, and the "one answer per request" ledger.
+//! * [`upstream`]: the remote endpoint: Streamable HTTP, HTTP+SSE, the shared HTTP client.
+//! * [`auth`]: the credential layer, one submodule per credential kind behind one trait.
+//! * [`shutdown`], [`logging`], [`error`]: signals, logs (never stdout), exit codes.
+
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod jsonrpc;
+pub mod logging;
+pub mod relay;
+pub mod shutdown;
+pub mod stdio;
+pub mod upstream;

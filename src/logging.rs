@@ -1,0 +1,60 @@
+//! Log setup. Logs go to stderr or to `--log-file`; never to stdout, which belongs to the
+//! protocol. Log lines carry message ids, methods and header *names*; the code never passes
+//! header values, bodies or tokens to a log macro.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+/// Installs the global subscriber. `debug` raises alibridge's own level to DEBUG.
+pub fn init(debug: bool, log_file: Option<&Path>) -> std::io::Result<()> {
+    let own = if debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    let others = if debug {
+        LevelFilter::INFO
+    } else {
+        LevelFilter::WARN
+    };
+    let filter = Targets::new()
+        .with_target("alibridge", own)
+        .with_default(others);
+    let fmt = tracing_subscriber::fmt::layer().with_target(false);
+    match log_file {
+        Some(path) => {
+            let file = open_private(path)?;
+            let layer = fmt
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file));
+            tracing_subscriber::registry()
+                .with(layer.with_filter(filter))
+                .init();
+        }
+        None => {
+            use std::io::IsTerminal;
+            let ansi = std::io::stderr().is_terminal();
+            let layer = fmt.with_ansi(ansi).with_writer(std::io::stderr);
+            tracing_subscriber::registry()
+                .with(layer.with_filter(filter))
+                .init();
+        }
+    }
+    Ok(())
+}
+
+/// Opens the log for appending, created 0600: debug logs describe the user's cloud activity.
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}

@@ -1,0 +1,31 @@
+//! Entry point: parse the command line, set up logging, dispatch, map the outcome to an exit
+//! code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use alibridge::{cli, commands, error, logging};
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    let args = cli.bridge;
+    if let Err(e) = logging::init(args.debug, args.log_file.as_deref()) {
+        eprintln!("alibridge: error: cannot open the log file: {e}");
+        return ExitCode::from(2);
+    }
+    // One thread: a bridge is I/O-bound, and a single-threaded runtime starts faster and uses
+    // less memory than a pool (each desktop client runs one bridge per server).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return error::report(&anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    let outcome = runtime.block_on(commands::bridge::run(args));
+    // Do not wait for stray tasks (a stuck DELETE, an aborted stream) at exit.
+    runtime.shutdown_background();
+    match outcome {
+        Ok(code) => code,
+        Err(e) => error::report(&e),
+    }
+}

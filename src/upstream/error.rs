@@ -1,0 +1,187 @@
+//! Upstream failures, and how each becomes a JSON-RPC error a person can act on.
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::jsonrpc::{self, Id};
+
+/// Why a message could not be delivered or answered by the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(
+        "could not reach the MCP server at {url}: {detail}. Check the URL and your network \
+         (behind a proxy, set HTTPS_PROXY)"
+    )]
+    Connect { url: String, detail: String },
+
+    #[error("{}", status_message(*status, url, body))]
+    Status {
+        status: u16,
+        url: String,
+        body: String,
+    },
+
+    #[error(
+        "the MCP server at {url} closed the response stream before answering ({detail}); the \
+         request may or may not have run on the server, so it was not sent again"
+    )]
+    StreamClosed { url: String, detail: String },
+
+    #[error("the MCP server at {url} sent something that is not JSON-RPC: {detail}")]
+    Malformed { url: String, detail: String },
+
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+
+    #[error(
+        "the MCP session at {url} expired and starting a new one failed: {detail}. Restart the \
+         MCP server entry in your client"
+    )]
+    Session { url: String, detail: String },
+
+    #[error("no answer within --request-timeout ({secs} s); raise it, or 0 for no limit")]
+    Timeout { secs: f64 },
+
+    #[error("alibridge is shutting down (stdin closed or signal) and the request did not finish in time")]
+    Shutdown,
+
+    /// The first POST was refused in a way that means "not a Streamable HTTP endpoint"
+    /// (400/404/405); the caller may fall back to HTTP+SSE.
+    #[error("{}", status_message(*status, url, body))]
+    NotStreamable {
+        status: u16,
+        url: String,
+        body: String,
+    },
+}
+
+fn status_message(status: u16, url: &str, body: &str) -> String {
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let body = if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    };
+    let advice = match status {
+        401 | 403 => "; the server refused the credentials: check the --header token or the --auth setting",
+        404 => "; check the endpoint URL (for Alibaba Cloud, copy it from the OpenAPI MCP Server console)",
+        429 => "; the server is rate-limiting: wait and retry",
+        500..=599 => "; this is a server-side failure: retry later",
+        _ => "",
+    };
+    format!("the MCP server at {url} answered HTTP {status} {reason}{body}{advice}")
+}
+
+impl UpstreamError {
+    /// The `data.alibridge.kind` value documented in `docs/relay-contract.md`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::Status { .. } | UpstreamError::NotStreamable { .. } => "http_status",
+            UpstreamError::StreamClosed { .. } => "stream_closed",
+            UpstreamError::Malformed { .. } => "malformed",
+            UpstreamError::Auth(_) => "auth",
+            UpstreamError::Session { .. } => "session",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::Status { status, .. } | UpstreamError::NotStreamable { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error response that answers request `id` with this failure.
+    pub fn to_response(&self, id: &Id) -> Bytes {
+        let mut info = json!({ "kind": self.kind() });
+        if let Some(s) = self.http_status() {
+            info["httpStatus"] = s.into();
+        }
+        jsonrpc::error_response(
+            Some(id),
+            jsonrpc::code::UPSTREAM_ERROR,
+            &format!("alibridge: {self}"),
+            Some(json!({ "alibridge": info })),
+        )
+    }
+}
+
+/// Describes a reqwest error without its URL (which may carry a query string) and with the
+/// underlying cause, which is what tells a person what went wrong ("connection refused").
+pub fn describe(err: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    if err.is_timeout() {
+        parts.push("timed out".to_string());
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    if parts.is_empty() {
+        parts.push(
+            if err.is_connect() {
+                "connection failed"
+            } else if err.is_body() || err.is_decode() {
+                "error reading the response body"
+            } else {
+                "error sending the request"
+            }
+            .to_string(),
+        );
+    }
+    parts.join(": ")
+}
+
+/// A URL safe to show: scheme, host, port and path, never the query or user info.
+pub fn display_url(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_carries_kind_status_and_advice() {
+        let e = UpstreamError::Status {
+            status: 502,
+            url: "https://h/mcp".into(),
+            body: "bad".into(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&e.to_response(&Id::from_json("5"))).unwrap();
+        assert_eq!(v["id"], 5);
+        assert_eq!(v["error"]["code"], -32000);
+        assert_eq!(v["error"]["data"]["alibridge"]["kind"], "http_status");
+        assert_eq!(v["error"]["data"]["alibridge"]["httpStatus"], 502);
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("502 Bad Gateway: bad") && msg.contains("retry later"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn display_url_hides_query_and_userinfo() {
+        let u = reqwest::Url::parse("https://user:pw@h:8443/mcp?token=abc#x").unwrap();
+        assert_eq!(display_url(&u), "https://h:8443/mcp");
+    }
+}

@@ -1,0 +1,164 @@
+//! The HTTP client shared by both transports: connection pooling, TLS, proxies, static
+//! headers, the credential, and the two retries that are always safe.
+//!
+//! Safe retries only: a request is sent again when the connection failed before anything was
+//! written, or when the credential refreshed after a 401/403 (the server refused it without
+//! running it). Anything else that fails after sending is reported, never repeated.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, Url};
+use tracing::{debug, warn};
+
+use super::error::{describe, display_url, UpstreamError};
+use crate::auth::{Credential, Rejection, Retry};
+
+/// `Accept` for POSTs: the spec requires both JSON and SSE.
+pub const ACCEPT_POST: &str = "application/json, text/event-stream";
+/// `Accept` for the GET stream.
+pub const ACCEPT_SSE: &str = "text/event-stream";
+
+/// Pause before the single reconnect after a connect failure.
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// A configured client plus what every upstream request carries.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    static_headers: Arc<HeaderMap>,
+    credential: Arc<dyn Credential>,
+}
+
+impl HttpClient {
+    /// Builds the reqwest client: rustls with the platform's trust store (so corporate CAs
+    /// work), HTTP(S)_PROXY / NO_PROXY honoured, gzip, keep-alive, a connect timeout and **no
+    /// total timeout**, because an idle SSE stream must be allowed to stay open for hours.
+    pub fn new(
+        connect_timeout: Duration,
+        headers: &[(HeaderName, HeaderValue)],
+        credential: Arc<dyn Credential>,
+    ) -> Result<Self, reqwest::Error> {
+        // Installing twice is harmless (the second call reports that one is already set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("alibridge/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+            .gzip(true)
+            .build()?;
+        let mut static_headers = HeaderMap::new();
+        for (n, v) in headers {
+            static_headers.append(n.clone(), v.clone());
+        }
+        Ok(HttpClient {
+            client,
+            static_headers: Arc::new(static_headers),
+            credential,
+        })
+    }
+
+    /// The raw client, for building requests.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends the request `build` makes, decorated with static headers and the credential.
+    /// `build` is called again for a retry, so it must be cheap (bodies are `Bytes`).
+    pub async fn send(
+        &self,
+        url: &Url,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, UpstreamError> {
+        let mut connect_retried = false;
+        let mut auth_retried = false;
+        loop {
+            let mut headers = (*self.static_headers).clone();
+            self.credential.apply(&mut headers).await?;
+            match build().headers(headers).send().await {
+                Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) && !auth_retried => {
+                    let rejection = Rejection {
+                        status: resp.status().as_u16(),
+                        www_authenticate: resp
+                            .headers()
+                            .get(WWW_AUTHENTICATE)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string),
+                    };
+                    if self.credential.rejected(&rejection).await? == Retry::Once {
+                        debug!(
+                            status = rejection.status,
+                            "credential refreshed; retrying once"
+                        );
+                        auth_retried = true;
+                        continue;
+                    }
+                    return Ok(resp);
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.is_connect() && !connect_retried => {
+                    warn!(url = %display_url(url), error = %describe(&e), "connect failed; retrying once");
+                    connect_retried = true;
+                    tokio::time::sleep(CONNECT_RETRY_DELAY).await;
+                }
+                Err(e) => {
+                    return Err(UpstreamError::Connect {
+                        url: display_url(url),
+                        detail: describe(&e),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// True when the response is an SSE stream.
+pub fn is_event_stream(resp: &Response) -> bool {
+    content_type(resp).starts_with("text/event-stream")
+}
+
+/// True when the response is JSON.
+pub fn is_json(resp: &Response) -> bool {
+    let ct = content_type(resp);
+    ct.starts_with("application/json") || (ct.starts_with("application/") && ct.contains("+json"))
+}
+
+fn content_type(resp: &Response) -> String {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Reads at most a few KiB of an error body, as text fit for a one-line message.
+pub async fn error_snippet(resp: Response) -> (String, bytes::Bytes) {
+    const MAX: usize = 64 * 1024;
+    let body = read_limited(resp, MAX).await;
+    let text = String::from_utf8_lossy(&body);
+    let mut snippet: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    if text.chars().count() > 300 {
+        snippet.push('…');
+    }
+    (snippet.trim().to_string(), body)
+}
+
+async fn read_limited(mut resp: Response, max: usize) -> bytes::Bytes {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        out.extend_from_slice(&chunk);
+        if out.len() >= max {
+            out.truncate(max);
+            break;
+        }
+    }
+    out.into()
+}

@@ -1,0 +1,172 @@
+//! The server side of the bridge: the remote MCP endpoint and its transports.
+//!
+//! [`Upstream`] picks a transport (Streamable HTTP or the legacy HTTP+SSE pair) according to
+//! `--transport`, falling back once when the first attempt shows the server speaks the other
+//! one. Each transport sends the client's messages as the exact bytes received and hands every
+//! message the server sends to a [`Deliver`] sink (the relay), never to stdout directly.
+//!
+//! Layout: [`http`] (client, headers, credential, safe retries), [`event_stream`] (SSE parsing),
+//! [`streamable`] (Streamable HTTP sessions), [`legacy_sse`] (HTTP+SSE), [`error`].
+
+pub mod error;
+pub mod event_stream;
+pub mod http;
+pub mod legacy_sse;
+pub mod streamable;
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tracing::info;
+
+pub use self::error::UpstreamError;
+use self::http::HttpClient;
+use self::legacy_sse::LegacySse;
+use self::streamable::StreamableHttp;
+use crate::auth::BoxFuture;
+use crate::cli::TransportMode;
+use crate::jsonrpc::Message;
+
+/// Where server messages go. Implemented by the relay, which enforces "one answer per request".
+pub trait Deliver: Send + Sync + 'static {
+    /// Hands one message from the server to the client side; waits for room on stdout.
+    fn deliver(&self, msg: Message) -> BoxFuture<'_, ()>;
+}
+
+/// The chosen transport.
+enum Active {
+    Undecided,
+    Streamable(Arc<StreamableHttp>),
+    Sse(Arc<LegacySse>),
+}
+
+/// The remote endpoint, with its transport chosen on first use.
+pub struct Upstream {
+    url: reqwest::Url,
+    mode: TransportMode,
+    http: HttpClient,
+    out: Arc<dyn Deliver>,
+    /// Held across the first send while no transport is chosen, so concurrent messages wait
+    /// for the decision instead of racing it.
+    active: Mutex<Active>,
+}
+
+impl Upstream {
+    pub fn new(
+        url: reqwest::Url,
+        mode: TransportMode,
+        http: HttpClient,
+        out: Arc<dyn Deliver>,
+    ) -> Self {
+        Upstream {
+            url,
+            mode,
+            http,
+            out,
+            active: Mutex::new(Active::Undecided),
+        }
+    }
+
+    /// Sends one client message. For a request, returns once its answer was delivered or the
+    /// exchange failed (the caller then answers with the error); for other messages, once the
+    /// server accepted them.
+    pub async fn send(&self, msg: Message) -> Result<(), UpstreamError> {
+        let mut active = self.active.lock().await;
+        match &*active {
+            Active::Streamable(t) => {
+                let t = t.clone();
+                drop(active);
+                return t.send(msg).await;
+            }
+            Active::Sse(t) => {
+                let t = t.clone();
+                drop(active);
+                return t.send(msg).await;
+            }
+            Active::Undecided => {}
+        }
+        match self.mode {
+            TransportMode::HttpOnly | TransportMode::HttpFirst => {
+                let t = Arc::new(self.streamable());
+                match t.send(msg.clone()).await {
+                    Err(UpstreamError::NotStreamable { status, url, body }) => {
+                        if self.mode == TransportMode::HttpOnly {
+                            *active = Active::Streamable(t);
+                            return Err(UpstreamError::Status { status, url, body });
+                        }
+                        info!(
+                            status,
+                            "POST refused; falling back to the HTTP+SSE transport"
+                        );
+                        let sse = match LegacySse::connect(&self.url, &self.http, &self.out).await {
+                            Ok(sse) => sse,
+                            // Neither transport works: report the Streamable HTTP refusal too.
+                            Err(e) => return Err(both_failed(status, e)),
+                        };
+                        *active = Active::Sse(sse.clone());
+                        drop(active);
+                        sse.send(msg).await
+                    }
+                    Err(e @ UpstreamError::Connect { .. }) => Err(e),
+                    other => {
+                        *active = Active::Streamable(t);
+                        other
+                    }
+                }
+            }
+            TransportMode::SseOnly | TransportMode::SseFirst => {
+                match LegacySse::connect(&self.url, &self.http, &self.out).await {
+                    Ok(sse) => {
+                        *active = Active::Sse(sse.clone());
+                        drop(active);
+                        sse.send(msg).await
+                    }
+                    Err(e) if self.mode == TransportMode::SseFirst && e.http_status().is_some() => {
+                        info!(error = %e, "SSE GET refused; falling back to Streamable HTTP");
+                        let t = Arc::new(self.streamable());
+                        *active = Active::Streamable(t.clone());
+                        drop(active);
+                        t.send(msg).await.map_err(|e| match e {
+                            UpstreamError::NotStreamable { status, url, body } => {
+                                UpstreamError::Status { status, url, body }
+                            }
+                            e => e,
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Ends the session politely (Streamable HTTP `DELETE`) and stops background streams.
+    pub async fn close(&self) {
+        let active = std::mem::replace(&mut *self.active.lock().await, Active::Undecided);
+        match active {
+            Active::Streamable(t) => t.close().await,
+            Active::Sse(t) => t.close(),
+            Active::Undecided => {}
+        }
+    }
+
+    fn streamable(&self) -> StreamableHttp {
+        StreamableHttp::new(self.url.clone(), self.http.clone(), self.out.clone())
+    }
+}
+
+fn both_failed(status: u16, sse: UpstreamError) -> UpstreamError {
+    match sse {
+        UpstreamError::Status {
+            status: s2,
+            url,
+            body,
+        } => UpstreamError::Status {
+            status,
+            url,
+            body: format!(
+                "{body} (the HTTP+SSE fallback got HTTP {s2} too; is this an MCP endpoint?)"
+            ),
+        },
+        other => other,
+    }
+}

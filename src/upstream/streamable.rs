@@ -1,0 +1,514 @@
+//! Streamable HTTP (MCP 2025-06-18 and 2025-11-25): one POST per client message, answers as
+//! JSON or SSE, a session id to echo, a GET stream for server-initiated messages, resumption
+//! of cut streams with `Last-Event-ID`, re-initialisation when the server forgets the session,
+//! and `DELETE` on exit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::{RequestBuilder, Response, Url};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::error::{describe, display_url, UpstreamError};
+use super::event_stream::{Event, EventStream};
+use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_POST, ACCEPT_SSE};
+use super::Deliver;
+use crate::jsonrpc::{self, single_line, Id, Kind, Message};
+
+const SESSION_ID: &str = "mcp-session-id";
+const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// How many times one response stream may be resumed without making progress.
+const MAX_RESUMES: u32 = 5;
+/// Wait before resuming when the server sent no `retry:`.
+const DEFAULT_RETRY: Duration = Duration::from_millis(500);
+/// Longest pause between GET-stream reconnects after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// `DELETE` on exit must not hold up the client that is closing us.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Session state, copied out as a snapshot for each request.
+#[derive(Clone, Default)]
+struct Session {
+    id: Option<HeaderValue>,
+    protocol_version: Option<HeaderValue>,
+    /// Bumped whenever the session changes, so concurrent 404s trigger one re-initialize.
+    generation: u64,
+    /// The client's `initialize` request, replayed when the session expires.
+    initialize: Option<Bytes>,
+    /// The client's `notifications/initialized`, replayed after it.
+    initialized: Option<Bytes>,
+}
+
+/// What a POST achieved, beyond errors.
+enum Outcome {
+    Done,
+    /// HTTP 404 for our session id: the server forgot the session.
+    Expired,
+}
+
+pub struct StreamableHttp {
+    url: Url,
+    /// The URL as shown in messages (no query string).
+    shown: String,
+    http: HttpClient,
+    out: Arc<dyn Deliver>,
+    session: Mutex<Session>,
+    /// Held for writing while an `initialize` is in flight: later messages need its session id.
+    init_gate: tokio::sync::RwLock<()>,
+    /// Makes re-initialisation single-flight.
+    reinit_lock: tokio::sync::Mutex<()>,
+    reinit_count: AtomicU64,
+    get_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl StreamableHttp {
+    pub fn new(url: Url, http: HttpClient, out: Arc<dyn Deliver>) -> Self {
+        StreamableHttp {
+            shown: display_url(&url),
+            url,
+            http,
+            out,
+            session: Mutex::new(Session::default()),
+            init_gate: tokio::sync::RwLock::new(()),
+            reinit_lock: tokio::sync::Mutex::new(()),
+            reinit_count: AtomicU64::new(0),
+            get_task: Mutex::new(None),
+        }
+    }
+
+    /// Sends one client message (see [`super::Upstream::send`]).
+    pub async fn send(self: &Arc<Self>, msg: Message) -> Result<(), UpstreamError> {
+        if msg.is_request() && msg.method_is("initialize") {
+            return self.initialize(msg).await;
+        }
+        // Wait for an initialize in flight; do not hold the gate for the whole exchange.
+        drop(self.init_gate.read().await);
+        let session = self.snapshot();
+        if let Outcome::Expired = self.post(&msg, &session).await? {
+            info!(url = %self.shown, "session expired (HTTP 404); starting a new one");
+            self.reinit(session.generation).await?;
+            if let Outcome::Expired = self.post(&msg, &self.snapshot()).await? {
+                return Err(self.session_error("the new session was rejected at once (HTTP 404)"));
+            }
+        }
+        if msg.method_is("notifications/initialized") {
+            self.session.lock().unwrap().initialized = Some(msg.bytes.clone());
+            self.start_get_stream();
+        }
+        Ok(())
+    }
+
+    /// Runs the client's `initialize`: a fresh session, its id and protocol version captured.
+    async fn initialize(self: &Arc<Self>, msg: Message) -> Result<(), UpstreamError> {
+        let _gate = self.init_gate.write().await;
+        self.stop_get_stream();
+        {
+            let mut s = self.session.lock().unwrap();
+            *s = Session {
+                generation: s.generation + 1,
+                initialize: Some(msg.bytes.clone()),
+                ..Session::default()
+            };
+        }
+        let id = msg.id.clone().expect("initialize is a request");
+        let answer = self.exchange_initialize(&msg, &id).await?;
+        if let Some(answer) = answer {
+            self.out.deliver(answer).await;
+        }
+        Ok(())
+    }
+
+    /// POSTs an initialize without a session id and records the new session. Returns the
+    /// answer, or `None` when the server's error body was already delivered.
+    async fn exchange_initialize(
+        &self,
+        msg: &Message,
+        id: &Id,
+    ) -> Result<Option<Message>, UpstreamError> {
+        let fresh = Session::default();
+        let resp = self
+            .http
+            .send(&self.url, || self.post_request(&msg.bytes, &fresh))
+            .await?;
+        if !resp.status().is_success() {
+            return self.failed(resp, msg, &fresh).await.map(|_| None);
+        }
+        let session_id = resp.headers().get(SESSION_ID).cloned();
+        let answer = self.read_answer(resp, id, &fresh).await?;
+        let version = jsonrpc::negotiated_protocol_version(&answer.bytes)
+            .and_then(|v| HeaderValue::from_str(&v).ok());
+        debug!(session = session_id.is_some(), version = ?version, "initialize answered");
+        let mut s = self.session.lock().unwrap();
+        s.id = session_id;
+        s.protocol_version = version;
+        Ok(Some(answer))
+    }
+
+    /// POSTs one message with `session`'s headers and delivers what comes back.
+    async fn post(&self, msg: &Message, session: &Session) -> Result<Outcome, UpstreamError> {
+        let resp = self
+            .http
+            .send(&self.url, || self.post_request(&msg.bytes, session))
+            .await?;
+        if !resp.status().is_success() {
+            return self.failed(resp, msg, session).await;
+        }
+        if let (Kind::Request, Some(id)) = (msg.kind, &msg.id) {
+            let answer = self.read_answer(resp, id, session).await?;
+            self.out.deliver(answer).await;
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Turns a non-success POST response into the right outcome.
+    async fn failed(
+        &self,
+        resp: Response,
+        msg: &Message,
+        session: &Session,
+    ) -> Result<Outcome, UpstreamError> {
+        let status = resp.status().as_u16();
+        if status == 404 && session.id.is_some() {
+            return Ok(Outcome::Expired);
+        }
+        let (snippet, body) = error_snippet(resp).await;
+        // Some servers answer a bad request with a JSON-RPC error for it: that is the answer.
+        if let (Some(id), Ok(m)) = (&msg.id, Message::parse(single_line(body))) {
+            if m.kind == Kind::Response && m.id.as_ref() == Some(id) {
+                self.out.deliver(m).await;
+                return Ok(Outcome::Done);
+            }
+        }
+        let url = self.shown.clone();
+        if session.id.is_none() && matches!(status, 400 | 404 | 405) {
+            return Err(UpstreamError::NotStreamable {
+                status,
+                url,
+                body: snippet,
+            });
+        }
+        Err(UpstreamError::Status {
+            status,
+            url,
+            body: snippet,
+        })
+    }
+
+    /// Reads a successful POST response until the answer to `id`, delivering everything else
+    /// (progress, logging, server→client requests) in the order it arrives.
+    async fn read_answer(
+        &self,
+        resp: Response,
+        id: &Id,
+        session: &Session,
+    ) -> Result<Message, UpstreamError> {
+        if is_event_stream(&resp) {
+            return self.read_sse_answer(resp, id, session).await;
+        }
+        let body = resp.bytes().await.map_err(|e| self.closed(describe(&e)))?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(self.closed("the server accepted the request but sent no answer".into()));
+        }
+        let m = Message::parse(single_line(body)).map_err(|e| self.malformed(e.to_string()))?;
+        if m.kind == Kind::Response && m.id.as_ref() == Some(id) {
+            return Ok(m);
+        }
+        self.out.deliver(m).await;
+        Err(self.closed("the JSON body was not the answer to this request".into()))
+    }
+
+    async fn read_sse_answer(
+        &self,
+        resp: Response,
+        id: &Id,
+        session: &Session,
+    ) -> Result<Message, UpstreamError> {
+        let mut events = EventStream::new(resp.bytes_stream());
+        let mut resumes = 0;
+        let mut malformed = None;
+        loop {
+            let detail = match events.next().await {
+                Some(Ok(ev)) => {
+                    match parse_event(ev) {
+                        Some(Ok(m)) if m.kind == Kind::Response && m.id.as_ref() == Some(id) => {
+                            return Ok(m)
+                        }
+                        Some(Ok(m)) => {
+                            resumes = 0;
+                            self.out.deliver(m).await;
+                        }
+                        Some(Err(e)) => {
+                            warn!(error = %e, "dropping a malformed message from the SSE stream");
+                            malformed = Some(e);
+                        }
+                        None => {}
+                    }
+                    continue;
+                }
+                Some(Err(e)) => describe(&e),
+                None => "the stream ended".to_string(),
+            };
+            let detail = match malformed.take() {
+                Some(m) => return Err(self.malformed(format!("{m} ({detail})"))),
+                None => detail,
+            };
+            let Some(last) = events.last_event_id().map(str::to_string) else {
+                return Err(self.closed(format!(
+                    "{detail}; the server gave no event id to resume from"
+                )));
+            };
+            if resumes >= MAX_RESUMES {
+                return Err(
+                    self.closed(format!("{detail}; gave up after {MAX_RESUMES} resumptions"))
+                );
+            }
+            resumes += 1;
+            let retry = events.retry_ms();
+            tokio::time::sleep(retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY)).await;
+            debug!(last_event_id = %last, attempt = resumes, "resuming the response stream");
+            let resp = self
+                .http
+                .send(&self.url, || self.get_request(Some(&last), session))
+                .await
+                .map_err(|e| self.closed(format!("{detail}; resuming failed: {e}")))?;
+            if !(resp.status().is_success() && is_event_stream(&resp)) {
+                let status = resp.status().as_u16();
+                return Err(self.closed(format!(
+                    "{detail}; resuming with Last-Event-ID got HTTP {status}"
+                )));
+            }
+            events = EventStream::new(resp.bytes_stream()).with_last_event_id(Some(last));
+            if let Some(ms) = retry {
+                events = events.with_retry_ms(ms);
+            }
+        }
+    }
+
+    /// Starts a new session after the old one expired: replays the client's initialize (with
+    /// an id of our own, so its answer stays here) and initialized. Concurrent callers that saw
+    /// the same expired session wait for one replay.
+    async fn reinit(self: &Arc<Self>, failed_generation: u64) -> Result<(), UpstreamError> {
+        let _one_at_a_time = self.reinit_lock.lock().await;
+        let old = self.snapshot();
+        if old.generation != failed_generation {
+            return Ok(()); // someone else already replaced the session
+        }
+        let Some(init) = old.initialize.clone() else {
+            return Err(self
+                .session_error("the client never sent initialize, so there is nothing to replay"));
+        };
+        self.stop_get_stream();
+        let n = self.reinit_count.fetch_add(1, Ordering::Relaxed);
+        let rid = Id::from_json(&format!("\"alibridge-reinit-{n}\""));
+        let msg = jsonrpc::with_id(&init, &rid)
+            .and_then(|b| Message::parse(b).ok())
+            .ok_or_else(|| self.session_error("the cached initialize could not be replayed"))?;
+        {
+            let mut s = self.session.lock().unwrap();
+            s.id = None;
+            s.protocol_version = None;
+            s.generation += 1;
+        }
+        let answer = match self.exchange_initialize(&msg, &rid).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Err(self.session_error("the server refused the new initialize")),
+            Err(e) => return Err(self.session_error(&e.to_string())),
+        };
+        if jsonrpc::is_error_response(&answer.bytes) {
+            return Err(self.session_error("the server answered the new initialize with an error"));
+        }
+        let initialized = old.initialized.clone().unwrap_or_else(|| {
+            Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        });
+        let note = Message::parse(initialized).expect("initialized was parsed before");
+        let session = self.snapshot();
+        if let Err(e) = self.post(&note, &session).await {
+            warn!(error = %e, "the new session did not accept notifications/initialized");
+        }
+        if old.initialized.is_some() {
+            self.start_get_stream();
+        }
+        info!(url = %self.shown, "new MCP session established");
+        Ok(())
+    }
+
+    /// Opens (or reopens) the standalone GET stream for server-initiated messages.
+    fn start_get_stream(self: &Arc<Self>) {
+        let me = self.clone();
+        let task = tokio::spawn(async move { me.run_get_stream().await });
+        if let Some(old) = self.get_task.lock().unwrap().replace(task) {
+            old.abort();
+        }
+    }
+
+    fn stop_get_stream(&self) {
+        if let Some(old) = self.get_task.lock().unwrap().take() {
+            old.abort();
+        }
+    }
+
+    /// Keeps the GET stream open for the life of the session, resuming from the last event id
+    /// after a break. Gives up on 405 (the server offers no stream) and on other refusals.
+    async fn run_get_stream(self: Arc<Self>) {
+        let mut last: Option<String> = None;
+        let mut retry: Option<u64> = None;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let session = self.snapshot();
+            let resp = match self
+                .http
+                .send(&self.url, || self.get_request(last.as_deref(), &session))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e, "GET stream: connect failed; will retry");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            if resp.status().is_success() && is_event_stream(&resp) {
+                backoff = Duration::from_secs(1);
+                let mut events =
+                    EventStream::new(resp.bytes_stream()).with_last_event_id(last.clone());
+                while let Some(Ok(ev)) = events.next().await {
+                    match parse_event(ev) {
+                        Some(Ok(m)) => self.out.deliver(m).await,
+                        Some(Err(e)) => {
+                            warn!(error = %e, "dropping a malformed message from the GET stream")
+                        }
+                        None => {}
+                    }
+                }
+                last = events.last_event_id().map(str::to_string);
+                retry = events.retry_ms().or(retry);
+                debug!(resumable = last.is_some(), "GET stream ended; reconnecting");
+                tokio::time::sleep(retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY)).await;
+                continue;
+            }
+            match status {
+                405 => debug!("the server offers no GET stream (405)"),
+                404 if session.id.is_some() => {
+                    info!("session expired (GET stream 404); starting a new one");
+                    let me = self.clone();
+                    // A separate task: reinit stops this one.
+                    tokio::spawn(async move {
+                        if let Err(e) = me.reinit(session.generation).await {
+                            warn!(error = %e, "could not start a new session");
+                        }
+                    });
+                }
+                408 | 429 | 500..=599 => {
+                    debug!(status, "GET stream refused for now; will retry");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                _ => warn!(
+                    status,
+                    "GET stream refused; server-initiated messages will only arrive on responses"
+                ),
+            }
+            return;
+        }
+    }
+
+    /// Stops the GET stream and deletes the session, bounded by [`DELETE_TIMEOUT`].
+    pub async fn close(&self) {
+        self.stop_get_stream();
+        let session = self.snapshot();
+        let Some(id) = session.id.clone() else { return };
+        let delete = self.http.send(&self.url, || {
+            let mut rb = self
+                .http
+                .client()
+                .delete(self.url.clone())
+                .header(SESSION_ID, id.clone());
+            if let Some(v) = &session.protocol_version {
+                rb = rb.header(PROTOCOL_VERSION, v.clone());
+            }
+            rb
+        });
+        match tokio::time::timeout(DELETE_TIMEOUT, delete).await {
+            Ok(Ok(resp)) => debug!(status = resp.status().as_u16(), "session deleted"),
+            Ok(Err(e)) => debug!(error = %e, "session DELETE failed"),
+            Err(_) => debug!("session DELETE timed out"),
+        }
+    }
+
+    fn snapshot(&self) -> Session {
+        self.session.lock().unwrap().clone()
+    }
+
+    fn post_request(&self, body: &Bytes, session: &Session) -> RequestBuilder {
+        let rb = self
+            .http
+            .client()
+            .post(self.url.clone())
+            .header(ACCEPT, ACCEPT_POST)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.clone());
+        with_session(rb, session)
+    }
+
+    fn get_request(&self, last_event_id: Option<&str>, session: &Session) -> RequestBuilder {
+        let mut rb = self
+            .http
+            .client()
+            .get(self.url.clone())
+            .header(ACCEPT, ACCEPT_SSE);
+        if let Some(v) = last_event_id.and_then(|l| HeaderValue::from_str(l).ok()) {
+            rb = rb.header(LAST_EVENT_ID, v);
+        }
+        with_session(rb, session)
+    }
+
+    fn closed(&self, detail: String) -> UpstreamError {
+        UpstreamError::StreamClosed {
+            url: self.shown.clone(),
+            detail,
+        }
+    }
+
+    fn malformed(&self, detail: String) -> UpstreamError {
+        UpstreamError::Malformed {
+            url: self.shown.clone(),
+            detail,
+        }
+    }
+
+    fn session_error(&self, detail: &str) -> UpstreamError {
+        UpstreamError::Session {
+            url: self.shown.clone(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+fn with_session(mut rb: RequestBuilder, session: &Session) -> RequestBuilder {
+    if let Some(id) = &session.id {
+        rb = rb.header(SESSION_ID, id.clone());
+    }
+    if let Some(v) = &session.protocol_version {
+        rb = rb.header(PROTOCOL_VERSION, v.clone());
+    }
+    rb
+}
+
+/// Turns an SSE event into a message: `None` for events that are not MCP messages (other
+/// event types), `Some(Err)` for data that is not JSON-RPC.
+pub(crate) fn parse_event(ev: Event) -> Option<Result<Message, String>> {
+    if ev.event.as_deref().is_some_and(|t| t != "message") {
+        debug!(event = ?ev.event, "ignoring a non-message SSE event");
+        return None;
+    }
+    Some(Message::parse(single_line(ev.data)).map_err(|e| e.to_string()))
+}

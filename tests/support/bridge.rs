@@ -1,0 +1,211 @@
+//! Drives the real `alibridge` binary over piped stdio, the way a desktop MCP client does.
+//!
+//! Every line the bridge prints on stdout is checked to be a single JSON object as it is read, so
+//! any test that reads output also proves that stdout carried nothing but JSON-RPC.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+/// How long a test waits for one line before declaring the bridge stuck.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running bridge process with its stdio pipes.
+pub struct Bridge {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr_task: Option<tokio::task::JoinHandle<String>>,
+    /// Every message read from stdout so far, in order.
+    pub seen: Vec<Value>,
+}
+
+/// The path of the binary under test (built by cargo for integration tests).
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_alibridge")
+}
+
+impl Bridge {
+    /// Spawns `alibridge <args…>` with an isolated `ALIBRIDGE_HOME` and no proxy variables.
+    pub fn spawn<I, S>(args: I) -> Bridge
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Self::spawn_with_env(args, std::iter::empty::<(String, String)>())
+    }
+
+    /// Like [`Bridge::spawn`], with extra environment variables.
+    pub fn spawn_with_env<I, S, E, K, V>(args: I, env: E) -> Bridge
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let home = std::env::temp_dir().join(format!(
+            "alibridge-test-home-{}-{}",
+            std::process::id(),
+            NEXT_HOME.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env("ALIBRIDGE_HOME", &home)
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn alibridge");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stderr = child.stderr.take().unwrap();
+        let stderr_task = Some(tokio::spawn(collect(stderr)));
+        Bridge { child, stdin, stdout, stderr_task, seen: Vec::new() }
+    }
+
+    /// Writes raw bytes to the bridge's stdin (no newline added).
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        stdin.write_all(bytes).await.expect("write stdin");
+        stdin.flush().await.expect("flush stdin");
+    }
+
+    /// Sends one JSON-RPC message as a line.
+    pub async fn send(&mut self, msg: &Value) {
+        let mut line = serde_json::to_vec(msg).unwrap();
+        line.push(b'\n');
+        self.write_raw(&line).await;
+    }
+
+    /// Sends a request with the given id.
+    pub async fn request(&mut self, id: impl Into<Value>, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc":"2.0","id":id.into(),"method":method,"params":params})).await;
+    }
+
+    /// Sends a notification.
+    pub async fn notify(&mut self, method: &str, params: Value) {
+        self.send(&json!({"jsonrpc":"2.0","method":method,"params":params})).await;
+    }
+
+    /// Closes stdin (the client went away).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Reads the next stdout line, asserting it is one JSON-RPC object. `None` on EOF.
+    pub async fn next(&mut self) -> Option<Value> {
+        let line = tokio::time::timeout(LINE_TIMEOUT, self.stdout.next_line())
+            .await
+            .expect("bridge printed nothing in time")
+            .expect("read stdout")?;
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:.200}"));
+        assert!(v.is_object(), "stdout line is not a JSON object: {line:.200}");
+        assert_eq!(v["jsonrpc"], "2.0", "stdout line is not JSON-RPC 2.0: {line:.200}");
+        self.seen.push(v.clone());
+        Some(v)
+    }
+
+    /// Reads until the response with `id` arrives; messages before it are kept in `seen`.
+    pub async fn response(&mut self, id: impl Into<Value>) -> Value {
+        let id = id.into();
+        loop {
+            let v = self.next().await.unwrap_or_else(|| panic!("stdout closed before response {id}"));
+            if v.get("method").is_none() && v["id"] == id {
+                return v;
+            }
+        }
+    }
+
+    /// The standard initialize + initialized handshake; returns the initialize result.
+    pub async fn initialize(&mut self) -> Value {
+        self.request(
+            0,
+            "initialize",
+            json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"sampling": {}, "elicitation": {}, "roots": {"listChanged": true}},
+                "clientInfo": {"name": "alibridge-tests", "version": "0"}
+            }),
+        )
+        .await;
+        let resp = self.response(0).await;
+        assert!(resp.get("result").is_some(), "initialize failed: {resp}");
+        self.notify("notifications/initialized", json!({})).await;
+        resp["result"].clone()
+    }
+
+    /// Calls a tool and returns the whole response message.
+    pub async fn call_tool(&mut self, id: impl Into<Value>, name: &str, args: Value) -> Value {
+        let id = id.into();
+        self.request(id.clone(), "tools/call", json!({"name": name, "arguments": args})).await;
+        self.response(id).await
+    }
+
+    /// Reads every remaining stdout line until EOF (stdin should be closed first).
+    pub async fn drain(&mut self) -> Vec<Value> {
+        let mut rest = Vec::new();
+        while let Some(v) = self.next().await {
+            rest.push(v);
+        }
+        rest
+    }
+
+    /// Waits for the process to exit and returns its exit code (panics after `LINE_TIMEOUT`).
+    pub async fn wait(&mut self) -> i32 {
+        let status = tokio::time::timeout(LINE_TIMEOUT, self.child.wait())
+            .await
+            .expect("bridge did not exit in time")
+            .expect("wait");
+        status.code().unwrap_or(-1)
+    }
+
+    /// Everything the bridge wrote to stderr. Call after the process exited (or it waits).
+    pub async fn stderr(&mut self) -> String {
+        match self.stderr_task.take() {
+            Some(t) => t.await.unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+
+    /// Sends SIGTERM (Unix) to the bridge.
+    #[cfg(unix)]
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY-free: `kill` via the shell keeps this crate free of libc.
+        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    }
+}
+
+static NEXT_HOME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn collect(mut stderr: ChildStderr) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let _ = stderr.read_to_end(&mut buf).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Counts the responses (messages without `method`) per id in `msgs`.
+pub fn responses_per_id(msgs: &[Value]) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for v in msgs {
+        if v.get("method").is_none() {
+            if let Some(id) = v.get("id") {
+                *m.entry(id.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}

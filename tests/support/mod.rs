@@ -1,0 +1,9 @@
+//! Shared test support: real peers and the harness that drives the real `alibridge` binary.
+//!
+//! Each file here is also usable from `examples/` (via `#[path]`), so a newcomer can run the
+//! same servers the tests use.
+#![allow(dead_code)]
+
+pub mod bridge;
+pub mod mcp_server;
+pub mod peers;
