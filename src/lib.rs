@@ -10,6 +10,7 @@
 //! * [`relay`]: the pump between the two sides, and the "one answer per request" ledger.
 //! * [`upstream`]: the remote endpoint: Streamable HTTP, HTTP+SSE, the shared HTTP client.
 //! * [`auth`]: the credential layer, one submodule per credential kind behind one trait.
+//! * [`signer`]: Alibaba Cloud API request signing (RPC v2 HMAC-SHA1, ACS3-HMAC-SHA256); no I/O.
 //! * [`shutdown`], [`logging`], [`error`]: signals, logs (never stdout), exit codes.
 
 pub mod auth;
@@ -22,5 +23,6 @@ pub mod jsonrpc;
 pub mod logging;
 pub mod relay;
 pub mod shutdown;
+pub mod signer;
 pub mod stdio;
 pub mod upstream;

@@ -19,8 +19,6 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 
 use super::{
     canonical_query, check_names, hex_lower, iso8601_utc, percent_encode_path, ApiCredentials,
@@ -241,10 +239,9 @@ pub fn string_to_sign(canonical_request: &str) -> String {
 /// where the signature is HMAC-SHA256 keyed with the raw secret over
 /// [`string_to_sign`] of the canonical request.
 pub fn authorization(creds: &ApiCredentials<'_>, canonical: &CanonicalRequest) -> String {
-    let key = creds.access_key_secret.as_bytes();
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(string_to_sign(&canonical.text).as_bytes());
-    let signature = hex_lower(&mac.finalize().into_bytes());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, creds.access_key_secret.as_bytes());
+    let mac = ring::hmac::sign(&key, string_to_sign(&canonical.text).as_bytes());
+    let signature = hex_lower(mac.as_ref());
     format!(
         "{ALGORITHM} Credential={},SignedHeaders={},Signature={signature}",
         creds.access_key_id, canonical.signed_headers
@@ -254,7 +251,7 @@ pub fn authorization(creds: &ApiCredentials<'_>, canonical: &CanonicalRequest) -
 /// Lower-case hex SHA-256, the form of `x-acs-content-sha256`, of the
 /// HashedPayload line and of the string to sign's digest (§4.2).
 pub fn hex_sha256(data: &[u8]) -> String {
-    hex_lower(&Sha256::digest(data))
+    hex_lower(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 #[cfg(test)]

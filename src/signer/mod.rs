@@ -26,10 +26,7 @@
 pub mod acs3;
 pub mod rpc_v2;
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The AccessKey material needed to sign one request, borrowed from wherever
@@ -237,30 +234,19 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month as u32, day as u32)
 }
 
-/// Default nonce generator: 32 lower-case hex characters, unique per call.
-///
-/// Both styles need a `SignatureNonce` / `x-acs-signature-nonce` that is
-/// never reused (reuse gets `SignatureNonceUsed`, §4.2 pitfalls); it need not
-/// be secret. The signing functions take the nonce as a parameter so tests
-/// stay deterministic; production code passes `&generate_nonce()`. Built
-/// from std only: the per-process random SipHash keys of [`RandomState`],
-/// mixed with the clock, the process id and a counter.
+/// A fresh 32-hex-character `SignatureNonce`. The signers take the nonce as a parameter so
+/// tests stay deterministic; production code passes `&generate_nonce()`. Drawn from the
+/// operating system's CSPRNG: a nonce the server has seen before is rejected.
 pub fn generate_nonce() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut out = String::with_capacity(32);
-    for lane in 0u8..2 {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(nanos);
-        h.write_u64(count);
-        h.write_u32(std::process::id());
-        h.write_u8(lane);
-        out.push_str(&hex_lower(&h.finish().to_be_bytes()));
-    }
-    out
+    hex_lower(&random_bytes::<16>())
+}
+
+/// `N` bytes from the operating system's CSPRNG (also used for PKCE verifiers and `state`).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use ring::rand::SecureRandom;
+    let mut buf = [0u8; N];
+    ring::rand::SystemRandom::new().fill(&mut buf).expect("the OS random number generator failed");
+    buf
 }
 
 /// Checks that every name in `names` is unique, and none is in `reserved`

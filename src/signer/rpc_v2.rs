@@ -22,8 +22,6 @@ use std::time::SystemTime;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
 
 use super::{
     canonical_query, check_names, iso8601_utc, percent_encode, ApiCredentials, HttpMethod,
@@ -177,9 +175,9 @@ pub fn signature(access_key_secret: &str, string_to_sign: &str) -> String {
 
 /// `base64(HMAC-SHA1(key, msg))` with the raw key, the SDKs' `ShaHmac1`.
 fn hmac_sha1_base64(key: &[u8], msg: &[u8]) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(msg);
-    BASE64.encode(mac.finalize().into_bytes())
+    // SHA-1 is what the V2 signature is defined with; ring names it "legacy use only".
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+    BASE64.encode(ring::hmac::sign(&key, msg).as_ref())
 }
 
 #[cfg(test)]

@@ -1,0 +1,107 @@
+//! The command line: help, version, validation errors and their exit codes. These run the real
+//! binary and need no server.
+
+use std::process::{Command, Output};
+
+use crate::support::bridge::bin;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env_remove("ALIBRIDGE_HEADERS").env_remove("SECRET_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run alibridge")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `--help` documents every flag together with its environment variable.
+#[test]
+fn help_lists_every_flag_with_its_env_var() {
+    let o = run(&["--help"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout);
+    for (flag, env) in [
+        ("--header", "ALIBRIDGE_HEADERS"),
+        ("--transport", "ALIBRIDGE_TRANSPORT"),
+        ("--allow-http", "ALIBRIDGE_ALLOW_HTTP"),
+        ("--auth", "ALIBRIDGE_AUTH"),
+        ("--connect-timeout", "ALIBRIDGE_CONNECT_TIMEOUT"),
+        ("--request-timeout", "ALIBRIDGE_REQUEST_TIMEOUT"),
+        ("--shutdown-grace", "ALIBRIDGE_SHUTDOWN_GRACE"),
+        ("--debug", "ALIBRIDGE_DEBUG"),
+        ("--log-file", "ALIBRIDGE_LOG_FILE"),
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+        assert!(help.contains(env), "--help lacks {env}");
+    }
+    assert!(help.contains("Exit codes"), "--help documents exit codes");
+}
+
+/// `--version` prints the crate version.
+#[test]
+fn version_prints_the_version() {
+    let o = run(&["--version"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// Plain http to a non-loopback host is refused with exit 2 and a pointer to `--allow-http`;
+/// stdout stays empty because it belongs to the protocol.
+#[test]
+fn plain_http_to_a_remote_host_is_refused() {
+    let o = run(&["http://example.com/mcp"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--allow-http"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+}
+
+/// A `${VAR}` that is not set names the variable; the other header's value is not echoed.
+#[test]
+fn unset_header_variable_is_named() {
+    let o = run(
+        &[
+            "https://example.com/mcp",
+            "--header",
+            "X-Api-Key: visible-secret-value",
+            "--header",
+            "Authorization: Bearer ${SECRET_TOKEN}",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("SECRET_TOKEN"), "{err}");
+    assert!(!err.contains("visible-secret-value"), "a header value leaked: {err}");
+}
+
+/// A header without a colon is a usage error that does not repeat the would-be token.
+#[test]
+fn malformed_header_does_not_echo_its_value() {
+    let o = run(&["https://example.com/mcp", "-H", "Authorization Bearer sk-live-0123456789abcdef"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("Name: value"), "{err}");
+    assert!(!err.contains("sk-live-0123456789abcdef"), "the value leaked: {err}");
+}
+
+/// Unknown flags, a missing URL and malformed URLs exit 2.
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["https://example.com/mcp", "--no-such-flag"], &[]).status.code(), Some(2));
+    assert_eq!(run(&[], &[]).status.code(), Some(2));
+    assert_eq!(run(&["not a url"], &[]).status.code(), Some(2));
+    assert_eq!(run(&["ftp://example.com/mcp"], &[]).status.code(), Some(2));
+    assert_eq!(run(&["https://example.com/mcp", "--transport", "carrier-pigeon"], &[]).status.code(), Some(2));
+}
+
+/// Headers can come from `ALIBRIDGE_HEADERS` (one per line), validated like `--header`.
+#[test]
+fn headers_from_the_environment_are_validated() {
+    let o = run(&["https://example.com/mcp"], &[("ALIBRIDGE_HEADERS", "Good: 1\nMcp-Session-Id: x")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Mcp-Session-Id"), "{}", stderr(&o));
+}
