@@ -7,8 +7,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::access_key::site::Site;
 use crate::env;
 
 /// Bridge a stdio MCP client to a remote MCP server (Streamable HTTP or HTTP+SSE).
@@ -17,22 +18,57 @@ use crate::env;
 /// to stdout. Logs go to stderr (or --log-file), never stdout.
 #[derive(Debug, Parser)]
 #[command(name = "alibridge", version, about, max_term_width = 100)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 #[command(
     after_help = "Exit codes: 0 normal end (stdin closed or signal), 1 runtime failure, \
                         2 bad command line or configuration.\n\
                         Docs: https://github.com/alibridge/alibridge#readme"
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     #[command(flatten)]
     pub bridge: BridgeArgs,
+}
+
+/// Commands that sit beside `alibridge <URL>`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-time check, in a browser, that the OpenAPI MCP application is authorized for your
+    /// account (needed before AccessKey credentials can mint tokens).
+    PreCheck(PreCheckArgs),
+}
+
+/// `alibridge pre-check`.
+#[derive(Debug, Args)]
+pub struct PreCheckArgs {
+    /// Alibaba Cloud site of the account: CN (aliyun.com) or INTL (alibabacloud.com).
+    #[arg(long, value_enum, ignore_case = true, env = env::ALIBRIDGE_SITE_TYPE)]
+    pub site_type: Site,
+
+    /// Check a custom OAuth application instead of the built-in one.
+    #[arg(long, value_name = "ID", env = env::ALIBRIDGE_CLIENT_ID)]
+    pub client_id: Option<String>,
+
+    /// Only print the authorization URL; do not open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// Seconds to wait for the browser to come back.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub timeout: f64,
+
+    /// Local port for the browser's redirect (default: any free port).
+    #[arg(long, value_name = "PORT")]
+    pub callback_port: Option<u16>,
 }
 
 /// Flags of the bridge itself (`alibridge <URL> …`).
 #[derive(Debug, Args)]
 pub struct BridgeArgs {
     /// Remote MCP endpoint, e.g. https://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/…/mcp
-    #[arg(value_name = "URL")]
-    pub url: String,
+    #[arg(value_name = "URL", required = true)]
+    pub url: Option<String>,
 
     /// Extra HTTP header for every upstream request, "Name: value" (repeatable). ${VAR} in the
     /// value is expanded from the environment; an unset variable is an error.
@@ -50,8 +86,13 @@ pub struct BridgeArgs {
     pub allow_http: bool,
 
     /// How the bridge authenticates to the upstream (static --header values are always sent).
-    #[arg(long, value_enum, default_value_t = AuthMode::None, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
+    /// auto: AccessKeys when found (environment, aliyun CLI profile, …) and the endpoint is an
+    /// Alibaba Cloud host, otherwise none; the choice is printed on stderr.
+    #[arg(long, value_enum, default_value_t = AuthMode::Auto, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
     pub auth: AuthMode,
+
+    #[command(flatten)]
+    pub ak: AccessKeyArgs,
 
     /// Seconds to wait for a TCP/TLS connection to the upstream.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
@@ -75,6 +116,35 @@ pub struct BridgeArgs {
     pub log_file: Option<PathBuf>,
 }
 
+/// Flags of `--auth ak` (Alibaba Cloud AccessKeys exchanged for an MCP token).
+#[derive(Debug, Args, Default)]
+pub struct AccessKeyArgs {
+    /// Alibaba Cloud site: CN or INTL. Default: inferred from the endpoint's host.
+    #[arg(long, value_enum, ignore_case = true, value_name = "SITE", env = env::ALIBRIDGE_SITE_TYPE)]
+    pub site_type: Option<Site>,
+
+    /// aliyun CLI profile to take AccessKeys from (default: ALIBABA_CLOUD_PROFILE, else the
+    /// config's current profile).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// RAM-OAuth endpoint that mints tokens (default: the site's; http allowed for loopback).
+    #[arg(long, value_name = "URL", env = env::ALIBRIDGE_IMS_ENDPOINT)]
+    pub ims_endpoint: Option<String>,
+
+    /// OAuth application (client id) to mint tokens for (default: the site's built-in one).
+    #[arg(long, value_name = "ID", env = env::ALIBRIDGE_CLIENT_ID)]
+    pub client_id: Option<String>,
+
+    /// RAM policy JSON (Deny statements only, ≤ 512 characters) that scopes the token down.
+    #[arg(long, value_name = "JSON", env = env::ALIBRIDGE_BOUNDARY_POLICY)]
+    pub boundary_policy: Option<String>,
+
+    /// Mint a new token this many seconds before the current one expires.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, env = env::ALIBRIDGE_TOKEN_REFRESH_SKEW)]
+    pub token_refresh_skew: f64,
+}
+
 /// `--transport` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TransportMode {
@@ -91,6 +161,12 @@ pub enum TransportMode {
 /// `--auth` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
+    /// AccessKeys if found and the endpoint is Alibaba Cloud's, else none.
+    Auto,
+    /// OAuth 2.1 browser sign-in (not available in this version yet).
+    Oauth,
+    /// Alibaba Cloud AccessKeys exchanged for a short-lived token.
+    Ak,
     /// No credential beyond the static --header values.
     None,
 }
@@ -124,7 +200,25 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.bridge.headers, vec!["A: 1", "B:2"]);
+        assert!(cli.command.is_none());
         assert_eq!(cli.bridge.transport, Some(TransportMode::SseOnly));
+    }
+
+    #[test]
+    fn pre_check_is_a_subcommand_and_url_is_otherwise_required() {
+        let cli = Cli::try_parse_from(["alibridge", "pre-check", "--site-type", "intl"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::PreCheck(PreCheckArgs {
+                site_type: Site::Intl,
+                ..
+            }))
+        ));
+        assert!(Cli::try_parse_from(["alibridge"]).is_err());
+        assert!(
+            Cli::try_parse_from(["alibridge", "pre-check"]).is_err(),
+            "--site-type is required"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 
-use crate::cli::{AuthMode, BridgeArgs, TransportMode};
+use crate::auth::access_key::{chain::endpoint_url, policy, site::Site};
+use crate::cli::{AccessKeyArgs, AuthMode, BridgeArgs, TransportMode};
 
 /// Everything the bridge needs to run, validated.
 #[derive(Debug, Clone)]
@@ -21,11 +22,47 @@ pub struct BridgeConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Resolved transport strategy (the `/sse` default already applied).
     pub transport: TransportMode,
-    pub auth: AuthMode,
+    pub auth: AuthConfig,
     pub connect_timeout: Duration,
     /// `None` means no limit.
     pub request_timeout: Option<Duration>,
     pub shutdown_grace: Duration,
+}
+
+/// The credential settings (`--auth` and the AccessKey flags), validated.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// `--site-type`, when given.
+    pub site: Option<Site>,
+    pub profile: Option<String>,
+    pub ims_endpoint: Option<Url>,
+    pub client_id: Option<String>,
+    /// A validated boundary policy, trimmed.
+    pub boundary_policy: Option<String>,
+    pub refresh_skew: Duration,
+}
+
+impl AuthConfig {
+    fn resolve(mode: AuthMode, a: &AccessKeyArgs) -> Result<Self, ConfigError> {
+        let boundary_policy = match &a.boundary_policy {
+            Some(p) => policy::validate(p).map_err(ConfigError::Auth)?,
+            None => None,
+        };
+        let ims_endpoint = match &a.ims_endpoint {
+            Some(e) => Some(endpoint_url(e, "--ims-endpoint").map_err(ConfigError::Auth)?),
+            None => None,
+        };
+        Ok(AuthConfig {
+            mode,
+            site: a.site_type,
+            profile: a.profile.clone(),
+            ims_endpoint,
+            client_id: a.client_id.clone().filter(|c| !c.trim().is_empty()),
+            boundary_policy,
+            refresh_skew: seconds("token-refresh-skew", a.token_refresh_skew)?,
+        })
+    }
 }
 
 /// A configuration mistake; every message says what to change.
@@ -52,6 +89,8 @@ pub enum ConfigError {
     UnsetVariable { var: String, name: String },
     #[error("--{flag} must be a non-negative number of seconds, got {value}")]
     BadDuration { flag: &'static str, value: f64 },
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// Headers the transport owns; letting users set them would break the session.
@@ -73,7 +112,7 @@ impl BridgeConfig {
         args: &BridgeArgs,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let url = parse_url(&args.url, args.allow_http)?;
+        let url = parse_url(args.url.as_deref().unwrap_or_default(), args.allow_http)?;
         let headers = args
             .headers
             .iter()
@@ -85,7 +124,7 @@ impl BridgeConfig {
             url,
             headers,
             transport,
-            auth: args.auth,
+            auth: AuthConfig::resolve(args.auth, &args.ak)?,
             connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
             request_timeout: Some(seconds("request-timeout", args.request_timeout)?)
                 .filter(|d| !d.is_zero()),

@@ -22,3 +22,15 @@ pub const ALIBRIDGE_CONNECT_TIMEOUT: &str = "ALIBRIDGE_CONNECT_TIMEOUT";
 pub const ALIBRIDGE_REQUEST_TIMEOUT: &str = "ALIBRIDGE_REQUEST_TIMEOUT";
 /// Same as `--shutdown-grace`.
 pub const ALIBRIDGE_SHUTDOWN_GRACE: &str = "ALIBRIDGE_SHUTDOWN_GRACE";
+/// Same as `--site-type` (CN or INTL).
+pub const ALIBRIDGE_SITE_TYPE: &str = "ALIBRIDGE_SITE_TYPE";
+/// Same as `--ims-endpoint`.
+pub const ALIBRIDGE_IMS_ENDPOINT: &str = "ALIBRIDGE_IMS_ENDPOINT";
+/// Same as `--client-id`.
+pub const ALIBRIDGE_CLIENT_ID: &str = "ALIBRIDGE_CLIENT_ID";
+/// Same as `--boundary-policy`.
+pub const ALIBRIDGE_BOUNDARY_POLICY: &str = "ALIBRIDGE_BOUNDARY_POLICY";
+/// Same as `--token-refresh-skew`.
+pub const ALIBRIDGE_TOKEN_REFRESH_SKEW: &str = "ALIBRIDGE_TOKEN_REFRESH_SKEW";
+/// Overrides the sign-in page `pre-check` opens (private deployments, tests).
+pub const ALIBRIDGE_AUTHORIZE_URL: &str = "ALIBRIDGE_AUTHORIZE_URL";

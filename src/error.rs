@@ -8,10 +8,15 @@
 
 use std::process::ExitCode;
 
-/// A mistake in the command line or configuration: exit code 2.
+/// A mistake in the command line or configuration (including credentials that cannot be
+/// found or used): exit code 2.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct UsageError(#[from] pub crate::config::ConfigError);
+pub enum UsageError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Credentials(#[from] crate::auth::AuthError),
+}
 
 /// Prints `error: …` and each cause on stderr, and picks the exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {

@@ -8,7 +8,8 @@ use alibridge::{cli, commands, error, logging};
 fn main() -> ExitCode {
     let cli = cli::parse();
     let args = cli.bridge;
-    if let Err(e) = logging::init(args.debug, args.log_file.as_deref()) {
+    let (debug, log_file) = (args.debug, args.log_file.clone());
+    if let Err(e) = logging::init(debug, log_file.as_deref()) {
         eprintln!("alibridge: error: cannot open the log file: {e}");
         return ExitCode::from(2);
     }
@@ -21,7 +22,12 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return error::report(&anyhow::Error::new(e).context("cannot start the runtime")),
     };
-    let outcome = runtime.block_on(commands::bridge::run(args));
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Some(cli::Command::PreCheck(a)) => commands::pre_check::run(a).await,
+            None => commands::bridge::run(args).await,
+        }
+    });
     // Do not wait for stray tasks (a stuck DELETE, an aborted stream) at exit.
     runtime.shutdown_background();
     match outcome {

@@ -1,19 +1,31 @@
 //! The credential layer: how the bridge proves who it is to the upstream.
 //!
-//! Every credential kind (none, OAuth, Alibaba Cloud AccessKey, …) is one submodule behind the
-//! [`Credential`] trait. The transports never look inside a credential: they ask it to
-//! decorate each outgoing request, and tell it when the upstream rejected one (401/403) so it
-//! can refresh and let the transport retry that request once.
+//! Every credential kind is one submodule behind the [`Credential`] trait: [`none`] (static
+//! headers only) and [`access_key`] (Alibaba Cloud AccessKeys exchanged for a token). The
+//! transports never look inside a credential: they ask it to decorate each outgoing request,
+//! and tell it when the upstream rejected one (401/403) so it can refresh and let the transport
+//! retry that request once. [`select`] picks the credential for `--auth`.
 
+pub mod access_key;
+pub mod browser;
+pub mod loopback;
 pub mod none;
+pub mod pkce;
+pub mod secret;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use reqwest::header::HeaderMap;
+use reqwest::Url;
 
+use self::access_key::chain::{self, ChainError, ChainInput};
+use self::access_key::exchange::Exchange;
+use self::access_key::site::{self, Site, OPENAPI_SCOPE};
+use self::access_key::AccessKeyCredential;
 use crate::cli::AuthMode;
+use crate::config::AuthConfig;
 
 /// A boxed future, so [`Credential`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -57,9 +69,94 @@ pub trait Credential: Send + Sync {
     fn rejected<'a>(&'a self, rejection: &'a Rejection) -> BoxFuture<'a, Result<Retry, AuthError>>;
 }
 
-/// Builds the credential selected by `--auth`.
-pub fn from_mode(mode: AuthMode) -> Arc<dyn Credential> {
-    match mode {
-        AuthMode::None => Arc::new(none::NoCredential),
+/// The chosen credential and the one line that tells the user why.
+pub struct Selection {
+    pub credential: Arc<dyn Credential>,
+    pub reason: String,
+}
+
+/// Picks the credential for `--auth`, looking for AccessKeys where the official tools do.
+/// `has_auth_header`: the user passed `--header Authorization: …`, which `auto` respects.
+pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Selection, AuthError> {
+    let none = |reason: String| Selection {
+        credential: Arc::new(none::NoCredential),
+        reason,
+    };
+    match cfg.mode {
+        AuthMode::None => Ok(none("none (--auth none)".into())),
+        AuthMode::Oauth => Err(AuthError {
+            message: "OAuth sign-in (--auth oauth) is not available in this version yet; use --auth ak \
+                      with Alibaba Cloud AccessKeys, or pass a token with --header \"Authorization: Bearer ${TOKEN}\""
+                .into(),
+        }),
+        AuthMode::Ak => access_key(cfg, url, "--auth ak"),
+        AuthMode::Auto => {
+            if has_auth_header {
+                return Ok(none("none (auto: an Authorization header was given with --header)".into()));
+            }
+            if cfg.site.is_none() && !site::is_alibaba_host(url) {
+                return Ok(none(
+                    "none (auto: the endpoint is not an Alibaba Cloud host, so no Alibaba Cloud token is sent to it; \
+                     use --auth ak or --site-type to override)"
+                        .into(),
+                ));
+            }
+            match access_key(cfg, url, "auto") {
+                Err(e) if e.message.starts_with(NOT_FOUND) => Ok(none(format!(
+                    "none (auto: no Alibaba Cloud AccessKeys found; OAuth sign-in is not available in this version yet). {}",
+                    "Set ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET or run `aliyun configure` to use AccessKeys"
+                ))),
+                other => other,
+            }
+        }
     }
+}
+
+const NOT_FOUND: &str = "no Alibaba Cloud AccessKey found";
+
+fn access_key(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let input = ChainInput {
+        profile: cfg.profile.as_deref(),
+        env: &env,
+        home: access_key::home_dir(),
+    };
+    let resolved = chain::resolve(&input).map_err(|e| AuthError {
+        message: match e {
+            ChainError::NotFound { .. } => e.to_string(),
+            ChainError::Invalid(m) => m,
+        },
+    })?;
+    let (site, site_why) = match (cfg.site, Site::infer(url)) {
+        (Some(s), _) => (s, "--site-type"),
+        (None, Some(s)) => (s, "inferred from the endpoint"),
+        (None, None) => (
+            Site::Cn,
+            "default; pass --site-type INTL for international accounts",
+        ),
+    };
+    tracing::debug!(site = site.flag_value(), reason = site_why, "site type");
+    let endpoint = cfg.ims_endpoint.clone().unwrap_or_else(|| {
+        Url::parse(&format!("https://{}/", site.ims_host())).expect("static host")
+    });
+    let exchange = Exchange {
+        endpoint,
+        client_id: cfg
+            .client_id
+            .clone()
+            .unwrap_or_else(|| site.client_id().to_string()),
+        scope: OPENAPI_SCOPE.to_string(),
+        policy: cfg.boundary_policy.clone(),
+        site,
+    };
+    let origin = resolved.source.describe();
+    let credential =
+        AccessKeyCredential::new(resolved, exchange, cfg.refresh_skew, cfg.profile.clone())?;
+    Ok(Selection {
+        credential: Arc::new(credential),
+        reason: format!(
+            "Alibaba Cloud AccessKey ({why}) from {origin}, site {} ({site_why})",
+            site.flag_value()
+        ),
+    })
 }

@@ -19,7 +19,14 @@ use crate::{auth, shutdown};
 /// Resolves the configuration, then relays until the client goes away or a signal arrives.
 pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     let cfg = BridgeConfig::resolve(&args, |k| std::env::var(k).ok()).map_err(UsageError::from)?;
-    let credential = auth::from_mode(cfg.auth);
+    let has_auth_header = cfg
+        .headers
+        .iter()
+        .any(|(n, _)| n == reqwest::header::AUTHORIZATION);
+    let selection = auth::select(&cfg.auth, &cfg.url, has_auth_header).map_err(UsageError::from)?;
+    // The one line that tells the user which credential is used and why (never a secret).
+    eprintln!("alibridge: auth: {}", selection.reason);
+    let credential = selection.credential;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
     debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, auth = credential.name(),
            headers = ?header_names, "starting");

@@ -2,3 +2,4 @@
 //! parses and dispatches, and [`crate::error`] renders failures.
 
 pub mod bridge;
+pub mod pre_check;

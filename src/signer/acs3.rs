@@ -19,7 +19,6 @@
 use std::fmt;
 use std::time::SystemTime;
 
-
 use super::{
     canonical_query, check_names, hex_lower, iso8601_utc, percent_encode_path, ApiCredentials,
     HttpMethod, SignError,

@@ -245,7 +245,9 @@ pub fn generate_nonce() -> String {
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     use ring::rand::SecureRandom;
     let mut buf = [0u8; N];
-    ring::rand::SystemRandom::new().fill(&mut buf).expect("the OS random number generator failed");
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .expect("the OS random number generator failed");
     buf
 }
 

@@ -7,7 +7,9 @@ use crate::support::bridge::bin;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
-    cmd.args(args).env_remove("ALIBRIDGE_HEADERS").env_remove("SECRET_TOKEN");
+    cmd.args(args)
+        .env_remove("ALIBRIDGE_HEADERS")
+        .env_remove("SECRET_TOKEN");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -75,33 +77,62 @@ fn unset_header_variable_is_named() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("SECRET_TOKEN"), "{err}");
-    assert!(!err.contains("visible-secret-value"), "a header value leaked: {err}");
+    assert!(
+        !err.contains("visible-secret-value"),
+        "a header value leaked: {err}"
+    );
 }
 
 /// A header without a colon is a usage error that does not repeat the would-be token.
 #[test]
 fn malformed_header_does_not_echo_its_value() {
-    let o = run(&["https://example.com/mcp", "-H", "Authorization Bearer sk-live-0123456789abcdef"], &[]);
+    let o = run(
+        &[
+            "https://example.com/mcp",
+            "-H",
+            "Authorization Bearer sk-live-0123456789abcdef",
+        ],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("Name: value"), "{err}");
-    assert!(!err.contains("sk-live-0123456789abcdef"), "the value leaked: {err}");
+    assert!(
+        !err.contains("sk-live-0123456789abcdef"),
+        "the value leaked: {err}"
+    );
 }
 
 /// Unknown flags, a missing URL and malformed URLs exit 2.
 #[test]
 fn usage_errors_exit_2() {
-    assert_eq!(run(&["https://example.com/mcp", "--no-such-flag"], &[]).status.code(), Some(2));
+    assert_eq!(
+        run(&["https://example.com/mcp", "--no-such-flag"], &[])
+            .status
+            .code(),
+        Some(2)
+    );
     assert_eq!(run(&[], &[]).status.code(), Some(2));
     assert_eq!(run(&["not a url"], &[]).status.code(), Some(2));
     assert_eq!(run(&["ftp://example.com/mcp"], &[]).status.code(), Some(2));
-    assert_eq!(run(&["https://example.com/mcp", "--transport", "carrier-pigeon"], &[]).status.code(), Some(2));
+    assert_eq!(
+        run(
+            &["https://example.com/mcp", "--transport", "carrier-pigeon"],
+            &[]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
 }
 
 /// Headers can come from `ALIBRIDGE_HEADERS` (one per line), validated like `--header`.
 #[test]
 fn headers_from_the_environment_are_validated() {
-    let o = run(&["https://example.com/mcp"], &[("ALIBRIDGE_HEADERS", "Good: 1\nMcp-Session-Id: x")]);
+    let o = run(
+        &["https://example.com/mcp"],
+        &[("ALIBRIDGE_HEADERS", "Good: 1\nMcp-Session-Id: x")],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("Mcp-Session-Id"), "{}", stderr(&o));
 }

@@ -71,7 +71,13 @@ impl Bridge {
         let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let stderr = child.stderr.take().unwrap();
         let stderr_task = Some(tokio::spawn(collect(stderr)));
-        Bridge { child, stdin, stdout, stderr_task, seen: Vec::new() }
+        Bridge {
+            child,
+            stdin,
+            stdout,
+            stderr_task,
+            seen: Vec::new(),
+        }
     }
 
     /// Writes raw bytes to the bridge's stdin (no newline added).
@@ -90,12 +96,14 @@ impl Bridge {
 
     /// Sends a request with the given id.
     pub async fn request(&mut self, id: impl Into<Value>, method: &str, params: Value) {
-        self.send(&json!({"jsonrpc":"2.0","id":id.into(),"method":method,"params":params})).await;
+        self.send(&json!({"jsonrpc":"2.0","id":id.into(),"method":method,"params":params}))
+            .await;
     }
 
     /// Sends a notification.
     pub async fn notify(&mut self, method: &str, params: Value) {
-        self.send(&json!({"jsonrpc":"2.0","method":method,"params":params})).await;
+        self.send(&json!({"jsonrpc":"2.0","method":method,"params":params}))
+            .await;
     }
 
     /// Closes stdin (the client went away).
@@ -111,8 +119,14 @@ impl Bridge {
             .expect("read stdout")?;
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line:.200}"));
-        assert!(v.is_object(), "stdout line is not a JSON object: {line:.200}");
-        assert_eq!(v["jsonrpc"], "2.0", "stdout line is not JSON-RPC 2.0: {line:.200}");
+        assert!(
+            v.is_object(),
+            "stdout line is not a JSON object: {line:.200}"
+        );
+        assert_eq!(
+            v["jsonrpc"], "2.0",
+            "stdout line is not JSON-RPC 2.0: {line:.200}"
+        );
         self.seen.push(v.clone());
         Some(v)
     }
@@ -121,7 +135,10 @@ impl Bridge {
     pub async fn response(&mut self, id: impl Into<Value>) -> Value {
         let id = id.into();
         loop {
-            let v = self.next().await.unwrap_or_else(|| panic!("stdout closed before response {id}"));
+            let v = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("stdout closed before response {id}"));
             if v.get("method").is_none() && v["id"] == id {
                 return v;
             }
@@ -149,7 +166,12 @@ impl Bridge {
     /// Calls a tool and returns the whole response message.
     pub async fn call_tool(&mut self, id: impl Into<Value>, name: &str, args: Value) -> Value {
         let id = id.into();
-        self.request(id.clone(), "tools/call", json!({"name": name, "arguments": args})).await;
+        self.request(
+            id.clone(),
+            "tools/call",
+            json!({"name": name, "arguments": args}),
+        )
+        .await;
         self.response(id).await
     }
 
@@ -184,7 +206,11 @@ impl Bridge {
     pub fn sigterm(&self) {
         let pid = self.child.id().expect("running") as i32;
         // SAFETY-free: `kill` via the shell keeps this crate free of libc.
-        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
     }
 }
 

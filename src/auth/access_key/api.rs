@@ -1,0 +1,220 @@
+//! Calls to Alibaba Cloud's RPC-style APIs (STS, RAM-OAuth): sign, send, and turn the service's
+//! error body (`Code`, `Message`, `RequestId`) into an error a person can act on, including a
+//! warning when the local clock is off (a classic cause of signature failures).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::Url;
+use serde_json::Value;
+
+use super::keys::AccessKeys;
+use crate::signer::{self, rpc_v2, HttpMethod};
+use crate::upstream::error::describe;
+
+/// How far the local clock may drift before errors mention it (the service allows 15 min).
+const CLOCK_WARNING: i64 = 300;
+
+/// A plain HTTP client for Alibaba Cloud APIs (no MCP headers, bounded time).
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+}
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("could not reach {host}: {detail}")]
+    Unreachable { host: String, detail: String },
+    #[error("{host} answered HTTP {status} {code}: {message} (RequestId {request_id}){}", skew_note(*clock_skew_secs))]
+    Service {
+        host: String,
+        status: u16,
+        code: String,
+        message: String,
+        request_id: String,
+        /// Server time minus local time, when they differ by more than a few minutes.
+        clock_skew_secs: Option<i64>,
+    },
+    #[error("{host} sent an answer that is not JSON (HTTP {status}): {detail}")]
+    Malformed {
+        host: String,
+        status: u16,
+        detail: String,
+    },
+}
+
+fn skew_note(skew: Option<i64>) -> String {
+    match skew {
+        Some(s) => format!(
+            "; note: this computer's clock is off by {} minutes ({}), and signed requests are \
+             only valid within 15 minutes: synchronise the clock (e.g. `timedatectl set-ntp true`)",
+            s.abs() / 60,
+            if s > 0 { "behind" } else { "ahead" }
+        ),
+        None => String::new(),
+    }
+}
+
+impl ApiError {
+    /// The service's error code (`SignatureDoesNotMatch`, …), when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiError::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl ApiClient {
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("alibridge/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .build()?;
+        Ok(ApiClient { http })
+    }
+
+    /// The raw client (instance metadata, credentials URIs).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends an RPC call to `endpoint` (path `/`), signed with `keys` (RPC v2), or unsigned
+    /// when `keys` is `None` (AssumeRoleWithOIDC authenticates with its OIDC token instead).
+    pub async fn rpc(
+        &self,
+        endpoint: &Url,
+        call: &rpc_v2::RpcCall<'_>,
+        keys: Option<&AccessKeys>,
+    ) -> Result<Value, ApiError> {
+        let (query, body) = match keys {
+            Some(keys) => {
+                let nonce = signer::generate_nonce();
+                let signed = rpc_v2::sign(call, &keys.api(), SystemTime::now(), &nonce)
+                    .expect("the bridge's own calls use no reserved parameter names");
+                (signed.query, signed.body)
+            }
+            None => unsigned(call),
+        };
+        let mut url = endpoint.clone();
+        url.set_query(Some(&query));
+        let mut rb = match call.method {
+            HttpMethod::Get => self.http.get(url),
+            _ => self.http.post(url),
+        };
+        if let Some(body) = body {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, rpc_v2::FORM_CONTENT_TYPE)
+                .body(body);
+        }
+        let host = endpoint.host_str().unwrap_or_default().to_string();
+        let resp = rb.send().await.map_err(|e| ApiError::Unreachable {
+            host: host.clone(),
+            detail: describe(&e),
+        })?;
+        let status = resp.status().as_u16();
+        let skew = clock_skew(resp.headers().get(reqwest::header::DATE));
+        let bytes = resp.bytes().await.map_err(|e| ApiError::Unreachable {
+            host: host.clone(),
+            detail: describe(&e),
+        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed {
+            host: host.clone(),
+            status,
+            detail: e.to_string(),
+        })?;
+        let text = |k: &str| {
+            value
+                .get(k)
+                .or_else(|| value.get(k.to_ascii_lowercase()))
+                .and_then(Value::as_str)
+        };
+        if (200..300).contains(&status) && text("Code").is_none_or(|c| c == "Success" || c == "200")
+        {
+            return Ok(value);
+        }
+        Err(ApiError::Service {
+            host,
+            status,
+            code: text("Code").unwrap_or("(no code)").to_string(),
+            message: text("Message").unwrap_or("(no message)").to_string(),
+            request_id: text("RequestId").unwrap_or("n/a").to_string(),
+            clock_skew_secs: skew,
+        })
+    }
+}
+
+/// The common parameters of an unsigned RPC call, and its form body.
+fn unsigned(call: &rpc_v2::RpcCall<'_>) -> (String, Option<String>) {
+    let ts = signer::iso8601_utc(SystemTime::now());
+    let mut q: Vec<(&str, &str)> = vec![
+        ("Action", call.action),
+        ("Format", call.format),
+        ("Version", call.version),
+        ("Timestamp", &ts),
+    ];
+    q.extend_from_slice(call.query);
+    let body = (!call.form.is_empty()).then(|| signer::canonical_query(call.form.iter().copied()));
+    (signer::canonical_query(q), body)
+}
+
+/// Server time minus local time in seconds, when beyond [`CLOCK_WARNING`].
+fn clock_skew(date: Option<&reqwest::header::HeaderValue>) -> Option<i64> {
+    let server = parse_http_date(date?.to_str().ok()?)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    let diff = server - now;
+    (diff.abs() > CLOCK_WARNING).then_some(diff)
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
+fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])? as u32
+        + 1;
+    let iso = format!(
+        "{}-{:02}-{:02}T{}Z",
+        parts[3],
+        month,
+        parts[1].parse::<u32>().ok()?,
+        parts[4]
+    );
+    let t = super::keys::parse_utc(&iso)?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_http_dates() {
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:01:40 GMT"), Some(100));
+        assert_eq!(parse_http_date("garbage"), None);
+    }
+
+    #[test]
+    fn service_errors_mention_a_skewed_clock() {
+        let e = ApiError::Service {
+            host: "h".into(),
+            status: 400,
+            code: "InvalidTimeStamp.Expired".into(),
+            message: "m".into(),
+            request_id: "r".into(),
+            clock_skew_secs: Some(-3600),
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("off by 60 minutes (ahead)") && s.contains("RequestId r"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! `--auth ak`: Alibaba Cloud AccessKey credentials, exchanged for a short-lived OpenAPI MCP
+//! bearer token.
+//!
+//! Keys come from the [`chain`] (environment, OIDC, the `aliyun` CLI profile, the shared
+//! credentials file, …); [`exchange`] mints a token with a signed GenerateAccessToken call.
+//! The token is cached in memory and replaced before it expires, so the live session simply
+//! carries the new one on its next request; a 401/403 mints a new one once. Credential files
+//! are re-checked (at most once a second) so an `aliyun configure` during a run is picked up.
+
+pub mod api;
+pub mod chain;
+pub mod exchange;
+pub mod keys;
+pub mod policy;
+pub mod profile;
+pub mod site;
+pub mod sources;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use tracing::{debug, info};
+
+use self::api::ApiClient;
+use self::chain::{ChainInput, Resolved};
+use self::exchange::Exchange;
+use self::keys::SharedSource;
+use super::{AuthError, BoxFuture, Credential, Rejection, Retry};
+
+/// How often the credential files are stat'ed for changes.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A token minted this recently is not re-minted on a 401 (another request already did).
+const FRESH: Duration = Duration::from_secs(2);
+
+/// What identifies a file's content without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileSig(Option<(SystemTime, u64)>);
+
+fn sig(path: &PathBuf) -> FileSig {
+    FileSig(
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len())),
+    )
+}
+
+/// The token in use.
+struct Current {
+    header: HeaderValue,
+    /// When to mint the next one (expiry minus the refresh skew); `None` = until rejected.
+    refresh_at: Option<SystemTime>,
+    minted: Instant,
+}
+
+struct State {
+    source: SharedSource,
+    watched: Vec<(PathBuf, FileSig)>,
+    checked: Instant,
+    token: Option<Current>,
+}
+
+pub struct AccessKeyCredential {
+    api: ApiClient,
+    exchange: Exchange,
+    skew: Duration,
+    profile: Option<String>,
+    state: Mutex<State>,
+    /// One mint at a time; others wait and reuse its token.
+    mint_lock: tokio::sync::Mutex<()>,
+}
+
+impl AccessKeyCredential {
+    pub fn new(
+        resolved: Resolved,
+        exchange: Exchange,
+        skew: Duration,
+        profile: Option<String>,
+    ) -> Result<Self, AuthError> {
+        let api = ApiClient::new().map_err(|e| AuthError {
+            message: format!("cannot set up TLS: {e}"),
+        })?;
+        let watched = resolved
+            .watched
+            .into_iter()
+            .map(|p| {
+                let s = sig(&p);
+                (p, s)
+            })
+            .collect();
+        Ok(AccessKeyCredential {
+            api,
+            exchange,
+            skew,
+            profile,
+            state: Mutex::new(State {
+                source: resolved.source,
+                watched,
+                checked: Instant::now(),
+                token: None,
+            }),
+            mint_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Where the keys come from (for the start-up line and `status`).
+    pub fn origin(&self) -> String {
+        self.state.lock().unwrap().source.describe()
+    }
+
+    /// Re-resolves the chain when a watched credential file changed. A file that changed into
+    /// something unusable is an error: silently keeping the old identity would surprise.
+    fn reload_if_changed(&self) -> Result<(), AuthError> {
+        let mut st = self.state.lock().unwrap();
+        if st.checked.elapsed() < FILE_CHECK_INTERVAL {
+            return Ok(());
+        }
+        st.checked = Instant::now();
+        if st.watched.iter().all(|(p, s)| sig(p) == *s) {
+            return Ok(());
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        let input = ChainInput {
+            profile: self.profile.as_deref(),
+            env: &env,
+            home: home_dir(),
+        };
+        let resolved = chain::resolve(&input).map_err(|e| AuthError {
+            message: format!(
+                "the Alibaba Cloud credentials changed on disk and can no longer be used: {e}"
+            ),
+        })?;
+        info!(source = %resolved.source.describe(), "credential files changed; using the new credentials");
+        st.watched = resolved
+            .watched
+            .into_iter()
+            .map(|p| {
+                let s = sig(&p);
+                (p, s)
+            })
+            .collect();
+        st.source = resolved.source;
+        st.token = None;
+        Ok(())
+    }
+
+    fn current(&self) -> Option<HeaderValue> {
+        let st = self.state.lock().unwrap();
+        let t = st.token.as_ref()?;
+        match t.refresh_at {
+            Some(at) if at <= SystemTime::now() => None,
+            _ => Some(t.header.clone()),
+        }
+    }
+
+    /// Mints a token unless someone else did while we waited for the lock.
+    async fn mint(&self, force: bool) -> Result<HeaderValue, AuthError> {
+        let _one = self.mint_lock.lock().await;
+        {
+            let st = self.state.lock().unwrap();
+            if let Some(t) = &st.token {
+                let fresh = t.minted.elapsed() < FRESH;
+                let valid = t.refresh_at.is_none_or(|at| at > SystemTime::now());
+                if (force && fresh) || (!force && valid) {
+                    return Ok(t.header.clone());
+                }
+            }
+        }
+        let source = self.state.lock().unwrap().source.clone();
+        let keys = source.keys(&self.api).await?;
+        let minted = self
+            .exchange
+            .mint(&self.api, &keys, &source.describe())
+            .await?;
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", minted.token.expose()))
+            .map_err(|_| AuthError {
+                message: "the minted token contains characters not allowed in a header".into(),
+            })?;
+        header.set_sensitive(true);
+        let refresh_at = minted.expires_at.map(|exp| {
+            let life = exp.duration_since(SystemTime::now()).unwrap_or_default();
+            exp - self.skew.min(life / 2)
+        });
+        debug!(key_id = %keys.id, expires_in = ?minted.expires_at.and_then(|e| e.duration_since(SystemTime::now()).ok()),
+               "minted an OpenAPI MCP token");
+        self.state.lock().unwrap().token = Some(Current {
+            header: header.clone(),
+            refresh_at,
+            minted: Instant::now(),
+        });
+        Ok(header)
+    }
+}
+
+impl Credential for AccessKeyCredential {
+    fn name(&self) -> &'static str {
+        "ak"
+    }
+
+    fn apply<'a>(&'a self, headers: &'a mut HeaderMap) -> BoxFuture<'a, Result<(), AuthError>> {
+        Box::pin(async move {
+            self.reload_if_changed()?;
+            let header = match self.current() {
+                Some(h) => h,
+                None => self.mint(false).await?,
+            };
+            headers.insert(AUTHORIZATION, header);
+            Ok(())
+        })
+    }
+
+    fn rejected<'a>(&'a self, r: &'a Rejection) -> BoxFuture<'a, Result<Retry, AuthError>> {
+        Box::pin(async move {
+            info!(
+                status = r.status,
+                "the MCP server refused the token; minting a new one"
+            );
+            self.mint(true).await?;
+            Ok(Retry::Once)
+        })
+    }
+}
+
+/// The user's home directory (`HOME`, else the platform's notion).
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(dirs_home)
+}
+
+#[cfg(windows)]
+fn dirs_home() -> Option<PathBuf> {
+    std::env::var_os("USERPROFILE").map(PathBuf::from)
+}
+
+#[cfg(not(windows))]
+fn dirs_home() -> Option<PathBuf> {
+    None
+}

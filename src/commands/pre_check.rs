@@ -1,0 +1,154 @@
+//! `alibridge pre-check --site-type CN|INTL`: the one-time check that the OpenAPI MCP OAuth
+//! application is authorized for the signed-in account, which AccessKey credentials need
+//! before GenerateAccessToken will mint tokens. Works on any machine with a browser.
+//!
+//! Exit codes: 0 authorized; 1 denied, not installed or another authorization error;
+//! 2 bad command line; 3 no answer before `--timeout`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::Url;
+
+use crate::auth::access_key::site::{Site, CUSTOM_APP_SCOPE, OPENAPI_SCOPE};
+use crate::auth::loopback::{Callback, Listener};
+use crate::auth::{browser, pkce};
+use crate::cli::PreCheckArgs;
+
+/// Runs the check and prints a verdict on stdout (progress goes to stderr).
+pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
+    let site = args.site_type;
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| site.client_id().to_string());
+    let scope = if args.client_id.is_some() {
+        CUSTOM_APP_SCOPE
+    } else {
+        OPENAPI_SCOPE
+    };
+    let listener = Listener::bind(args.callback_port.unwrap_or(0)).await.with_context(|| {
+        format!(
+            "cannot listen on 127.0.0.1:{} for the browser's redirect; pick another --callback-port",
+            args.callback_port.unwrap_or(0)
+        )
+    })?;
+    let state = pkce::state();
+    let pkce = pkce::Pkce::new();
+    let url = authorize_url(
+        &authorize_endpoint(site)?,
+        &client_id,
+        scope,
+        &listener.redirect_uri(),
+        &state,
+        &pkce.challenge,
+    );
+
+    eprintln!(
+        "alibridge: checking that application {client_id} is authorized for your {} account.",
+        site.flag_value()
+    );
+    eprintln!("Open this URL in a browser signed in to Alibaba Cloud (as the RAM user that owns the AccessKey):\n\n  {url}\n");
+    if !args.no_browser {
+        match browser::open(url.as_str()) {
+            Some(how) => eprintln!("(opened with {how}; waiting up to {} s)", args.timeout),
+            None => eprintln!(
+                "(could not open a browser; open the URL above yourself; waiting up to {} s)",
+                args.timeout
+            ),
+        }
+    }
+    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(300));
+    let outcome = match tokio::time::timeout(timeout, listener.wait(&state)).await {
+        Err(_) => {
+            println!("no answer: the browser did not come back within {} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", args.timeout, site.flag_value());
+            return Ok(ExitCode::from(3));
+        }
+        Ok(r) => r.context("the callback listener failed")?,
+    };
+    Ok(verdict(outcome, site, &client_id))
+}
+
+/// Prints what the callback means and picks the exit code.
+fn verdict(cb: Callback, site: Site, client_id: &str) -> ExitCode {
+    let site_flag = site.flag_value();
+    match cb {
+        Callback::Code(_) => {
+            println!(
+                "authorized: application {client_id} is authorized for this account. AccessKey \
+                 credentials (--auth ak) can now mint OpenAPI MCP tokens; the RAM identity also \
+                 needs the AliyunOpenAPIMCPServerStaticCredentialAccess policy."
+            );
+            ExitCode::SUCCESS
+        }
+        Callback::Error { error, description } => {
+            let detail = description.map(|d| format!(" ({d})")).unwrap_or_default();
+            match error.as_str() {
+                "access_denied" => println!(
+                    "denied: the authorization was declined{detail}. Run `alibridge pre-check --site-type {site_flag}` again and click Authorize; \
+                     if you cannot, ask an administrator to grant your RAM user access to the OpenAPI MCP Server."
+                ),
+                "invalid_client" | "unauthorized_client" | "unsupported_response_type" => println!(
+                    "not installed: application {client_id} is not available to this account{detail}. \
+                     Check --site-type (now {site_flag}: use INTL for alibabacloud.com accounts); for a custom --client-id, install the \
+                     application in the RAM console (OAuth Applications) first. Console: {}", site.console_url()
+                ),
+                other => println!("failed: the sign-in page answered {other}{detail}. Check --site-type and --client-id, then run the check again."),
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The authorization endpoint; `ALIBRIDGE_AUTHORIZE_URL` overrides it (private deployments,
+/// and the tests, which cannot reach Alibaba Cloud's sign-in page).
+fn authorize_endpoint(site: Site) -> anyhow::Result<Url> {
+    let raw = std::env::var("ALIBRIDGE_AUTHORIZE_URL")
+        .unwrap_or_else(|_| site.authorize_url().to_string());
+    Url::parse(&raw).with_context(|| format!("ALIBRIDGE_AUTHORIZE_URL {raw:?} is not a URL"))
+}
+
+fn authorize_url(
+    base: &Url,
+    client_id: &str,
+    scope: &str,
+    redirect: &str,
+    state: &str,
+    challenge: &str,
+) -> Url {
+    let mut url = base.clone();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", scope)
+        .append_pair("state", state)
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256");
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorize_url_carries_pkce_and_state() {
+        let u = authorize_url(
+            &Url::parse(Site::Intl.authorize_url()).unwrap(),
+            "4195410055503316452",
+            OPENAPI_SCOPE,
+            "http://127.0.0.1:5/oauth/callback",
+            "st",
+            "ch",
+        );
+        let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+        assert_eq!(u.host_str(), Some("signin.alibabacloud.com"));
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["code_challenge"], "ch");
+        assert_eq!(q["state"], "st");
+        assert_eq!(q["scope"], "/internal/acs/openapi");
+        assert_eq!(q["redirect_uri"], "http://127.0.0.1:5/oauth/callback");
+    }
+}

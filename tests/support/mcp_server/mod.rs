@@ -1,0 +1,283 @@
+//! A real MCP server for tests, in-process: rmcp's Streamable HTTP server (stateful sessions,
+//! protocol 2025-06-18 and earlier) on `127.0.0.1`, behind a fault-injection layer, controlled
+//! through [`TestServer`].
+//!
+//! What it owns:
+//! - the tools (`tools.rs`): `echo {text}`, `sleep {ms}`, `big {bytes}`, `progress {steps}`,
+//!   `sample {prompt}`, `elicit {message}`, `notify {count}`, `count`, with per-tool call counters
+//!   ([`TestServer::calls`]);
+//! - the HTTP/1.1 accept loop (hyper), one task per connection, all dropped by
+//!   [`TestServer::kill`];
+//! - the layer in front of rmcp (`faults.rs`): request log ([`TestServer::requests`]), canned
+//!   HTTP errors ([`TestServer::fail_next`]), SSE cuts with `Last-Event-ID` replay
+//!   ([`TestServer::cut_next_sse`]), kill on a matching POST ([`TestServer::kill_on`]); and session
+//!   expiry ([`TestServer::expire_sessions`], rmcp itself then answers 404).
+//!
+//! rmcp 3.11 behaviour worth knowing (checked against this server; what the bridge sees):
+//! - Every SSE response starts with a priming event: `id`, `retry: <ms>` (here 300 ms; rmcp's
+//!   default is 3000) and an empty `data:` line. Ids: `0` on initialize, `<index>/<n>` on the
+//!   n-th request stream (priming is `0/<n>`), `0`, `1`, … on the standalone GET stream, whose
+//!   priming *and* first message are both `0`. Responses to initialize carry no id.
+//! - Native resumption (`GET` + `Last-Event-ID` of a request stream) works only while that
+//!   request is still running: once its response is produced the stream is forgotten, and the
+//!   GET gets `200` with an empty SSE body. It also re-sends the event named by `Last-Event-ID`
+//!   itself (off by one), so a resumed client sees that event twice. The layer's own replay
+//!   ([`TestServer::cut_next_sse`]) has neither problem; [`TestServer::cut_next_sse_native`]
+//!   leaves resumption to rmcp.
+//! - A new standalone GET without `Last-Event-ID` replays the last (up to 16) messages of that
+//!   stream from the start: notifications sent before any GET was open are delivered then.
+//! - Notifications other than progress (e.g. `notifications/message`) go to the standalone GET
+//!   stream; progress and server requests made inside a tool call (sampling, elicitation) go on
+//!   that call's POST stream. Server request ids count from 0 per session and carry
+//!   `_meta.progressToken`.
+//! - Requests are always answered with SSE (never `application/json`); notifications and client
+//!   responses get `202` with no body; DELETE gets `202`.
+//! - An unknown or closed session id gets `404` (`text/plain`, "Not Found: Session not found");
+//!   a non-initialize POST without a session id gets `400`. Unknown methods get the JSON-RPC
+//!   error -32601 inside a normal `200` SSE answer.
+//! - An initialize asking for an unknown protocol version is answered with `2025-11-25`.
+
+mod faults;
+mod tools;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rmcp::transport::streamable_http_server::{
+    session::local::LocalSessionManager, SessionManager, StreamableHttpServerConfig,
+    StreamableHttpService,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::{Action, Match, Rule, SeenRequest};
+pub use tools::Counters;
+
+/// How the server is started.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// The `retry:` advertised in SSE priming events (rmcp's default is 3 s).
+    pub sse_retry: Duration,
+    /// Largest POST body rmcp accepts (rmcp's default is 4 MiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            port: 0,
+            sse_retry: Duration::from_millis(300),
+            max_body_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The running server. Dropping it kills it.
+pub struct TestServer {
+    addr: SocketAddr,
+    layer: Arc<faults::Layer>,
+    counters: Arc<Counters>,
+    sessions: Arc<LocalSessionManager>,
+    rmcp_ct: CancellationToken,
+}
+
+/// How long [`TestServer::wait_for_request`] waits.
+const WAIT: Duration = Duration::from_secs(20);
+
+impl TestServer {
+    /// Starts a server on a free port with default options.
+    pub async fn start() -> TestServer {
+        Self::start_with(ServerOptions::default()).await
+    }
+
+    /// Starts a server with `opts`.
+    pub async fn start_with(opts: ServerOptions) -> TestServer {
+        let listener = TcpListener::bind(("127.0.0.1", opts.port))
+            .await
+            .expect("bind 127.0.0.1");
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut sessions = LocalSessionManager::default();
+        sessions.session_config.sse_retry = Some(opts.sse_retry);
+        let sessions = Arc::new(sessions);
+        let rmcp_ct = CancellationToken::new();
+        let config = StreamableHttpServerConfig::default()
+            .with_sse_retry(Some(opts.sse_retry))
+            .with_max_request_body_bytes(opts.max_body_bytes)
+            .with_cancellation_token(rmcp_ct.child_token());
+        let c = counters.clone();
+        let rmcp = StreamableHttpService::new(
+            move || Ok(tools::TestTools::new(c.clone())),
+            sessions.clone(),
+            config,
+        );
+        let kill = CancellationToken::new();
+        let layer = Arc::new(faults::Layer::new(rmcp, kill.clone(), opts.sse_retry));
+        tokio::spawn(accept_loop(listener, layer.clone(), kill));
+        TestServer {
+            addr,
+            layer,
+            counters,
+            sessions,
+            rmcp_ct,
+        }
+    }
+
+    /// The MCP endpoint, e.g. `http://127.0.0.1:PORT/mcp` (any path is served).
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many times `tool` has started running.
+    pub fn calls(&self, tool: &str) -> u64 {
+        self.counters.get(tool)
+    }
+
+    /// Every tool's call count.
+    pub fn call_counts(&self) -> BTreeMap<String, u64> {
+        self.counters.snapshot()
+    }
+
+    /// Every HTTP request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.layer.requests()
+    }
+
+    /// Waits (up to 20 s, then panics) until a logged request satisfies `pred`; returns it.
+    pub async fn wait_for_request(&self, pred: impl Fn(&SeenRequest) -> bool) -> SeenRequest {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let changed = self.layer.log_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(r) = self.requests().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                panic!("no such request reached the test server in {WAIT:?}");
+            }
+        }
+    }
+
+    /// Waits (up to 20 s, then panics) until `tool` has started at least `n` times.
+    pub async fn wait_for_calls(&self, tool: &str, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.calls(tool) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{tool} not called {n} times"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Arms a fault for the next POST matching `rule.when`.
+    pub fn arm(&self, rule: Rule) {
+        self.layer.arm(rule);
+    }
+
+    /// The next POST matching `when` gets `status` with `body` (JSON content type if it starts
+    /// with `{`, else text/plain), without reaching rmcp.
+    pub fn fail_next(&self, when: Match, status: u16, body: impl Into<String>) {
+        self.arm(Rule {
+            when,
+            action: Action::Respond {
+                status,
+                body: body.into(),
+            },
+        });
+    }
+
+    /// The next POST matching `when` that rmcp answers with SSE is cut after `after_events`
+    /// events (the priming event counts); the rest is served to a `GET` with `Last-Event-ID`.
+    pub fn cut_next_sse(&self, when: Match, after_events: usize) {
+        self.arm(Rule {
+            when,
+            action: Action::CutAfter(after_events),
+        });
+    }
+
+    /// Like [`TestServer::cut_next_sse`], but rmcp's own stream is dropped at the cut, so a
+    /// resuming `GET` is served by rmcp's native resumption (with its quirks, see module docs).
+    pub fn cut_next_sse_native(&self, when: Match, after_events: usize) {
+        self.arm(Rule {
+            when,
+            action: Action::CutNative(after_events),
+        });
+    }
+
+    /// The server dies (as [`TestServer::kill`]) when the next POST matching `when` arrives.
+    pub fn kill_on(&self, when: Match) {
+        self.arm(Rule {
+            when,
+            action: Action::Kill,
+        });
+    }
+
+    /// Closes every rmcp session; requests with those `Mcp-Session-Id`s then get 404.
+    /// Returns how many sessions were closed.
+    pub async fn expire_sessions(&self) -> usize {
+        let ids: Vec<_> = self
+            .sessions
+            .sessions
+            .read()
+            .await
+            .keys()
+            .cloned()
+            .collect();
+        for id in &ids {
+            let _ = self.sessions.close_session(id).await;
+        }
+        ids.len()
+    }
+
+    /// Kills the server: stops listening (the port then refuses connections) and drops every
+    /// open connection mid-flight.
+    pub fn kill(&self) {
+        self.layer.kill.cancel();
+        self.rmcp_ct.cancel();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, layer: Arc<faults::Layer>, kill: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = kill.cancelled() => return, // drops the listener: the port closes
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let layer = layer.clone();
+        let kill = kill.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let layer = layer.clone();
+                async move { Ok::<_, Infallible>(layer.handle(req).await) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = kill.cancelled() => {} // drops the connection mid-flight
+            }
+        });
+    }
+}

@@ -1,0 +1,383 @@
+//! Official npm MCP peers, pinned in `tests/peers/package-lock.json` and installed by the tests.
+//!
+//! - [`ensure_npm_peers`] runs `npm ci` in `tests/peers` once (per process, and serialized across
+//!   processes with a lock directory), skipping it when `node_modules` already matches the lock.
+//! - [`ServerEverything`] runs `@modelcontextprotocol/server-everything` (`streamableHttp` or
+//!   `sse`) on a free loopback port and kills it on drop.
+//! - [`run_sdk_client`] runs `tests/peers/sdk_client.mjs` (the official TypeScript SDK client,
+//!   spawning alibridge over stdio) and returns its JSON summary.
+//!
+//! Needs `node` (20+) and `npm` on `PATH`, and the npm registry reachable on first use.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+
+/// `tests/peers`: package.json, package-lock.json, node_modules, sdk_client.mjs.
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("peers")
+}
+
+/// The server-everything launcher (`dist/index.js <stdio|sse|streamableHttp>`).
+pub fn server_everything_js() -> PathBuf {
+    peers_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+}
+
+/// Installs the pinned npm peers (`npm ci`) unless `node_modules` already matches the lock file.
+/// Safe to call from every test: the work happens once per process; panics if npm fails.
+pub fn ensure_npm_peers() {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = INSTALLED.get_or_init(install) {
+        panic!("{e}");
+    }
+}
+
+/// Whether `node_modules` holds exactly what `package-lock.json` pins: npm records what it
+/// installed in `node_modules/.package-lock.json` (whoever ran `npm ci`, e.g. CI beforehand).
+fn installed_matches_lock(dir: &Path) -> bool {
+    let packages = |path: PathBuf| -> Option<Value> {
+        let mut lock: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let mut packages = lock.get_mut("packages")?.take();
+        packages.as_object_mut()?.remove(""); // the root project is not installed
+        Some(packages)
+    };
+    let wanted = packages(dir.join("package-lock.json"));
+    wanted.is_some()
+        && wanted == packages(dir.join("node_modules/.package-lock.json"))
+        && server_everything_js().is_file()
+        && dir.join("sdk_client.mjs").is_file()
+}
+
+fn install() -> Result<(), String> {
+    let dir = peers_dir();
+    if installed_matches_lock(&dir) {
+        return Ok(());
+    }
+    let _lock = DirLock::acquire(&dir.join(".npm-ci.lock"))?;
+    if installed_matches_lock(&dir) {
+        return Ok(()); // another process installed while we waited
+    }
+    let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
+    let out = Command::new(npm)
+        .args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+        ])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "could not run `{npm} ci` in {}: {e} (the e2e tests need node 20+ and npm on PATH)",
+                dir.display()
+            )
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "`npm ci` in {} failed ({}):\n{}\n{}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    if !installed_matches_lock(&dir) {
+        return Err(format!(
+            "`npm ci` in {} left node_modules unlike the lock",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A cross-process lock: a directory that exists while someone runs `npm ci`. One older than
+/// ten minutes is taken to be left over from a killed run and is removed.
+struct DirLock(PathBuf);
+
+impl DirLock {
+    fn acquire(path: &Path) -> Result<DirLock, String> {
+        let started = Instant::now();
+        loop {
+            match std::fs::create_dir(path) {
+                Ok(()) => return Ok(DirLock(path.to_owned())),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok());
+                    if age.is_some_and(|a| a > Duration::from_secs(600)) {
+                        let _ = std::fs::remove_dir(path);
+                    } else if started.elapsed() > Duration::from_secs(900) {
+                        return Err(format!("gave up waiting for {}", path.display()));
+                    } else {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+                Err(e) => return Err(format!("create {}: {e}", path.display())),
+            }
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Which transport server-everything serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Streamable HTTP on `/mcp` (POST/GET/DELETE, sessions, resumable streams).
+    StreamableHttp,
+    /// Legacy HTTP+SSE: `GET /sse` stream, whose `endpoint` event names `POST /message?sessionId=…`.
+    Sse,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::StreamableHttp => "streamableHttp",
+            Mode::Sse => "sse",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Mode::StreamableHttp => "/mcp",
+            Mode::Sse => "/sse",
+        }
+    }
+
+    /// What the server logs when it receives the probe of [`ServerEverything::send_probe`].
+    fn probe_marker(self) -> &'static str {
+        match self {
+            Mode::StreamableHttp => "Received MCP GET request",
+            Mode::Sse => "No transport found for sessionId alibridge-probe",
+        }
+    }
+}
+
+/// A running `server-everything`; killed on drop.
+pub struct ServerEverything {
+    child: Child,
+    mode: Mode,
+    port: u16,
+    log: Log,
+}
+
+type Log = Arc<Mutex<VecDeque<String>>>;
+
+impl ServerEverything {
+    /// Installs the peers if needed, then starts the server on a free loopback port and waits
+    /// until it answers there. Retries with another port if the chosen one was taken meanwhile.
+    pub fn start(mode: Mode) -> ServerEverything {
+        ensure_npm_peers();
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            match Self::try_start(mode) {
+                Ok(server) => return server,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!(
+            "server-everything {mode:?} did not start:\n{}",
+            failures.join("\n---\n")
+        );
+    }
+
+    fn try_start(mode: Mode) -> Result<ServerEverything, String> {
+        let port = free_port();
+        let mut child = Command::new("node")
+            .arg(server_everything_js())
+            .arg(mode.arg())
+            .current_dir(peers_dir())
+            // Only what node needs: its `get-env` tool would otherwise expose our environment.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn node (the e2e tests need node 20+ on PATH): {e}"))?;
+        let log: Log = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        pump(child.stdout.take().unwrap(), log.clone(), tx.clone());
+        pump(child.stderr.take().unwrap(), log.clone(), tx);
+        let mut server = ServerEverything {
+            child,
+            mode,
+            port,
+            log,
+        };
+
+        // Both modes log "… port N" once `listen` returns, even when it failed (express 5 passes
+        // the error to the callback). So a probe request follows, and only when *this* process
+        // logs that it handled it is the port known to be ours.
+        let mut probe = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if probe.is_none() && line.contains(&format!("port {port}")) => {
+                    probe = Some(server.send_probe()?);
+                }
+                Ok(line) if probe.is_some() && line.contains(mode.probe_marker()) => {
+                    return Ok(server);
+                }
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("port {port}: exited ({status}):\n{}", server.log()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "port {port}: not ready within 30 s:\n{}",
+                    server.log()
+                ));
+            }
+        }
+    }
+
+    /// Sends a request the server logs on receipt; the connection is returned to keep it open
+    /// until the log line is seen (the sse server never answers this one).
+    fn send_probe(&self) -> Result<TcpStream, String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))
+            .map_err(|e| format!("port {}: probe connect: {e}", self.port))?;
+        let req = match self.mode {
+            Mode::StreamableHttp => "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            Mode::Sse => {
+                "POST /message?sessionId=alibridge-probe HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            }
+        };
+        s.write_all(req.as_bytes())
+            .map_err(|e| format!("port {}: probe: {e}", self.port))?;
+        Ok(s)
+    }
+
+    /// `http://127.0.0.1:<port>/mcp` (streamableHttp) or `…/sse` (sse).
+    pub fn url(&self) -> String {
+        format!("{}{}", self.base_url(), self.mode.path())
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The server's recent stdout/stderr lines (for failure messages).
+    pub fn log(&self) -> String {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for ServerEverything {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port the kernel just handed out on 127.0.0.1 (released again; the caller may lose a race).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// Drains a child's output on a thread (so the pipe never fills and blocks node), keeping the
+/// last lines in `log` and forwarding each line to `tx` while anyone listens.
+fn pump(out: impl Read + Send + 'static, log: Log, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line.clone());
+            let mut log = log.lock().unwrap();
+            if log.len() == 500 {
+                log.pop_front();
+            }
+            log.push_back(line);
+        }
+    });
+}
+
+/// Runs `node tests/peers/sdk_client.mjs <args…>` (args: alibridge path, URL, extra bridge
+/// flags) with an isolated `ALIBRIDGE_HOME` and no proxy variables, and returns its summary.
+/// Panics, with the summary and stderr, unless it exited 0 with `"ok": true`.
+pub fn run_sdk_client<I, S>(args: I) -> Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    ensure_npm_peers();
+    static NEXT_HOME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let home = std::env::temp_dir().join(format!(
+        "alibridge-sdk-home-{}-{}",
+        std::process::id(),
+        NEXT_HOME.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut cmd = Command::new("node");
+    cmd.arg(peers_dir().join("sdk_client.mjs"))
+        .args(args)
+        .env("ALIBRIDGE_HOME", &home);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node tests/peers/sdk_client.mjs (the e2e tests need node 20+ on PATH)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "sdk_client printed no JSON summary ({}):\n{stdout}\nstderr:\n{stderr}",
+                out.status
+            )
+        });
+    assert!(
+        out.status.success() && summary["ok"] == true,
+        "sdk_client failed ({}): {summary:#}\nstderr:\n{stderr}",
+        out.status
+    );
+    summary
+}
