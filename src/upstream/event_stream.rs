@@ -15,6 +15,8 @@ use futures_util::{Stream, StreamExt};
 pub struct Event {
     /// The `event:` field; `None` means the default type, `message`.
     pub event: Option<String>,
+    /// The `id:` given in this event, if any (the stream's last id otherwise carries over).
+    pub id: Option<String>,
     /// The joined `data:` lines.
     pub data: Bytes,
 }
@@ -29,6 +31,8 @@ pub struct EventStream<S> {
     skip_lf: bool,
     data: Vec<Bytes>,
     event: Option<String>,
+    /// The `id:` field of the event being read.
+    event_id: Option<String>,
     last_event_id: Option<String>,
     retry_ms: Option<u64>,
     finished: bool,
@@ -46,6 +50,7 @@ where
             skip_lf: false,
             data: Vec::new(),
             event: None,
+            event_id: None,
             last_event_id: None,
             retry_ms: None,
             finished: false,
@@ -148,7 +153,9 @@ where
             b"data" => self.data.push(value),
             b"event" => self.event = Some(String::from_utf8_lossy(&value).into_owned()),
             b"id" if !value.contains(&0) => {
-                self.last_event_id = Some(String::from_utf8_lossy(&value).into_owned())
+                let id = String::from_utf8_lossy(&value).into_owned();
+                self.event_id = Some(id.clone());
+                self.last_event_id = Some(id);
             }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 self.retry_ms = std::str::from_utf8(&value)
@@ -162,6 +169,7 @@ where
 
     fn dispatch(&mut self) -> Option<Event> {
         let event = self.event.take();
+        let id = self.event_id.take();
         if self.data.iter().all(Bytes::is_empty) {
             // Nothing to relay (a priming event, or `data:` alone); `id`/`retry` are kept.
             self.data.clear();
@@ -175,7 +183,7 @@ where
                 Bytes::from(joined)
             }
         };
-        Some(Event { event, data })
+        Some(Event { event, id, data })
     }
 }
 
@@ -217,6 +225,8 @@ mod tests {
         assert_eq!(evs.len(), 2);
         assert_eq!(evs[0].event.as_deref(), Some("message"));
         assert_eq!(&evs[0].data[..], b"{\"a\":1}");
+        assert_eq!(evs[0].id.as_deref(), Some("2"));
+        assert_eq!(evs[1].id, None);
         assert_eq!(&evs[1].data[..], b"x\ny");
         assert_eq!(s.retry_ms(), Some(250));
         assert_eq!(

@@ -232,9 +232,13 @@ impl StreamableHttp {
         let mut events = EventStream::new(resp.bytes_stream());
         let mut resumes = 0;
         let mut malformed = None;
+        let mut replay = Replay::default();
         loop {
             let detail = match events.next().await {
                 Some(Ok(ev)) => {
+                    if replay.is_duplicate(&ev) {
+                        continue;
+                    }
                     match parse_event(ev) {
                         Some(Ok(m)) if m.kind == Kind::Response && m.id.as_ref() == Some(id) => {
                             return Ok(m)
@@ -284,6 +288,7 @@ impl StreamableHttp {
                 )));
             }
             events = EventStream::new(resp.bytes_stream()).with_last_event_id(Some(last));
+            replay.resumed();
             if let Some(ms) = retry {
                 events = events.with_retry_ms(ms);
             }
@@ -359,6 +364,7 @@ impl StreamableHttp {
         let mut last: Option<String> = None;
         let mut retry: Option<u64> = None;
         let mut backoff = Duration::from_secs(1);
+        let mut replay = Replay::default();
         loop {
             let session = self.snapshot();
             let resp = match self
@@ -379,7 +385,11 @@ impl StreamableHttp {
                 backoff = Duration::from_secs(1);
                 let mut events =
                     EventStream::new(resp.bytes_stream()).with_last_event_id(last.clone());
+                replay.resumed();
                 while let Some(Ok(ev)) = events.next().await {
+                    if replay.is_duplicate(&ev) {
+                        continue;
+                    }
                     match parse_event(ev) {
                         Some(Ok(m)) => self.out.deliver(m).await,
                         Some(Err(e)) => {
@@ -493,6 +503,35 @@ impl StreamableHttp {
     }
 }
 
+/// Drops the one event a server may repeat when a stream is resumed: some servers (rmcp 3.11
+/// among them) replay the event named in `Last-Event-ID` as well as those after it. Only an
+/// event that was already delivered with that very id is dropped, so nothing is lost when a
+/// server gives a priming event and a message the same id.
+#[derive(Default)]
+struct Replay {
+    /// Id of the last delivered event that carried an id.
+    delivered: Option<String>,
+    /// Set after a resume until the first event of the new stream has been seen.
+    checking: bool,
+}
+
+impl Replay {
+    fn resumed(&mut self) {
+        self.checking = self.delivered.is_some();
+    }
+
+    fn is_duplicate(&mut self, ev: &Event) -> bool {
+        let dup = self.checking && ev.id.is_some() && ev.id == self.delivered;
+        self.checking = false;
+        if dup {
+            debug!(id = ?ev.id, "dropping an event the server replayed on resume");
+        } else if ev.id.is_some() {
+            self.delivered = ev.id.clone();
+        }
+        dup
+    }
+}
+
 fn with_session(mut rb: RequestBuilder, session: &Session) -> RequestBuilder {
     if let Some(id) = &session.id {
         rb = rb.header(SESSION_ID, id.clone());
@@ -511,4 +550,41 @@ pub(crate) fn parse_event(ev: Event) -> Option<Result<Message, String>> {
         return None;
     }
     Some(Message::parse(single_line(ev.data)).map_err(|e| e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: Option<&str>) -> Event {
+        Event {
+            event: None,
+            id: id.map(str::to_string),
+            data: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn replay_drops_only_a_repeat_of_the_last_delivered_event() {
+        let mut r = Replay::default();
+        assert!(!r.is_duplicate(&ev(Some("0/1"))));
+        assert!(!r.is_duplicate(&ev(Some("1/1"))));
+        r.resumed();
+        assert!(
+            r.is_duplicate(&ev(Some("1/1"))),
+            "the replayed event is dropped"
+        );
+        assert!(!r.is_duplicate(&ev(Some("2/1"))));
+        r.resumed();
+        assert!(
+            !r.is_duplicate(&ev(Some("3/1"))),
+            "a new event after resume is kept"
+        );
+        let mut fresh = Replay::default();
+        fresh.resumed();
+        assert!(
+            !fresh.is_duplicate(&ev(Some("0"))),
+            "nothing delivered yet: nothing to drop"
+        );
+    }
 }

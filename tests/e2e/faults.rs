@@ -256,6 +256,13 @@ async fn cut_sse_stream_is_resumed_by_rmcp_itself() {
         .send(&json!({"jsonrpc": "2.0", "id": req["id"], "result": answer}))
         .await;
     assert_eq!(tool_text(&bridge.response(1).await), "a");
+    // rmcp replays the event named in Last-Event-ID; the bridge must not pass it on twice.
+    let sampling = bridge
+        .seen
+        .iter()
+        .filter(|m| m["method"] == "sampling/createMessage")
+        .count();
+    assert_eq!(sampling, 1, "a replayed event reached the client twice");
     finish(bridge).await;
     assert_eq!(
         resume.header("mcp-session-id"),
