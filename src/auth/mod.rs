@@ -96,8 +96,7 @@ pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Sele
             }
             if cfg.site.is_none() && !site::is_alibaba_host(url) {
                 return Ok(none(
-                    "none (auto: the endpoint is not an Alibaba Cloud host, so no Alibaba Cloud token is sent to it; \
-                     use --auth ak or --site-type to override)"
+                    "none (auto: not an Alibaba Cloud host; --auth ak or --site-type sends Alibaba Cloud credentials)"
                         .into(),
                 ));
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::io::BufReader;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::cli::BridgeArgs;
 use crate::config::BridgeConfig;
@@ -52,7 +52,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     match reason {
         QuitReason::InputError(e) => Err(e).context("reading stdin failed"),
         reason => {
-            info!(?reason, "bridge stopped");
+            debug!(?reason, "bridge stopped");
             Ok(ExitCode::SUCCESS)
         }
     }
