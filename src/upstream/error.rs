@@ -81,6 +81,9 @@ impl UpstreamError {
     pub fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Connect { .. } => "connect",
+            UpstreamError::Status {
+                status: 401 | 403, ..
+            } => "auth",
             UpstreamError::Status { .. } | UpstreamError::NotStreamable { .. } => "http_status",
             UpstreamError::StreamClosed { .. } => "stream_closed",
             UpstreamError::Malformed { .. } => "malformed",

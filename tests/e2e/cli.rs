@@ -36,11 +36,50 @@ fn help_lists_every_flag_with_its_env_var() {
         ("--shutdown-grace", "ALIBRIDGE_SHUTDOWN_GRACE"),
         ("--debug", "ALIBRIDGE_DEBUG"),
         ("--log-file", "ALIBRIDGE_LOG_FILE"),
+        ("--site-type", "ALIBRIDGE_SITE_TYPE"),
+        ("--ims-endpoint", "ALIBRIDGE_IMS_ENDPOINT"),
+        ("--client-id", "ALIBRIDGE_CLIENT_ID"),
+        ("--boundary-policy", "ALIBRIDGE_BOUNDARY_POLICY"),
+        ("--token-refresh-skew", "ALIBRIDGE_TOKEN_REFRESH_SKEW"),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
         assert!(help.contains(env), "--help lacks {env}");
     }
     assert!(help.contains("Exit codes"), "--help documents exit codes");
+    assert!(
+        help.contains("pre-check"),
+        "--help lists the pre-check command"
+    );
+    assert!(help.contains("--profile"), "--help lists --profile");
+}
+
+/// `pre-check --help` documents its flags; a missing `--site-type` is a usage error.
+#[test]
+fn pre_check_help_and_usage() {
+    let o = run(&["pre-check", "--help"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&o.stdout);
+    for flag in [
+        "--site-type",
+        "--client-id",
+        "--no-browser",
+        "--timeout",
+        "--callback-port",
+    ] {
+        assert!(help.contains(flag), "pre-check --help lacks {flag}");
+    }
+    assert_eq!(
+        run(&["pre-check"], &[("ALIBRIDGE_SITE_TYPE", "")])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["pre-check", "--site-type", "MARS"], &[])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 /// `--version` prints the crate version.
