@@ -52,7 +52,10 @@ async fn main() {
     for msg in conversation {
         let line = msg.to_string();
         println!("→ {}", shorten(&line));
-        stdin.write_all(format!("{line}\n").as_bytes()).await.expect("write stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write stdin");
         if let Some(id) = msg.get("id") {
             // Print everything up to and including this request's answer.
             while let Ok(Some(out)) = stdout.next_line().await {
@@ -81,7 +84,10 @@ fn build_bridge() -> PathBuf {
     let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
     assert!(ok, "`cargo build --bin alibridge` failed");
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target/<profile>/examples");
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target/<profile>/examples");
     dir.join(format!("alibridge{}", std::env::consts::EXE_SUFFIX))
 }
 
