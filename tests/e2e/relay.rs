@@ -461,3 +461,52 @@ async fn header_flag_values_reach_the_server() {
         assert_eq!(r.header("x-test-tenant"), Some("a b;c"), "{what}");
     }
 }
+
+/// Header values never reach the logs, even with `--debug` (stderr) or `--log-file`; the header
+/// names do, so a user can see what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_are_never_logged() {
+    let server = TestServer::start().await;
+    let log = std::env::temp_dir().join(format!("alibridge-log-{}.log", std::process::id()));
+    let log_arg = log.to_string_lossy().into_owned();
+    let secret = "sk-very-secret-0123456789";
+    let header = format!("X-Api-Key: {secret}");
+    for extra in [vec!["--debug"], vec!["--debug", "--log-file", &log_arg]] {
+        let mut args = extra.clone();
+        args.extend(["--header", &header]);
+        let mut bridge = bridge_for(&server, &args);
+        bridge.initialize().await;
+        bridge.call_tool(1, "echo", json!({"text": "x"})).await;
+        bridge.close_stdin();
+        bridge.drain().await;
+        assert_eq!(bridge.wait().await, 0);
+        let stderr = bridge.stderr().await;
+        assert!(!stderr.contains(secret), "a header value leaked to stderr");
+        if extra.len() == 1 {
+            assert!(
+                stderr.contains("x-api-key"),
+                "header names are logged: {stderr}"
+            );
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&log).expect("log file").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the log file is private");
+    }
+    let logged = std::fs::read_to_string(&log).expect("log file written");
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        logged.contains("x-api-key"),
+        "header names are logged: {logged}"
+    );
+    assert!(
+        !logged.contains(secret),
+        "a header value leaked into the log file"
+    );
+    assert!(server
+        .requests()
+        .iter()
+        .all(|r| r.header("x-api-key") == Some(secret)));
+}
