@@ -139,6 +139,11 @@ impl Upstream {
         }
     }
 
+    /// The endpoint as shown in messages (no query string).
+    pub fn shown_url(&self) -> String {
+        error::display_url(&self.url)
+    }
+
     /// Ends the session politely (Streamable HTTP `DELETE`) and stops background streams.
     pub async fn close(&self) {
         let active = std::mem::replace(&mut *self.active.lock().await, Active::Undecided);
