@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::access_key::site::Site;
+use crate::auth::oauth::store::StoreKind;
 use crate::env;
 
 /// Bridge a stdio MCP client to a remote MCP server (Streamable HTTP or HTTP+SSE).
@@ -37,6 +38,82 @@ pub enum Command {
     /// One-time check, in a browser, that the OpenAPI MCP application is authorized for your
     /// account (needed before AccessKey credentials can mint tokens).
     PreCheck(PreCheckArgs),
+    /// Sign in to an MCP server ahead of time (OAuth), e.g. over SSH with --no-browser.
+    Login(LoginArgs),
+    /// Forget stored sign-ins.
+    Logout(LogoutArgs),
+    /// Show stored sign-ins (server, identity, expiry, store) and the AccessKey source.
+    Status(StatusArgs),
+}
+
+/// `alibridge login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The MCP endpoint to sign in to.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Allow a plain http:// URL to a host that is not loopback.
+    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
+    pub allow_http: bool,
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
+}
+
+/// `alibridge logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The MCP endpoint whose sign-in to forget.
+    #[arg(
+        value_name = "URL",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub url: Option<String>,
+    /// Forget every stored sign-in.
+    #[arg(long)]
+    pub all: bool,
+    /// Where sign-ins are stored.
+    #[arg(long, value_enum, default_value_t = StoreKind::Auto, env = env::ALIBRIDGE_TOKEN_STORE)]
+    pub token_store: StoreKind,
+}
+
+/// `alibridge status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// aliyun CLI profile to report on (default: ALIBABA_CLOUD_PROFILE, else current).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+}
+
+/// OAuth flags, shared by the bridge and `login`.
+#[derive(Debug, Args, Default)]
+pub struct OAuthArgs {
+    /// A pre-registered OAuth client id (its secret, if any, only via
+    /// ALIBRIDGE_OAUTH_CLIENT_SECRET). Default: dynamic registration.
+    #[arg(long, value_name = "ID", env = env::ALIBRIDGE_OAUTH_CLIENT_ID)]
+    pub oauth_client_id: Option<String>,
+
+    /// HTTPS URL of a Client ID Metadata Document to use as the client id, when the
+    /// authorization server supports it.
+    #[arg(long, value_name = "URL", env = env::ALIBRIDGE_OAUTH_CLIENT_METADATA_URL)]
+    pub oauth_client_metadata_url: Option<String>,
+
+    /// Port of the local sign-in redirect (default: a stable port per server, with fallbacks).
+    #[arg(long, value_name = "PORT", env = env::ALIBRIDGE_CALLBACK_PORT)]
+    pub callback_port: Option<u16>,
+
+    /// Seconds to wait for the browser sign-in.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, env = env::ALIBRIDGE_AUTH_TIMEOUT)]
+    pub auth_timeout: f64,
+
+    /// Where OAuth tokens are stored: the OS keychain, a 0600 file, or auto (keychain when
+    /// available).
+    #[arg(long, value_enum, default_value_t = StoreKind::Auto, env = env::ALIBRIDGE_TOKEN_STORE)]
+    pub token_store: StoreKind,
+
+    /// Do not open a browser: print the sign-in URL (login also accepts the pasted redirect).
+    #[arg(long, env = env::ALIBRIDGE_NO_BROWSER)]
+    pub no_browser: bool,
 }
 
 /// `alibridge pre-check`.
@@ -87,12 +164,16 @@ pub struct BridgeArgs {
 
     /// How the bridge authenticates to the upstream (static --header values are always sent).
     /// auto: AccessKeys when found (environment, aliyun CLI profile, …) and the endpoint is an
-    /// Alibaba Cloud host, otherwise none; the choice is printed on stderr.
+    /// Alibaba Cloud host, otherwise OAuth sign-in if the server asks for it (401); the choice
+    /// is printed on stderr.
     #[arg(long, value_enum, default_value_t = AuthMode::Auto, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
     pub auth: AuthMode,
 
     #[command(flatten)]
     pub ak: AccessKeyArgs,
+
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
 
     /// Seconds to wait for a TCP/TLS connection to the upstream.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
@@ -161,9 +242,9 @@ pub enum TransportMode {
 /// `--auth` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
-    /// AccessKeys if found and the endpoint is Alibaba Cloud's, else none.
+    /// AccessKeys if found and the endpoint is Alibaba Cloud's, else OAuth when the server asks.
     Auto,
-    /// OAuth 2.1 browser sign-in (not available in this version yet).
+    /// OAuth 2.1 browser sign-in, started when the server answers 401.
     Oauth,
     /// Alibaba Cloud AccessKeys exchanged for a short-lived token.
     Ak,

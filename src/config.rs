@@ -10,7 +10,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 
 use crate::auth::access_key::{chain::endpoint_url, policy, site::Site};
-use crate::cli::{AccessKeyArgs, AuthMode, BridgeArgs, TransportMode};
+use crate::auth::oauth::OAuthConfig;
+use crate::auth::secret::Secret;
+use crate::cli::{AccessKeyArgs, AuthMode, BridgeArgs, OAuthArgs, TransportMode};
 
 /// Everything the bridge needs to run, validated.
 #[derive(Debug, Clone)]
@@ -41,10 +43,18 @@ pub struct AuthConfig {
     /// A validated boundary policy, trimmed.
     pub boundary_policy: Option<String>,
     pub refresh_skew: Duration,
+    /// OAuth settings (used by `oauth`, and by `auto` when no AccessKeys apply).
+    pub oauth: OAuthConfig,
 }
 
 impl AuthConfig {
-    fn resolve(mode: AuthMode, a: &AccessKeyArgs) -> Result<Self, ConfigError> {
+    fn resolve(
+        mode: AuthMode,
+        url: &Url,
+        a: &AccessKeyArgs,
+        o: &OAuthArgs,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let boundary_policy = match &a.boundary_policy {
             Some(p) => policy::validate(p).map_err(ConfigError::Auth)?,
             None => None,
@@ -61,6 +71,7 @@ impl AuthConfig {
             client_id: a.client_id.clone().filter(|c| !c.trim().is_empty()),
             boundary_policy,
             refresh_skew: seconds("token-refresh-skew", a.token_refresh_skew)?,
+            oauth: oauth_config(url, o, lookup)?,
         })
     }
 }
@@ -113,6 +124,7 @@ impl BridgeConfig {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let url = parse_url(args.url.as_deref().unwrap_or_default(), args.allow_http)?;
+        let auth = AuthConfig::resolve(args.auth, &url, &args.ak, &args.oauth, &lookup)?;
         let headers = args
             .headers
             .iter()
@@ -124,13 +136,74 @@ impl BridgeConfig {
             url,
             headers,
             transport,
-            auth: AuthConfig::resolve(args.auth, &args.ak)?,
+            auth,
             connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
             request_timeout: Some(seconds("request-timeout", args.request_timeout)?)
                 .filter(|d| !d.is_zero()),
             shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
         })
     }
+}
+
+/// Resolves the OAuth flags for `server`.
+pub fn oauth_config(
+    server: &Url,
+    o: &OAuthArgs,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<OAuthConfig, ConfigError> {
+    let client_metadata_url = match &o.oauth_client_metadata_url {
+        Some(raw) => {
+            let u = Url::parse(raw).map_err(|e| {
+                ConfigError::Auth(format!("--oauth-client-metadata-url {raw:?}: {e}"))
+            })?;
+            if u.scheme() != "https" {
+                return Err(ConfigError::Auth(
+                    "--oauth-client-metadata-url must be an https URL".into(),
+                ));
+            }
+            Some(u)
+        }
+        None => None,
+    };
+    let home = state_dir(&lookup).ok_or_else(|| {
+        ConfigError::Auth("cannot tell where to keep state: set ALIBRIDGE_HOME (or HOME)".into())
+    })?;
+    Ok(OAuthConfig {
+        server: server.clone(),
+        client_id: o.oauth_client_id.clone().filter(|c| !c.trim().is_empty()),
+        client_secret: lookup(crate::env::ALIBRIDGE_OAUTH_CLIENT_SECRET)
+            .filter(|s| !s.is_empty())
+            .map(Secret::new),
+        client_metadata_url,
+        callback_port: o.callback_port,
+        auth_timeout: seconds("auth-timeout", o.auth_timeout)?,
+        store: o.token_store,
+        home,
+        no_browser: o.no_browser,
+        site: Site::infer(server),
+    })
+}
+
+/// The state directory: `ALIBRIDGE_HOME`, else the platform's config directory + `alibridge`
+/// (`$XDG_CONFIG_HOME` or `~/.config` on Linux, `~/Library/Application Support` on macOS,
+/// `%APPDATA%` on Windows).
+pub fn state_dir(lookup: impl Fn(&str) -> Option<String>) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(h) = lookup(crate::env::ALIBRIDGE_HOME).filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(h));
+    }
+    let home = || lookup("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let base = if cfg!(windows) {
+        lookup("APPDATA").map(PathBuf::from)
+    } else if cfg!(target_os = "macos") {
+        home().map(|h| h.join("Library").join("Application Support"))
+    } else {
+        lookup("XDG_CONFIG_HOME")
+            .filter(|x| !x.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| home().map(|h| h.join(".config")))
+    };
+    base.map(|b| b.join("alibridge"))
 }
 
 /// The transport spec says a client should accept either kind of URL; an `/sse` path is the
@@ -304,6 +377,26 @@ mod tests {
         assert!(parse_url("http://example.com/mcp", true).is_ok());
         assert!(parse_url("ftp://example.com/mcp", true).is_err());
         assert!(parse_url("not a url", true).is_err());
+    }
+
+    #[test]
+    fn state_dir_prefers_alibridge_home() {
+        let env = |k: &str| match k {
+            "ALIBRIDGE_HOME" => Some("/x/state".to_string()),
+            "HOME" => Some("/home/u".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            state_dir(env).unwrap(),
+            std::path::PathBuf::from("/x/state")
+        );
+        let env = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
+        let d = state_dir(env).unwrap();
+        assert!(
+            d.ends_with("alibridge") && d.starts_with("/home/u"),
+            "{}",
+            d.display()
+        );
     }
 
     #[test]

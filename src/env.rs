@@ -34,3 +34,17 @@ pub const ALIBRIDGE_BOUNDARY_POLICY: &str = "ALIBRIDGE_BOUNDARY_POLICY";
 pub const ALIBRIDGE_TOKEN_REFRESH_SKEW: &str = "ALIBRIDGE_TOKEN_REFRESH_SKEW";
 /// Overrides the sign-in page `pre-check` opens (private deployments, tests).
 pub const ALIBRIDGE_AUTHORIZE_URL: &str = "ALIBRIDGE_AUTHORIZE_URL";
+/// Same as `--oauth-client-id`.
+pub const ALIBRIDGE_OAUTH_CLIENT_ID: &str = "ALIBRIDGE_OAUTH_CLIENT_ID";
+/// The pre-registered client's secret (environment only: argv is visible to other users).
+pub const ALIBRIDGE_OAUTH_CLIENT_SECRET: &str = "ALIBRIDGE_OAUTH_CLIENT_SECRET";
+/// Same as `--oauth-client-metadata-url`.
+pub const ALIBRIDGE_OAUTH_CLIENT_METADATA_URL: &str = "ALIBRIDGE_OAUTH_CLIENT_METADATA_URL";
+/// Same as `--callback-port`.
+pub const ALIBRIDGE_CALLBACK_PORT: &str = "ALIBRIDGE_CALLBACK_PORT";
+/// Same as `--auth-timeout`.
+pub const ALIBRIDGE_AUTH_TIMEOUT: &str = "ALIBRIDGE_AUTH_TIMEOUT";
+/// Same as `--token-store`.
+pub const ALIBRIDGE_TOKEN_STORE: &str = "ALIBRIDGE_TOKEN_STORE";
+/// Same as `--no-browser`.
+pub const ALIBRIDGE_NO_BROWSER: &str = "ALIBRIDGE_NO_BROWSER";

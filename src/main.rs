@@ -25,6 +25,9 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Some(cli::Command::PreCheck(a)) => commands::pre_check::run(a).await,
+            Some(cli::Command::Login(a)) => commands::login::run(a).await,
+            Some(cli::Command::Logout(a)) => commands::logout::run(a).await,
+            Some(cli::Command::Status(a)) => commands::status::run(a).await,
             None => commands::bridge::run(args).await,
         }
     });

@@ -10,6 +10,7 @@ pub mod access_key;
 pub mod browser;
 pub mod loopback;
 pub mod none;
+pub mod oauth;
 pub mod pkce;
 pub mod secret;
 
@@ -84,31 +85,39 @@ pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Sele
     };
     match cfg.mode {
         AuthMode::None => Ok(none("none (--auth none)".into())),
-        AuthMode::Oauth => Err(AuthError {
-            message: "OAuth sign-in (--auth oauth) is not available in this version yet; use --auth ak \
-                      with Alibaba Cloud AccessKeys, or pass a token with --header \"Authorization: Bearer ${TOKEN}\""
-                .into(),
-        }),
+        AuthMode::Oauth => oauth(cfg, "--auth oauth"),
         AuthMode::Ak => access_key(cfg, url, "--auth ak"),
         AuthMode::Auto => {
             if has_auth_header {
-                return Ok(none("none (auto: an Authorization header was given with --header)".into()));
-            }
-            if cfg.site.is_none() && !site::is_alibaba_host(url) {
                 return Ok(none(
-                    "none (auto: not an Alibaba Cloud host; --auth ak or --site-type sends Alibaba Cloud credentials)"
-                        .into(),
+                    "none (auto: an Authorization header was given with --header)".into(),
                 ));
             }
+            if cfg.site.is_none() && !site::is_alibaba_host(url) {
+                return oauth(cfg, "auto: not an Alibaba Cloud host");
+            }
             match access_key(cfg, url, "auto") {
-                Err(e) if e.message.starts_with(NOT_FOUND) => Ok(none(format!(
-                    "none (auto: no Alibaba Cloud AccessKeys found; OAuth sign-in is not available in this version yet). {}",
-                    "Set ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET or run `aliyun configure` to use AccessKeys"
-                ))),
+                Err(e) if e.message.starts_with(NOT_FOUND) => {
+                    oauth(cfg, "auto: no Alibaba Cloud AccessKeys found")
+                }
                 other => other,
             }
         }
     }
+}
+
+/// OAuth, lazily: nothing is sent until the server answers 401.
+fn oauth(cfg: &AuthConfig, why: &str) -> Result<Selection, AuthError> {
+    let credential = oauth::OAuthCredential::new(cfg.oauth.clone())?;
+    let state = if credential.has_record() {
+        "using the stored sign-in"
+    } else {
+        "a browser sign-in starts if the server asks for one"
+    };
+    Ok(Selection {
+        credential: Arc::new(credential),
+        reason: format!("OAuth ({why}; {state})"),
+    })
 }
 
 const NOT_FOUND: &str = "no Alibaba Cloud AccessKey found";

@@ -1,0 +1,40 @@
+//! `alibridge logout <URL>` / `--all`: forget stored sign-ins (files and keychain entries).
+//! Tokens already issued stay valid at the server until they expire.
+
+use std::process::ExitCode;
+
+use crate::auth::oauth::discovery::canonical_resource;
+use crate::auth::oauth::store::TokenStore;
+use crate::cli::LogoutArgs;
+use crate::config;
+use crate::error::UsageError;
+
+pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
+    let home = super::state_home()?;
+    let store = TokenStore::new(&home, args.token_store);
+    let servers: Vec<String> = if args.all {
+        store.list().into_iter().map(|r| r.server).collect()
+    } else {
+        let raw = args.url.as_deref().unwrap_or_default();
+        let url = config::parse_url(raw, true).map_err(UsageError::from)?;
+        vec![canonical_resource(&url)]
+    };
+    if servers.is_empty() {
+        println!("no stored sign-ins");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut missing = false;
+    for s in servers {
+        if store.delete(&s)? {
+            println!("signed out of {s}");
+        } else {
+            println!("no stored sign-in for {s} (see `alibridge status`)");
+            missing = true;
+        }
+    }
+    Ok(if missing && !args.all {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

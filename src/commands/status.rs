@@ -1,0 +1,99 @@
+//! `alibridge status`: the stored sign-ins (server, authorization server, identity when the
+//! token says, expiry, where it is stored) and the AccessKey source `auto` would use. Never a
+//! token or a secret.
+
+use std::process::ExitCode;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::auth::access_key::{self, chain::ChainInput};
+use crate::auth::oauth::store::{StoreKind, TokenStore};
+use crate::auth::oauth::tokens::now_secs;
+use crate::cli::StatusArgs;
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let home = super::state_home()?;
+    let store = TokenStore::new(&home, StoreKind::File);
+    let records = store.list();
+    println!("state directory: {}", home.display());
+    if records.is_empty() {
+        println!("OAuth sign-ins: none (run `alibridge login <URL>`)");
+    } else {
+        println!("OAuth sign-ins:");
+    }
+    for meta in records {
+        // Secrets are loaded only to read the identity claims of a JWT access token.
+        let full = store.load(&meta.server).ok().flatten();
+        let identity = full
+            .as_ref()
+            .and_then(|r| r.secrets.access_token.as_deref())
+            .and_then(identity_of)
+            .unwrap_or_else(|| "unknown".into());
+        let expiry = match meta.expires_at {
+            Some(e) if e > now_secs() => format!("expires in {}", human_duration(e)),
+            Some(_) => "expired".into(),
+            None => "no stated expiry".into(),
+        };
+        let renew = if full
+            .as_ref()
+            .is_some_and(|r| r.secrets.refresh_token.is_some())
+        {
+            "renewable"
+        } else {
+            "not renewable"
+        };
+        let store_name = if meta.store == "keyring" {
+            "OS keychain"
+        } else {
+            "file"
+        };
+        println!("  {}", meta.server);
+        println!("    authorization server: {}", meta.issuer);
+        println!("    client: {} ({:?})", meta.client_id, meta.registration);
+        println!("    identity: {identity}");
+        println!(
+            "    token: {expiry}, {renew}; scope: {}",
+            meta.scope.as_deref().unwrap_or("(none)")
+        );
+        println!("    stored in: {store_name}");
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let input = ChainInput {
+        profile: args.profile.as_deref(),
+        env: &env,
+        home: access_key::home_dir(),
+    };
+    match access_key::chain::resolve(&input) {
+        Ok(r) => println!("AccessKeys (--auth ak/auto): {}", r.source.describe()),
+        Err(e) => println!(
+            "AccessKeys (--auth ak/auto): none usable: {}",
+            e.to_string().lines().next().unwrap_or_default()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Who a JWT access token is for (`email`, `preferred_username`, `name` or `sub`), without
+/// verifying it: this is display only.
+fn identity_of(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    ["email", "preferred_username", "name", "sub"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(Value::as_str).map(str::to_string))
+}
+
+/// "3 h 12 min" until Unix time `at`.
+pub fn human_duration(at: u64) -> String {
+    let s = at.saturating_sub(now_secs());
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=172_799 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} days", s / 86_400),
+    }
+}
