@@ -121,6 +121,8 @@ pub struct OAuthCredential {
     key: String,
     resource: String,
     state: Mutex<State>,
+    /// The last discovery result: refreshes reuse it instead of fetching metadata each time.
+    discovered: Mutex<Option<Discovered>>,
     /// One refresh or sign-in at a time inside this process.
     busy: tokio::sync::Mutex<()>,
 }
@@ -151,6 +153,7 @@ impl OAuthCredential {
                 step_ups: 0,
                 last_sign_in: None,
             }),
+            discovered: Mutex::new(None),
             busy: tokio::sync::Mutex::new(()),
         })
     }
@@ -278,8 +281,18 @@ impl OAuthCredential {
         }
     }
 
+    /// Discovery, cached for the run; a challenge that names resource metadata re-runs it (the
+    /// server may have moved to another authorization server).
     async fn discover(&self, challenge: Option<&Challenge>) -> Result<Discovered, OAuthError> {
-        discovery::discover(&self.http, &self.cfg.server, challenge).await
+        let fresh_needed = challenge.is_some_and(|c| c.resource_metadata.is_some());
+        if !fresh_needed {
+            if let Some(d) = self.discovered.lock().unwrap().clone() {
+                return Ok(d);
+            }
+        }
+        let d = discovery::discover(&self.http, &self.cfg.server, challenge).await?;
+        *self.discovered.lock().unwrap() = Some(d.clone());
+        Ok(d)
     }
 
     /// Signs in (browser) under the cross-process lock, unless another process did meanwhile.
