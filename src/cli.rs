@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::auth::access_key::site::Site;
 use crate::auth::oauth::store::StoreKind;
 use crate::env;
+use crate::proxy::rules::{self, EntryList};
 
 /// Bridge a stdio MCP client to a remote MCP server (Streamable HTTP or HTTP+SSE).
 ///
@@ -44,6 +45,82 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Show stored sign-ins (server, identity, expiry, store) and the AccessKey source.
     Status(StatusArgs),
+    /// Run a local HTTP proxy for MCP clients that speak HTTP but not Alibaba Cloud
+    /// authentication (Dify, LangChain, …): every request is forwarded upstream with this
+    /// machine's credentials, limited by --allowed-servers / --blocked-servers.
+    Proxy(Box<ProxyArgs>),
+}
+
+/// `alibridge proxy`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Clients use http://HOST:PORT/<path of the server's endpoint>, e.g. \
+                        http://127.0.0.1:8088/accounts/1234/custom/my-server/id/abc/mcp.\n\
+                        Anyone who can reach the port acts with this proxy's cloud identity: keep \
+                        --host on loopback unless the network is trusted.\n\
+                        Docs: docs/proxy.md"
+)]
+pub struct ProxyArgs {
+    /// Address to listen on. Anything but a loopback address lets every local user and network
+    /// peer that reaches the port use this proxy's cloud identity.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1", env = env::ALIBRIDGE_PROXY_HOST)]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one; the address is printed).
+    #[arg(long, value_name = "PORT", default_value_t = 8088, env = env::ALIBRIDGE_PROXY_PORT)]
+    pub port: u16,
+
+    /// Upstream every request is forwarded to (`scheme://host[:port]`; https when no scheme is
+    /// given; the path comes from each request). Default: the site's OpenAPI MCP host.
+    #[arg(long, value_name = "URL", env = env::ALIBRIDGE_UPSTREAM_URL)]
+    pub upstream_url: Option<String>,
+
+    /// Only these servers may be reached: comma-separated server names, server ids, or path
+    /// prefixes starting with "/" (matched on whole path segments). Repeatable.
+    #[arg(long, value_name = "LIST", value_parser = rules::parse_list, env = env::ALIBRIDGE_ALLOWED_SERVERS)]
+    pub allowed_servers: Vec<EntryList>,
+
+    /// These servers may not be reached, even if allowed (same syntax). Repeatable.
+    #[arg(long, value_name = "LIST", value_parser = rules::parse_list, env = env::ALIBRIDGE_BLOCKED_SERVERS)]
+    pub blocked_servers: Vec<EntryList>,
+
+    /// More names clients may use to reach the proxy (Host header), comma-separated, e.g.
+    /// host.docker.internal. Requests naming any other host are refused (DNS rebinding).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', env = env::ALIBRIDGE_PROXY_ALLOWED_HOSTS)]
+    pub allowed_hosts: Vec<String>,
+
+    /// Allow a plain http:// upstream that is not loopback (traffic and tokens unencrypted).
+    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
+    pub allow_http: bool,
+
+    /// How the proxy authenticates to the upstream; the client's own Authorization header is
+    /// never forwarded. auto: AccessKeys when found and the upstream is Alibaba Cloud's,
+    /// otherwise OAuth sign-in when the server asks for it.
+    #[arg(long, value_enum, default_value_t = AuthMode::Auto, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
+    pub auth: AuthMode,
+
+    #[command(flatten)]
+    pub ak: AccessKeyArgs,
+
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
+
+    /// Seconds to wait for a TCP/TLS connection to the upstream.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
+    pub connect_timeout: f64,
+
+    /// Seconds open requests may still finish after SIGTERM/SIGINT (open SSE streams are then
+    /// closed).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
+    pub shutdown_grace: f64,
+
+    /// Verbose logs (methods, paths, statuses; never header values, bodies or tokens).
+    #[arg(long, env = env::ALIBRIDGE_DEBUG)]
+    pub debug: bool,
+
+    /// Append logs to this file instead of stderr.
+    #[arg(long, value_name = "PATH", env = env::ALIBRIDGE_LOG_FILE)]
+    pub log_file: Option<PathBuf>,
 }
 
 /// `alibridge login`.

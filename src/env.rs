@@ -48,3 +48,15 @@ pub const ALIBRIDGE_AUTH_TIMEOUT: &str = "ALIBRIDGE_AUTH_TIMEOUT";
 pub const ALIBRIDGE_TOKEN_STORE: &str = "ALIBRIDGE_TOKEN_STORE";
 /// Same as `--no-browser`.
 pub const ALIBRIDGE_NO_BROWSER: &str = "ALIBRIDGE_NO_BROWSER";
+/// Same as `proxy --host`.
+pub const ALIBRIDGE_PROXY_HOST: &str = "ALIBRIDGE_PROXY_HOST";
+/// Same as `proxy --port`.
+pub const ALIBRIDGE_PROXY_PORT: &str = "ALIBRIDGE_PROXY_PORT";
+/// Same as `proxy --allowed-hosts` (comma-separated).
+pub const ALIBRIDGE_PROXY_ALLOWED_HOSTS: &str = "ALIBRIDGE_PROXY_ALLOWED_HOSTS";
+/// Same as `proxy --upstream-url`.
+pub const ALIBRIDGE_UPSTREAM_URL: &str = "ALIBRIDGE_UPSTREAM_URL";
+/// Same as `proxy --allowed-servers` (comma-separated).
+pub const ALIBRIDGE_ALLOWED_SERVERS: &str = "ALIBRIDGE_ALLOWED_SERVERS";
+/// Same as `proxy --blocked-servers` (comma-separated).
+pub const ALIBRIDGE_BLOCKED_SERVERS: &str = "ALIBRIDGE_BLOCKED_SERVERS";

@@ -5,6 +5,8 @@
 //! The modules follow the data path, client side to server side:
 //! * [`cli`] / [`config`] / [`env`]: the command line, validated into a configuration.
 //! * [`commands`]: one file per command (`bridge` is `alibridge <URL>`).
+//! * [`proxy`]: `alibridge proxy`, the local HTTP reverse proxy (listener, Host/Origin guard,
+//!   allow/block rules, streaming forwarder, server listing).
 //! * [`stdio`]: newline-delimited framing on stdin/stdout (the only writer of stdout).
 //! * [`jsonrpc`]: peeking at `id`/`method` without re-serialising; the bridge's own errors.
 //! * [`relay`]: the pump between the two sides, and the "one answer per request" ledger.
@@ -21,6 +23,7 @@ pub mod env;
 pub mod error;
 pub mod jsonrpc;
 pub mod logging;
+pub mod proxy;
 pub mod relay;
 pub mod shutdown;
 pub mod signer;

@@ -8,13 +8,17 @@ use alibridge::{cli, commands, error, logging};
 fn main() -> ExitCode {
     let cli = cli::parse();
     let args = cli.bridge;
-    let (debug, log_file) = (args.debug, args.log_file.clone());
+    let (debug, log_file) = match &cli.command {
+        Some(cli::Command::Proxy(p)) => (p.debug, p.log_file.clone()),
+        _ => (args.debug, args.log_file.clone()),
+    };
     if let Err(e) = logging::init(debug, log_file.as_deref()) {
         eprintln!("alibridge: error: cannot open the log file: {e}");
         return ExitCode::from(2);
     }
     // One thread: a bridge is I/O-bound, and a single-threaded runtime starts faster and uses
-    // less memory than a pool (each desktop client runs one bridge per server).
+    // less memory than a pool (each desktop client runs one bridge per server). The proxy only
+    // moves bytes too; one thread serves its hundreds of connections.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
             Some(cli::Command::Login(a)) => commands::login::run(a).await,
             Some(cli::Command::Logout(a)) => commands::logout::run(a).await,
             Some(cli::Command::Status(a)) => commands::status::run(a).await,
+            Some(cli::Command::Proxy(a)) => commands::proxy::run(*a).await,
             None => commands::bridge::run(args).await,
         }
     });

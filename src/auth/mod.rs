@@ -38,6 +38,9 @@ pub struct Rejection {
     pub status: u16,
     /// The `WWW-Authenticate` header, if any (OAuth discovery and step-up read it).
     pub www_authenticate: Option<String>,
+    /// The `Authorization` value the refused request carried (marked sensitive), so a
+    /// credential can tell a stale token from one it already replaced.
+    pub authorization: Option<reqwest::header::HeaderValue>,
 }
 
 /// Whether a rejected request is worth sending once more.

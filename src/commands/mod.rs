@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod login;
 pub mod logout;
 pub mod pre_check;
+pub mod proxy;
 pub mod status;
 
 /// The state directory (`ALIBRIDGE_HOME` or the platform default), or a usage error saying

@@ -168,7 +168,9 @@ async fn on_line(
                 };
             match (kind, id) {
                 (Kind::Request, Some(id)) => {
-                    outbox.settle(&id, result.err(), &upstream.shown_url()).await
+                    outbox
+                        .settle(&id, result.err(), &upstream.shown_url())
+                        .await
                 }
                 _ => {
                     if let Err(e) = result {

@@ -78,9 +78,11 @@ impl HttpClient {
         loop {
             let mut headers = (*self.static_headers).clone();
             self.credential.apply(&mut headers).await?;
+            let sent_auth = headers.get(reqwest::header::AUTHORIZATION).cloned();
             match build().headers(headers).send().await {
                 Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) && !auth_retried => {
                     let rejection = Rejection {
+                        authorization: sent_auth,
                         status: resp.status().as_u16(),
                         www_authenticate: resp
                             .headers()

@@ -4,11 +4,18 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// `--auth ak` against a local fake of RAM-OAuth/STS and a token-checking server; pre-check.
+mod access_key;
 /// Command-line surface: flags, validation errors, exit codes.
 mod cli;
 /// Official npm peers: server-everything (streamableHttp, sse) and the TypeScript SDK client.
 mod everything;
 /// Fault matrix: upstream failures, session loss, cut streams, bad stdin, shutdown.
 mod faults;
+/// `--auth oauth` against a local authorization server; `login` / `status` / `logout`.
+mod oauth;
+/// `alibridge proxy`: rmcp client and server-everything through the local HTTP proxy, access
+/// rules, Host/Origin guard, 401 refresh, failures, concurrency, shutdown.
+mod proxy;
 /// Happy paths against the rmcp test server.
 mod relay;

@@ -492,7 +492,11 @@ async fn header_values_are_never_logged() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&log).expect("log file").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&log)
+            .expect("log file")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "the log file is private");
     }
     let logged = std::fs::read_to_string(&log).expect("log file written");

@@ -61,8 +61,39 @@ impl Bridge {
             .env_remove("https_proxy")
             .env_remove("ALL_PROXY")
             .env_remove("all_proxy")
-            .envs(env)
-            .stdin(Stdio::piped())
+            .envs(env);
+        Self::spawn_cmd(cmd)
+    }
+
+    /// Like [`Bridge::spawn_with_env`], fully isolated from the machine's credentials: `HOME` is
+    /// `home` (so `~/.aliyun/config.json` and `~/.alibabacloud/credentials` are the test's),
+    /// `ALIBRIDGE_HOME` is `home/.alibridge`, no `ALIBABA_CLOUD_*` / `ALIBABACLOUD_*` /
+    /// `ALICLOUD_*` / `ALIBRIDGE_*` / proxy variable is inherited, OAuth tokens go to a file
+    /// (never the OS keychain), and `BROWSER` is `true` (a browser sign-in, should one start,
+    /// opens nothing). `env` is applied last.
+    pub fn spawn_isolated<I, S, E, K, V>(args: I, env: E, home: &std::path::Path) -> Bridge
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        for name in inherited_vars_to_scrub() {
+            cmd.env_remove(name);
+        }
+        cmd.env("HOME", home)
+            .env("ALIBRIDGE_HOME", home.join(".alibridge"))
+            .env("ALIBRIDGE_TOKEN_STORE", "file")
+            .env("BROWSER", "true")
+            .envs(env);
+        Self::spawn_cmd(cmd)
+    }
+
+    fn spawn_cmd(mut cmd: Command) -> Bridge {
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -212,6 +243,29 @@ impl Bridge {
             .status()
             .unwrap();
     }
+}
+
+/// Names of the variables of this process that must not reach an isolated child: credential
+/// variables of the Alibaba Cloud tools, alibridge's own settings, proxies, `USERPROFILE`.
+pub fn inherited_vars_to_scrub() -> Vec<std::ffi::OsString> {
+    const PREFIXES: [&str; 4] = ["ALIBABA_CLOUD_", "ALIBABACLOUD_", "ALICLOUD_", "ALIBRIDGE_"];
+    const NAMES: [&str; 8] = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "USERPROFILE",
+        "ACCESS_KEY_ID",
+        "ACCESS_KEY_SECRET",
+        "SECURITY_TOKEN",
+    ];
+    std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let name = k.to_string_lossy().to_ascii_uppercase();
+            PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name.as_str())
+        })
+        .collect()
 }
 
 static NEXT_HOME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

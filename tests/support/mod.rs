@@ -4,6 +4,8 @@
 //! same servers the tests use.
 #![allow(dead_code)]
 
+pub mod aliyun_fake;
 pub mod bridge;
 pub mod mcp_server;
+pub mod oauth_server;
 pub mod peers;

@@ -139,11 +139,32 @@ impl ApiClient {
             host,
             status,
             code: text("Code").unwrap_or("(no code)").to_string(),
-            message: text("Message").unwrap_or("(no message)").to_string(),
+            message: redact_message(text("Message").unwrap_or("(no message)"), keys),
             request_id: text("RequestId").unwrap_or("n/a").to_string(),
             clock_skew_secs: skew,
         })
     }
+}
+
+/// The service echoes its "string to sign" in signature errors, and that string carries the
+/// security token: cut it off, and blank any key material that still appears.
+fn redact_message(msg: &str, keys: Option<&AccessKeys>) -> String {
+    let lower = msg.to_ascii_lowercase();
+    let mut out = match lower.find("string to sign") {
+        Some(i) => format!("{}…", msg[..i].trim_end()),
+        None => msg.to_string(),
+    };
+    if let Some(k) = keys {
+        let mut secrets = vec![k.secret.expose().to_string()];
+        if let Some(t) = &k.security_token {
+            secrets.push(t.expose().to_string());
+            secrets.push(crate::signer::percent_encode(t.expose()));
+        }
+        for s in secrets.iter().filter(|s| s.len() >= 4) {
+            out = out.replace(s.as_str(), "****");
+        }
+    }
+    out
 }
 
 /// The common parameters of an unsigned RPC call, and its form body.

@@ -155,12 +155,16 @@ impl AccessKeyCredential {
     }
 
     /// Mints a token unless someone else did while we waited for the lock.
-    async fn mint(&self, force: bool) -> Result<HeaderValue, AuthError> {
+    async fn mint(
+        &self,
+        force: bool,
+        rejected: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, AuthError> {
         let _one = self.mint_lock.lock().await;
         {
             let st = self.state.lock().unwrap();
             if let Some(t) = &st.token {
-                let fresh = t.minted.elapsed() < FRESH;
+                let fresh = t.minted.elapsed() < FRESH && rejected != Some(&t.header);
                 let valid = t.refresh_at.is_none_or(|at| at > SystemTime::now());
                 if (force && fresh) || (!force && valid) {
                     return Ok(t.header.clone());
@@ -203,7 +207,7 @@ impl Credential for AccessKeyCredential {
             self.reload_if_changed()?;
             let header = match self.current() {
                 Some(h) => h,
-                None => self.mint(false).await?,
+                None => self.mint(false, None).await?,
             };
             headers.insert(AUTHORIZATION, header);
             Ok(())
@@ -216,7 +220,7 @@ impl Credential for AccessKeyCredential {
                 status = r.status,
                 "the MCP server refused the token; minting a new one"
             );
-            self.mint(true).await?;
+            self.mint(true, r.authorization.as_ref()).await?;
             Ok(Retry::Once)
         })
     }

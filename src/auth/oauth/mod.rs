@@ -172,9 +172,10 @@ impl OAuthCredential {
 
     fn fresh(rec: &Record) -> bool {
         rec.secrets.access_token.is_some()
-            && rec
-                .expires_at
-                .is_none_or(|e| e > tokens::now_secs() + REFRESH_SKEW)
+            && rec.expires_at.is_none_or(|e| {
+                let skew = REFRESH_SKEW.min(e.saturating_sub(rec.updated_at) / 2);
+                e > tokens::now_secs() + skew
+            })
     }
 
     /// The current header, refreshing first when the token is about to expire.
@@ -199,13 +200,18 @@ impl OAuthCredential {
     async fn refresh(&self, seen: &Record) -> Result<Record, OAuthError> {
         let _local = self.busy.lock().await;
         let _lock = ServerLock::acquire(&self.cfg.home, &self.key, self.cfg.auth_timeout).await?;
+        let mut seen = seen.clone();
         if let Some(stored) = self.store.load(&self.resource)? {
-            if stored.updated_at > seen.updated_at && Self::fresh(&stored) {
-                debug!("another process refreshed the token");
-                self.state.lock().unwrap().record = Some(stored.clone());
-                return Ok(stored);
+            if stored.updated_at > seen.updated_at {
+                if Self::fresh(&stored) {
+                    debug!("another process refreshed the token");
+                    self.state.lock().unwrap().record = Some(stored.clone());
+                    return Ok(stored);
+                }
+                seen = stored;
             }
         }
+        let seen = &seen;
         let Some(rt) = seen.secrets.refresh_token.clone().map(Secret::new) else {
             return Err(OAuthError::Rejected {
                 error: "invalid_grant".into(),
@@ -454,13 +460,6 @@ impl Credential for OAuthCredential {
                     let st = self.state.lock().unwrap();
                     (st.record.clone(), st.last_sign_in)
                 };
-                if last.is_some_and(|t| t.elapsed() < STORM_WINDOW) {
-                    return Err(AuthError {
-                        message: "the server rejected a token it issued moments ago; not opening another sign-in. \
-                                  Check the server's configuration, or run `alibridge logout` and try again"
-                            .into(),
-                    });
-                }
                 if let Some(rec) = rec.filter(|r| r.secrets.refresh_token.is_some()) {
                     match self.refresh(&rec).await {
                         Ok(_) => return Ok(Retry::Once),
@@ -469,6 +468,13 @@ impl Credential for OAuthCredential {
                         }
                         Err(e) => return Err(e.into()),
                     }
+                }
+                if last.is_some_and(|t| t.elapsed() < STORM_WINDOW) {
+                    return Err(AuthError {
+                        message: "the server rejected a token it issued moments ago; not opening another sign-in. \
+                                  Check the server's configuration, or run `alibridge logout` and try again"
+                            .into(),
+                    });
                 }
             }
             self.sign_in(Some(&challenge), false).await?;

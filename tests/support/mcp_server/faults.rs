@@ -6,6 +6,9 @@
 //! - A [`Rule`] armed by the test is consumed by the first POST it matches ([`Match`]): answer a
 //!   canned status/body without reaching rmcp, cut the SSE response after N events, or kill the
 //!   whole server.
+//! - With a [`TokenCheck`], a request without an accepted `Authorization: Bearer <token>` gets
+//!   `401` (`WWW-Authenticate: Bearer …`) before any rule or rmcp sees it; it is logged with
+//!   that status.
 //! - A cut keeps draining rmcp's stream in the background and records every event, so a later
 //!   `GET` with `Last-Event-ID` naming one of them is answered here by replaying the events after
 //!   it (then the live rest). rmcp can resume by itself too, but only while the request is still
@@ -38,6 +41,16 @@ type Rmcp = StreamableHttpService<TestTools, LocalSessionManager>;
 /// so the delivered bytes are flushed to the socket first.
 const CUT_FLUSH_DELAY: Duration = Duration::from_millis(100);
 
+/// Decides whether a bearer token is accepted (see [`super::ServerOptions::require_bearer`]).
+#[derive(Clone)]
+pub struct TokenCheck(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for TokenCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenCheck(..)")
+    }
+}
+
 /// One HTTP request as the server received it.
 #[derive(Debug, Clone)]
 pub struct SeenRequest {
@@ -63,6 +76,11 @@ impl SeenRequest {
     /// A request header as a string (`None` if absent or not UTF-8).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header, if any.
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization")?.strip_prefix("Bearer ")
     }
 
     /// The body is a JSON-RPC response (the client answering a server request).
@@ -148,10 +166,16 @@ pub struct Layer {
     /// Cancelled to kill the server (see [`super::TestServer::kill`]).
     pub kill: CancellationToken,
     retry: Duration,
+    require_bearer: Option<TokenCheck>,
 }
 
 impl Layer {
-    pub fn new(rmcp: Rmcp, kill: CancellationToken, retry: Duration) -> Self {
+    pub fn new(
+        rmcp: Rmcp,
+        kill: CancellationToken,
+        retry: Duration,
+        require_bearer: Option<TokenCheck>,
+    ) -> Self {
         Layer {
             rmcp,
             log: Mutex::default(),
@@ -160,6 +184,7 @@ impl Layer {
             cuts: Mutex::default(),
             kill,
             retry,
+            require_bearer,
         }
     }
 
@@ -186,6 +211,11 @@ impl Layer {
         };
         self.log_changed.notify_waiters();
 
+        if let Some(r) = self.refuse_token(&seen) {
+            self.log.lock().unwrap()[index].status = Some(401);
+            self.log_changed.notify_waiters();
+            return r;
+        }
         let rule = {
             let mut rules = self.rules.lock().unwrap();
             let pos = rules.iter().position(|r| r.when.matches(&seen));
@@ -249,6 +279,33 @@ impl Layer {
         }
         self.log_changed.notify_waiters();
         response
+    }
+
+    /// The `401` for a request whose bearer token the [`TokenCheck`] refuses (`None`: accepted,
+    /// or no check configured).
+    fn refuse_token(&self, seen: &SeenRequest) -> Option<Response<Body>> {
+        let check = self.require_bearer.as_ref()?;
+        let challenge = match seen.bearer() {
+            Some(t) if (check.0)(t) => return None,
+            Some(_) => {
+                r#"Bearer realm="alibridge-test", error="invalid_token", error_description="the token is expired, revoked or unknown""#
+            }
+            None => r#"Bearer realm="alibridge-test""#,
+        };
+        let mut r = Response::new(full(
+            r#"{"error":"invalid_token","error_description":"a valid bearer token is required"}"#,
+        ));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        Some(r)
     }
 
     /// Wraps an SSE answer: `after` events reach the client, then the connection drops. Unless

@@ -11,7 +11,10 @@
 //! - the layer in front of rmcp (`faults.rs`): request log ([`TestServer::requests`]), canned
 //!   HTTP errors ([`TestServer::fail_next`]), SSE cuts with `Last-Event-ID` replay
 //!   ([`TestServer::cut_next_sse`]), kill on a matching POST ([`TestServer::kill_on`]); and session
-//!   expiry ([`TestServer::expire_sessions`], rmcp itself then answers 404).
+//!   expiry ([`TestServer::expire_sessions`], rmcp itself then answers 404); and, when
+//!   [`ServerOptions::require_bearer`] is set, `401` + `WWW-Authenticate: Bearer` for every
+//!   request whose `Authorization: Bearer <token>` the check refuses
+//!   ([`TestServer::unauthorized`]).
 //!
 //! rmcp 3.11 behaviour worth knowing (checked against this server; what the bridge sees):
 //! - Every SSE response starts with a priming event: `id`, `retry: <ms>` (here 300 ms; rmcp's
@@ -56,7 +59,7 @@ use rmcp::transport::streamable_http_server::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{Action, Match, Rule, SeenRequest};
+pub use faults::{Action, Match, Rule, SeenRequest, TokenCheck};
 pub use tools::Counters;
 
 /// How the server is started.
@@ -68,6 +71,19 @@ pub struct ServerOptions {
     pub sse_retry: Duration,
     /// Largest POST body rmcp accepts (rmcp's default is 4 MiB).
     pub max_body_bytes: usize,
+    /// When set, every request must carry `Authorization: Bearer <token>` with a token this
+    /// accepts; anything else gets `401` with `WWW-Authenticate: Bearer` and never reaches rmcp.
+    pub require_bearer: Option<TokenCheck>,
+}
+
+impl ServerOptions {
+    /// Options that require a bearer token `accept` says yes to.
+    pub fn requiring_bearer(accept: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        ServerOptions {
+            require_bearer: Some(TokenCheck(Arc::new(accept))),
+            ..ServerOptions::default()
+        }
+    }
 }
 
 impl Default for ServerOptions {
@@ -76,6 +92,7 @@ impl Default for ServerOptions {
             port: 0,
             sse_retry: Duration::from_millis(300),
             max_body_bytes: 256 << 20,
+            require_bearer: None,
         }
     }
 }
@@ -120,7 +137,12 @@ impl TestServer {
             config,
         );
         let kill = CancellationToken::new();
-        let layer = Arc::new(faults::Layer::new(rmcp, kill.clone(), opts.sse_retry));
+        let layer = Arc::new(faults::Layer::new(
+            rmcp,
+            kill.clone(),
+            opts.sse_retry,
+            opts.require_bearer.clone(),
+        ));
         tokio::spawn(accept_loop(listener, layer.clone(), kill));
         TestServer {
             addr,
@@ -153,6 +175,15 @@ impl TestServer {
     /// Every HTTP request received so far, in arrival order.
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.layer.requests()
+    }
+
+    /// The requests answered `401` because their bearer token was refused
+    /// ([`ServerOptions::require_bearer`]).
+    pub fn unauthorized(&self) -> Vec<SeenRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.status == Some(401))
+            .collect()
     }
 
     /// Waits (up to 20 s, then panics) until a logged request satisfies `pred`; returns it.

@@ -1,0 +1,139 @@
+//! `alibridge proxy`: resolve the flags, pick the credential, bind, print what the proxy
+//! serves (address, access rules, the account's servers), then serve until SIGTERM/SIGINT.
+//!
+//! stdout carries the start-up report (the last line, `listening on http://…`, means requests
+//! are being served); stderr carries the credential line, warnings and logs.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::cli::ProxyArgs;
+use crate::error::UsageError;
+use crate::proxy::config::ProxyConfig;
+use crate::proxy::guard::{authority, Guard};
+use crate::proxy::rules::{Entry, ServerIndex};
+use crate::proxy::servers::{self, Listing};
+use crate::proxy::{self, Proxy, Stats};
+use crate::upstream::error::display_url;
+use crate::upstream::http::HttpClient;
+use crate::{auth, shutdown};
+
+/// Runs the proxy; exit 0 after a signal, 2 for a bad configuration, 1 when it cannot listen.
+pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let cfg = ProxyConfig::resolve(&args, |k| std::env::var(k).ok()).map_err(UsageError::from)?;
+    if let Some(note) = &cfg.upstream_note {
+        eprintln!("alibridge: note: {note}");
+    }
+    let selection = auth::select(&cfg.auth, &cfg.upstream, false).map_err(UsageError::from)?;
+    eprintln!("alibridge: auth: {}", selection.reason);
+    let credential = selection.credential;
+    let http = HttpClient::new(cfg.connect_timeout, &[], credential.clone())
+        .context("could not set up the HTTP client (TLS)")?;
+
+    let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: pick another --port, or check --host",
+                authority(&cfg.host, cfg.port)
+            )
+        })?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    if !bound.ip().is_loopback() {
+        eprintln!(
+            "alibridge: warning: {}",
+            exposure_warning(&cfg.host, bound.port())
+        );
+    }
+    let guard = Guard::new(&cfg.host, bound, &cfg.allowed_hosts);
+    let base = format!(
+        "http://{}",
+        if bound.ip().is_unspecified() {
+            authority("127.0.0.1", bound.port())
+        } else {
+            authority(&cfg.host, bound.port())
+        }
+    );
+
+    // Listed before serving, so name rules that need the list apply from the first request. A
+    // signal meanwhile ends the run as it would later.
+    let stop = shutdown::signal();
+    tokio::pin!(stop);
+    let listing = if cfg.list_servers {
+        tokio::select! {
+            l = servers::list(&cfg.upstream, cfg.auth.profile.as_deref()) => l,
+            _ = &mut stop => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        Listing::Skipped(
+            "skipped for --auth none and for upstreams that are not Alibaba Cloud's; pass \
+             --site-type to list"
+                .into(),
+        )
+    };
+    let index = match &listing {
+        Listing::Servers(s) => servers::index(s),
+        Listing::Skipped(_) => ServerIndex::default(),
+    };
+
+    let mut report = format!(
+        "alibridge proxy {}\nupstream: {}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        display_url(&cfg.upstream),
+        cfg.rules
+    );
+    match &listing {
+        Listing::Servers(s) => report.push_str(&servers::render(s, &cfg.rules, &index, &base)),
+        Listing::Skipped(why) => {
+            report.push_str(&format!("available servers: not listed ({why})\n"));
+            let mut entries = cfg.rules.allowed.iter().chain(&cfg.rules.blocked);
+            if entries.any(|e| matches!(e, Entry::Server(_))) {
+                report.push_str(
+                    "  server names and ids in the rules match only …/<name>/id/<id>/… in request \
+                     paths; use path prefixes for other servers\n",
+                );
+            }
+        }
+    }
+    report.push_str(&format!("listening on {base}\n"));
+    print_flushed(&report);
+
+    let proxy = Arc::new(Proxy {
+        upstream: cfg.upstream.clone(),
+        http,
+        credential,
+        rules: cfg.rules.clone(),
+        index,
+        guard,
+        stats: Stats::default(),
+        started: Instant::now(),
+    });
+    proxy::serve(listener, proxy, stop, cfg.shutdown_grace).await;
+    print_flushed("alibridge proxy stopped\n");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What binding to a non-loopback address means, said plainly.
+pub fn exposure_warning(host: &str, port: u16) -> String {
+    format!(
+        "--host {host} is not a loopback address: every local user and network peer that can \
+         reach port {port} gets this proxy's cloud identity and can call every server it allows. \
+         Limit who can connect (firewall, security group), narrow --allowed-servers, and give \
+         the identity the least privilege it needs"
+    )
+}
+
+/// Writes to stdout and flushes (a service manager or a test reads it line by line); a closed
+/// stdout is not an error for a server.
+fn print_flushed(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

@@ -1,0 +1,218 @@
+//! `alibridge proxy` flags ([`crate::cli::ProxyArgs`]) validated into a [`ProxyConfig`]:
+//! the upstream host (default: the site's OpenAPI MCP host), the access rules, the credential
+//! settings (built the same way as the bridge's) and the timeouts.
+
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::rules::AccessRules;
+use crate::auth::access_key::chain::endpoint_url;
+use crate::auth::access_key::policy;
+use crate::auth::access_key::site::{is_alibaba_host, Site};
+use crate::cli::{AuthMode, ProxyArgs};
+use crate::config::{self, AuthConfig, ConfigError};
+
+/// Everything the proxy needs, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// `--host` as given (an IP address or a name).
+    pub host: String,
+    pub port: u16,
+    /// Scheme and authority only (path `/`, no query).
+    pub upstream: Url,
+    /// Set when `--upstream-url` had a path or query, which is ignored.
+    pub upstream_note: Option<String>,
+    pub rules: AccessRules,
+    /// `--allowed-hosts`.
+    pub allowed_hosts: Vec<String>,
+    pub auth: AuthConfig,
+    /// Whether to call ListApiMcpServers at start (AccessKeys may be sent to this upstream).
+    pub list_servers: bool,
+    pub connect_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// The OpenAPI MCP host of each site (what `aliyun mcp-proxy` forwards to by default).
+pub fn default_upstream(site: Site) -> &'static str {
+    match site {
+        Site::Cn => "https://openapi-mcp.cn-hangzhou.aliyuncs.com/",
+        Site::Intl => "https://openapi-mcp.ap-southeast-1.aliyuncs.com/",
+    }
+}
+
+impl ProxyConfig {
+    /// Validates `args`; `lookup` reads the environment (a map in tests).
+    pub fn resolve(
+        args: &ProxyArgs,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let (upstream, upstream_note) = upstream(args)?;
+        let a = &args.ak;
+        let auth = AuthConfig {
+            mode: args.auth,
+            site: a.site_type,
+            profile: a.profile.clone(),
+            ims_endpoint: match &a.ims_endpoint {
+                Some(e) => Some(endpoint_url(e, "--ims-endpoint").map_err(ConfigError::Auth)?),
+                None => None,
+            },
+            client_id: a.client_id.clone().filter(|c| !c.trim().is_empty()),
+            boundary_policy: match &a.boundary_policy {
+                Some(p) => policy::validate(p).map_err(ConfigError::Auth)?,
+                None => None,
+            },
+            refresh_skew: seconds("token-refresh-skew", a.token_refresh_skew)?,
+            oauth: config::oauth_config(&upstream, &args.oauth, &lookup)?,
+        };
+        let list_servers = match args.auth {
+            AuthMode::None => false,
+            AuthMode::Ak => true,
+            AuthMode::Auto | AuthMode::Oauth => a.site_type.is_some() || is_alibaba_host(&upstream),
+        };
+        // `[::1]` is accepted for `::1`.
+        let host = args
+            .host
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return Err(ConfigError::Auth(
+                "--host is empty; give an address such as 127.0.0.1".into(),
+            ));
+        }
+        Ok(ProxyConfig {
+            host,
+            port: args.port,
+            upstream,
+            upstream_note,
+            rules: AccessRules {
+                allowed: args
+                    .allowed_servers
+                    .iter()
+                    .flat_map(|l| l.0.clone())
+                    .collect(),
+                blocked: args
+                    .blocked_servers
+                    .iter()
+                    .flat_map(|l| l.0.clone())
+                    .collect(),
+            },
+            allowed_hosts: args
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            auth,
+            list_servers,
+            connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
+            shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+        })
+    }
+}
+
+/// `--upstream-url` (https assumed without a scheme; http only for loopback unless
+/// `--allow-http`), or the site's host. Only scheme and authority are kept.
+fn upstream(args: &ProxyArgs) -> Result<(Url, Option<String>), ConfigError> {
+    let raw = match &args.upstream_url {
+        Some(u) if !u.trim().is_empty() => u.trim().to_string(),
+        _ => default_upstream(args.ak.site_type.unwrap_or(Site::Cn)).to_string(),
+    };
+    let with_scheme = if raw.contains("://") {
+        raw
+    } else {
+        format!("https://{raw}")
+    };
+    let mut url = config::parse_url(&with_scheme, args.allow_http)?;
+    let note = (url.path() != "/" || url.query().is_some()).then(|| {
+        format!(
+            "--upstream-url: the path {:?} is ignored; each client's own path is forwarded \
+             (give clients http://<proxy>{} instead)",
+            url.path(),
+            url.path()
+        )
+    });
+    url.set_path("/");
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok((url, note))
+}
+
+fn seconds(flag: &'static str, value: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value).map_err(|_| ConfigError::BadDuration { flag, value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn resolve(args: &[&str]) -> Result<ProxyConfig, ConfigError> {
+        let mut argv = vec!["alibridge", "proxy"];
+        argv.extend_from_slice(args);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let Some(crate::cli::Command::Proxy(p)) = cli.command else {
+            panic!("not the proxy command")
+        };
+        ProxyConfig::resolve(&p, |k| (k == "HOME").then(|| "/home/u".to_string()))
+    }
+
+    #[test]
+    fn defaults_follow_aliyun_mcp_proxy() {
+        let c = resolve(&[]).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 8088));
+        assert_eq!(
+            c.upstream.as_str(),
+            "https://openapi-mcp.cn-hangzhou.aliyuncs.com/"
+        );
+        assert!(c.rules.is_empty() && c.list_servers);
+        let c = resolve(&["--site-type", "intl"]).unwrap();
+        assert_eq!(
+            c.upstream.as_str(),
+            "https://openapi-mcp.ap-southeast-1.aliyuncs.com/"
+        );
+    }
+
+    #[test]
+    fn upstream_url_keeps_only_scheme_and_host() {
+        let c = resolve(&["--upstream-url", "openapi-mcp.cn-shanghai.aliyuncs.com"]).unwrap();
+        assert_eq!(
+            c.upstream.as_str(),
+            "https://openapi-mcp.cn-shanghai.aliyuncs.com/"
+        );
+        assert!(c.upstream_note.is_none());
+        let c = resolve(&["--upstream-url", "http://127.0.0.1:9/accounts/1/mcp?x=1"]).unwrap();
+        assert_eq!(c.upstream.as_str(), "http://127.0.0.1:9/");
+        assert!(c.upstream_note.unwrap().contains("/accounts/1/mcp"));
+        assert!(
+            !c.list_servers,
+            "auto on a non-Alibaba host does not send AccessKeys"
+        );
+        assert!(matches!(
+            resolve(&["--upstream-url", "http://example.com"]),
+            Err(ConfigError::PlainHttp { .. })
+        ));
+        assert!(resolve(&["--upstream-url", "http://example.com", "--allow-http"]).is_ok());
+    }
+
+    #[test]
+    fn rules_and_hosts_collect_every_flag_value() {
+        let c = resolve(&[
+            "--allowed-servers",
+            "ecs, oss",
+            "--allowed-servers",
+            "/acs/x",
+            "--blocked-servers",
+            "ram",
+            "--allowed-hosts",
+            "host.docker.internal",
+        ])
+        .unwrap();
+        assert_eq!(c.rules.allowed.len(), 3);
+        assert_eq!(c.rules.blocked.len(), 1);
+        assert_eq!(c.allowed_hosts, ["host.docker.internal"]);
+        assert!(!resolve(&["--auth", "none"]).unwrap().list_servers);
+    }
+}

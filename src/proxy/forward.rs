@@ -1,0 +1,253 @@
+//! Forwarding one allowed request upstream and streaming the answer back.
+//!
+//! - The URL is the upstream's scheme and host plus the client's path and query, unchanged.
+//! - Headers are copied except `Host`, `Authorization` (the credential layer sets its own, and
+//!   with `--auth none` none is sent), hop-by-hop headers, `Expect`, `Origin`/`Referer` (they
+//!   name the proxy, not the client's site), `Accept-Encoding` (the HTTP client negotiates
+//!   compression itself) and `User-Agent` (alibridge's is sent).
+//!   `Mcp-Session-Id`, `MCP-Protocol-Version`, `Last-Event-ID`, `Accept`, … pass unchanged.
+//! - The body is read once into [`bytes::Bytes`] (at most [`MAX_BODY`]) so the single retry after a
+//!   credential refresh can send it again; sending goes through
+//!   [`crate::upstream::http::HttpClient::send`], which applies the credential and does that
+//!   retry (a second 401 goes back to the client as the upstream sent it).
+//! - The answer's status and headers are copied (minus hop-by-hop ones) and its body is
+//!   streamed frame by frame as it arrives: an SSE stream is never buffered, and it gets
+//!   `Cache-Control: no-cache` and `X-Accel-Buffering: no` so intermediaries do not buffer it
+//!   either. A stream the upstream breaks is broken towards the client too.
+//! - Failures the proxy itself answers carry a JSON body saying what failed and why: 502 when
+//!   the upstream cannot be reached or the credential cannot be obtained, 413 for a body over
+//!   the limit.
+
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use reqwest::Url;
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::{json_response, Body, BoxError, Proxy};
+use crate::upstream::error::{display_url, UpstreamError};
+use crate::upstream::http::is_event_stream;
+
+/// Largest request body the proxy accepts (it is held in memory for the retry).
+pub const MAX_BODY: usize = 64 << 20;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Client headers the proxy replaces or drops besides the hop-by-hop ones.
+const NOT_FORWARDED: &[&str] = &[
+    "host",
+    "authorization",
+    "content-length",
+    "expect",
+    "accept-encoding",
+    "origin",
+    "referer",
+    "user-agent",
+];
+
+/// Forwards `req` (already past the guard and the access rules).
+pub async fn forward(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({
+                    "error": "body_too_large",
+                    "message": format!("the request body is larger than the proxy accepts ({} MiB)", MAX_BODY >> 20),
+                }),
+            );
+        }
+        Err(e) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_request", "message": format!("could not read the request body: {e}")}),
+            );
+        }
+    };
+    let url = upstream_url(&proxy.upstream, &parts.uri);
+    let headers = request_headers(&parts.headers);
+    let method = parts.method.clone();
+    let with_body = !body.is_empty()
+        || !matches!(
+            method,
+            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+        );
+    let client = proxy.http.client();
+    let sent = proxy
+        .http
+        .send(&url, || {
+            let rb = client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if with_body {
+                rb.body(body.clone())
+            } else {
+                rb
+            }
+        })
+        .await;
+    match sent {
+        Ok(resp) => {
+            proxy.stats.forwarded.inc();
+            debug!(method = %method, path = parts.uri.path(), status = resp.status().as_u16(), "forwarded");
+            response(resp)
+        }
+        Err(e) => {
+            proxy.stats.upstream_errors.inc();
+            warn!(method = %method, path = parts.uri.path(), error = %e, "upstream request failed");
+            error_response(&e, &url)
+        }
+    }
+}
+
+/// The upstream's scheme and authority with the client's path and query.
+pub fn upstream_url(upstream: &Url, uri: &hyper::Uri) -> Url {
+    let mut url = upstream.clone();
+    url.set_path(uri.path());
+    url.set_query(uri.query());
+    url
+}
+
+/// The client's headers minus those the proxy must not pass on.
+pub fn request_headers(client: &HeaderMap) -> HeaderMap {
+    let named_by_connection = connection_tokens(client);
+    let mut out = HeaderMap::with_capacity(client.len());
+    for (name, value) in client {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || NOT_FORWARDED.contains(&n)
+            || named_by_connection.iter().any(|t| t == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Header names listed in `Connection` (they are hop-by-hop too).
+fn connection_tokens(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The upstream's answer, streamed.
+fn response(resp: reqwest::Response) -> Response<Body> {
+    let sse = is_event_stream(&resp);
+    let named_by_connection = connection_tokens(resp.headers());
+    let mut out = Response::new(Body::default());
+    *out.status_mut() = resp.status();
+    let headers = out.headers_mut();
+    for (name, value) in resp.headers() {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || named_by_connection.iter().any(|t| t == n)
+            || (sse && name == header::CONTENT_LENGTH)
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if sse {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        );
+    }
+    let frames = resp
+        .bytes_stream()
+        .map(|chunk| chunk.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+    *out.body_mut() = StreamBody::new(frames).boxed_unsync();
+    out
+}
+
+/// What the client gets when the request could not be forwarded.
+fn error_response(e: &UpstreamError, url: &Url) -> Response<Body> {
+    let upstream = display_url(url);
+    let body = match e {
+        UpstreamError::Auth(a) => json!({
+            "error": "credential_failed",
+            "upstream": upstream,
+            "message": format!("alibridge proxy could not get credentials for the upstream: {a}"),
+        }),
+        UpstreamError::Connect { .. } => json!({
+            "error": "upstream_unreachable",
+            "upstream": upstream,
+            "message": format!("alibridge proxy: {e}"),
+        }),
+        other => json!({
+            "error": "upstream_failed",
+            "upstream": upstream,
+            "message": format!("alibridge proxy: {other}"),
+        }),
+    };
+    json_response(StatusCode::BAD_GATEWAY, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_path_and_query_and_drops_what_the_proxy_owns() {
+        let up = Url::parse("https://openapi-mcp.cn-hangzhou.aliyuncs.com/").unwrap();
+        let uri: hyper::Uri = "/accounts/1/custom/x/id/y/mcp?a=1&b=%20".parse().unwrap();
+        assert_eq!(
+            upstream_url(&up, &uri).as_str(),
+            "https://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/1/custom/x/id/y/mcp?a=1&b=%20"
+        );
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("host", "127.0.0.1:8088"),
+            ("authorization", "Bearer client-token"),
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("mcp-session-id", "s1"),
+            ("mcp-protocol-version", "2025-06-18"),
+            ("last-event-id", "7"),
+            ("accept", "application/json, text/event-stream"),
+            ("content-type", "application/json"),
+            ("transfer-encoding", "chunked"),
+            ("origin", "http://127.0.0.1:8088"),
+        ] {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let out = request_headers(&h);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "mcp-session-id",
+                "mcp-protocol-version",
+                "last-event-id",
+                "accept",
+                "content-type"
+            ]
+        );
+    }
+}

@@ -1,0 +1,1515 @@
+//! `--auth ak` end to end: the real binary, isolated from the machine's credentials (`HOME` is
+//! a temp dir, no `ALIBABA_CLOUD_*` variables inherited), against the local fake of RAM-OAuth
+//! and STS (`support/aliyun_fake`) and the rmcp test server requiring the fake's tokens (401
+//! otherwise). Also `alibridge pre-check` against the fake sign-in page, and checks that the
+//! fake itself verifies what the real services verify.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use super::relay::tool_text;
+use crate::support::aliyun_fake::{
+    rpc, AliyunFake, Call, ClientStatus, ASSUME_ROLE, ASSUME_ROLE_WITH_OIDC, CN_CLIENT_ID,
+    GENERATE_ACCESS_TOKEN, IMS_VERSION, INTL_CLIENT_ID, MINT_POLICY, OPENAPI_SCOPE, STS_VERSION,
+};
+use crate::support::bridge::{bin, inherited_vars_to_scrub, responses_per_id, Bridge};
+use crate::support::mcp_server::{ServerOptions, TestServer};
+
+const AK_ID: &str = "LTAI5tEnvKey000000000001";
+const AK_SECRET: &str = "envSecret-Q3v9Lk2Xw8Rt5Yp1Zn7Mb4Hc";
+const ROLE_SRC_ID: &str = "LTAI5tRoleSource00000002";
+const ROLE_SRC_SECRET: &str = "roleSourceSecret-Jd8Fs2Lq9Wk3Pz6Vx1";
+const OTHER_ID: &str = "LTAI5tOtherProfile000003";
+const OTHER_SECRET: &str = "otherSecret-Hg5Tr8Ye2Uw6Iq9Oa3Sd7";
+const ROLE_ARN: &str = "acs:ram::1234567890123456:role/mcp-operator";
+const CHAINED_ROLE_ARN: &str = "acs:ram::1234567890123456:role/mcp-chained";
+
+/// A temporary `HOME`, removed on drop.
+struct TempHome(PathBuf);
+
+impl TempHome {
+    fn new(tag: &str) -> TempHome {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("alibridge-ak-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp HOME");
+        TempHome(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `rel` (creating directories), as `aliyun configure` would.
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.0.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Writes `~/.aliyun/config.json`.
+    fn cli_config(&self, config: &Value) -> PathBuf {
+        self.write(
+            ".aliyun/config.json",
+            &serde_json::to_string_pretty(config).unwrap(),
+        )
+    }
+}
+
+impl Drop for TempHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The fake, an upstream that only accepts the fake's live tokens, and a temp `HOME`.
+struct Rig {
+    fake: AliyunFake,
+    server: TestServer,
+    home: TempHome,
+}
+
+impl Rig {
+    async fn start(tag: &str) -> Rig {
+        let fake = AliyunFake::start().await;
+        let server =
+            TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
+        Rig {
+            fake,
+            server,
+            home: TempHome::new(tag),
+        }
+    }
+
+    /// `<mcp url> --transport http-only --auth ak --site-type SITE --ims-endpoint <fake>` + extra.
+    fn args(&self, site: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            self.server.url().as_str(),
+            "--transport",
+            "http-only",
+            "--auth",
+            "ak",
+            "--site-type",
+            site,
+            "--ims-endpoint",
+            self.fake.url().as_str(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn spawn(&self, site: &str, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
+        Bridge::spawn_isolated(
+            self.args(site, extra),
+            env.iter().copied(),
+            self.home.path(),
+        )
+    }
+
+    /// The upstream requests that carried `tools/call` with id `id`.
+    fn tool_posts(&self, id: i64) -> Vec<crate::support::mcp_server::SeenRequest> {
+        self.server
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.rpc_method.as_deref() == Some("tools/call") && r.rpc_id == Some(id.into())
+            })
+            .collect()
+    }
+}
+
+fn env_keys<'a>(id: &'a str, secret: &'a str) -> [(&'a str, &'a str); 2] {
+    [
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", id),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret),
+    ]
+}
+
+/// Closes stdin, drains stdout, asserts exit 0 and one answer per id; returns stderr.
+async fn finish(mut bridge: Bridge) -> String {
+    bridge.close_stdin();
+    bridge.drain().await;
+    let code = bridge.wait().await;
+    let stderr = bridge.stderr().await;
+    assert_eq!(code, 0, "bridge exit code; stderr:\n{stderr}");
+    for (id, n) in responses_per_id(&bridge.seen) {
+        assert!(
+            id == "null" || n == 1,
+            "id {id} answered {n} times; stderr:\n{stderr}"
+        );
+    }
+    stderr
+}
+
+/// Waits for a bridge that should exit on its own; returns (exit code, stderr).
+async fn exit_of(mut bridge: Bridge) -> (i32, String) {
+    let code = bridge.wait().await;
+    (code, bridge.stderr().await)
+}
+
+/// The `alibridge: auth: …` start-up line.
+fn auth_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("alibridge: auth: "))
+        .unwrap_or_else(|| panic!("no `alibridge: auth:` line in stderr:\n{stderr}"))
+}
+
+/// The message of a bridge-made JSON-RPC error of kind `auth`.
+fn auth_error(resp: &Value) -> String {
+    assert_eq!(resp["error"]["code"], -32000, "not a bridge error: {resp}");
+    assert_eq!(
+        resp["error"]["data"]["alibridge"]["kind"], "auth",
+        "not an auth error: {resp}"
+    );
+    resp["error"]["message"].as_str().unwrap().to_string()
+}
+
+/// Waits (up to 20 s) until `cond` holds.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The successful calls of `action` in `calls`.
+fn ok_calls<'a>(calls: &'a [Call], action: &str) -> Vec<&'a Call> {
+    calls
+        .iter()
+        .filter(|c| c.action == action && c.ok())
+        .collect()
+}
+
+fn describe(calls: &[Call]) -> String {
+    calls
+        .iter()
+        .map(|c| {
+            format!(
+                "{} key={:?} token={} -> {} {:?}",
+                c.action,
+                c.access_key_id,
+                c.security_token.is_some(),
+                c.status,
+                c.code
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Keys from `ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET` are exchanged by one signed
+/// GenerateAccessToken (built-in CN client, OpenAPI scope, parameters in the query) for a token
+/// the upstream accepts on every request; the start-up line names the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_keys_mint_one_token_that_the_server_accepts() {
+    let rig = Rig::start("env").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    let mut bridge = rig.spawn("CN", &[], &env_keys(AK_ID, AK_SECRET));
+    bridge.initialize().await;
+    let resp = bridge.call_tool(1, "echo", json!({"text": "hi"})).await;
+    assert_eq!(tool_text(&resp), "hi");
+    let stderr = finish(bridge).await;
+
+    let calls = rig.fake.calls();
+    assert_eq!(calls.len(), 1, "exactly one call:\n{}", describe(&calls));
+    let mint = &calls[0];
+    assert!(mint.ok(), "{mint:?}");
+    assert_eq!(mint.action, GENERATE_ACCESS_TOKEN);
+    assert_eq!(mint.http_method, "POST");
+    assert_eq!(mint.param("Version"), Some(IMS_VERSION));
+    assert_eq!(mint.access_key_id.as_deref(), Some(AK_ID));
+    assert_eq!(mint.security_token, None);
+    assert_eq!(mint.client_id.as_deref(), Some(CN_CLIENT_ID));
+    assert_eq!(mint.scope.as_deref(), Some(OPENAPI_SCOPE));
+    assert_eq!(mint.policy, None);
+    assert!(mint.form.is_empty(), "parameters travel in the query");
+    let token = mint.token.clone().unwrap();
+
+    let reqs = rig.server.requests();
+    assert!(
+        reqs.len() >= 3,
+        "initialize, initialized, tools/call at least"
+    );
+    for r in &reqs {
+        let what = format!("{} {:?}", r.method, r.rpc_method);
+        assert_eq!(r.bearer(), Some(token.as_str()), "{what}");
+    }
+    assert!(rig.server.unauthorized().is_empty());
+    assert_eq!(rig.server.calls("echo"), 1);
+
+    let line = auth_line(&stderr);
+    assert!(
+        line.contains("environment") && line.contains("ALIBABA_CLOUD_ACCESS_KEY_ID"),
+        "{line}"
+    );
+    assert!(line.contains("CN"), "{line}");
+}
+
+/// The `aliyun` CLI's config.json: `current` selects a RamRoleArn profile, so one AssumeRole
+/// signed with its long-term keys comes first, then GenerateAccessToken signed with the STS keys
+/// and their SecurityToken (INTL client); `--profile other` uses that AK profile instead, and a
+/// ChainableRamRoleArn profile assumes twice (the second signed with the first STS keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_profiles_select_keys_and_ram_roles() {
+    let rig = Rig::start("profiles").await;
+    for (id, secret) in [
+        ("LTAI5tDefault00000000000", "defaultSecret-xxxxxxxxxxxxxxxx"),
+        (ROLE_SRC_ID, ROLE_SRC_SECRET),
+        (OTHER_ID, OTHER_SECRET),
+    ] {
+        rig.fake.add_access_key(id, secret);
+    }
+    let sts = rig.fake.url();
+    let config = rig.home.cli_config(&json!({
+        "current": "ops",
+        "profiles": [
+            {"name": "default", "mode": "AK", "access_key_id": "LTAI5tDefault00000000000",
+             "access_key_secret": "defaultSecret-xxxxxxxxxxxxxxxx", "region_id": "cn-hangzhou"},
+            {"name": "ops", "mode": "RamRoleArn", "access_key_id": ROLE_SRC_ID,
+             "access_key_secret": ROLE_SRC_SECRET, "ram_role_arn": ROLE_ARN,
+             "ram_session_name": "alibridge-e2e", "expired_seconds": 900,
+             "sts_endpoint": sts, "region_id": "cn-hangzhou"},
+            {"name": "other", "mode": "AK", "access_key_id": OTHER_ID,
+             "access_key_secret": OTHER_SECRET, "region_id": "cn-hangzhou"},
+            {"name": "chain", "mode": "ChainableRamRoleArn", "source_profile": "ops",
+             "ram_role_arn": CHAINED_ROLE_ARN, "ram_session_name": "chained",
+             "sts_endpoint": sts, "region_id": "cn-hangzhou"}
+        ],
+        "meta_path": ""
+    }));
+
+    // 1. `current` = ops (RamRoleArn).
+    let mut bridge = rig.spawn("INTL", &[], &[]);
+    bridge.initialize().await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(1, "echo", json!({"text": "a"})).await),
+        "a"
+    );
+    let stderr = finish(bridge).await;
+    let line = auth_line(&stderr);
+    assert!(
+        line.contains("\"ops\"")
+            && line.contains("RamRoleArn")
+            && line.contains(&*config.to_string_lossy()),
+        "{line}"
+    );
+    let calls = rig.fake.calls();
+    assert_eq!(calls.len(), 2, "{}", describe(&calls));
+    let (assume, mint) = (&calls[0], &calls[1]);
+    assert!(assume.ok() && mint.ok(), "{}", describe(&calls));
+    assert_eq!(assume.action, ASSUME_ROLE);
+    assert_eq!(assume.param("Version"), Some(STS_VERSION));
+    assert_eq!(assume.access_key_id.as_deref(), Some(ROLE_SRC_ID));
+    assert_eq!(assume.security_token, None);
+    assert_eq!(assume.param("RoleArn"), Some(ROLE_ARN));
+    assert_eq!(assume.param("RoleSessionName"), Some("alibridge-e2e"));
+    assert_eq!(assume.param("DurationSeconds"), Some("900"));
+    for p in ["RoleArn", "RoleSessionName", "DurationSeconds"] {
+        assert!(
+            assume.form.iter().any(|f| f == p),
+            "{p} is a form parameter"
+        );
+    }
+    let issued = assume.sts.clone().unwrap();
+    assert_eq!(mint.action, GENERATE_ACCESS_TOKEN);
+    assert_eq!(
+        mint.access_key_id.as_deref(),
+        Some(issued.access_key_id.as_str())
+    );
+    assert_eq!(
+        mint.security_token.as_deref(),
+        Some(issued.security_token.as_str())
+    );
+    assert_eq!(mint.client_id.as_deref(), Some(INTL_CLIENT_ID));
+    let token = mint.token.clone().unwrap();
+    assert!(rig
+        .server
+        .requests()
+        .iter()
+        .all(|r| r.bearer() == Some(token.as_str())));
+
+    // 2. --profile other (AK): no role, the other key.
+    let before = rig.fake.calls().len();
+    let mut bridge = rig.spawn("INTL", &["--profile", "other"], &[]);
+    bridge.initialize().await;
+    let stderr = finish(bridge).await;
+    assert!(auth_line(&stderr).contains("\"other\""), "{stderr}");
+    let calls = rig.fake.calls()[before..].to_vec();
+    assert_eq!(calls.len(), 1, "{}", describe(&calls));
+    assert_eq!(calls[0].action, GENERATE_ACCESS_TOKEN);
+    assert!(calls[0].ok());
+    assert_eq!(calls[0].access_key_id.as_deref(), Some(OTHER_ID));
+    assert_eq!(calls[0].security_token, None);
+
+    // 3. --profile chain (ChainableRamRoleArn over ops).
+    let before = rig.fake.calls().len();
+    let mut bridge = rig.spawn("INTL", &["--profile", "chain"], &[]);
+    bridge.initialize().await;
+    finish(bridge).await;
+    let calls = rig.fake.calls()[before..].to_vec();
+    assert_eq!(calls.len(), 3, "{}", describe(&calls));
+    assert!(calls.iter().all(Call::ok), "{}", describe(&calls));
+    let first = calls[0].sts.clone().unwrap();
+    assert_eq!(
+        (calls[0].action.as_str(), calls[0].param("RoleArn")),
+        (ASSUME_ROLE, Some(ROLE_ARN))
+    );
+    assert_eq!(calls[0].access_key_id.as_deref(), Some(ROLE_SRC_ID));
+    assert_eq!(
+        (calls[1].action.as_str(), calls[1].param("RoleArn")),
+        (ASSUME_ROLE, Some(CHAINED_ROLE_ARN))
+    );
+    assert_eq!(
+        calls[1].access_key_id.as_deref(),
+        Some(first.access_key_id.as_str())
+    );
+    assert_eq!(
+        calls[1].security_token.as_deref(),
+        Some(first.security_token.as_str())
+    );
+    let second = calls[1].sts.clone().unwrap();
+    assert_eq!(calls[2].action, GENERATE_ACCESS_TOKEN);
+    assert_eq!(
+        calls[2].access_key_id.as_deref(),
+        Some(second.access_key_id.as_str())
+    );
+    assert!(rig.server.unauthorized().is_empty());
+}
+
+/// A token that expires during a live session is replaced before it expires, and the live
+/// session simply carries the new one: with a 4 s lifetime and `--token-refresh-skew 2`, a call
+/// 2.5 s after the mint already carries a new token, a call after that one has expired carries
+/// a third; the upstream never had to answer 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_renewed_before_it_expires_without_a_401() {
+    let rig = Rig::start("expiry").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    rig.fake.set_token_lifetime(Duration::from_secs(4));
+    let mut bridge = rig.spawn(
+        "CN",
+        &["--token-refresh-skew", "2"],
+        &env_keys(AK_ID, AK_SECRET),
+    );
+    bridge.initialize().await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(1, "echo", json!({"text": "1"})).await),
+        "1"
+    );
+    // Inside the skew, before expiry: the bridge renews.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(2, "echo", json!({"text": "2"})).await),
+        "2"
+    );
+    // After the current token has expired at the service.
+    let second = rig.fake.minted_tokens().last().unwrap().clone();
+    until("the second token expires", || {
+        !rig.fake.is_valid_token(&second)
+    })
+    .await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(3, "echo", json!({"text": "3"})).await),
+        "3"
+    );
+    finish(bridge).await;
+
+    let tokens = rig.fake.minted_tokens();
+    assert_eq!(tokens.len(), 3, "{}", describe(&rig.fake.calls()));
+    for (id, token) in [(1, &tokens[0]), (2, &tokens[1]), (3, &tokens[2])] {
+        let posts = rig.tool_posts(id);
+        assert_eq!(posts.len(), 1, "call {id} sent once");
+        assert_eq!(posts[0].bearer(), Some(token.as_str()), "call {id}");
+        assert_eq!(posts[0].status, Some(200), "call {id}");
+    }
+    assert!(
+        rig.server.unauthorized().is_empty(),
+        "renewals were proactive: no 401"
+    );
+    assert_eq!(rig.server.calls("echo"), 3);
+}
+
+/// A token the service revoked: the upstream answers 401, the bridge mints exactly once more
+/// and re-sends that request once, which succeeds; the tool ran exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_is_reminted_once_and_the_call_runs_once() {
+    let rig = Rig::start("revoke").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    let mut bridge = rig.spawn("CN", &[], &env_keys(AK_ID, AK_SECRET));
+    bridge.initialize().await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(1, "echo", json!({"text": "1"})).await),
+        "1"
+    );
+    // The bridge deliberately reuses a token minted under 2 s ago when a 401 arrives (another
+    // request already re-minted); let the first token age past that.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    rig.fake.revoke_all_tokens();
+    let resp = bridge.call_tool(2, "sleep", json!({"ms": 1})).await;
+    assert_eq!(tool_text(&resp), "slept 1");
+    finish(bridge).await;
+
+    let tokens = rig.fake.minted_tokens();
+    assert_eq!(tokens.len(), 2, "{}", describe(&rig.fake.calls()));
+    let posts = rig.tool_posts(2);
+    assert_eq!(posts.len(), 2, "the 401'd POST and its one retry");
+    assert_eq!(posts[0].status, Some(401));
+    assert_eq!(posts[0].bearer(), Some(tokens[0].as_str()));
+    assert_eq!(posts[1].status, Some(200));
+    assert_eq!(posts[1].bearer(), Some(tokens[1].as_str()));
+    assert_eq!(rig.server.unauthorized().len(), 1);
+    assert_eq!(rig.server.calls("sleep"), 1, "the tool ran exactly once");
+}
+
+/// A token revoked right after it was minted (here before the first tool call, well under
+/// 2 s later) is re-minted on the 401 too: the retry must carry a new token, not the rejected one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_revoked_right_after_minting_is_reminted() {
+    let rig = Rig::start("revoke-fresh").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    let mut bridge = rig.spawn("CN", &[], &env_keys(AK_ID, AK_SECRET));
+    bridge.initialize().await;
+    rig.fake.revoke_all_tokens();
+    let resp = bridge.call_tool(1, "sleep", json!({"ms": 1})).await;
+    finish(bridge).await;
+    let posts: Vec<_> = rig
+        .tool_posts(1)
+        .iter()
+        .map(|p| (p.status, p.bearer().map(|t| t[t.len() - 8..].to_string())))
+        .collect();
+    assert!(
+        resp.get("result").is_some(),
+        "the call failed: {resp}\nPOSTs (status, token tail): {posts:?}\ncalls:\n{}",
+        describe(&rig.fake.calls())
+    );
+    let tokens = rig.fake.minted_tokens();
+    assert_eq!(tokens.len(), 2);
+    let posts = rig.tool_posts(1);
+    assert_eq!(posts.len(), 2, "the 401'd POST and its one retry");
+    assert_eq!(posts[1].bearer(), Some(tokens[1].as_str()));
+    assert_eq!(rig.server.calls("sleep"), 1);
+}
+
+/// Reads stdout until a response for each of `ids` arrived; returns them by id.
+async fn responses(bridge: &mut Bridge, ids: &[i64]) -> BTreeMap<i64, Value> {
+    let mut got = BTreeMap::new();
+    while got.len() < ids.len() {
+        let v = bridge.next().await.expect("stdout open");
+        if let Some(id) = v
+            .get("method")
+            .is_none()
+            .then(|| v["id"].as_i64())
+            .flatten()
+        {
+            if ids.contains(&id) {
+                got.insert(id, v);
+            }
+        }
+    }
+    got
+}
+
+/// Several requests in flight when the token is revoked: however many of them meet a 401,
+/// exactly one new token is minted, every request succeeds, and each tool runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rejections_share_one_new_token() {
+    let rig = Rig::start("revoke-many").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    let mut bridge = rig.spawn("CN", &[], &env_keys(AK_ID, AK_SECRET));
+    bridge.initialize().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    rig.fake.revoke_all_tokens();
+    let ids = [10, 11, 12, 13];
+    for id in ids {
+        let params = json!({"name": "echo", "arguments": {"text": id.to_string()}});
+        bridge.request(id, "tools/call", params).await;
+    }
+    let got = responses(&mut bridge, &ids).await;
+    finish(bridge).await;
+    for id in ids {
+        assert_eq!(tool_text(&got[&id]), id.to_string());
+        assert_eq!(rig.tool_posts(id).last().and_then(|p| p.status), Some(200));
+    }
+    assert_eq!(
+        rig.fake.mint_count(),
+        2,
+        "one new token for all of them: {}",
+        describe(&rig.fake.calls())
+    );
+    assert!(!rig.server.unauthorized().is_empty());
+    assert_eq!(rig.server.calls("echo"), 4, "each tool ran once");
+}
+
+/// STS keys from a RAM role are reused for later mints while they are fresh, and renewed (a
+/// new AssumeRole) once fewer than 180 s remain, so an expired SecurityToken is never used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_keys_are_reused_then_renewed_before_they_expire() {
+    let rig = Rig::start("sts-renew").await;
+    rig.fake.add_access_key(ROLE_SRC_ID, ROLE_SRC_SECRET);
+    rig.fake.set_token_lifetime(Duration::from_secs(3));
+    // Fresh for ~6 s by the 180 s rule: the 1st and 2nd mints share the keys, the 3rd renews.
+    rig.fake.set_sts_lifetime(Duration::from_secs(186));
+    rig.home.cli_config(&json!({
+        "current": "ops",
+        "profiles": [{"name": "ops", "mode": "RamRoleArn", "access_key_id": ROLE_SRC_ID,
+                      "access_key_secret": ROLE_SRC_SECRET, "ram_role_arn": ROLE_ARN,
+                      "ram_session_name": "renew", "sts_endpoint": rig.fake.url()}]
+    }));
+    let mut bridge = rig.spawn("CN", &["--token-refresh-skew", "1"], &[]);
+    bridge.initialize().await;
+    for id in [1, 2] {
+        let last = rig.fake.minted_tokens().last().unwrap().clone();
+        until("the token expires", || !rig.fake.is_valid_token(&last)).await;
+        let resp = bridge.call_tool(id, "echo", json!({"text": "x"})).await;
+        assert_eq!(tool_text(&resp), "x");
+    }
+    finish(bridge).await;
+    let calls = rig.fake.calls();
+    assert!(calls.iter().all(Call::ok), "{}", describe(&calls));
+    let sts = rig.fake.issued_sts();
+    let mints = ok_calls(&calls, GENERATE_ACCESS_TOKEN);
+    assert_eq!((sts.len(), mints.len()), (2, 3), "{}", describe(&calls));
+    let signer = |i: usize| mints[i].access_key_id.clone().unwrap();
+    assert_eq!(signer(0), sts[0].access_key_id);
+    assert_eq!(signer(1), sts[0].access_key_id, "reused while fresh");
+    assert_eq!(signer(2), sts[1].access_key_id, "renewed near expiry");
+    assert!(rig.server.unauthorized().is_empty());
+}
+
+/// The SDKs' shared credentials file (`~/.alibabacloud/credentials`, section from
+/// `ALIBABA_CLOUD_PROFILE`) is used when there is no environment key and no CLI config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_credentials_file_is_used() {
+    let rig = Rig::start("ini").await;
+    rig.fake.add_access_key(OTHER_ID, OTHER_SECRET);
+    rig.home.write(
+        ".alibabacloud/credentials",
+        &format!(
+            "[default]\ntype = access_key\naccess_key_id = LTAI5tWrongSection000000\n\
+             access_key_secret = nope\n\n[work]\ntype = access_key\n\
+             access_key_id = {OTHER_ID}\naccess_key_secret = {OTHER_SECRET}\n"
+        ),
+    );
+    let mut bridge = rig.spawn("CN", &[], &[("ALIBABA_CLOUD_PROFILE", "work")]);
+    bridge.initialize().await;
+    let stderr = finish(bridge).await;
+    assert!(auth_line(&stderr).contains("[work]"), "{stderr}");
+    let calls = rig.fake.calls();
+    assert_eq!(calls.len(), 1, "{}", describe(&calls));
+    assert!(calls[0].ok());
+    assert_eq!(calls[0].access_key_id.as_deref(), Some(OTHER_ID));
+}
+
+/// A wrong AccessKey secret: the service says SignatureDoesNotMatch; the request gets a
+/// JSON-RPC error of kind `auth` naming the code, the RequestId and the secret to check, and
+/// the bridge keeps running (the next request gets its own answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_is_an_auth_error_naming_the_cause() {
+    let rig = Rig::start("wrong-secret").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    let wrong = "notTheSecret-Zz9Yy8Xx7Ww6Vv5Uu4";
+    let mut bridge = rig.spawn("CN", &[], &env_keys(AK_ID, wrong));
+    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                      "clientInfo": {"name": "t", "version": "0"}});
+    bridge.request(0, "initialize", init).await;
+    let message = auth_error(&bridge.response(0).await);
+    let calls = rig.fake.calls();
+    assert_eq!(calls.len(), 1, "{}", describe(&calls));
+    assert_eq!(calls[0].code.as_deref(), Some("SignatureDoesNotMatch"));
+    assert_eq!(calls[0].status, 400);
+    assert!(message.contains("SignatureDoesNotMatch"), "{message}");
+    assert!(
+        message.contains(&calls[0].request_id),
+        "names the RequestId: {message}"
+    );
+    assert!(
+        message.contains("secret") && message.contains("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+        "says which secret to check: {message}"
+    );
+    assert!(!message.contains(wrong), "{message}");
+
+    bridge.request(1, "ping", json!({})).await;
+    auth_error(&bridge.response(1).await);
+    finish(bridge).await;
+    assert!(
+        rig.server.requests().is_empty(),
+        "nothing was sent upstream without a token"
+    );
+}
+
+/// Temporary keys (`ALIBABA_CLOUD_SECURITY_TOKEN`) with a wrong secret: the error the client
+/// sees names SignatureDoesNotMatch but never contains the security token, although the
+/// service's message echoes its string to sign (which includes `SecurityToken`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_token_never_reaches_the_client_in_errors() {
+    let rig = Rig::start("sts-error").await;
+    let sts = rig.fake.mint_sts(ROLE_ARN, Duration::from_secs(3600));
+    let env = [
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", sts.access_key_id.as_str()),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "notTheStsSecret"),
+        ("ALIBABA_CLOUD_SECURITY_TOKEN", sts.security_token.as_str()),
+    ];
+    let mut bridge = rig.spawn("CN", &[], &env);
+    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                      "clientInfo": {"name": "t", "version": "0"}});
+    bridge.request(0, "initialize", init).await;
+    let message = auth_error(&bridge.response(0).await);
+    let stderr = finish(bridge).await;
+    let calls = rig.fake.calls();
+    assert_eq!(calls[0].code.as_deref(), Some("SignatureDoesNotMatch"));
+    assert_eq!(
+        calls[0].security_token.as_deref(),
+        Some(sts.security_token.as_str())
+    );
+    assert!(message.contains("SignatureDoesNotMatch"), "{message}");
+    let secrets = [sts.security_token.clone(), sts.access_key_secret.clone()];
+    assert_no_secrets("the JSON-RPC error", &message, &secrets);
+    assert_no_secrets("stderr", &stderr, &secrets);
+}
+
+/// A RAM identity without AliyunOpenAPIMCPServerStaticCredentialAccess (403): the error says
+/// which policy to attach and to run `alibridge pre-check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_permission_names_the_policy_and_pre_check() {
+    let rig = Rig::start("forbidden").await;
+    rig.fake.add_access_key_without_permission(AK_ID, AK_SECRET);
+    let mut bridge = rig.spawn("INTL", &[], &env_keys(AK_ID, AK_SECRET));
+    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                      "clientInfo": {"name": "t", "version": "0"}});
+    bridge.request(0, "initialize", init).await;
+    let message = auth_error(&bridge.response(0).await);
+    finish(bridge).await;
+    let calls = rig.fake.calls();
+    assert_eq!(
+        (calls[0].status, calls[0].code.as_deref()),
+        (403, Some("Forbidden.RAM"))
+    );
+    assert!(message.contains(MINT_POLICY), "{message}");
+    assert!(message.contains("alibridge pre-check"), "{message}");
+    assert!(message.contains(&calls[0].request_id), "{message}");
+}
+
+/// `--boundary-policy`: a Deny-only policy is sent verbatim as `Policy` (and signed: spaces,
+/// `*`, `:` and quotes survive the encoding); an Allow statement is refused with exit 2 before
+/// any network call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boundary_policy_is_sent_verbatim_or_refused_up_front() {
+    let rig = Rig::start("policy").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    let policy = r#"{"Version": "1", "Statement": [{"Effect": "Deny", "Action": ["ram:*", "ecs:Delete*"], "Resource": "*"}]}"#;
+    let mut bridge = rig.spawn(
+        "CN",
+        &["--boundary-policy", policy],
+        &env_keys(AK_ID, AK_SECRET),
+    );
+    bridge.initialize().await;
+    finish(bridge).await;
+    let calls = rig.fake.calls();
+    assert_eq!(calls.len(), 1, "{}", describe(&calls));
+    assert!(calls[0].ok(), "{}", describe(&calls));
+    assert_eq!(calls[0].policy.as_deref(), Some(policy));
+
+    let fake = AliyunFake::start().await;
+    fake.add_access_key(AK_ID, AK_SECRET);
+    let server =
+        TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
+    let allow = r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    let args = [
+        server.url(),
+        "--auth".into(),
+        "ak".into(),
+        "--site-type".into(),
+        "CN".into(),
+        "--ims-endpoint".into(),
+        fake.url(),
+        "--boundary-policy".into(),
+        allow.into(),
+    ];
+    let bridge = Bridge::spawn_isolated(args, env_keys(AK_ID, AK_SECRET), rig.home.path());
+    let (code, stderr) = exit_of(bridge).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--boundary-policy") && stderr.contains("Deny"),
+        "{stderr}"
+    );
+    assert!(fake.calls().is_empty(), "no call to the token service");
+    assert!(server.requests().is_empty(), "no call upstream");
+}
+
+/// `--auth ak` with no keys anywhere exits 2 and lists every place it looked, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_keys_anywhere_exits_2_listing_every_place() {
+    let rig = Rig::start("nokeys").await;
+    let (code, stderr) = exit_of(rig.spawn("CN", &[], &[])).await;
+    assert_eq!(code, 2, "{stderr}");
+    let home = rig.home.path().to_string_lossy().into_owned();
+    let places = [
+        "ALIBABA_CLOUD_ACCESS_KEY_ID".to_string(),
+        "OIDC".into(),
+        format!("{home}/.aliyun/config.json"),
+        format!("{home}/.alibabacloud/credentials"),
+        "credentials.ini".into(),
+        "ALIBABA_CLOUD_CREDENTIALS_URI".into(),
+        "ECS".into(),
+    ];
+    let mut last = 0;
+    for place in &places {
+        let at = stderr[last..]
+            .find(place.as_str())
+            .unwrap_or_else(|| panic!("{place} missing (or out of order) in:\n{stderr}"));
+        last += at;
+    }
+    assert!(
+        stderr.contains("aliyun configure"),
+        "says what to do: {stderr}"
+    );
+    assert!(rig.fake.calls().is_empty() && rig.server.requests().is_empty());
+}
+
+/// A profile in a mode alibridge cannot use (CloudSSO) exits 2 naming the mode, the supported
+/// modes and the alternatives (another profile, an AK profile, environment variables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_profile_mode_exits_2_naming_alternatives() {
+    let rig = Rig::start("sso").await;
+    rig.home.cli_config(&json!({
+        "current": "sso",
+        "profiles": [{"name": "sso", "mode": "CloudSSO",
+                      "cloud_sso_sign_in_url": "https://signin-cn.alibabacloudsso.com/x/login",
+                      "cloud_sso_account_id": "1", "cloud_sso_access_config": "ac-1",
+                      "region_id": "cn-hangzhou"}]
+    }));
+    let (code, stderr) = exit_of(rig.spawn("CN", &[], &[])).await;
+    assert_eq!(code, 2, "{stderr}");
+    for word in [
+        "CloudSSO",
+        "AK",
+        "RamRoleArn",
+        "--profile",
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    ] {
+        assert!(stderr.contains(word), "{word} missing in:\n{stderr}");
+    }
+    assert!(rig.fake.calls().is_empty());
+}
+
+/// Drives a session through a proactive renewal and a revocation (401 → re-mint).
+async fn renew_and_revoke(bridge: &mut Bridge, fake: &AliyunFake) {
+    bridge.initialize().await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(1, "echo", json!({"text": "1"})).await),
+        "1"
+    );
+    let first = fake.minted_tokens().last().unwrap().clone();
+    until("the first token expires", || !fake.is_valid_token(&first)).await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(2, "echo", json!({"text": "2"})).await),
+        "2"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    fake.revoke_all_tokens();
+    assert_eq!(
+        tool_text(&bridge.call_tool(3, "echo", json!({"text": "3"})).await),
+        "3"
+    );
+}
+
+/// Asserts no secret (nor a recognisable piece of one) occurs in `text`.
+fn assert_no_secrets(what: &str, text: &str, secrets: &[String]) {
+    for s in secrets {
+        // Pieces catch a truncated secret: a JWT's random signature part, else the middle of a
+        // long secret.
+        let mut pieces = vec![s.as_str()];
+        if s.matches('.').count() == 2 {
+            pieces.extend(s.rsplit('.').next().filter(|p| p.len() >= 16));
+        } else if s.len() >= 32 {
+            pieces.push(&s[s.len() / 2 - 8..s.len() / 2 + 8]);
+        }
+        for p in pieces {
+            assert!(!text.contains(p), "a secret ({p:.6}…) leaked into {what}");
+        }
+    }
+}
+
+/// With `--debug`, neither stderr nor `--log-file` ever contains an AccessKey secret, an STS
+/// secret or security token, or a minted bearer token, through env keys and a RAM role, a
+/// proactive renewal and a 401 re-mint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_tokens_never_reach_the_logs() {
+    let rig = Rig::start("leaks").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    rig.fake.add_access_key(ROLE_SRC_ID, ROLE_SRC_SECRET);
+    // Renewal is due 1 s before expiry (3 s in), so the revocation 2.1 s after the renewal
+    // hits a token the bridge still considers good.
+    rig.fake.set_token_lifetime(Duration::from_secs(4));
+
+    // Environment keys, debug logs on stderr.
+    let mut bridge = rig.spawn(
+        "CN",
+        &["--debug", "--token-refresh-skew", "1"],
+        &env_keys(AK_ID, AK_SECRET),
+    );
+    renew_and_revoke(&mut bridge, &rig.fake).await;
+    let stderr_env = finish(bridge).await;
+
+    // A RAM role from config.json, debug logs in a file.
+    rig.home.cli_config(&json!({
+        "current": "ops",
+        "profiles": [{"name": "ops", "mode": "RamRoleArn", "access_key_id": ROLE_SRC_ID,
+                      "access_key_secret": ROLE_SRC_SECRET, "ram_role_arn": ROLE_ARN,
+                      "ram_session_name": "leaks", "sts_endpoint": rig.fake.url()}]
+    }));
+    let log = rig.home.path().join("bridge.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let mut bridge = rig.spawn(
+        "CN",
+        &[
+            "--debug",
+            "--log-file",
+            &log_arg,
+            "--token-refresh-skew",
+            "1",
+        ],
+        &[],
+    );
+    renew_and_revoke(&mut bridge, &rig.fake).await;
+    let stderr_role = finish(bridge).await;
+    let logged = std::fs::read_to_string(&log).expect("log file written");
+
+    let calls = rig.fake.calls();
+    assert_eq!(rig.fake.mint_count(), 6, "{}", describe(&calls));
+    assert!(!ok_calls(&calls, ASSUME_ROLE).is_empty());
+    assert_eq!(rig.server.unauthorized().len(), 2, "one revocation per run");
+    assert!(
+        stderr_env.contains("DEBUG"),
+        "debug logs went to stderr:\n{stderr_env}"
+    );
+    assert!(
+        logged.contains("DEBUG"),
+        "debug logs went to the file:\n{logged}"
+    );
+    let secrets = rig.fake.secrets();
+    assert!(
+        secrets.len() >= 2 + 6 + 2,
+        "keys, tokens, STS secret and token"
+    );
+    for (what, text) in [
+        ("stderr (env keys)", &stderr_env),
+        ("stderr (RAM role)", &stderr_role),
+        ("the log file", &logged),
+    ] {
+        assert_no_secrets(what, text, &secrets);
+    }
+}
+
+/// `aliyun configure` during a session: after config.json is rewritten with another AK
+/// profile, the next request carries a token minted with the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_credentials_file_is_used_for_the_next_token() {
+    let rig = Rig::start("reload").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    rig.fake.add_access_key(OTHER_ID, OTHER_SECRET);
+    rig.home.cli_config(&json!({
+        "current": "first",
+        "profiles": [{"name": "first", "mode": "AK", "access_key_id": AK_ID,
+                      "access_key_secret": AK_SECRET, "region_id": "cn-hangzhou"}]
+    }));
+    let mut bridge = rig.spawn("CN", &[], &[]);
+    bridge.initialize().await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(1, "echo", json!({"text": "1"})).await),
+        "1"
+    );
+    rig.home.cli_config(&json!({
+        "current": "second",
+        "profiles": [
+            {"name": "first", "mode": "AK", "access_key_id": AK_ID,
+             "access_key_secret": AK_SECRET, "region_id": "cn-hangzhou"},
+            {"name": "second", "mode": "AK", "access_key_id": OTHER_ID,
+             "access_key_secret": OTHER_SECRET, "region_id": "cn-hangzhou"}
+        ]
+    }));
+    // The bridge looks at the files at most once a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        tool_text(&bridge.call_tool(2, "echo", json!({"text": "2"})).await),
+        "2"
+    );
+    finish(bridge).await;
+
+    let mints = rig.fake.calls_of(GENERATE_ACCESS_TOKEN);
+    assert_eq!(mints.len(), 2, "{}", describe(&rig.fake.calls()));
+    assert_eq!(mints[0].access_key_id.as_deref(), Some(AK_ID));
+    assert_eq!(mints[1].access_key_id.as_deref(), Some(OTHER_ID));
+    let first = rig.tool_posts(1);
+    let second = rig.tool_posts(2);
+    assert_eq!(
+        first[0].bearer().and_then(|t| rig.fake.token_key(t)),
+        Some(AK_ID.into())
+    );
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        second[0].bearer().and_then(|t| rig.fake.token_key(t)),
+        Some(OTHER_ID.into())
+    );
+    assert!(rig.server.unauthorized().is_empty());
+}
+
+/// OIDC from the environment (as on ACK/RRSA): an unsigned AssumeRoleWithOIDC carrying the
+/// token file's content, then GenerateAccessToken signed with the STS keys it returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_environment_assumes_the_role_then_mints() {
+    let rig = Rig::start("oidc").await;
+    let oidc_token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJl";
+    rig.fake.add_oidc_token(oidc_token);
+    let file = rig.home.write("oidc/token", &format!("{oidc_token}\n"));
+    let file = file.to_string_lossy().into_owned();
+    let sts = rig.fake.url();
+    let env = [
+        ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", file.as_str()),
+        (
+            "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+            "acs:ram::1234567890123456:oidc-provider/ack-rrsa",
+        ),
+        ("ALIBABA_CLOUD_ROLE_ARN", ROLE_ARN),
+        ("ALIBABA_CLOUD_ROLE_SESSION_NAME", "oidc-e2e"),
+        ("ALIBABA_CLOUD_STS_ENDPOINT", sts.as_str()),
+    ];
+    let mut bridge = rig.spawn("CN", &[], &env);
+    bridge.initialize().await;
+    finish(bridge).await;
+    let calls = rig.fake.calls();
+    assert_eq!(calls.len(), 2, "{}", describe(&calls));
+    assert!(calls.iter().all(Call::ok), "{}", describe(&calls));
+    let (assume, mint) = (&calls[0], &calls[1]);
+    assert_eq!(assume.action, ASSUME_ROLE_WITH_OIDC);
+    assert!(!assume.signed && assume.access_key_id.is_none());
+    assert_eq!(assume.param("OIDCToken"), Some(oidc_token));
+    assert_eq!(assume.param("RoleSessionName"), Some("oidc-e2e"));
+    assert!(assume.form.iter().any(|f| f == "OIDCToken"));
+    let issued = assume.sts.clone().unwrap();
+    assert_eq!(
+        mint.access_key_id.as_deref(),
+        Some(issued.access_key_id.as_str())
+    );
+    assert_eq!(
+        mint.security_token.as_deref(),
+        Some(issued.security_token.as_str())
+    );
+}
+
+/// `--auth auto --site-type CN` with environment keys uses them even on a loopback host (the
+/// site type says "this is Alibaba Cloud"); without `--site-type`, a host that is not Alibaba
+/// Cloud's never receives an Alibaba token, and stderr says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_uses_keys_only_for_alibaba_cloud() {
+    let rig = Rig::start("auto").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    let fake_url = rig.fake.url();
+    let url = rig.server.url();
+    let args = [
+        url.as_str(),
+        "--transport",
+        "http-only",
+        "--auth",
+        "auto",
+        "--site-type",
+        "CN",
+        "--ims-endpoint",
+        fake_url.as_str(),
+    ];
+    let mut bridge = Bridge::spawn_isolated(args, env_keys(AK_ID, AK_SECRET), rig.home.path());
+    bridge.initialize().await;
+    let stderr = finish(bridge).await;
+    let line = auth_line(&stderr);
+    assert!(
+        line.contains("AccessKey") && line.contains("auto"),
+        "{line}"
+    );
+    assert_eq!(rig.fake.mint_count(), 1);
+    assert!(rig.server.unauthorized().is_empty());
+
+    // No --site-type, loopback host: the keys stay home.
+    let open = TestServer::start().await;
+    let url = open.url();
+    let args = [
+        url.as_str(),
+        "--transport",
+        "http-only",
+        "--auth",
+        "auto",
+        "--ims-endpoint",
+        fake_url.as_str(),
+    ];
+    let mut bridge = Bridge::spawn_isolated(args, env_keys(AK_ID, AK_SECRET), rig.home.path());
+    bridge.initialize().await;
+    let resp = bridge.call_tool(1, "echo", json!({"text": "open"})).await;
+    assert_eq!(tool_text(&resp), "open");
+    let stderr = finish(bridge).await;
+    let line = auth_line(&stderr);
+    assert!(!line.contains("AccessKey"), "{line}");
+    assert!(line.contains("not an Alibaba Cloud host"), "{line}");
+    assert_eq!(rig.fake.mint_count(), 1, "no token minted for this run");
+    assert!(open
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization").is_none()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// pre-check
+
+/// Runs `alibridge pre-check <args>` isolated like the bridge, with `env` on top.
+async fn pre_check(args: &[&str], env: &[(&str, &str)], home: &Path) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.arg("pre-check").args(args);
+    for name in inherited_vars_to_scrub() {
+        cmd.env_remove(name);
+    }
+    cmd.env("HOME", home)
+        .env("ALIBRIDGE_HOME", home.join(".alibridge"))
+        .env("BROWSER", "true")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("pre-check finished in time")
+        .expect("run pre-check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes a `$BROWSER` script that "opens" the URL with curl: it follows the sign-in page's
+/// 302 to the loopback callback. With `forge`, it first delivers a forged callback (another
+/// state, `error=access_denied`), which pre-check must ignore. Each HTTP status it gets is
+/// appended to `browser.log`.
+#[cfg(unix)]
+fn browser_script(home: &TempHome, forge: bool) -> (String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = home.path().join("browser.log");
+    let forged = if forge {
+        r#"forged=$(printf '%s' "$loc" | sed -e 's/code=[^&]*/error=access_denied/' -e 's/state=[^&]*/state=forged/')
+curl -s -o /dev/null -w 'forged %{http_code}\n' "$forged" >> "$LOG"
+"#
+    } else {
+        ""
+    };
+    let script = format!(
+        "#!/bin/sh\nLOG='{}'\nloc=$(curl -s -o /dev/null -w '%{{redirect_url}}' \"$1\")\n\
+         echo \"location $loc\" >> \"$LOG\"\n{forged}curl -s -o /dev/null -w 'callback %{{http_code}}\\n' \"$loc\" >> \"$LOG\"\n",
+        log.display()
+    );
+    let path = home.write("bin/browser", &script);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (path.to_string_lossy().into_owned(), log)
+}
+
+/// Waits until the browser script's log has a line starting with `prefix`; returns that line.
+#[cfg(unix)]
+async fn browser_logged(log: &Path, prefix: &str) -> String {
+    let found = || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_string)
+    };
+    until(&format!("browser logged {prefix:?}"), || found().is_some()).await;
+    found().unwrap()
+}
+
+/// pre-check opens `$BROWSER` on the sign-in page with a PKCE (S256) authorization request for
+/// the built-in CN application and a loopback redirect; the page's 302 with a code means
+/// `authorized` (exit 0). A forged callback with another state, delivered first, is ignored.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_check_authorized_ignoring_a_forged_callback() {
+    let fake = AliyunFake::start().await;
+    let home = TempHome::new("precheck-ok");
+    let (browser, log) = browser_script(&home, true);
+    let authorize = fake.authorize_url();
+    let env = [
+        ("BROWSER", browser.as_str()),
+        ("ALIBRIDGE_AUTHORIZE_URL", authorize.as_str()),
+    ];
+    let (code, stdout, stderr) =
+        pre_check(&["--site-type", "CN", "--timeout", "20"], &env, home.path()).await;
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.starts_with("authorized"), "{stdout}");
+    assert!(
+        browser_logged(&log, "forged ").await.ends_with(" 400"),
+        "the forged callback was turned away"
+    );
+    assert!(browser_logged(&log, "callback ").await.ends_with(" 200"));
+
+    let signins = fake.signins();
+    assert_eq!(signins.len(), 1, "{signins:?}");
+    let s = &signins[0];
+    assert_eq!(s.outcome, "code", "{s:?}");
+    assert_eq!(
+        s.params.get("client_id").map(String::as_str),
+        Some(CN_CLIENT_ID)
+    );
+    assert_eq!(
+        s.params.get("scope").map(String::as_str),
+        Some(OPENAPI_SCOPE)
+    );
+    assert_eq!(
+        s.params.get("code_challenge_method").map(String::as_str),
+        Some("S256")
+    );
+    assert!(
+        s.params["state"].len() >= 22,
+        "state carries at least 128 random bits: {s:?}"
+    );
+}
+
+/// The user declines (`error=access_denied`, here for a custom `--client-id`): `denied`, exit 1.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_check_denied() {
+    let fake = AliyunFake::start().await;
+    fake.set_client("5000000000000000001", ClientStatus::Denied);
+    let home = TempHome::new("precheck-denied");
+    let (browser, _) = browser_script(&home, false);
+    let authorize = fake.authorize_url();
+    let env = [
+        ("BROWSER", browser.as_str()),
+        ("ALIBRIDGE_AUTHORIZE_URL", authorize.as_str()),
+    ];
+    let args = [
+        "--site-type",
+        "CN",
+        "--client-id",
+        "5000000000000000001",
+        "--timeout",
+        "20",
+    ];
+    let (code, stdout, stderr) = pre_check(&args, &env, home.path()).await;
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.starts_with("denied"), "{stdout}");
+    let signins = fake.signins();
+    assert_eq!(signins[0].outcome, "access_denied");
+    assert_eq!(
+        signins[0].params.get("scope").map(String::as_str),
+        Some("openid /acs/mcp-server"),
+        "a custom application is asked for its own scope"
+    );
+}
+
+/// The application is not installed for the account (`error=unauthorized_client`, INTL site):
+/// `not installed`, exit 1.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_check_not_installed() {
+    let fake = AliyunFake::start().await;
+    fake.set_client(INTL_CLIENT_ID, ClientStatus::NotInstalled);
+    let home = TempHome::new("precheck-missing");
+    let (browser, _) = browser_script(&home, false);
+    let authorize = fake.authorize_url();
+    let env = [
+        ("BROWSER", browser.as_str()),
+        ("ALIBRIDGE_AUTHORIZE_URL", authorize.as_str()),
+    ];
+    let (code, stdout, stderr) = pre_check(
+        &["--site-type", "INTL", "--timeout", "20"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.starts_with("not installed"), "{stdout}");
+    assert_eq!(
+        fake.signins()[0]
+            .params
+            .get("client_id")
+            .map(String::as_str),
+        Some(INTL_CLIENT_ID)
+    );
+}
+
+/// `--no-browser --timeout 1` with nobody visiting the URL: exit 3, and the URL was printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_check_times_out_without_a_browser() {
+    let fake = AliyunFake::start().await;
+    let home = TempHome::new("precheck-timeout");
+    let authorize = fake.authorize_url();
+    let env = [("ALIBRIDGE_AUTHORIZE_URL", authorize.as_str())];
+    let (code, stdout, stderr) = pre_check(
+        &["--site-type", "CN", "--no-browser", "--timeout", "1"],
+        &env,
+        home.path(),
+    )
+    .await;
+    assert_eq!(code, 3, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains(&authorize), "the URL is printed: {stderr}");
+    assert!(fake.signins().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake itself
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// Sends an RPC POST to the fake; returns (status, body).
+async fn post(fake: &AliyunFake, query: &str, form: Option<&str>) -> (u16, Value) {
+    let mut rb = http().post(format!("{}/?{query}", fake.url()));
+    if let Some(f) = form {
+        rb = rb
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(f.to_string());
+    }
+    let resp = rb.send().await.expect("fake reachable");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("JSON body"))
+}
+
+/// Signs `query` ∪ `form` with the fake's own primitives (for requests the product would never
+/// make); returns the query string (with `Signature`) and the form body.
+fn hand_signed_with_form(
+    query: &[(&str, &str)],
+    form: &[(&str, &str)],
+    secret: &str,
+) -> (String, String) {
+    let map = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut all = map(query);
+    all.extend(map(form));
+    let sig = rpc::signature(
+        secret,
+        &rpc::string_to_sign("POST", &rpc::canonicalize(&all)),
+    );
+    (
+        format!(
+            "{}&Signature={}",
+            rpc::canonicalize(&map(query)),
+            rpc::percent_encode(&sig)
+        ),
+        rpc::canonicalize(&map(form)),
+    )
+}
+
+fn hand_signed(params: &[(&str, &str)], secret: &str) -> String {
+    hand_signed_with_form(params, &[], secret).0
+}
+
+/// The fake's canonicalisation reproduces the published GenerateAccessToken vector, and the
+/// fake refuses what Alibaba Cloud refuses: a wrong signature, an unknown key, a stale
+/// timestamp, a reused nonce, another signature method, an STS key with a wrong or expired
+/// SecurityToken; errors carry RequestId/HostId/Code/Message/Recommend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_verifies_like_the_real_services() {
+    // alibabacloud-mcp-proxy.md §2.3 test vector.
+    let policy =
+        r#"{"Version":"1","Statement":[{"Effect":"Deny","Action":"ram:*","Resource":"*"}]}"#;
+    let vector: BTreeMap<String, String> = [
+        ("AccessKeyId", "LTAI_TEST_ID"),
+        ("Action", "GenerateAccessToken"),
+        ("ClientId", CN_CLIENT_ID),
+        ("Format", "json"),
+        ("Policy", policy),
+        ("Scope", "/internal/acs/openapi"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureNonce", "0123456789abcdef0123456789abcdef"),
+        ("SignatureVersion", "1.0"),
+        ("Timestamp", "2026-01-01T00:00:00Z"),
+        ("Version", "2026-04-21"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let sts = rpc::string_to_sign("POST", &rpc::canonicalize(&vector));
+    assert!(sts.starts_with("POST&%2F&AccessKeyId%3DLTAI_TEST_ID%26Action%3DGenerateAccessToken"));
+    assert!(sts.contains("Timestamp%3D2026-01-01T00%253A00%253A00Z"));
+    assert_eq!(
+        rpc::signature("TEST_SECRET", &sts),
+        "gInXH6srNK96++DBqlAIyA/19ls="
+    );
+    assert_eq!(
+        rpc::format_timestamp(rpc::parse_timestamp("2024-02-29T23:59:59Z").unwrap()),
+        "2024-02-29T23:59:59Z"
+    );
+
+    let fake = AliyunFake::start().await;
+    fake.add_access_key(AK_ID, AK_SECRET);
+    let now = rpc::format_timestamp(SystemTime::now());
+    let stale = rpc::format_timestamp(SystemTime::now() - Duration::from_secs(16 * 60));
+    let common = |nonce: &'static str, ts: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("AccessKeyId", AK_ID.to_string()),
+            ("Action", GENERATE_ACCESS_TOKEN.into()),
+            ("ClientId", CN_CLIENT_ID.into()),
+            ("Format", "JSON".into()),
+            ("Scope", OPENAPI_SCOPE.into()),
+            ("SignatureMethod", "HMAC-SHA1".into()),
+            ("SignatureNonce", nonce.into()),
+            ("SignatureVersion", "1.0".into()),
+            ("Timestamp", ts.to_string()),
+            ("Version", IMS_VERSION.into()),
+        ]
+    };
+    let q = |p: &[(&'static str, String)], secret: &str| {
+        let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        hand_signed(&p, secret)
+    };
+
+    // The product's signer and the fake agree (independent implementations).
+    let call = alibridge::signer::rpc_v2::RpcCall {
+        method: alibridge::signer::HttpMethod::Post,
+        action: GENERATE_ACCESS_TOKEN,
+        version: IMS_VERSION,
+        format: "json",
+        query: &[("ClientId", CN_CLIENT_ID), ("Scope", OPENAPI_SCOPE)],
+        form: &[],
+    };
+    let creds = alibridge::signer::ApiCredentials {
+        access_key_id: AK_ID,
+        access_key_secret: AK_SECRET,
+        security_token: None,
+    };
+    let signed =
+        alibridge::signer::rpc_v2::sign(&call, &creds, SystemTime::now(), "product-nonce-1")
+            .unwrap();
+    let (status, body) = post(&fake, &signed.query, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Data"]["TokenType"], "Bearer");
+    assert!(body["Data"]["ExpiresIn"].is_string());
+    assert!(fake.is_valid_token(body["Data"]["AccessToken"].as_str().unwrap()));
+    assert!(!fake.is_valid_token("not-a-token"));
+
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            q(&common("n-wrong-secret", &now), "nope"),
+            400,
+            "SignatureDoesNotMatch",
+        ),
+        (
+            q(&common("product-nonce-1", &now), AK_SECRET),
+            400,
+            "SignatureNonceUsed",
+        ),
+        (
+            q(&common("n-stale", &stale), AK_SECRET),
+            400,
+            "InvalidTimeStamp.Expired",
+        ),
+        (
+            {
+                let mut p = common("n-unknown", &now);
+                p[0].1 = "LTAI5tNobodyHasThisKey00".into();
+                q(&p, AK_SECRET)
+            },
+            404,
+            "InvalidAccessKeyId.NotFound",
+        ),
+        (
+            {
+                let mut p = common("n-method", &now);
+                p[5].1 = "HMAC-SHA256".into();
+                q(&p, AK_SECRET)
+            },
+            400,
+            "InvalidSignatureMethod",
+        ),
+        (
+            {
+                let mut p = common("n-version", &now);
+                p[9].1 = "2015-04-01".into();
+                q(&p, AK_SECRET)
+            },
+            400,
+            "InvalidVersion",
+        ),
+        (
+            {
+                let mut p = common("n-scope", &now);
+                p[4].1 = "/acs/mcp-server".into();
+                q(&p, AK_SECRET)
+            },
+            400,
+            "InvalidParameter.Scope",
+        ),
+    ];
+    for (query, want_status, want_code) in cases {
+        let (status, body) = post(&fake, &query, None).await;
+        assert_eq!(
+            (status, body["Code"].as_str()),
+            (want_status, Some(want_code)),
+            "{body}"
+        );
+        for k in ["RequestId", "HostId", "Code", "Message", "Recommend"] {
+            assert!(body[k].is_string(), "{k} missing: {body}");
+        }
+    }
+    // A good request whose nonce was burnt by a failed signature still goes through: nonces
+    // are only spent by verified requests.
+    let (status, body) = post(&fake, &q(&common("n-wrong-secret", &now), AK_SECRET), None).await;
+    assert_eq!(status, 200, "{body}");
+
+    // STS: AssumeRole over query ∪ form; the STS keys then sign, with their token only.
+    fake.set_sts_lifetime(Duration::from_secs(2));
+    let assume = [
+        ("AccessKeyId", AK_ID),
+        ("Action", ASSUME_ROLE),
+        ("Format", "JSON"),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureNonce", "n-assume"),
+        ("SignatureVersion", "1.0"),
+        ("Timestamp", now.as_str()),
+        ("Version", STS_VERSION),
+    ];
+    let form = [
+        ("DurationSeconds", "900"),
+        ("RoleArn", ROLE_ARN),
+        ("RoleSessionName", "self-test"),
+    ];
+    let (query, form_body) = hand_signed_with_form(&assume, &form, AK_SECRET);
+    let (status, body) = post(&fake, &query, Some(&form_body)).await;
+    assert_eq!(status, 200, "{body}");
+    let c = &body["Credentials"];
+    let (id, secret, token) = (
+        c["AccessKeyId"].as_str().unwrap().to_string(),
+        c["AccessKeySecret"].as_str().unwrap().to_string(),
+        c["SecurityToken"].as_str().unwrap().to_string(),
+    );
+    assert!(id.starts_with("STS."));
+    assert!(rpc::parse_timestamp(c["Expiration"].as_str().unwrap()).is_some());
+    let with_token = |nonce: &'static str, tok: &str| {
+        let mut p = common(nonce, &now);
+        p[0].1 = id.clone();
+        p.push(("SecurityToken", tok.to_string()));
+        q(&p, &secret)
+    };
+    let (status, body) = post(&fake, &with_token("n-sts-wrong", "CAISwrong"), None).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (400, Some("InvalidSecurityToken.MismatchWithAccessKey"))
+    );
+    let (status, body) = post(&fake, &with_token("n-sts-ok", &token), None).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (status, body) = post(&fake, &with_token("n-sts-late", &token), None).await;
+    assert_eq!(
+        (status, body["Code"].as_str()),
+        (400, Some("InvalidSecurityToken.Expired"))
+    );
+}

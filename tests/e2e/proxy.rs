@@ -1,0 +1,1076 @@
+//! `alibridge proxy` end to end: the real binary listens on a free loopback port, real MCP
+//! clients (rmcp's Streamable HTTP client, the stdio bridge over legacy SSE, raw HTTP) talk to
+//! it, and real upstreams answer (the rmcp test server with its fault layer and bearer check,
+//! server-everything from npm). Credentials come from the Alibaba Cloud fake
+//! (`support::aliyun_fake`); the server list from a small ROA fake defined here.
+#![allow(deprecated)] // sampling and logging types are deprecated in rmcp (SEP-2577)
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, ClientInfo, CreateMessageRequestParams, CreateMessageResult,
+    GetPromptRequestParams, LoggingMessageNotificationParam, ReadResourceRequestParams,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, ErrorData, ServiceExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::support::aliyun_fake::AliyunFake;
+use crate::support::bridge::{bin, Bridge};
+use crate::support::mcp_server::{Match, ServerOptions, TestServer};
+use crate::support::peers::{Mode, ServerEverything};
+
+/// How long a test waits for one step before declaring the proxy stuck.
+const STEP: Duration = Duration::from_secs(30);
+
+/// A scratch `HOME`, removed on drop.
+struct Home(std::path::PathBuf);
+
+impl Home {
+    fn new() -> Home {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("alibridge-proxy-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Home(p)
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `alibridge proxy`, isolated from this machine's credentials and settings.
+struct Proxy {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    base: String,
+    addr: SocketAddr,
+    /// stdout up to and including `listening on …`.
+    banner: String,
+    stderr: Arc<Mutex<String>>,
+    _home: Home,
+}
+
+impl Proxy {
+    /// `alibridge proxy --port 0 <args…>` with `env`; returns once it listens.
+    async fn start(args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let home = Home::new();
+        let mut cmd = Command::new(bin());
+        cmd.arg("proxy").args(["--port", "0"]).args(args);
+        for (k, _) in std::env::vars_os() {
+            let name = k.to_string_lossy().to_ascii_uppercase();
+            let scrub = ["ALIBABA_CLOUD_", "ALIBABACLOUD_", "ALICLOUD_", "ALIBRIDGE_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+                || name.ends_with("_PROXY");
+            if scrub {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("HOME", &home.0)
+            .env("ALIBRIDGE_HOME", home.0.join(".alibridge"))
+            .env("ALIBRIDGE_TOKEN_STORE", "file")
+            .env("BROWSER", "true")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn alibridge proxy");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (e, mut pipe) = (stderr.clone(), child.stderr.take().unwrap());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                e.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = String::new();
+        let base = loop {
+            let line = tokio::time::timeout(STEP, lines.next_line()).await;
+            let Ok(Ok(Some(line))) = line else {
+                let _ = child.kill().await;
+                panic!(
+                    "the proxy did not start; stdout:\n{banner}\nstderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            };
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the proxy never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let addr = base.trim_start_matches("http://").parse().unwrap();
+        Proxy {
+            child,
+            base,
+            addr,
+            banner,
+            stderr,
+            _home: home,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().expect("running");
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+
+    async fn wait(&mut self) -> i32 {
+        let status = tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .expect("the proxy did not exit in time")
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+/// An HTTP client that never goes through a system proxy.
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and returns the status and
+/// the raw rest of the answer.
+async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut out))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text}"));
+    (status, text)
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+/// POSTs one JSON-RPC message as an MCP client does.
+async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Response {
+    let mut rb = http()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer client-secret-must-not-travel")
+        .body(body.to_string());
+    if let Some(s) = session {
+        rb = rb
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", "2025-06-18");
+    }
+    rb.send().await.expect("the proxy answers")
+}
+
+/// initialize + initialized; returns the session id.
+async fn handshake(url: &str) -> String {
+    let r = post(url, None, INIT).await;
+    assert_eq!(r.status(), 200, "initialize through the proxy");
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    assert!(r.text().await.unwrap().contains("protocolVersion"));
+    let r = post(
+        url,
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    sid
+}
+
+fn echo_call(id: u32, text: &str) -> String {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"echo","arguments":{"text":text}}})
+        .to_string()
+}
+
+/// The MCP client side: answers sampling, collects logging notifications.
+#[derive(Clone)]
+struct Client {
+    logs: mpsc::UnboundedSender<Value>,
+}
+
+impl ClientHandler for Client {
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let asked = serde_json::to_value(&params.messages).unwrap();
+        let asked = asked[0]["content"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok(serde_json::from_value(json!({
+            "model": "canned", "role": "assistant", "stopReason": "endTurn",
+            "content": {"type": "text", "text": format!("canned reply to: {asked}")}
+        }))
+        .unwrap())
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.logs.send(params.data);
+    }
+
+    fn get_info(&self) -> ClientInfo {
+        serde_json::from_value(json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": {"sampling": {}},
+            "clientInfo": {"name": "alibridge-proxy-tests", "version": "0"}
+        }))
+        .unwrap()
+    }
+}
+
+type McpClient = RunningService<RoleClient, Client>;
+
+/// An rmcp Streamable HTTP client session at `url`, and its logging notifications.
+async fn connect(url: &str) -> (McpClient, mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let transport = StreamableHttpClientTransport::with_client(
+        http(),
+        StreamableHttpClientTransportConfig::with_uri(url.to_string()),
+    );
+    let client = tokio::time::timeout(STEP, Client { logs: tx }.serve(transport))
+        .await
+        .expect("initialize in time")
+        .expect("initialize through the proxy");
+    (client, rx)
+}
+
+fn params<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+/// The first text content of a tool result.
+async fn call_text(c: &McpClient, name: &str, args: Value) -> String {
+    let p: CallToolRequestParams = params(json!({"name": name, "arguments": args}));
+    let r = tokio::time::timeout(STEP, c.call_tool(p))
+        .await
+        .expect("answer in time")
+        .unwrap_or_else(|e| panic!("{name} failed: {e}"));
+    serde_json::to_value(&r).unwrap()["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The proxy in front of the rmcp test server, no credential.
+async fn plain_rig(extra: &[&str]) -> (TestServer, Proxy) {
+    let server = TestServer::start().await;
+    let upstream = format!("http://{}", server.addr());
+    let mut args = vec!["--auth", "none", "--upstream-url", upstream.as_str()];
+    args.extend_from_slice(extra);
+    let proxy = Proxy::start(&args, &[]).await;
+    (server, proxy)
+}
+
+/// A real rmcp client through the proxy: tools, sampling (a server request on the POST stream),
+/// progress, and notifications on the GET stream; session headers pass, the client's own
+/// Authorization never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_client_full_session_through_the_proxy() {
+    let (server, proxy) = plain_rig(&[]).await;
+    let (client, mut logs) = connect(&proxy.url("/accounts/1/custom/t/id/x/mcp")).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "sample"), "{tools:?}");
+    assert_eq!(
+        call_text(&client, "echo", json!({"text": "héllo"})).await,
+        "héllo"
+    );
+    assert_eq!(
+        call_text(&client, "sample", json!({"prompt": "ping"})).await,
+        "canned reply to: ping"
+    );
+    assert_eq!(
+        call_text(&client, "progress", json!({"steps": 3})).await,
+        "done 3"
+    );
+    assert_eq!(
+        call_text(&client, "notify", json!({"count": 3})).await,
+        "sent 3"
+    );
+    for seq in 0..3 {
+        let n = tokio::time::timeout(STEP, logs.recv())
+            .await
+            .expect("notification in time");
+        assert_eq!(
+            n.unwrap(),
+            json!({"seq": seq}),
+            "GET-stream notification {seq}"
+        );
+    }
+    client.cancel().await.unwrap();
+    let reqs = server.requests();
+    assert!(
+        reqs.iter().any(|r| r.method == "GET"),
+        "a GET stream was opened"
+    );
+    for r in &reqs {
+        assert_eq!(
+            r.uri.split('?').next(),
+            Some("/accounts/1/custom/t/id/x/mcp")
+        );
+        assert_eq!(
+            r.header("authorization"),
+            None,
+            "the client's token travelled"
+        );
+        assert_eq!(r.header("host"), Some(server.addr().to_string().as_str()));
+        if r.rpc_method.as_deref() != Some("initialize") {
+            assert!(
+                r.header("mcp-session-id").is_some(),
+                "{:?} without session",
+                r.rpc_method
+            );
+        }
+    }
+}
+
+/// server-everything (Streamable HTTP) through the proxy with an rmcp client: tools,
+/// resources, prompts and sampling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_everything_tools_resources_prompts_sampling() {
+    let everything = ServerEverything::start(Mode::StreamableHttp);
+    let proxy = Proxy::start(
+        &["--auth", "none", "--upstream-url", &everything.base_url()],
+        &[],
+    )
+    .await;
+    let (client, _logs) = connect(&proxy.url("/mcp")).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "get-sum"), "{tools:?}");
+    assert_eq!(
+        call_text(&client, "echo", json!({"message": "hi"})).await,
+        "Echo: hi"
+    );
+    let uri = "demo://resource/static/document/architecture.md";
+    let listed = client.list_all_resources().await.unwrap();
+    assert!(listed.iter().any(|r| r.uri == uri), "{listed:?}");
+    let read = client
+        .read_resource(params::<ReadResourceRequestParams>(json!({"uri": uri})))
+        .await
+        .unwrap();
+    assert!(serde_json::to_string(&read)
+        .unwrap()
+        .contains("architecture"));
+    let prompts = client.list_all_prompts().await.unwrap();
+    assert!(
+        prompts.iter().any(|p| p.name == "args-prompt"),
+        "{prompts:?}"
+    );
+    let prompt = client
+        .get_prompt(params::<GetPromptRequestParams>(
+            json!({"name": "args-prompt", "arguments": {"city": "Hangzhou"}}),
+        ))
+        .await
+        .unwrap();
+    let prompt = serde_json::to_value(&prompt).unwrap();
+    assert_eq!(
+        prompt["messages"][0]["content"]["text"],
+        "What's weather in Hangzhou?"
+    );
+    let sampled = call_text(
+        &client,
+        "trigger-sampling-request",
+        json!({"prompt": "ping", "maxTokens": 8}),
+    )
+    .await;
+    assert!(
+        sampled.contains("canned reply to: Resource trigger-sampling-request context: ping"),
+        "{sampled}"
+    );
+    client.cancel().await.unwrap();
+}
+
+/// Legacy HTTP+SSE (server-everything `sse`): the event stream arrives while it is still open
+/// (no buffering), without Content-Length, and a whole session runs through the proxy with the
+/// stdio bridge as the SSE client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_passes_through_unbuffered() {
+    let everything = ServerEverything::start(Mode::Sse);
+    let proxy = Proxy::start(
+        &["--auth", "none", "--upstream-url", &everything.base_url()],
+        &[],
+    )
+    .await;
+    let mut resp = http()
+        .get(proxy.url("/sse"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert!(resp.headers().get("content-length").is_none());
+    assert_eq!(resp.headers()["x-accel-buffering"], "no");
+    let mut seen = String::new();
+    while !seen.contains("\n\n") {
+        let chunk = tokio::time::timeout(STEP, resp.chunk())
+            .await
+            .expect("the first event in time");
+        seen.push_str(&String::from_utf8_lossy(
+            &chunk.unwrap().expect("stream open"),
+        ));
+    }
+    assert!(
+        seen.contains("event: endpoint") && seen.contains("/message?sessionId="),
+        "{seen}"
+    );
+    drop(resp);
+
+    let mut bridge = Bridge::spawn([proxy.url("/sse").as_str(), "--transport", "sse-only"]);
+    bridge.initialize().await;
+    let r = bridge
+        .call_tool(1, "echo", json!({"message": "over sse"}))
+        .await;
+    assert_eq!(r["result"]["content"][0]["text"], "Echo: over sse", "{r}");
+    bridge.close_stdin();
+    bridge.drain().await;
+    assert_eq!(bridge.wait().await, 0);
+}
+
+/// The allow/block matrix: names, ids, path prefixes on segment boundaries, block over allow,
+/// case and encoded spellings of a blocked server; denied requests get 403 naming the rule and
+/// never reach the upstream; allowed ones arrive at the same path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_and_block_matrix() {
+    let (server, proxy) = plain_rig(&[
+        "--allowed-servers",
+        "ecs,Oss999,/mcp",
+        "--blocked-servers",
+        "ram,/mcp/a",
+    ])
+    .await;
+    assert!(
+        proxy
+            .banner
+            .contains("blocked (--blocked-servers, wins): ram, /mcp/a"),
+        "{}",
+        proxy.banner
+    );
+    assert!(proxy
+        .banner
+        .contains("allowed (--allowed-servers, nothing else): ecs, Oss999, /mcp"));
+    let cases: &[(&str, Option<&str>)] = &[
+        ("/accounts/1/custom/ecs/id/E1/mcp", None),
+        ("/accounts/1/custom/oss/id/Oss999/mcp", None),
+        ("/mcp", None),
+        ("/mcp/ab/mcp", None),
+        ("/mcp/a", Some("blocked by --blocked-servers /mcp/a")),
+        ("/mcp/a/mcp", Some("blocked by --blocked-servers /mcp/a")),
+        (
+            "/accounts/1/custom/ram/id/R1/mcp",
+            Some("blocked by --blocked-servers ram"),
+        ),
+        (
+            "/accounts/1/custom/RAM/id/R1/mcp",
+            Some("blocked by --blocked-servers ram"),
+        ),
+        (
+            "/accounts/1/system/%72am/id/R1/mcp",
+            Some("blocked by --blocked-servers ram"),
+        ),
+        (
+            "/accounts/1/custom/ecs2/id/E2/mcp",
+            Some("not in --allowed-servers"),
+        ),
+        ("/mcpx", Some("not in --allowed-servers")),
+        ("/", Some("not in --allowed-servers")),
+    ];
+    for (path, denied) in cases {
+        let r = post(&proxy.url(path), None, INIT).await;
+        match denied {
+            None => assert_eq!(r.status(), 200, "{path} should be allowed"),
+            Some(rule) => {
+                assert_eq!(r.status(), 403, "{path} should be denied");
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(body["error"], "access_denied", "{body}");
+                assert_eq!(body["rule"], *rule, "{path}: {body}");
+            }
+        }
+    }
+    let reached: Vec<String> = server.requests().iter().map(|r| r.uri.clone()).collect();
+    let allowed: Vec<&str> = cases
+        .iter()
+        .filter(|c| c.1.is_none())
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(
+        reached, allowed,
+        "exactly the allowed requests reached the upstream"
+    );
+
+    // Spellings another server could resolve differently are refused before any rule.
+    for path in ["/mcp/x/%2e%2e/a/mcp", "/mcp/%2Fa/mcp", "/mcp//a/mcp"] {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            proxy.addr
+        );
+        let (status, text) = raw(proxy.addr, &req).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("bad_path"), "{text}");
+    }
+    assert_eq!(server.requests().len(), allowed.len());
+}
+
+/// DNS rebinding and cross-site pages: a foreign Host, a foreign Origin or a cross-site
+/// Sec-Fetch-Site get 403 and never reach the upstream; the proxy's own names work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_origin_rebinding_is_refused() {
+    let (server, proxy) = plain_rig(&[]).await;
+    let port = proxy.addr.port();
+    let request = |host: String, extra: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{extra}Accept: application/json, text/event-stream\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{INIT}",
+            INIT.len()
+        )
+    };
+    let refused = [
+        request(format!("rebind.evil.example:{port}"), ""),
+        request(format!("localhost.evil.example:{port}"), ""),
+        request(format!("127.0.0.1:{}", port.wrapping_add(1)), ""),
+        request(
+            format!("127.0.0.1:{port}"),
+            "Origin: http://evil.example\r\n",
+        ),
+        request(format!("127.0.0.1:{port}"), "Origin: null\r\n"),
+        request(
+            format!("127.0.0.1:{port}"),
+            "Sec-Fetch-Site: cross-site\r\n",
+        ),
+    ];
+    for req in &refused {
+        let (status, text) = raw(proxy.addr, req).await;
+        assert_eq!(status, 403, "{req}\n→ {text}");
+        assert!(text.contains("forbidden_host"), "{text}");
+    }
+    let own_origin = format!("Origin: http://127.0.0.1:{port}\r\n");
+    let (status, text) = raw(
+        proxy.addr,
+        &request(format!("127.0.0.1:{port}"), &own_origin),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let (status, _) = raw(proxy.addr, &request(format!("localhost:{port}"), "")).await;
+    assert_eq!(status, 200);
+    let (status, text) = raw(
+        proxy.addr,
+        &format!("GET /health HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 403, "/health is guarded too: {text}");
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "only the two accepted requests reached the upstream"
+    );
+    assert!(
+        proxy.stderr().contains("refused a request"),
+        "{}",
+        proxy.stderr()
+    );
+}
+
+/// The AccessKey rig: the Alibaba Cloud fake mints tokens, the test server accepts only valid
+/// ones, and the proxy runs `--auth ak` with keys in its environment.
+async fn ak_rig(fake: &AliyunFake, server: &TestServer, extra: &[&str]) -> Proxy {
+    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
+    let upstream = format!("http://{}", server.addr());
+    let ims = fake.url();
+    let mut args = vec![
+        "--auth",
+        "ak",
+        "--site-type",
+        "CN",
+        "--ims-endpoint",
+        ims.as_str(),
+        "--upstream-url",
+        upstream.as_str(),
+        "--debug",
+    ];
+    args.extend_from_slice(extra);
+    let env = [
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
+    ];
+    Proxy::start(&args, &env).await
+}
+
+/// Upstream 401 → the credential mints a new token → the request (body kept) is sent once
+/// more and succeeds; the tool runs once; no secret, token or body reaches the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_401_refreshes_the_token_and_retries_once() {
+    let fake = AliyunFake::start().await;
+    let server =
+        TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
+    let proxy = ak_rig(&fake, &server, &[]).await;
+    let url = proxy.url("/accounts/1/custom/t/id/x/mcp");
+    let sid = handshake(&url).await;
+    assert_eq!(fake.mint_count(), 1);
+    // The credential does not re-mint a token younger than 2 s (another request just did).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    fake.revoke_all_tokens();
+    let r = post(&url, Some(&sid), &echo_call(7, "body-marker-7f3a")).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("body-marker-7f3a"));
+    assert_eq!(fake.mint_count(), 2, "one new token");
+    let tokens = fake.minted_tokens();
+    let posts: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.tool.as_deref() == Some("echo"))
+        .collect();
+    assert_eq!(posts.len(), 2, "sent, refused, sent once more");
+    assert_eq!(
+        (posts[0].status, posts[0].bearer()),
+        (Some(401), Some(tokens[0].as_str()))
+    );
+    assert_eq!(
+        (posts[1].status, posts[1].bearer()),
+        (Some(200), Some(tokens[1].as_str()))
+    );
+    assert_eq!(posts[0].body, posts[1].body, "the same body both times");
+    assert_eq!(server.calls("echo"), 1);
+    let logs = proxy.stderr();
+    for secret in fake
+        .secrets()
+        .iter()
+        .map(String::as_str)
+        .chain(["body-marker-7f3a", "client-secret"])
+    {
+        assert!(
+            !logs.contains(secret),
+            "{secret:.12}… reached the logs:\n{logs}"
+        );
+    }
+}
+
+/// A second 401 (after the refresh) goes back to the client as the upstream sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_401_goes_back_to_the_client() {
+    let fake = AliyunFake::start().await;
+    let server =
+        TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
+    let proxy = ak_rig(&fake, &server, &[]).await;
+    let url = proxy.url("/mcp");
+    let sid = handshake(&url).await;
+    let body = r#"{"error":"invalid_token","error_description":"still no"}"#;
+    server.fail_next(Match::tool("echo"), 401, body);
+    server.fail_next(Match::tool("echo"), 401, body);
+    let r = post(&url, Some(&sid), &echo_call(8, "x")).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.text().await.unwrap(), body);
+    let posts = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.tool.is_some())
+        .count();
+    assert_eq!(posts, 2, "one retry, no more");
+    assert_eq!(server.calls("echo"), 0);
+}
+
+/// `GET /health` reports the credential's state and counters, never a secret; a credential
+/// that cannot mint makes it 503 with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_token_state_without_secrets() {
+    let fake = AliyunFake::start().await;
+    let server =
+        TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
+    let proxy = ak_rig(&fake, &server, &[]).await;
+    handshake(&proxy.url("/mcp")).await;
+    let r = http().get(proxy.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let h: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (h["status"].as_str(), h["auth"].as_str()),
+        (Some("ok"), Some("ak")),
+        "{h}"
+    );
+    assert_eq!(h["token"]["state"], "present", "{h}");
+    assert_eq!(h["requests"]["forwarded"], 2, "{h}");
+    for secret in fake.secrets() {
+        assert!(!text.contains(&secret), "/health shows a secret: {text}");
+    }
+    assert!(!text.contains("Bearer"), "{text}");
+
+    let denied = AliyunFake::start().await;
+    denied.add_access_key_without_permission("LTAInoperm", "noperm-secret-abcdef");
+    let upstream = format!("http://{}", server.addr());
+    let proxy = Proxy::start(
+        &[
+            "--auth",
+            "ak",
+            "--site-type",
+            "CN",
+            "--ims-endpoint",
+            &denied.url(),
+            "--upstream-url",
+            &upstream,
+        ],
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAInoperm"),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "noperm-secret-abcdef"),
+        ],
+    )
+    .await;
+    let r = http().get(proxy.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap();
+    let h: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (h["status"].as_str(), h["token"]["state"].as_str()),
+        (Some("degraded"), Some("error")),
+        "{h}"
+    );
+    assert!(
+        h["token"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("AliyunOpenAPIMCPServerStaticCredentialAccess"),
+        "{h}"
+    );
+    assert!(!text.contains("noperm-secret"), "{text}");
+}
+
+/// An unreachable upstream (never up, or killed) is a 502 whose body names the upstream and
+/// the cause; the proxy keeps serving. Without AccessKeys the banner says why no servers are
+/// listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_a_502_with_a_clear_body() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let upstream = format!("http://{closed}");
+    let proxy = Proxy::start(&["--site-type", "CN", "--upstream-url", &upstream], &[]).await;
+    assert!(
+        proxy
+            .banner
+            .contains("not listed (no Alibaba Cloud AccessKeys found"),
+        "{}",
+        proxy.banner
+    );
+    let r = post(&proxy.url("/mcp"), None, INIT).await;
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unreachable", "{body}");
+    assert_eq!(body["upstream"], format!("{upstream}/mcp"), "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("could not reach") && message.contains(&closed.to_string()),
+        "{message}"
+    );
+
+    let (server, proxy) = plain_rig(&[]).await;
+    handshake(&proxy.url("/mcp")).await;
+    server.kill();
+    let r = post(&proxy.url("/mcp"), None, INIT).await;
+    assert_eq!(r.status(), 502);
+    let health: Value = http()
+        .get(proxy.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["requests"]["upstreamErrors"], 1, "{health}");
+}
+
+/// 100 rmcp clients at once, each with its own session, all answered correctly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_clients() {
+    let (server, proxy) = plain_rig(&[]).await;
+    let url = proxy.url("/mcp");
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (client, _logs) = connect(&url).await;
+                let text = format!("client {i}");
+                assert_eq!(
+                    call_text(&client, "echo", json!({"text": text})).await,
+                    text
+                );
+                client.cancel().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(server.calls("echo"), 100);
+    let sessions: std::collections::BTreeSet<_> = server
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.issued_session)
+        .collect();
+    assert_eq!(sessions.len(), 100);
+}
+
+/// SIGTERM: the request in flight still gets its answer, then the proxy exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_zero() {
+    let (server, mut proxy) = plain_rig(&["--shutdown-grace", "20"]).await;
+    let url = proxy.url("/mcp");
+    let sid = handshake(&url).await;
+    let slow = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":700}}}).to_string();
+    let in_flight = tokio::spawn({
+        let (url, sid) = (url.clone(), sid.clone());
+        async move {
+            let r = post(&url, Some(&sid), &slow).await;
+            (r.status(), r.text().await.unwrap())
+        }
+    });
+    server.wait_for_calls("sleep", 1).await;
+    proxy.sigterm();
+    let (status, text) = in_flight.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains("slept 700"), "{text}");
+    assert_eq!(proxy.wait().await, 0, "stderr:\n{}", proxy.stderr());
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "still listening"
+    );
+}
+
+/// Listening on all interfaces prints the warning that every local user and network peer gets
+/// the proxy's cloud identity; loopback clients still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_bind_warns() {
+    let server = TestServer::start().await;
+    let upstream = format!("http://{}", server.addr());
+    let mut proxy = Proxy::start(
+        &[
+            "--host",
+            "0.0.0.0",
+            "--auth",
+            "none",
+            "--upstream-url",
+            &upstream,
+        ],
+        &[],
+    )
+    .await;
+    let warning = proxy.stderr();
+    assert!(
+        warning.contains(
+            "warning: --host 0.0.0.0 is not a loopback address: every local user and network peer"
+        ),
+        "{warning}"
+    );
+    assert!(warning.contains("cloud identity"), "{warning}");
+    handshake(&proxy.url("/mcp")).await;
+    proxy.sigterm();
+    assert_eq!(proxy.wait().await, 0);
+}
+
+/// A ROA fake of OpenAPI Explorer on loopback: `GET /apimcpservers` answers three servers when
+/// the request is ACS3-signed with the test key; any other path answers 200 `{"path": …}`.
+async fn listing_fake() -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let h = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string()
+                        };
+                        let body = if req.uri().path() == "/apimcpservers" {
+                            let signed = h("authorization").starts_with(
+                                "ACS3-HMAC-SHA256 Credential=LTAIproxytest,SignedHeaders=",
+                            ) && h("x-acs-action") == "ListApiMcpServers"
+                                && h("x-acs-version") == "2024-11-30"
+                                && !h("x-acs-signature-nonce").is_empty();
+                            let host = format!("http://{addr}");
+                            if signed {
+                                let servers: Vec<Value> = ["ecs", "oss", "ram"].iter().map(|n| json!({
+                                "id": format!("{n}-id"), "name": n,
+                                "urls": {"mcp": format!("{host}/acs/mcp-server/{n}/mcp"), "sse": format!("{host}/acs/mcp-server/{n}/sse")}
+                            })).collect();
+                                json!({"requestId": "r", "apiMcpServers": servers})
+                            } else {
+                                json!({"Code": "IncompleteSignature", "Message": "not signed"})
+                            }
+                        } else {
+                            json!({"path": req.uri().path()})
+                        };
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from(body.to_string()),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// With AccessKeys the start-up report lists the account's servers (ListApiMcpServers, ACS3
+/// signed) with their proxy URLs and rule status, and names from the list drive the rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_list_is_printed_and_feeds_the_rules() {
+    let fake = AliyunFake::start().await;
+    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
+    let upstream = format!("http://{}", listing_fake().await);
+    let proxy = Proxy::start(
+        &[
+            "--auth",
+            "ak",
+            "--site-type",
+            "CN",
+            "--ims-endpoint",
+            &fake.url(),
+            "--upstream-url",
+            &upstream,
+            "--allowed-servers",
+            "ecs,ram",
+            "--blocked-servers",
+            "ram",
+        ],
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
+        ],
+    )
+    .await;
+    let b = &proxy.banner;
+    assert!(
+        b.contains("available servers (ListApiMcpServers, 3):"),
+        "{b}"
+    );
+    assert!(b.contains(&format!("  - ecs\n      MCP: {0}/acs/mcp-server/ecs/mcp\n      SSE: {0}/acs/mcp-server/ecs/sse\n", proxy.base)), "{b}");
+    assert!(b.contains("  - oss (not in --allowed-servers)\n"), "{b}");
+    assert!(
+        b.contains("  - ram (blocked by --blocked-servers ram)\n"),
+        "{b}"
+    );
+    assert!(!b.contains("proxy-secret"), "{b}");
+    let get = |path: &str| http().get(proxy.url(path)).send();
+    assert_eq!(get("/acs/mcp-server/ecs/mcp").await.unwrap().status(), 200);
+    assert_eq!(get("/acs/mcp-server/ecs/sse").await.unwrap().status(), 200);
+    for denied in [
+        "/acs/mcp-server/oss/mcp",
+        "/acs/mcp-server/ram/mcp",
+        "/acs/mcp-server/ecsx/mcp",
+    ] {
+        assert_eq!(get(denied).await.unwrap().status(), 403, "{denied}");
+    }
+}
+
+/// `proxy --help` documents every flag with its environment variable; a malformed rule or a
+/// plain-http remote upstream is a usage error (exit 2); a port in use is exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_help_and_errors() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .arg("proxy")
+            .args(args)
+            .env_remove("ALIBRIDGE_ALLOWED_SERVERS")
+            .env_remove("ALIBRIDGE_UPSTREAM_URL")
+            .env("HOME", std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for (flag, env) in [
+        ("--host", "ALIBRIDGE_PROXY_HOST"),
+        ("--port", "ALIBRIDGE_PROXY_PORT"),
+        ("--upstream-url", "ALIBRIDGE_UPSTREAM_URL"),
+        ("--allowed-servers", "ALIBRIDGE_ALLOWED_SERVERS"),
+        ("--blocked-servers", "ALIBRIDGE_BLOCKED_SERVERS"),
+        ("--allowed-hosts", "ALIBRIDGE_PROXY_ALLOWED_HOSTS"),
+        ("--auth", "ALIBRIDGE_AUTH"),
+        ("--site-type", "ALIBRIDGE_SITE_TYPE"),
+        ("--allow-http", "ALIBRIDGE_ALLOW_HTTP"),
+        ("--connect-timeout", "ALIBRIDGE_CONNECT_TIMEOUT"),
+        ("--shutdown-grace", "ALIBRIDGE_SHUTDOWN_GRACE"),
+        ("--debug", "ALIBRIDGE_DEBUG"),
+        ("--log-file", "ALIBRIDGE_LOG_FILE"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag} / {env}:\n{help}"
+        );
+    }
+    let bad_rule = run(&["--blocked-servers", "a/b"]);
+    assert_eq!(bad_rule.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_rule.stderr).contains("a/b"));
+    let plain = run(&["--upstream-url", "http://example.com", "--auth", "none"]);
+    assert_eq!(plain.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("refusing plain http"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let busy = run(&[
+        "--port",
+        &port,
+        "--auth",
+        "none",
+        "--upstream-url",
+        "http://127.0.0.1:9",
+    ]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("cannot listen on 127.0.0.1:"));
+}
