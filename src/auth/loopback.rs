@@ -1,6 +1,8 @@
 //! The loopback redirect target of a browser authorization: a one-purpose HTTP listener on
 //! 127.0.0.1, bound *before* the browser opens so the redirect can never miss it. It answers
-//! the callback path with a small page, checks `state`, and hands back the code or the error.
+//! the callback path with a small page, checks `state` (and whatever else the caller checks,
+//! such as RFC 9207 `iss`), and hands back the code or the error. Nothing a request carries is
+//! echoed into the page unescaped.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,13 +19,36 @@ pub const CALLBACK_PATH: &str = "/oauth/callback";
 /// What came back from the browser.
 #[derive(Debug)]
 pub enum Callback {
-    /// The user approved: an authorization code (with the expected `state`).
-    Code(Secret),
+    /// The user approved: an authorization code (with the expected `state`), and the RFC 9207
+    /// `iss` of the server that issued it, when it said.
+    Code { code: Secret, iss: Option<String> },
     /// The server reported an error (`access_denied`, `invalid_client`, …).
     Error {
         error: String,
         description: Option<String>,
+        iss: Option<String>,
     },
+    /// The caller's check refused an otherwise well-formed callback; the reason, for the user.
+    Refused(String),
+}
+
+impl Callback {
+    /// Reads a callback's query parameters (`state` already checked).
+    pub fn from_params(params: &HashMap<String, String>) -> Option<Callback> {
+        let iss = params.get("iss").cloned();
+        if let Some(error) = params.get("error") {
+            return Some(Callback::Error {
+                error: error.clone(),
+                description: params.get("error_description").cloned(),
+                iss,
+            });
+        }
+        let code = params.get("code")?;
+        Some(Callback::Code {
+            code: Secret::new(code.clone()),
+            iss,
+        })
+    }
 }
 
 /// A bound callback listener.
@@ -46,8 +71,14 @@ impl Listener {
     }
 
     /// Serves requests until a callback carrying `state` arrives. Callbacks with another state
-    /// (a stale tab, a forged link) get an explanatory page and are otherwise ignored.
-    pub async fn wait(&self, state: &str) -> std::io::Result<Callback> {
+    /// (a stale tab, a forged link) get an explanatory page and are otherwise ignored. `check`
+    /// may refuse the callback (its message is shown on the page and returned as
+    /// [`Callback::Refused`]).
+    pub async fn wait(
+        &self,
+        state: &str,
+        check: impl Fn(&Callback) -> Result<(), String>,
+    ) -> std::io::Result<Callback> {
         loop {
             let (mut conn, _) = self.listener.accept().await?;
             let Some(target) = read_request_target(&mut conn).await else {
@@ -70,30 +101,36 @@ impl Listener {
                 respond(&mut conn, 400, "Stale link", "This sign-in link is not the one alibridge is waiting for. Close this tab and use the latest link.").await;
                 continue;
             }
-            if let Some(error) = params.get("error") {
-                let description = params.get("error_description").cloned();
-                let text = format!("Authorization failed: {error}. You can close this tab and return to the terminal.");
-                respond(&mut conn, 200, "Authorization failed", &text).await;
-                return Ok(Callback::Error {
-                    error: error.clone(),
-                    description,
-                });
+            let Some(callback) = Callback::from_params(&params) else {
+                respond(
+                    &mut conn,
+                    400,
+                    "Missing code",
+                    "The redirect carried neither a code nor an error.",
+                )
+                .await;
+                continue;
+            };
+            if let Err(why) = check(&callback) {
+                let text =
+                    format!("alibridge refused this sign-in: {why}. You can close this tab.");
+                respond(&mut conn, 400, "Sign-in refused", &text).await;
+                return Ok(Callback::Refused(why));
             }
-            match params.get("code") {
-                Some(code) => {
-                    respond(&mut conn, 200, "Authorized", "Authorization complete. You can close this tab and return to the terminal.").await;
-                    return Ok(Callback::Code(Secret::new(code.clone())));
+            match &callback {
+                Callback::Error { error, .. } => {
+                    let text = format!("Authorization failed: {error}. You can close this tab and return to the terminal.");
+                    respond(&mut conn, 200, "Authorization failed", &text).await;
                 }
-                None => {
-                    respond(
-                        &mut conn,
-                        400,
-                        "Missing code",
-                        "The redirect carried neither a code nor an error.",
-                    )
-                    .await
-                }
+                _ => respond(
+                    &mut conn,
+                    200,
+                    "Authorized",
+                    "Authorization complete. You can close this tab and return to the terminal.",
+                )
+                .await,
             }
+            return Ok(callback);
         }
     }
 }
@@ -122,6 +159,7 @@ async fn read_request_target(conn: &mut TcpStream) -> Option<String> {
 }
 
 async fn respond(conn: &mut TcpStream, status: u16, title: &str, text: &str) {
+    let (title, text) = (html_escape(title), html_escape(text));
     let body = format!(
         "<!doctype html><meta charset=utf-8><title>alibridge: {title}</title>\
          <body style=\"font-family:sans-serif;margin:3em\"><h2>{title}</h2><p>{text}</p></body>"
@@ -138,38 +176,25 @@ async fn respond(conn: &mut TcpStream, status: u16, title: &str, text: &str) {
 
 /// Decodes `a=1&b=x%20y` (`+` is a space, as in form encoding).
 pub fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
+    url::form_urlencoded::parse(q.as_bytes())
+        .into_owned()
         .collect()
 }
 
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
+/// Escapes text for an HTML page (element content and quoted attributes).
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
         }
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    out
 }
 
 #[cfg(test)]
@@ -207,7 +232,7 @@ mod tests {
                 s
             }
         };
-        let waiter = tokio::spawn(async move { l.wait("good").await.unwrap() });
+        let waiter = tokio::spawn(async move { l.wait("good", |_| Ok(())).await.unwrap() });
         assert!(get("/favicon.ico".into()).await.starts_with("HTTP/1.1 404"));
         assert!(get(format!("{CALLBACK_PATH}?code=c&state=bad"))
             .await
@@ -216,7 +241,43 @@ mod tests {
             .await
             .starts_with("HTTP/1.1 200"));
         match waiter.await.unwrap() {
-            Callback::Code(c) => assert_eq!(c.expose(), "c0de"),
+            Callback::Code { code, iss } => {
+                assert_eq!(code.expose(), "c0de");
+                assert_eq!(iss, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn echoed_values_are_escaped_and_a_refused_callback_says_why() {
+        let l = Listener::bind(0).await.unwrap();
+        let addr = l.redirect_uri()[7..].split('/').next().unwrap().to_string();
+        let waiter = tokio::spawn(async move {
+            l.wait("s", |cb| match cb {
+                Callback::Code { iss, .. } if iss.as_deref() != Some("https://as.example") => {
+                    Err(format!("the answer came from issuer {iss:?}"))
+                }
+                _ => Ok(()),
+            })
+            .await
+            .unwrap()
+        });
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        let evil = "%3Cscript%3Ealert(1)%3C%2Fscript%3E";
+        c.write_all(
+            format!("GET {CALLBACK_PATH}?code=c&state=s&iss={evil} HTTP/1.1\r\nHost: x\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut page = String::new();
+        c.read_to_string(&mut page).await.unwrap();
+        assert!(page.starts_with("HTTP/1.1 400"), "{page}");
+        assert!(!page.contains("<script>"), "unescaped: {page}");
+        assert!(page.contains("&lt;script&gt;"), "{page}");
+        match waiter.await.unwrap() {
+            Callback::Refused(why) => assert!(why.contains("<script>"), "{why}"),
             other => panic!("{other:?}"),
         }
     }

@@ -71,6 +71,11 @@ pub trait Credential: Send + Sync {
     /// Called when the upstream answered 401 or 403. Returns [`Retry::Once`] when the
     /// credential has changed so resending makes sense.
     fn rejected<'a>(&'a self, rejection: &'a Rejection) -> BoxFuture<'a, Result<Retry, AuthError>>;
+
+    /// Called when the upstream answered a request that carried `authorization` with anything
+    /// but 401/403. OAuth uses it to tell a revoked token (it worked once) from a server that
+    /// never accepts its authorization server's tokens. Must be cheap: it runs per response.
+    fn accepted(&self, _authorization: Option<&reqwest::header::HeaderValue>) {}
 }
 
 /// The chosen credential and the one line that tells the user why.

@@ -13,7 +13,9 @@ pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let home = super::state_home()?;
     let store = TokenStore::new(&home, args.token_store);
     let servers: Vec<String> = if args.all {
-        store.list().into_iter().map(|r| r.server).collect()
+        let mut all: Vec<String> = store.list().into_iter().map(|r| r.server).collect();
+        all.dedup();
+        all
     } else {
         let raw = args.url.as_deref().unwrap_or_default();
         let url = config::parse_url(raw, true).map_err(UsageError::from)?;
@@ -25,7 +27,7 @@ pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     }
     let mut missing = false;
     for s in servers {
-        if store.delete(&s)? {
+        if store.delete(&s, None)? {
             println!("signed out of {s}");
         } else {
             println!("no stored sign-in for {s} (see `alibridge status`)");

@@ -60,7 +60,7 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(300));
-    let outcome = match tokio::time::timeout(timeout, listener.wait(&state)).await {
+    let outcome = match tokio::time::timeout(timeout, listener.wait(&state, |_| Ok(()))).await {
         Err(_) => {
             println!("no answer: the browser did not come back within {} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", args.timeout, site.flag_value());
             return Ok(ExitCode::from(3));
@@ -74,7 +74,7 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
 fn verdict(cb: Callback, site: Site, client_id: &str) -> ExitCode {
     let site_flag = site.flag_value();
     match cb {
-        Callback::Code(_) => {
+        Callback::Code { .. } => {
             println!(
                 "authorized: application {client_id} is authorized for this account. AccessKey \
                  credentials (--auth ak) can now mint OpenAPI MCP tokens; the RAM identity also \
@@ -82,7 +82,13 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Callback::Error { error, description } => {
+        Callback::Refused(why) => {
+            println!("failed: {why}. Run the check again.");
+            ExitCode::from(1)
+        }
+        Callback::Error {
+            error, description, ..
+        } => {
             let detail = description.map(|d| format!(" ({d})")).unwrap_or_default();
             match error.as_str() {
                 "access_denied" => println!(

@@ -24,7 +24,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     for meta in records {
         // Secrets are loaded only to read the identity claims of a JWT access token.
-        let full = store.load(&meta.server).ok().flatten();
+        let full = store.load(&meta.server, Some(&meta.issuer)).ok().flatten();
         let identity = full
             .as_ref()
             .and_then(|r| r.secrets.access_token.as_deref())
@@ -66,10 +66,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     match access_key::chain::resolve(&input) {
         Ok(r) => println!("AccessKeys (--auth ak/auto): {}", r.source.describe()),
-        Err(e) => println!(
-            "AccessKeys (--auth ak/auto): none usable: {}",
-            e.to_string().lines().next().unwrap_or_default()
-        ),
+        // The whole message: it lists every place that was looked at, in order.
+        Err(e) => println!("AccessKeys (--auth ak/auto): none usable: {e}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,8 +8,11 @@
 //! ```
 //!
 //! Each message gets its own task, so one slow request never delays another; messages of one
-//! response stream are delivered in the order the server sent them.
+//! response stream are delivered in the order the server sent them. The handshake
+//! (`initialize`, `notifications/initialized`) is the exception: [`order`] keeps later
+//! messages behind it.
 
+pub mod order;
 pub mod outbox;
 
 use std::future::Future;
@@ -23,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
+use self::order::Order;
 pub use self::outbox::Outbox;
 use crate::jsonrpc::{self, Id, Kind, Message};
 use crate::stdio::{self, LineReader};
@@ -71,12 +75,15 @@ where
     let upstream = Arc::new(connect(outbox.clone()));
     let mut reader = LineReader::new(stdin);
     let mut tasks = JoinSet::new();
+    let mut order = Order::new();
     tokio::pin!(shutdown);
 
     let reason = loop {
         tokio::select! {
             line = reader.next_line() => match line {
-                Ok(Some(line)) => on_line(line, &upstream, &outbox, limits, &mut tasks).await,
+                Ok(Some(line)) => {
+                    on_line(line, &upstream, &outbox, limits, &mut order, &mut tasks).await
+                }
                 Ok(None) => break QuitReason::InputClosed,
                 Err(e) => break QuitReason::InputError(e),
             },
@@ -117,6 +124,7 @@ async fn on_line(
     upstream: &Arc<Upstream>,
     outbox: &Arc<Outbox>,
     limits: Limits,
+    order: &mut Order,
     tasks: &mut JoinSet<()>,
 ) {
     let msg = match Message::parse(line) {
@@ -152,8 +160,10 @@ async fn on_line(
                                     method = msg.method.as_deref().unwrap_or("(response)"));
     let upstream = upstream.clone();
     let outbox = outbox.clone();
+    let mut ticket = order.ticket(&msg);
     tasks.spawn(
         async move {
+            ticket.wait().await;
             debug!(bytes = msg.bytes.len(), "forwarding");
             let (kind, id) = (msg.kind, msg.id.clone());
             let sent = upstream.send(msg);
@@ -178,6 +188,7 @@ async fn on_line(
                     }
                 }
             }
+            drop(ticket);
         }
         .instrument(span),
     );

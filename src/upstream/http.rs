@@ -100,7 +100,12 @@ impl HttpClient {
                     }
                     return Ok(resp);
                 }
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    if !matches!(resp.status().as_u16(), 401 | 403) {
+                        self.credential.accepted(sent_auth.as_ref());
+                    }
+                    return Ok(resp);
+                }
                 Err(e) if e.is_connect() && !connect_retried => {
                     warn!(url = %display_url(url), error = %describe(&e), "connect failed; retrying once");
                     connect_retried = true;

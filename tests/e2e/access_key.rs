@@ -479,6 +479,13 @@ async fn token_revoked_right_after_minting_is_reminted() {
     rig.fake.add_access_key(AK_ID, AK_SECRET);
     let mut bridge = rig.spawn("CN", &[], &env_keys(AK_ID, AK_SECRET));
     bridge.initialize().await;
+    // The call waits for `notifications/initialized` (handshake order); revoke only once that
+    // was accepted, so the call is the first request to meet the revocation.
+    rig.server
+        .wait_for_request(|r| {
+            r.rpc_method.as_deref() == Some("notifications/initialized") && r.status == Some(202)
+        })
+        .await;
     rig.fake.revoke_all_tokens();
     let resp = bridge.call_tool(1, "sleep", json!({"ms": 1})).await;
     finish(bridge).await;

@@ -14,6 +14,10 @@ mod everything;
 mod faults;
 /// `--auth oauth` against a local authorization server; `login` / `status` / `logout`.
 mod oauth;
+/// OAuth renewals coordinated by token generation: races of calls, streams and processes.
+mod oauth_race;
+/// OAuth trust boundaries: `iss`, resource metadata, issuer-keyed sign-ins.
+mod oauth_trust;
 /// `alibridge proxy`: rmcp client and server-everything through the local HTTP proxy, access
 /// rules, Host/Origin guard, 401 refresh, failures, concurrency, shutdown.
 mod proxy;

@@ -22,7 +22,7 @@ const CLIENT_SECRET: &str = "pre-registered-Secret-7Hq2Vx9Lm4Kz8Rt1";
 const CLIENT_ID: &str = "alibridge-confidential-client";
 
 /// A temporary `HOME` (with `ALIBRIDGE_HOME` = `<it>/.alibridge`), removed on drop.
-struct TempHome(PathBuf);
+pub(crate) struct TempHome(PathBuf);
 
 impl TempHome {
     fn new(tag: &str) -> TempHome {
@@ -35,17 +35,17 @@ impl TempHome {
         TempHome(dir)
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
     /// `<ALIBRIDGE_HOME>/oauth`, where the file store keeps its records.
-    fn store_dir(&self) -> PathBuf {
+    pub(crate) fn store_dir(&self) -> PathBuf {
         self.0.join(".alibridge").join("oauth")
     }
 
     /// The stored sign-in records (`*.json`).
-    fn records(&self) -> Vec<PathBuf> {
+    pub(crate) fn records(&self) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(self.store_dir()) else {
             return Vec::new();
         };
@@ -68,7 +68,7 @@ impl Drop for TempHome {
 /// The `$BROWSER` of a test: a script that logs the URL it is given, then GETs it with curl,
 /// following the authorization server's 302 to the loopback callback. `idle` is a second
 /// script that only logs: a user who never finishes signing in.
-struct Browser {
+pub(crate) struct Browser {
     script: String,
     idle: String,
     log: PathBuf,
@@ -104,7 +104,7 @@ impl Browser {
     }
 
     /// The URLs the bridge asked the browser to open, in order.
-    fn opened(&self) -> Vec<String> {
+    pub(crate) fn opened(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -114,19 +114,19 @@ impl Browser {
 }
 
 /// The authorization server, the protected MCP server, a temp `HOME` and a browser.
-struct Rig {
-    oauth: OAuthServer,
-    mcp: ProtectedMcp,
-    home: TempHome,
-    browser: Browser,
+pub(crate) struct Rig {
+    pub(crate) oauth: OAuthServer,
+    pub(crate) mcp: ProtectedMcp,
+    pub(crate) home: TempHome,
+    pub(crate) browser: Browser,
 }
 
 impl Rig {
-    async fn start(tag: &str) -> Rig {
+    pub(crate) async fn start(tag: &str) -> Rig {
         Self::start_with(tag, AsOptions::default(), ProtectedOptions::default()).await
     }
 
-    async fn start_with(tag: &str, a: AsOptions, p: ProtectedOptions) -> Rig {
+    pub(crate) async fn start_with(tag: &str, a: AsOptions, p: ProtectedOptions) -> Rig {
         let oauth = OAuthServer::start_with(a).await;
         let mcp = ProtectedMcp::start(&oauth, p).await;
         let home = TempHome::new(tag);
@@ -141,7 +141,7 @@ impl Rig {
 
     /// `<mcp url> --token-store file --auth-timeout 15` + `extra` (a sign-in that cannot
     /// complete then fails before the harness gives up on the bridge).
-    fn args(&self, extra: &[&str]) -> Vec<String> {
+    pub(crate) fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             self.mcp.url(),
             "--token-store".into(),
@@ -154,14 +154,14 @@ impl Rig {
     }
 
     /// Spawns a bridge with `--auth oauth` + `extra`, `$BROWSER` = the test browser.
-    fn spawn(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
+    pub(crate) fn spawn(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
         let mut args = vec!["--auth", "oauth"];
         args.extend_from_slice(extra);
         self.spawn_raw(&args, env)
     }
 
     /// Spawns a bridge with exactly `self.args(extra)`.
-    fn spawn_raw(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
+    pub(crate) fn spawn_raw(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
         let mut all: Vec<(&str, &str)> = vec![("BROWSER", self.browser.script.as_str())];
         all.extend_from_slice(env);
         Bridge::spawn_isolated(self.args(extra), all, self.home.path())
@@ -169,7 +169,7 @@ impl Rig {
 
     /// Runs `alibridge <args>` (a command such as `status`) isolated like the bridges; returns
     /// (exit code, stdout, stderr).
-    async fn command(&self, args: &[&str]) -> (i32, String, String) {
+    pub(crate) async fn command(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = self.command_builder(args);
         cmd.stdin(Stdio::null());
         let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
@@ -183,7 +183,7 @@ impl Rig {
         )
     }
 
-    fn command_builder(&self, args: &[&str]) -> tokio::process::Command {
+    pub(crate) fn command_builder(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(bin());
         cmd.args(args);
         for name in inherited_vars_to_scrub() {
@@ -197,7 +197,7 @@ impl Rig {
     }
 
     /// Signs in with a first bridge (initialize + one call) and stops it; returns its stderr.
-    async fn sign_in_once(&self) -> String {
+    pub(crate) async fn sign_in_once(&self) -> String {
         let mut b = self.spawn(&[], &[]);
         b.initialize().await;
         echo(self, &mut b, 1, "hi").await;
@@ -207,7 +207,7 @@ impl Rig {
 
 /// Calls `echo {text}` and asserts it answers `text`; on failure, panics with what the
 /// authorization server and the protected server saw, and the bridge's stderr.
-async fn echo(rig: &Rig, b: &mut Bridge, id: i64, text: &str) {
+pub(crate) async fn echo(rig: &Rig, b: &mut Bridge, id: i64, text: &str) {
     let resp = b.call_tool(id, "echo", json!({"text": text})).await;
     if resp["result"]["content"][0]["text"] == text {
         return;
@@ -248,7 +248,7 @@ async fn echo(rig: &Rig, b: &mut Bridge, id: i64, text: &str) {
 }
 
 /// Closes stdin, drains stdout, asserts exit 0 and one answer per id; returns stderr.
-async fn finish(mut bridge: Bridge) -> String {
+pub(crate) async fn finish(mut bridge: Bridge) -> String {
     bridge.close_stdin();
     bridge.drain().await;
     let code = bridge.wait().await;
@@ -264,7 +264,7 @@ async fn finish(mut bridge: Bridge) -> String {
 }
 
 /// The message of a bridge-made JSON-RPC error of kind `auth`.
-fn auth_error(resp: &Value) -> String {
+pub(crate) fn auth_error(resp: &Value) -> String {
     assert_eq!(resp["error"]["code"], -32000, "not a bridge error: {resp}");
     assert_eq!(
         resp["error"]["data"]["alibridge"]["kind"], "auth",
@@ -274,7 +274,7 @@ fn auth_error(resp: &Value) -> String {
 }
 
 /// Waits (up to 30 s, polling) until `cond` holds.
-async fn until(what: &str, cond: impl Fn() -> bool) {
+pub(crate) async fn until(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
@@ -284,7 +284,7 @@ async fn until(what: &str, cond: impl Fn() -> bool) {
 
 /// Panics if any secret the authorization server handled (tokens, codes, verifiers, client
 /// secrets) appears in `text`.
-fn assert_no_secrets(oauth: &OAuthServer, text: &str, what: &str) {
+pub(crate) fn assert_no_secrets(oauth: &OAuthServer, text: &str, what: &str) {
     assert!(!oauth.secrets().is_empty(), "the server handled no secrets");
     if let Some(s) = oauth.leaked_in(text) {
         panic!("{what} contains the secret {s:?}:\n{text}");
@@ -380,9 +380,11 @@ async fn first_sign_in_through_the_browser() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     assert!(
-        name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()),
-        "the record is named by the server alone (no version in the path): {name}"
+        name.split_once('-')
+            .is_some_and(|(server, issuer)| hex(server, 24) && hex(issuer, 12)),
+        "the record is named by the server and the issuer (no version in the path): {name}"
     );
     let mode = std::fs::metadata(&records[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "record file mode {mode:o}");
@@ -1031,6 +1033,11 @@ async fn three_bridges_refreshing_at_once_use_the_refresh_token_once() {
     );
     assert!(refreshes[0].ok());
     assert_eq!(rig.oauth.authorize_count(), 1, "no new sign-in");
+    assert_eq!(
+        rig.oauth.refresh_reuse_count(),
+        0,
+        "no refresh token used twice"
+    );
 }
 
 /// Two requests meeting a 401 at once in one bridge start one sign-in, not two.

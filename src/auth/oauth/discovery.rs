@@ -3,11 +3,18 @@
 //!
 //! 1. The 401's `WWW-Authenticate` (`resource_metadata`, `scope`, `error`).
 //! 2. Protected Resource Metadata (RFC 9728): the header's URL, else the path-inserted
-//!    well-known URL, else the root one. Its `resource` must match the server.
+//!    well-known URL, else the root one. Its `resource` is required and must be the server's
+//!    URL (or a path-segment prefix of it, RFC 9728 §3.3 / §7.3).
 //! 3. Authorization Server Metadata (RFC 8414, then OpenID Connect discovery), with the
 //!    path-variant URLs for issuers that have a path. Its `issuer` must match.
-//! 4. No metadata at all (2025-03-26 servers): the server's origin is the authorization server
+//! 4. No metadata at all (2025-03-26 servers): the metadata at the server's origin, whose
+//!    issuer may carry a path on that same origin; else the origin is the authorization server
 //!    with the default endpoints `/authorize`, `/token`, `/register`.
+//!
+//! Trust rules, checked on everything discovery returns: every endpoint that will receive a
+//! code, a verifier, a refresh token or a client secret (authorization, token, registration,
+//! revocation) is `https`; plain `http` and loopback hosts are accepted only when the MCP server
+//! itself is on loopback, and then only on loopback.
 
 use std::time::Duration;
 
@@ -107,6 +114,12 @@ pub struct AuthServer {
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     pub client_id_metadata_document_supported: bool,
+    /// RFC 7009; not used yet, but checked like the others so a later use inherits the rule.
+    #[serde(default)]
+    pub revocation_endpoint: Option<Url>,
+    /// RFC 9207: the server names itself (`iss`) in every authorization response.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// Everything discovery found.
@@ -142,11 +155,19 @@ pub async fn discover(
 ) -> Result<Discovered, OAuthError> {
     let resource = canonical_resource(server);
     let prm = protected_resource(http, server, challenge).await?;
-    if let Some(declared) = prm.as_ref().and_then(|p| p.resource.as_deref()) {
-        if !resource_matches(declared, &resource) {
-            return Err(OAuthError::Discovery(format!(
-                "the server's protected resource metadata names resource {declared:?}, which does not match {resource}; refusing to send a token for another resource"
-            )));
+    if let Some(prm) = &prm {
+        match prm.resource.as_deref() {
+            Some(declared) if resource_matches(declared, &resource) => {}
+            Some(declared) => {
+                return Err(OAuthError::Discovery(format!(
+                    "the server's protected resource metadata names resource {declared:?}, which does not match {resource}; refusing to send a token for another resource"
+                )))
+            }
+            None => {
+                return Err(OAuthError::Discovery(format!(
+                    "the server's protected resource metadata has no `resource` (RFC 9728 requires it), so it cannot be told apart from another server's; refusing it. Report this to the operator of {resource}"
+                )))
+            }
         }
     }
     let issuer = match prm.as_ref().and_then(|p| p.authorization_servers.first()) {
@@ -155,12 +176,8 @@ pub async fn discover(
         })?,
         None => origin(server),
     };
-    if issuer.scheme() != "https" && !crate::config::is_loopback(&issuer) {
-        return Err(OAuthError::Discovery(format!(
-            "the authorization server {issuer} is not https; refusing it"
-        )));
-    }
-    let server_meta = match auth_server_metadata(http, &issuer).await? {
+    check_endpoint("authorization server", &issuer, server)?;
+    let server_meta = match auth_server_metadata(http, &issuer, prm.is_none()).await? {
         Some(m) => m,
         None if prm.is_none() => legacy_defaults(&issuer),
         None => {
@@ -169,6 +186,25 @@ pub async fn discover(
             )))
         }
     };
+    for (what, url) in [
+        (
+            "authorization endpoint",
+            Some(&server_meta.authorization_endpoint),
+        ),
+        ("token endpoint", Some(&server_meta.token_endpoint)),
+        (
+            "registration endpoint",
+            server_meta.registration_endpoint.as_ref(),
+        ),
+        (
+            "revocation endpoint",
+            server_meta.revocation_endpoint.as_ref(),
+        ),
+    ] {
+        if let Some(url) = url {
+            check_endpoint(what, url, server)?;
+        }
+    }
     let methods = server_meta
         .code_challenge_methods_supported
         .clone()
@@ -184,6 +220,27 @@ pub async fn discover(
         resource_scopes: prm.and_then(|p| p.scopes_supported),
         server: server_meta,
     })
+}
+
+/// The trust rule for an OAuth endpoint of the MCP server `server` (see the module comment).
+fn check_endpoint(what: &str, url: &Url, server: &Url) -> Result<(), OAuthError> {
+    use crate::config::is_loopback;
+    let shown = crate::upstream::error::display_url(url);
+    if is_loopback(url) && !is_loopback(server) {
+        return Err(OAuthError::Discovery(format!(
+            "the {what} {shown} is on this machine, but the MCP server {} is not; a remote server may not send \
+             sign-in secrets to a local address, so alibridge refuses it. Report this to the server's operator",
+            crate::upstream::error::display_url(server)
+        )));
+    }
+    let local_pair = is_loopback(url) && is_loopback(server);
+    if url.scheme() != "https" && !(url.scheme() == "http" && local_pair) {
+        return Err(OAuthError::Discovery(format!(
+            "the {what} {shown} is not https; codes and tokens would cross the network in the clear, so alibridge refuses it \
+             (plain http is accepted only when the MCP server and the authorization server are both on this machine)"
+        )));
+    }
+    Ok(())
 }
 
 /// A declared resource matches when it equals ours or is a path-segment prefix of it.
@@ -245,10 +302,15 @@ async fn protected_resource(
     Ok(None)
 }
 
-/// RFC 8414 then OIDC, path-aware, in the spec's order; the `issuer` must match.
+/// RFC 8414 then OIDC, path-aware, in the spec's order; the `issuer` must match. `fallback`:
+/// `issuer` is only the server's origin, guessed because there is no resource metadata
+/// (2025-03-26): metadata there may name an issuer with a path on the same origin, which is
+/// accepted (the MCP conformance scenario `auth/2025-03-26-oauth-metadata-backcompat`); an
+/// issuer on another origin is still refused.
 async fn auth_server_metadata(
     http: &reqwest::Client,
     issuer: &Url,
+    fallback: bool,
 ) -> Result<Option<AuthServer>, OAuthError> {
     let path = issuer.path().trim_end_matches('/');
     let base = origin(issuer);
@@ -272,7 +334,11 @@ async fn auth_server_metadata(
     let expected = issuer.as_str().trim_end_matches('/');
     for url in candidates {
         if let Some(meta) = get_json::<AuthServer>(http, &url).await? {
-            if meta.issuer.trim_end_matches('/') != expected {
+            let same_origin_with_path = fallback
+                && Url::parse(&meta.issuer).is_ok_and(|i| {
+                    i.origin() == issuer.origin() && i.query().is_none() && i.fragment().is_none()
+                });
+            if meta.issuer.trim_end_matches('/') != expected && !same_origin_with_path {
                 return Err(OAuthError::Discovery(format!(
                     "the metadata at {url} names issuer {:?}, not {expected}; refusing a mismatched authorization server",
                     meta.issuer
@@ -297,6 +363,8 @@ fn legacy_defaults(origin: &Url) -> AuthServer {
         code_challenge_methods_supported: Some(vec!["S256".into()]),
         token_endpoint_auth_methods_supported: None,
         client_id_metadata_document_supported: false,
+        revocation_endpoint: None,
+        authorization_response_iss_parameter_supported: false,
     }
 }
 
@@ -371,6 +439,35 @@ mod tests {
             "https://evil.example/mcp",
             "https://h.example/mcp"
         ));
+    }
+
+    #[test]
+    fn endpoints_must_be_https_and_local_only_for_a_local_server() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let remote = u("https://mcp.example.com/mcp");
+        let local = u("http://127.0.0.1:8080/mcp");
+        assert!(check_endpoint(
+            "token endpoint",
+            &u("https://as.example.com/token"),
+            &remote
+        )
+        .is_ok());
+        let e = check_endpoint("token endpoint", &u("http://as.example.com/token"), &remote)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not https") && e.contains("token endpoint"),
+            "{e}"
+        );
+        let e = check_endpoint("token endpoint", &u("https://127.0.0.1/token"), &remote)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("on this machine"), "{e}");
+        assert!(check_endpoint("token endpoint", &u("https://localhost:9/t"), &remote).is_err());
+        assert!(check_endpoint("token endpoint", &u("http://127.0.0.2:9/t"), &local).is_ok());
+        assert!(check_endpoint("token endpoint", &u("https://as.example.com/t"), &local).is_ok());
+        assert!(check_endpoint("token endpoint", &u("http://as.example.com/t"), &local).is_err());
+        assert!(check_endpoint("token endpoint", &u("ftp://127.0.0.1/t"), &local).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::io::AsyncBufReadExt;
 use tracing::{debug, info};
 
 use super::discovery::Discovered;
-use super::store::{Record, Registration, Secrets};
+use super::store::{same_issuer, Record, Registration, Secrets};
 use super::tokens::{self, ClientAuth, Tokens};
 use super::{OAuthConfig, OAuthError};
 use crate::auth::loopback::{parse_query, Callback, Listener};
@@ -228,10 +228,11 @@ pub async fn authorize(
     if paste {
         eprintln!("alibridge: after approving, if the browser cannot reach this machine, paste the address it ended on (or the code) here:");
     }
+    let check = |cb: &Callback| check_issuer(disc, cb);
     let waited = tokio::time::timeout(cfg.auth_timeout, async {
         tokio::select! {
-            r = listener.wait(&state) => r.map_err(|e| OAuthError::Callback(e.to_string())),
-            r = read_pasted(&state), if paste => r,
+            r = listener.wait(&state, check) => r.map_err(|e| OAuthError::Callback(e.to_string())),
+            r = read_pasted(&state, &check), if paste => r,
         }
     })
     .await
@@ -243,10 +244,11 @@ pub async fn authorize(
         ))
     })??;
     let code = match waited {
-        Callback::Code(c) => c,
-        Callback::Error { error, description } => {
-            return Err(OAuthError::Denied { error, description })
-        }
+        Callback::Code { code, .. } => code,
+        Callback::Error {
+            error, description, ..
+        } => return Err(OAuthError::Denied { error, description }),
+        Callback::Refused(why) => return Err(OAuthError::Callback(why)),
     };
     let client_auth = ClientAuth::choose(
         client.secret.is_some(),
@@ -270,8 +272,34 @@ pub async fn authorize(
     Ok((t, redirect))
 }
 
-/// Reads a pasted redirect URL (`…?code=…&state=…`) or a bare code from the terminal.
-async fn read_pasted(state: &str) -> Result<Callback, OAuthError> {
+/// RFC 9207: the authorization response names its issuer; a different one means the code may
+/// belong to another authorization server (a mix-up attack), so it is never exchanged. A server
+/// that advertises `authorization_response_iss_parameter_supported` must send it.
+fn check_issuer(disc: &Discovered, cb: &Callback) -> Result<(), String> {
+    let iss = match cb {
+        Callback::Code { iss, .. } | Callback::Error { iss, .. } => iss.as_deref(),
+        Callback::Refused(_) => return Ok(()),
+    };
+    let expected = &disc.server.issuer;
+    match iss {
+        Some(i) if !same_issuer(i, expected) => Err(format!(
+            "the sign-in answer says it comes from the authorization server {i:?}, not {expected:?} which alibridge asked; \
+             the code was not used (a mix-up attack or a misconfigured server). Sign in again; if this repeats, report it to the server's operator"
+        )),
+        None if disc.server.authorization_response_iss_parameter_supported => Err(format!(
+            "the authorization server {expected} promises to name itself in its answer (RFC 9207 iss) but did not; \
+             the code was not used. Sign in again; if this repeats, report it to the server's operator"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a pasted redirect URL (`…?code=…&state=…`) or a bare code from the terminal. A bare
+/// code carries no `iss`, so it is accepted only from servers that do not promise one.
+async fn read_pasted(
+    state: &str,
+    check: &impl Fn(&Callback) -> Result<(), String>,
+) -> Result<Callback, OAuthError> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim();
@@ -284,19 +312,24 @@ async fn read_pasted(state: &str) -> Result<Callback, OAuthError> {
                 eprintln!("alibridge: that address belongs to another sign-in (state differs); paste the latest one");
                 continue;
             }
-            if let Some(error) = p.get("error") {
-                return Ok(Callback::Error {
-                    error: error.clone(),
-                    description: p.get("error_description").cloned(),
-                });
-            }
-            if let Some(code) = p.get("code") {
-                return Ok(Callback::Code(Secret::new(code.clone())));
-            }
-            eprintln!("alibridge: no code in that address; paste the full address or the code");
+            let Some(cb) = Callback::from_params(&p) else {
+                eprintln!("alibridge: no code in that address; paste the full address or the code");
+                continue;
+            };
+            return Ok(match check(&cb) {
+                Ok(()) => cb,
+                Err(why) => Callback::Refused(why),
+            });
+        }
+        let cb = Callback::Code {
+            code: Secret::new(line.to_string()),
+            iss: None,
+        };
+        if let Err(why) = check(&cb) {
+            eprintln!("alibridge: {why}; paste the full address the browser ended on instead");
             continue;
         }
-        return Ok(Callback::Code(Secret::new(line.to_string())));
+        return Ok(cb);
     }
     std::future::pending().await
 }
@@ -317,6 +350,7 @@ pub fn record(
         expires_at: t.expires_at,
         scope: t.scope.or_else(|| scope.map(str::to_string)),
         updated_at: tokens::now_secs(),
+        generation: 0,
         store: "file".into(),
         secrets: Secrets {
             access_token: Some(t.access_token.expose().to_string()),

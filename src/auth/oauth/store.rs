@@ -1,10 +1,21 @@
-//! Where OAuth sign-ins are kept between runs: one record per MCP server, keyed by a hash of the
-//! server's canonical URL (stable across alibridge versions: upgrading never signs you out).
+//! Where OAuth sign-ins are kept between runs: one record per MCP server **and** authorization
+//! server, so a server that moves to another authorization server never makes alibridge send
+//! one issuer's refresh token to another.
 //!
-//! Every record has a file `<ALIBRIDGE_HOME>/oauth/<key>.json` (0600, written atomically) that
-//! `status` and `logout` read. With the OS keychain (`--token-store keyring`, or `auto` when a
-//! keychain is available) the secrets (tokens, a registered client secret) live in the keychain
-//! entry `alibridge` / `<key>` and the file holds only the rest.
+//! Every record has a file `<ALIBRIDGE_HOME>/oauth/<server key>-<issuer key>.json` (0600,
+//! written atomically) that `status` and `logout` read; the keys are hashes of the canonical
+//! server URL and of the issuer. Records written by earlier versions (`<server key>.json`) are
+//! still read, and replaced on the next save: upgrading never signs you out. With the OS
+//! keychain (`--token-store keyring`, or `auto` when a keychain is available) the secrets
+//! (tokens, a registered client secret) live in the keychain entry `alibridge` / `<file stem>`
+//! and the file holds only the rest.
+//!
+//! Each record carries a **generation**, raised by one on every save of that server's sign-in
+//! (under the server's cross-process lock): the credential compares generations, never clocks,
+//! to tell whether another task or process already replaced the tokens a request was sent with.
+//!
+//! Everything here is blocking I/O (the keychain may even wait for an unlock prompt): async
+//! callers run it on the blocking pool, never on the runtime thread.
 
 use std::fmt;
 use std::io::Write;
@@ -69,6 +80,9 @@ pub struct Record {
     #[serde(default)]
     pub scope: Option<String>,
     pub updated_at: u64,
+    /// Raised by one on every save of this server's sign-in; see the module comment.
+    #[serde(default)]
+    pub generation: u64,
     /// Where the secrets are: "file" or "keyring".
     #[serde(default = "file_store")]
     pub store: String,
@@ -81,6 +95,7 @@ fn file_store() -> String {
 }
 
 /// The store for one `ALIBRIDGE_HOME`.
+#[derive(Debug, Clone)]
 pub struct TokenStore {
     dir: PathBuf,
     kind: StoreKind,
@@ -97,31 +112,75 @@ impl TokenStore {
         }
     }
 
-    /// The record key of a server (first 24 hex digits of SHA-256 of its canonical URL).
+    /// The record key of a server (first 24 hex digits of SHA-256 of its canonical URL). Also
+    /// names the server's lock and seeds its stable callback port.
     pub fn key(server: &str) -> String {
-        let d = ring::digest::digest(&ring::digest::SHA256, server.as_bytes());
-        d.as_ref()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex_digest(server, 12)
+    }
+
+    /// The file stem (and keychain entry) of a server's sign-in with one issuer.
+    fn stem(server: &str, issuer: &str) -> String {
+        format!("{}-{}", Self::key(server), hex_digest(issuer, 6))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(format!("{key}.json"))
+    fn path(&self, stem: &str) -> PathBuf {
+        self.dir.join(format!("{stem}.json"))
     }
 
-    /// Loads the record of `server`, with its secrets.
-    pub fn load(&self, server: &str) -> Result<Option<Record>, OAuthError> {
+    /// The record files of `server`, current and legacy, with their stems.
+    fn files_of(&self, server: &str) -> Vec<(String, PathBuf)> {
         let key = Self::key(server);
-        let Some(mut rec) = self.read(&self.path(&key))? else {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stem = name.strip_suffix(".json")?;
+                let ours = stem == key
+                    || stem
+                        .strip_prefix(key.as_str())
+                        .is_some_and(|rest| rest.starts_with('-'));
+                ours.then(|| (stem.to_string(), e.path()))
+            })
+            .collect()
+    }
+
+    /// True when a sign-in for `server` is stored (reads no secrets, touches no keychain).
+    pub fn has_record(&self, server: &str) -> bool {
+        self.files_of(server)
+            .iter()
+            .any(|(_, p)| matches!(self.read(p), Ok(Some(r)) if r.server == server))
+    }
+
+    /// Loads the sign-in of `server` with its secrets: the one with `issuer` when given, else
+    /// the newest (highest generation) of any issuer.
+    pub fn load(&self, server: &str, issuer: Option<&str>) -> Result<Option<Record>, OAuthError> {
+        let mut best: Option<(String, Record)> = None;
+        for (stem, path) in self.files_of(server) {
+            let Some(rec) = self.read(&path)? else {
+                continue;
+            };
+            if rec.server != server || issuer.is_some_and(|i| !same_issuer(i, &rec.issuer)) {
+                continue;
+            }
+            let newer = best.as_ref().is_none_or(|(_, b)| {
+                (rec.generation, rec.updated_at) > (b.generation, b.updated_at)
+            });
+            if newer {
+                best = Some((stem, rec));
+            }
+        }
+        let Some((stem, mut rec)) = best else {
             return Ok(None);
         };
         if rec.store == "keyring" {
-            match keyring_get(&key) {
+            match keyring_get(&stem) {
                 Ok(Some(s)) => rec.secrets = s,
                 Ok(None) => rec.secrets = Secrets::default(),
                 Err(e) => {
@@ -133,6 +192,16 @@ impl TokenStore {
             }
         }
         Ok(Some(rec))
+    }
+
+    /// The highest generation stored for `server`, any issuer (0 when none).
+    pub fn generation(&self, server: &str) -> u64 {
+        self.files_of(server)
+            .iter()
+            .filter_map(|(_, p)| self.read(p).ok().flatten())
+            .map(|r| r.generation)
+            .max()
+            .unwrap_or(0)
     }
 
     fn read(&self, path: &Path) -> Result<Option<Record>, OAuthError> {
@@ -152,9 +221,10 @@ impl TokenStore {
         }
     }
 
-    /// Saves a record (secrets to the keychain when that is the store in use).
+    /// Saves a record (secrets to the keychain when that is the store in use). A legacy
+    /// record of the same server and issuer is removed once the new one is written.
     pub fn save(&self, rec: &Record) -> Result<(), OAuthError> {
-        let key = Self::key(&rec.server);
+        let stem = Self::stem(&rec.server, &rec.issuer);
         let mut on_disk = rec.clone();
         on_disk.store = "file".into();
         let use_keyring = match self.kind {
@@ -163,7 +233,7 @@ impl TokenStore {
             StoreKind::Auto => keyring_available(),
         };
         if use_keyring {
-            match keyring_set(&key, &rec.secrets) {
+            match keyring_set(&stem, &rec.secrets) {
                 Ok(()) => {
                     on_disk.store = "keyring".into();
                     on_disk.secrets = Secrets::default();
@@ -177,23 +247,41 @@ impl TokenStore {
             }
         }
         write_private(
-            &self.path(&key),
+            &self.path(&stem),
             &serde_json::to_vec_pretty(&on_disk).expect("serialisable"),
-        )
-    }
-
-    /// Deletes the record of `server`; `Ok(false)` when there was none.
-    pub fn delete(&self, server: &str) -> Result<bool, OAuthError> {
-        let key = Self::key(server);
-        let path = self.path(&key);
-        let existed = path.exists();
-        if let Ok(Some(rec)) = self.read(&path) {
-            if rec.store == "keyring" {
-                let _ = keyring_delete(&key);
+        )?;
+        let legacy = Self::key(&rec.server);
+        if let Ok(Some(old)) = self.read(&self.path(&legacy)) {
+            if same_issuer(&old.issuer, &rec.issuer) {
+                self.remove(&legacy, &old)?;
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the sign-ins of `server` (only the one with `issuer` when given); `Ok(false)`
+    /// when there was none.
+    pub fn delete(&self, server: &str, issuer: Option<&str>) -> Result<bool, OAuthError> {
+        let mut any = false;
+        for (stem, path) in self.files_of(server) {
+            let Ok(Some(rec)) = self.read(&path) else {
+                continue;
+            };
+            if rec.server != server || issuer.is_some_and(|i| !same_issuer(i, &rec.issuer)) {
+                continue;
+            }
+            any |= self.remove(&stem, &rec)?;
+        }
+        Ok(any)
+    }
+
+    fn remove(&self, stem: &str, rec: &Record) -> Result<bool, OAuthError> {
+        if rec.store == "keyring" {
+            let _ = keyring_delete(stem);
+        }
+        let path = self.path(stem);
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(existed),
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(OAuthError::Store(format!(
                 "cannot delete {}: {e}",
@@ -216,9 +304,23 @@ impl TokenStore {
                 r
             })
             .collect();
-        out.sort_by(|a, b| a.server.cmp(&b.server));
+        out.sort_by(|a, b| (&a.server, &a.issuer).cmp(&(&b.server, &b.issuer)));
         out
     }
+}
+
+/// Issuer identifiers compare as strings, ignoring a trailing slash (RFC 8414 §3.3).
+pub fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// The first `bytes` bytes of SHA-256 of `s`, in hex.
+fn hex_digest(s: &str, bytes: usize) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    d.as_ref()[..bytes]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600 (temp file in the same directory, fsync,
@@ -326,6 +428,7 @@ mod tests {
             expires_at: Some(1),
             scope: None,
             updated_at: 0,
+            generation: 1,
             store: "file".into(),
             secrets: Secrets {
                 access_token: Some("at-secret".into()),
@@ -340,13 +443,13 @@ mod tests {
         let home = std::env::temp_dir().join(format!("alibridge-store-{}", std::process::id()));
         let store = TokenStore::new(&home, StoreKind::File);
         store.save(&record("https://a.example/mcp")).unwrap();
-        let back = store.load("https://a.example/mcp").unwrap().unwrap();
+        let back = store.load("https://a.example/mcp", None).unwrap().unwrap();
         assert_eq!(back.secrets.access_token.as_deref(), Some("at-secret"));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let key = TokenStore::key("https://a.example/mcp");
-            let mode = std::fs::metadata(home.join("oauth").join(format!("{key}.json")))
+            let stem = TokenStore::stem("https://a.example/mcp", "https://as.example");
+            let mode = std::fs::metadata(home.join("oauth").join(format!("{stem}.json")))
                 .unwrap()
                 .permissions()
                 .mode();
@@ -359,8 +462,79 @@ mod tests {
             !format!("{back:?}").contains("at-secret"),
             "Debug never shows tokens"
         );
-        assert!(store.delete("https://a.example/mcp").unwrap());
-        assert!(store.load("https://a.example/mcp").unwrap().is_none());
+        assert!(store.delete("https://a.example/mcp", None).unwrap());
+        assert!(store.load("https://a.example/mcp", None).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(home);
+    }
+
+    #[test]
+    fn sign_ins_are_kept_per_issuer_and_the_newest_generation_wins() {
+        let home = std::env::temp_dir().join(format!("alibridge-store-iss-{}", std::process::id()));
+        let store = TokenStore::new(&home, StoreKind::File);
+        let server = "https://a.example/mcp";
+        let first = record(server);
+        store.save(&first).unwrap();
+        let mut other = record(server);
+        other.issuer = "https://other-as.example".into();
+        other.generation = 2;
+        other.secrets.refresh_token = Some("rt-of-the-other-issuer".into());
+        store.save(&other).unwrap();
+
+        let newest = store.load(server, None).unwrap().unwrap();
+        assert_eq!(newest.issuer, "https://other-as.example");
+        let by_issuer = store
+            .load(server, Some("https://as.example/"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            by_issuer.secrets.refresh_token.as_deref(),
+            Some("rt-secret")
+        );
+        assert_eq!(store.generation(server), 2);
+        assert!(store
+            .load(server, Some("https://nobody.example"))
+            .unwrap()
+            .is_none());
+        assert!(store.has_record(server));
+        assert!(!store.has_record("https://a.example/mcp2"));
+
+        assert!(store
+            .delete(server, Some("https://other-as.example"))
+            .unwrap());
+        assert_eq!(
+            store.load(server, None).unwrap().unwrap().issuer,
+            "https://as.example"
+        );
+        let _ = std::fs::remove_dir_all(home);
+    }
+
+    #[test]
+    fn a_record_of_an_earlier_version_is_read_then_replaced() {
+        let home =
+            std::env::temp_dir().join(format!("alibridge-store-legacy-{}", std::process::id()));
+        let store = TokenStore::new(&home, StoreKind::File);
+        let server = "https://a.example/mcp";
+        let mut legacy = record(server);
+        legacy.generation = 0;
+        let legacy_path = home
+            .join("oauth")
+            .join(format!("{}.json", TokenStore::key(server)));
+        write_private(&legacy_path, &serde_json::to_vec(&legacy).unwrap()).unwrap();
+        assert_eq!(
+            store
+                .load(server, None)
+                .unwrap()
+                .unwrap()
+                .secrets
+                .access_token
+                .as_deref(),
+            Some("at-secret")
+        );
+        let mut next = legacy.clone();
+        next.generation = 1;
+        store.save(&next).unwrap();
+        assert!(!legacy_path.exists(), "the legacy file is replaced");
+        assert_eq!(store.list().len(), 1);
         let _ = std::fs::remove_dir_all(home);
     }
 }

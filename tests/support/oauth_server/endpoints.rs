@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     issuer, join_scopes, new_access_token, now_secs, random_b64url, scope_set, AccessToken,
-    Authorization, Client, Code, RefreshToken, Registration, State, TokenRequest,
+    Authorization, CallbackIss, Client, Code, RefreshToken, Registration, State, TokenRequest,
 };
 
 pub(super) async fn accept_loop(
@@ -129,7 +129,7 @@ fn metadata(addr: SocketAddr, st: &State) -> Value {
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": st.opts.token_auth_methods,
-        "authorization_response_iss_parameter_supported": true,
+        "authorization_response_iss_parameter_supported": st.opts.advertise_iss,
     });
     if st.opts.registration {
         m["registration_endpoint"] = json!(format!("{iss}/register"));
@@ -235,6 +235,7 @@ fn authorize(addr: SocketAddr, st: &mut State, query: &str) -> Resp {
         return r;
     }
     let iss = issuer(addr, &st.opts);
+    let callback_iss = st.opts.callback_iss.clone();
     let state_param = p("state").map(str::to_string);
     let back = |pairs: Vec<(&str, String)>| {
         let mut u = url::Url::parse(&redirect).expect("registered redirect is a URL");
@@ -246,7 +247,15 @@ fn authorize(addr: SocketAddr, st: &mut State, query: &str) -> Resp {
             if let Some(s) = &state_param {
                 q.append_pair("state", s);
             }
-            q.append_pair("iss", &iss);
+            match &callback_iss {
+                CallbackIss::Own => {
+                    q.append_pair("iss", &iss);
+                }
+                CallbackIss::Other(other) => {
+                    q.append_pair("iss", other);
+                }
+                CallbackIss::Omitted => {}
+            }
         }
         u.to_string()
     };
@@ -416,7 +425,7 @@ fn grant(
         (None, Some(_)) => return Err(bad_client("this public client has no secret")),
         (None, None) => {}
     }
-    let (resource, scopes) = match f("grant_type") {
+    let (resource, scopes, grant) = match f("grant_type") {
         Some("authorization_code") => {
             let code = st
                 .codes
@@ -454,18 +463,35 @@ fn grant(
                     "resource differs from the authorization request".into(),
                 ));
             }
-            (code.resource.clone(), code.scopes.clone())
+            let found = (code.resource.clone(), code.scopes.clone());
+            st.grants += 1;
+            (found.0, found.1, st.grants)
         }
         Some("refresh_token") => {
+            let presented = f("refresh_token").unwrap_or_default();
+            let reused = st.refresh.get(presented).filter(|t| t.used);
+            if let Some(grant) = reused.map(|t| t.grant) {
+                // OAuth 2.1 §4.3.1: a reused rotating refresh token means it leaked (or a
+                // client raced itself): the whole grant is revoked.
+                st.refresh_reuses += 1;
+                st.access
+                    .values_mut()
+                    .filter(|t| t.grant == grant)
+                    .for_each(|t| t.revoked = true);
+                st.refresh
+                    .values_mut()
+                    .filter(|t| t.grant == grant)
+                    .for_each(|t| t.revoked = true);
+                return Err(bad_grant(
+                    "the refresh token was already used (rotation); the grant is revoked",
+                ));
+            }
             let rt = st
                 .refresh
-                .get_mut(f("refresh_token").unwrap_or_default())
+                .get_mut(presented)
                 .ok_or_else(|| bad_grant("unknown refresh token"))?;
             if rt.revoked {
                 return Err(bad_grant("the refresh token was revoked"));
-            }
-            if rt.used {
-                return Err(bad_grant("the refresh token was already used (rotation)"));
             }
             if rt.client_id != client_id {
                 return Err(bad_grant("the refresh token was issued to another client"));
@@ -494,7 +520,7 @@ fn grant(
                 None => rt.scopes.clone(),
             };
             rt.used = true;
-            (rt.resource.clone(), scopes)
+            (rt.resource.clone(), scopes, rt.grant)
         }
         other => {
             return Err((
@@ -512,6 +538,7 @@ fn grant(
     st.access.insert(
         at.clone(),
         AccessToken {
+            grant,
             resource: resource.clone(),
             scopes: scopes.clone(),
             expires_at: SystemTime::now() + lifetime,
@@ -522,6 +549,7 @@ fn grant(
     st.refresh.insert(
         rt.clone(),
         RefreshToken {
+            grant,
             client_id: client_id.to_string(),
             resource,
             scopes: scopes.clone(),

@@ -69,6 +69,23 @@ pub struct AsOptions {
     pub access_token_lifetime: Duration,
     /// `scopes_supported`; requested scopes must be among them.
     pub scopes_supported: Vec<String>,
+    /// The loopback address to listen on (`127.0.0.2` for a second, "other" host).
+    pub bind: std::net::IpAddr,
+    /// The RFC 9207 `iss` put on the redirect back to the client.
+    pub callback_iss: CallbackIss,
+    /// `authorization_response_iss_parameter_supported` in the metadata.
+    pub advertise_iss: bool,
+}
+
+/// What `iss` the authorization response carries (a hostile or broken server varies it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackIss {
+    /// Its own issuer, as RFC 9207 requires.
+    Own,
+    /// None at all.
+    Omitted,
+    /// Another issuer (a mix-up attack).
+    Other(String),
 }
 
 impl Default for AsOptions {
@@ -79,6 +96,9 @@ impl Default for AsOptions {
             registration: true,
             access_token_lifetime: Duration::from_secs(3600),
             scopes_supported: vec!["mcp:read".into(), "mcp:admin".into()],
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            callback_iss: CallbackIss::Own,
+            advertise_iss: true,
         }
     }
 }
@@ -161,6 +181,8 @@ struct Code {
 }
 
 struct AccessToken {
+    /// The grant (one authorization code and every refresh after it) it belongs to.
+    grant: u64,
     resource: Option<String>,
     scopes: BTreeSet<String>,
     expires_at: SystemTime,
@@ -168,6 +190,7 @@ struct AccessToken {
 }
 
 struct RefreshToken {
+    grant: u64,
     client_id: String,
     resource: Option<String>,
     scopes: BTreeSet<String>,
@@ -192,6 +215,10 @@ struct State {
     registrations: Vec<Registration>,
     /// Every secret value seen or issued.
     secrets: BTreeSet<String>,
+    /// Grants issued so far (ids of [`AccessToken::grant`]).
+    grants: u64,
+    /// Refresh tokens presented a second time (each revoked its whole grant).
+    refresh_reuses: usize,
 }
 
 /// The running authorization server. Dropping it stops it.
@@ -209,9 +236,9 @@ impl OAuthServer {
     }
 
     pub async fn start_with(opts: AsOptions) -> OAuthServer {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        let listener = TcpListener::bind((opts.bind, 0))
             .await
-            .expect("bind 127.0.0.1");
+            .expect("bind a loopback address");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             opts,
@@ -226,6 +253,8 @@ impl OAuthServer {
             token_requests: Vec::new(),
             registrations: Vec::new(),
             secrets: BTreeSet::new(),
+            grants: 0,
+            refresh_reuses: 0,
         }));
         let kill = CancellationToken::new();
         tokio::spawn(endpoints::accept_loop(
@@ -295,6 +324,17 @@ impl OAuthServer {
         for t in st.access.values_mut() {
             t.revoked = true;
         }
+    }
+
+    /// How many times a refresh token was presented after it had been used (rotation
+    /// violated; each such reuse revoked its grant, as OAuth 2.1 §4.3.1 recommends).
+    pub fn refresh_reuse_count(&self) -> usize {
+        self.st().refresh_reuses
+    }
+
+    /// Every refresh token issued so far (to prove one never reaches another server).
+    pub fn refresh_tokens(&self) -> Vec<String> {
+        self.st().refresh.keys().cloned().collect()
     }
 
     /// Revokes every access token issued so far (refresh tokens keep working).

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt as _, TryStreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -79,8 +79,12 @@ pub struct FrontRequest {
 struct Front {
     addr: SocketAddr,
     opts: ProtectedOptions,
-    issuer: String,
-    oauth: Arc<Mutex<AsState>>,
+    /// The authorization server it trusts now (issuer, state); switchable.
+    trusted: Mutex<(String, Arc<Mutex<AsState>>)>,
+    /// Overrides the metadata's `resource` (`Some(Value::Null)` drops it).
+    resource_override: Mutex<Option<Value>>,
+    /// Cancelled to end the GET streams open now ([`ProtectedMcp::cut_get_streams`]).
+    cut: Mutex<CancellationToken>,
     backend: String,
     http: reqwest::Client,
     log: Mutex<Vec<FrontRequest>>,
@@ -106,8 +110,9 @@ impl ProtectedMcp {
         let front = Arc::new(Front {
             addr,
             opts,
-            issuer: oauth.issuer(),
-            oauth: oauth.shared(),
+            trusted: Mutex::new((oauth.issuer(), oauth.shared())),
+            resource_override: Mutex::new(None),
+            cut: Mutex::new(CancellationToken::new()),
             backend: format!("http://{}", backend.addr()),
             http: reqwest::Client::builder()
                 .no_proxy()
@@ -154,6 +159,24 @@ impl ProtectedMcp {
             .count()
     }
 
+    /// From now on the server trusts `other` instead (its metadata names it; only its tokens
+    /// are accepted): a server that moved to another authorization server.
+    pub fn switch_authorization_server(&self, other: &OAuthServer) {
+        other.add_resource(&self.url());
+        *self.front.trusted.lock().unwrap() = (other.issuer(), other.shared());
+    }
+
+    /// From now on the metadata's `resource` is `value` (`Value::Null`: no `resource` at all).
+    pub fn set_metadata_resource(&self, value: Value) {
+        *self.front.resource_override.lock().unwrap() = Some(value);
+    }
+
+    /// Ends every open GET stream, after a `retry: 1` so the client reconnects at once.
+    pub fn cut_get_streams(&self) {
+        let old = std::mem::take(&mut *self.front.cut.lock().unwrap());
+        old.cancel();
+    }
+
     /// From now on every token is refused with `401 invalid_token` (a misconfigured server).
     pub fn reject_all_tokens(&self, on: bool) {
         *self.front.reject_all.lock().unwrap() = on;
@@ -179,13 +202,22 @@ impl Front {
     }
 
     fn metadata(&self) -> Value {
-        json!({
+        let issuer = self.trusted.lock().unwrap().0.clone();
+        let mut m = json!({
             "resource": self.resource(),
-            "authorization_servers": [self.issuer],
+            "authorization_servers": [issuer],
             "scopes_supported": self.opts.scopes_supported,
             "bearer_methods_supported": ["header"],
             "resource_name": "alibridge test MCP server",
-        })
+        });
+        match self.resource_override.lock().unwrap().clone() {
+            Some(Value::Null) => {
+                m.as_object_mut().unwrap().remove("resource");
+            }
+            Some(v) => m["resource"] = v,
+            None => {}
+        }
+        m
     }
 
     /// The challenge for a refused request.
@@ -315,7 +347,8 @@ async fn serve(front: &Front, req: Request<hyper::body::Incoming>) -> Response<B
                 (None, Some((_, s))) => Some(s.clone()),
                 (b, None) => b.map(str::to_string),
             };
-            let st = front.oauth.lock().unwrap();
+            let oauth = front.trusted.lock().unwrap().1.clone();
+            let st = oauth.lock().unwrap();
             Some(check(&st, t, Some(&front.resource()), required.as_deref()))
         }
     };
@@ -394,6 +427,16 @@ async fn proxy(front: &Front, parts: http::request::Parts, body: Bytes) -> Respo
         .bytes_stream()
         .map_ok(Frame::data)
         .map_err(std::io::Error::other);
-    r.body(StreamBody::new(stream).boxed())
+    if parts.method == Method::GET {
+        let cut = front.cut.lock().unwrap().clone();
+        let retry_now = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"retry: 1\n\n")))
+        });
+        let stream = stream.take_until(cut.cancelled_owned()).chain(retry_now);
+        return r
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .expect("valid response");
+    }
+    r.body(BodyExt::boxed(StreamBody::new(stream)))
         .expect("valid response")
 }
