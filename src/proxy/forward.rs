@@ -14,9 +14,12 @@
 //!   streamed frame by frame as it arrives: an SSE stream is never buffered, and it gets
 //!   `Cache-Control: no-cache` and `X-Accel-Buffering: no` so intermediaries do not buffer it
 //!   either. A stream the upstream breaks is broken towards the client too.
+//! - Redirects are followed only within the upstream's origin; a cross-origin redirect is
+//!   never followed with the proxy's credential (nor handed to the client to follow): it is a
+//!   502 `upstream_redirect` naming both origins.
 //! - Failures the proxy itself answers carry a JSON body saying what failed and why: 502 when
-//!   the upstream cannot be reached or the credential cannot be obtained, 413 for a body over
-//!   the limit.
+//!   the upstream cannot be reached, redirects elsewhere, or the credential cannot be obtained,
+//!   413 for a body over the limit.
 
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Limited, StreamBody};
@@ -194,6 +197,11 @@ fn error_response(e: &UpstreamError, url: &Url) -> Response<Body> {
             "error": "credential_failed",
             "upstream": upstream,
             "message": format!("alibridge proxy could not get credentials for the upstream: {a}"),
+        }),
+        UpstreamError::ForeignOrigin(f) => json!({
+            "error": "upstream_redirect",
+            "upstream": upstream,
+            "message": format!("alibridge proxy: {f}"),
         }),
         UpstreamError::Connect { .. } => json!({
             "error": "upstream_unreachable",
