@@ -117,14 +117,38 @@ mod tests {
 
     #[test]
     fn origins_compare_scheme_host_and_port() {
-        assert!(same_origin(&u("https://a.example/x"), &u("https://a.example:443/y?q")));
-        assert!(same_origin(&u("http://127.0.0.1:80/"), &u("http://127.0.0.1/sse")));
-        assert!(!same_origin(&u("https://a.example/"), &u("http://a.example/")));
-        assert!(!same_origin(&u("https://a.example/"), &u("https://b.a.example/")));
-        assert!(!same_origin(&u("http://127.0.0.1:1/"), &u("http://127.0.0.1:2/")));
-        assert!(!same_origin(&u("http://127.0.0.1:1/"), &u("http://127.0.0.2:1/")));
-        assert!(!same_origin(&u("data:text/plain,x"), &u("data:text/plain,x")));
-        assert_eq!(origin_of(&u("https://u:p@a.example:443/x?t=1")), "https://a.example");
+        assert!(same_origin(
+            &u("https://a.example/x"),
+            &u("https://a.example:443/y?q")
+        ));
+        assert!(same_origin(
+            &u("http://127.0.0.1:80/"),
+            &u("http://127.0.0.1/sse")
+        ));
+        assert!(!same_origin(
+            &u("https://a.example/"),
+            &u("http://a.example/")
+        ));
+        assert!(!same_origin(
+            &u("https://a.example/"),
+            &u("https://b.a.example/")
+        ));
+        assert!(!same_origin(
+            &u("http://127.0.0.1:1/"),
+            &u("http://127.0.0.1:2/")
+        ));
+        assert!(!same_origin(
+            &u("http://127.0.0.1:1/"),
+            &u("http://127.0.0.2:1/")
+        ));
+        assert!(!same_origin(
+            &u("data:text/plain,x"),
+            &u("data:text/plain,x")
+        ));
+        assert_eq!(
+            origin_of(&u("https://u:p@a.example:443/x?t=1")),
+            "https://a.example"
+        );
         assert_eq!(origin_of(&u("http://127.0.0.2:9/x")), "http://127.0.0.2:9");
     }
 
@@ -148,6 +172,9 @@ mod tests {
             endpoint: "https://b.example".into(),
         }
         .to_string();
-        assert!(e.contains("https://a.example") && e.contains("https://b.example"), "{e}");
+        assert!(
+            e.contains("https://a.example") && e.contains("https://b.example"),
+            "{e}"
+        );
     }
 }

@@ -31,6 +31,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     }
     let selection = auth::select(&cfg.auth, &cfg.upstream, false).map_err(UsageError::from)?;
     eprintln!("alibridge: auth: {}", selection.reason);
+    if let Some(w) = &selection.warning {
+        eprintln!("alibridge: warning: {w}");
+    }
     let credential = selection.credential;
     let http = HttpClient::new(cfg.connect_timeout, &[], credential.clone())
         .context("could not set up the HTTP client (TLS)")?;
@@ -73,8 +76,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         Listing::Skipped(
-            "skipped for --auth none and for upstreams that are not Alibaba Cloud's; pass \
-             --site-type to list"
+            "skipped for --auth none and for upstreams that are not an OpenAPI MCP host \
+             (the call is signed with AccessKeys); pass --auth ak to list"
                 .into(),
         )
     };

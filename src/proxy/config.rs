@@ -9,7 +9,7 @@ use reqwest::Url;
 use super::rules::AccessRules;
 use crate::auth::access_key::chain::endpoint_url;
 use crate::auth::access_key::policy;
-use crate::auth::access_key::site::{is_alibaba_host, Site};
+use crate::auth::access_key::site::{is_openapi_mcp_host, Site};
 use crate::cli::{AuthMode, ProxyArgs};
 use crate::config::{self, AuthConfig, ConfigError};
 
@@ -27,7 +27,8 @@ pub struct ProxyConfig {
     /// `--allowed-hosts`.
     pub allowed_hosts: Vec<String>,
     pub auth: AuthConfig,
-    /// Whether to call ListApiMcpServers at start (AccessKeys may be sent to this upstream).
+    /// Whether to call ListApiMcpServers at start (signed with AccessKeys: `--auth ak`, or an
+    /// OpenAPI MCP upstream).
     pub list_servers: bool,
     pub connect_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -68,7 +69,9 @@ impl ProxyConfig {
         let list_servers = match args.auth {
             AuthMode::None => false,
             AuthMode::Ak => true,
-            AuthMode::Auto | AuthMode::Oauth => a.site_type.is_some() || is_alibaba_host(&upstream),
+            // The listing is signed with AccessKeys: only the service's own hosts get it
+            // unasked, as with the credential under `auto`.
+            AuthMode::Auto | AuthMode::Oauth => is_openapi_mcp_host(&upstream),
         };
         // `[::1]` is accepted for `::1`.
         let host = args
@@ -188,7 +191,7 @@ mod tests {
         assert!(c.upstream_note.unwrap().contains("/accounts/1/mcp"));
         assert!(
             !c.list_servers,
-            "auto on a non-Alibaba host does not send AccessKeys"
+            "auto on a host that is not OpenAPI MCP's does not send AccessKeys"
         );
         assert!(matches!(
             resolve(&["--upstream-url", "http://example.com"]),

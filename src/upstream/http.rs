@@ -119,7 +119,7 @@ impl HttpClient {
                     return Err(UpstreamError::Connect {
                         url: display_url(url),
                         detail: describe(&e),
-                    })
+                    });
                 }
             }
         }

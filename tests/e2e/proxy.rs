@@ -32,7 +32,7 @@ use crate::support::peers::{Mode, ServerEverything};
 const STEP: Duration = Duration::from_secs(30);
 
 /// A scratch `HOME`, removed on drop.
-struct Home(std::path::PathBuf);
+pub(super) struct Home(std::path::PathBuf);
 
 impl Home {
     fn new() -> Home {
@@ -51,20 +51,20 @@ impl Drop for Home {
 }
 
 /// A running `alibridge proxy`, isolated from this machine's credentials and settings.
-struct Proxy {
+pub(super) struct Proxy {
     child: Child,
     /// `http://127.0.0.1:<port>`.
-    base: String,
-    addr: SocketAddr,
+    pub(super) base: String,
+    pub(super) addr: SocketAddr,
     /// stdout up to and including `listening on …`.
-    banner: String,
+    pub(super) banner: String,
     stderr: Arc<Mutex<String>>,
     _home: Home,
 }
 
 impl Proxy {
     /// `alibridge proxy --port 0 <args…>` with `env`; returns once it listens.
-    async fn start(args: &[&str], env: &[(&str, &str)]) -> Proxy {
+    pub(super) async fn start(args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let home = Home::new();
         let mut cmd = Command::new(bin());
         cmd.arg("proxy").args(["--port", "0"]).args(args);
@@ -131,11 +131,11 @@ impl Proxy {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn stderr(&self) -> String {
+    pub(super) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
@@ -157,14 +157,14 @@ impl Proxy {
 }
 
 /// An HTTP client that never goes through a system proxy.
-fn http() -> reqwest::Client {
+pub(super) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 /// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and returns the status and
 /// the raw rest of the answer.
-async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+pub(super) async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
@@ -181,10 +181,10 @@ async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     (status, text)
 }
 
-const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+pub(super) const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 
 /// POSTs one JSON-RPC message as an MCP client does.
-async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Response {
+pub(super) async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Response {
     let mut rb = http()
         .post(url)
         .header("accept", "application/json, text/event-stream")
@@ -779,8 +779,8 @@ async fn health_reports_token_state_without_secrets() {
 }
 
 /// An unreachable upstream (never up, or killed) is a 502 whose body names the upstream and
-/// the cause; the proxy keeps serving. Without AccessKeys the banner says why no servers are
-/// listed.
+/// the cause; the proxy keeps serving. The banner says why no servers are listed (the upstream
+/// is not an OpenAPI MCP host, so `auto` signs nothing for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_a_502_with_a_clear_body() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -792,7 +792,7 @@ async fn upstream_down_is_a_502_with_a_clear_body() {
     assert!(
         proxy
             .banner
-            .contains("not listed (no Alibaba Cloud AccessKeys found"),
+            .contains("not listed (skipped for --auth none and for upstreams that are not an OpenAPI MCP host"),
         "{}",
         proxy.banner
     );

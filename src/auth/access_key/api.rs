@@ -12,8 +12,8 @@ use reqwest::Url;
 use serde_json::Value;
 
 use super::keys::AccessKeys;
-use crate::signer::{self, rpc_v2, HttpMethod};
 use crate::origin::foreign_redirect;
+use crate::signer::{self, rpc_v2, HttpMethod};
 use crate::upstream::error::describe;
 
 /// How far the local clock may drift before errors mention it (the service allows 15 min).
