@@ -93,9 +93,26 @@ pub struct ProxyArgs {
     #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
     pub allow_http: bool,
 
+    /// Require every client to send "Authorization: Bearer TOKEN" (for machines with other
+    /// users, whose processes can reach a loopback port too). Prefer the environment variable:
+    /// a command line is visible to every local user. /health stays open without details.
+    #[arg(long, value_name = "TOKEN", env = env::ALIBRIDGE_PROXY_TOKEN, hide_env_values = true)]
+    pub proxy_token: Option<String>,
+
+    /// Client connections served at once; a connection beyond it is answered 503 and closed.
+    #[arg(long, value_name = "N", default_value_t = 256, env = env::ALIBRIDGE_PROXY_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Largest request body accepted (bytes, or with a KiB/MiB/GiB suffix); larger requests
+    /// get 413. Bodies are held in memory (for the retry after a token refresh).
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = crate::proxy::config::parse_size,
+          env = env::ALIBRIDGE_PROXY_MAX_BODY_SIZE)]
+    pub max_body_size: usize,
+
     /// How the proxy authenticates to the upstream; the client's own Authorization header is
-    /// never forwarded. auto: AccessKeys when found and the upstream is Alibaba Cloud's,
-    /// otherwise OAuth sign-in when the server asks for it.
+    /// never forwarded. auto: AccessKeys when found and the upstream is the OpenAPI MCP
+    /// service (openapi-mcp.<region>.aliyuncs.com), otherwise OAuth sign-in when the server
+    /// asks for it.
     #[arg(long, value_enum, default_value_t = AuthMode::Auto, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
     pub auth: AuthMode,
 
@@ -240,9 +257,10 @@ pub struct BridgeArgs {
     pub allow_http: bool,
 
     /// How the bridge authenticates to the upstream (static --header values are always sent).
-    /// auto: AccessKeys when found (environment, aliyun CLI profile, …) and the endpoint is an
-    /// Alibaba Cloud host, otherwise OAuth sign-in if the server asks for it (401); the choice
-    /// is printed on stderr.
+    /// auto: AccessKeys when found (environment, aliyun CLI profile, …) and the endpoint is the
+    /// OpenAPI MCP service (openapi-mcp.<region>.aliyuncs.com), otherwise OAuth sign-in if the
+    /// server asks for it (401); other hosts get AccessKeys only with --auth ak. The choice is
+    /// printed on stderr.
     #[arg(long, value_enum, default_value_t = AuthMode::Auto, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
     pub auth: AuthMode,
 
@@ -319,7 +337,8 @@ pub enum TransportMode {
 /// `--auth` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
-    /// AccessKeys if found and the endpoint is Alibaba Cloud's, else OAuth when the server asks.
+    /// AccessKeys if found and the endpoint is the OpenAPI MCP service's, else OAuth when the
+    /// server asks.
     Auto,
     /// OAuth 2.1 browser sign-in, started when the server answers 401.
     Oauth,

@@ -54,6 +54,12 @@ pub const ALIBRIDGE_PROXY_HOST: &str = "ALIBRIDGE_PROXY_HOST";
 pub const ALIBRIDGE_PROXY_PORT: &str = "ALIBRIDGE_PROXY_PORT";
 /// Same as `proxy --allowed-hosts` (comma-separated).
 pub const ALIBRIDGE_PROXY_ALLOWED_HOSTS: &str = "ALIBRIDGE_PROXY_ALLOWED_HOSTS";
+/// Same as `proxy --proxy-token` (preferred: a command line is visible to other local users).
+pub const ALIBRIDGE_PROXY_TOKEN: &str = "ALIBRIDGE_PROXY_TOKEN";
+/// Same as `proxy --max-connections`.
+pub const ALIBRIDGE_PROXY_MAX_CONNECTIONS: &str = "ALIBRIDGE_PROXY_MAX_CONNECTIONS";
+/// Same as `proxy --max-body-size`.
+pub const ALIBRIDGE_PROXY_MAX_BODY_SIZE: &str = "ALIBRIDGE_PROXY_MAX_BODY_SIZE";
 /// Same as `proxy --upstream-url`.
 pub const ALIBRIDGE_UPSTREAM_URL: &str = "ALIBRIDGE_UPSTREAM_URL";
 /// Same as `proxy --allowed-servers` (comma-separated).

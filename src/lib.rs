@@ -12,6 +12,7 @@
 //! * [`relay`]: the pump between the two sides, and the "one answer per request" ledger.
 //! * [`upstream`]: the remote endpoint: Streamable HTTP, HTTP+SSE, the shared HTTP client.
 //! * [`auth`]: the credential layer, one submodule per credential kind behind one trait.
+//! * [`origin`]: credentials stay with the origin the user named (redirects, endpoint events).
 //! * [`signer`]: Alibaba Cloud API request signing (RPC v2 HMAC-SHA1, ACS3-HMAC-SHA256); no I/O.
 //! * [`shutdown`], [`logging`], [`error`]: signals, logs (never stdout), exit codes.
 
@@ -23,6 +24,7 @@ pub mod env;
 pub mod error;
 pub mod jsonrpc;
 pub mod logging;
+pub mod origin;
 pub mod proxy;
 pub mod relay;
 pub mod shutdown;

@@ -82,27 +82,51 @@ pub trait Credential: Send + Sync {
 pub struct Selection {
     pub credential: Arc<dyn Credential>,
     pub reason: String,
+    /// One more line for stderr, when the choice sends credentials somewhere the user should
+    /// know about (an explicit `--auth ak` to a host that is not an OpenAPI MCP endpoint).
+    pub warning: Option<String>,
 }
 
 /// Picks the credential for `--auth`, looking for AccessKeys where the official tools do.
 /// `has_auth_header`: the user passed `--header Authorization: …`, which `auto` respects.
+///
+/// `auto` uses AccessKeys only for the OpenAPI MCP service's own hosts
+/// ([`site::is_openapi_mcp_host`]), whatever `--site-type` says: a token minted from them acts
+/// for the whole RAM identity, and other Alibaba Cloud hosts may run anyone's code.
 pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Selection, AuthError> {
     let none = |reason: String| Selection {
         credential: Arc::new(none::NoCredential),
         reason,
+        warning: None,
     };
     match cfg.mode {
         AuthMode::None => Ok(none("none (--auth none)".into())),
         AuthMode::Oauth => oauth(cfg, "--auth oauth"),
-        AuthMode::Ak => access_key(cfg, url, "--auth ak"),
+        AuthMode::Ak => {
+            let mut selection = access_key(cfg, url, "--auth ak")?;
+            if !site::is_openapi_mcp_host(url) {
+                selection.warning = Some(format!(
+                    "--auth ak: {} is not an OpenAPI MCP endpoint (openapi-mcp.<region>.aliyuncs.com), \
+                     yet it will receive the bearer tokens minted from your AccessKeys, which act \
+                     for that RAM identity; go on only if you trust it",
+                    crate::origin::origin_of(url)
+                ));
+            }
+            Ok(selection)
+        }
         AuthMode::Auto => {
             if has_auth_header {
                 return Ok(none(
                     "none (auto: an Authorization header was given with --header)".into(),
                 ));
             }
-            if cfg.site.is_none() && !site::is_alibaba_host(url) {
-                return oauth(cfg, "auto: not an Alibaba Cloud host");
+            if !site::is_openapi_mcp_host(url) {
+                let why = format!(
+                    "auto: {} is not an OpenAPI MCP endpoint, so AccessKeys are not used; \
+                     --auth ak would send it tokens minted from them",
+                    url.host_str().unwrap_or_default()
+                );
+                return oauth(cfg, &why);
             }
             match access_key(cfg, url, "auto") {
                 Err(e) if e.message.starts_with(NOT_FOUND) => {
@@ -125,6 +149,7 @@ fn oauth(cfg: &AuthConfig, why: &str) -> Result<Selection, AuthError> {
     Ok(Selection {
         credential: Arc::new(credential),
         reason: format!("OAuth ({why}; {state})"),
+        warning: None,
     })
 }
 
@@ -174,5 +199,6 @@ fn access_key(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
             "Alibaba Cloud AccessKey ({why}) from {origin}, site {} ({site_why})",
             site.flag_value()
         ),
+        warning: None,
     })
 }

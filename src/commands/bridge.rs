@@ -26,6 +26,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     let selection = auth::select(&cfg.auth, &cfg.url, has_auth_header).map_err(UsageError::from)?;
     // The one line that tells the user which credential is used and why (never a secret).
     eprintln!("alibridge: auth: {}", selection.reason);
+    if let Some(w) = &selection.warning {
+        eprintln!("alibridge: warning: {w}");
+    }
     let credential = selection.credential;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
     debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, auth = credential.name(),

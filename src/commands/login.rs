@@ -55,6 +55,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<ExitCode> {
 async fn probe(url: &reqwest::Url) -> Option<Challenge> {
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
+        .redirect(crate::origin::redirect_policy())
         .build()
         .ok()?;
     let body = r#"{"jsonrpc":"2.0","id":"alibridge-login-probe","method":"ping"}"#;

@@ -31,6 +31,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     }
     let selection = auth::select(&cfg.auth, &cfg.upstream, false).map_err(UsageError::from)?;
     eprintln!("alibridge: auth: {}", selection.reason);
+    if let Some(w) = &selection.warning {
+        eprintln!("alibridge: warning: {w}");
+    }
     let credential = selection.credential;
     let http = HttpClient::new(cfg.connect_timeout, &[], credential.clone())
         .context("could not set up the HTTP client (TLS)")?;
@@ -49,7 +52,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if !bound.ip().is_loopback() {
         eprintln!(
             "alibridge: warning: {}",
-            exposure_warning(&cfg.host, bound.port())
+            exposure_warning(&cfg.host, bound.port(), cfg.token.is_some())
         );
     }
     let guard = Guard::new(&cfg.host, bound, &cfg.allowed_hosts);
@@ -73,8 +76,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         Listing::Skipped(
-            "skipped for --auth none and for upstreams that are not Alibaba Cloud's; pass \
-             --site-type to list"
+            "skipped for --auth none and for upstreams that are not an OpenAPI MCP host \
+             (the call is signed with AccessKeys); pass --auth ak to list"
                 .into(),
         )
     };
@@ -102,6 +105,14 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if cfg.token.is_some() {
+        report.push_str("clients must send Authorization: Bearer <the --proxy-token value>\n");
+    }
+    report.push_str(&format!(
+        "limits: {} connections, {} per request body\n",
+        cfg.max_connections,
+        crate::proxy::forward::human_size(cfg.max_body)
+    ));
     report.push_str(&format!("listening on {base}\n"));
     print_flushed(&report);
 
@@ -112,21 +123,38 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         rules: cfg.rules.clone(),
         index,
         guard,
+        token: cfg.token.clone(),
+        max_body: cfg.max_body,
         stats: Stats::default(),
         started: Instant::now(),
     });
-    proxy::serve(listener, proxy, stop, cfg.shutdown_grace).await;
+    proxy::serve(
+        listener,
+        proxy,
+        stop,
+        cfg.shutdown_grace,
+        cfg.max_connections,
+    )
+    .await;
     print_flushed("alibridge proxy stopped\n");
     Ok(ExitCode::SUCCESS)
 }
 
 /// What binding to a non-loopback address means, said plainly.
-pub fn exposure_warning(host: &str, port: u16) -> String {
+pub fn exposure_warning(host: &str, port: u16, has_token: bool) -> String {
+    let who = if has_token {
+        "every local user and network peer that can reach port {port} and knows the proxy \
+         token"
+    } else {
+        "every local user and network peer that can reach port {port}"
+    }
+    .replace("{port}", &port.to_string());
+    let token = if has_token { "" } else { " set --proxy-token," };
     format!(
-        "--host {host} is not a loopback address: every local user and network peer that can \
-         reach port {port} gets this proxy's cloud identity and can call every server it allows. \
-         Limit who can connect (firewall, security group), narrow --allowed-servers, and give \
-         the identity the least privilege it needs"
+        "--host {host} is not a loopback address: {who} gets this proxy's cloud identity and \
+         can call every server it allows (over plain http). Limit who can connect (firewall, \
+         security group),{token} narrow --allowed-servers, and give the identity the least \
+         privilege it needs"
     )
 }
 

@@ -1,15 +1,17 @@
 //! `alibridge proxy` flags ([`crate::cli::ProxyArgs`]) validated into a [`ProxyConfig`]:
-//! the upstream host (default: the site's OpenAPI MCP host), the access rules, the credential
-//! settings (built the same way as the bridge's) and the timeouts.
+//! the upstream host (default: the site's OpenAPI MCP host), the access rules, who may connect
+//! (`--proxy-token`, `--max-connections`), the body-size cap, the credential settings (built the
+//! same way as the bridge's) and the timeouts.
 
 use std::time::Duration;
 
 use reqwest::Url;
 
+use super::access::ProxyToken;
 use super::rules::AccessRules;
 use crate::auth::access_key::chain::endpoint_url;
 use crate::auth::access_key::policy;
-use crate::auth::access_key::site::{is_alibaba_host, Site};
+use crate::auth::access_key::site::{is_openapi_mcp_host, Site};
 use crate::cli::{AuthMode, ProxyArgs};
 use crate::config::{self, AuthConfig, ConfigError};
 
@@ -27,10 +29,17 @@ pub struct ProxyConfig {
     /// `--allowed-hosts`.
     pub allowed_hosts: Vec<String>,
     pub auth: AuthConfig,
-    /// Whether to call ListApiMcpServers at start (AccessKeys may be sent to this upstream).
+    /// Whether to call ListApiMcpServers at start (signed with AccessKeys: `--auth ak`, or an
+    /// OpenAPI MCP upstream).
     pub list_servers: bool,
     pub connect_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `--proxy-token`: clients must present it as a bearer.
+    pub token: Option<ProxyToken>,
+    /// `--max-connections` (at least 1).
+    pub max_connections: usize,
+    /// `--max-body-size` in bytes.
+    pub max_body: usize,
 }
 
 /// The OpenAPI MCP host of each site (what `aliyun mcp-proxy` forwards to by default).
@@ -68,7 +77,9 @@ impl ProxyConfig {
         let list_servers = match args.auth {
             AuthMode::None => false,
             AuthMode::Ak => true,
-            AuthMode::Auto | AuthMode::Oauth => a.site_type.is_some() || is_alibaba_host(&upstream),
+            // The listing is signed with AccessKeys: only the service's own hosts get it
+            // unasked, as with the credential under `auto`.
+            AuthMode::Auto | AuthMode::Oauth => is_openapi_mcp_host(&upstream),
         };
         // `[::1]` is accepted for `::1`.
         let host = args
@@ -80,6 +91,15 @@ impl ProxyConfig {
         if host.is_empty() {
             return Err(ConfigError::Auth(
                 "--host is empty; give an address such as 127.0.0.1".into(),
+            ));
+        }
+        let token = match &args.proxy_token {
+            Some(t) => Some(ProxyToken::new(t).map_err(ConfigError::Auth)?),
+            None => None,
+        };
+        if args.max_connections == 0 {
+            return Err(ConfigError::Auth(
+                "--max-connections must be at least 1 (default 256)".into(),
             ));
         }
         Ok(ProxyConfig {
@@ -109,6 +129,9 @@ impl ProxyConfig {
             list_servers,
             connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
             shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+            token,
+            max_connections: args.max_connections,
+            max_body: args.max_body_size,
         })
     }
 }
@@ -138,6 +161,32 @@ fn upstream(args: &ProxyArgs) -> Result<(Url, Option<String>), ConfigError> {
     url.set_query(None);
     url.set_fragment(None);
     Ok((url, note))
+}
+
+/// Largest `--max-body-size`: bodies are held in memory.
+const MAX_BODY_LIMIT: usize = 4 << 30;
+
+/// Parses a byte size: `33554432`, `512KiB`, `32MiB`, `1GiB` (K/KB/KiB, M/MB/MiB and G/GB/GiB
+/// are all powers of 1024; case does not matter).
+pub fn parse_size(raw: &str) -> Result<usize, String> {
+    let t = raw.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || format!("{raw:?} is not a size: give bytes, or a number with KiB, MiB or GiB");
+    let n: usize = digits.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let factor: usize = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(factor) {
+        Some(0) => Err(format!("{raw:?}: the size must be more than 0")),
+        Some(v) if v <= MAX_BODY_LIMIT => Ok(v),
+        _ => Err(format!("{raw:?} is more than the 4 GiB this flag allows")),
+    }
 }
 
 fn seconds(flag: &'static str, value: f64) -> Result<Duration, ConfigError> {
@@ -188,7 +237,7 @@ mod tests {
         assert!(c.upstream_note.unwrap().contains("/accounts/1/mcp"));
         assert!(
             !c.list_servers,
-            "auto on a non-Alibaba host does not send AccessKeys"
+            "auto on a host that is not OpenAPI MCP's does not send AccessKeys"
         );
         assert!(matches!(
             resolve(&["--upstream-url", "http://example.com"]),
@@ -214,5 +263,46 @@ mod tests {
         assert_eq!(c.rules.blocked.len(), 1);
         assert_eq!(c.allowed_hosts, ["host.docker.internal"]);
         assert!(!resolve(&["--auth", "none"]).unwrap().list_servers);
+    }
+
+    #[test]
+    fn token_and_limits() {
+        let c = resolve(&[]).unwrap();
+        assert!(c.token.is_none());
+        assert_eq!((c.max_connections, c.max_body), (256, 32 << 20));
+        let c = resolve(&[
+            "--proxy-token",
+            "abc-123",
+            "--max-connections",
+            "3",
+            "--max-body-size",
+            "2KiB",
+        ])
+        .unwrap();
+        assert!(c.token.is_some());
+        assert_eq!((c.max_connections, c.max_body), (3, 2048));
+        assert!(resolve(&["--proxy-token", " "]).is_err());
+        assert!(resolve(&["--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size(" 32 MiB "), Ok(32 << 20));
+        assert_eq!(parse_size("32m"), Ok(32 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1 << 30));
+        for bad in [
+            "",
+            "MiB",
+            "-1",
+            "1.5MiB",
+            "10 parsecs",
+            "0",
+            "5GiB",
+            "99999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,20 +6,27 @@
 //!   name the proxy, not the client's site), `Accept-Encoding` (the HTTP client negotiates
 //!   compression itself) and `User-Agent` (alibridge's is sent).
 //!   `Mcp-Session-Id`, `MCP-Protocol-Version`, `Last-Event-ID`, `Accept`, … pass unchanged.
-//! - The body is read once into [`bytes::Bytes`] (at most [`MAX_BODY`]) so the single retry after a
-//!   credential refresh can send it again; sending goes through
+//! - The body is read once into [`bytes::Bytes`] (at most `--max-body-size`, default 32 MiB)
+//!   so the single retry after a credential refresh can send it again. A larger body is a 413
+//!   naming the limit and the flag: at once when `Content-Length` says so (nothing read), else
+//!   once the limit is passed (the rest is read and dropped, up to [`DRAIN_AFTER_LIMIT`], so
+//!   the client sees the answer rather than a reset; never buffered); sending goes through
 //!   [`crate::upstream::http::HttpClient::send`], which applies the credential and does that
 //!   retry (a second 401 goes back to the client as the upstream sent it).
 //! - The answer's status and headers are copied (minus hop-by-hop ones) and its body is
 //!   streamed frame by frame as it arrives: an SSE stream is never buffered, and it gets
 //!   `Cache-Control: no-cache` and `X-Accel-Buffering: no` so intermediaries do not buffer it
 //!   either. A stream the upstream breaks is broken towards the client too.
+//! - Redirects are followed only within the upstream's origin; a cross-origin redirect is
+//!   never followed with the proxy's credential (nor handed to the client to follow): it is a
+//!   502 `upstream_redirect` naming both origins.
 //! - Failures the proxy itself answers carry a JSON body saying what failed and why: 502 when
-//!   the upstream cannot be reached or the credential cannot be obtained, 413 for a body over
-//!   the limit.
+//!   the upstream cannot be reached, redirects elsewhere, or the credential cannot be obtained,
+//!   413 for a body over the limit.
 
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -31,8 +38,14 @@ use super::{json_response, Body, BoxError, Proxy};
 use crate::upstream::error::{display_url, UpstreamError};
 use crate::upstream::http::is_event_stream;
 
-/// Largest request body the proxy accepts (it is held in memory for the retry).
-pub const MAX_BODY: usize = 64 << 20;
+/// Body bytes read and dropped past `--max-body-size` before answering 413.
+const DRAIN_AFTER_LIMIT: usize = 1 << 20;
+
+/// Why a request body was not taken.
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -62,21 +75,18 @@ const NOT_FORWARDED: &[&str] = &[
 /// Forwards `req` (already past the guard and the access rules).
 pub async fn forward(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({
-                    "error": "body_too_large",
-                    "message": format!("the request body is larger than the proxy accepts ({} MiB)", MAX_BODY >> 20),
-                }),
-            );
-        }
-        Err(e) => {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > proxy.max_body as u64) {
+        return too_large(proxy.max_body);
+    }
+    let body = match read_body(body, proxy.max_body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return too_large(proxy.max_body),
+        Err(BodyError::Read(e)) => {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 json!({"error": "bad_request", "message": format!("could not read the request body: {e}")}),
@@ -116,6 +126,63 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
             warn!(method = %method, path = parts.uri.path(), error = %e, "upstream request failed");
             error_response(&e, &url)
         }
+    }
+}
+
+/// Reads the body, keeping at most `max` bytes; past that, reads on (dropping) up to
+/// [`DRAIN_AFTER_LIMIT`] more so the connection stays clean for the 413.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    let mut over = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if over == 0 && buf.len().saturating_add(data.len()) <= max {
+            buf.extend_from_slice(&data);
+            continue;
+        }
+        if over == 0 {
+            buf = BytesMut::new();
+        }
+        over = over.saturating_add(data.len());
+        if over > DRAIN_AFTER_LIMIT {
+            break;
+        }
+    }
+    if over > 0 {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf.freeze())
+    }
+}
+
+/// 413, naming the limit and how to raise it; the connection is closed after it.
+fn too_large(max: usize) -> Response<Body> {
+    let mut r = json_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        json!({
+            "error": "body_too_large",
+            "message": format!(
+                "the request body is larger than this proxy accepts ({}); raise --max-body-size \
+                 (ALIBRIDGE_PROXY_MAX_BODY_SIZE) if such requests are expected",
+                human_size(max)
+            ),
+        }),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// `32 MiB`, `2 KiB`, `1000 bytes`.
+pub fn human_size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
     }
 }
 
@@ -194,6 +261,11 @@ fn error_response(e: &UpstreamError, url: &Url) -> Response<Body> {
             "error": "credential_failed",
             "upstream": upstream,
             "message": format!("alibridge proxy could not get credentials for the upstream: {a}"),
+        }),
+        UpstreamError::ForeignOrigin(f) => json!({
+            "error": "upstream_redirect",
+            "upstream": upstream,
+            "message": format!("alibridge proxy: {f}"),
         }),
         UpstreamError::Connect { .. } => json!({
             "error": "upstream_unreachable",

@@ -2,18 +2,22 @@
 //! Alibaba Cloud authentication (Dify, LangChain, agent platforms) reach a remote MCP host.
 //! Every request's path and query are forwarded to the upstream with the proxy's credential.
 //!
-//! This module owns the listener: the accept loop (hyper HTTP/1.1, one task per connection),
-//! graceful shutdown, request dispatch (guard → local routes → access rules → forward), the
-//! proxy's own JSON answers, `GET /health`, and the counters it reports.
+//! This module owns the listener: the accept loop (hyper HTTP/1.1, one task per connection,
+//! at most `--max-connections` at once: a connection beyond it is answered 503 and closed),
+//! graceful shutdown, request dispatch (guard → `/health` → proxy token → local routes →
+//! access rules → forward), the proxy's own JSON answers, `GET /health`, and the counters it
+//! reports.
 //!
 //! - [`config`]: flags → [`config::ProxyConfig`].
 //! - [`guard`]: `Host` / `Origin` / `Sec-Fetch-Site` checks (DNS rebinding, cross-site pages).
+//! - [`access`]: the `--proxy-token` bearer check (other local users).
 //! - [`rules`]: `--allowed-servers` / `--blocked-servers`, path normalization.
 //! - [`forward`]: forwarding one request and streaming its answer.
 //! - [`servers`]: the `ListApiMcpServers` listing shown at start and used by the rules.
 //!
 //! Logs carry methods, paths, statuses and rule names; never header values, bodies or tokens.
 
+pub mod access;
 pub mod config;
 pub mod forward;
 pub mod guard;
@@ -38,9 +42,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use reqwest::Url;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
+use self::access::ProxyToken;
 use self::guard::Guard;
 use self::rules::{AccessRules, ServerIndex, Verdict};
 use crate::auth::Credential;
@@ -56,6 +62,11 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// `/health` waits this long for the credential before reporting it as failing.
 const HEALTH_CREDENTIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection over `--max-connections` may take this long to send the request its 503
+/// answers; a slower one is just closed.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections being refused at once; beyond that (a flood), they are closed unanswered.
+const MAX_REFUSALS: usize = 32;
 
 /// A counter for `/health`.
 #[derive(Debug, Default)]
@@ -86,6 +97,10 @@ pub struct Stats {
     pub upstream_errors: Counter,
     /// Client connections open now.
     pub connections: Counter,
+    /// Requests refused for a missing or wrong `--proxy-token`.
+    pub unauthorized: Counter,
+    /// Connections refused because `--max-connections` were open.
+    pub over_capacity: Counter,
 }
 
 /// The running proxy, shared by every connection.
@@ -98,6 +113,10 @@ pub struct Proxy {
     pub rules: AccessRules,
     pub index: ServerIndex,
     pub guard: Guard,
+    /// `--proxy-token`, when set.
+    pub token: Option<ProxyToken>,
+    /// `--max-body-size` in bytes.
+    pub max_body: usize,
     pub stats: Stats,
     pub started: Instant,
 }
@@ -114,15 +133,45 @@ impl Proxy {
             );
         }
         let raw_path = req.uri().path().to_string();
-        match (req.method(), raw_path.as_str()) {
-            (&Method::GET | &Method::HEAD, "/health") => return self.health().await,
-            (_, "/favicon.ico" | "/robots.txt" | "/apple-touch-icon.png") => {
-                return json_response(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": "not_found", "message": "not an MCP endpoint"}),
-                )
-            }
-            _ => {}
+        let authorized = match &self.token {
+            Some(t) => t.check(req.headers()),
+            None => Ok(()),
+        };
+        if matches!(*req.method(), Method::GET | Method::HEAD) && raw_path == "/health" {
+            return match authorized {
+                Ok(()) => self.health().await,
+                // Liveness for anyone; the rest only for token holders.
+                Err(_) => json_response(
+                    StatusCode::OK,
+                    json!({
+                        "status": "ok",
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "details": "present the proxy token for the credential state and counters",
+                    }),
+                ),
+            };
+        }
+        if let Err(refusal) = authorized {
+            self.stats.unauthorized.inc();
+            info!(reason = %refusal, "refused a request (proxy token)");
+            let mut r = json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "unauthorized", "message": refusal.to_string()}),
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"alibridge proxy\""),
+            );
+            return r;
+        }
+        if matches!(
+            raw_path.as_str(),
+            "/favicon.ico" | "/robots.txt" | "/apple-touch-icon.png"
+        ) {
+            return json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not_found", "message": "not an MCP endpoint"}),
+            );
         }
         let path = match rules::normalize(&raw_path) {
             Ok(p) => p,
@@ -186,8 +235,10 @@ impl Proxy {
                 "forwarded": s.forwarded.get(),
                 "denied": s.denied.get(),
                 "refused": s.refused.get(),
+                "unauthorized": s.unauthorized.get(),
                 "upstreamErrors": s.upstream_errors.get(),
             },
+            "connectionsRefused": s.over_capacity.get(),
             "uptimeSeconds": self.started.elapsed().as_secs(),
         });
         let status = if healthy {
@@ -197,6 +248,32 @@ impl Proxy {
         };
         json_response(status, body)
     }
+}
+
+/// Answers the first request of a connection over the limit with 503, then closes it.
+async fn refuse(stream: TcpStream, limit: usize, _permit: OwnedSemaphorePermit) {
+    let service = service_fn(move |_req| async move {
+        let mut r = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": "too_many_connections",
+                "message": format!(
+                    "alibridge proxy is already serving {limit} connections (--max-connections, \
+                     ALIBRIDGE_PROXY_MAX_CONNECTIONS); retry when one has closed, reuse \
+                     connections, or raise the limit"
+                ),
+            }),
+        );
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        Ok::<_, Infallible>(r)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_READ_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT * 2, conn).await;
 }
 
 /// A JSON answer made by the proxy itself.
@@ -216,14 +293,19 @@ pub fn json_response(status: StatusCode, body: Value) -> Response<Body> {
 
 /// Serves connections until `shutdown` completes, then stops accepting and gives open
 /// connections up to `grace` to finish their current request (SSE streams that are still
-/// open then are cut).
+/// open then are cut). At most `max_connections` are served at once: each holds a slot for its
+/// whole life, and one that finds none free gets a 503 naming the limit (refusing is clearer
+/// to a client than hanging in the accept queue, and bounds the proxy's tasks and memory).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    max_connections: usize,
 ) {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -239,6 +321,14 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            proxy.stats.over_capacity.inc();
+            warn!(%peer, limit = max_connections, "connection refused: --max-connections reached");
+            if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(refuse(stream, max_connections, permit));
+            }
+            continue;
+        };
         let p = proxy.clone();
         let service = service_fn(move |req| {
             let p = p.clone();
@@ -256,6 +346,7 @@ pub async fn serve(
                 debug!(%peer, error = %e, "connection ended with an error");
             }
             p.stats.connections.dec();
+            drop(slot);
         });
     }
     drop(listener);

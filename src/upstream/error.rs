@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::jsonrpc::{self, Id};
+use crate::origin::ForeignOrigin;
 
 /// Why a message could not be delivered or answered by the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,11 @@ pub enum UpstreamError {
 
     #[error("{0}")]
     Auth(#[from] AuthError),
+
+    /// The server tried to move the exchange (and its credentials) to another origin: a
+    /// cross-origin redirect or a foreign legacy `endpoint` event. Nothing was sent there.
+    #[error("{0}")]
+    ForeignOrigin(#[from] ForeignOrigin),
 
     #[error(
         "the MCP session at {url} expired and starting a new one failed: {detail}. Restart the \
@@ -88,6 +94,7 @@ impl UpstreamError {
             UpstreamError::StreamClosed { .. } => "stream_closed",
             UpstreamError::Malformed { .. } => "malformed",
             UpstreamError::Auth(_) => "auth",
+            UpstreamError::ForeignOrigin(_) => "origin",
             UpstreamError::Session { .. } => "session",
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Shutdown => "shutdown",

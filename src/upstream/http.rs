@@ -1,6 +1,9 @@
 //! The HTTP client shared by both transports: connection pooling, TLS, proxies, static
 //! headers, the credential, and the two retries that are always safe.
 //!
+//! Redirects are followed only within the request's origin ([`crate::origin`]); a
+//! cross-origin one fails the request with [`UpstreamError::ForeignOrigin`].
+//!
 //! Safe retries only: a request is sent again when the connection failed before anything was
 //! written, or when the credential refreshed after a 401/403 (the server refused it without
 //! running it). Anything else that fails after sending is reported, never repeated.
@@ -49,6 +52,8 @@ impl HttpClient {
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
             .gzip(true)
+            // Headers and bodies carry credentials: never follow a server to another origin.
+            .redirect(crate::origin::redirect_policy())
             .build()?;
         let mut static_headers = HeaderMap::new();
         for (n, v) in headers {
@@ -112,10 +117,14 @@ impl HttpClient {
                     tokio::time::sleep(CONNECT_RETRY_DELAY).await;
                 }
                 Err(e) => {
+                    if let Some(refused) = crate::origin::foreign_redirect(&e) {
+                        warn!(error = %refused, "refused a cross-origin redirect");
+                        return Err(refused.into());
+                    }
                     return Err(UpstreamError::Connect {
                         url: display_url(url),
                         detail: describe(&e),
-                    })
+                    });
                 }
             }
         }

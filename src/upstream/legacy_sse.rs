@@ -6,6 +6,10 @@
 //! stream reader completes when the answer passes by. When the stream breaks, waiting
 //! requests are failed (their answers are lost with the old session), the stream is reopened,
 //! and the client's initialize/initialized are replayed on the new session.
+//!
+//! The `endpoint` event must name the SSE URL's own origin (scheme, host, port); a relative URL
+//! resolves against it. A foreign endpoint, on the first connect or on any reconnect, is never
+//! POSTed to: requests fail with [`ForeignOrigin::Endpoint`] naming both origins.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,12 +31,24 @@ use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_SSE};
 use super::streamable::parse_event;
 use super::Deliver;
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
+use crate::origin::{origin_of, same_origin, ForeignOrigin};
 
 type Events = EventStream<BoxStream<'static, Result<Bytes, reqwest::Error>>>;
 
 /// How long to wait for the `endpoint` event, and for a reconnect before failing a send.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where client messages go now.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Ready(Url),
+    /// The stream broke; a new one is being opened.
+    Reconnecting,
+    /// The newest stream named a foreign endpoint: messages fail at once with this (the stream
+    /// is still retried, in case the server comes back to its senses).
+    Refused(ForeignOrigin),
+}
 
 /// Someone waiting for the answer to a request id.
 struct Waiter {
@@ -46,8 +62,8 @@ pub struct LegacySse {
     shown: String,
     http: HttpClient,
     out: Arc<dyn Deliver>,
-    /// The POST endpoint of the current stream; `None` while reconnecting.
-    endpoint: watch::Sender<Option<Url>>,
+    /// The POST endpoint of the current stream.
+    endpoint: watch::Sender<Endpoint>,
     waiters: Mutex<HashMap<Id, Waiter>>,
     /// The client's initialize and initialized, replayed after a reconnect.
     handshake: Mutex<(Option<Bytes>, Option<Bytes>)>,
@@ -70,7 +86,7 @@ impl LegacySse {
             shown: display_url(url),
             http: http.clone(),
             out: out.clone(),
-            endpoint: watch::channel(Some(endpoint)).0,
+            endpoint: watch::channel(Endpoint::Ready(endpoint)).0,
             waiters: Mutex::new(HashMap::new()),
             handshake: Mutex::new((None, None)),
             reader: Mutex::new(None),
@@ -147,14 +163,15 @@ impl LegacySse {
     async fn current_endpoint(&self) -> Result<Url, UpstreamError> {
         let mut rx = self.endpoint.subscribe();
         let waited = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
-            rx.wait_for(Option::is_some)
+            rx.wait_for(|e| !matches!(e, Endpoint::Reconnecting))
                 .await
                 .ok()
-                .and_then(|ep| ep.clone())
+                .map(|e| e.clone())
         })
         .await;
         match waited {
-            Ok(Some(ep)) => Ok(ep),
+            Ok(Some(Endpoint::Ready(ep))) => Ok(ep),
+            Ok(Some(Endpoint::Refused(f))) => Err(f.into()),
             _ => Err(UpstreamError::Connect {
                 url: self.shown.clone(),
                 detail: "the SSE stream is down and reconnecting has not succeeded".into(),
@@ -199,7 +216,7 @@ impl LegacySse {
                 return;
             }
             warn!(reason = %end, "SSE stream lost; reconnecting");
-            self.endpoint.send_replace(None);
+            self.endpoint.send_replace(Endpoint::Reconnecting);
             let detail = format!(
                 "the SSE stream broke before the answer arrived ({end}); the request was not sent again"
             );
@@ -216,6 +233,12 @@ impl LegacySse {
         let (events, endpoint) = loop {
             match open(&self.url, &self.http).await {
                 Ok(ok) => break ok,
+                Err(UpstreamError::ForeignOrigin(f)) => {
+                    warn!(error = %f, "SSE reconnect refused; retrying");
+                    self.endpoint.send_replace(Endpoint::Refused(f));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
                 Err(e) => {
                     debug!(error = %e, "SSE reconnect failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -226,9 +249,11 @@ impl LegacySse {
         info!(endpoint = %display_url(&endpoint), "SSE stream re-established");
         let (init, initialized) = self.handshake.lock().unwrap().clone();
         let Some(init) = init else {
-            self.endpoint.send_replace(Some(endpoint));
+            self.endpoint.send_replace(Endpoint::Ready(endpoint));
             return events;
         };
+        // Messages wait for the replay rather than failing on an old refusal.
+        self.endpoint.send_replace(Endpoint::Reconnecting);
         // The replay runs beside the reader: its answer arrives on the stream being read.
         let me = self.clone();
         tokio::spawn(async move {
@@ -258,7 +283,7 @@ impl LegacySse {
             Bytes::from_static(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
         });
         self.post_to(&endpoint, initialized).await?;
-        self.endpoint.send_replace(Some(endpoint));
+        self.endpoint.send_replace(Endpoint::Ready(endpoint));
         Ok(())
     }
 
@@ -317,9 +342,17 @@ async fn open(url: &Url, http: &HttpClient) -> Result<(Events, Url), UpstreamErr
             match events.next().await {
                 Some(Ok(ev)) if ev.event.as_deref() == Some("endpoint") => {
                     let text = String::from_utf8_lossy(&ev.data).trim().to_string();
-                    return url.join(&text).map_err(|e| {
+                    let endpoint = url.join(&text).map_err(|e| {
                         closed(format!("the endpoint event {text:?} is not a URL: {e}"))
-                    });
+                    })?;
+                    if !same_origin(url, &endpoint) {
+                        return Err(ForeignOrigin::Endpoint {
+                            sse: origin_of(url),
+                            endpoint: origin_of(&endpoint),
+                        }
+                        .into());
+                    }
+                    return Ok(endpoint);
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(closed(describe(&e))),

@@ -280,7 +280,11 @@ impl StreamableHttp {
                 .http
                 .send(&self.url, || self.get_request(Some(&last), session))
                 .await
-                .map_err(|e| self.closed(format!("{detail}; resuming failed: {e}")))?;
+                .map_err(|e| match e {
+                    // Its own kind: the message names both origins and says what to do.
+                    e @ UpstreamError::ForeignOrigin(_) => e,
+                    e => self.closed(format!("{detail}; resuming failed: {e}")),
+                })?;
             if !(resp.status().is_success() && is_event_stream(&resp)) {
                 let status = resp.status().as_u16();
                 return Err(self.closed(format!(
@@ -373,6 +377,10 @@ impl StreamableHttp {
                 .await
             {
                 Ok(r) => r,
+                Err(UpstreamError::ForeignOrigin(f)) => {
+                    warn!(error = %f, "GET stream refused; server-initiated messages will only arrive on responses");
+                    return;
+                }
                 Err(e) => {
                     debug!(error = %e, "GET stream: connect failed; will retry");
                     tokio::time::sleep(backoff).await;

@@ -1014,58 +1014,44 @@ async fn oidc_environment_assumes_the_role_then_mints() {
     );
 }
 
-/// `--auth auto --site-type CN` with environment keys uses them even on a loopback host (the
-/// site type says "this is Alibaba Cloud"); without `--site-type`, a host that is not Alibaba
-/// Cloud's never receives an Alibaba token, and stderr says why.
+/// `--auth auto` with environment keys keeps them from a host that is not the OpenAPI MCP
+/// service's, even with `--site-type` (which picks the site, not the trust): no token is
+/// minted, nothing carries an Authorization header, and the auth line says why. (The service's
+/// own host does get them: `hostile::auto_uses_access_keys_for_the_openapi_mcp_host`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_mode_uses_keys_only_for_alibaba_cloud() {
+async fn auto_mode_uses_keys_only_for_the_openapi_mcp_service() {
     let rig = Rig::start("auto").await;
     rig.fake.add_access_key(AK_ID, AK_SECRET);
     let fake_url = rig.fake.url();
-    let url = rig.server.url();
-    let args = [
-        url.as_str(),
-        "--transport",
-        "http-only",
-        "--auth",
-        "auto",
-        "--site-type",
-        "CN",
-        "--ims-endpoint",
-        fake_url.as_str(),
-    ];
-    let mut bridge = Bridge::spawn_isolated(args, env_keys(AK_ID, AK_SECRET), rig.home.path());
-    bridge.initialize().await;
-    let stderr = finish(bridge).await;
-    let line = auth_line(&stderr);
-    assert!(
-        line.contains("AccessKey") && line.contains("auto"),
-        "{line}"
-    );
-    assert_eq!(rig.fake.mint_count(), 1);
-    assert!(rig.server.unauthorized().is_empty());
-
-    // No --site-type, loopback host: the keys stay home.
     let open = TestServer::start().await;
     let url = open.url();
-    let args = [
-        url.as_str(),
-        "--transport",
-        "http-only",
-        "--auth",
-        "auto",
-        "--ims-endpoint",
-        fake_url.as_str(),
-    ];
-    let mut bridge = Bridge::spawn_isolated(args, env_keys(AK_ID, AK_SECRET), rig.home.path());
-    bridge.initialize().await;
-    let resp = bridge.call_tool(1, "echo", json!({"text": "open"})).await;
-    assert_eq!(tool_text(&resp), "open");
-    let stderr = finish(bridge).await;
-    let line = auth_line(&stderr);
-    assert!(!line.contains("AccessKey"), "{line}");
-    assert!(line.contains("not an Alibaba Cloud host"), "{line}");
-    assert_eq!(rig.fake.mint_count(), 1, "no token minted for this run");
+    for site in [Some("CN"), None] {
+        let mut args = vec![
+            url.as_str(),
+            "--transport",
+            "http-only",
+            "--auth",
+            "auto",
+            "--ims-endpoint",
+            fake_url.as_str(),
+        ];
+        if let Some(site) = site {
+            args.extend(["--site-type", site]);
+        }
+        let mut bridge = Bridge::spawn_isolated(args, env_keys(AK_ID, AK_SECRET), rig.home.path());
+        bridge.initialize().await;
+        let resp = bridge.call_tool(1, "echo", json!({"text": "open"})).await;
+        assert_eq!(tool_text(&resp), "open");
+        let stderr = finish(bridge).await;
+        let line = auth_line(&stderr);
+        assert!(
+            line.starts_with(
+                "alibridge: auth: OAuth (auto: 127.0.0.1 is not an OpenAPI MCP endpoint"
+            ),
+            "{line}"
+        );
+    }
+    assert_eq!(rig.fake.mint_count(), 0, "no token minted");
     assert!(open
         .requests()
         .iter()

@@ -12,6 +12,9 @@ mod cli;
 mod everything;
 /// Fault matrix: upstream failures, session loss, cut streams, bad stdin, shutdown.
 mod faults;
+/// Hostile peers: redirects, legacy endpoint events and host names that would steer
+/// credentials to another origin (a canary on 127.0.0.2 proves nothing arrives).
+mod hostile;
 /// `--auth oauth` against a local authorization server; `login` / `status` / `logout`.
 mod oauth;
 /// OAuth renewals coordinated by token generation: races of calls, streams and processes.

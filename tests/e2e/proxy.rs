@@ -32,7 +32,7 @@ use crate::support::peers::{Mode, ServerEverything};
 const STEP: Duration = Duration::from_secs(30);
 
 /// A scratch `HOME`, removed on drop.
-struct Home(std::path::PathBuf);
+pub(super) struct Home(std::path::PathBuf);
 
 impl Home {
     fn new() -> Home {
@@ -51,20 +51,20 @@ impl Drop for Home {
 }
 
 /// A running `alibridge proxy`, isolated from this machine's credentials and settings.
-struct Proxy {
+pub(super) struct Proxy {
     child: Child,
     /// `http://127.0.0.1:<port>`.
-    base: String,
-    addr: SocketAddr,
+    pub(super) base: String,
+    pub(super) addr: SocketAddr,
     /// stdout up to and including `listening on …`.
-    banner: String,
+    pub(super) banner: String,
     stderr: Arc<Mutex<String>>,
     _home: Home,
 }
 
 impl Proxy {
     /// `alibridge proxy --port 0 <args…>` with `env`; returns once it listens.
-    async fn start(args: &[&str], env: &[(&str, &str)]) -> Proxy {
+    pub(super) async fn start(args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let home = Home::new();
         let mut cmd = Command::new(bin());
         cmd.arg("proxy").args(["--port", "0"]).args(args);
@@ -131,11 +131,11 @@ impl Proxy {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn stderr(&self) -> String {
+    pub(super) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
@@ -157,14 +157,14 @@ impl Proxy {
 }
 
 /// An HTTP client that never goes through a system proxy.
-fn http() -> reqwest::Client {
+pub(super) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 /// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and returns the status and
 /// the raw rest of the answer.
-async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+pub(super) async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
@@ -181,10 +181,10 @@ async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     (status, text)
 }
 
-const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+pub(super) const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 
 /// POSTs one JSON-RPC message as an MCP client does.
-async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Response {
+pub(super) async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Response {
     let mut rb = http()
         .post(url)
         .header("accept", "application/json, text/event-stream")
@@ -779,8 +779,8 @@ async fn health_reports_token_state_without_secrets() {
 }
 
 /// An unreachable upstream (never up, or killed) is a 502 whose body names the upstream and
-/// the cause; the proxy keeps serving. Without AccessKeys the banner says why no servers are
-/// listed.
+/// the cause; the proxy keeps serving. The banner says why no servers are listed (the upstream
+/// is not an OpenAPI MCP host, so `auto` signs nothing for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_a_502_with_a_clear_body() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -792,7 +792,7 @@ async fn upstream_down_is_a_502_with_a_clear_body() {
     assert!(
         proxy
             .banner
-            .contains("not listed (no Alibaba Cloud AccessKeys found"),
+            .contains("not listed (skipped for --auth none and for upstreams that are not an OpenAPI MCP host"),
         "{}",
         proxy.banner
     );
@@ -1049,6 +1049,9 @@ async fn command_line_help_and_errors() {
         ("--shutdown-grace", "ALIBRIDGE_SHUTDOWN_GRACE"),
         ("--debug", "ALIBRIDGE_DEBUG"),
         ("--log-file", "ALIBRIDGE_LOG_FILE"),
+        ("--proxy-token", "ALIBRIDGE_PROXY_TOKEN"),
+        ("--max-connections", "ALIBRIDGE_PROXY_MAX_CONNECTIONS"),
+        ("--max-body-size", "ALIBRIDGE_PROXY_MAX_BODY_SIZE"),
     ] {
         assert!(
             help.contains(flag) && help.contains(env),
@@ -1073,4 +1076,278 @@ async fn command_line_help_and_errors() {
     ]);
     assert_eq!(busy.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&busy.stderr).contains("cannot listen on 127.0.0.1:"));
+}
+
+/// POSTs one JSON-RPC message with `authorization` (if any) as the client's Authorization.
+async fn post_as(
+    url: &str,
+    authorization: Option<&str>,
+    session: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
+    let mut rb = http()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(a) = authorization {
+        rb = rb.header("authorization", a);
+    }
+    if let Some(s) = session {
+        rb = rb
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", "2025-06-18");
+    }
+    rb.send().await.expect("the proxy answers")
+}
+
+const PROXY_TOKEN: &str = "proxy-token-7Hq2Wm9Zx4Lc";
+
+/// `--proxy-token` (here from `ALIBRIDGE_PROXY_TOKEN`): without it or with another token a
+/// request is 401 with a body saying what to send, and reaches nothing; with it the session
+/// works, and upstream sees the proxy's own credential (the minted token), never the client's
+/// Authorization. `/health` stays open but without details; the token never reaches the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_token_is_required_and_never_forwarded() {
+    let fake = AliyunFake::start().await;
+    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
+    let server =
+        TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
+    let (upstream, ims) = (format!("http://{}", server.addr()), fake.url());
+    let proxy = Proxy::start(
+        &[
+            "--auth",
+            "ak",
+            "--site-type",
+            "CN",
+            "--ims-endpoint",
+            &ims,
+            "--upstream-url",
+            &upstream,
+            "--debug",
+        ],
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
+            ("ALIBRIDGE_PROXY_TOKEN", PROXY_TOKEN),
+        ],
+    )
+    .await;
+    assert!(
+        proxy
+            .banner
+            .contains("clients must send Authorization: Bearer <the --proxy-token value>"),
+        "{}",
+        proxy.banner
+    );
+    let url = proxy.url("/mcp");
+    for (auth, says) in [
+        (None, "this proxy requires a token"),
+        (Some("Bearer not-the-token"), "does not match"),
+        (
+            Some(&format!("Basic {PROXY_TOKEN}") as &str),
+            "is not \"Bearer <token>\"",
+        ),
+    ] {
+        let r = post_as(&url, auth, None, INIT).await;
+        assert_eq!(r.status(), 401, "{auth:?}");
+        assert!(r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(says) && message.contains("--proxy-token"),
+            "{message}"
+        );
+    }
+    // (The start-up listing, GET /apimcpservers, went to the upstream before any client.)
+    let mcp_requests = || {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| r.uri.starts_with("/mcp"))
+            .collect::<Vec<_>>()
+    };
+    assert!(mcp_requests().is_empty(), "refused requests reach nothing");
+    assert_eq!(fake.mint_count(), 0);
+
+    let bearer = format!("Bearer {PROXY_TOKEN}");
+    let r = post_as(&url, Some(&bearer), None, INIT).await;
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let r = post_as(
+        &url,
+        Some(&bearer),
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let r = post_as(&url, Some(&bearer), Some(&sid), &echo_call(3, "with token")).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("with token"));
+    let token = fake.minted_tokens()[0].clone();
+    let forwarded = mcp_requests();
+    assert_eq!(forwarded.len(), 3);
+    for r in forwarded {
+        assert_eq!(
+            r.bearer(),
+            Some(token.as_str()),
+            "the proxy's own credential"
+        );
+        for (name, value) in &r.headers {
+            assert!(
+                !value.to_str().unwrap_or_default().contains(PROXY_TOKEN),
+                "the proxy token reached the upstream in {name}"
+            );
+        }
+    }
+
+    let open: Value = http()
+        .get(proxy.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(open["status"], "ok");
+    assert!(
+        open.get("token").is_none() && open.get("upstream").is_none(),
+        "{open}"
+    );
+    let full: Value = http()
+        .get(proxy.url("/health"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(full["token"]["state"], "present", "{full}");
+    assert_eq!(full["requests"]["unauthorized"], 3, "{full}");
+    assert!(!proxy.stderr().contains(PROXY_TOKEN));
+}
+
+/// Sends `GET /health` on a new keep-alive connection and reads the whole answer, leaving the
+/// connection open (it holds one of the proxy's connection slots).
+async fn open_connection(addr: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(STEP, s.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "the proxy closed the connection");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a Content-Length");
+            if got.len() >= end + 4 + length {
+                assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+                return s;
+            }
+        }
+    }
+}
+
+/// `--max-connections 2`: with two connections open, a third is answered 503 naming the limit
+/// and the flag, and reaches nothing; once one closes, new connections are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_refuses_cleanly_and_recovers() {
+    let (server, proxy) = plain_rig(&["--max-connections", "2"]).await;
+    assert!(
+        proxy.banner.contains("limits: 2 connections"),
+        "{}",
+        proxy.banner
+    );
+    let first = open_connection(proxy.addr).await;
+    let _second = open_connection(proxy.addr).await;
+    let host = proxy.addr;
+    let health = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (status, text) = raw(proxy.addr, &health).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains("too_many_connections")
+            && text.contains("already serving 2 connections")
+            && text.contains("--max-connections"),
+        "{text}"
+    );
+    let init = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{INIT}",
+        INIT.len()
+    );
+    let (status, _) = raw(proxy.addr, &init).await;
+    assert_eq!(status, 503);
+    assert!(
+        server.requests().is_empty(),
+        "refused connections reach nothing"
+    );
+
+    drop(first);
+    // The proxy frees the slot when it sees the close; serve again from then on.
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let (status, _) = raw(proxy.addr, &health).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (status, _) = raw(proxy.addr, &init).await;
+    assert_eq!(status, 200);
+    assert!(proxy.stderr().contains("--max-connections reached"));
+}
+
+/// `--max-body-size 2KiB`: a larger body is 413 naming the limit and the flag, whether its
+/// size is declared (`Content-Length`, refused before reading) or not (chunked, refused once
+/// past the limit); it reaches nothing, and a body under the limit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_size_cap_is_a_413_naming_the_flag() {
+    let (server, proxy) = plain_rig(&["--max-body-size", "2KiB"]).await;
+    let url = proxy.url("/mcp");
+    let big = echo_call(1, &"x".repeat(3000));
+    let r = post(&url, None, &big).await;
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "body_too_large", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("(2 KiB)") && message.contains("--max-body-size"),
+        "{message}"
+    );
+
+    let host = proxy.addr;
+    let chunk = "y".repeat(1500);
+    let chunked = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{len:x}\r\n{chunk}\r\n{len:x}\r\n{chunk}\r\n0\r\n\r\n",
+        len = chunk.len()
+    );
+    let (status, text) = raw(proxy.addr, &chunked).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("--max-body-size"), "{text}");
+    assert!(server.requests().is_empty(), "refused bodies reach nothing");
+
+    handshake(&url).await;
+    assert_eq!(server.requests().len(), 2);
 }

@@ -6,6 +6,8 @@
 
 pub mod aliyun_fake;
 pub mod bridge;
+pub mod canary;
+pub mod hostile;
 pub mod mcp_server;
 pub mod oauth_server;
 pub mod peers;

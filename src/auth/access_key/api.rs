@@ -1,6 +1,10 @@
 //! Calls to Alibaba Cloud's RPC-style APIs (STS, RAM-OAuth): sign, send, and turn the service's
 //! error body (`Code`, `Message`, `RequestId`) into an error a person can act on, including a
 //! warning when the local clock is off (a classic cause of signature failures).
+//!
+//! Signed calls carry the AccessKey id, a signature and the STS security token: the client
+//! follows redirects only within the endpoint's origin ([`crate::origin`]), and a cross-origin
+//! one is the error [`ApiError::ForeignOrigin`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,6 +12,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use super::keys::AccessKeys;
+use crate::origin::foreign_redirect;
 use crate::signer::{self, rpc_v2, HttpMethod};
 use crate::upstream::error::describe;
 
@@ -35,6 +40,8 @@ pub enum ApiError {
         /// Server time minus local time, when they differ by more than a few minutes.
         clock_skew_secs: Option<i64>,
     },
+    #[error("{0}")]
+    ForeignOrigin(#[from] crate::origin::ForeignOrigin),
     #[error("{host} sent an answer that is not JSON (HTTP {status}): {detail}")]
     Malformed {
         host: String,
@@ -72,6 +79,7 @@ impl ApiClient {
             .user_agent(concat!("alibridge/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
+            .redirect(crate::origin::redirect_policy())
             .build()?;
         Ok(ApiClient { http })
     }
@@ -110,9 +118,12 @@ impl ApiClient {
                 .body(body);
         }
         let host = endpoint.host_str().unwrap_or_default().to_string();
-        let resp = rb.send().await.map_err(|e| ApiError::Unreachable {
-            host: host.clone(),
-            detail: describe(&e),
+        let resp = rb.send().await.map_err(|e| match foreign_redirect(&e) {
+            Some(refused) => ApiError::ForeignOrigin(refused),
+            None => ApiError::Unreachable {
+                host: host.clone(),
+                detail: describe(&e),
+            },
         })?;
         let status = resp.status().as_u16();
         let skew = clock_skew(resp.headers().get(reqwest::header::DATE));

@@ -108,6 +108,10 @@ impl Exchange {
                  Attach the system policy AliyunOpenAPIMCPServerStaticCredentialAccess to the RAM user or role, and run \
                  `alibridge pre-check --site-type {site}` once (in any browser) to authorize the application"
             )
+        } else if matches!(e, ApiError::ForeignOrigin(_)) {
+            "the signed request was not sent on; if the RAM-OAuth endpoint really moved, give its \
+             address with --ims-endpoint"
+                .to_string()
         } else if matches!(e, ApiError::Unreachable { .. }) {
             "check the network and HTTPS_PROXY, or point --ims-endpoint at a reachable RAM-OAuth endpoint".to_string()
         } else {

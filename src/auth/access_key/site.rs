@@ -84,17 +84,39 @@ impl Site {
     }
 }
 
-/// True for hosts that belong to Alibaba Cloud, where sending an Alibaba Cloud token is safe.
-pub fn is_alibaba_host(url: &Url) -> bool {
-    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    [
-        ".aliyuncs.com",
-        ".alibabacloud.com",
-        ".alibabacloudcs.com",
-        ".aliyun.com",
-    ]
-    .iter()
-    .any(|s| host.ends_with(s))
+/// True for the OpenAPI MCP service's own endpoints, `openapi-mcp.<region>.aliyuncs.com`
+/// (documented: `cn-hangzhou` for CN, `ap-southeast-1` for INTL; other regions have the same
+/// shape), the only hosts `--auth auto` sends tokens minted from AccessKeys to.
+///
+/// Deliberately not the whole `*.aliyuncs.com` / `*.aliyun.com` / `*.alibabacloud.com`: those
+/// include hosts that run customer code or serve customer content (Function Compute HTTP
+/// triggers `*.<region>.fc.aliyuncs.com` and `*.fcapp.run`, API Gateway, OSS buckets
+/// `<bucket>.oss-<region>.aliyuncs.com`), and a token minted from AccessKeys acts for the whole
+/// RAM identity. Such hosts get AccessKeys only with an explicit `--auth ak`.
+pub fn is_openapi_mcp_host(url: &Url) -> bool {
+    let Some(url::Host::Domain(host)) = url.host() else {
+        return false;
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = host.split('.').collect();
+    matches!(labels.as_slice(), ["openapi-mcp", region, "aliyuncs", "com"] if is_region_id(region))
+}
+
+/// `cn-hangzhou`, `ap-southeast-1`, `cn-shanghai-finance-1`, …: two letters, then dash-separated
+/// lower-case alphanumeric parts. (`oss-cn-hangzhou` is not one: its first part is a product.)
+fn is_region_id(label: &str) -> bool {
+    let mut parts = label.split('-');
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    label.len() <= 40
+        && first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && !rest.is_empty()
+        && rest.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 #[cfg(test)]
@@ -125,12 +147,43 @@ mod tests {
     }
 
     #[test]
-    fn only_alibaba_hosts_are_trusted_with_tokens() {
-        assert!(is_alibaba_host(
-            &Url::parse("https://openapi-mcp.cn-hangzhou.aliyuncs.com/").unwrap()
-        ));
-        assert!(!is_alibaba_host(
-            &Url::parse("https://aliyuncs.com.evil.example/").unwrap()
-        ));
+    fn only_openapi_mcp_hosts_are_trusted_with_tokens_under_auto() {
+        let yes = |u: &str| is_openapi_mcp_host(&Url::parse(u).unwrap());
+        for ok in [
+            "https://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/1/custom/x/id/y/mcp",
+            "https://openapi-mcp.ap-southeast-1.aliyuncs.com/id/abc/mcp",
+            "https://OPENAPI-MCP.CN-HANGZHOU.ALIYUNCS.COM/mcp",
+            "https://openapi-mcp.cn-hangzhou.aliyuncs.com./mcp",
+            "http://openapi-mcp.cn-shanghai-finance-1.aliyuncs.com:8443/sse",
+            "https://openapi-mcp.us-east-1.aliyuncs.com/mcp",
+        ] {
+            assert!(yes(ok), "{ok}");
+        }
+        for no in [
+            // Function Compute HTTP triggers run customer code.
+            "https://my-fn-abcd.cn-hangzhou.fcapp.run/mcp",
+            "https://123456.cn-hangzhou.fc.aliyuncs.com/2016-08-15/proxy/svc/fn/mcp",
+            "https://openapi-mcp.cn-hangzhou.fc.aliyuncs.com/mcp",
+            // API Gateway and OSS serve customer content.
+            "https://abc-cn-hangzhou.alicloudapi.com/mcp",
+            "https://openapi-mcp.oss-cn-hangzhou.aliyuncs.com/mcp",
+            "https://bucket.oss-cn-hangzhou.aliyuncs.com/mcp",
+            // Other Alibaba hosts are not the OpenAPI MCP service.
+            "https://dashscope.aliyuncs.com/api/v1/mcps/x/mcp",
+            "https://openapi-mcp.aliyuncs.com/mcp",
+            "https://mcp.alibabacloud.com/mcp",
+            "https://openapi-mcp.cn-hangzhou.aliyun.com/mcp",
+            "https://x.openapi-mcp.cn-hangzhou.aliyuncs.com/mcp",
+            "https://openapi-mcp.vpc-proxy.cn-shanghai.aliyuncs.com/mcp",
+            // Look-alikes.
+            "https://openapi-mcp.cn-hangzhou.aliyuncs.com.evil.example/mcp",
+            "https://openapi-mcp.cn-hangzhou.aliyuncs.co/mcp",
+            "https://openapi-mcp.c-hangzhou.aliyuncs.com/mcp",
+            "https://openapi-mcp.cn-.aliyuncs.com/mcp",
+            "https://openapi-mcp.cn.aliyuncs.com/mcp",
+            "http://127.0.0.1:9/mcp",
+        ] {
+            assert!(!yes(no), "{no}");
+        }
     }
 }

@@ -13,6 +13,7 @@ use super::keys::{parse_utc, AccessKeys, KeySource, Renewing, SharedSource};
 use crate::auth::{AuthError, BoxFuture};
 use crate::signer::rpc_v2::RpcCall;
 use crate::signer::HttpMethod;
+use crate::upstream::error::describe;
 
 const STS_VERSION: &str = "2015-04-01";
 
@@ -198,19 +199,19 @@ impl KeySource for EcsRole {
                 Some(r) => r.clone(),
                 None => get(base.clone())
                     .await
-                    .map_err(|e| fail(e.to_string()))?
+                    .map_err(|e| fail(describe(&e)))?
                     .text()
                     .await
-                    .map_err(|e| fail(e.to_string()))?
+                    .map_err(|e| fail(describe(&e)))?
                     .trim()
                     .to_string(),
             };
             let v: Value = get(format!("{base}{role}"))
                 .await
-                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| fail(describe(&e)))?
                 .json()
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(describe(&e)))?;
             parse_temporary(&v)
                 .ok_or_else(|| fail(format!("role {role}: no credentials in the answer")))
         }))
@@ -239,11 +240,11 @@ impl KeySource for CredentialsUri {
                 .get(self.uri.clone())
                 .send()
                 .await
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|e| fail(describe(&e)))?;
             if !resp.status().is_success() {
                 return Err(fail(format!("HTTP {}", resp.status().as_u16())));
             }
-            let v: Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
+            let v: Value = resp.json().await.map_err(|e| fail(describe(&e)))?;
             parse_temporary(&v)
                 .ok_or_else(|| fail("no AccessKeyId/AccessKeySecret in the answer".into()))
         }))

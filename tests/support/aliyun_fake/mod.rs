@@ -18,6 +18,9 @@
 //! `InvalidSecurityToken.Expired` 400, `Forbidden.RAM` 403 for keys the test marks as lacking
 //! `AliyunOpenAPIMCPServerStaticCredentialAccess`, …).
 //!
+//! A hostile switch, [`AliyunFake::redirect_api`], makes every API call (not the sign-in page)
+//! answer with a redirect to another place, carrying the call's path and signed query along.
+//!
 //! Every call is recorded ([`Call`]); minted tokens can be checked ([`AliyunFake::is_valid_token`],
 //! [`AliyunFake::token_checker`], which the test MCP server uses to answer 401) and revoked.
 
@@ -153,6 +156,10 @@ struct State {
     oidc_tokens: HashSet<String>,
     clients: HashMap<String, ClientStatus>,
     signins: Vec<SignIn>,
+    /// `(status, base)`: API calls are redirected to `base` + their path and query.
+    api_redirect: Option<(u16, String)>,
+    /// API calls answered with that redirect.
+    redirected: usize,
 }
 
 /// The running fake. Dropping it stops it.
@@ -186,6 +193,8 @@ impl AliyunFake {
             ]
             .into(),
             signins: Vec::new(),
+            api_redirect: None,
+            redirected: 0,
         }));
         let kill = CancellationToken::new();
         tokio::spawn(accept_loop(listener, state.clone(), kill.clone()));
@@ -328,6 +337,17 @@ impl AliyunFake {
         move |token| valid(&state.lock().unwrap(), token)
     }
 
+    /// From now on every API call is answered `status` (`307`, `308`, …) with a `Location` of
+    /// `base` followed by the call's own path and query (signature, key id, security token).
+    pub fn redirect_api(&self, status: u16, base: &str) {
+        self.st().api_redirect = Some((status, base.to_string()));
+    }
+
+    /// How many API calls were answered with the [`AliyunFake::redirect_api`] redirect.
+    pub fn redirected(&self) -> usize {
+        self.st().redirected
+    }
+
     /// Every visit to the sign-in page.
     pub fn signins(&self) -> Vec<SignIn> {
         self.st().signins.clone()
@@ -417,6 +437,24 @@ async fn serve(state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Res
         if let Some(l) = a.location {
             h.insert(http::header::LOCATION, l.parse().expect("valid Location"));
         }
+        return r;
+    }
+    let redirect = {
+        let mut st = state.lock().unwrap();
+        let r = st.api_redirect.clone();
+        if r.is_some() {
+            st.redirected += 1;
+        }
+        r
+    };
+    if let Some((status, base)) = redirect {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        let location = format!("{base}{path}?{query}");
+        r.headers_mut().insert(
+            http::header::LOCATION,
+            location.parse().expect("valid Location"),
+        );
         return r;
     }
     let host = header(http::header::HOST).unwrap_or_default();

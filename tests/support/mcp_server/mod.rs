@@ -74,6 +74,9 @@ pub struct ServerOptions {
     /// When set, every request must carry `Authorization: Bearer <token>` with a token this
     /// accepts; anything else gets `401` with `WWW-Authenticate: Bearer` and never reaches rmcp.
     pub require_bearer: Option<TokenCheck>,
+    /// Accept any `Host` header (rmcp accepts only loopback names by default), for tests that
+    /// reach this server under a public host name through an HTTP proxy (`HTTP_PROXY`).
+    pub any_host: bool,
 }
 
 impl ServerOptions {
@@ -93,6 +96,7 @@ impl Default for ServerOptions {
             sse_retry: Duration::from_millis(300),
             max_body_bytes: 256 << 20,
             require_bearer: None,
+            any_host: false,
         }
     }
 }
@@ -126,10 +130,13 @@ impl TestServer {
         sessions.session_config.sse_retry = Some(opts.sse_retry);
         let sessions = Arc::new(sessions);
         let rmcp_ct = CancellationToken::new();
-        let config = StreamableHttpServerConfig::default()
+        let mut config = StreamableHttpServerConfig::default()
             .with_sse_retry(Some(opts.sse_retry))
             .with_max_request_body_bytes(opts.max_body_bytes)
             .with_cancellation_token(rmcp_ct.child_token());
+        if opts.any_host {
+            config = config.disable_allowed_hosts();
+        }
         let c = counters.clone();
         let rmcp = StreamableHttpService::new(
             move || Ok(tools::TestTools::new(c.clone())),

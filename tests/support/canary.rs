@@ -1,0 +1,258 @@
+//! A canary origin: an HTTP server on a second loopback address (`127.0.0.2`; Linux routes all
+//! of 127.0.0.0/8 to `lo`) that records every request it receives and answers each with a
+//! harmless `200 {"canary":true}`.
+//!
+//! Hostile peers point the bridge at it (a redirect `Location`, a legacy `endpoint` event,
+//! OAuth metadata, an HTTP proxy setting); the test then proves that nothing secret arrived:
+//!
+//! ```ignore
+//! let canary = Canary::start().await;
+//! // … make a hostile server send the bridge to canary.url() …
+//! canary.assert_no_secrets(&["the --header value", "the bearer token"]);
+//! canary.assert_untouched(); // or: not even one request
+//! ```
+//!
+//! A secret counts as arrived when it appears anywhere in a request: the request line (path,
+//! query, or the absolute URL a proxy client sends), any header value, or the body, either
+//! verbatim or percent-encoded.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The canary's default address: a loopback address other than the one servers use.
+pub const CANARY_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// One request as the canary received it.
+#[derive(Debug, Clone)]
+pub struct CanaryRequest {
+    pub method: String,
+    /// The request target as sent: a path and query, or an absolute URL (proxy clients).
+    pub target: String,
+    /// Header names and values (values lossily decoded).
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl CanaryRequest {
+    /// The header's value, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Where in this request `secret` appears (verbatim or percent-encoded), if anywhere.
+    pub fn find(&self, secret: &str) -> Option<String> {
+        let forms = [secret.to_string(), percent_encode(secret)];
+        let body = String::from_utf8_lossy(&self.body);
+        for form in &forms {
+            if self.target.contains(form.as_str()) {
+                return Some("the request target".into());
+            }
+            if let Some((n, _)) = self.headers.iter().find(|(_, v)| v.contains(form.as_str())) {
+                return Some(format!("header {n}"));
+            }
+            if body.contains(form.as_str()) {
+                return Some("the body".into());
+            }
+        }
+        None
+    }
+}
+
+/// The running canary. Dropping it stops it.
+pub struct Canary {
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<CanaryRequest>>>,
+    changed: Arc<Notify>,
+    kill: CancellationToken,
+}
+
+impl Canary {
+    /// Starts a canary on `127.0.0.2`, on a free port.
+    pub async fn start() -> Canary {
+        Self::start_on(CANARY_IP).await
+    }
+
+    /// Starts a canary on `ip` (e.g. `127.0.0.1`, for "same host, another port"), free port.
+    pub async fn start_on(ip: IpAddr) -> Canary {
+        let listener = TcpListener::bind((ip, 0))
+            .await
+            .unwrap_or_else(|e| panic!("bind the canary on {ip}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let changed = Arc::new(Notify::new());
+        let kill = CancellationToken::new();
+        tokio::spawn(accept_loop(
+            listener,
+            log.clone(),
+            changed.clone(),
+            kill.clone(),
+        ));
+        Canary {
+            addr,
+            log,
+            changed,
+            kill,
+        }
+    }
+
+    /// `http://<ip>:<port>` (no trailing slash).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<CanaryRequest> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 20 s, then panics) until at least `n` requests arrived.
+    pub async fn wait_for_requests(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.log.lock().unwrap().len() >= n {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                panic!("the canary did not receive {n} requests in 20 s");
+            }
+        }
+    }
+
+    /// Panics if any of `secrets` reached the canary, naming the secret (first characters
+    /// only), the request and where in it.
+    pub fn assert_no_secrets(&self, secrets: &[&str]) {
+        assert!(!secrets.is_empty(), "give the secrets to look for");
+        for s in secrets {
+            assert!(
+                s.len() >= 8,
+                "{s:?} is too short to be a meaningful canary value"
+            );
+        }
+        for (i, r) in self.requests().iter().enumerate() {
+            for s in secrets {
+                if let Some(place) = r.find(s) {
+                    panic!(
+                        "a secret ({}…) reached the canary at {} in request #{i} ({} {}), in {place}",
+                        &s[..4],
+                        self.url(),
+                        r.method,
+                        r.target
+                    );
+                }
+            }
+        }
+    }
+
+    /// Panics unless the canary received no request at all.
+    pub fn assert_untouched(&self) {
+        let seen = self.requests();
+        assert!(
+            seen.is_empty(),
+            "{} request(s) reached the canary at {}: {:?}",
+            seen.len(),
+            self.url(),
+            seen.iter()
+                .map(|r| format!("{} {}", r.method, r.target))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        self.kill.cancel();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    log: Arc<Mutex<Vec<CanaryRequest>>>,
+    changed: Arc<Notify>,
+    kill: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = kill.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let (log, changed, kill) = (log.clone(), changed.clone(), kill.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (log, changed) = (log.clone(), changed.clone());
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    log.lock().unwrap().push(CanaryRequest {
+                        method: parts.method.to_string(),
+                        target: parts.uri.to_string(),
+                        headers: parts
+                            .headers
+                            .iter()
+                            .map(|(n, v)| {
+                                (
+                                    n.to_string(),
+                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                )
+                            })
+                            .collect(),
+                        body,
+                    });
+                    changed.notify_waiters();
+                    let mut r =
+                        hyper::Response::new(Full::new(Bytes::from_static(br#"{"canary":true}"#)));
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = kill.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (how secrets travel in
+/// queries and form bodies).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
