@@ -470,6 +470,64 @@ mod tests {
         assert!(check_endpoint("token endpoint", &u("ftp://127.0.0.1/t"), &local).is_err());
     }
 
+    /// Serves `/.well-known/oauth-authorization-server` with metadata naming `issuer`, and 404
+    /// for everything else (no protected resource metadata: a 2025-03-26 server).
+    async fn legacy_server(issuer: impl Fn(u16) -> String + Send + 'static) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let meta = serde_json::json!({
+            "issuer": issuer(port),
+            "authorization_endpoint": format!("http://127.0.0.1:{port}/tenant/authorize"),
+            "token_endpoint": format!("http://127.0.0.1:{port}/tenant/token"),
+            "code_challenge_methods_supported": ["S256"],
+        })
+        .to_string();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let n = c.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("");
+                let (status, body) = if path == "/.well-known/oauth-authorization-server" {
+                    ("200 OK", meta.as_str())
+                } else {
+                    ("404 Not Found", "{}")
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(resp.as_bytes()).await;
+            }
+        });
+        Url::parse(&format!("http://127.0.0.1:{port}/mcp")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn backcompat_metadata_may_name_a_path_issuer_on_the_same_origin() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let server = legacy_server(|port| format!("http://127.0.0.1:{port}/tenant")).await;
+        let found = discover(&http, &server, None).await.unwrap();
+        assert_eq!(
+            found.server.issuer,
+            format!("http://127.0.0.1:{}/tenant", server.port().unwrap())
+        );
+
+        let elsewhere = legacy_server(|port| format!("http://127.0.0.2:{port}/tenant")).await;
+        let err = discover(&http, &elsewhere, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refusing a mismatched authorization server"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn canonical_resource_is_normalised() {
         let u = Url::parse("HTTPS://Mcp.Example.com/mcp/?x=1#f").unwrap();
