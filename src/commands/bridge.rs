@@ -35,6 +35,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         request_timeout: cfg.request_timeout,
         shutdown_grace: cfg.shutdown_grace,
+        max_message_size: cfg.max_message_size,
+        max_in_flight: cfg.max_in_flight,
     };
     let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let (url, mode) = (cfg.url.clone(), cfg.transport);
