@@ -567,3 +567,56 @@ mod tests {
         assert_eq!(v.as_deref(), Some("2025-06-18"));
     }
 }
+
+/// The streaming id scan agrees with a full parse on any valid message, however it is split.
+#[cfg(test)]
+mod scan_props {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z\"\\\\{}\\[\\],:\u{e9}\u{1F600} ]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec(("[a-z]{1,6}|id|method", inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn scan_agrees_with_a_full_parse(
+            fields in prop::collection::vec((prop::sample::select(vec!["id", "method", "params", "result", "jsonrpc", "idx"]), json()), 0..6),
+            pretty in any::<bool>(),
+            cut in prop::collection::vec(1usize..16, 1..6),
+        ) {
+            let obj = Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+            let text = if pretty { serde_json::to_vec_pretty(&obj) } else { serde_json::to_vec(&obj) }.unwrap();
+            let mut scan = HeadScan::new();
+            let (mut at, mut k) = (0, 0);
+            while at < text.len() {
+                let n = cut[k % cut.len()].min(text.len() - at);
+                scan.feed(&text[at..at + n]);
+                at += n;
+                k += 1;
+            }
+            let expected = obj.get("id").filter(|v| v.is_string() || v.is_number()).map(|v| Id(v.to_string()));
+            prop_assert_eq!(scan.id().cloned(), expected);
+            prop_assert_eq!(scan.has_method(), obj.get("method").is_some());
+        }
+    }
+}

@@ -238,3 +238,150 @@ mod tests {
         assert_eq!(out, b"{\"a\":1}\n{\"b\":2}\n");
     }
 }
+
+/// The line reader against a reference on arbitrary input and arbitrary read sizes.
+#[cfg(test)]
+mod framing_props {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures_util::FutureExt;
+    use proptest::prelude::*;
+    use tokio::io::AsyncRead;
+
+    use super::*;
+
+    /// An in-memory reader that hands out its bytes in pieces of the given sizes (cycled), so
+    /// the line reader sees every possible split of a line across reads.
+    struct Pieces {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        k: usize,
+    }
+
+    impl Pieces {
+        fn window(&self) -> usize {
+            self.sizes[self.k % self.sizes.len()]
+                .max(1)
+                .min(self.data.len() - self.at)
+        }
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            unreachable!("LineReader reads through the buffer")
+        }
+    }
+
+    impl AsyncBufRead for Pieces {
+        fn poll_fill_buf(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<std::io::Result<&[u8]>> {
+            let me = self.get_mut();
+            let n = me.window();
+            Poll::Ready(Ok(&me.data[me.at..me.at + n]))
+        }
+
+        fn consume(self: Pin<&mut Self>, amt: usize) {
+            let me = self.get_mut();
+            me.at += amt;
+            if amt > 0 {
+                me.k += 1;
+            }
+        }
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Out {
+        Message(Vec<u8>),
+        TooLarge(Oversized),
+    }
+
+    fn read_all(input: &[u8], sizes: Vec<usize>, limit: usize) -> Vec<Out> {
+        let biggest = sizes.iter().copied().max().unwrap_or(1);
+        let pieces = Pieces {
+            data: input.to_vec(),
+            at: 0,
+            sizes,
+            k: 0,
+        };
+        let mut r = LineReader::new(pieces, limit);
+        let mut out = Vec::new();
+        loop {
+            let next = r
+                .next_line()
+                .now_or_never()
+                .expect("in-memory input is always ready");
+            assert!(
+                r.buf.capacity() <= limit.max(biggest),
+                "buffer outgrew the limit"
+            );
+            match next.unwrap() {
+                Some(Line::Message(m)) => out.push(Out::Message(m.to_vec())),
+                Some(Line::TooLarge(o)) => out.push(Out::TooLarge(o)),
+                None => return out,
+            }
+        }
+    }
+
+    /// The obvious implementation: split the whole input on `\n`, then judge each line.
+    fn reference(input: &[u8], limit: usize) -> Vec<Out> {
+        let mut lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+        if lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop(); // the input ended with a newline (or was empty)
+        }
+        let mut out = Vec::new();
+        for raw in lines {
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if raw.len() > limit {
+                let mut scan = HeadScan::new();
+                scan.feed(raw);
+                out.push(Out::TooLarge(Oversized {
+                    size: raw.len() as u64,
+                    id: scan.id().cloned(),
+                    has_method: scan.has_method(),
+                }));
+                continue;
+            }
+            let mut line = raw;
+            while let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            out.push(Out::Message(line.to_vec()));
+        }
+        out
+    }
+
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => prop::sample::select(vec![
+                &b"\n"[..], b"\r", b"\r\n", b" ", b"\t", br#"{"jsonrpc":"2.0","#, br#""id":"#,
+                b"17", br#""a\"b""#, br#""method":"tools/call","#, br#""params":{"x":["#,
+                b"]}", b"}", b",", b"null",
+            ]).prop_map(<[u8]>::to_vec),
+            1 => (1usize..100, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+            1 => prop::collection::vec(any::<u8>(), 0..8),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn lines_match_the_reference_for_any_split(
+            input in prop::collection::vec(piece(), 0..60).prop_map(|v| v.concat()),
+            sizes in prop::collection::vec(1usize..40, 1..8),
+            limit in 1usize..64,
+        ) {
+            prop_assert_eq!(read_all(&input, sizes, limit), reference(&input, limit));
+        }
+    }
+}

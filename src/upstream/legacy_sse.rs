@@ -23,9 +23,10 @@ use tracing::{debug, info, warn};
 
 use super::error::{describe, display_url, UpstreamError};
 use super::event_stream::EventStream;
+use super::event_stream::TooLarge;
 use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_SSE};
-use super::streamable::parse_event;
-use super::Deliver;
+use super::streamable::{parse_event, Parsed};
+use super::{dropped, Deliver, Dropped};
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 
 type Events = EventStream<BoxStream<'static, Result<Bytes, reqwest::Error>>>;
@@ -36,7 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Someone waiting for the answer to a request id.
 struct Waiter {
-    tx: oneshot::Sender<Result<Message, String>>,
+    tx: oneshot::Sender<Result<Message, UpstreamError>>,
     /// The bridge's own replayed initialize: its answer must not reach the client.
     internal: bool,
 }
@@ -102,10 +103,7 @@ impl LegacySse {
         let Some(rx) = answer else { return Ok(()) };
         match rx.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(detail)) => Err(UpstreamError::StreamClosed {
-                url: self.shown.clone(),
-                detail,
-            }),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(UpstreamError::StreamClosed {
                 url: self.shown.clone(),
                 detail: "the bridge stopped reading the SSE stream".into(),
@@ -113,7 +111,11 @@ impl LegacySse {
         }
     }
 
-    fn wait_for(&self, id: Id, internal: bool) -> oneshot::Receiver<Result<Message, String>> {
+    fn wait_for(
+        &self,
+        id: Id,
+        internal: bool,
+    ) -> oneshot::Receiver<Result<Message, UpstreamError>> {
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()
@@ -181,14 +183,42 @@ impl LegacySse {
         }
     }
 
+    /// A server message dropped for its size: a waiting request fails with the size error, a
+    /// server request is refused so the server does not wait forever.
+    async fn on_too_large(&self, t: &TooLarge) {
+        let limit = self.http.max_message_size();
+        if let (Some(id), false) = (&t.id, t.has_method) {
+            if let Some(w) = self.waiters.lock().unwrap().remove(id) {
+                let _ = w.tx.send(Err(UpstreamError::TooLarge {
+                    url: self.shown.clone(),
+                    size: Some(t.size),
+                    limit: limit as u64,
+                }));
+                return;
+            }
+        }
+        match dropped(t, &self.shown, limit) {
+            Dropped::AnswerClient(m) => self.out.deliver(m).await,
+            Dropped::RefuseServer(m) => {
+                if let Err(e) = self.post(&m).await {
+                    warn!(error = %e, "could not refuse an oversized server request");
+                }
+            }
+            Dropped::Nothing => {}
+        }
+    }
+
     /// Reads the stream for the life of the transport, reconnecting when it breaks.
     async fn read_stream(self: Arc<Self>, mut events: Events) {
         loop {
             let end = loop {
                 match events.next().await {
                     Some(Ok(ev)) => match parse_event(ev) {
-                        Some(Ok(m)) => self.on_message(m).await,
-                        Some(Err(e)) => warn!(error = %e, "dropping a malformed SSE message"),
+                        Some(Parsed::Message(m)) => self.on_message(m).await,
+                        Some(Parsed::Malformed(e)) => {
+                            warn!(error = %e, "dropping a malformed SSE message")
+                        }
+                        Some(Parsed::TooLarge(t)) => self.on_too_large(&t).await,
                         None => {}
                     },
                     Some(Err(e)) => break describe(&e),
@@ -204,7 +234,10 @@ impl LegacySse {
                 "the SSE stream broke before the answer arrived ({end}); the request was not sent again"
             );
             for (_, w) in self.waiters.lock().unwrap().drain() {
-                let _ = w.tx.send(Err(detail.clone()));
+                let _ = w.tx.send(Err(UpstreamError::StreamClosed {
+                    url: self.shown.clone(),
+                    detail: detail.clone(),
+                }));
             }
             events = self.reconnect().await;
         }
@@ -307,7 +340,8 @@ async fn open(url: &Url, http: &HttpClient) -> Result<(Events, Url), UpstreamErr
             body,
         });
     }
-    let mut events: Events = EventStream::new(resp.bytes_stream().boxed());
+    let mut events: Events =
+        EventStream::new(resp.bytes_stream().boxed()).with_limit(http.max_message_size());
     let closed = |detail: String| UpstreamError::StreamClosed {
         url: display_url(url),
         detail,

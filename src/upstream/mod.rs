@@ -20,12 +20,13 @@ use tokio::sync::Mutex;
 use tracing::info;
 
 pub use self::error::UpstreamError;
+use self::event_stream::TooLarge;
 use self::http::HttpClient;
 use self::legacy_sse::LegacySse;
 use self::streamable::StreamableHttp;
 use crate::auth::BoxFuture;
 use crate::cli::TransportMode;
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{self, Message};
 
 /// Where server messages go. Implemented by the relay, which enforces "one answer per request".
 pub trait Deliver: Send + Sync + 'static {
@@ -157,6 +158,47 @@ impl Upstream {
     fn streamable(&self) -> StreamableHttp {
         StreamableHttp::new(self.url.clone(), self.http.clone(), self.out.clone())
     }
+}
+
+/// What becomes of a server message dropped for its size, other than the answer a POST is
+/// reading (that request simply fails with [`UpstreamError::TooLarge`]).
+pub(crate) enum Dropped {
+    /// A response: the client's request with that id gets this error instead (the relay drops
+    /// it if no such request is open).
+    AnswerClient(Message),
+    /// A request from the server: it gets this error response, so it does not wait forever for
+    /// an answer the client never saw.
+    RefuseServer(Message),
+    /// A notification, or nothing could be read: only logged.
+    Nothing,
+}
+
+pub(crate) fn dropped(t: &TooLarge, url: &str, limit: usize) -> Dropped {
+    tracing::warn!(size = t.size, limit, id = %t.id.as_ref().map(|i| i.as_json()).unwrap_or("-"),
+                   request = t.has_method, "discarded a server message over --max-message-size");
+    let Some(id) = &t.id else {
+        return Dropped::Nothing;
+    };
+    if t.has_method {
+        let refusal = jsonrpc::error_response(
+            Some(id),
+            jsonrpc::code::INVALID_REQUEST,
+            &format!(
+                "the request was {} and the client's bridge (alibridge) relays at most {} \
+                 (--max-message-size); it was not passed to the client",
+                jsonrpc::human_size(t.size),
+                jsonrpc::human_size(limit as u64)
+            ),
+            None,
+        );
+        return Message::parse(refusal).map_or(Dropped::Nothing, Dropped::RefuseServer);
+    }
+    let err = UpstreamError::TooLarge {
+        url: url.to_string(),
+        size: Some(t.size),
+        limit: limit as u64,
+    };
+    Message::parse(err.to_response(id)).map_or(Dropped::Nothing, Dropped::AnswerClient)
 }
 
 fn both_failed(status: u16, sse: UpstreamError) -> UpstreamError {

@@ -14,9 +14,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::error::{describe, display_url, UpstreamError};
-use super::event_stream::{Event, EventStream};
-use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_POST, ACCEPT_SSE};
-use super::Deliver;
+use super::event_stream::{Event, EventStream, TooLarge};
+use super::http::{
+    error_snippet, is_event_stream, read_body, BodyError, HttpClient, ACCEPT_POST, ACCEPT_SSE,
+};
+use super::{dropped, Deliver, Dropped};
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 
 const SESSION_ID: &str = "mcp-session-id";
@@ -211,7 +213,11 @@ impl StreamableHttp {
         if is_event_stream(&resp) {
             return self.read_sse_answer(resp, id, session).await;
         }
-        let body = resp.bytes().await.map_err(|e| self.closed(describe(&e)))?;
+        let body = match read_body(resp, self.http.max_message_size()).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge { size }) => return Err(self.too_large(size)),
+            Err(BodyError::Transport(e)) => return Err(self.closed(describe(&e))),
+        };
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(self.closed("the server accepted the request but sent no answer".into()));
         }
@@ -229,7 +235,7 @@ impl StreamableHttp {
         id: &Id,
         session: &Session,
     ) -> Result<Message, UpstreamError> {
-        let mut events = EventStream::new(resp.bytes_stream());
+        let mut events = self.events(resp);
         let mut resumes = 0;
         let mut malformed = None;
         let mut replay = Replay::default();
@@ -240,16 +246,28 @@ impl StreamableHttp {
                         continue;
                     }
                     match parse_event(ev) {
-                        Some(Ok(m)) if m.kind == Kind::Response && m.id.as_ref() == Some(id) => {
+                        Some(Parsed::Message(m))
+                            if m.kind == Kind::Response && m.id.as_ref() == Some(id) =>
+                        {
                             return Ok(m)
                         }
-                        Some(Ok(m)) => {
+                        Some(Parsed::Message(m)) => {
                             resumes = 0;
                             self.out.deliver(m).await;
                         }
-                        Some(Err(e)) => {
+                        Some(Parsed::Malformed(e)) => {
                             warn!(error = %e, "dropping a malformed message from the SSE stream");
                             malformed = Some(e);
+                        }
+                        // The answer itself (or a message that cannot be told apart from it).
+                        Some(Parsed::TooLarge(t))
+                            if t.id.as_ref() == Some(id) || (t.id.is_none() && !t.has_method) =>
+                        {
+                            return Err(self.too_large(Some(t.size)));
+                        }
+                        Some(Parsed::TooLarge(t)) => {
+                            resumes = 0;
+                            self.on_dropped(&t, session).await;
                         }
                         None => {}
                     }
@@ -287,7 +305,7 @@ impl StreamableHttp {
                     "{detail}; resuming with Last-Event-ID got HTTP {status}"
                 )));
             }
-            events = EventStream::new(resp.bytes_stream()).with_last_event_id(Some(last));
+            events = self.events(resp).with_last_event_id(Some(last));
             replay.resumed();
             if let Some(ms) = retry {
                 events = events.with_retry_ms(ms);
@@ -383,18 +401,18 @@ impl StreamableHttp {
             let status = resp.status().as_u16();
             if resp.status().is_success() && is_event_stream(&resp) {
                 backoff = Duration::from_secs(1);
-                let mut events =
-                    EventStream::new(resp.bytes_stream()).with_last_event_id(last.clone());
+                let mut events = self.events(resp).with_last_event_id(last.clone());
                 replay.resumed();
                 while let Some(Ok(ev)) = events.next().await {
                     if replay.is_duplicate(&ev) {
                         continue;
                     }
                     match parse_event(ev) {
-                        Some(Ok(m)) => self.out.deliver(m).await,
-                        Some(Err(e)) => {
+                        Some(Parsed::Message(m)) => self.out.deliver(m).await,
+                        Some(Parsed::Malformed(e)) => {
                             warn!(error = %e, "dropping a malformed message from the GET stream")
                         }
+                        Some(Parsed::TooLarge(t)) => self.on_dropped(&t, &session).await,
                         None => {}
                     }
                 }
@@ -481,6 +499,45 @@ impl StreamableHttp {
         with_session(rb, session)
     }
 
+    /// An SSE parser for `resp`'s body, bounded by `--max-message-size`.
+    fn events(
+        &self,
+        resp: Response,
+    ) -> EventStream<impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin> {
+        EventStream::new(resp.bytes_stream()).with_limit(self.http.max_message_size())
+    }
+
+    /// Deals with a server message dropped for its size that is not the answer being read.
+    async fn on_dropped(&self, t: &TooLarge, session: &Session) {
+        match dropped(t, &self.shown, self.http.max_message_size()) {
+            Dropped::AnswerClient(m) => self.out.deliver(m).await,
+            Dropped::RefuseServer(m) => {
+                // A plain POST of the error response (not `post`, which reads answers).
+                let sent = self
+                    .http
+                    .send(&self.url, || self.post_request(&m.bytes, session))
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => warn!(
+                        status = r.status().as_u16(),
+                        "the server refused our error for its oversized request"
+                    ),
+                    Err(e) => warn!(error = %e, "could not refuse an oversized server request"),
+                }
+            }
+            Dropped::Nothing => {}
+        }
+    }
+
+    fn too_large(&self, size: Option<u64>) -> UpstreamError {
+        UpstreamError::TooLarge {
+            url: self.shown.clone(),
+            size,
+            limit: self.http.max_message_size() as u64,
+        }
+    }
+
     fn closed(&self, detail: String) -> UpstreamError {
         UpstreamError::StreamClosed {
             url: self.shown.clone(),
@@ -542,14 +599,29 @@ fn with_session(mut rb: RequestBuilder, session: &Session) -> RequestBuilder {
     rb
 }
 
+/// An SSE event read as an MCP message.
+pub(crate) enum Parsed {
+    Message(Message),
+    /// The data is not JSON-RPC.
+    Malformed(String),
+    /// The data was over `--max-message-size` and was dropped.
+    TooLarge(TooLarge),
+}
+
 /// Turns an SSE event into a message: `None` for events that are not MCP messages (other
-/// event types), `Some(Err)` for data that is not JSON-RPC.
-pub(crate) fn parse_event(ev: Event) -> Option<Result<Message, String>> {
+/// event types).
+pub(crate) fn parse_event(ev: Event) -> Option<Parsed> {
     if ev.event.as_deref().is_some_and(|t| t != "message") {
         debug!(event = ?ev.event, "ignoring a non-message SSE event");
         return None;
     }
-    Some(Message::parse(single_line(ev.data)).map_err(|e| e.to_string()))
+    if let Some(t) = ev.too_large {
+        return Some(Parsed::TooLarge(t));
+    }
+    Some(match Message::parse(single_line(ev.data)) {
+        Ok(m) => Parsed::Message(m),
+        Err(e) => Parsed::Malformed(e.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -561,6 +633,7 @@ mod tests {
             event: None,
             id: id.map(str::to_string),
             data: Bytes::from_static(b"{}"),
+            too_large: None,
         }
     }
 
