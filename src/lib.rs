@@ -14,8 +14,10 @@
 //! * [`auth`]: the credential layer, one submodule per credential kind behind one trait.
 //! * [`signer`]: Alibaba Cloud API request signing (RPC v2 HMAC-SHA1, ACS3-HMAC-SHA256); no I/O.
 //! * [`shutdown`], [`logging`], [`error`]: signals, logs (never stdout), exit codes.
+//! * [`backoff`]: reconnect pacing (exponential, jitter, cap) and `Retry-After`.
 
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;

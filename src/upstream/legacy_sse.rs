@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Url;
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::error::{describe, display_url, UpstreamError};
@@ -26,14 +26,19 @@ use super::event_stream::EventStream;
 use super::event_stream::TooLarge;
 use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_SSE};
 use super::streamable::{parse_event, Parsed};
-use super::{dropped, Deliver, Dropped};
+use super::{dropped, spawn_child, Deliver, Dropped};
+use crate::backoff::Backoff;
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 
 type Events = EventStream<BoxStream<'static, Result<Bytes, reqwest::Error>>>;
 
 /// How long to wait for the `endpoint` event, and for a reconnect before failing a send.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reconnect pacing while the stream keeps failing or closing at once (exponential, jitter).
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A stream that stayed open this long was healthy even if it delivered nothing.
+const HEALTHY_STREAM: Duration = Duration::from_secs(30);
 
 /// Someone waiting for the answer to a request id.
 struct Waiter {
@@ -52,17 +57,20 @@ pub struct LegacySse {
     waiters: Mutex<HashMap<Id, Waiter>>,
     /// The client's initialize and initialized, replayed after a reconnect.
     handshake: Mutex<(Option<Bytes>, Option<Bytes>)>,
-    reader: Mutex<Option<JoinHandle<()>>>,
+    /// Parent of the reader and replay tasks; cancelled by [`Self::close`].
+    cancel: CancellationToken,
     closed: AtomicBool,
     replay_count: AtomicU64,
 }
 
 impl LegacySse {
-    /// Opens the event stream and waits for its `endpoint` event.
+    /// Opens the event stream and waits for its `endpoint` event. `cancel` is the parent of
+    /// the transport's background tasks.
     pub async fn connect(
         url: &Url,
         http: &HttpClient,
         out: &Arc<dyn Deliver>,
+        cancel: CancellationToken,
     ) -> Result<Arc<Self>, UpstreamError> {
         let (events, endpoint) = open(url, http).await?;
         info!(endpoint = %display_url(&endpoint), "connected with the HTTP+SSE transport");
@@ -74,12 +82,11 @@ impl LegacySse {
             endpoint: watch::channel(Some(endpoint)).0,
             waiters: Mutex::new(HashMap::new()),
             handshake: Mutex::new((None, None)),
-            reader: Mutex::new(None),
+            cancel,
             closed: AtomicBool::new(false),
             replay_count: AtomicU64::new(0),
         });
-        let task = tokio::spawn(me.clone().read_stream(events));
-        *me.reader.lock().unwrap() = Some(task);
+        spawn_child(&me.cancel, me.clone().read_stream(events));
         Ok(me)
     }
 
@@ -165,8 +172,9 @@ impl LegacySse {
     }
 
     /// Routes one server message: answers complete their waiter, the bridge's own replayed
-    /// initialize answer is kept back, everything else goes to the client.
-    async fn on_message(&self, m: Message) {
+    /// initialize answer is kept back, everything else goes to the client. `true` when the
+    /// message went to the client.
+    async fn on_message(&self, m: Message) -> bool {
         let waiter = match (&m.kind, &m.id) {
             (Kind::Response, Some(id)) => self.waiters.lock().unwrap().remove(id),
             _ => None,
@@ -174,6 +182,7 @@ impl LegacySse {
         match waiter {
             Some(w) if w.internal => {
                 let _ = w.tx.send(Ok(m));
+                return false;
             }
             Some(w) => {
                 self.out.deliver(m.clone()).await;
@@ -181,6 +190,7 @@ impl LegacySse {
             }
             None => self.out.deliver(m).await,
         }
+        true
     }
 
     /// A server message dropped for its size: a waiting request fails with the size error, a
@@ -188,7 +198,8 @@ impl LegacySse {
     async fn on_too_large(&self, t: &TooLarge) {
         let limit = self.http.max_message_size();
         if let (Some(id), false) = (&t.id, t.has_method) {
-            if let Some(w) = self.waiters.lock().unwrap().remove(id) {
+            let waiter = self.waiters.lock().unwrap().remove(id);
+            if let Some(w) = waiter {
                 let _ = w.tx.send(Err(UpstreamError::TooLarge {
                     url: self.shown.clone(),
                     size: Some(t.size),
@@ -208,17 +219,29 @@ impl LegacySse {
         }
     }
 
-    /// Reads the stream for the life of the transport, reconnecting when it breaks.
+    /// Reads the stream for the life of the transport, reconnecting when it breaks. While
+    /// streams keep ending at once without a message for the client, reconnects back off
+    /// exponentially (with jitter, up to [`MAX_BACKOFF`]).
     async fn read_stream(self: Arc<Self>, mut events: Events) {
+        let mut backoff = Backoff::new(BACKOFF_BASE, MAX_BACKOFF);
         loop {
+            let opened = Instant::now();
+            let mut delivered = 0u64;
             let end = loop {
                 match events.next().await {
                     Some(Ok(ev)) => match parse_event(ev) {
-                        Some(Parsed::Message(m)) => self.on_message(m).await,
+                        Some(Parsed::Message(m)) => {
+                            if self.on_message(m).await {
+                                delivered += 1;
+                            }
+                        }
                         Some(Parsed::Malformed(e)) => {
                             warn!(error = %e, "dropping a malformed SSE message")
                         }
-                        Some(Parsed::TooLarge(t)) => self.on_too_large(&t).await,
+                        Some(Parsed::TooLarge(t)) => {
+                            delivered += 1;
+                            self.on_too_large(&t).await
+                        }
                         None => {}
                     },
                     Some(Err(e)) => break describe(&e),
@@ -239,20 +262,29 @@ impl LegacySse {
                     detail: detail.clone(),
                 }));
             }
-            events = self.reconnect().await;
+            if delivered > 0 || opened.elapsed() >= HEALTHY_STREAM {
+                backoff.reset();
+            } else {
+                let wait = backoff.next_delay();
+                debug!(
+                    ?wait,
+                    "the SSE stream ended at once; waiting before reconnecting"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            events = self.reconnect(&mut backoff).await;
         }
     }
 
     /// Reopens the stream (backing off), then replays the handshake on the new session.
-    async fn reconnect(self: &Arc<Self>) -> Events {
-        let mut backoff = Duration::from_millis(250);
+    async fn reconnect(self: &Arc<Self>, backoff: &mut Backoff) -> Events {
         let (events, endpoint) = loop {
             match open(&self.url, &self.http).await {
                 Ok(ok) => break ok,
                 Err(e) => {
-                    debug!(error = %e, "SSE reconnect failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let wait = backoff.next_delay();
+                    debug!(error = %e, ?wait, "SSE reconnect failed; retrying");
+                    tokio::time::sleep(wait).await;
                 }
             }
         };
@@ -264,7 +296,7 @@ impl LegacySse {
         };
         // The replay runs beside the reader: its answer arrives on the stream being read.
         let me = self.clone();
-        tokio::spawn(async move {
+        spawn_child(&self.cancel, async move {
             if let Err(e) = me.replay(init, initialized, endpoint).await {
                 warn!(error = %e, "could not re-initialize after reconnecting");
             }
@@ -282,7 +314,10 @@ impl LegacySse {
         let rid = Id::from_json(&format!("\"alibridge-reinit-{n}\""));
         let msg = jsonrpc::with_id(&init, &rid)
             .and_then(|b| Message::parse(b).ok())
-            .expect("initialize was parsed before");
+            .ok_or_else(|| UpstreamError::Session {
+                url: self.shown.clone(),
+                detail: "the cached initialize could not be replayed".into(),
+            })?;
         let answer = self.wait_for(rid, true);
         // Post straight to the new endpoint; client messages keep waiting until it is ready.
         self.post_to(&endpoint, msg.bytes).await?;
@@ -314,9 +349,7 @@ impl LegacySse {
     /// Stops reading; the server ends the session when the stream closes.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        if let Some(t) = self.reader.lock().unwrap().take() {
-            t.abort();
-        }
+        self.cancel.cancel();
     }
 }
 

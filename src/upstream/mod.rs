@@ -14,9 +14,12 @@ pub mod http;
 pub mod legacy_sse;
 pub mod streamable;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use self::error::UpstreamError;
@@ -50,6 +53,9 @@ pub struct Upstream {
     /// Held across the first send while no transport is chosen, so concurrent messages wait
     /// for the decision instead of racing it.
     active: Mutex<Active>,
+    /// Root of the cancellation tree of every background task of the upstream (GET stream,
+    /// SSE reader, re-initialisations, replays): cancelled by [`Self::close`] or on drop.
+    cancel: CancellationToken,
 }
 
 impl Upstream {
@@ -65,6 +71,7 @@ impl Upstream {
             http,
             out,
             active: Mutex::new(Active::Undecided),
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -99,7 +106,14 @@ impl Upstream {
                             status,
                             "POST refused; falling back to the HTTP+SSE transport"
                         );
-                        let sse = match LegacySse::connect(&self.url, &self.http, &self.out).await {
+                        let sse = match LegacySse::connect(
+                            &self.url,
+                            &self.http,
+                            &self.out,
+                            self.cancel.child_token(),
+                        )
+                        .await
+                        {
                             Ok(sse) => sse,
                             // Neither transport works: report the Streamable HTTP refusal too.
                             Err(e) => return Err(both_failed(status, e)),
@@ -116,7 +130,10 @@ impl Upstream {
                 }
             }
             TransportMode::SseOnly | TransportMode::SseFirst => {
-                match LegacySse::connect(&self.url, &self.http, &self.out).await {
+                let connected =
+                    LegacySse::connect(&self.url, &self.http, &self.out, self.cancel.child_token())
+                        .await;
+                match connected {
                     Ok(sse) => {
                         *active = Active::Sse(sse.clone());
                         drop(active);
@@ -145,7 +162,7 @@ impl Upstream {
         error::display_url(&self.url)
     }
 
-    /// Ends the session politely (Streamable HTTP `DELETE`) and stops background streams.
+    /// Ends the session politely (Streamable HTTP `DELETE`) and stops every background task.
     pub async fn close(&self) {
         let active = std::mem::replace(&mut *self.active.lock().await, Active::Undecided);
         match active {
@@ -153,11 +170,37 @@ impl Upstream {
             Active::Sse(t) => t.close(),
             Active::Undecided => {}
         }
+        self.cancel.cancel();
     }
 
     fn streamable(&self) -> StreamableHttp {
-        StreamableHttp::new(self.url.clone(), self.http.clone(), self.out.clone())
+        StreamableHttp::new(
+            self.url.clone(),
+            self.http.clone(),
+            self.out.clone(),
+            self.cancel.child_token(),
+        )
     }
+}
+
+impl Drop for Upstream {
+    /// Background tasks hold the transport alive; without this a dropped upstream would leave
+    /// its GET stream running.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Spawns `task` as a child of `token`: once `token` or any ancestor is cancelled, the task is
+/// dropped at its next await.
+pub(crate) fn spawn_child(
+    token: &CancellationToken,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let token = token.clone();
+    tokio::spawn(async move {
+        token.run_until_cancelled(task).await;
+    })
 }
 
 /// What becomes of a server message dropped for its size, other than the answer a POST is
@@ -215,5 +258,42 @@ fn both_failed(status: u16, sse: UpstreamError) -> UpstreamError {
             ),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task whose future was dropped (cancelled) closes its end of a channel it held.
+    fn held(tx: tokio::sync::oneshot::Sender<()>) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let _kept_until_dropped = tx;
+            std::future::pending::<()>().await
+        }
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_root_stops_every_task_below_it() {
+        let root = CancellationToken::new();
+        let transport = root.child_token();
+        let stream = transport.child_token();
+        let (a, a_rx) = tokio::sync::oneshot::channel();
+        let (b, b_rx) = tokio::sync::oneshot::channel();
+        let (c, c_rx) = tokio::sync::oneshot::channel();
+        let tasks = [
+            spawn_child(&root, held(a)),
+            spawn_child(&transport, held(b)),
+            spawn_child(&stream, held(c)),
+        ];
+        // Stopping one stream leaves its parents' tasks running.
+        stream.cancel();
+        assert!(c_rx.await.is_err(), "the stream's task was dropped");
+        assert!(!tasks[0].is_finished() && !tasks[1].is_finished());
+        root.cancel();
+        for t in tasks {
+            t.await.expect("a cancelled task ends cleanly");
+        }
+        assert!(a_rx.await.is_err() && b_rx.await.is_err());
     }
 }

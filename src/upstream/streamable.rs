@@ -5,12 +5,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, Url};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::error::{describe, display_url, UpstreamError};
@@ -18,7 +18,8 @@ use super::event_stream::{Event, EventStream, TooLarge};
 use super::http::{
     error_snippet, is_event_stream, read_body, BodyError, HttpClient, ACCEPT_POST, ACCEPT_SSE,
 };
-use super::{dropped, Deliver, Dropped};
+use super::{dropped, spawn_child, Deliver, Dropped};
+use crate::backoff::{retry_after, Backoff};
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 
 const SESSION_ID: &str = "mcp-session-id";
@@ -29,8 +30,13 @@ const LAST_EVENT_ID: &str = "last-event-id";
 const MAX_RESUMES: u32 = 5;
 /// Wait before resuming when the server sent no `retry:`.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
-/// Longest pause between GET-stream reconnects after failures.
+/// First and longest pause between GET-stream reconnects after failures (refusals, or streams
+/// that closed at once without delivering anything).
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A GET stream that stayed open this long was healthy even if it delivered nothing (an idle
+/// stream closed by a proxy's timeout): reconnect promptly.
+const HEALTHY_STREAM: Duration = Duration::from_secs(30);
 /// `DELETE` on exit must not hold up the client that is closing us.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -66,11 +72,20 @@ pub struct StreamableHttp {
     /// Makes re-initialisation single-flight.
     reinit_lock: tokio::sync::Mutex<()>,
     reinit_count: AtomicU64,
-    get_task: Mutex<Option<JoinHandle<()>>>,
+    /// Parent of every task this transport spawns; cancelled by [`Self::close`].
+    cancel: CancellationToken,
+    /// The running GET stream's own token (a child of `cancel`), so it can be stopped alone.
+    get_stream: Mutex<Option<CancellationToken>>,
 }
 
 impl StreamableHttp {
-    pub fn new(url: Url, http: HttpClient, out: Arc<dyn Deliver>) -> Self {
+    /// `cancel` is the parent of the transport's background tasks.
+    pub fn new(
+        url: Url,
+        http: HttpClient,
+        out: Arc<dyn Deliver>,
+        cancel: CancellationToken,
+    ) -> Self {
         StreamableHttp {
             shown: display_url(&url),
             url,
@@ -80,7 +95,8 @@ impl StreamableHttp {
             init_gate: tokio::sync::RwLock::new(()),
             reinit_lock: tokio::sync::Mutex::new(()),
             reinit_count: AtomicU64::new(0),
-            get_task: Mutex::new(None),
+            cancel,
+            get_stream: Mutex::new(None),
         }
     }
 
@@ -363,25 +379,29 @@ impl StreamableHttp {
 
     /// Opens (or reopens) the standalone GET stream for server-initiated messages.
     fn start_get_stream(self: &Arc<Self>) {
+        let token = self.cancel.child_token();
         let me = self.clone();
-        let task = tokio::spawn(async move { me.run_get_stream().await });
-        if let Some(old) = self.get_task.lock().unwrap().replace(task) {
-            old.abort();
+        spawn_child(&token, async move { me.run_get_stream().await });
+        if let Some(old) = self.get_stream.lock().unwrap().replace(token) {
+            old.cancel();
         }
     }
 
     fn stop_get_stream(&self) {
-        if let Some(old) = self.get_task.lock().unwrap().take() {
-            old.abort();
+        if let Some(old) = self.get_stream.lock().unwrap().take() {
+            old.cancel();
         }
     }
 
     /// Keeps the GET stream open for the life of the session, resuming from the last event id
     /// after a break. Gives up on 405 (the server offers no stream) and on other refusals.
+    /// Reconnects back off exponentially (with jitter, up to [`MAX_BACKOFF`]) while streams
+    /// end at once without delivering anything, so a server that accepts and closes the GET
+    /// repeatedly gets a handful of requests, not a loop.
     async fn run_get_stream(self: Arc<Self>) {
         let mut last: Option<String> = None;
         let mut retry: Option<u64> = None;
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(BACKOFF_BASE, MAX_BACKOFF);
         let mut replay = Replay::default();
         loop {
             let session = self.snapshot();
@@ -392,15 +412,16 @@ impl StreamableHttp {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    debug!(error = %e, "GET stream: connect failed; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let wait = backoff.next_delay();
+                    debug!(error = %e, ?wait, "GET stream: connect failed; will retry");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
             let status = resp.status().as_u16();
             if resp.status().is_success() && is_event_stream(&resp) {
-                backoff = Duration::from_secs(1);
+                let opened = Instant::now();
+                let mut delivered = 0u64;
                 let mut events = self.events(resp).with_last_event_id(last.clone());
                 replay.resumed();
                 while let Some(Ok(ev)) = events.next().await {
@@ -408,18 +429,36 @@ impl StreamableHttp {
                         continue;
                     }
                     match parse_event(ev) {
-                        Some(Parsed::Message(m)) => self.out.deliver(m).await,
+                        Some(Parsed::Message(m)) => {
+                            delivered += 1;
+                            self.out.deliver(m).await
+                        }
                         Some(Parsed::Malformed(e)) => {
                             warn!(error = %e, "dropping a malformed message from the GET stream")
                         }
-                        Some(Parsed::TooLarge(t)) => self.on_dropped(&t, &session).await,
+                        Some(Parsed::TooLarge(t)) => {
+                            delivered += 1;
+                            self.on_dropped(&t, &session).await
+                        }
                         None => {}
                     }
                 }
                 last = events.last_event_id().map(str::to_string);
                 retry = events.retry_ms().or(retry);
-                debug!(resumable = last.is_some(), "GET stream ended; reconnecting");
-                tokio::time::sleep(retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY)).await;
+                let asked = retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY);
+                let wait = if delivered > 0 || opened.elapsed() >= HEALTHY_STREAM {
+                    backoff.reset();
+                    asked
+                } else {
+                    asked.max(backoff.next_delay())
+                };
+                debug!(
+                    resumable = last.is_some(),
+                    delivered,
+                    ?wait,
+                    "GET stream ended; reconnecting"
+                );
+                tokio::time::sleep(wait).await;
                 continue;
             }
             match status {
@@ -427,17 +466,23 @@ impl StreamableHttp {
                 404 if session.id.is_some() => {
                     info!("session expired (GET stream 404); starting a new one");
                     let me = self.clone();
-                    // A separate task: reinit stops this one.
-                    tokio::spawn(async move {
+                    // Beside this task, not in it: reinit stops this one.
+                    spawn_child(&self.cancel, async move {
                         if let Err(e) = me.reinit(session.generation).await {
                             warn!(error = %e, "could not start a new session");
                         }
                     });
                 }
                 408 | 429 | 500..=599 => {
-                    debug!(status, "GET stream refused for now; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let asked = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(retry_after)
+                        .unwrap_or_default();
+                    let wait = backoff.next_delay().max(asked);
+                    debug!(status, ?wait, "GET stream refused for now; will retry");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
                 _ => warn!(
@@ -449,9 +494,11 @@ impl StreamableHttp {
         }
     }
 
-    /// Stops the GET stream and deletes the session, bounded by [`DELETE_TIMEOUT`].
+    /// Stops the GET stream and deletes the session, bounded by [`DELETE_TIMEOUT`]; then every
+    /// task this transport started is cancelled.
     pub async fn close(&self) {
         self.stop_get_stream();
+        let _cancel_all = self.cancel.clone().drop_guard();
         let session = self.snapshot();
         let Some(id) = session.id.clone() else { return };
         let delete = self.http.send(&self.url, || {
