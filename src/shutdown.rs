@@ -54,8 +54,8 @@ mod tests {
     use super::*;
     use futures_util::FutureExt;
 
-    fn failed() -> impl Future<Output = io::Result<()>> {
-        async { Err(io::Error::other("no signal handler")) }
+    async fn failed() -> io::Result<()> {
+        Err(io::Error::other("no signal handler"))
     }
 
     #[test]

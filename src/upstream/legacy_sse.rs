@@ -231,9 +231,7 @@ impl LegacySse {
                 match events.next().await {
                     Some(Ok(ev)) => match parse_event(ev) {
                         Some(Parsed::Message(m)) => {
-                            if self.on_message(m).await {
-                                delivered += 1;
-                            }
+                            delivered += u64::from(self.on_message(m).await);
                         }
                         Some(Parsed::Malformed(e)) => {
                             warn!(error = %e, "dropping a malformed SSE message")

@@ -266,11 +266,9 @@ mod tests {
     use super::*;
 
     /// A task whose future was dropped (cancelled) closes its end of a channel it held.
-    fn held(tx: tokio::sync::oneshot::Sender<()>) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let _kept_until_dropped = tx;
-            std::future::pending::<()>().await
-        }
+    async fn held(tx: tokio::sync::oneshot::Sender<()>) {
+        let _kept_until_dropped = tx;
+        std::future::pending::<()>().await
     }
 
     #[tokio::test]
