@@ -12,6 +12,9 @@ mod cli;
 mod everything;
 /// Fault matrix: upstream failures, session loss, cut streams, bad stdin, shutdown.
 mod faults;
+/// Peer input limits: --max-message-size both ways, --max-in-flight, GET-stream backoff, peak
+/// memory with a 128 MiB line, hostile numbers, private log file.
+mod limits;
 /// `--auth oauth` against a local authorization server; `login` / `status` / `logout`.
 mod oauth;
 /// `alibridge proxy`: rmcp client and server-everything through the local HTTP proxy, access
