@@ -224,3 +224,42 @@ async fn read_limited(mut resp: Response, max: usize) -> bytes::Bytes {
     }
     out.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    /// A response whose body arrives in `chunks`, with no Content-Length (as when chunked).
+    fn chunked(chunks: Vec<Vec<u8>>) -> Response {
+        let body = reqwest::Body::wrap_stream(stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from(c))),
+        ));
+        Response::from(http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_up_to_the_limit_and_refused_past_it() {
+        let parts = vec![vec![b'a'; 300], vec![b'b'; 300], vec![b'c'; 400]];
+        let whole = read_body(chunked(parts.clone()), 1000).await.unwrap();
+        assert_eq!(whole, parts.concat());
+        assert!(matches!(
+            read_body(chunked(parts), 999).await,
+            Err(BodyError::TooLarge { size: None })
+        ));
+        // Announced too large: refused before reading.
+        let resp = Response::from(
+            http::Response::builder()
+                .header("content-length", "5000")
+                .body(vec![b'x'; 5000])
+                .unwrap(),
+        );
+        assert!(matches!(
+            read_body(resp, 4096).await,
+            Err(BodyError::TooLarge { size: Some(5000) })
+        ));
+        assert!(read_body(chunked(vec![]), 10).await.unwrap().is_empty());
+    }
+}
