@@ -10,7 +10,7 @@
 //! Each message gets its own task, so one slow request never delays another; messages of one
 //! response stream are delivered in the order the server sent them. At most `--max-in-flight`
 //! tasks run at once: at the cap, stdin is not read until one finishes (back-pressure on the
-//! client, nothing refused). A task that panics still gets its request answered ([`InFlight`]).
+//! client, nothing refused). A task that panics still gets its request answered (`InFlight`).
 //! A stdin line over `--max-message-size` is dropped as it is read and answered with an error.
 
 pub mod outbox;
