@@ -122,13 +122,13 @@ pub struct ProxyArgs {
     #[command(flatten)]
     pub oauth: OAuthArgs,
 
-    /// Seconds to wait for a TCP/TLS connection to the upstream.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
+    /// Seconds to wait for a TCP/TLS connection to the upstream (at most 600).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds(MAX_CONNECT_TIMEOUT), env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
     pub connect_timeout: f64,
 
     /// Seconds open requests may still finish after SIGTERM/SIGINT (open SSE streams are then
-    /// closed).
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
+    /// closed; at most 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = seconds(MAX_SHUTDOWN_GRACE), env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
     pub shutdown_grace: f64,
 
     /// Verbose logs (methods, paths, statuses; never header values, bodies or tokens).
@@ -196,8 +196,8 @@ pub struct OAuthArgs {
     #[arg(long, value_name = "PORT", env = env::ALIBRIDGE_CALLBACK_PORT)]
     pub callback_port: Option<u16>,
 
-    /// Seconds to wait for the browser sign-in.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, env = env::ALIBRIDGE_AUTH_TIMEOUT)]
+    /// Seconds to wait for the browser sign-in (at most 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds(MAX_AUTH_TIMEOUT), env = env::ALIBRIDGE_AUTH_TIMEOUT)]
     pub auth_timeout: f64,
 
     /// Where OAuth tokens are stored: the OS keychain, a 0600 file, or auto (keychain when
@@ -225,8 +225,8 @@ pub struct PreCheckArgs {
     #[arg(long)]
     pub no_browser: bool,
 
-    /// Seconds to wait for the browser to come back.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    /// Seconds to wait for the browser to come back (at most 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds(MAX_AUTH_TIMEOUT))]
     pub timeout: f64,
 
     /// Local port for the browser's redirect (default: any free port).
@@ -270,18 +270,30 @@ pub struct BridgeArgs {
     #[command(flatten)]
     pub oauth: OAuthArgs,
 
-    /// Seconds to wait for a TCP/TLS connection to the upstream.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
+    /// Seconds to wait for a TCP/TLS connection to the upstream (at most 600).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds(MAX_CONNECT_TIMEOUT), env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
     pub connect_timeout: f64,
 
     /// Seconds a request may wait for its answer before the bridge answers it with an error
-    /// (0 = no limit; MCP clients usually apply their own).
-    #[arg(long, value_name = "SECS", default_value_t = 0.0, env = env::ALIBRIDGE_REQUEST_TIMEOUT)]
+    /// (0 = no limit; MCP clients usually apply their own; at most 604800, a week).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = seconds(MAX_REQUEST_TIMEOUT), env = env::ALIBRIDGE_REQUEST_TIMEOUT)]
     pub request_timeout: f64,
 
-    /// Seconds in-flight requests may still finish after stdin closes or a signal arrives.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
+    /// Seconds in-flight requests may still finish after stdin closes or a signal arrives (at
+    /// most 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = seconds(MAX_SHUTDOWN_GRACE), env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
     pub shutdown_grace: f64,
+
+    /// Largest JSON-RPC message relayed in either direction (a stdin line, an SSE event, a JSON
+    /// body): bytes, or with a binary suffix K, M or G (32M = 32 MiB; 1K to 4G). A larger
+    /// message is discarded without being held in memory and answered with a JSON-RPC error.
+    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = byte_size, env = env::ALIBRIDGE_MAX_MESSAGE_SIZE)]
+    pub max_message_size: u64,
+
+    /// Most client messages relayed at once (1 to 65536). At the limit the bridge stops
+    /// reading stdin until one finishes: later requests wait, none is refused.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536), env = env::ALIBRIDGE_MAX_IN_FLIGHT)]
+    pub max_in_flight: u32,
 
     /// Verbose logs (header names, never values; message ids and methods, never bodies).
     #[arg(long, env = env::ALIBRIDGE_DEBUG)]
@@ -316,8 +328,8 @@ pub struct AccessKeyArgs {
     #[arg(long, value_name = "JSON", env = env::ALIBRIDGE_BOUNDARY_POLICY)]
     pub boundary_policy: Option<String>,
 
-    /// Mint a new token this many seconds before the current one expires.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, env = env::ALIBRIDGE_TOKEN_REFRESH_SKEW)]
+    /// Mint a new token this many seconds before the current one expires (at most 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds(MAX_TOKEN_REFRESH_SKEW), env = env::ALIBRIDGE_TOKEN_REFRESH_SKEW)]
     pub token_refresh_skew: f64,
 }
 
@@ -346,6 +358,60 @@ pub enum AuthMode {
     Ak,
     /// No credential beyond the static --header values.
     None,
+}
+
+/// Ceilings of the duration flags, in seconds. Values past them are refused as usage errors, so
+/// no later `Instant + Duration` or `Duration + Duration` can overflow, and a typo such as
+/// `1e9` does not silently mean "forever".
+pub const MAX_CONNECT_TIMEOUT: u32 = 600;
+pub const MAX_REQUEST_TIMEOUT: u32 = 7 * 24 * 3600;
+pub const MAX_SHUTDOWN_GRACE: u32 = 3600;
+pub const MAX_AUTH_TIMEOUT: u32 = 24 * 3600;
+pub const MAX_TOKEN_REFRESH_SKEW: u32 = 24 * 3600;
+
+/// Bounds of `--max-message-size`.
+pub const MIN_MESSAGE_SIZE: u64 = 1 << 10;
+pub const MAX_MESSAGE_SIZE: u64 = 4 << 30;
+
+/// A value parser for a number of seconds from 0 to `max` (refuses NaN, infinities, negatives).
+fn seconds(max: u32) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |raw: &str| {
+        let bad = || format!("expected a number of seconds from 0 to {max}");
+        let v: f64 = raw.trim().parse().map_err(|_| bad())?;
+        if v.is_finite() && (0.0..=f64::from(max)).contains(&v) {
+            Ok(v)
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+/// Parses `--max-message-size`: `33554432`, `32M`, `32MiB`, `512k`, `1G` (binary multiples;
+/// `KB`/`MB`/`GB` mean the same as `KiB`/`MiB`/`GiB` here).
+pub fn byte_size(raw: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "expected a size in bytes, optionally with a K, M or G suffix (e.g. 32M), from \
+             {MIN_MESSAGE_SIZE} bytes to 4G"
+        )
+    };
+    let t = raw.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
+    if (MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(bad())
+    }
 }
 
 /// Parses argv; exits with clap's usage error (code 2) or help/version output (code 0).
@@ -401,5 +467,88 @@ mod tests {
     #[test]
     fn unknown_flag_is_rejected() {
         assert!(Cli::try_parse_from(["alibridge", "https://x/mcp", "--nope"]).is_err());
+    }
+
+    #[test]
+    fn duration_flags_refuse_values_that_could_overflow() {
+        let parse = |flag: &str, v: &str| {
+            Cli::try_parse_from(["alibridge", "https://x/mcp", flag, v]).map(|c| c.bridge)
+        };
+        for v in [
+            "1e308",
+            "inf",
+            "-inf",
+            "NaN",
+            "-1",
+            "18446744073709551616",
+            "604801",
+            "",
+            "ten",
+        ] {
+            assert!(
+                parse("--request-timeout", v).is_err(),
+                "--request-timeout {v}"
+            );
+        }
+        for flag in [
+            "--connect-timeout",
+            "--shutdown-grace",
+            "--auth-timeout",
+            "--token-refresh-skew",
+        ] {
+            let e = parse(flag, "1e308").unwrap_err().to_string();
+            assert!(e.contains("expected a number of seconds from 0 to"), "{e}");
+        }
+        assert_eq!(
+            parse("--request-timeout", "604800")
+                .unwrap()
+                .request_timeout,
+            604800.0
+        );
+        assert_eq!(
+            parse("--connect-timeout", "0.5").unwrap().connect_timeout,
+            0.5
+        );
+        assert!(parse("--connect-timeout", "601").is_err());
+        assert!(Cli::try_parse_from([
+            "alibridge",
+            "pre-check",
+            "--site-type",
+            "cn",
+            "--timeout",
+            "1e30"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from(["alibridge", "proxy", "--shutdown-grace", "NaN"]).is_err());
+    }
+
+    #[test]
+    fn message_size_takes_bytes_and_binary_suffixes() {
+        assert_eq!(byte_size("33554432"), Ok(32 << 20));
+        assert_eq!(byte_size("32M"), Ok(32 << 20));
+        assert_eq!(byte_size("32 MiB"), Ok(32 << 20));
+        assert_eq!(byte_size("512k"), Ok(512 << 10));
+        assert_eq!(byte_size("1KB"), Ok(1024));
+        assert_eq!(byte_size("4G"), Ok(4 << 30));
+        for bad in [
+            "",
+            "0",
+            "1023",
+            "5G",
+            "1.5M",
+            "-1M",
+            "32X",
+            "M",
+            "99999999999999999999G",
+            "18446744073709551615G",
+        ] {
+            assert!(byte_size(bad).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["alibridge", "https://x/mcp"]).unwrap();
+        assert_eq!(cli.bridge.max_message_size, 32 << 20);
+        assert_eq!(cli.bridge.max_in_flight, 256);
+        assert!(
+            Cli::try_parse_from(["alibridge", "https://x/mcp", "--max-in-flight", "0"]).is_err()
+        );
     }
 }

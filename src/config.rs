@@ -29,6 +29,10 @@ pub struct BridgeConfig {
     /// `None` means no limit.
     pub request_timeout: Option<Duration>,
     pub shutdown_grace: Duration,
+    /// `--max-message-size`: the largest message relayed in either direction.
+    pub max_message_size: usize,
+    /// `--max-in-flight`: client messages relayed at once before stdin reading pauses.
+    pub max_in_flight: usize,
 }
 
 /// The credential settings (`--auth` and the AccessKey flags), validated.
@@ -141,6 +145,10 @@ impl BridgeConfig {
             request_timeout: Some(seconds("request-timeout", args.request_timeout)?)
                 .filter(|d| !d.is_zero()),
             shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+            // Both bounded by their parsers (4 GiB, 65536), so these conversions cannot fail on
+            // the 64-bit targets alibridge ships for; saturate rather than panic elsewhere.
+            max_message_size: usize::try_from(args.max_message_size).unwrap_or(usize::MAX),
+            max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
         })
     }
 }

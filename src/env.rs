@@ -22,6 +22,10 @@ pub const ALIBRIDGE_CONNECT_TIMEOUT: &str = "ALIBRIDGE_CONNECT_TIMEOUT";
 pub const ALIBRIDGE_REQUEST_TIMEOUT: &str = "ALIBRIDGE_REQUEST_TIMEOUT";
 /// Same as `--shutdown-grace`.
 pub const ALIBRIDGE_SHUTDOWN_GRACE: &str = "ALIBRIDGE_SHUTDOWN_GRACE";
+/// Same as `--max-message-size` (bytes, or with a K/M/G suffix).
+pub const ALIBRIDGE_MAX_MESSAGE_SIZE: &str = "ALIBRIDGE_MAX_MESSAGE_SIZE";
+/// Same as `--max-in-flight`.
+pub const ALIBRIDGE_MAX_IN_FLIGHT: &str = "ALIBRIDGE_MAX_IN_FLIGHT";
 /// Same as `--site-type` (CN or INTL).
 pub const ALIBRIDGE_SITE_TYPE: &str = "ALIBRIDGE_SITE_TYPE";
 /// Same as `--ims-endpoint`.

@@ -15,8 +15,11 @@
 //! * [`origin`]: credentials stay with the origin the user named (redirects, endpoint events).
 //! * [`signer`]: Alibaba Cloud API request signing (RPC v2 HMAC-SHA1, ACS3-HMAC-SHA256); no I/O.
 //! * [`shutdown`], [`logging`], [`error`]: signals, logs (never stdout), exit codes.
+//! * [`backoff`]: reconnect pacing (exponential, jitter, cap) and `Retry-After`.
+//! * [`private_fs`]: secret-holding files and directories (0600/0700, atomic replace).
 
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -25,6 +28,7 @@ pub mod error;
 pub mod jsonrpc;
 pub mod logging;
 pub mod origin;
+pub mod private_fs;
 pub mod proxy;
 pub mod relay;
 pub mod shutdown;

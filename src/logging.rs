@@ -2,7 +2,6 @@
 //! protocol. Log lines carry message ids, methods and header *names*; the code never passes
 //! header values, bodies or tokens to a log macro.
 
-use std::fs::OpenOptions;
 use std::path::Path;
 
 use tracing::level_filters::LevelFilter;
@@ -47,14 +46,8 @@ pub fn init(debug: bool, log_file: Option<&Path>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Opens the log for appending, created 0600: debug logs describe the user's cloud activity.
+/// Opens the log for appending, created 0600 (an existing one is made 0600): debug logs
+/// describe the user's cloud activity.
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut opts = OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)
+    crate::private_fs::open_private_append(path)
 }

@@ -34,10 +34,13 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, auth = credential.name(),
            headers = ?header_names, "starting");
     let http = HttpClient::new(cfg.connect_timeout, &cfg.headers, credential)
-        .context("could not set up the HTTP client (TLS)")?;
+        .context("could not set up the HTTP client (TLS)")?
+        .with_max_message_size(cfg.max_message_size);
     let limits = Limits {
         request_timeout: cfg.request_timeout,
         shutdown_grace: cfg.shutdown_grace,
+        max_message_size: cfg.max_message_size,
+        max_in_flight: cfg.max_in_flight,
     };
     let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let (url, mode) = (cfg.url.clone(), cfg.transport);

@@ -8,13 +8,17 @@
 //! ```
 //!
 //! Each message gets its own task, so one slow request never delays another; messages of one
-//! response stream are delivered in the order the server sent them. The handshake
-//! (`initialize`, `notifications/initialized`) is the exception: [`order`] keeps later
-//! messages behind it.
+//! response stream are delivered in the order the server sent them. At most `--max-in-flight`
+//! tasks run at once: at the cap, stdin is not read until one finishes (back-pressure on the
+//! client, nothing refused). A task that panics still gets its request answered (`InFlight`).
+//! A stdin line over `--max-message-size` is dropped as it is read and answered with an error.
+//! The handshake (`initialize`, `notifications/initialized`) is kept in order: [`order`] holds
+//! later messages behind it.
 
 pub mod order;
 pub mod outbox;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +28,12 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use self::order::Order;
 pub use self::outbox::Outbox;
 use crate::jsonrpc::{self, Id, Kind, Message};
-use crate::stdio::{self, LineReader};
+use crate::stdio::{self, Line, LineReader, Oversized};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Why the relay stopped.
@@ -45,11 +49,26 @@ pub enum QuitReason {
     InputError(std::io::Error),
 }
 
-/// Timing knobs.
+/// Timing and size knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub request_timeout: Option<Duration>,
     pub shutdown_grace: Duration,
+    /// `--max-message-size`: longest stdin line relayed.
+    pub max_message_size: usize,
+    /// `--max-in-flight`: client messages relayed at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_timeout: None,
+            shutdown_grace: Duration::from_secs(5),
+            max_message_size: 32 << 20,
+            max_in_flight: 256,
+        }
+    }
 }
 
 /// How long the stdout writer gets to flush after the relay is done.
@@ -73,21 +92,25 @@ where
     let mut writer = tokio::spawn(stdio::write_lines(stdout, rx));
     let outbox = Arc::new(Outbox::new(tx));
     let upstream = Arc::new(connect(outbox.clone()));
-    let mut reader = LineReader::new(stdin);
-    let mut tasks = JoinSet::new();
+    let mut reader = LineReader::new(stdin, limits.max_message_size);
+    let mut tasks = InFlight::default();
+    let max_in_flight = limits.max_in_flight.max(1);
     let mut order = Order::new();
     tokio::pin!(shutdown);
 
     let reason = loop {
         tokio::select! {
-            line = reader.next_line() => match line {
-                Ok(Some(line)) => {
+            line = reader.next_line(), if tasks.len() < max_in_flight => match line {
+                Ok(Some(Line::Message(line))) => {
                     on_line(line, &upstream, &outbox, limits, &mut order, &mut tasks).await
+                }
+                Ok(Some(Line::TooLarge(o))) => {
+                    on_oversized(o, &upstream, &outbox, limits, &mut tasks).await
                 }
                 Ok(None) => break QuitReason::InputClosed,
                 Err(e) => break QuitReason::InputError(e),
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(()) = tasks.join_next(&outbox), if !tasks.is_empty() => {}
             () = &mut shutdown => break QuitReason::Signal,
             _ = &mut writer => break QuitReason::OutputClosed,
         }
@@ -96,7 +119,7 @@ where
     drop(reader);
 
     if !matches!(reason, QuitReason::OutputClosed) && !tasks.is_empty() {
-        let drain = async { while tasks.join_next().await.is_some() {} };
+        let drain = async { while tasks.join_next(&outbox).await.is_some() {} };
         if tokio::time::timeout(limits.shutdown_grace, drain)
             .await
             .is_err()
@@ -107,7 +130,7 @@ where
             );
         }
     }
-    tasks.shutdown().await;
+    tasks.set.shutdown().await;
     outbox.settle_all(|| UpstreamError::Shutdown).await;
     upstream.close().await;
     outbox.close();
@@ -125,7 +148,7 @@ async fn on_line(
     outbox: &Arc<Outbox>,
     limits: Limits,
     order: &mut Order,
-    tasks: &mut JoinSet<()>,
+    tasks: &mut InFlight,
 ) {
     let msg = match Message::parse(line) {
         Ok(m) => m,
@@ -161,7 +184,11 @@ async fn on_line(
     let upstream = upstream.clone();
     let outbox = outbox.clone();
     let mut ticket = order.ticket(&msg);
+    let request = (msg.kind == Kind::Request)
+        .then(|| msg.id.clone())
+        .flatten();
     tasks.spawn(
+        request,
         async move {
             ticket.wait().await;
             debug!(bytes = msg.bytes.len(), "forwarding");
@@ -194,6 +221,100 @@ async fn on_line(
     );
 }
 
+/// Answers a stdin line that was over `--max-message-size`. A request (or a line whose kind
+/// could not be told) gets the error on stdout, with its id when the scan found one, else with
+/// id null. A response (the client answering a server request) cannot be relayed, so the
+/// server gets an error for that id instead, rather than waiting for an answer forever.
+async fn on_oversized(
+    o: Oversized,
+    upstream: &Arc<Upstream>,
+    outbox: &Arc<Outbox>,
+    limits: Limits,
+    tasks: &mut InFlight,
+) {
+    let limit = limits.max_message_size as u64;
+    warn!(size = o.size, limit, id = %o.id.as_ref().map(Id::as_json).unwrap_or("-"),
+          "discarded a stdin message over --max-message-size");
+    match &o.id {
+        Some(id) if !o.has_method => {
+            let refusal = jsonrpc::error_response(
+                Some(id),
+                jsonrpc::code::INVALID_REQUEST,
+                &format!(
+                    "alibridge: the client's answer was {} and alibridge relays at most {} \
+                     (--max-message-size); it was discarded",
+                    jsonrpc::human_size(o.size),
+                    jsonrpc::human_size(limit)
+                ),
+                None,
+            );
+            if let Ok(msg) = Message::parse(refusal) {
+                let upstream = upstream.clone();
+                tasks.spawn(None, async move {
+                    if let Err(e) = upstream.send(msg).await {
+                        warn!(error = %e, "could not tell the server its request went unanswered");
+                    }
+                });
+            }
+        }
+        id => {
+            outbox
+                .write(jsonrpc::too_large_response(id.as_ref(), o.size, limit))
+                .await
+        }
+    }
+}
+
+/// The relay tasks in flight, and which request each one owes an answer to, so a task that
+/// panics (a bug) still gets its request answered instead of leaving the client waiting.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    set: JoinSet<()>,
+    requests: HashMap<tokio::task::Id, Id>,
+}
+
+impl InFlight {
+    /// Spawns one relay task; `request` is the id it must answer, if it carries a request.
+    pub(crate) fn spawn(
+        &mut self,
+        request: Option<Id>,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let handle = self.set.spawn(task);
+        if let Some(id) = request {
+            self.requests.insert(handle.id(), id);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Waits for the next task to end; `None` when there are none. A panicked task's request
+    /// is answered with an internal error (a cancelled one is left to the shutdown sweep).
+    pub(crate) async fn join_next(&mut self, outbox: &Outbox) -> Option<()> {
+        let (task, panicked) = match self.set.join_next_with_id().await? {
+            Ok((task, ())) => (task, false),
+            Err(e) => (e.id(), e.is_panic()),
+        };
+        let request = self.requests.remove(&task);
+        if panicked {
+            error!(id = %request.as_ref().map(Id::as_json).unwrap_or("-"), "a relay task panicked");
+            if let Some(id) = request {
+                let err = UpstreamError::Internal {
+                    detail: "the task relaying it panicked".into(),
+                };
+                outbox.settle(&id, Some(err), "").await;
+            }
+        }
+        Some(())
+    }
+}
+
 /// Reads `params.requestId` of a `notifications/cancelled`.
 fn cancelled_request(bytes: &[u8]) -> Option<Id> {
     #[derive(Deserialize)]
@@ -215,6 +336,27 @@ fn cancelled_request(bytes: &[u8]) -> Option<Id> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_still_answers_its_request() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let outbox = Outbox::new(tx);
+        let id = Id::from_json("7");
+        assert!(outbox.open(&id));
+        let mut tasks = InFlight::default();
+        tasks.spawn(Some(id.clone()), async {
+            panic!("boom (expected by this test)")
+        });
+        tasks.spawn(None, async {});
+        while tasks.join_next(&outbox).await.is_some() {}
+        outbox.close();
+        let line = rx.recv().await.expect("an answer for request 7");
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["data"]["alibridge"]["kind"], "internal");
+        assert!(rx.recv().await.is_none(), "exactly one answer");
+        assert_eq!(outbox.open_count(), 0);
+    }
 
     #[test]
     fn reads_the_cancelled_request_id() {

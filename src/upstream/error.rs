@@ -52,6 +52,25 @@ pub enum UpstreamError {
     #[error("alibridge is shutting down (stdin closed or signal) and the request did not finish in time")]
     Shutdown,
 
+    #[error(
+        "the MCP server at {url} sent a message of {} while alibridge accepts at most {} \
+         (--max-message-size, env ALIBRIDGE_MAX_MESSAGE_SIZE); it was discarded. Ask for less \
+         (e.g. page through results) or raise the limit",
+        size_text(*size), jsonrpc::human_size(*limit)
+    )]
+    TooLarge {
+        url: String,
+        /// The message's size, when known (`None`: reading stopped at the limit).
+        size: Option<u64>,
+        limit: u64,
+    },
+
+    #[error(
+        "alibridge hit an internal error while relaying this request ({detail}); this is a \
+         bug, please report it with the log (stderr or --log-file)"
+    )]
+    Internal { detail: String },
+
     /// The first POST was refused in a way that means "not a Streamable HTTP endpoint"
     /// (400/404/405); the caller may fall back to HTTP+SSE.
     #[error("{}", status_message(*status, url, body))]
@@ -60,6 +79,13 @@ pub enum UpstreamError {
         url: String,
         body: String,
     },
+}
+
+fn size_text(size: Option<u64>) -> String {
+    match size {
+        Some(n) => jsonrpc::human_size(n),
+        None => "unknown size (more than the limit)".into(),
+    }
 }
 
 fn status_message(status: u16, url: &str, body: &str) -> String {
@@ -98,6 +124,8 @@ impl UpstreamError {
             UpstreamError::Session { .. } => "session",
             UpstreamError::Timeout { .. } => "timeout",
             UpstreamError::Shutdown => "shutdown",
+            UpstreamError::TooLarge { .. } => "too_large",
+            UpstreamError::Internal { .. } => "internal",
         }
     }
 

@@ -32,6 +32,8 @@ pub struct HttpClient {
     client: reqwest::Client,
     static_headers: Arc<HeaderMap>,
     credential: Arc<dyn Credential>,
+    /// `--max-message-size`: the largest JSON body or SSE event read from the server.
+    max_message_size: usize,
 }
 
 impl HttpClient {
@@ -63,7 +65,19 @@ impl HttpClient {
             client,
             static_headers: Arc::new(static_headers),
             credential,
+            max_message_size: super::event_stream::DEFAULT_LIMIT,
         })
+    }
+
+    /// Sets `--max-message-size` for everything read through this client.
+    pub fn with_max_message_size(mut self, limit: usize) -> Self {
+        self.max_message_size = limit;
+        self
+    }
+
+    /// The largest message read from the server (bodies and SSE events).
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
     }
 
     /// The raw client, for building requests.
@@ -151,6 +165,52 @@ fn content_type(resp: &Response) -> String {
         .to_ascii_lowercase()
 }
 
+/// Why a response body could not be read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Over the limit; `size` is the announced `Content-Length`, when that alone refused it.
+    TooLarge {
+        size: Option<u64>,
+    },
+    Transport(reqwest::Error),
+}
+
+/// Reads a whole body of at most `limit` bytes (decompressed). A larger one is refused by its
+/// `Content-Length` before any byte is read, or as soon as the bytes read pass the limit, so
+/// a server cannot make the bridge hold more than `limit`. A body that arrives as one chunk is
+/// returned without a copy.
+pub async fn read_body(mut resp: Response, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    if let Some(len) = resp.content_length() {
+        if len > limit as u64 {
+            return Err(BodyError::TooLarge { size: Some(len) });
+        }
+    }
+    let mut first: Option<bytes::Bytes> = None;
+    let mut more: Option<bytes::BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        total = total.saturating_add(chunk.len());
+        if total > limit {
+            return Err(BodyError::TooLarge { size: None });
+        }
+        match (&mut first, &mut more) {
+            (None, _) => first = Some(chunk),
+            (Some(f), None) => {
+                let mut m = bytes::BytesMut::with_capacity((2 * total).min(limit));
+                m.extend_from_slice(f);
+                m.extend_from_slice(&chunk);
+                more = Some(m);
+            }
+            (Some(_), Some(m)) => m.extend_from_slice(&chunk),
+        }
+    }
+    Ok(match (first, more) {
+        (_, Some(m)) => m.freeze(),
+        (Some(f), None) => f,
+        (None, None) => bytes::Bytes::new(),
+    })
+}
+
 /// Reads at most a few KiB of an error body, as text fit for a one-line message.
 pub async fn error_snippet(resp: Response) -> (String, bytes::Bytes) {
     const MAX: usize = 64 * 1024;
@@ -177,4 +237,43 @@ async fn read_limited(mut resp: Response, max: usize) -> bytes::Bytes {
         }
     }
     out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::stream;
+
+    /// A response whose body arrives in `chunks`, with no Content-Length (as when chunked).
+    fn chunked(chunks: Vec<Vec<u8>>) -> Response {
+        let body = reqwest::Body::wrap_stream(stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from(c))),
+        ));
+        Response::from(http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_up_to_the_limit_and_refused_past_it() {
+        let parts = vec![vec![b'a'; 300], vec![b'b'; 300], vec![b'c'; 400]];
+        let whole = read_body(chunked(parts.clone()), 1000).await.unwrap();
+        assert_eq!(whole, parts.concat());
+        assert!(matches!(
+            read_body(chunked(parts), 999).await,
+            Err(BodyError::TooLarge { size: None })
+        ));
+        // Announced too large: refused before reading.
+        let resp = Response::from(
+            http::Response::builder()
+                .header("content-length", "5000")
+                .body(vec![b'x'; 5000])
+                .unwrap(),
+        );
+        assert!(matches!(
+            read_body(resp, 4096).await,
+            Err(BodyError::TooLarge { size: Some(5000) })
+        ));
+        assert!(read_body(chunked(vec![]), 10).await.unwrap().is_empty());
+    }
 }

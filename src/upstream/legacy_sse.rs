@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -22,14 +22,16 @@ use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Url;
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::error::{describe, display_url, UpstreamError};
 use super::event_stream::EventStream;
+use super::event_stream::TooLarge;
 use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_SSE};
-use super::streamable::parse_event;
-use super::Deliver;
+use super::streamable::{parse_event, Parsed};
+use super::{dropped, spawn_child, Deliver, Dropped};
+use crate::backoff::Backoff;
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 use crate::origin::{origin_of, same_origin, ForeignOrigin};
 
@@ -37,7 +39,11 @@ type Events = EventStream<BoxStream<'static, Result<Bytes, reqwest::Error>>>;
 
 /// How long to wait for the `endpoint` event, and for a reconnect before failing a send.
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reconnect pacing while the stream keeps failing or closing at once (exponential, jitter).
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A stream that stayed open this long was healthy even if it delivered nothing.
+const HEALTHY_STREAM: Duration = Duration::from_secs(30);
 
 /// Where client messages go now.
 #[derive(Debug, Clone)]
@@ -52,7 +58,7 @@ enum Endpoint {
 
 /// Someone waiting for the answer to a request id.
 struct Waiter {
-    tx: oneshot::Sender<Result<Message, String>>,
+    tx: oneshot::Sender<Result<Message, UpstreamError>>,
     /// The bridge's own replayed initialize: its answer must not reach the client.
     internal: bool,
 }
@@ -67,17 +73,20 @@ pub struct LegacySse {
     waiters: Mutex<HashMap<Id, Waiter>>,
     /// The client's initialize and initialized, replayed after a reconnect.
     handshake: Mutex<(Option<Bytes>, Option<Bytes>)>,
-    reader: Mutex<Option<JoinHandle<()>>>,
+    /// Parent of the reader and replay tasks; cancelled by [`Self::close`].
+    cancel: CancellationToken,
     closed: AtomicBool,
     replay_count: AtomicU64,
 }
 
 impl LegacySse {
-    /// Opens the event stream and waits for its `endpoint` event.
+    /// Opens the event stream and waits for its `endpoint` event. `cancel` is the parent of
+    /// the transport's background tasks.
     pub async fn connect(
         url: &Url,
         http: &HttpClient,
         out: &Arc<dyn Deliver>,
+        cancel: CancellationToken,
     ) -> Result<Arc<Self>, UpstreamError> {
         let (events, endpoint) = open(url, http).await?;
         info!(endpoint = %display_url(&endpoint), "connected with the HTTP+SSE transport");
@@ -89,12 +98,11 @@ impl LegacySse {
             endpoint: watch::channel(Endpoint::Ready(endpoint)).0,
             waiters: Mutex::new(HashMap::new()),
             handshake: Mutex::new((None, None)),
-            reader: Mutex::new(None),
+            cancel,
             closed: AtomicBool::new(false),
             replay_count: AtomicU64::new(0),
         });
-        let task = tokio::spawn(me.clone().read_stream(events));
-        *me.reader.lock().unwrap() = Some(task);
+        spawn_child(&me.cancel, me.clone().read_stream(events));
         Ok(me)
     }
 
@@ -118,10 +126,7 @@ impl LegacySse {
         let Some(rx) = answer else { return Ok(()) };
         match rx.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(detail)) => Err(UpstreamError::StreamClosed {
-                url: self.shown.clone(),
-                detail,
-            }),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(UpstreamError::StreamClosed {
                 url: self.shown.clone(),
                 detail: "the bridge stopped reading the SSE stream".into(),
@@ -129,7 +134,11 @@ impl LegacySse {
         }
     }
 
-    fn wait_for(&self, id: Id, internal: bool) -> oneshot::Receiver<Result<Message, String>> {
+    fn wait_for(
+        &self,
+        id: Id,
+        internal: bool,
+    ) -> oneshot::Receiver<Result<Message, UpstreamError>> {
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()
@@ -180,8 +189,9 @@ impl LegacySse {
     }
 
     /// Routes one server message: answers complete their waiter, the bridge's own replayed
-    /// initialize answer is kept back, everything else goes to the client.
-    async fn on_message(&self, m: Message) {
+    /// initialize answer is kept back, everything else goes to the client. `true` when the
+    /// message went to the client.
+    async fn on_message(&self, m: Message) -> bool {
         let waiter = match (&m.kind, &m.id) {
             (Kind::Response, Some(id)) => self.waiters.lock().unwrap().remove(id),
             _ => None,
@@ -189,6 +199,7 @@ impl LegacySse {
         match waiter {
             Some(w) if w.internal => {
                 let _ = w.tx.send(Ok(m));
+                return false;
             }
             Some(w) => {
                 self.out.deliver(m.clone()).await;
@@ -196,16 +207,56 @@ impl LegacySse {
             }
             None => self.out.deliver(m).await,
         }
+        true
     }
 
-    /// Reads the stream for the life of the transport, reconnecting when it breaks.
+    /// A server message dropped for its size: a waiting request fails with the size error, a
+    /// server request is refused so the server does not wait forever.
+    async fn on_too_large(&self, t: &TooLarge) {
+        let limit = self.http.max_message_size();
+        if let (Some(id), false) = (&t.id, t.has_method) {
+            let waiter = self.waiters.lock().unwrap().remove(id);
+            if let Some(w) = waiter {
+                let _ = w.tx.send(Err(UpstreamError::TooLarge {
+                    url: self.shown.clone(),
+                    size: Some(t.size),
+                    limit: limit as u64,
+                }));
+                return;
+            }
+        }
+        match dropped(t, &self.shown, limit) {
+            Dropped::AnswerClient(m) => self.out.deliver(m).await,
+            Dropped::RefuseServer(m) => {
+                if let Err(e) = self.post(&m).await {
+                    warn!(error = %e, "could not refuse an oversized server request");
+                }
+            }
+            Dropped::Nothing => {}
+        }
+    }
+
+    /// Reads the stream for the life of the transport, reconnecting when it breaks. While
+    /// streams keep ending at once without a message for the client, reconnects back off
+    /// exponentially (with jitter, up to [`MAX_BACKOFF`]).
     async fn read_stream(self: Arc<Self>, mut events: Events) {
+        let mut backoff = Backoff::new(BACKOFF_BASE, MAX_BACKOFF);
         loop {
+            let opened = Instant::now();
+            let mut delivered = 0u64;
             let end = loop {
                 match events.next().await {
                     Some(Ok(ev)) => match parse_event(ev) {
-                        Some(Ok(m)) => self.on_message(m).await,
-                        Some(Err(e)) => warn!(error = %e, "dropping a malformed SSE message"),
+                        Some(Parsed::Message(m)) => {
+                            delivered += u64::from(self.on_message(m).await);
+                        }
+                        Some(Parsed::Malformed(e)) => {
+                            warn!(error = %e, "dropping a malformed SSE message")
+                        }
+                        Some(Parsed::TooLarge(t)) => {
+                            delivered += 1;
+                            self.on_too_large(&t).await
+                        }
                         None => {}
                     },
                     Some(Err(e)) => break describe(&e),
@@ -221,28 +272,39 @@ impl LegacySse {
                 "the SSE stream broke before the answer arrived ({end}); the request was not sent again"
             );
             for (_, w) in self.waiters.lock().unwrap().drain() {
-                let _ = w.tx.send(Err(detail.clone()));
+                let _ = w.tx.send(Err(UpstreamError::StreamClosed {
+                    url: self.shown.clone(),
+                    detail: detail.clone(),
+                }));
             }
-            events = self.reconnect().await;
+            if delivered > 0 || opened.elapsed() >= HEALTHY_STREAM {
+                backoff.reset();
+            } else {
+                let wait = backoff.next_delay();
+                debug!(
+                    ?wait,
+                    "the SSE stream ended at once; waiting before reconnecting"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            events = self.reconnect(&mut backoff).await;
         }
     }
 
     /// Reopens the stream (backing off), then replays the handshake on the new session.
-    async fn reconnect(self: &Arc<Self>) -> Events {
-        let mut backoff = Duration::from_millis(250);
+    async fn reconnect(self: &Arc<Self>, backoff: &mut Backoff) -> Events {
         let (events, endpoint) = loop {
             match open(&self.url, &self.http).await {
                 Ok(ok) => break ok,
                 Err(UpstreamError::ForeignOrigin(f)) => {
                     warn!(error = %f, "SSE reconnect refused; retrying");
                     self.endpoint.send_replace(Endpoint::Refused(f));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => {
-                    debug!(error = %e, "SSE reconnect failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let wait = backoff.next_delay();
+                    debug!(error = %e, ?wait, "SSE reconnect failed; retrying");
+                    tokio::time::sleep(wait).await;
                 }
             }
         };
@@ -256,7 +318,7 @@ impl LegacySse {
         self.endpoint.send_replace(Endpoint::Reconnecting);
         // The replay runs beside the reader: its answer arrives on the stream being read.
         let me = self.clone();
-        tokio::spawn(async move {
+        spawn_child(&self.cancel, async move {
             if let Err(e) = me.replay(init, initialized, endpoint).await {
                 warn!(error = %e, "could not re-initialize after reconnecting");
             }
@@ -274,7 +336,10 @@ impl LegacySse {
         let rid = Id::from_json(&format!("\"alibridge-reinit-{n}\""));
         let msg = jsonrpc::with_id(&init, &rid)
             .and_then(|b| Message::parse(b).ok())
-            .expect("initialize was parsed before");
+            .ok_or_else(|| UpstreamError::Session {
+                url: self.shown.clone(),
+                detail: "the cached initialize could not be replayed".into(),
+            })?;
         let answer = self.wait_for(rid, true);
         // Post straight to the new endpoint; client messages keep waiting until it is ready.
         self.post_to(&endpoint, msg.bytes).await?;
@@ -306,9 +371,7 @@ impl LegacySse {
     /// Stops reading; the server ends the session when the stream closes.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        if let Some(t) = self.reader.lock().unwrap().take() {
-            t.abort();
-        }
+        self.cancel.cancel();
     }
 }
 
@@ -332,7 +395,8 @@ async fn open(url: &Url, http: &HttpClient) -> Result<(Events, Url), UpstreamErr
             body,
         });
     }
-    let mut events: Events = EventStream::new(resp.bytes_stream().boxed());
+    let mut events: Events =
+        EventStream::new(resp.bytes_stream().boxed()).with_limit(http.max_message_size());
     let closed = |detail: String| UpstreamError::StreamClosed {
         url: display_url(url),
         detail,

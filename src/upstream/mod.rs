@@ -14,18 +14,22 @@ pub mod http;
 pub mod legacy_sse;
 pub mod streamable;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use self::error::UpstreamError;
+use self::event_stream::TooLarge;
 use self::http::HttpClient;
 use self::legacy_sse::LegacySse;
 use self::streamable::StreamableHttp;
 use crate::auth::BoxFuture;
 use crate::cli::TransportMode;
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{self, Message};
 
 /// Where server messages go. Implemented by the relay, which enforces "one answer per request".
 pub trait Deliver: Send + Sync + 'static {
@@ -49,6 +53,9 @@ pub struct Upstream {
     /// Held across the first send while no transport is chosen, so concurrent messages wait
     /// for the decision instead of racing it.
     active: Mutex<Active>,
+    /// Root of the cancellation tree of every background task of the upstream (GET stream,
+    /// SSE reader, re-initialisations, replays): cancelled by [`Self::close`] or on drop.
+    cancel: CancellationToken,
 }
 
 impl Upstream {
@@ -64,6 +71,7 @@ impl Upstream {
             http,
             out,
             active: Mutex::new(Active::Undecided),
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -98,7 +106,14 @@ impl Upstream {
                             status,
                             "POST refused; falling back to the HTTP+SSE transport"
                         );
-                        let sse = match LegacySse::connect(&self.url, &self.http, &self.out).await {
+                        let sse = match LegacySse::connect(
+                            &self.url,
+                            &self.http,
+                            &self.out,
+                            self.cancel.child_token(),
+                        )
+                        .await
+                        {
                             Ok(sse) => sse,
                             // Neither transport works: report the Streamable HTTP refusal too.
                             Err(e) => return Err(both_failed(status, e)),
@@ -115,7 +130,10 @@ impl Upstream {
                 }
             }
             TransportMode::SseOnly | TransportMode::SseFirst => {
-                match LegacySse::connect(&self.url, &self.http, &self.out).await {
+                let connected =
+                    LegacySse::connect(&self.url, &self.http, &self.out, self.cancel.child_token())
+                        .await;
+                match connected {
                     Ok(sse) => {
                         *active = Active::Sse(sse.clone());
                         drop(active);
@@ -144,7 +162,7 @@ impl Upstream {
         error::display_url(&self.url)
     }
 
-    /// Ends the session politely (Streamable HTTP `DELETE`) and stops background streams.
+    /// Ends the session politely (Streamable HTTP `DELETE`) and stops every background task.
     pub async fn close(&self) {
         let active = std::mem::replace(&mut *self.active.lock().await, Active::Undecided);
         match active {
@@ -152,11 +170,78 @@ impl Upstream {
             Active::Sse(t) => t.close(),
             Active::Undecided => {}
         }
+        self.cancel.cancel();
     }
 
     fn streamable(&self) -> StreamableHttp {
-        StreamableHttp::new(self.url.clone(), self.http.clone(), self.out.clone())
+        StreamableHttp::new(
+            self.url.clone(),
+            self.http.clone(),
+            self.out.clone(),
+            self.cancel.child_token(),
+        )
     }
+}
+
+impl Drop for Upstream {
+    /// Background tasks hold the transport alive; without this a dropped upstream would leave
+    /// its GET stream running.
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Spawns `task` as a child of `token`: once `token` or any ancestor is cancelled, the task is
+/// dropped at its next await.
+pub(crate) fn spawn_child(
+    token: &CancellationToken,
+    task: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    let token = token.clone();
+    tokio::spawn(async move {
+        token.run_until_cancelled(task).await;
+    })
+}
+
+/// What becomes of a server message dropped for its size, other than the answer a POST is
+/// reading (that request simply fails with [`UpstreamError::TooLarge`]).
+pub(crate) enum Dropped {
+    /// A response: the client's request with that id gets this error instead (the relay drops
+    /// it if no such request is open).
+    AnswerClient(Message),
+    /// A request from the server: it gets this error response, so it does not wait forever for
+    /// an answer the client never saw.
+    RefuseServer(Message),
+    /// A notification, or nothing could be read: only logged.
+    Nothing,
+}
+
+pub(crate) fn dropped(t: &TooLarge, url: &str, limit: usize) -> Dropped {
+    tracing::warn!(size = t.size, limit, id = %t.id.as_ref().map(|i| i.as_json()).unwrap_or("-"),
+                   request = t.has_method, "discarded a server message over --max-message-size");
+    let Some(id) = &t.id else {
+        return Dropped::Nothing;
+    };
+    if t.has_method {
+        let refusal = jsonrpc::error_response(
+            Some(id),
+            jsonrpc::code::INVALID_REQUEST,
+            &format!(
+                "the request was {} and the client's bridge (alibridge) relays at most {} \
+                 (--max-message-size); it was not passed to the client",
+                jsonrpc::human_size(t.size),
+                jsonrpc::human_size(limit as u64)
+            ),
+            None,
+        );
+        return Message::parse(refusal).map_or(Dropped::Nothing, Dropped::RefuseServer);
+    }
+    let err = UpstreamError::TooLarge {
+        url: url.to_string(),
+        size: Some(t.size),
+        limit: limit as u64,
+    };
+    Message::parse(err.to_response(id)).map_or(Dropped::Nothing, Dropped::AnswerClient)
 }
 
 fn both_failed(status: u16, sse: UpstreamError) -> UpstreamError {
@@ -173,5 +258,40 @@ fn both_failed(status: u16, sse: UpstreamError) -> UpstreamError {
             ),
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task whose future was dropped (cancelled) closes its end of a channel it held.
+    async fn held(tx: tokio::sync::oneshot::Sender<()>) {
+        let _kept_until_dropped = tx;
+        std::future::pending::<()>().await
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_root_stops_every_task_below_it() {
+        let root = CancellationToken::new();
+        let transport = root.child_token();
+        let stream = transport.child_token();
+        let (a, a_rx) = tokio::sync::oneshot::channel();
+        let (b, b_rx) = tokio::sync::oneshot::channel();
+        let (c, c_rx) = tokio::sync::oneshot::channel();
+        let tasks = [
+            spawn_child(&root, held(a)),
+            spawn_child(&transport, held(b)),
+            spawn_child(&stream, held(c)),
+        ];
+        // Stopping one stream leaves its parents' tasks running.
+        stream.cancel();
+        assert!(c_rx.await.is_err(), "the stream's task was dropped");
+        assert!(!tasks[0].is_finished() && !tasks[1].is_finished());
+        root.cancel();
+        for t in tasks {
+            t.await.expect("a cancelled task ends cleanly");
+        }
+        assert!(a_rx.await.is_err() && b_rx.await.is_err());
     }
 }

@@ -5,18 +5,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, Url};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::error::{describe, display_url, UpstreamError};
-use super::event_stream::{Event, EventStream};
-use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_POST, ACCEPT_SSE};
-use super::Deliver;
+use super::event_stream::{Event, EventStream, TooLarge};
+use super::http::{
+    error_snippet, is_event_stream, read_body, BodyError, HttpClient, ACCEPT_POST, ACCEPT_SSE,
+};
+use super::{dropped, spawn_child, Deliver, Dropped};
+use crate::backoff::{retry_after, Backoff};
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 
 const SESSION_ID: &str = "mcp-session-id";
@@ -27,8 +30,13 @@ const LAST_EVENT_ID: &str = "last-event-id";
 const MAX_RESUMES: u32 = 5;
 /// Wait before resuming when the server sent no `retry:`.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
-/// Longest pause between GET-stream reconnects after failures.
+/// First and longest pause between GET-stream reconnects after failures (refusals, or streams
+/// that closed at once without delivering anything).
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A GET stream that stayed open this long was healthy even if it delivered nothing (an idle
+/// stream closed by a proxy's timeout): reconnect promptly.
+const HEALTHY_STREAM: Duration = Duration::from_secs(30);
 /// `DELETE` on exit must not hold up the client that is closing us.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -64,11 +72,20 @@ pub struct StreamableHttp {
     /// Makes re-initialisation single-flight.
     reinit_lock: tokio::sync::Mutex<()>,
     reinit_count: AtomicU64,
-    get_task: Mutex<Option<JoinHandle<()>>>,
+    /// Parent of every task this transport spawns; cancelled by [`Self::close`].
+    cancel: CancellationToken,
+    /// The running GET stream's own token (a child of `cancel`), so it can be stopped alone.
+    get_stream: Mutex<Option<CancellationToken>>,
 }
 
 impl StreamableHttp {
-    pub fn new(url: Url, http: HttpClient, out: Arc<dyn Deliver>) -> Self {
+    /// `cancel` is the parent of the transport's background tasks.
+    pub fn new(
+        url: Url,
+        http: HttpClient,
+        out: Arc<dyn Deliver>,
+        cancel: CancellationToken,
+    ) -> Self {
         StreamableHttp {
             shown: display_url(&url),
             url,
@@ -78,7 +95,8 @@ impl StreamableHttp {
             init_gate: tokio::sync::RwLock::new(()),
             reinit_lock: tokio::sync::Mutex::new(()),
             reinit_count: AtomicU64::new(0),
-            get_task: Mutex::new(None),
+            cancel,
+            get_stream: Mutex::new(None),
         }
     }
 
@@ -211,7 +229,11 @@ impl StreamableHttp {
         if is_event_stream(&resp) {
             return self.read_sse_answer(resp, id, session).await;
         }
-        let body = resp.bytes().await.map_err(|e| self.closed(describe(&e)))?;
+        let body = match read_body(resp, self.http.max_message_size()).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge { size }) => return Err(self.too_large(size)),
+            Err(BodyError::Transport(e)) => return Err(self.closed(describe(&e))),
+        };
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(self.closed("the server accepted the request but sent no answer".into()));
         }
@@ -229,7 +251,7 @@ impl StreamableHttp {
         id: &Id,
         session: &Session,
     ) -> Result<Message, UpstreamError> {
-        let mut events = EventStream::new(resp.bytes_stream());
+        let mut events = self.events(resp);
         let mut resumes = 0;
         let mut malformed = None;
         let mut replay = Replay::default();
@@ -240,16 +262,28 @@ impl StreamableHttp {
                         continue;
                     }
                     match parse_event(ev) {
-                        Some(Ok(m)) if m.kind == Kind::Response && m.id.as_ref() == Some(id) => {
+                        Some(Parsed::Message(m))
+                            if m.kind == Kind::Response && m.id.as_ref() == Some(id) =>
+                        {
                             return Ok(m)
                         }
-                        Some(Ok(m)) => {
+                        Some(Parsed::Message(m)) => {
                             resumes = 0;
                             self.out.deliver(m).await;
                         }
-                        Some(Err(e)) => {
+                        Some(Parsed::Malformed(e)) => {
                             warn!(error = %e, "dropping a malformed message from the SSE stream");
                             malformed = Some(e);
+                        }
+                        // The answer itself (or a message that cannot be told apart from it).
+                        Some(Parsed::TooLarge(t))
+                            if t.id.as_ref() == Some(id) || (t.id.is_none() && !t.has_method) =>
+                        {
+                            return Err(self.too_large(Some(t.size)));
+                        }
+                        Some(Parsed::TooLarge(t)) => {
+                            resumes = 0;
+                            self.on_dropped(&t, session).await;
                         }
                         None => {}
                     }
@@ -291,7 +325,7 @@ impl StreamableHttp {
                     "{detail}; resuming with Last-Event-ID got HTTP {status}"
                 )));
             }
-            events = EventStream::new(resp.bytes_stream()).with_last_event_id(Some(last));
+            events = self.events(resp).with_last_event_id(Some(last));
             replay.resumed();
             if let Some(ms) = retry {
                 events = events.with_retry_ms(ms);
@@ -349,25 +383,29 @@ impl StreamableHttp {
 
     /// Opens (or reopens) the standalone GET stream for server-initiated messages.
     fn start_get_stream(self: &Arc<Self>) {
+        let token = self.cancel.child_token();
         let me = self.clone();
-        let task = tokio::spawn(async move { me.run_get_stream().await });
-        if let Some(old) = self.get_task.lock().unwrap().replace(task) {
-            old.abort();
+        spawn_child(&token, async move { me.run_get_stream().await });
+        if let Some(old) = self.get_stream.lock().unwrap().replace(token) {
+            old.cancel();
         }
     }
 
     fn stop_get_stream(&self) {
-        if let Some(old) = self.get_task.lock().unwrap().take() {
-            old.abort();
+        if let Some(old) = self.get_stream.lock().unwrap().take() {
+            old.cancel();
         }
     }
 
     /// Keeps the GET stream open for the life of the session, resuming from the last event id
     /// after a break. Gives up on 405 (the server offers no stream) and on other refusals.
+    /// Reconnects back off exponentially (with jitter, up to [`MAX_BACKOFF`]) while streams
+    /// end at once without delivering anything, so a server that accepts and closes the GET
+    /// repeatedly gets a handful of requests, not a loop.
     async fn run_get_stream(self: Arc<Self>) {
         let mut last: Option<String> = None;
         let mut retry: Option<u64> = None;
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(BACKOFF_BASE, MAX_BACKOFF);
         let mut replay = Replay::default();
         loop {
             let session = self.snapshot();
@@ -382,34 +420,53 @@ impl StreamableHttp {
                     return;
                 }
                 Err(e) => {
-                    debug!(error = %e, "GET stream: connect failed; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let wait = backoff.next_delay();
+                    debug!(error = %e, ?wait, "GET stream: connect failed; will retry");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             };
             let status = resp.status().as_u16();
             if resp.status().is_success() && is_event_stream(&resp) {
-                backoff = Duration::from_secs(1);
-                let mut events =
-                    EventStream::new(resp.bytes_stream()).with_last_event_id(last.clone());
+                let opened = Instant::now();
+                let mut delivered = 0u64;
+                let mut events = self.events(resp).with_last_event_id(last.clone());
                 replay.resumed();
                 while let Some(Ok(ev)) = events.next().await {
                     if replay.is_duplicate(&ev) {
                         continue;
                     }
                     match parse_event(ev) {
-                        Some(Ok(m)) => self.out.deliver(m).await,
-                        Some(Err(e)) => {
+                        Some(Parsed::Message(m)) => {
+                            delivered += 1;
+                            self.out.deliver(m).await
+                        }
+                        Some(Parsed::Malformed(e)) => {
                             warn!(error = %e, "dropping a malformed message from the GET stream")
+                        }
+                        Some(Parsed::TooLarge(t)) => {
+                            delivered += 1;
+                            self.on_dropped(&t, &session).await
                         }
                         None => {}
                     }
                 }
                 last = events.last_event_id().map(str::to_string);
                 retry = events.retry_ms().or(retry);
-                debug!(resumable = last.is_some(), "GET stream ended; reconnecting");
-                tokio::time::sleep(retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY)).await;
+                let asked = retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY);
+                let wait = if delivered > 0 || opened.elapsed() >= HEALTHY_STREAM {
+                    backoff.reset();
+                    asked
+                } else {
+                    asked.max(backoff.next_delay())
+                };
+                debug!(
+                    resumable = last.is_some(),
+                    delivered,
+                    ?wait,
+                    "GET stream ended; reconnecting"
+                );
+                tokio::time::sleep(wait).await;
                 continue;
             }
             match status {
@@ -417,17 +474,23 @@ impl StreamableHttp {
                 404 if session.id.is_some() => {
                     info!("session expired (GET stream 404); starting a new one");
                     let me = self.clone();
-                    // A separate task: reinit stops this one.
-                    tokio::spawn(async move {
+                    // Beside this task, not in it: reinit stops this one.
+                    spawn_child(&self.cancel, async move {
                         if let Err(e) = me.reinit(session.generation).await {
                             warn!(error = %e, "could not start a new session");
                         }
                     });
                 }
                 408 | 429 | 500..=599 => {
-                    debug!(status, "GET stream refused for now; will retry");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let asked = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(retry_after)
+                        .unwrap_or_default();
+                    let wait = backoff.next_delay().max(asked);
+                    debug!(status, ?wait, "GET stream refused for now; will retry");
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
                 _ => warn!(
@@ -439,9 +502,11 @@ impl StreamableHttp {
         }
     }
 
-    /// Stops the GET stream and deletes the session, bounded by [`DELETE_TIMEOUT`].
+    /// Stops the GET stream and deletes the session, bounded by [`DELETE_TIMEOUT`]; then every
+    /// task this transport started is cancelled.
     pub async fn close(&self) {
         self.stop_get_stream();
+        let _cancel_all = self.cancel.clone().drop_guard();
         let session = self.snapshot();
         let Some(id) = session.id.clone() else { return };
         let delete = self.http.send(&self.url, || {
@@ -487,6 +552,45 @@ impl StreamableHttp {
             rb = rb.header(LAST_EVENT_ID, v);
         }
         with_session(rb, session)
+    }
+
+    /// An SSE parser for `resp`'s body, bounded by `--max-message-size`.
+    fn events(
+        &self,
+        resp: Response,
+    ) -> EventStream<impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin> {
+        EventStream::new(resp.bytes_stream()).with_limit(self.http.max_message_size())
+    }
+
+    /// Deals with a server message dropped for its size that is not the answer being read.
+    async fn on_dropped(&self, t: &TooLarge, session: &Session) {
+        match dropped(t, &self.shown, self.http.max_message_size()) {
+            Dropped::AnswerClient(m) => self.out.deliver(m).await,
+            Dropped::RefuseServer(m) => {
+                // A plain POST of the error response (not `post`, which reads answers).
+                let sent = self
+                    .http
+                    .send(&self.url, || self.post_request(&m.bytes, session))
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => warn!(
+                        status = r.status().as_u16(),
+                        "the server refused our error for its oversized request"
+                    ),
+                    Err(e) => warn!(error = %e, "could not refuse an oversized server request"),
+                }
+            }
+            Dropped::Nothing => {}
+        }
+    }
+
+    fn too_large(&self, size: Option<u64>) -> UpstreamError {
+        UpstreamError::TooLarge {
+            url: self.shown.clone(),
+            size,
+            limit: self.http.max_message_size() as u64,
+        }
     }
 
     fn closed(&self, detail: String) -> UpstreamError {
@@ -550,14 +654,29 @@ fn with_session(mut rb: RequestBuilder, session: &Session) -> RequestBuilder {
     rb
 }
 
+/// An SSE event read as an MCP message.
+pub(crate) enum Parsed {
+    Message(Message),
+    /// The data is not JSON-RPC.
+    Malformed(String),
+    /// The data was over `--max-message-size` and was dropped.
+    TooLarge(TooLarge),
+}
+
 /// Turns an SSE event into a message: `None` for events that are not MCP messages (other
-/// event types), `Some(Err)` for data that is not JSON-RPC.
-pub(crate) fn parse_event(ev: Event) -> Option<Result<Message, String>> {
+/// event types).
+pub(crate) fn parse_event(ev: Event) -> Option<Parsed> {
     if ev.event.as_deref().is_some_and(|t| t != "message") {
         debug!(event = ?ev.event, "ignoring a non-message SSE event");
         return None;
     }
-    Some(Message::parse(single_line(ev.data)).map_err(|e| e.to_string()))
+    if let Some(t) = ev.too_large {
+        return Some(Parsed::TooLarge(t));
+    }
+    Some(match Message::parse(single_line(ev.data)) {
+        Ok(m) => Parsed::Message(m),
+        Err(e) => Parsed::Malformed(e.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -569,6 +688,7 @@ mod tests {
             event: None,
             id: id.map(str::to_string),
             data: Bytes::from_static(b"{}"),
+            too_large: None,
         }
     }
 

@@ -15,6 +15,9 @@ mod faults;
 /// Hostile peers: redirects, legacy endpoint events and host names that would steer
 /// credentials to another origin (a canary on 127.0.0.2 proves nothing arrives).
 mod hostile;
+/// Peer input limits: --max-message-size both ways, --max-in-flight, GET-stream backoff, peak
+/// memory with a 128 MiB line, hostile numbers, private log file.
+mod limits;
 /// `--auth oauth` against a local authorization server; `login` / `status` / `logout`.
 mod oauth;
 /// OAuth renewals coordinated by token generation: races of calls, streams and processes.

@@ -127,10 +127,12 @@ impl ApiClient {
         })?;
         let status = resp.status().as_u16();
         let skew = clock_skew(resp.headers().get(reqwest::header::DATE));
-        let bytes = resp.bytes().await.map_err(|e| ApiError::Unreachable {
-            host: host.clone(),
-            detail: describe(&e),
-        })?;
+        let bytes = read_small(resp)
+            .await
+            .map_err(|detail| ApiError::Unreachable {
+                host: host.clone(),
+                detail,
+            })?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed {
             host: host.clone(),
             status,
@@ -155,6 +157,29 @@ impl ApiClient {
             clock_skew_secs: skew,
         })
     }
+}
+
+/// The largest answer read from a cloud credential service (RAM-OAuth, STS, instance metadata,
+/// a credentials URI): their answers are a few KiB, so a bigger one is refused, not buffered.
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// Reads an answer of at most [`MAX_ANSWER`] bytes; the error says why it could not.
+pub async fn read_small(resp: reqwest::Response) -> Result<bytes::Bytes, String> {
+    use crate::upstream::http::{read_body, BodyError};
+    read_body(resp, MAX_ANSWER).await.map_err(|e| match e {
+        BodyError::TooLarge { .. } => {
+            format!(
+                "the answer is larger than {MAX_ANSWER} bytes, which no credential service sends"
+            )
+        }
+        BodyError::Transport(e) => describe(&e),
+    })
+}
+
+/// [`read_small`], parsed as JSON.
+pub async fn read_small_json(resp: reqwest::Response) -> Result<Value, String> {
+    let bytes = read_small(resp).await?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 /// The service echoes its "string to sign" in signature errors, and that string carries the

@@ -17,6 +17,9 @@ use crate::signer::rpc_v2::RpcCall;
 use crate::signer::HttpMethod;
 
 pub const ACTION: &str = "GenerateAccessToken";
+/// The longest token lifetime believed (a year): `ExpiresIn`, `ExpireTime` and a JWT `exp` are
+/// the server's numbers, so a huge one only means "refresh in a year", never an overflow.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 pub const VERSION: &str = "2026-04-21";
 
 /// Where and how to mint.
@@ -145,13 +148,10 @@ pub fn parse(body: &Value) -> Option<Minted> {
     let expires_in = scopes.iter().find_map(|s| {
         ["ExpiresIn", "expires_in", "expiresIn"]
             .iter()
-            .find_map(|k| {
-                let v = s.get(*k)?;
-                v.as_u64().or_else(|| v.as_str()?.trim().parse().ok())
-            })
+            .find_map(|k| seconds(s.get(*k)?))
     });
     let expires_at = expires_in
-        .map(|secs| SystemTime::now() + Duration::from_secs(secs))
+        .map(|secs| capped(SystemTime::now().checked_add(Duration::from_secs(secs))))
         .or_else(|| {
             scopes.iter().find_map(|s| {
                 [
@@ -164,6 +164,7 @@ pub fn parse(body: &Value) -> Option<Minted> {
                 ]
                 .iter()
                 .find_map(|k| s.get(*k).and_then(Value::as_str).and_then(parse_utc))
+                .map(|t| capped(Some(t)))
             })
         })
         .or_else(|| jwt_exp(token));
@@ -173,17 +174,44 @@ pub fn parse(body: &Value) -> Option<Minted> {
     })
 }
 
+/// A non-negative whole number of seconds from a JSON number or numeric string; anything else
+/// (negative, NaN, infinite, not a number) is `None`. Fractions are truncated and huge values
+/// saturate, so `1e308` is simply a very large number.
+fn seconds(v: &Value) -> Option<u64> {
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => {
+            let t = s.trim();
+            if let Ok(n) = t.parse::<u64>() {
+                return Some(n);
+            }
+            t.parse::<f64>().ok()?
+        }
+        _ => return None,
+    };
+    // `as` saturates at u64::MAX; NaN and negatives are refused before it.
+    (f.is_finite() && f >= 0.0).then_some(f as u64)
+}
+
+/// `t`, but never later than [`MAX_LIFETIME`] from now (`None`, an overflow, counts as later).
+fn capped(t: Option<SystemTime>) -> SystemTime {
+    let now = SystemTime::now();
+    let ceiling = now.checked_add(MAX_LIFETIME).unwrap_or(now);
+    t.map_or(ceiling, |t| t.min(ceiling))
+}
+
 /// The `exp` claim of a JWT, without verifying it (only used to schedule a refresh).
 fn jwt_exp(token: &str) -> Option<SystemTime> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let exp = serde_json::from_slice::<Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .as_u64()?;
-    Some(UNIX_EPOCH + Duration::from_secs(exp))
+    let claims = serde_json::from_slice::<Value>(&bytes).ok()?;
+    let exp = seconds(claims.get("exp")?)?;
+    Some(capped(UNIX_EPOCH.checked_add(Duration::from_secs(exp))))
 }
 
 #[cfg(test)]
@@ -224,5 +252,45 @@ mod tests {
             parse(&json!({"Data":{"Token":"opaque","ExpireTime":"2099-01-01T00:00:00Z"}})).unwrap();
         assert!(m.expires_at.is_some());
         assert!(parse(&json!({"Code":"x","Message":"y"})).is_none());
+    }
+
+    #[test]
+    fn hostile_lifetimes_neither_panic_nor_overflow() {
+        let year = MAX_LIFETIME.as_secs();
+        let jwt = |exp: &str| {
+            let p = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!(r#"{{"exp":{exp}}}"#));
+            format!("h.{p}.s")
+        };
+        for huge in [
+            json!(u64::MAX),
+            json!("18446744073709551615"),
+            json!("99999999999999999999999"),
+            json!(1e308),
+            json!("1e308"),
+        ] {
+            let m = parse(&json!({"AccessToken":"t","ExpiresIn": huge})).unwrap();
+            assert!(secs_left(&m) <= year && secs_left(&m) > year - 10, "{huge}");
+        }
+        for ignored in [
+            json!(-1),
+            json!("-5"),
+            json!("NaN"),
+            json!("inf"),
+            json!(null),
+            json!([1]),
+        ] {
+            let m = parse(&json!({"AccessToken":"t","ExpiresIn": ignored})).unwrap();
+            assert!(m.expires_at.is_none(), "{ignored}");
+        }
+        for exp in ["18446744073709551615", "1e308", "9223372036854775807"] {
+            let m = parse(&json!({"AccessToken": jwt(exp)})).unwrap();
+            assert!(secs_left(&m) <= year, "exp {exp}");
+        }
+        let m = parse(&json!({"AccessToken":"t","ExpireTime":"9999-12-31T23:59:59Z"})).unwrap();
+        assert!(secs_left(&m) <= year);
+        // A JWT that expired long ago is simply expired (refreshed at once), not an error.
+        let m = parse(&json!({"AccessToken": jwt("0")})).unwrap();
+        assert_eq!(m.expires_at, Some(UNIX_EPOCH));
     }
 }

@@ -184,7 +184,7 @@ impl AccessKeyCredential {
         header.set_sensitive(true);
         let refresh_at = minted.expires_at.map(|exp| {
             let life = exp.duration_since(SystemTime::now()).unwrap_or_default();
-            exp - self.skew.min(life / 2)
+            exp.checked_sub(self.skew.min(life / 2)).unwrap_or(exp)
         });
         debug!(key_id = %keys.id, expires_in = ?minted.expires_at.and_then(|e| e.duration_since(SystemTime::now()).ok()),
                "minted an OpenAPI MCP token");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-use super::api::{ApiClient, ApiError};
+use super::api::{read_small, read_small_json, ApiClient, ApiError};
 use super::keys::{parse_utc, AccessKeys, KeySource, Renewing, SharedSource};
 use crate::auth::{AuthError, BoxFuture};
 use crate::signer::rpc_v2::RpcCall;
@@ -182,7 +182,10 @@ impl KeySource for EcsRole {
                 .ok()
                 .filter(|r| r.status().is_success());
             let token = match token {
-                Some(r) => r.text().await.ok(),
+                Some(r) => read_small(r)
+                    .await
+                    .ok()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
                 None => None,
             };
             let get = |path: String| {
@@ -197,21 +200,16 @@ impl KeySource for EcsRole {
             let base = "/latest/meta-data/ram/security-credentials/".to_string();
             let role = match &self.role_name {
                 Some(r) => r.clone(),
-                None => get(base.clone())
-                    .await
-                    .map_err(|e| fail(describe(&e)))?
-                    .text()
-                    .await
-                    .map_err(|e| fail(describe(&e)))?
-                    .trim()
-                    .to_string(),
+                None => {
+                    let resp = get(base.clone()).await.map_err(|e| fail(describe(&e)))?;
+                    let name = read_small(resp).await.map_err(fail)?;
+                    String::from_utf8_lossy(&name).trim().to_string()
+                }
             };
-            let v: Value = get(format!("{base}{role}"))
-                .await
-                .map_err(|e| fail(describe(&e)))?
-                .json()
+            let resp = get(format!("{base}{role}"))
                 .await
                 .map_err(|e| fail(describe(&e)))?;
+            let v: Value = read_small_json(resp).await.map_err(fail)?;
             parse_temporary(&v)
                 .ok_or_else(|| fail(format!("role {role}: no credentials in the answer")))
         }))
@@ -244,7 +242,7 @@ impl KeySource for CredentialsUri {
             if !resp.status().is_success() {
                 return Err(fail(format!("HTTP {}", resp.status().as_u16())));
             }
-            let v: Value = resp.json().await.map_err(|e| fail(describe(&e)))?;
+            let v: Value = read_small_json(resp).await.map_err(fail)?;
             parse_temporary(&v)
                 .ok_or_else(|| fail("no AccessKeyId/AccessKeySecret in the answer".into()))
         }))

@@ -36,11 +36,14 @@ impl ServerLock {
             .map_err(|e| {
                 OAuthError::Store(format!("cannot open the lock {}: {e}", path.display()))
             })?;
-        let deadline = Instant::now() + timeout;
+        // No deadline when `timeout` is too large to add (it then cannot end anyway).
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(ServerLock { _file: file }),
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                Err(std::fs::TryLockError::WouldBlock)
+                    if deadline.is_none_or(|d| Instant::now() < d) =>
+                {
                     tokio::time::sleep(POLL).await
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {

@@ -18,7 +18,6 @@
 //! callers run it on the blocking pool, never on the runtime thread.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -323,47 +322,18 @@ fn hex_digest(s: &str, bytes: usize) -> String {
         .collect()
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600 (temp file in the same directory, fsync,
-/// rename), creating the directory 0700.
+/// Writes `bytes` to `path` atomically with mode 0600, in a 0700 directory (see
+/// [`crate::private_fs`]: unique temporary file, fsync, rename, directory fsync; loose modes
+/// tightened or refused).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), OAuthError> {
-    let dir = path.parent().expect("a file in a directory");
-    create_private_dir(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let fail =
-        |e: std::io::Error| OAuthError::Store(format!("cannot write {}: {e}", path.display()));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(fail)?;
-        f.write_all(bytes).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
-    })
+    crate::private_fs::write_private(path, bytes)
+        .map_err(|e| OAuthError::Store(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Creates `dir` (and parents) with mode 0700 on Unix.
+/// Creates `dir` (and parents) with mode 0700 on Unix, or makes an existing one private.
 pub fn create_private_dir(dir: &Path) -> Result<(), OAuthError> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(dir)
-        .map_err(|e| OAuthError::Store(format!("cannot create {}: {e}", dir.display())))
+    crate::private_fs::create_private_dir(dir)
+        .map_err(|e| OAuthError::Store(format!("cannot use {}: {e}", dir.display())))
 }
 
 #[cfg(feature = "keyring")]

@@ -72,6 +72,24 @@ struct RawError {
     error_description: Option<String>,
 }
 
+/// The longest access-token lifetime believed (a year, in seconds): `expires_in` is the
+/// server's number, so a huge one means "refresh in a year", never an overflow.
+pub const MAX_EXPIRES_IN: u64 = 366 * 24 * 3600;
+
+/// When a token with this `expires_in` expires, in Unix seconds: a non-negative number or
+/// numeric string, capped at [`MAX_EXPIRES_IN`]; anything else is unknown (`None`).
+fn expires_at(expires_in: Option<&serde_json::Value>) -> Option<u64> {
+    let v = expires_in?;
+    let secs = v.as_u64().or_else(|| {
+        let f = v
+            .as_f64()
+            .or_else(|| v.as_str()?.trim().parse::<f64>().ok())?;
+        // `as` saturates; NaN and negatives are refused first.
+        (f.is_finite() && f >= 0.0).then_some(f as u64)
+    })?;
+    Some(now_secs().saturating_add(secs.min(MAX_EXPIRES_IN)))
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -186,13 +204,10 @@ async fn post(
                 raw.token_type
             )));
         }
-        let expires_in = raw
-            .expires_in
-            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
         return Ok(Tokens {
             access_token: Secret::new(raw.access_token),
             refresh_token: raw.refresh_token.filter(|r| !r.is_empty()).map(Secret::new),
-            expires_at: expires_in.map(|s| now_secs() + s),
+            expires_at: expires_at(raw.expires_in.as_ref()),
             scope: raw.scope,
         });
     }
@@ -211,6 +226,30 @@ async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_expires_in_neither_panics_nor_overflows() {
+        use serde_json::json;
+        let now = now_secs();
+        for huge in [
+            json!(u64::MAX),
+            json!("18446744073709551615"),
+            json!(1e308),
+            json!("1e308"),
+        ] {
+            let at = expires_at(Some(&huge)).unwrap();
+            assert!(
+                (now + MAX_EXPIRES_IN..=now_secs() + MAX_EXPIRES_IN).contains(&at),
+                "{huge}"
+            );
+        }
+        for unknown in [json!(-1), json!("-1"), json!("NaN"), json!(null), json!({})] {
+            assert_eq!(expires_at(Some(&unknown)), None, "{unknown}");
+        }
+        assert_eq!(expires_at(None), None);
+        let at = expires_at(Some(&json!("3600"))).unwrap();
+        assert!((now + 3600..=now_secs() + 3600).contains(&at));
+    }
 
     #[test]
     fn client_auth_method_choice() {
