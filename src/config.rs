@@ -1,18 +1,16 @@
-//! Turns raw command-line values ([`crate::cli`]) into a validated [`BridgeConfig`].
-//!
-//! This is where user mistakes are caught and explained before any network I/O: a malformed
-//! URL, plain http to a remote host, a header that is not `Name: value`, a `${VAR}` that is not
-//! set. Nothing here logs header values.
+//! The validated configuration the bridge runs with ([`BridgeConfig`]), and the checks that
+//! catch user mistakes before any network I/O: a header that is not `Name: value`, a `${VAR}`
+//! that is not set, a header the transport owns, no place to keep state. [`crate::cli`] fills
+//! it from the command line. Nothing here logs header values.
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 
-use crate::auth::access_key::{chain::endpoint_url, policy, site::Site};
-use crate::auth::oauth::OAuthConfig;
-use crate::auth::secret::Secret;
-use crate::cli::{AccessKeyArgs, AuthMode, BridgeArgs, OAuthArgs, TransportMode};
+use crate::auth::AuthConfig;
+use crate::net::EndpointError;
+use crate::upstream::TransportMode;
 
 /// Everything the bridge needs to run, validated.
 #[derive(Debug, Clone)]
@@ -35,61 +33,11 @@ pub struct BridgeConfig {
     pub max_in_flight: usize,
 }
 
-/// The credential settings (`--auth` and the AccessKey flags), validated.
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub mode: AuthMode,
-    /// `--site-type`, when given.
-    pub site: Option<Site>,
-    pub profile: Option<String>,
-    pub ims_endpoint: Option<Url>,
-    pub client_id: Option<String>,
-    /// A validated boundary policy, trimmed.
-    pub boundary_policy: Option<String>,
-    pub refresh_skew: Duration,
-    /// OAuth settings (used by `oauth`, and by `auto` when no AccessKeys apply).
-    pub oauth: OAuthConfig,
-}
-
-impl AuthConfig {
-    fn resolve(
-        mode: AuthMode,
-        url: &Url,
-        a: &AccessKeyArgs,
-        o: &OAuthArgs,
-        lookup: &impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let boundary_policy = match &a.boundary_policy {
-            Some(p) => policy::validate(p).map_err(ConfigError::Auth)?,
-            None => None,
-        };
-        let ims_endpoint = match &a.ims_endpoint {
-            Some(e) => Some(endpoint_url(e, "--ims-endpoint").map_err(ConfigError::Auth)?),
-            None => None,
-        };
-        Ok(AuthConfig {
-            mode,
-            site: a.site_type,
-            profile: a.profile.clone(),
-            ims_endpoint,
-            client_id: a.client_id.clone().filter(|c| !c.trim().is_empty()),
-            boundary_policy,
-            refresh_skew: seconds("token-refresh-skew", a.token_refresh_skew)?,
-            oauth: oauth_config(url, o, lookup)?,
-        })
-    }
-}
-
 /// A configuration mistake; every message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid URL {url:?}: {reason}; give the full endpoint, e.g. https://host/mcp")]
-    InvalidUrl { url: String, reason: String },
-    #[error(
-        "refusing plain http to {host}: traffic and credentials would travel unencrypted; \
-         use https, or pass --allow-http if this network is trusted"
-    )]
-    PlainHttp { host: String },
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
     #[error("invalid --header {header:?}: expected \"Name: value\" (for example \"Authorization: Bearer ${{TOKEN}}\")")]
     HeaderSyntax { header: String },
     #[error(
@@ -102,10 +50,14 @@ pub enum ConfigError {
     ReservedHeader { name: String },
     #[error("environment variable {var} is not set, but --header {name:?} uses ${{{var}}}; export it or pass the value directly")]
     UnsetVariable { var: String, name: String },
-    #[error("--{flag} must be a non-negative number of seconds, got {value}")]
-    BadDuration { flag: &'static str, value: f64 },
+    /// A credential flag (`--ims-endpoint`, `--boundary-policy`, the OAuth client flags).
     #[error("{0}")]
-    Auth(String),
+    Credentials(String),
+    /// A flag of `alibridge proxy`.
+    #[error("{0}")]
+    Proxy(String),
+    #[error("cannot tell where to keep state (sign-ins, locks): set ALIBRIDGE_HOME (or HOME)")]
+    NoStateDir,
 }
 
 /// Headers the transport owns; letting users set them would break the session.
@@ -119,78 +71,6 @@ const RESERVED_HEADERS: &[&str] = &[
     "last-event-id",
     "transfer-encoding",
 ];
-
-impl BridgeConfig {
-    /// Validates `args`, reading `${VAR}` values through `lookup` (the process environment in
-    /// production, a map in tests).
-    pub fn resolve(
-        args: &BridgeArgs,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let url = parse_url(args.url.as_deref().unwrap_or_default(), args.allow_http)?;
-        let auth = AuthConfig::resolve(args.auth, &url, &args.ak, &args.oauth, &lookup)?;
-        let headers = args
-            .headers
-            .iter()
-            .filter(|h| !h.trim().is_empty())
-            .map(|h| parse_header(h, &lookup))
-            .collect::<Result<Vec<_>, _>>()?;
-        let transport = args.transport.unwrap_or_else(|| default_transport(&url));
-        Ok(BridgeConfig {
-            url,
-            headers,
-            transport,
-            auth,
-            connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
-            request_timeout: Some(seconds("request-timeout", args.request_timeout)?)
-                .filter(|d| !d.is_zero()),
-            shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
-            // Both bounded by their parsers (4 GiB, 65536), so these conversions cannot fail on
-            // the 64-bit targets alibridge ships for; saturate rather than panic elsewhere.
-            max_message_size: usize::try_from(args.max_message_size).unwrap_or(usize::MAX),
-            max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
-        })
-    }
-}
-
-/// Resolves the OAuth flags for `server`.
-pub fn oauth_config(
-    server: &Url,
-    o: &OAuthArgs,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<OAuthConfig, ConfigError> {
-    let client_metadata_url = match &o.oauth_client_metadata_url {
-        Some(raw) => {
-            let u = Url::parse(raw).map_err(|e| {
-                ConfigError::Auth(format!("--oauth-client-metadata-url {raw:?}: {e}"))
-            })?;
-            if u.scheme() != "https" {
-                return Err(ConfigError::Auth(
-                    "--oauth-client-metadata-url must be an https URL".into(),
-                ));
-            }
-            Some(u)
-        }
-        None => None,
-    };
-    let home = state_dir(&lookup).ok_or_else(|| {
-        ConfigError::Auth("cannot tell where to keep state: set ALIBRIDGE_HOME (or HOME)".into())
-    })?;
-    Ok(OAuthConfig {
-        server: server.clone(),
-        client_id: o.oauth_client_id.clone().filter(|c| !c.trim().is_empty()),
-        client_secret: lookup(crate::env::ALIBRIDGE_OAUTH_CLIENT_SECRET)
-            .filter(|s| !s.is_empty())
-            .map(Secret::new),
-        client_metadata_url,
-        callback_port: o.callback_port,
-        auth_timeout: seconds("auth-timeout", o.auth_timeout)?,
-        store: o.token_store,
-        home,
-        no_browser: o.no_browser,
-        site: Site::infer(server),
-    })
-}
 
 /// The state directory: `ALIBRIDGE_HOME`, else the platform's config directory + `alibridge`
 /// (`$XDG_CONFIG_HOME` or `~/.config` on Linux, `~/Library/Application Support` on macOS,
@@ -214,59 +94,8 @@ pub fn state_dir(lookup: impl Fn(&str) -> Option<String>) -> Option<std::path::P
     base.map(|b| b.join("alibridge"))
 }
 
-/// The transport spec says a client should accept either kind of URL; an `/sse` path is the
-/// conventional legacy endpoint, so trying SSE first there saves a doomed POST.
-fn default_transport(url: &Url) -> TransportMode {
-    if url.path().trim_end_matches('/').ends_with("/sse") {
-        TransportMode::SseFirst
-    } else {
-        TransportMode::HttpFirst
-    }
-}
-
-fn seconds(flag: &'static str, value: f64) -> Result<Duration, ConfigError> {
-    Duration::try_from_secs_f64(value).map_err(|_| ConfigError::BadDuration { flag, value })
-}
-
-/// Parses the endpoint and applies the plain-http rule: loopback is fine (local servers and
-/// tunnels), anything else needs `--allow-http`.
-pub fn parse_url(raw: &str, allow_http: bool) -> Result<Url, ConfigError> {
-    let invalid = |reason: String| ConfigError::InvalidUrl {
-        url: raw.to_string(),
-        reason,
-    };
-    let url = Url::parse(raw.trim()).map_err(|e| invalid(e.to_string()))?;
-    match url.scheme() {
-        "https" => {}
-        "http" => {
-            let host = url.host_str().unwrap_or_default().to_string();
-            if !allow_http && !is_loopback(&url) {
-                return Err(ConfigError::PlainHttp { host });
-            }
-        }
-        other => return Err(invalid(format!("scheme {other:?} is not http or https"))),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("it has no host".into()));
-    }
-    Ok(url)
-}
-
-/// True for `localhost`, `*.localhost`, 127.0.0.0/8 and ::1.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => {
-            let d = d.trim_end_matches('.').to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost")
-        }
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// Accepts `Name: value` and `Name:value`; expands `${VAR}` in the value.
-fn parse_header(
+pub fn parse_header(
     raw: &str,
     lookup: &impl Fn(&str) -> Option<String>,
 ) -> Result<(HeaderName, HeaderValue), ConfigError> {
@@ -374,20 +203,6 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_only_for_loopback_unless_allowed() {
-        assert!(parse_url("http://127.0.0.1:8080/mcp", false).is_ok());
-        assert!(parse_url("http://localhost/mcp", false).is_ok());
-        assert!(parse_url("http://[::1]:1/mcp", false).is_ok());
-        assert!(matches!(
-            parse_url("http://example.com/mcp", false),
-            Err(ConfigError::PlainHttp { .. })
-        ));
-        assert!(parse_url("http://example.com/mcp", true).is_ok());
-        assert!(parse_url("ftp://example.com/mcp", true).is_err());
-        assert!(parse_url("not a url", true).is_err());
-    }
-
-    #[test]
     fn state_dir_prefers_alibridge_home() {
         let env = |k: &str| match k {
             "ALIBRIDGE_HOME" => Some("/x/state".to_string()),
@@ -404,23 +219,6 @@ mod tests {
             d.ends_with("alibridge") && d.starts_with("/home/u"),
             "{}",
             d.display()
-        );
-    }
-
-    #[test]
-    fn sse_paths_default_to_sse_first() {
-        let u = |s| Url::parse(s).unwrap();
-        assert_eq!(
-            default_transport(&u("https://h/sse")),
-            TransportMode::SseFirst
-        );
-        assert_eq!(
-            default_transport(&u("https://h/a/sse/")),
-            TransportMode::SseFirst
-        );
-        assert_eq!(
-            default_transport(&u("https://h/mcp")),
-            TransportMode::HttpFirst
         );
     }
 }

@@ -1,12 +1,25 @@
-//! Exit codes and the one place errors are printed.
+//! Exit codes and the one place errors reach the user.
 //!
 //! | code | meaning |
 //! |------|---------|
-//! | 0    | normal end: stdin closed, SIGINT/SIGTERM, or the client closed stdout |
-//! | 1    | runtime failure (e.g. stdin unreadable, TLS setup failed) |
-//! | 2    | bad command line or configuration (clap errors use 2 as well) |
+//! | 0    | normal end: stdin closed, SIGINT/SIGTERM, or the client closed stdout; a command that did its job |
+//! | 1    | runtime failure (stdin unreadable, cannot listen, the service refused); `logout` of a URL with no sign-in; `pre-check` denied or not installed |
+//! | 2    | bad command line or configuration (clap errors use 2 as well), credentials that cannot be found or used |
+//! | 3    | `pre-check`: the browser did not come back in time |
+//!
+//! [`report`] prints a failure and its causes (each once) and picks the code; everything else
+//! meant for the person at the terminal goes through [`crate::logging::notice`].
 
 use std::process::ExitCode;
+
+/// The exit codes, for `--help`.
+pub const EXIT_CODES_HELP: &str = "Exit codes: 0 normal end (stdin closed, signal, or the \
+    command did its job); 1 runtime failure (pre-check: denied or not installed; logout: no such \
+    sign-in); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
+    not come back in time.\nDocs: https://github.com/alibridge/alibridge#readme";
+
+/// `pre-check`: the browser did not come back within `--timeout`.
+pub const EXIT_TIMEOUT: u8 = 3;
 
 /// A mistake in the command line or configuration (including credentials that cannot be
 /// found or used): exit code 2.

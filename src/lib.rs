@@ -27,7 +27,7 @@ pub mod env;
 pub mod error;
 pub mod jsonrpc;
 pub mod logging;
-pub mod origin;
+pub mod net;
 pub mod private_fs;
 pub mod proxy;
 pub mod relay;

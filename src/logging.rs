@@ -1,12 +1,20 @@
-//! Log setup. Logs go to stderr or to `--log-file`; never to stdout, which belongs to the
-//! protocol. Log lines carry message ids, methods and header *names*; the code never passes
-//! header values, bodies or tokens to a log macro.
+//! Log setup, and [`notice`], the one way code speaks to the person at the terminal. Logs go to
+//! stderr or to `--log-file`; never to stdout, which belongs to the protocol. Log lines carry
+//! message ids, methods and header *names*; the code never passes header values, bodies or
+//! tokens to a log macro.
 
 use std::path::Path;
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
+
+/// Tells the person at the terminal something that is not a log line: which credential was
+/// chosen, the sign-in URL, a warning about where tokens go. Always on stderr (also with
+/// `--log-file`: the person is at the terminal, not in the log), prefixed `alibridge: `.
+pub fn notice(line: impl std::fmt::Display) {
+    eprintln!("alibridge: {line}");
+}
 
 /// Installs the global subscriber. `debug` raises alibridge's own level to DEBUG.
 pub fn init(debug: bool, log_file: Option<&Path>) -> std::io::Result<()> {

@@ -7,12 +7,7 @@ use alibridge::{cli, commands, error, logging};
 
 fn main() -> ExitCode {
     let cli = cli::parse();
-    let args = cli.bridge;
-    let (debug, log_file) = match &cli.command {
-        Some(cli::Command::Proxy(p)) => (p.debug, p.log_file.clone()),
-        _ => (args.debug, args.log_file.clone()),
-    };
-    if let Err(e) = logging::init(debug, log_file.as_deref()) {
+    if let Err(e) = logging::init(cli.debug, cli.log_file.as_deref()) {
         eprintln!("alibridge: error: cannot open the log file: {e}");
         return ExitCode::from(2);
     }
@@ -33,7 +28,7 @@ fn main() -> ExitCode {
             Some(cli::Command::Logout(a)) => commands::logout::run(a).await,
             Some(cli::Command::Status(a)) => commands::status::run(a).await,
             Some(cli::Command::Proxy(a)) => commands::proxy::run(*a).await,
-            None => commands::bridge::run(args).await,
+            None => commands::bridge::run(cli.bridge).await,
         }
     });
     // Do not wait for stray tasks (a stuck DELETE, an aborted stream) at exit.

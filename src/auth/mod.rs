@@ -4,7 +4,8 @@
 //! headers only) and [`access_key`] (Alibaba Cloud AccessKeys exchanged for a token). The
 //! transports never look inside a credential: they ask it to decorate each outgoing request,
 //! and tell it when the upstream rejected one (401/403) so it can refresh and let the transport
-//! retry that request once. [`select`] picks the credential for `--auth`.
+//! retry that request once. [`select`] picks the credential for `--auth` from an
+//! [`AuthConfig`]; failures are [`AuthError`]s whose variant says what kind of problem it is.
 
 pub mod access_key;
 pub mod browser;
@@ -14,22 +15,45 @@ pub mod oauth;
 pub mod pkce;
 pub mod secret;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use reqwest::header::HeaderMap;
 use reqwest::Url;
 
-use self::access_key::chain::{self, ChainError, ChainInput};
-use self::access_key::exchange::Exchange;
-use self::access_key::site::{self, Site, OPENAPI_SCOPE};
-use self::access_key::AccessKeyCredential;
-use crate::cli::AuthMode;
-use crate::config::AuthConfig;
+use self::access_key::site::{self, Site};
+use self::oauth::{OAuthConfig, OAuthError};
 
-/// A boxed future, so [`Credential`] stays object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// `--auth` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// AccessKeys if found and the endpoint is the OpenAPI MCP service's, else OAuth when the
+    /// server asks.
+    Auto,
+    /// OAuth 2.1 browser sign-in, started when the server answers 401.
+    Oauth,
+    /// Alibaba Cloud AccessKeys exchanged for a short-lived token.
+    Ak,
+    /// No credential beyond the static --header values.
+    None,
+}
+
+/// The credential settings (`--auth`, the AccessKey and OAuth flags), validated.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// `--site-type`, when given.
+    pub site: Option<Site>,
+    pub profile: Option<String>,
+    pub ims_endpoint: Option<Url>,
+    pub client_id: Option<String>,
+    /// A validated boundary policy, trimmed.
+    pub boundary_policy: Option<String>,
+    pub refresh_skew: Duration,
+    /// OAuth settings (used by `oauth`, and by `auto` when no AccessKeys apply).
+    pub oauth: OAuthConfig,
+}
 
 /// What the upstream said when it refused a request.
 #[derive(Debug, Clone)]
@@ -52,11 +76,34 @@ pub enum Retry {
     No,
 }
 
-/// A credential failure the user must act on. The message says what to do.
+/// A credential failure the user must act on. Every message is a whole sentence that says what
+/// happened and what to do; the variant says what kind of problem it is, for callers that
+/// decide on it (`auto` falls back to OAuth on [`AuthError::NotFound`]).
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct AuthError {
-    pub message: String,
+pub enum AuthError {
+    /// No credential of the asked kind was found; the message lists every place looked at.
+    #[error("{0}")]
+    NotFound(String),
+    /// The credential's own configuration cannot work (an unsupported profile mode, an
+    /// unreadable token file, a changed credentials file).
+    #[error("{0}")]
+    Config(String),
+    /// The issuer refused: wrong key or secret, an application not authorized, a role that
+    /// may not be assumed, a server that keeps asking for more scope.
+    #[error("{0}")]
+    Denied(String),
+    /// The credential service could not be reached.
+    #[error("{0}")]
+    Network(String),
+    /// The credential service answered something unusable.
+    #[error("{0}")]
+    Protocol(String),
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTPS client")]
+    Tls(#[source] reqwest::Error),
+    /// OAuth sign-in, refresh and the token store.
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
 }
 
 /// One way of authenticating upstream requests.
@@ -103,13 +150,13 @@ pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Sele
         AuthMode::None => Ok(none("none (--auth none)".into())),
         AuthMode::Oauth => oauth(cfg, "--auth oauth"),
         AuthMode::Ak => {
-            let mut selection = access_key(cfg, url, "--auth ak")?;
+            let mut selection = access_key::select(cfg, url, "--auth ak")?;
             if !site::is_openapi_mcp_host(url) {
                 selection.warning = Some(format!(
                     "--auth ak: {} is not an OpenAPI MCP endpoint (openapi-mcp.<region>.aliyuncs.com), \
                      yet it will receive the bearer tokens minted from your AccessKeys, which act \
                      for that RAM identity; go on only if you trust it",
-                    crate::origin::origin_of(url)
+                    crate::net::origin::origin_of(url)
                 ));
             }
             Ok(selection)
@@ -128,8 +175,8 @@ pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Sele
                 );
                 return oauth(cfg, &why);
             }
-            match access_key(cfg, url, "auto") {
-                Err(e) if e.message.starts_with(NOT_FOUND) => {
+            match access_key::select(cfg, url, "auto") {
+                Err(AuthError::NotFound(_)) => {
                     oauth(cfg, "auto: no Alibaba Cloud AccessKeys found")
                 }
                 other => other,
@@ -149,56 +196,6 @@ fn oauth(cfg: &AuthConfig, why: &str) -> Result<Selection, AuthError> {
     Ok(Selection {
         credential: Arc::new(credential),
         reason: format!("OAuth ({why}; {state})"),
-        warning: None,
-    })
-}
-
-const NOT_FOUND: &str = "no Alibaba Cloud AccessKey found";
-
-fn access_key(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthError> {
-    let env = |k: &str| std::env::var(k).ok();
-    let input = ChainInput {
-        profile: cfg.profile.as_deref(),
-        env: &env,
-        home: access_key::home_dir(),
-    };
-    let resolved = chain::resolve(&input).map_err(|e| AuthError {
-        message: match e {
-            ChainError::NotFound { .. } => e.to_string(),
-            ChainError::Invalid(m) => m,
-        },
-    })?;
-    let (site, site_why) = match (cfg.site, Site::infer(url)) {
-        (Some(s), _) => (s, "--site-type"),
-        (None, Some(s)) => (s, "inferred from the endpoint"),
-        (None, None) => (
-            Site::Cn,
-            "default; pass --site-type INTL for international accounts",
-        ),
-    };
-    tracing::debug!(site = site.flag_value(), reason = site_why, "site type");
-    let endpoint = cfg.ims_endpoint.clone().unwrap_or_else(|| {
-        Url::parse(&format!("https://{}/", site.ims_host())).expect("static host")
-    });
-    let exchange = Exchange {
-        endpoint,
-        client_id: cfg
-            .client_id
-            .clone()
-            .unwrap_or_else(|| site.client_id().to_string()),
-        scope: OPENAPI_SCOPE.to_string(),
-        policy: cfg.boundary_policy.clone(),
-        site,
-    };
-    let origin = resolved.source.describe();
-    let credential =
-        AccessKeyCredential::new(resolved, exchange, cfg.refresh_skew, cfg.profile.clone())?;
-    Ok(Selection {
-        credential: Arc::new(credential),
-        reason: format!(
-            "Alibaba Cloud AccessKey ({why}) from {origin}, site {} ({site_why})",
-            site.flag_value()
-        ),
         warning: None,
     })
 }

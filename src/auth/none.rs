@@ -3,7 +3,9 @@
 
 use reqwest::header::HeaderMap;
 
-use super::{AuthError, BoxFuture, Credential, Rejection, Retry};
+use futures_util::future::BoxFuture;
+
+use super::{AuthError, Credential, Rejection, Retry};
 
 /// Adds nothing and cannot refresh, so a 401/403 is final.
 pub struct NoCredential;

@@ -8,26 +8,27 @@ use tokio::io::BufReader;
 use tracing::debug;
 
 use crate::cli::BridgeArgs;
-use crate::config::BridgeConfig;
 use crate::error::UsageError;
+use crate::net::display_url;
 use crate::relay::{self, Limits, QuitReason};
-use crate::upstream::error::display_url;
 use crate::upstream::http::HttpClient;
 use crate::upstream::{Deliver, Upstream};
 use crate::{auth, shutdown};
 
 /// Resolves the configuration, then relays until the client goes away or a signal arrives.
 pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = BridgeConfig::resolve(&args, |k| std::env::var(k).ok()).map_err(UsageError::from)?;
+    let cfg = args
+        .resolve(|k| std::env::var(k).ok())
+        .map_err(UsageError::from)?;
     let has_auth_header = cfg
         .headers
         .iter()
         .any(|(n, _)| n == reqwest::header::AUTHORIZATION);
     let selection = auth::select(&cfg.auth, &cfg.url, has_auth_header).map_err(UsageError::from)?;
     // The one line that tells the user which credential is used and why (never a secret).
-    eprintln!("alibridge: auth: {}", selection.reason);
+    crate::logging::notice(format_args!("auth: {}", selection.reason));
     if let Some(w) = &selection.warning {
-        eprintln!("alibridge: warning: {w}");
+        crate::logging::notice(format_args!("warning: {w}"));
     }
     let credential = selection.credential;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();

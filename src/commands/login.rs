@@ -9,13 +9,17 @@ use anyhow::Context;
 use crate::auth::oauth::discovery::{parse_challenge, Challenge};
 use crate::auth::oauth::OAuthCredential;
 use crate::cli::LoginArgs;
-use crate::config::{self, oauth_config};
+use crate::config::ConfigError;
 use crate::error::UsageError;
+use crate::net::parse_endpoint;
 
 pub async fn run(args: LoginArgs) -> anyhow::Result<ExitCode> {
-    let url = config::parse_url(&args.url, args.allow_http).map_err(UsageError::from)?;
-    let cfg =
-        oauth_config(&url, &args.oauth, |k| std::env::var(k).ok()).map_err(UsageError::from)?;
+    let url = parse_endpoint(&args.url, args.allow_http)
+        .map_err(|e| UsageError::from(ConfigError::from(e)))?;
+    let cfg = args
+        .oauth
+        .resolve(&url, |k| std::env::var(k).ok())
+        .map_err(UsageError::from)?;
     let store_dir = cfg.home.join("oauth");
     let no_browser = cfg.no_browser;
     let cred = OAuthCredential::new(cfg).map_err(UsageError::from)?;
@@ -53,9 +57,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<ExitCode> {
 /// Asks the server for its challenge (an unauthenticated request answered 401 carries
 /// `WWW-Authenticate`); `None` when it does not say, and discovery uses the well-known URLs.
 async fn probe(url: &reqwest::Url) -> Option<Challenge> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .redirect(crate::origin::redirect_policy())
+    let http = crate::net::client_builder(std::time::Duration::from_secs(10))
         .build()
         .ok()?;
     let body = r#"{"jsonrpc":"2.0","id":"alibridge-login-probe","method":"ping"}"#;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use crate::auth::oauth::discovery::canonical_resource;
 use crate::auth::oauth::store::TokenStore;
 use crate::cli::LogoutArgs;
-use crate::config;
+use crate::config::ConfigError;
 use crate::error::UsageError;
+use crate::net::parse_endpoint;
 
 pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let home = super::state_home()?;
@@ -18,7 +19,7 @@ pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
         all
     } else {
         let raw = args.url.as_deref().unwrap_or_default();
-        let url = config::parse_url(raw, true).map_err(UsageError::from)?;
+        let url = parse_endpoint(raw, true).map_err(|e| UsageError::from(ConfigError::from(e)))?;
         vec![canonical_resource(&url)]
     };
     if servers.is_empty() {

@@ -11,11 +11,6 @@ pub mod status;
 /// The state directory (`ALIBRIDGE_HOME` or the platform default), or a usage error saying
 /// how to set it.
 pub fn state_home() -> anyhow::Result<std::path::PathBuf> {
-    crate::config::state_dir(|k| std::env::var(k).ok()).ok_or_else(|| {
-        anyhow::Error::new(crate::error::UsageError::Config(
-            crate::config::ConfigError::Auth(
-                "cannot tell where to keep state: set ALIBRIDGE_HOME (or HOME)".into(),
-            ),
-        ))
-    })
+    crate::cli::resolve::state_home(|k| std::env::var(k).ok())
+        .map_err(|e| crate::error::UsageError::Config(e).into())
 }

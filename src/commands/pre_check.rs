@@ -6,7 +6,6 @@
 //! 2 bad command line; 3 no answer before `--timeout`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::Url;
@@ -15,6 +14,7 @@ use crate::auth::access_key::site::{Site, CUSTOM_APP_SCOPE, OPENAPI_SCOPE};
 use crate::auth::loopback::{Callback, Listener};
 use crate::auth::{browser, pkce};
 use crate::cli::PreCheckArgs;
+use crate::logging::notice;
 
 /// Runs the check and prints a verdict on stdout (progress goes to stderr).
 pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
@@ -37,7 +37,7 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
     let state = pkce::state();
     let pkce = pkce::Pkce::new();
     let url = authorize_url(
-        &authorize_endpoint(site)?,
+        &authorize_endpoint(site, args.authorize_url.as_deref())?,
         &client_id,
         scope,
         &listener.redirect_uri(),
@@ -45,25 +45,25 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
         &pkce.challenge,
     );
 
-    eprintln!(
-        "alibridge: checking that application {client_id} is authorized for your {} account.",
+    let wait = args.timeout.as_secs_f64();
+    notice(format_args!(
+        "checking that application {client_id} is authorized for your {} account.",
         site.flag_value()
-    );
-    eprintln!("Open this URL in a browser signed in to Alibaba Cloud (as the RAM user that owns the AccessKey):\n\n  {url}\n");
+    ));
+    notice(format_args!("open this URL in a browser signed in to Alibaba Cloud (as the RAM user that owns the AccessKey):\n\n  {url}\n"));
     if !args.no_browser {
         match browser::open(url.as_str()) {
-            Some(how) => eprintln!("(opened with {how}; waiting up to {} s)", args.timeout),
-            None => eprintln!(
-                "(could not open a browser; open the URL above yourself; waiting up to {} s)",
-                args.timeout
-            ),
+            Some(how) => notice(format_args!("opened with {how}; waiting up to {wait} s")),
+            None => notice(format_args!(
+                "could not open a browser; open the URL above yourself; waiting up to {wait} s"
+            )),
         }
     }
-    let timeout = Duration::try_from_secs_f64(args.timeout).unwrap_or(Duration::from_secs(300));
+    let timeout = args.timeout;
     let outcome = match tokio::time::timeout(timeout, listener.wait(&state, |_| Ok(()))).await {
         Err(_) => {
-            println!("no answer: the browser did not come back within {} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", args.timeout, site.flag_value());
-            return Ok(ExitCode::from(3));
+            println!("no answer: the browser did not come back within {wait} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", site.flag_value());
+            return Ok(ExitCode::from(crate::error::EXIT_TIMEOUT));
         }
         Ok(r) => r.context("the callback listener failed")?,
     };
@@ -107,12 +107,12 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> ExitCode {
     }
 }
 
-/// The authorization endpoint; `ALIBRIDGE_AUTHORIZE_URL` overrides it (private deployments,
-/// and the tests, which cannot reach Alibaba Cloud's sign-in page).
-fn authorize_endpoint(site: Site) -> anyhow::Result<Url> {
-    let raw = std::env::var("ALIBRIDGE_AUTHORIZE_URL")
-        .unwrap_or_else(|_| site.authorize_url().to_string());
-    Url::parse(&raw).with_context(|| format!("ALIBRIDGE_AUTHORIZE_URL {raw:?} is not a URL"))
+/// The authorization endpoint; the hidden `--authorize-url` (env `ALIBRIDGE_AUTHORIZE_URL`)
+/// overrides it (private deployments, and the tests, which cannot reach Alibaba Cloud's
+/// sign-in page).
+fn authorize_endpoint(site: Site, custom: Option<&str>) -> anyhow::Result<Url> {
+    let raw = custom.unwrap_or(site.authorize_url());
+    Url::parse(raw).with_context(|| format!("ALIBRIDGE_AUTHORIZE_URL {raw:?} is not a URL"))
 }
 
 fn authorize_url(

@@ -14,25 +14,26 @@ use tokio::net::TcpListener;
 
 use crate::cli::ProxyArgs;
 use crate::error::UsageError;
-use crate::proxy::config::ProxyConfig;
+use crate::net::display_url;
 use crate::proxy::guard::{authority, Guard};
 use crate::proxy::rules::{Entry, ServerIndex};
 use crate::proxy::servers::{self, Listing};
 use crate::proxy::{self, Proxy, Stats};
-use crate::upstream::error::display_url;
 use crate::upstream::http::HttpClient;
 use crate::{auth, shutdown};
 
 /// Runs the proxy; exit 0 after a signal, 2 for a bad configuration, 1 when it cannot listen.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    let cfg = ProxyConfig::resolve(&args, |k| std::env::var(k).ok()).map_err(UsageError::from)?;
+    let cfg = args
+        .resolve(|k| std::env::var(k).ok())
+        .map_err(UsageError::from)?;
     if let Some(note) = &cfg.upstream_note {
-        eprintln!("alibridge: note: {note}");
+        crate::logging::notice(format_args!("note: {note}"));
     }
     let selection = auth::select(&cfg.auth, &cfg.upstream, false).map_err(UsageError::from)?;
-    eprintln!("alibridge: auth: {}", selection.reason);
+    crate::logging::notice(format_args!("auth: {}", selection.reason));
     if let Some(w) = &selection.warning {
-        eprintln!("alibridge: warning: {w}");
+        crate::logging::notice(format_args!("warning: {w}"));
     }
     let credential = selection.credential;
     let http = HttpClient::new(cfg.connect_timeout, &[], credential.clone())
@@ -50,10 +51,10 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         .local_addr()
         .context("cannot read the bound address")?;
     if !bound.ip().is_loopback() {
-        eprintln!(
-            "alibridge: warning: {}",
+        crate::logging::notice(format_args!(
+            "warning: {}",
             exposure_warning(&cfg.host, bound.port(), cfg.token.is_some())
-        );
+        ));
     }
     let guard = Guard::new(&cfg.host, bound, &cfg.allowed_hosts);
     let base = format!(

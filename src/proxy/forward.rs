@@ -35,7 +35,8 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::{json_response, Body, BoxError, Proxy};
-use crate::upstream::error::{display_url, UpstreamError};
+use crate::net::display_url;
+use crate::upstream::error::UpstreamError;
 use crate::upstream::http::is_event_stream;
 
 /// Body bytes read and dropped past `--max-body-size` before answering 413.

@@ -50,7 +50,7 @@ use self::access::ProxyToken;
 use self::guard::Guard;
 use self::rules::{AccessRules, ServerIndex, Verdict};
 use crate::auth::Credential;
-use crate::upstream::error::display_url;
+use crate::net::display_url;
 use crate::upstream::http::HttpClient;
 
 /// Error type of streamed bodies.
@@ -217,7 +217,7 @@ impl Proxy {
         let token = match applied {
             Ok(Ok(())) if scratch.contains_key(AUTHORIZATION) => json!({"state": "present"}),
             Ok(Ok(())) => json!({"state": "absent"}),
-            Ok(Err(e)) => json!({"state": "error", "error": e.message}),
+            Ok(Err(e)) => json!({"state": "error", "error": e.to_string()}),
             Err(_) => json!({"state": "error", "error": format!(
                 "the credential did not answer within {} s", HEALTH_CREDENTIAL_TIMEOUT.as_secs())}),
         };

@@ -47,14 +47,23 @@ impl fmt::Display for Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryList(pub Vec<Entry>);
 
-/// Parses a comma-separated flag value (clap's `value_parser`).
+impl std::str::FromStr for EntryList {
+    type Err = String;
+
+    /// Parses a comma-separated flag value (clap uses this as the flag's value parser).
+    fn from_str(raw: &str) -> Result<Self, String> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map(EntryList)
+    }
+}
+
+/// [`EntryList`]'s parser, by name.
 pub fn parse_list(raw: &str) -> Result<EntryList, String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(parse_entry)
-        .collect::<Result<Vec<_>, _>>()
-        .map(EntryList)
+    raw.parse()
 }
 
 fn parse_entry(s: &str) -> Result<Entry, String> {

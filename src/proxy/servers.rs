@@ -15,8 +15,8 @@ use super::rules::{AccessRules, ServerIndex, Verdict};
 use crate::auth::access_key::api::ApiClient;
 use crate::auth::access_key::chain::{self, ChainError, ChainInput};
 use crate::auth::access_key::keys::AccessKeys;
+use crate::net::describe;
 use crate::signer::{self, acs3, HttpMethod};
-use crate::upstream::error::describe;
 
 pub const ACTION: &str = "ListApiMcpServers";
 pub const VERSION: &str = "2024-11-30";
@@ -69,7 +69,11 @@ pub async fn list(upstream: &Url, profile: Option<&str>) -> Listing {
         Err(e) => return Listing::Skipped(format!("cannot set up TLS: {e}")),
     };
     let fetch = async {
-        let keys = resolved.source.keys(&api).await.map_err(|e| e.message)?;
+        let keys = resolved
+            .source
+            .keys(&api)
+            .await
+            .map_err(|e| e.to_string())?;
         fetch_all(&api, upstream, &keys).await
     };
     match tokio::time::timeout(LIST_TIMEOUT, fetch).await {

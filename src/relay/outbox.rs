@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tracing::debug;
 
-use crate::auth::BoxFuture;
 use crate::jsonrpc::{Id, Kind, Message};
 use crate::stdio::StdoutSender;
 use crate::upstream::{Deliver, UpstreamError};
+use futures_util::future::BoxFuture;
 
 /// Open requests, by id.
 #[derive(Default)]

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::auth::AuthError;
 use crate::jsonrpc::{self, Id};
-use crate::origin::ForeignOrigin;
+use crate::net::origin::ForeignOrigin;
 
 /// Why a message could not be delivered or answered by the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +32,12 @@ pub enum UpstreamError {
     #[error("the MCP server at {url} sent something that is not JSON-RPC: {detail}")]
     Malformed { url: String, detail: String },
 
-    #[error("{0}")]
+    #[error(transparent)]
     Auth(#[from] AuthError),
 
     /// The server tried to move the exchange (and its credentials) to another origin: a
     /// cross-origin redirect or a foreign legacy `endpoint` event. Nothing was sent there.
-    #[error("{0}")]
+    #[error(transparent)]
     ForeignOrigin(#[from] ForeignOrigin),
 
     #[error(
@@ -129,6 +129,22 @@ impl UpstreamError {
         }
     }
 
+    /// The message with every cause after it, each once: a JSON-RPC error has one message,
+    /// and the cause ("connection refused") is what tells a person what to fix.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let part = s.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            source = s.source();
+        }
+        text
+    }
+
     pub fn http_status(&self) -> Option<u16> {
         match self {
             UpstreamError::Status { status, .. } | UpstreamError::NotStreamable { status, .. } => {
@@ -147,50 +163,10 @@ impl UpstreamError {
         jsonrpc::error_response(
             Some(id),
             jsonrpc::code::UPSTREAM_ERROR,
-            &format!("alibridge: {self}"),
+            &format!("alibridge: {}", self.chain()),
             Some(json!({ "alibridge": info })),
         )
     }
-}
-
-/// Describes a reqwest error without its URL (which may carry a query string) and with the
-/// underlying cause, which is what tells a person what went wrong ("connection refused").
-pub fn describe(err: &reqwest::Error) -> String {
-    let mut parts = Vec::new();
-    if err.is_timeout() {
-        parts.push("timed out".to_string());
-    }
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    if parts.is_empty() {
-        parts.push(
-            if err.is_connect() {
-                "connection failed"
-            } else if err.is_body() || err.is_decode() {
-                "error reading the response body"
-            } else {
-                "error sending the request"
-            }
-            .to_string(),
-        );
-    }
-    parts.join(": ")
-}
-
-/// A URL safe to show: scheme, host, port and path, never the query or user info.
-pub fn display_url(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    u.set_query(None);
-    u.set_fragment(None);
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.to_string()
 }
 
 #[cfg(test)]
@@ -215,11 +191,5 @@ mod tests {
             msg.contains("502 Bad Gateway: bad") && msg.contains("retry later"),
             "{msg}"
         );
-    }
-
-    #[test]
-    fn display_url_hides_query_and_userinfo() {
-        let u = reqwest::Url::parse("https://user:pw@h:8443/mcp?token=abc#x").unwrap();
-        assert_eq!(display_url(&u), "https://h:8443/mcp");
     }
 }

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use tracing::debug;
 
-use crate::jsonrpc::{HeadScan, Id};
+use crate::jsonrpc::{single_line, HeadScan, Id, Message};
 
 /// The limit used until [`EventStream::with_limit`] sets another (the `--max-message-size`
 /// default).
@@ -402,6 +402,31 @@ where
             too_large: None,
         })
     }
+}
+
+/// An SSE event read as an MCP message.
+pub enum Parsed {
+    Message(Message),
+    /// The data is not JSON-RPC.
+    Malformed(String),
+    /// The data was over `--max-message-size` and was dropped.
+    TooLarge(TooLarge),
+}
+
+/// Turns an SSE event into a message: `None` for events that are not MCP messages (other
+/// event types).
+pub fn parse_event(ev: Event) -> Option<Parsed> {
+    if ev.event.as_deref().is_some_and(|t| t != "message") {
+        debug!(event = ?ev.event, "ignoring a non-message SSE event");
+        return None;
+    }
+    if let Some(t) = ev.too_large {
+        return Some(Parsed::TooLarge(t));
+    }
+    Some(match Message::parse(single_line(ev.data)) {
+        Ok(m) => Parsed::Message(m),
+        Err(e) => Parsed::Malformed(e.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, Url};
 use tracing::{debug, warn};
 
-use super::error::{describe, display_url, UpstreamError};
+use super::error::UpstreamError;
 use crate::auth::{Credential, Rejection, Retry};
+use crate::net::{describe, display_url};
 
 /// `Accept` for POSTs: the spec requires both JSON and SSE.
 pub const ACCEPT_POST: &str = "application/json, text/event-stream";
@@ -45,17 +46,11 @@ impl HttpClient {
         headers: &[(HeaderName, HeaderValue)],
         credential: Arc<dyn Credential>,
     ) -> Result<Self, reqwest::Error> {
-        // Installing twice is harmless (the second call reports that one is already set).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("alibridge/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(connect_timeout)
+        let client = crate::net::client_builder(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
             .gzip(true)
-            // Headers and bodies carry credentials: never follow a server to another origin.
-            .redirect(crate::origin::redirect_policy())
             .build()?;
         let mut static_headers = HeaderMap::new();
         for (n, v) in headers {
@@ -131,7 +126,7 @@ impl HttpClient {
                     tokio::time::sleep(CONNECT_RETRY_DELAY).await;
                 }
                 Err(e) => {
-                    if let Some(refused) = crate::origin::foreign_redirect(&e) {
+                    if let Some(refused) = crate::net::origin::foreign_redirect(&e) {
                         warn!(error = %refused, "refused a cross-origin redirect");
                         return Err(refused.into());
                     }
@@ -165,52 +160,6 @@ fn content_type(resp: &Response) -> String {
         .to_ascii_lowercase()
 }
 
-/// Why a response body could not be read whole.
-#[derive(Debug)]
-pub enum BodyError {
-    /// Over the limit; `size` is the announced `Content-Length`, when that alone refused it.
-    TooLarge {
-        size: Option<u64>,
-    },
-    Transport(reqwest::Error),
-}
-
-/// Reads a whole body of at most `limit` bytes (decompressed). A larger one is refused by its
-/// `Content-Length` before any byte is read, or as soon as the bytes read pass the limit, so
-/// a server cannot make the bridge hold more than `limit`. A body that arrives as one chunk is
-/// returned without a copy.
-pub async fn read_body(mut resp: Response, limit: usize) -> Result<bytes::Bytes, BodyError> {
-    if let Some(len) = resp.content_length() {
-        if len > limit as u64 {
-            return Err(BodyError::TooLarge { size: Some(len) });
-        }
-    }
-    let mut first: Option<bytes::Bytes> = None;
-    let mut more: Option<bytes::BytesMut> = None;
-    let mut total = 0usize;
-    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
-        total = total.saturating_add(chunk.len());
-        if total > limit {
-            return Err(BodyError::TooLarge { size: None });
-        }
-        match (&mut first, &mut more) {
-            (None, _) => first = Some(chunk),
-            (Some(f), None) => {
-                let mut m = bytes::BytesMut::with_capacity((2 * total).min(limit));
-                m.extend_from_slice(f);
-                m.extend_from_slice(&chunk);
-                more = Some(m);
-            }
-            (Some(_), Some(m)) => m.extend_from_slice(&chunk),
-        }
-    }
-    Ok(match (first, more) {
-        (_, Some(m)) => m.freeze(),
-        (Some(f), None) => f,
-        (None, None) => bytes::Bytes::new(),
-    })
-}
-
 /// Reads at most a few KiB of an error body, as text fit for a one-line message.
 pub async fn error_snippet(resp: Response) -> (String, bytes::Bytes) {
     const MAX: usize = 64 * 1024;
@@ -237,43 +186,4 @@ async fn read_limited(mut resp: Response, max: usize) -> bytes::Bytes {
         }
     }
     out.into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use futures_util::stream;
-
-    /// A response whose body arrives in `chunks`, with no Content-Length (as when chunked).
-    fn chunked(chunks: Vec<Vec<u8>>) -> Response {
-        let body = reqwest::Body::wrap_stream(stream::iter(
-            chunks
-                .into_iter()
-                .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from(c))),
-        ));
-        Response::from(http::Response::new(body))
-    }
-
-    #[tokio::test]
-    async fn bodies_are_read_whole_up_to_the_limit_and_refused_past_it() {
-        let parts = vec![vec![b'a'; 300], vec![b'b'; 300], vec![b'c'; 400]];
-        let whole = read_body(chunked(parts.clone()), 1000).await.unwrap();
-        assert_eq!(whole, parts.concat());
-        assert!(matches!(
-            read_body(chunked(parts), 999).await,
-            Err(BodyError::TooLarge { size: None })
-        ));
-        // Announced too large: refused before reading.
-        let resp = Response::from(
-            http::Response::builder()
-                .header("content-length", "5000")
-                .body(vec![b'x'; 5000])
-                .unwrap(),
-        );
-        assert!(matches!(
-            read_body(resp, 4096).await,
-            Err(BodyError::TooLarge { size: Some(5000) })
-        ));
-        assert!(read_body(chunked(vec![]), 10).await.unwrap().is_empty());
-    }
 }

@@ -25,15 +25,16 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::error::{describe, display_url, UpstreamError};
+use super::error::UpstreamError;
 use super::event_stream::EventStream;
 use super::event_stream::TooLarge;
+use super::event_stream::{parse_event, Parsed};
 use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_SSE};
-use super::streamable::{parse_event, Parsed};
 use super::{dropped, spawn_child, Deliver, Dropped};
 use crate::backoff::Backoff;
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
-use crate::origin::{origin_of, same_origin, ForeignOrigin};
+use crate::net::origin::{origin_of, same_origin, ForeignOrigin};
+use crate::net::{describe, display_url};
 
 type Events = EventStream<BoxStream<'static, Result<Bytes, reqwest::Error>>>;
 

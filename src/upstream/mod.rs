@@ -27,9 +27,33 @@ use self::event_stream::TooLarge;
 use self::http::HttpClient;
 use self::legacy_sse::LegacySse;
 use self::streamable::StreamableHttp;
-use crate::auth::BoxFuture;
-use crate::cli::TransportMode;
 use crate::jsonrpc::{self, Message};
+use futures_util::future::BoxFuture;
+
+/// `--transport` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportMode {
+    /// Streamable HTTP; on 400/404/405 from the first POST, try HTTP+SSE once.
+    HttpFirst,
+    /// HTTP+SSE; if the SSE GET is refused, try Streamable HTTP once.
+    SseFirst,
+    /// Streamable HTTP only.
+    HttpOnly,
+    /// Legacy HTTP+SSE (2024-11-05) only.
+    SseOnly,
+}
+
+impl TransportMode {
+    /// The default for `url`: an `/sse` path is the conventional legacy endpoint, so trying
+    /// SSE first there saves a doomed POST.
+    pub fn default_for(url: &reqwest::Url) -> TransportMode {
+        if url.path().trim_end_matches('/').ends_with("/sse") {
+            TransportMode::SseFirst
+        } else {
+            TransportMode::HttpFirst
+        }
+    }
+}
 
 /// Where server messages go. Implemented by the relay, which enforces "one answer per request".
 pub trait Deliver: Send + Sync + 'static {
@@ -159,7 +183,7 @@ impl Upstream {
 
     /// The endpoint as shown in messages (no query string).
     pub fn shown_url(&self) -> String {
-        error::display_url(&self.url)
+        crate::net::display_url(&self.url)
     }
 
     /// Ends the session politely (Streamable HTTP `DELETE`) and stops every background task.

@@ -13,14 +13,13 @@ use reqwest::{RequestBuilder, Response, Url};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::error::{describe, display_url, UpstreamError};
-use super::event_stream::{Event, EventStream, TooLarge};
-use super::http::{
-    error_snippet, is_event_stream, read_body, BodyError, HttpClient, ACCEPT_POST, ACCEPT_SSE,
-};
+use super::error::UpstreamError;
+use super::event_stream::{parse_event, Event, EventStream, Parsed, TooLarge};
+use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_POST, ACCEPT_SSE};
 use super::{dropped, spawn_child, Deliver, Dropped};
 use crate::backoff::{retry_after, Backoff};
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
+use crate::net::{describe, display_url, read_body, BodyError};
 
 const SESSION_ID: &str = "mcp-session-id";
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -652,31 +651,6 @@ fn with_session(mut rb: RequestBuilder, session: &Session) -> RequestBuilder {
         rb = rb.header(PROTOCOL_VERSION, v.clone());
     }
     rb
-}
-
-/// An SSE event read as an MCP message.
-pub(crate) enum Parsed {
-    Message(Message),
-    /// The data is not JSON-RPC.
-    Malformed(String),
-    /// The data was over `--max-message-size` and was dropped.
-    TooLarge(TooLarge),
-}
-
-/// Turns an SSE event into a message: `None` for events that are not MCP messages (other
-/// event types).
-pub(crate) fn parse_event(ev: Event) -> Option<Parsed> {
-    if ev.event.as_deref().is_some_and(|t| t != "message") {
-        debug!(event = ?ev.event, "ignoring a non-message SSE event");
-        return None;
-    }
-    if let Some(t) = ev.too_large {
-        return Some(Parsed::TooLarge(t));
-    }
-    Some(match Message::parse(single_line(ev.data)) {
-        Ok(m) => Parsed::Message(m),
-        Err(e) => Parsed::Malformed(e.to_string()),
-    })
 }
 
 #[cfg(test)]

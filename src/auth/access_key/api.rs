@@ -12,9 +12,9 @@ use reqwest::Url;
 use serde_json::Value;
 
 use super::keys::AccessKeys;
-use crate::origin::foreign_redirect;
+use crate::net::origin::foreign_redirect;
+use crate::net::{describe, read_small};
 use crate::signer::{self, rpc_v2, HttpMethod};
-use crate::upstream::error::describe;
 
 /// How far the local clock may drift before errors mention it (the service allows 15 min).
 const CLOCK_WARNING: i64 = 300;
@@ -40,8 +40,8 @@ pub enum ApiError {
         /// Server time minus local time, when they differ by more than a few minutes.
         clock_skew_secs: Option<i64>,
     },
-    #[error("{0}")]
-    ForeignOrigin(#[from] crate::origin::ForeignOrigin),
+    #[error(transparent)]
+    ForeignOrigin(#[from] crate::net::origin::ForeignOrigin),
     #[error("{host} sent an answer that is not JSON (HTTP {status}): {detail}")]
     Malformed {
         host: String,
@@ -74,12 +74,8 @@ impl ApiError {
 
 impl ApiClient {
     pub fn new() -> Result<Self, reqwest::Error> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("alibridge/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
+        let http = crate::net::client_builder(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))
-            .redirect(crate::origin::redirect_policy())
             .build()?;
         Ok(ApiClient { http })
     }
@@ -157,29 +153,6 @@ impl ApiClient {
             clock_skew_secs: skew,
         })
     }
-}
-
-/// The largest answer read from a cloud credential service (RAM-OAuth, STS, instance metadata,
-/// a credentials URI): their answers are a few KiB, so a bigger one is refused, not buffered.
-pub const MAX_ANSWER: usize = 1 << 20;
-
-/// Reads an answer of at most [`MAX_ANSWER`] bytes; the error says why it could not.
-pub async fn read_small(resp: reqwest::Response) -> Result<bytes::Bytes, String> {
-    use crate::upstream::http::{read_body, BodyError};
-    read_body(resp, MAX_ANSWER).await.map_err(|e| match e {
-        BodyError::TooLarge { .. } => {
-            format!(
-                "the answer is larger than {MAX_ANSWER} bytes, which no credential service sends"
-            )
-        }
-        BodyError::Transport(e) => describe(&e),
-    })
-}
-
-/// [`read_small`], parsed as JSON.
-pub async fn read_small_json(resp: reqwest::Response) -> Result<Value, String> {
-    let bytes = read_small(resp).await?;
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 /// The service echoes its "string to sign" in signature errors, and that string carries the

@@ -295,7 +295,7 @@ pub fn endpoint_url(raw: &str, what: &str) -> Result<Url, String> {
     };
     let url = Url::parse(&with_scheme)
         .map_err(|e| format!("the {what} {raw:?} is not a valid host or URL: {e}"))?;
-    if url.scheme() == "http" && !crate::config::is_loopback(&url) {
+    if url.scheme() == "http" && !crate::net::is_loopback(&url) {
         return Err(format!(
             "the {what} {raw:?} uses plain http; only https is allowed (http only for loopback)"
         ));

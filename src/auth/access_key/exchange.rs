@@ -69,12 +69,12 @@ impl Exchange {
             .rpc(&self.endpoint, &call, Some(keys))
             .await
             .map_err(|e| self.explain(e, keys, origin))?;
-        parse(&body).ok_or_else(|| AuthError {
-            message: format!(
+        parse(&body).ok_or_else(|| {
+            AuthError::Protocol(format!(
                 "{} answered GenerateAccessToken without an access token (RequestId {}); the service may have changed, please report it",
                 self.endpoint.host_str().unwrap_or_default(),
                 body.get("RequestId").and_then(Value::as_str).unwrap_or("n/a")
-            ),
+            ))
         })
     }
 
@@ -120,8 +120,13 @@ impl Exchange {
         } else {
             format!("check --site-type (now {site}) and --client-id")
         };
-        AuthError {
-            message: format!("could not get an OpenAPI MCP token: {e}. {hint}"),
+        let message = format!("could not get an OpenAPI MCP token: {e}. {hint}");
+        match e {
+            ApiError::Unreachable { .. } | ApiError::ForeignOrigin(_) => {
+                AuthError::Network(message)
+            }
+            ApiError::Malformed { .. } => AuthError::Protocol(message),
+            ApiError::Service { .. } => AuthError::Denied(message),
         }
     }
 }

@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::api::ApiClient;
 use crate::auth::secret::Secret;
-use crate::auth::{AuthError, BoxFuture};
+use futures_util::future::BoxFuture;
+
+use crate::auth::AuthError;
 use crate::signer::ApiCredentials;
 
 /// An AccessKey pair, possibly temporary (STS). `Debug` shows only the id.

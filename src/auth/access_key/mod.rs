@@ -20,14 +20,66 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::Url;
 use tracing::{debug, info};
 
 use self::api::ApiClient;
-use self::chain::{ChainInput, Resolved};
+use self::chain::{ChainError, ChainInput, Resolved};
 use self::exchange::Exchange;
 use self::keys::SharedSource;
-use super::{AuthError, BoxFuture, Credential, Rejection, Retry};
+use self::site::{Site, OPENAPI_SCOPE};
+use super::{AuthConfig, AuthError, Credential, Rejection, Retry, Selection};
+
+/// Sets up the AccessKey credential for `url`: finds the keys where the official tools look,
+/// picks the site (flag, else the endpoint, else CN) and the token exchange. `why` is what the
+/// `auth:` line says about the choice.
+pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let input = ChainInput {
+        profile: cfg.profile.as_deref(),
+        env: &env,
+        home: home_dir(),
+    };
+    let resolved = chain::resolve(&input).map_err(|e| match e {
+        ChainError::NotFound { .. } => AuthError::NotFound(e.to_string()),
+        ChainError::Invalid(m) => AuthError::Config(m),
+    })?;
+    let (site, site_why) = match (cfg.site, Site::infer(url)) {
+        (Some(s), _) => (s, "--site-type"),
+        (None, Some(s)) => (s, "inferred from the endpoint"),
+        (None, None) => (
+            Site::Cn,
+            "default; pass --site-type INTL for international accounts",
+        ),
+    };
+    debug!(site = site.flag_value(), reason = site_why, "site type");
+    let endpoint = cfg.ims_endpoint.clone().unwrap_or_else(|| site.ims_url());
+    let exchange = Exchange {
+        endpoint,
+        client_id: cfg
+            .client_id
+            .clone()
+            .unwrap_or_else(|| site.client_id().to_string()),
+        scope: OPENAPI_SCOPE.to_string(),
+        policy: cfg.boundary_policy.clone(),
+        site,
+    };
+    let origin = resolved.source.describe();
+    let credential =
+        AccessKeyCredential::new(resolved, exchange, cfg.refresh_skew, cfg.profile.clone())?;
+    Ok(Selection {
+        credential: Arc::new(credential),
+        reason: format!(
+            "Alibaba Cloud AccessKey ({why}) from {origin}, site {} ({site_why})",
+            site.flag_value()
+        ),
+        warning: None,
+    })
+}
 
 /// How often the credential files are stat'ed for changes.
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,9 +130,7 @@ impl AccessKeyCredential {
         skew: Duration,
         profile: Option<String>,
     ) -> Result<Self, AuthError> {
-        let api = ApiClient::new().map_err(|e| AuthError {
-            message: format!("cannot set up TLS: {e}"),
-        })?;
+        let api = ApiClient::new().map_err(AuthError::Tls)?;
         let watched = resolved
             .watched
             .into_iter()
@@ -126,10 +176,10 @@ impl AccessKeyCredential {
             env: &env,
             home: home_dir(),
         };
-        let resolved = chain::resolve(&input).map_err(|e| AuthError {
-            message: format!(
+        let resolved = chain::resolve(&input).map_err(|e| {
+            AuthError::Config(format!(
                 "the Alibaba Cloud credentials changed on disk and can no longer be used: {e}"
-            ),
+            ))
         })?;
         info!(source = %resolved.source.describe(), "credential files changed; using the new credentials");
         st.watched = resolved
@@ -178,8 +228,10 @@ impl AccessKeyCredential {
             .mint(&self.api, &keys, &source.describe())
             .await?;
         let mut header = HeaderValue::from_str(&format!("Bearer {}", minted.token.expose()))
-            .map_err(|_| AuthError {
-                message: "the minted token contains characters not allowed in a header".into(),
+            .map_err(|_| {
+                AuthError::Protocol(
+                    "the minted token contains characters not allowed in a header".into(),
+                )
             })?;
         header.set_sensitive(true);
         let refresh_at = minted.expires_at.map(|exp| {

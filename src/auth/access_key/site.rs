@@ -30,6 +30,13 @@ impl Site {
         }
     }
 
+    /// The RAM-OAuth endpoint of the site (where tokens are minted).
+    pub fn ims_url(self) -> reqwest::Url {
+        let host = self.ims_host();
+        reqwest::Url::parse(&format!("https://{host}/"))
+            .unwrap_or_else(|_| unreachable!("{host} is a static host name"))
+    }
+
     /// Client id of Alibaba Cloud's built-in OpenAPI MCP application.
     pub fn client_id(self) -> &'static str {
         match self {

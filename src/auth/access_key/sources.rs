@@ -8,12 +8,15 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::Value;
 
-use super::api::{read_small, read_small_json, ApiClient, ApiError};
+use super::api::{ApiClient, ApiError};
 use super::keys::{parse_utc, AccessKeys, KeySource, Renewing, SharedSource};
-use crate::auth::{AuthError, BoxFuture};
+use crate::net::{read_small, read_small_json};
+use futures_util::future::BoxFuture;
+
+use crate::auth::AuthError;
+use crate::net::describe;
 use crate::signer::rpc_v2::RpcCall;
 use crate::signer::HttpMethod;
-use crate::upstream::error::describe;
 
 const STS_VERSION: &str = "2015-04-01";
 
@@ -87,12 +90,14 @@ impl KeySource for OidcRole {
 
     fn keys<'a>(&'a self, api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>> {
         Box::pin(self.cache.get(move || async move {
-            let token = tokio::fs::read_to_string(&self.token_file).await.map_err(|e| AuthError {
-                message: format!(
-                    "cannot read the OIDC token file {} ({e}); check ALIBABA_CLOUD_OIDC_TOKEN_FILE or the profile's oidc_token_file",
-                    self.token_file.display()
-                ),
-            })?;
+            let token = tokio::fs::read_to_string(&self.token_file)
+                .await
+                .map_err(|e| {
+                    AuthError::Config(format!(
+                        "cannot read the OIDC token file {} ({e}); check ALIBABA_CLOUD_OIDC_TOKEN_FILE or the profile's oidc_token_file",
+                        self.token_file.display()
+                    ))
+                })?;
             let duration = self.spec.duration_secs.to_string();
             let mut form = vec![
                 ("RoleArn", self.spec.role_arn.as_str()),
@@ -123,14 +128,23 @@ fn sts_keys(
     role: &str,
     origin: &str,
 ) -> Result<AccessKeys, AuthError> {
-    let v = resp.map_err(|e| AuthError {
-        message: format!(
+    let v = resp.map_err(|e| {
+        let message = format!(
             "could not assume the RAM role {role} (credentials from {origin}): {e}. Check that the \
              role exists, trusts the caller, and that the caller may call sts:AssumeRole"
-        ),
+        );
+        match e {
+            ApiError::Service { .. } => AuthError::Denied(message),
+            ApiError::Malformed { .. } => AuthError::Protocol(message),
+            ApiError::Unreachable { .. } | ApiError::ForeignOrigin(_) => {
+                AuthError::Network(message)
+            }
+        }
     })?;
-    parse_temporary(v.get("Credentials").unwrap_or(&Value::Null)).ok_or_else(|| AuthError {
-        message: format!("STS answered AssumeRole for {role} without usable Credentials"),
+    parse_temporary(v.get("Credentials").unwrap_or(&Value::Null)).ok_or_else(|| {
+        AuthError::Protocol(format!(
+            "STS answered AssumeRole for {role} without usable Credentials"
+        ))
     })
 }
 
@@ -161,11 +175,11 @@ impl KeySource for EcsRole {
 
     fn keys<'a>(&'a self, api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>> {
         Box::pin(self.cache.get(move || async move {
-            let fail = |what: String| AuthError {
-                message: format!(
+            let fail = |what: String| {
+                AuthError::Network(format!(
                     "could not get the ECS instance role credentials ({what}); this only works on \
                      an ECS instance with a RAM role attached"
-                ),
+                ))
             };
             let http = api.http();
             let t = Duration::from_secs(2);
@@ -230,8 +244,11 @@ impl KeySource for CredentialsUri {
 
     fn keys<'a>(&'a self, api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>> {
         Box::pin(self.cache.get(move || async move {
-            let fail = |what: String| AuthError {
-                message: format!("the credentials URI from {} failed: {what}", self.origin),
+            let fail = |what: String| {
+                AuthError::Network(format!(
+                    "the credentials URI from {} failed: {what}",
+                    self.origin
+                ))
             };
             let resp = api
                 .http()
@@ -263,11 +280,11 @@ impl KeySource for External {
 
     fn keys<'a>(&'a self, _api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>> {
         Box::pin(self.cache.get(move || async move {
-            let fail = |what: String| AuthError {
-                message: format!(
+            let fail = |what: String| {
+                AuthError::Config(format!(
                     "the External profile's process_command ({}) failed: {what}",
                     self.origin
-                ),
+                ))
             };
             let mut cmd = if cfg!(windows) {
                 let mut c = tokio::process::Command::new("cmd");

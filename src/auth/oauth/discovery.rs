@@ -224,13 +224,13 @@ pub async fn discover(
 
 /// The trust rule for an OAuth endpoint of the MCP server `server` (see the module comment).
 fn check_endpoint(what: &str, url: &Url, server: &Url) -> Result<(), OAuthError> {
-    use crate::config::is_loopback;
-    let shown = crate::upstream::error::display_url(url);
+    use crate::net::is_loopback;
+    let shown = crate::net::display_url(url);
     if is_loopback(url) && !is_loopback(server) {
         return Err(OAuthError::Discovery(format!(
             "the {what} {shown} is on this machine, but the MCP server {} is not; a remote server may not send \
              sign-in secrets to a local address, so alibridge refuses it. Report this to the server's operator",
-            crate::upstream::error::display_url(server)
+            crate::net::display_url(server)
         )));
     }
     let local_pair = is_loopback(url) && is_loopback(server);
@@ -385,8 +385,8 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         Err(e) => {
             return Err(OAuthError::Unreachable(format!(
                 "{}: {}",
-                crate::upstream::error::display_url(url),
-                crate::upstream::error::describe(&e)
+                crate::net::display_url(url),
+                crate::net::describe(&e)
             )))
         }
     };
@@ -394,7 +394,11 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         debug!(url = %url, status = resp.status().as_u16(), "no metadata here");
         return Ok(None);
     }
-    Ok(resp.json::<T>().await.ok())
+    let Ok(body) = crate::net::read_small(resp).await else {
+        debug!(url = %url, "metadata unreadable or too large; trying the next place");
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<T>(&body).ok())
 }
 
 #[cfg(test)]
@@ -508,8 +512,10 @@ mod tests {
 
     #[tokio::test]
     async fn backcompat_metadata_may_name_a_path_issuer_on_the_same_origin() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = crate::net::client_builder(Duration::from_secs(5))
+            .no_proxy()
+            .build()
+            .unwrap();
         let server = legacy_server(|port| format!("http://127.0.0.1:{port}/tenant")).await;
         let found = discover(&http, &server, None).await.unwrap();
         assert_eq!(

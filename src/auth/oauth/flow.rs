@@ -18,6 +18,7 @@ use super::{OAuthConfig, OAuthError};
 use crate::auth::loopback::{parse_query, Callback, Listener};
 use crate::auth::secret::Secret;
 use crate::auth::{browser, pkce};
+use crate::logging::notice;
 
 /// The client as registered with the authorization server.
 #[derive(Debug, Clone)]
@@ -141,19 +142,25 @@ async fn register(
         .map_err(|e| {
             OAuthError::Unreachable(format!(
                 "registration endpoint {endpoint}: {}",
-                crate::upstream::error::describe(&e)
+                crate::net::describe(&e)
             ))
         })?;
     let status = resp.status().as_u16();
     if !resp.status().is_success() {
-        let text = resp.text().await.unwrap_or_default();
+        let body = crate::net::read_small(resp).await.unwrap_or_default();
         return Err(OAuthError::Registration(format!(
             "dynamic client registration at {endpoint} failed with HTTP {status}: {}. {}",
-            text.chars().take(200).collect::<String>(),
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>(),
             "Register an application yourself and pass --oauth-client-id"
         )));
     }
-    let r: Registered = resp.json().await.map_err(|e| {
+    let body = crate::net::read_small(resp)
+        .await
+        .map_err(|e| OAuthError::Unreachable(format!("registration endpoint {endpoint}: {e}")))?;
+    let r: Registered = serde_json::from_slice(&body).map_err(|e| {
         OAuthError::Registration(format!("the registration answer has no client_id ({e})"))
     })?;
     info!("registered this client with the authorization server");
@@ -212,21 +219,21 @@ pub async fn authorize(
             q.append_pair("scope", s);
         }
     }
-    eprintln!(
-        "alibridge: sign in to {} in your browser:\n\n  {url}\n",
+    notice(format_args!(
+        "sign in to {} in your browser:\n\n  {url}\n",
         disc.resource
-    );
+    ));
     if !cfg.no_browser {
         match browser::open(url.as_str()) {
-            Some(how) => eprintln!(
-                "alibridge: opened with {how}; waiting up to {} s",
+            Some(how) => notice(format_args!(
+                "opened with {how}; waiting up to {} s",
                 cfg.auth_timeout.as_secs()
-            ),
-            None => eprintln!("alibridge: could not open a browser; open the URL above yourself"),
+            )),
+            None => notice("could not open a browser; open the URL above yourself"),
         }
     }
     if paste {
-        eprintln!("alibridge: after approving, if the browser cannot reach this machine, paste the address it ended on (or the code) here:");
+        notice("after approving, if the browser cannot reach this machine, paste the address it ended on (or the code) here:");
     }
     let check = |cb: &Callback| check_issuer(disc, cb);
     let waited = tokio::time::timeout(cfg.auth_timeout, async {
@@ -309,11 +316,13 @@ async fn read_pasted(
         if let Some((_, query)) = line.split_once('?') {
             let p = parse_query(query);
             if p.get("state").map(String::as_str) != Some(state) {
-                eprintln!("alibridge: that address belongs to another sign-in (state differs); paste the latest one");
+                notice(
+                    "that address belongs to another sign-in (state differs); paste the latest one",
+                );
                 continue;
             }
             let Some(cb) = Callback::from_params(&p) else {
-                eprintln!("alibridge: no code in that address; paste the full address or the code");
+                notice("no code in that address; paste the full address or the code");
                 continue;
             };
             return Ok(match check(&cb) {
@@ -326,7 +335,9 @@ async fn read_pasted(
             iss: None,
         };
         if let Err(why) = check(&cb) {
-            eprintln!("alibridge: {why}; paste the full address the browser ended on instead");
+            notice(format_args!(
+                "{why}; paste the full address the browser ended on instead"
+            ));
             continue;
         }
         return Ok(cb);

@@ -28,7 +28,9 @@ use self::store::{same_issuer, Record, StoreKind, TokenStore};
 use self::tokens::ClientAuth;
 use super::access_key::site::Site;
 use super::secret::Secret;
-use super::{AuthError, BoxFuture, Credential, Rejection, Retry};
+use futures_util::future::BoxFuture;
+
+use super::{AuthError, Credential, Rejection, Retry};
 use crate::auth::loopback::CALLBACK_PATH;
 
 /// Refresh this long before the access token expires.
@@ -83,14 +85,6 @@ impl OAuthError {
     fn is_invalid_client(&self) -> bool {
         matches!(self, OAuthError::Rejected { error, .. } | OAuthError::Denied { error, .. }
                  if error == "invalid_client" || error == "unauthorized_client")
-    }
-}
-
-impl From<OAuthError> for AuthError {
-    fn from(e: OAuthError) -> Self {
-        AuthError {
-            message: e.to_string(),
-        }
     }
 }
 
@@ -198,15 +192,11 @@ impl OAuthCredential {
     /// Sets the credential up without touching the keychain: the stored sign-in is read on
     /// first use, on the blocking pool.
     pub fn new(cfg: OAuthConfig) -> Result<Self, AuthError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("alibridge/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
+        // OAuth endpoints are taken from metadata as they are: no redirect is followed at all.
+        let http = crate::net::client_builder(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| AuthError {
-                message: format!("cannot set up TLS: {e}"),
-            })?;
+            .map_err(AuthError::Tls)?;
         let store = TokenStore::new(&cfg.home, cfg.store);
         let resource = discovery::canonical_resource(&cfg.server);
         let key = TokenStore::key(&resource);
@@ -672,9 +662,10 @@ impl Credential for OAuthCredential {
                 }
                 let mut st = self.state.lock().unwrap();
                 if st.step_ups >= MAX_STEP_UPS {
-                    return Err(AuthError {
-                        message: format!("the server keeps asking for more scope ({:?}) after {MAX_STEP_UPS} sign-ins; giving up", challenge.scope),
-                    });
+                    return Err(AuthError::Denied(format!(
+                        "the server keeps asking for more scope ({:?}) after {MAX_STEP_UPS} sign-ins; giving up",
+                        challenge.scope
+                    )));
                 }
                 st.step_ups += 1;
                 Need::StepUp(&challenge)

@@ -183,11 +183,13 @@ async fn post(
             OAuthError::Unreachable(format!(
                 "token endpoint {}: {}",
                 endpoint,
-                crate::upstream::error::describe(&e)
+                crate::net::describe(&e)
             ))
         })?;
     let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.unwrap_or_default();
+    let bytes = crate::net::read_small(resp)
+        .await
+        .map_err(|e| OAuthError::Unreachable(format!("token endpoint {endpoint}: {e}")))?;
     if (200..300).contains(&status) {
         let raw: Raw = serde_json::from_slice(&bytes).map_err(|e| {
             OAuthError::Protocol(format!(

@@ -1,18 +1,26 @@
-//! The command-line surface, and nothing else: clap derive types whose doc comments are the
-//! `--help` text. Parsing does no I/O; [`crate::config`] turns these raw values into a resolved
-//! configuration.
+//! The command-line surface: clap derive types whose doc comments are the `--help` text, the
+//! value parsers every flag of a kind shares (one for seconds, one for sizes), and, in
+//! [`resolve`], the step that turns these raw values into the validated configurations the
+//! layers below take ([`crate::config::BridgeConfig`], [`crate::proxy::config::ProxyConfig`],
+//! [`crate::auth::AuthConfig`]). Parsing does no I/O.
 //!
 //! Subcommands (`login`, `pre-check`, `proxy`, …) sit beside the positional URL:
 //! `alibridge <URL> [flags]` runs the bridge, `alibridge <COMMAND> …` runs a command.
+//! `--debug` and `--log-file` are global: they work with every command.
+
+pub mod resolve;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::auth::access_key::site::Site;
 use crate::auth::oauth::store::StoreKind;
+use crate::auth::AuthMode;
 use crate::env;
-use crate::proxy::rules::{self, EntryList};
+use crate::proxy::rules::EntryList;
+use crate::upstream::TransportMode;
 
 /// Bridge a stdio MCP client to a remote MCP server (Streamable HTTP or HTTP+SSE).
 ///
@@ -21,16 +29,22 @@ use crate::proxy::rules::{self, EntryList};
 #[derive(Debug, Parser)]
 #[command(name = "alibridge", version, about, max_term_width = 100)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-#[command(
-    after_help = "Exit codes: 0 normal end (stdin closed or signal), 1 runtime failure, \
-                        2 bad command line or configuration.\n\
-                        Docs: https://github.com/alibridge/alibridge#readme"
-)]
+#[command(after_help = crate::error::EXIT_CODES_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
     pub bridge: BridgeArgs,
+
+    /// Verbose logs (header names, never values; message ids and methods, never bodies or
+    /// tokens).
+    #[arg(long, global = true, env = env::ALIBRIDGE_DEBUG)]
+    pub debug: bool,
+
+    /// Append logs to this file (created 0600) instead of stderr (MCP hosts often hide
+    /// stderr).
+    #[arg(long, global = true, value_name = "PATH", env = env::ALIBRIDGE_LOG_FILE)]
+    pub log_file: Option<PathBuf>,
 }
 
 /// Commands that sit beside `alibridge <URL>`.
@@ -77,21 +91,17 @@ pub struct ProxyArgs {
 
     /// Only these servers may be reached: comma-separated server names, server ids, or path
     /// prefixes starting with "/" (matched on whole path segments). Repeatable.
-    #[arg(long, value_name = "LIST", value_parser = rules::parse_list, env = env::ALIBRIDGE_ALLOWED_SERVERS)]
+    #[arg(long, value_name = "LIST", env = env::ALIBRIDGE_ALLOWED_SERVERS)]
     pub allowed_servers: Vec<EntryList>,
 
     /// These servers may not be reached, even if allowed (same syntax). Repeatable.
-    #[arg(long, value_name = "LIST", value_parser = rules::parse_list, env = env::ALIBRIDGE_BLOCKED_SERVERS)]
+    #[arg(long, value_name = "LIST", env = env::ALIBRIDGE_BLOCKED_SERVERS)]
     pub blocked_servers: Vec<EntryList>,
 
     /// More names clients may use to reach the proxy (Host header), comma-separated, e.g.
     /// host.docker.internal. Requests naming any other host are refused (DNS rebinding).
     #[arg(long, value_name = "NAMES", value_delimiter = ',', env = env::ALIBRIDGE_PROXY_ALLOWED_HOSTS)]
     pub allowed_hosts: Vec<String>,
-
-    /// Allow a plain http:// upstream that is not loopback (traffic and tokens unencrypted).
-    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
-    pub allow_http: bool,
 
     /// Require every client to send "Authorization: Bearer TOKEN" (for machines with other
     /// users, whose processes can reach a loopback port too). Prefer the environment variable:
@@ -105,14 +115,26 @@ pub struct ProxyArgs {
 
     /// Largest request body accepted (bytes, or with a KiB/MiB/GiB suffix); larger requests
     /// get 413. Bodies are held in memory (for the retry after a token refresh).
-    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = crate::proxy::config::parse_size,
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = byte_size(1, MAX_SIZE),
           env = env::ALIBRIDGE_PROXY_MAX_BODY_SIZE)]
-    pub max_body_size: usize,
+    pub max_body_size: u64,
 
-    /// How the proxy authenticates to the upstream; the client's own Authorization header is
-    /// never forwarded. auto: AccessKeys when found and the upstream is the OpenAPI MCP
-    /// service (openapi-mcp.<region>.aliyuncs.com), otherwise OAuth sign-in when the server
-    /// asks for it.
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+/// Flags shared by the bridge and `proxy`: how to reach the upstream and authenticate to it.
+#[derive(Debug, Args)]
+pub struct UpstreamArgs {
+    /// Allow a plain http:// upstream that is not loopback (traffic and tokens unencrypted).
+    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
+    pub allow_http: bool,
+
+    /// How to authenticate to the upstream (static --header values are always sent; the
+    /// proxy never forwards a client's own Authorization). auto: AccessKeys when found
+    /// (environment, aliyun CLI profile, …) and the endpoint is the OpenAPI MCP service
+    /// (openapi-mcp.<region>.aliyuncs.com), otherwise OAuth sign-in if the server asks for it
+    /// (401); other hosts get AccessKeys only with --auth ak. The choice is printed on stderr.
     #[arg(long, value_enum, default_value_t = AuthMode::Auto, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
     pub auth: AuthMode,
 
@@ -123,21 +145,13 @@ pub struct ProxyArgs {
     pub oauth: OAuthArgs,
 
     /// Seconds to wait for a TCP/TLS connection to the upstream (at most 600).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds(MAX_CONNECT_TIMEOUT), env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
-    pub connect_timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(MAX_CONNECT_TIMEOUT), env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
+    pub connect_timeout: Duration,
 
-    /// Seconds open requests may still finish after SIGTERM/SIGINT (open SSE streams are then
-    /// closed; at most 3600).
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = seconds(MAX_SHUTDOWN_GRACE), env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
-    pub shutdown_grace: f64,
-
-    /// Verbose logs (methods, paths, statuses; never header values, bodies or tokens).
-    #[arg(long, env = env::ALIBRIDGE_DEBUG)]
-    pub debug: bool,
-
-    /// Append logs to this file instead of stderr.
-    #[arg(long, value_name = "PATH", env = env::ALIBRIDGE_LOG_FILE)]
-    pub log_file: Option<PathBuf>,
+    /// Seconds in-flight requests may still finish after stdin closes or a signal arrives (at
+    /// most 3600).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = seconds(MAX_SHUTDOWN_GRACE), env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
+    pub shutdown_grace: Duration,
 }
 
 /// `alibridge login`.
@@ -197,8 +211,8 @@ pub struct OAuthArgs {
     pub callback_port: Option<u16>,
 
     /// Seconds to wait for the browser sign-in (at most 86400).
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds(MAX_AUTH_TIMEOUT), env = env::ALIBRIDGE_AUTH_TIMEOUT)]
-    pub auth_timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(MAX_AUTH_TIMEOUT), env = env::ALIBRIDGE_AUTH_TIMEOUT)]
+    pub auth_timeout: Duration,
 
     /// Where OAuth tokens are stored: the OS keychain, a 0600 file, or auto (keychain when
     /// available).
@@ -226,8 +240,12 @@ pub struct PreCheckArgs {
     pub no_browser: bool,
 
     /// Seconds to wait for the browser to come back (at most 86400).
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds(MAX_AUTH_TIMEOUT))]
-    pub timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(MAX_AUTH_TIMEOUT))]
+    pub timeout: Duration,
+
+    /// The sign-in page to open instead of the site's (private deployments; the tests).
+    #[arg(long, value_name = "URL", hide = true, env = env::ALIBRIDGE_AUTHORIZE_URL)]
+    pub authorize_url: Option<String>,
 
     /// Local port for the browser's redirect (default: any free port).
     #[arg(long, value_name = "PORT")]
@@ -252,56 +270,24 @@ pub struct BridgeArgs {
     #[arg(long, value_enum, value_name = "MODE", env = env::ALIBRIDGE_TRANSPORT)]
     pub transport: Option<TransportMode>,
 
-    /// Allow a plain http:// URL to a host that is not loopback (traffic and tokens unencrypted).
-    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
-    pub allow_http: bool,
-
-    /// How the bridge authenticates to the upstream (static --header values are always sent).
-    /// auto: AccessKeys when found (environment, aliyun CLI profile, …) and the endpoint is the
-    /// OpenAPI MCP service (openapi-mcp.<region>.aliyuncs.com), otherwise OAuth sign-in if the
-    /// server asks for it (401); other hosts get AccessKeys only with --auth ak. The choice is
-    /// printed on stderr.
-    #[arg(long, value_enum, default_value_t = AuthMode::Auto, value_name = "KIND", env = env::ALIBRIDGE_AUTH)]
-    pub auth: AuthMode,
-
     #[command(flatten)]
-    pub ak: AccessKeyArgs,
-
-    #[command(flatten)]
-    pub oauth: OAuthArgs,
-
-    /// Seconds to wait for a TCP/TLS connection to the upstream (at most 600).
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds(MAX_CONNECT_TIMEOUT), env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
-    pub connect_timeout: f64,
+    pub upstream: UpstreamArgs,
 
     /// Seconds a request may wait for its answer before the bridge answers it with an error
     /// (0 = no limit; MCP clients usually apply their own; at most 604800, a week).
-    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = seconds(MAX_REQUEST_TIMEOUT), env = env::ALIBRIDGE_REQUEST_TIMEOUT)]
-    pub request_timeout: f64,
-
-    /// Seconds in-flight requests may still finish after stdin closes or a signal arrives (at
-    /// most 3600).
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = seconds(MAX_SHUTDOWN_GRACE), env = env::ALIBRIDGE_SHUTDOWN_GRACE)]
-    pub shutdown_grace: f64,
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = seconds(MAX_REQUEST_TIMEOUT), env = env::ALIBRIDGE_REQUEST_TIMEOUT)]
+    pub request_timeout: Duration,
 
     /// Largest JSON-RPC message relayed in either direction (a stdin line, an SSE event, a JSON
     /// body): bytes, or with a binary suffix K, M or G (32M = 32 MiB; 1K to 4G). A larger
     /// message is discarded without being held in memory and answered with a JSON-RPC error.
-    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = byte_size, env = env::ALIBRIDGE_MAX_MESSAGE_SIZE)]
+    #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = byte_size(MIN_MESSAGE_SIZE, MAX_SIZE), env = env::ALIBRIDGE_MAX_MESSAGE_SIZE)]
     pub max_message_size: u64,
 
     /// Most client messages relayed at once (1 to 65536). At the limit the bridge stops
     /// reading stdin until one finishes: later requests wait, none is refused.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536), env = env::ALIBRIDGE_MAX_IN_FLIGHT)]
     pub max_in_flight: u32,
-
-    /// Verbose logs (header names, never values; message ids and methods, never bodies).
-    #[arg(long, env = env::ALIBRIDGE_DEBUG)]
-    pub debug: bool,
-
-    /// Append logs to this file instead of stderr (MCP hosts often hide stderr).
-    #[arg(long, value_name = "PATH", env = env::ALIBRIDGE_LOG_FILE)]
-    pub log_file: Option<PathBuf>,
 }
 
 /// Flags of `--auth ak` (Alibaba Cloud AccessKeys exchanged for an MCP token).
@@ -329,35 +315,8 @@ pub struct AccessKeyArgs {
     pub boundary_policy: Option<String>,
 
     /// Mint a new token this many seconds before the current one expires (at most 86400).
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds(MAX_TOKEN_REFRESH_SKEW), env = env::ALIBRIDGE_TOKEN_REFRESH_SKEW)]
-    pub token_refresh_skew: f64,
-}
-
-/// `--transport` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TransportMode {
-    /// Streamable HTTP; on 400/404/405 from the first POST, try HTTP+SSE once.
-    HttpFirst,
-    /// HTTP+SSE; if the SSE GET is refused, try Streamable HTTP once.
-    SseFirst,
-    /// Streamable HTTP only.
-    HttpOnly,
-    /// Legacy HTTP+SSE (2024-11-05) only.
-    SseOnly,
-}
-
-/// `--auth` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthMode {
-    /// AccessKeys if found and the endpoint is the OpenAPI MCP service's, else OAuth when the
-    /// server asks.
-    Auto,
-    /// OAuth 2.1 browser sign-in, started when the server answers 401.
-    Oauth,
-    /// Alibaba Cloud AccessKeys exchanged for a short-lived token.
-    Ak,
-    /// No credential beyond the static --header values.
-    None,
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(MAX_TOKEN_REFRESH_SKEW), env = env::ALIBRIDGE_TOKEN_REFRESH_SKEW)]
+    pub token_refresh_skew: Duration,
 }
 
 /// Ceilings of the duration flags, in seconds. Values past them are refused as usage errors, so
@@ -369,48 +328,58 @@ pub const MAX_SHUTDOWN_GRACE: u32 = 3600;
 pub const MAX_AUTH_TIMEOUT: u32 = 24 * 3600;
 pub const MAX_TOKEN_REFRESH_SKEW: u32 = 24 * 3600;
 
-/// Bounds of `--max-message-size`.
+/// Bounds of the size flags: `--max-message-size` (at least 1 KiB) and `proxy --max-body-size`;
+/// both are held in memory, so at most 4 GiB.
 pub const MIN_MESSAGE_SIZE: u64 = 1 << 10;
-pub const MAX_MESSAGE_SIZE: u64 = 4 << 30;
+pub const MAX_SIZE: u64 = 4 << 30;
 
-/// A value parser for a number of seconds from 0 to `max` (refuses NaN, infinities, negatives).
-fn seconds(max: u32) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+/// The value parser of every duration flag: seconds from 0 to `max`, fractions allowed;
+/// NaN, infinities, negatives and anything past `max` are usage errors, so no later
+/// `Instant + Duration` can overflow and a typo such as `1e9` does not mean "forever".
+fn seconds(max: u32) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
     move |raw: &str| {
         let bad = || format!("expected a number of seconds from 0 to {max}");
         let v: f64 = raw.trim().parse().map_err(|_| bad())?;
         if v.is_finite() && (0.0..=f64::from(max)).contains(&v) {
-            Ok(v)
+            Duration::try_from_secs_f64(v).map_err(|_| bad())
         } else {
             Err(bad())
         }
     }
 }
 
-/// Parses `--max-message-size`: `33554432`, `32M`, `32MiB`, `512k`, `1G` (binary multiples;
-/// `KB`/`MB`/`GB` mean the same as `KiB`/`MiB`/`GiB` here).
-pub fn byte_size(raw: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "expected a size in bytes, optionally with a K, M or G suffix (e.g. 32M), from \
-             {MIN_MESSAGE_SIZE} bytes to 4G"
-        )
-    };
-    let t = raw.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(bad()),
-    };
-    let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
-    if (MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&bytes) {
-        Ok(bytes)
-    } else {
-        Err(bad())
+/// The value parser of every size flag: `33554432`, `32M`, `32MiB`, `512k`, `1G` (binary
+/// multiples; `KB`/`MB`/`GB` mean the same as `KiB`/`MiB`/`GiB` here), from `min` to `max`.
+fn byte_size(
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |raw: &str| {
+        let bad = || {
+            format!(
+                "expected a size in bytes, optionally with a K, M or G suffix (e.g. 32M), from \
+                 {} to {}",
+                crate::jsonrpc::human_size(min),
+                crate::jsonrpc::human_size(max)
+            )
+        };
+        let t = raw.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let shift = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 0,
+            "k" | "kb" | "kib" => 10,
+            "m" | "mb" | "mib" => 20,
+            "g" | "gb" | "gib" => 30,
+            _ => return Err(bad()),
+        };
+        let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
+        if (min..=max).contains(&bytes) {
+            Ok(bytes)
+        } else {
+            Err(bad())
+        }
     }
 }
 
@@ -503,11 +472,14 @@ mod tests {
             parse("--request-timeout", "604800")
                 .unwrap()
                 .request_timeout,
-            604800.0
+            Duration::from_secs(604800)
         );
         assert_eq!(
-            parse("--connect-timeout", "0.5").unwrap().connect_timeout,
-            0.5
+            parse("--connect-timeout", "0.5")
+                .unwrap()
+                .upstream
+                .connect_timeout,
+            Duration::from_millis(500)
         );
         assert!(parse("--connect-timeout", "601").is_err());
         assert!(Cli::try_parse_from([
@@ -524,6 +496,7 @@ mod tests {
 
     #[test]
     fn message_size_takes_bytes_and_binary_suffixes() {
+        let byte_size = byte_size(MIN_MESSAGE_SIZE, MAX_SIZE);
         assert_eq!(byte_size("33554432"), Ok(32 << 20));
         assert_eq!(byte_size("32M"), Ok(32 << 20));
         assert_eq!(byte_size("32 MiB"), Ok(32 << 20));
@@ -550,5 +523,22 @@ mod tests {
         assert!(
             Cli::try_parse_from(["alibridge", "https://x/mcp", "--max-in-flight", "0"]).is_err()
         );
+        let body = super::byte_size(1, MAX_SIZE);
+        assert_eq!(body("1000"), Ok(1000));
+        assert_eq!(body(" 32 MiB "), Ok(32 << 20));
+        for bad in ["", "MiB", "-1", "1.5MiB", "10 parsecs", "0", "5GiB"] {
+            assert!(body(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_and_log_file_work_with_every_command() {
+        let cli = Cli::try_parse_from(["alibridge", "--debug", "https://x/mcp"]).unwrap();
+        assert!(cli.debug);
+        let cli =
+            Cli::try_parse_from(["alibridge", "proxy", "--debug", "--log-file", "/tmp/l"]).unwrap();
+        assert!(cli.debug && cli.log_file.is_some());
+        let cli = Cli::try_parse_from(["alibridge", "status", "--debug"]).unwrap();
+        assert!(cli.debug);
     }
 }
