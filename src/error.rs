@@ -7,19 +7,11 @@
 //! | 2    | bad command line or configuration (clap errors use 2 as well), credentials that cannot be found or used |
 //! | 3    | `pre-check`: the browser did not come back in time |
 //!
-//! [`report`] prints a failure and its causes (each once) and picks the code; everything else
+//! The same table is in `--help` ([`crate::cli::EXIT_CODES_HELP`]) and the README. [`report`]
+//! prints a failure and its causes (each once) and picks the code; everything else
 //! meant for the person at the terminal goes through [`crate::logging::notice`].
 
 use std::process::ExitCode;
-
-/// The exit codes, for `--help`.
-pub const EXIT_CODES_HELP: &str = "Exit codes: 0 normal end (stdin closed, signal, or the \
-    command did its job); 1 runtime failure (pre-check: denied or not installed; logout: no such \
-    sign-in); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
-    not come back in time.\nDocs: https://github.com/alibridge/alibridge#readme";
-
-/// `pre-check`: the browser did not come back within `--timeout`.
-pub const EXIT_TIMEOUT: u8 = 3;
 
 /// A mistake in the command line or configuration (including credentials that cannot be
 /// found or used): exit code 2.

@@ -2,21 +2,27 @@
 //! HTTP or legacy HTTP+SSE), such as Alibaba Cloud's OpenAPI MCP Server.
 //!
 //! # Layout
-//! The modules follow the data path, client side to server side:
-//! * [`cli`] / [`config`] / [`env`]: the command line, validated into a configuration.
+//! Dependencies point one way, top to bottom; `tests/architecture.rs` fails on any import that
+//! points up or sideways:
+//!
+//! ```text
+//! main ─► commands ─► error ─► cli ─► config ─► relay | proxy ─► upstream ─► auth ─► leaves
+//! ```
+//!
 //! * [`commands`]: one file per command (`bridge` is `alibridge <URL>`).
-//! * [`proxy`]: `alibridge proxy`, the local HTTP reverse proxy (listener, Host/Origin guard,
-//!   allow/block rules, streaming forwarder, server listing).
-//! * [`stdio`]: newline-delimited framing on stdin/stdout (the only writer of stdout).
-//! * [`jsonrpc`]: peeking at `id`/`method` without re-serialising; the bridge's own errors.
-//! * [`relay`]: the pump between the two sides, and the "one answer per request" ledger.
+//! * [`error`]: exit codes and the one place failures are printed.
+//! * [`cli`]: the command line, and its resolution into configurations.
+//! * [`config`]: the bridge's validated configuration (headers, state directory).
+//! * [`relay`]: the stdio pump and the "one answer per request" ledger.
+//! * [`proxy`]: `alibridge proxy`, the local HTTP reverse proxy.
 //! * [`upstream`]: the remote endpoint: Streamable HTTP, HTTP+SSE, the shared HTTP client.
 //! * [`auth`]: the credential layer, one submodule per credential kind behind one trait.
-//! * [`origin`]: credentials stay with the origin the user named (redirects, endpoint events).
-//! * [`signer`]: Alibaba Cloud API request signing (RPC v2 HMAC-SHA1, ACS3-HMAC-SHA256); no I/O.
-//! * [`shutdown`], [`logging`], [`error`]: signals, logs (never stdout), exit codes.
-//! * [`backoff`]: reconnect pacing (exponential, jitter, cap) and `Retry-After`.
-//! * [`private_fs`]: secret-holding files and directories (0600/0700, atomic replace).
+//! * Leaves: [`signer`] (Alibaba Cloud request signing, no I/O), [`stdio`] (newline framing,
+//!   the only writer of stdout), [`jsonrpc`] (peeking at `id`/`method`, the bridge's own
+//!   errors), [`net`] (URL rules, error descriptions, bounded bodies, the one HTTP client
+//!   builder, the same-origin rule), [`logging`] (logs and notices, never stdout),
+//!   [`shutdown`] (signals), [`env`](mod@env) (environment variable names), [`private_fs`]
+//!   (secret-holding files), [`backoff`] (reconnect pacing).
 
 pub mod auth;
 pub mod backoff;

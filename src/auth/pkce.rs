@@ -4,7 +4,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
 use crate::auth::secret::Secret;
-use crate::signer::random_bytes;
+
+/// `N` bytes from the operating system's CSPRNG.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    use ring::rand::SecureRandom;
+    let mut buf = [0u8; N];
+    if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
+        // Without randomness a PKCE verifier or `state` would be guessable: never go on.
+        panic!("the operating system's random number generator failed");
+    }
+    buf
+}
 
 /// A verifier and its S256 challenge.
 pub struct Pkce {

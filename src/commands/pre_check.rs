@@ -63,7 +63,7 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
     let outcome = match tokio::time::timeout(timeout, listener.wait(&state, |_| Ok(()))).await {
         Err(_) => {
             println!("no answer: the browser did not come back within {wait} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", site.flag_value());
-            return Ok(ExitCode::from(crate::error::EXIT_TIMEOUT));
+            return Ok(ExitCode::from(crate::cli::EXIT_TIMEOUT));
         }
         Ok(r) => r.context("the callback listener failed")?,
     };

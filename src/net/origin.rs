@@ -67,7 +67,7 @@ pub fn same_origin(a: &Url, b: &Url) -> bool {
 }
 
 /// The redirect policy of every alibridge HTTP client: follow within the first URL's origin
-/// (up to [`MAX_REDIRECTS`]), refuse anything else with [`ForeignOrigin::Redirect`].
+/// (up to `MAX_REDIRECTS`), refuse anything else with [`ForeignOrigin::Redirect`].
 pub fn redirect_policy() -> Policy {
     Policy::custom(decide)
 }

@@ -9,7 +9,7 @@
 //! - The body is read once into [`bytes::Bytes`] (at most `--max-body-size`, default 32 MiB)
 //!   so the single retry after a credential refresh can send it again. A larger body is a 413
 //!   naming the limit and the flag: at once when `Content-Length` says so (nothing read), else
-//!   once the limit is passed (the rest is read and dropped, up to [`DRAIN_AFTER_LIMIT`], so
+//!   once the limit is passed (the rest is read and dropped, up to `DRAIN_AFTER_LIMIT`, so
 //!   the client sees the answer rather than a reset; never buffered); sending goes through
 //!   [`crate::upstream::http::HttpClient::send`], which applies the credential and does that
 //!   retry (a second 401 goes back to the client as the upstream sent it).

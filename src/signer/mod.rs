@@ -241,7 +241,7 @@ pub fn generate_nonce() -> String {
     hex_lower(&random_bytes::<16>())
 }
 
-/// `N` bytes from the operating system's CSPRNG (also used for PKCE verifiers and `state`).
+/// `N` bytes from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     use ring::rand::SecureRandom;
     let mut buf = [0u8; N];

@@ -1,7 +1,7 @@
 //! The HTTP client shared by both transports: connection pooling, TLS, proxies, static
 //! headers, the credential, and the two retries that are always safe.
 //!
-//! Redirects are followed only within the request's origin ([`crate::origin`]); a
+//! Redirects are followed only within the request's origin ([`crate::net::origin`]); a
 //! cross-origin one fails the request with [`UpstreamError::ForeignOrigin`].
 //!
 //! Safe retries only: a request is sent again when the connection failed before anything was

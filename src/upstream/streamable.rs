@@ -501,7 +501,7 @@ impl StreamableHttp {
         }
     }
 
-    /// Stops the GET stream and deletes the session, bounded by [`DELETE_TIMEOUT`]; then every
+    /// Stops the GET stream and deletes the session, bounded by `DELETE_TIMEOUT`; then every
     /// task this transport started is cancelled.
     pub async fn close(&self) {
         self.stop_get_stream();

@@ -898,6 +898,11 @@ async fn non_loopback_bind_warns() {
         &[],
     )
     .await;
+    // stderr is read by a task of its own: wait for the line rather than racing it.
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !proxy.stderr().contains("cloud identity") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let warning = proxy.stderr();
     assert!(
         warning.contains(

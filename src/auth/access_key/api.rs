@@ -3,7 +3,7 @@
 //! warning when the local clock is off (a classic cause of signature failures).
 //!
 //! Signed calls carry the AccessKey id, a signature and the STS security token: the client
-//! follows redirects only within the endpoint's origin ([`crate::origin`]), and a cross-origin
+//! follows redirects only within the endpoint's origin ([`crate::net::origin`]), and a cross-origin
 //! one is the error [`ApiError::ForeignOrigin`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -198,27 +198,10 @@ fn clock_skew(date: Option<&reqwest::header::HeaderValue>) -> Option<i64> {
     (diff.abs() > CLOCK_WARNING).then_some(diff)
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
 fn parse_http_date(s: &str) -> Option<i64> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    if parts.len() != 6 || parts[5] != "GMT" {
-        return None;
-    }
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == parts[2])? as u32
-        + 1;
-    let iso = format!(
-        "{}-{:02}-{:02}T{}Z",
-        parts[3],
-        month,
-        parts[1].parse::<u32>().ok()?,
-        parts[4]
-    );
-    let t = super::keys::parse_utc(&iso)?;
-    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs() as i64)
+    let t = httpdate::parse_http_date(s).ok()?;
+    i64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()
 }
 
 #[cfg(test)]

@@ -101,6 +101,7 @@ pub struct TokenStore {
 }
 
 /// Keychain service name.
+#[cfg(feature = "keyring")]
 const SERVICE: &str = "alibridge";
 
 impl TokenStore {

@@ -1,0 +1,333 @@
+//! The crate's module graph points one way. This test reads every `crate::…` path (and every
+//! `super::` chain that climbs to the crate root) in `src/`, maps each to its top-level module,
+//! and fails on any import that points up the order below or sideways within a layer, so the
+//! structure cannot quietly decay. Comments and string literals are ignored.
+//!
+//! To add a module, put it in [`LAYERS`]: the layer it sits in says what it may use (anything
+//! in a later layer) and what may use it (anything in an earlier one).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Top to bottom. A module may import only modules of *later* layers.
+const LAYERS: &[&[&str]] = &[
+    // One file per subcommand; parses nothing, resolves nothing itself.
+    &["commands"],
+    // Exit codes and error reporting at the edge.
+    &["error"],
+    // The command line, resolved into configurations.
+    &["cli"],
+    // Validated configuration.
+    &["config"],
+    // The two front ends: the stdio relay and the local HTTP proxy.
+    &["relay", "proxy"],
+    // The remote endpoint and its transports.
+    &["upstream"],
+    // Credentials.
+    &["auth"],
+    // Leaves, and the leaves of leaves.
+    &["signer", "stdio", "logging", "shutdown", "env"],
+    &["jsonrpc", "private_fs", "net"],
+    &["backoff"],
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+/// `src/auth/oauth/flow.rs` → (["auth", "oauth", "flow"], depth 3); `mod.rs` names its folder.
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).unwrap();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The production code of a file: comments, the contents of string and char literals, and
+/// `#[cfg(test)]`/`#[cfg(all(test, …))]` modules blanked (newlines kept, so line numbers stay
+/// right). Tests may build fixtures from any layer; the rule is for what ships.
+fn code_only(text: &str) -> String {
+    without_test_modules(&strip_comments_and_literals(text))
+}
+
+/// Blanks every `mod … { … }` that follows a `#[cfg(test)]`-like attribute.
+fn without_test_modules(code: &str) -> String {
+    let mut out: Vec<u8> = code.as_bytes().to_vec();
+    let mut from = 0;
+    while let Some(at) = code[from..].find("#[cfg(").map(|p| p + from) {
+        let attr_end = code[at..].find(']').map_or(code.len(), |p| at + p + 1);
+        let is_test = code[at..attr_end].contains("test");
+        let Some(open) = code[attr_end..].find('{').map(|p| attr_end + p) else {
+            break;
+        };
+        if is_test && code[attr_end..open].trim_start().starts_with("mod ") {
+            let mut depth = 0;
+            let mut end = open;
+            for (k, c) in code[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + k;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for byte in &mut out[at..=end] {
+                if *byte != b'\n' {
+                    *byte = b' ';
+                }
+            }
+            from = end + 1;
+        } else {
+            from = attr_end;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn strip_comments_and_literals(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0;
+                while i < b.len() {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        out.push(if b[i] == b'\n' { b'\n' } else { b' ' });
+                        i += 1;
+                    }
+                }
+            }
+            b'r' if b.get(i + 1) == Some(&b'#') || b.get(i + 1) == Some(&b'"') => {
+                // A raw string r"…" or r#"…"#; anything else starting with r is code.
+                let mut j = i + 1;
+                let mut hashes = 0;
+                while b.get(j) == Some(&b'#') {
+                    hashes += 1;
+                    j += 1;
+                }
+                if b.get(j) != Some(&b'"') || (i > 0 && is_ident(b[i - 1])) {
+                    out.push(b[i]);
+                    i += 1;
+                    continue;
+                }
+                i = j + 1;
+                while i < b.len() {
+                    if b[i] == b'"' && (0..hashes).all(|k| b.get(i + 1 + k) == Some(&b'#')) {
+                        i += 1 + hashes;
+                        break;
+                    }
+                    out.push(if b[i] == b'\n' { b'\n' } else { b' ' });
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    }
+                    if b.get(i) == Some(&b'\n') {
+                        out.push(b'\n');
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'\'' if is_char_literal(&text[i..]) => {
+                // A char literal ('x', '\n', '\''); lifetimes ('a) are code.
+                i += 1;
+                while i < b.len() && b[i] != b'\'' {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `'x'`, `'…'` or `'\n'` (a char literal) rather than `'a` (a lifetime).
+fn is_char_literal(rest: &str) -> bool {
+    let mut chars = rest.chars().skip(1);
+    match chars.next() {
+        Some('\\') => true,
+        Some(_) => chars.next() == Some('\''),
+        None => false,
+    }
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Every top-level module `line` refers to: `crate::x…`, and `super::` chains from `path` that
+/// climb to the crate root and name a module there.
+fn targets(path: &[String], line: &str) -> Vec<String> {
+    let b = line.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !line.is_char_boundary(i) || (i > 0 && (is_ident(b[i - 1]) || b[i - 1] == b':')) {
+            i += 1;
+            continue;
+        }
+        let rest = &line[i..];
+        let (ups, after) = if let Some(r) = rest.strip_prefix("crate::") {
+            (usize::MAX, r)
+        } else if rest.starts_with("super::") {
+            let mut n = 0;
+            let mut r = rest;
+            while let Some(x) = r.strip_prefix("super::") {
+                n += 1;
+                r = x;
+            }
+            (n, r)
+        } else {
+            i += 1;
+            continue;
+        };
+        if ups == usize::MAX || ups >= path.len() {
+            let name: String = after
+                .bytes()
+                .take_while(|&c| is_ident(c))
+                .map(char::from)
+                .collect();
+            if !name.is_empty() {
+                found.push(name);
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+#[test]
+fn imports_point_down_the_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut unknown = BTreeMap::new();
+    let mut violations = Vec::new();
+    let mut edges = 0;
+    for file in &files {
+        let path = module_path(&src, file);
+        let Some(from) = path.first().cloned() else {
+            continue;
+        };
+        // The crate root (lib.rs) and the binary (main.rs) sit above everything.
+        if from == "lib" || from == "main" {
+            continue;
+        }
+        let Some(from_layer) = layer_of(&from) else {
+            unknown.insert(from.clone(), file.display().to_string());
+            continue;
+        };
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in code_only(&text).lines().enumerate() {
+            for to in targets(&path, line) {
+                if to == from {
+                    continue;
+                }
+                edges += 1;
+                match layer_of(&to) {
+                    None => {
+                        unknown.insert(to, format!("{}:{}", file.display(), n + 1));
+                    }
+                    Some(to_layer) if to_layer <= from_layer => violations.push(format!(
+                        "{}:{}: `{from}` uses `{to}`, which is {} it in the layer order",
+                        file.strip_prefix(&src).unwrap().display(),
+                        n + 1,
+                        if to_layer == from_layer {
+                            "beside"
+                        } else {
+                            "above"
+                        }
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    let order: Vec<String> = LAYERS.iter().map(|l| l.join(", ")).collect();
+    assert!(
+        unknown.is_empty(),
+        "modules missing from LAYERS in tests/architecture.rs (place each one): {unknown:#?}"
+    );
+    assert!(
+        violations.is_empty(),
+        "imports that point up or sideways:\n  {}\nallowed order, top to bottom:\n  {}",
+        violations.join("\n  "),
+        order.join("\n  ")
+    );
+    assert!(
+        edges > 50,
+        "only {edges} imports found: is the scanner broken?"
+    );
+}
+
+#[test]
+fn the_scanner_sees_through_comments_strings_and_super_chains() {
+    let code = code_only(
+        "use crate::auth; // crate::cli\n/* crate::proxy */ let s = \"crate::relay\"; let c = '\"'; use crate::net;\n",
+    );
+    let path = vec!["upstream".to_string(), "http".to_string()];
+    let found: Vec<String> = code.lines().flat_map(|l| targets(&path, l)).collect();
+    assert_eq!(found, ["auth", "net"]);
+    assert_eq!(targets(&path, "use super::super::config;"), ["config"]);
+    let code = code_only(
+        "use crate::auth;\n#[cfg(test)]\nmod tests {\n    use crate::cli;\n}\nuse crate::net;\n",
+    );
+    let found: Vec<String> = code.lines().flat_map(|l| targets(&path, l)).collect();
+    assert_eq!(
+        found,
+        ["auth", "net"],
+        "test modules are not production imports"
+    );
+    assert!(targets(&path, "use super::error;").is_empty());
+    assert_eq!(layer_of("commands"), Some(0));
+}
