@@ -348,23 +348,7 @@ async fn proxy_does_not_follow_a_redirect_with_its_credential() {
     let hostile = Hostile::start().await;
     hostile.redirect_posts(307, &format!("{}/stolen", canary.url()));
     let (ims, upstream) = (fake.url(), hostile.origin());
-    let proxy = Proxy::start(
-        &[
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &ims,
-            "--upstream-url",
-            &upstream,
-        ],
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET),
-        ],
-    )
-    .await;
+    let proxy = Proxy::start_ak(&ims, &upstream, (AK_ID, AK_SECRET), &[], &[]).await;
     let r = post(&proxy.url("/mcp"), None, INIT).await;
     assert_eq!(r.status(), 502);
     let body: Value = r.json().await.unwrap();

@@ -1,9 +1,10 @@
 //! OAuth sign-in end to end: the real binary, isolated from the machine (`HOME` is a temp dir,
 //! tokens in a file store, never the keychain), against the local authorization server and the
-//! protected MCP server of `support/oauth_server`. The browser is a `$BROWSER` script that
-//! follows the authorization server's redirect to the bridge's loopback callback with curl, as a
-//! user who approves at once; it logs every URL it is asked to open. Unix only (a shell script
-//! is the browser; file modes are checked).
+//! protected MCP server of `support/oauth_server`, brought together by the rig of
+//! `support/oauth_rig.rs` (shared with `oauth_race` and `oauth_trust`). The browser is a
+//! `$BROWSER` script that follows the authorization server's redirect to the bridge's loopback
+//! callback with curl, as a user who approves at once; it logs every URL it is asked to open.
+//! Unix only (a shell script is the browser; file modes are checked).
 #![cfg(unix)]
 
 use std::process::Stdio;

@@ -466,29 +466,16 @@ async fn host_and_origin_rebinding_is_refused() {
     );
 }
 
+/// The AccessKey the proxy runs with in the AccessKey tests.
+const KEY: (&str, &str) = ("LTAIproxytest", "proxy-secret-0123456789");
+
 /// The AccessKey rig: the Alibaba Cloud fake mints tokens, the test server accepts only valid
 /// ones, and the proxy runs `--auth ak` with keys in its environment.
 async fn ak_rig(fake: &AliyunFake, server: &TestServer, extra: &[&str]) -> Proxy {
-    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
+    fake.add_access_key(KEY.0, KEY.1);
     let upstream = format!("http://{}", server.addr());
-    let ims = fake.url();
-    let mut args = vec![
-        "--auth",
-        "ak",
-        "--site-type",
-        "CN",
-        "--ims-endpoint",
-        ims.as_str(),
-        "--upstream-url",
-        upstream.as_str(),
-        "--debug",
-    ];
-    args.extend_from_slice(extra);
-    let env = [
-        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
-        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
-    ];
-    Proxy::start(&args, &env).await
+    let extra = [&["--debug"], extra].concat();
+    Proxy::start_ak(&fake.url(), &upstream, KEY, &extra, &[]).await
 }
 
 /// Upstream 401 → the credential mints a new token → the request (body kept) is sent once
@@ -596,23 +583,8 @@ async fn health_reports_token_state_without_secrets() {
     let denied = AliyunFake::start().await;
     denied.add_access_key_without_permission("LTAInoperm", "noperm-secret-abcdef");
     let upstream = format!("http://{}", server.addr());
-    let proxy = Proxy::start(
-        &[
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &denied.url(),
-            "--upstream-url",
-            &upstream,
-        ],
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAInoperm"),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "noperm-secret-abcdef"),
-        ],
-    )
-    .await;
+    let key = ("LTAInoperm", "noperm-secret-abcdef");
+    let proxy = Proxy::start_ak(&denied.url(), &upstream, key, &[], &[]).await;
     let r = http_client()
         .get(proxy.url("/health"))
         .send()
@@ -811,30 +783,11 @@ async fn listing_fake() -> (SocketAddr, DropGuard) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_list_is_printed_and_feeds_the_rules() {
     let fake = AliyunFake::start().await;
-    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
+    fake.add_access_key(KEY.0, KEY.1);
     let (listing, _listing) = listing_fake().await;
     let upstream = format!("http://{listing}");
-    let proxy = Proxy::start(
-        &[
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &fake.url(),
-            "--upstream-url",
-            &upstream,
-            "--allowed-servers",
-            "ecs,ram",
-            "--blocked-servers",
-            "ram",
-        ],
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
-        ],
-    )
-    .await;
+    let rules = ["--allowed-servers", "ecs,ram", "--blocked-servers", "ram"];
+    let proxy = Proxy::start_ak(&fake.url(), &upstream, KEY, &rules, &[]).await;
     let b = &proxy.banner;
     assert!(
         b.contains("available servers (ListApiMcpServers, 3):"),
@@ -951,29 +904,12 @@ const PROXY_TOKEN: &str = "proxy-token-7Hq2Wm9Zx4Lc";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_token_is_required_and_never_forwarded() {
     let fake = AliyunFake::start().await;
-    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
+    fake.add_access_key(KEY.0, KEY.1);
     let server =
         TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
     let (upstream, ims) = (format!("http://{}", server.addr()), fake.url());
-    let proxy = Proxy::start(
-        &[
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &ims,
-            "--upstream-url",
-            &upstream,
-            "--debug",
-        ],
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
-            ("ALIBRIDGE_PROXY_TOKEN", PROXY_TOKEN),
-        ],
-    )
-    .await;
+    let env = [("ALIBRIDGE_PROXY_TOKEN", PROXY_TOKEN)];
+    let proxy = Proxy::start_ak(&ims, &upstream, KEY, &["--debug"], &env).await;
     assert!(
         proxy
             .banner

@@ -20,11 +20,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::net::{listen, serve};
+use super::net::{listen, read_body, serve};
 use super::wait::until_notified;
 
 /// The canary's default address: a loopback address other than the one servers use.
@@ -179,12 +179,7 @@ async fn record(
     changed: &Notify,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, body) = read_body(req).await;
     log.lock().unwrap().push(CanaryRequest {
         method: parts.method.to_string(),
         target: parts.uri.to_string(),

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::net::{listen, serve, LOOPBACK};
+use super::net::{listen, read_body, serve, LOOPBACK};
 use super::wait::until_notified;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -166,12 +166,7 @@ impl Drop for Hostile {
 }
 
 async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, body) = read_body(req).await;
     let rpc: Option<Value> = serde_json::from_slice(&body).ok();
     let rpc_method = rpc
         .as_ref()

@@ -5,6 +5,7 @@
 //!   another process could win);
 //! - [`serve`]: the one HTTP/1.1 accept loop every fake runs (hyper, a task per connection),
 //!   stopped by its kill token: the listener closes and open connections drop mid-flight;
+//! - [`read_body`]: a request's whole body, as every fake reads it;
 //! - [`ClosedPort`]: a port that refuses connections, held so nobody else takes it;
 //! - [`http_client`]: a reqwest client that never goes through a system proxy.
 //!
@@ -15,7 +16,10 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
+use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -68,6 +72,18 @@ where
             });
         }
     });
+}
+
+/// Splits `req` and reads its whole body (one that fails to arrive counts as empty: a fake
+/// answers what it got).
+pub async fn read_body(req: Request<Incoming>) -> (Parts, Bytes) {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (parts, body)
 }
 
 /// A loopback port that refuses connections: bound (so no one else can take it while the test

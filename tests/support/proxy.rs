@@ -90,6 +90,34 @@ impl Proxy {
         }
     }
 
+    /// `alibridge proxy --auth ak --site-type CN --ims-endpoint <ims> --upstream-url <upstream>
+    /// <extra…>` with the AccessKey `key` (id, secret) in its environment and `env` on top.
+    pub async fn start_ak(
+        ims: &str,
+        upstream: &str,
+        key: (&str, &str),
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let mut args = vec![
+            "--auth",
+            "ak",
+            "--site-type",
+            "CN",
+            "--ims-endpoint",
+            ims,
+            "--upstream-url",
+            upstream,
+        ];
+        args.extend_from_slice(extra);
+        let mut all = vec![
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1),
+        ];
+        all.extend_from_slice(env);
+        Proxy::start(&args, &all).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

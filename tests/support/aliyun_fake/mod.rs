@@ -35,11 +35,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 
 // `super`: the test support module in tests, the crate root in the example.
-use super::net::{listen, serve, LOOPBACK};
+use super::net::{listen, read_body, serve, LOOPBACK};
 
 pub use api::{
     ASSUME_ROLE, ASSUME_ROLE_WITH_OIDC, GENERATE_ACCESS_TOKEN, IMS_VERSION, OPENAPI_SCOPE,
@@ -388,12 +388,7 @@ async fn handle(
     state: &Mutex<State>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, body) = read_body(req).await;
     let header = |name: http::header::HeaderName| {
         parts
             .headers

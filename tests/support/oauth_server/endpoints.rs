@@ -11,8 +11,11 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{json, Value};
+
+// `super::super`: the test support module in tests, the crate root in the example.
+use super::super::net::read_body;
 
 use super::{
     issuer, join_scopes, new_access_token, now_secs, random_b64url, scope_set, AccessToken,
@@ -51,12 +54,7 @@ pub(super) async fn handle(
     state: &Mutex<State>,
     req: Request<hyper::body::Incoming>,
 ) -> Resp {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, body) = read_body(req).await;
     let prefix = state.lock().unwrap().opts.issuer_path.clone();
     let prefix = prefix.trim_end_matches('/');
     let path = parts.uri.path();

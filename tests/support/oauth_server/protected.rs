@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::{check, OAuthServer, State as AsState, TokenVerdict};
 // `super::super`: the test support module in tests, the crate root in the example.
 use super::super::mcp_server::TestServer;
-use super::super::net::{http_client, listen, serve, LOOPBACK};
+use super::super::net::{http_client, listen, read_body, serve, LOOPBACK};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -272,12 +272,7 @@ async fn handle(front: &Front, req: Request<hyper::body::Incoming>) -> Response<
             front.metadata().to_string(),
         );
     }
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, body) = read_body(req).await;
     let rpc: Option<Value> = serde_json::from_slice(&body).ok();
     let rpc_method = rpc
         .as_ref()
