@@ -14,6 +14,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::support::bridge::{bridge_for, Bridge};
 use crate::support::check::tool_text;
+use crate::support::home::TempHome;
 use crate::support::mcp_server::{Match, TestServer};
 use crate::support::net::{listen, serve, LOOPBACK};
 
@@ -409,9 +410,8 @@ fn hostile_numbers_on_the_command_line_are_usage_errors() {
 async fn a_loose_log_file_is_made_private() {
     use std::os::unix::fs::PermissionsExt;
     let server = TestServer::start().await;
-    let dir = std::env::temp_dir().join(format!("alibridge-log-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("bridge.log");
+    let dir = TempHome::new("log");
+    let log = dir.path().join("bridge.log");
     std::fs::write(&log, b"earlier\n").unwrap();
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
     let log_arg = log.to_str().unwrap();
@@ -423,5 +423,4 @@ async fn a_loose_log_file_is_made_private() {
     assert!(std::fs::read_to_string(&log)
         .unwrap()
         .starts_with("earlier\n"));
-    std::fs::remove_dir_all(dir).unwrap();
 }

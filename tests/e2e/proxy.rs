@@ -176,6 +176,11 @@ async fn rmcp_client_full_session_through_the_proxy() {
         call_text(&client, "progress", json!({"steps": 3})).await,
         "done 3"
     );
+    // The notifications go to the GET stream: have it open first, so they are live messages
+    // (not a replay to a stream opened meanwhile, which can overtake the live ones).
+    server
+        .wait_for_request(|r| r.method == "GET" && r.status == Some(200))
+        .await;
     assert_eq!(
         call_text(&client, "notify", json!({"count": 3})).await,
         "sent 3"
@@ -459,11 +464,7 @@ async fn host_and_origin_rebinding_is_refused() {
         2,
         "only the two accepted requests reached the upstream"
     );
-    assert!(
-        proxy.stderr().contains("refused a request"),
-        "{}",
-        proxy.stderr()
-    );
+    proxy.stderr_with("refused a request").await;
 }
 
 /// The AccessKey the proxy runs with in the AccessKey tests.
@@ -726,13 +727,11 @@ async fn non_loopback_bind_warns() {
         &[],
     )
     .await;
-    let warning = proxy.stderr();
-    assert!(
-        warning.contains(
-            "warning: --host 0.0.0.0 is not a loopback address: every local user and network peer"
-        ),
-        "{warning}"
-    );
+    let warning = proxy
+        .stderr_with(
+            "warning: --host 0.0.0.0 is not a loopback address: every local user and network peer",
+        )
+        .await;
     assert!(warning.contains("cloud identity"), "{warning}");
     handshake(&proxy.url("/mcp")).await;
     proxy.sigterm();
@@ -1093,7 +1092,7 @@ async fn connection_cap_refuses_cleanly_and_recovers() {
     }
     let (status, _) = raw(proxy.addr, &init).await;
     assert_eq!(status, 200);
-    assert!(proxy.stderr().contains("--max-connections reached"));
+    proxy.stderr_with("--max-connections reached").await;
 }
 
 /// `--max-body-size 2KiB`: a larger body is 413 naming the limit and the flag, whether its

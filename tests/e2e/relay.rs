@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::support::bridge::{bridge_for, responses_per_id};
 use crate::support::cases;
 use crate::support::check::tool_text;
+use crate::support::home::TempHome;
 use crate::support::mcp_server::{SeenRequest, TestServer};
 
 fn tools_calls<'a>(reqs: &'a [SeenRequest], tool: &str) -> Vec<&'a SeenRequest> {
@@ -428,7 +429,8 @@ async fn header_flag_values_reach_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_values_are_never_logged() {
     let server = TestServer::start().await;
-    let log = std::env::temp_dir().join(format!("alibridge-log-{}.log", std::process::id()));
+    let dir = TempHome::new("log");
+    let log = dir.path().join("bridge.log");
     let log_arg = log.to_string_lossy().into_owned();
     let secret = "sk-very-secret-0123456789";
     let header = format!("X-Api-Key: {secret}");
@@ -438,10 +440,7 @@ async fn header_values_are_never_logged() {
         let mut bridge = bridge_for(&server, &args);
         bridge.initialize().await;
         bridge.call_tool(1, "echo", json!({"text": "x"})).await;
-        bridge.close_stdin();
-        bridge.drain().await;
-        assert_eq!(bridge.wait().await, 0);
-        let stderr = bridge.stderr().await;
+        let stderr = bridge.finish().await.stderr;
         assert!(!stderr.contains(secret), "a header value leaked to stderr");
         if extra.len() == 1 {
             assert!(
@@ -461,7 +460,6 @@ async fn header_values_are_never_logged() {
         assert_eq!(mode, 0o600, "the log file is private");
     }
     let logged = std::fs::read_to_string(&log).expect("log file written");
-    let _ = std::fs::remove_file(&log);
     assert!(
         logged.contains("x-api-key"),
         "header names are logged: {logged}"

@@ -14,6 +14,7 @@ use tokio::process::Child;
 use super::bridge::isolated_command;
 use super::home::TempHome;
 use super::net::http_client;
+use super::wait::until;
 
 /// How long a test waits for one step before declaring the proxy stuck.
 pub const STEP: Duration = Duration::from_secs(30);
@@ -122,9 +123,20 @@ impl Proxy {
         format!("{}{path}", self.base)
     }
 
-    /// Everything the proxy wrote to stderr so far.
+    /// Everything the proxy wrote to stderr so far (as far as it has been read from the pipe).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (see [`super::wait`]) until the proxy's stderr contains `needle`; returns all of it.
+    /// What the proxy logs reaches the test through a pipe and a reader task, so a line it wrote
+    /// before answering may not be here yet when the answer is.
+    pub async fn stderr_with(&self, needle: &str) -> String {
+        until(format!("the proxy's stderr says {needle:?}"), || {
+            self.stderr().contains(needle)
+        })
+        .await;
+        self.stderr()
     }
 
     /// Sends SIGTERM to the proxy.
