@@ -28,7 +28,7 @@ pub struct Bridge {
     /// Every message read from stdout so far, in order.
     pub seen: Vec<Value>,
     /// The scratch `ALIBRIDGE_HOME` of [`Bridge::spawn`], removed with the bridge.
-    _home: Option<TempHome>,
+    scratch_home: Option<TempHome>,
 }
 
 /// What a bridge left behind after [`Bridge::finish`].
@@ -74,7 +74,7 @@ impl Bridge {
             .env_remove("all_proxy")
             .envs(env);
         let mut bridge = Self::spawn_cmd(cmd);
-        bridge._home = Some(home);
+        bridge.scratch_home = Some(home);
         bridge
     }
 
@@ -115,7 +115,7 @@ impl Bridge {
             stdout,
             stderr_task,
             seen: Vec::new(),
-            _home: None,
+            scratch_home: None,
         }
     }
 
