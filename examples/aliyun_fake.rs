@@ -18,6 +18,12 @@ mod aliyun_fake;
 #[path = "../tests/support/mcp_server/mod.rs"]
 #[allow(dead_code)]
 mod mcp_server;
+#[path = "../tests/support/net.rs"]
+#[allow(dead_code)]
+mod net;
+#[path = "../tests/support/wait.rs"]
+#[allow(dead_code)]
+mod wait;
 
 use std::time::Duration;
 

@@ -12,6 +12,12 @@
 #[path = "../tests/support/mcp_server/mod.rs"]
 #[allow(dead_code)]
 mod mcp_server;
+#[path = "../tests/support/net.rs"]
+#[allow(dead_code)]
+mod net;
+#[path = "../tests/support/wait.rs"]
+#[allow(dead_code)]
+mod wait;
 
 use std::path::PathBuf;
 use std::process::Stdio;

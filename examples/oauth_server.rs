@@ -15,9 +15,15 @@
 #[path = "../tests/support/mcp_server/mod.rs"]
 #[allow(dead_code)]
 mod mcp_server;
+#[path = "../tests/support/net.rs"]
+#[allow(dead_code)]
+mod net;
 #[path = "../tests/support/oauth_server/mod.rs"]
 #[allow(dead_code)]
 mod oauth_server;
+#[path = "../tests/support/wait.rs"]
+#[allow(dead_code)]
+mod wait;
 
 use std::time::Duration;
 

@@ -10,13 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::relay::tool_text;
 use crate::support::aliyun_fake::{
     rpc, AliyunFake, Call, ClientStatus, ASSUME_ROLE, ASSUME_ROLE_WITH_OIDC, CN_CLIENT_ID,
     GENERATE_ACCESS_TOKEN, IMS_VERSION, INTL_CLIENT_ID, MINT_POLICY, OPENAPI_SCOPE, STS_VERSION,
 };
-use crate::support::bridge::{bin, inherited_vars_to_scrub, responses_per_id, Bridge};
+use crate::support::bridge::{isolated_command, output, Bridge};
+use crate::support::check::{assert_no_secrets, auth_error, init_params, tool_text};
+use crate::support::home::TempHome;
 use crate::support::mcp_server::{ServerOptions, TestServer};
+use crate::support::net::http_client;
+use crate::support::wait::{until, WAIT};
 
 const AK_ID: &str = "LTAI5tEnvKey000000000001";
 const AK_SECRET: &str = "envSecret-Q3v9Lk2Xw8Rt5Yp1Zn7Mb4Hc";
@@ -26,47 +29,6 @@ const OTHER_ID: &str = "LTAI5tOtherProfile000003";
 const OTHER_SECRET: &str = "otherSecret-Hg5Tr8Ye2Uw6Iq9Oa3Sd7";
 const ROLE_ARN: &str = "acs:ram::1234567890123456:role/mcp-operator";
 const CHAINED_ROLE_ARN: &str = "acs:ram::1234567890123456:role/mcp-chained";
-
-/// A temporary `HOME`, removed on drop.
-struct TempHome(PathBuf);
-
-impl TempHome {
-    fn new(tag: &str) -> TempHome {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("alibridge-ak-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp HOME");
-        TempHome(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Writes `rel` (creating directories), as `aliyun configure` would.
-    fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let path = self.0.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Writes `~/.aliyun/config.json`.
-    fn cli_config(&self, config: &Value) -> PathBuf {
-        self.write(
-            ".aliyun/config.json",
-            &serde_json::to_string_pretty(config).unwrap(),
-        )
-    }
-}
-
-impl Drop for TempHome {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The fake, an upstream that only accepts the fake's live tokens, and a temp `HOME`.
 struct Rig {
@@ -83,7 +45,7 @@ impl Rig {
         Rig {
             fake,
             server,
-            home: TempHome::new(tag),
+            home: TempHome::new(&format!("ak-{tag}")),
         }
     }
 
@@ -134,53 +96,12 @@ fn env_keys<'a>(id: &'a str, secret: &'a str) -> [(&'a str, &'a str); 2] {
     ]
 }
 
-/// Closes stdin, drains stdout, asserts exit 0 and one answer per id; returns stderr.
-async fn finish(mut bridge: Bridge) -> String {
-    bridge.close_stdin();
-    bridge.drain().await;
-    let code = bridge.wait().await;
-    let stderr = bridge.stderr().await;
-    assert_eq!(code, 0, "bridge exit code; stderr:\n{stderr}");
-    for (id, n) in responses_per_id(&bridge.seen) {
-        assert!(
-            id == "null" || n == 1,
-            "id {id} answered {n} times; stderr:\n{stderr}"
-        );
-    }
-    stderr
-}
-
-/// Waits for a bridge that should exit on its own; returns (exit code, stderr).
-async fn exit_of(mut bridge: Bridge) -> (i32, String) {
-    let code = bridge.wait().await;
-    (code, bridge.stderr().await)
-}
-
 /// The `alibridge: auth: …` start-up line.
 fn auth_line(stderr: &str) -> &str {
     stderr
         .lines()
         .find(|l| l.starts_with("alibridge: auth: "))
         .unwrap_or_else(|| panic!("no `alibridge: auth:` line in stderr:\n{stderr}"))
-}
-
-/// The message of a bridge-made JSON-RPC error of kind `auth`.
-fn auth_error(resp: &Value) -> String {
-    assert_eq!(resp["error"]["code"], -32000, "not a bridge error: {resp}");
-    assert_eq!(
-        resp["error"]["data"]["alibridge"]["kind"], "auth",
-        "not an auth error: {resp}"
-    );
-    resp["error"]["message"].as_str().unwrap().to_string()
-}
-
-/// Waits (up to 20 s) until `cond` holds.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The successful calls of `action` in `calls`.
@@ -219,7 +140,7 @@ async fn environment_keys_mint_one_token_that_the_server_accepts() {
     bridge.initialize().await;
     let resp = bridge.call_tool(1, "echo", json!({"text": "hi"})).await;
     assert_eq!(tool_text(&resp), "hi");
-    let stderr = finish(bridge).await;
+    let stderr = bridge.finish().await.stderr;
 
     let calls = rig.fake.calls();
     assert_eq!(calls.len(), 1, "exactly one call:\n{}", describe(&calls));
@@ -296,7 +217,7 @@ async fn cli_profiles_select_keys_and_ram_roles() {
         tool_text(&bridge.call_tool(1, "echo", json!({"text": "a"})).await),
         "a"
     );
-    let stderr = finish(bridge).await;
+    let stderr = bridge.finish().await.stderr;
     let line = auth_line(&stderr);
     assert!(
         line.contains("\"ops\"")
@@ -343,7 +264,7 @@ async fn cli_profiles_select_keys_and_ram_roles() {
     let before = rig.fake.calls().len();
     let mut bridge = rig.spawn("INTL", &["--profile", "other"], &[]);
     bridge.initialize().await;
-    let stderr = finish(bridge).await;
+    let stderr = bridge.finish().await.stderr;
     assert!(auth_line(&stderr).contains("\"other\""), "{stderr}");
     let calls = rig.fake.calls()[before..].to_vec();
     assert_eq!(calls.len(), 1, "{}", describe(&calls));
@@ -356,7 +277,7 @@ async fn cli_profiles_select_keys_and_ram_roles() {
     let before = rig.fake.calls().len();
     let mut bridge = rig.spawn("INTL", &["--profile", "chain"], &[]);
     bridge.initialize().await;
-    finish(bridge).await;
+    bridge.finish().await;
     let calls = rig.fake.calls()[before..].to_vec();
     assert_eq!(calls.len(), 3, "{}", describe(&calls));
     assert!(calls.iter().all(Call::ok), "{}", describe(&calls));
@@ -422,7 +343,7 @@ async fn token_is_renewed_before_it_expires_without_a_401() {
         tool_text(&bridge.call_tool(3, "echo", json!({"text": "3"})).await),
         "3"
     );
-    finish(bridge).await;
+    bridge.finish().await;
 
     let tokens = rig.fake.minted_tokens();
     assert_eq!(tokens.len(), 3, "{}", describe(&rig.fake.calls()));
@@ -451,13 +372,10 @@ async fn revoked_token_is_reminted_once_and_the_call_runs_once() {
         tool_text(&bridge.call_tool(1, "echo", json!({"text": "1"})).await),
         "1"
     );
-    // The bridge deliberately reuses a token minted under 2 s ago when a 401 arrives (another
-    // request already re-minted); let the first token age past that.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
     rig.fake.revoke_all_tokens();
     let resp = bridge.call_tool(2, "sleep", json!({"ms": 1})).await;
     assert_eq!(tool_text(&resp), "slept 1");
-    finish(bridge).await;
+    bridge.finish().await;
 
     let tokens = rig.fake.minted_tokens();
     assert_eq!(tokens.len(), 2, "{}", describe(&rig.fake.calls()));
@@ -488,7 +406,7 @@ async fn token_revoked_right_after_minting_is_reminted() {
         .await;
     rig.fake.revoke_all_tokens();
     let resp = bridge.call_tool(1, "sleep", json!({"ms": 1})).await;
-    finish(bridge).await;
+    bridge.finish().await;
     let posts: Vec<_> = rig
         .tool_posts(1)
         .iter()
@@ -534,7 +452,6 @@ async fn concurrent_rejections_share_one_new_token() {
     rig.fake.add_access_key(AK_ID, AK_SECRET);
     let mut bridge = rig.spawn("CN", &[], &env_keys(AK_ID, AK_SECRET));
     bridge.initialize().await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
     rig.fake.revoke_all_tokens();
     let ids = [10, 11, 12, 13];
     for id in ids {
@@ -542,7 +459,7 @@ async fn concurrent_rejections_share_one_new_token() {
         bridge.request(id, "tools/call", params).await;
     }
     let got = responses(&mut bridge, &ids).await;
-    finish(bridge).await;
+    bridge.finish().await;
     for id in ids {
         assert_eq!(tool_text(&got[&id]), id.to_string());
         assert_eq!(rig.tool_posts(id).last().and_then(|p| p.status), Some(200));
@@ -580,7 +497,7 @@ async fn sts_keys_are_reused_then_renewed_before_they_expire() {
         let resp = bridge.call_tool(id, "echo", json!({"text": "x"})).await;
         assert_eq!(tool_text(&resp), "x");
     }
-    finish(bridge).await;
+    bridge.finish().await;
     let calls = rig.fake.calls();
     assert!(calls.iter().all(Call::ok), "{}", describe(&calls));
     let sts = rig.fake.issued_sts();
@@ -609,7 +526,7 @@ async fn shared_credentials_file_is_used() {
     );
     let mut bridge = rig.spawn("CN", &[], &[("ALIBABA_CLOUD_PROFILE", "work")]);
     bridge.initialize().await;
-    let stderr = finish(bridge).await;
+    let stderr = bridge.finish().await.stderr;
     assert!(auth_line(&stderr).contains("[work]"), "{stderr}");
     let calls = rig.fake.calls();
     assert_eq!(calls.len(), 1, "{}", describe(&calls));
@@ -626,9 +543,7 @@ async fn wrong_secret_is_an_auth_error_naming_the_cause() {
     rig.fake.add_access_key(AK_ID, AK_SECRET);
     let wrong = "notTheSecret-Zz9Yy8Xx7Ww6Vv5Uu4";
     let mut bridge = rig.spawn("CN", &[], &env_keys(AK_ID, wrong));
-    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {},
-                      "clientInfo": {"name": "t", "version": "0"}});
-    bridge.request(0, "initialize", init).await;
+    bridge.request(0, "initialize", init_params()).await;
     let message = auth_error(&bridge.response(0).await);
     let calls = rig.fake.calls();
     assert_eq!(calls.len(), 1, "{}", describe(&calls));
@@ -647,7 +562,7 @@ async fn wrong_secret_is_an_auth_error_naming_the_cause() {
 
     bridge.request(1, "ping", json!({})).await;
     auth_error(&bridge.response(1).await);
-    finish(bridge).await;
+    bridge.finish().await;
     assert!(
         rig.server.requests().is_empty(),
         "nothing was sent upstream without a token"
@@ -667,11 +582,9 @@ async fn security_token_never_reaches_the_client_in_errors() {
         ("ALIBABA_CLOUD_SECURITY_TOKEN", sts.security_token.as_str()),
     ];
     let mut bridge = rig.spawn("CN", &[], &env);
-    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {},
-                      "clientInfo": {"name": "t", "version": "0"}});
-    bridge.request(0, "initialize", init).await;
+    bridge.request(0, "initialize", init_params()).await;
     let message = auth_error(&bridge.response(0).await);
-    let stderr = finish(bridge).await;
+    let stderr = bridge.finish().await.stderr;
     let calls = rig.fake.calls();
     assert_eq!(calls[0].code.as_deref(), Some("SignatureDoesNotMatch"));
     assert_eq!(
@@ -691,11 +604,9 @@ async fn missing_permission_names_the_policy_and_pre_check() {
     let rig = Rig::start("forbidden").await;
     rig.fake.add_access_key_without_permission(AK_ID, AK_SECRET);
     let mut bridge = rig.spawn("INTL", &[], &env_keys(AK_ID, AK_SECRET));
-    let init = json!({"protocolVersion": "2025-06-18", "capabilities": {},
-                      "clientInfo": {"name": "t", "version": "0"}});
-    bridge.request(0, "initialize", init).await;
+    bridge.request(0, "initialize", init_params()).await;
     let message = auth_error(&bridge.response(0).await);
-    finish(bridge).await;
+    bridge.finish().await;
     let calls = rig.fake.calls();
     assert_eq!(
         (calls[0].status, calls[0].code.as_deref()),
@@ -720,7 +631,7 @@ async fn boundary_policy_is_sent_verbatim_or_refused_up_front() {
         &env_keys(AK_ID, AK_SECRET),
     );
     bridge.initialize().await;
-    finish(bridge).await;
+    bridge.finish().await;
     let calls = rig.fake.calls();
     assert_eq!(calls.len(), 1, "{}", describe(&calls));
     assert!(calls[0].ok(), "{}", describe(&calls));
@@ -743,7 +654,7 @@ async fn boundary_policy_is_sent_verbatim_or_refused_up_front() {
         allow.into(),
     ];
     let bridge = Bridge::spawn_isolated(args, env_keys(AK_ID, AK_SECRET), rig.home.path());
-    let (code, stderr) = exit_of(bridge).await;
+    let (code, stderr) = bridge.exited().await;
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("--boundary-policy") && stderr.contains("Deny"),
@@ -757,7 +668,7 @@ async fn boundary_policy_is_sent_verbatim_or_refused_up_front() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_keys_anywhere_exits_2_listing_every_place() {
     let rig = Rig::start("nokeys").await;
-    let (code, stderr) = exit_of(rig.spawn("CN", &[], &[])).await;
+    let (code, stderr) = rig.spawn("CN", &[], &[]).exited().await;
     assert_eq!(code, 2, "{stderr}");
     let home = rig.home.path().to_string_lossy().into_owned();
     let places = [
@@ -795,7 +706,7 @@ async fn unsupported_profile_mode_exits_2_naming_alternatives() {
                       "cloud_sso_account_id": "1", "cloud_sso_access_config": "ac-1",
                       "region_id": "cn-hangzhou"}]
     }));
-    let (code, stderr) = exit_of(rig.spawn("CN", &[], &[])).await;
+    let (code, stderr) = rig.spawn("CN", &[], &[]).exited().await;
     assert_eq!(code, 2, "{stderr}");
     for word in [
         "CloudSSO",
@@ -822,29 +733,11 @@ async fn renew_and_revoke(bridge: &mut Bridge, fake: &AliyunFake) {
         tool_text(&bridge.call_tool(2, "echo", json!({"text": "2"})).await),
         "2"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
     fake.revoke_all_tokens();
     assert_eq!(
         tool_text(&bridge.call_tool(3, "echo", json!({"text": "3"})).await),
         "3"
     );
-}
-
-/// Asserts no secret (nor a recognisable piece of one) occurs in `text`.
-fn assert_no_secrets(what: &str, text: &str, secrets: &[String]) {
-    for s in secrets {
-        // Pieces catch a truncated secret: a JWT's random signature part, else the middle of a
-        // long secret.
-        let mut pieces = vec![s.as_str()];
-        if s.matches('.').count() == 2 {
-            pieces.extend(s.rsplit('.').next().filter(|p| p.len() >= 16));
-        } else if s.len() >= 32 {
-            pieces.push(&s[s.len() / 2 - 8..s.len() / 2 + 8]);
-        }
-        for p in pieces {
-            assert!(!text.contains(p), "a secret ({p:.6}…) leaked into {what}");
-        }
-    }
 }
 
 /// With `--debug`, neither stderr nor `--log-file` ever contains an AccessKey secret, an STS
@@ -866,7 +759,7 @@ async fn secrets_and_tokens_never_reach_the_logs() {
         &env_keys(AK_ID, AK_SECRET),
     );
     renew_and_revoke(&mut bridge, &rig.fake).await;
-    let stderr_env = finish(bridge).await;
+    let stderr_env = bridge.finish().await.stderr;
 
     // A RAM role from config.json, debug logs in a file.
     rig.home.cli_config(&json!({
@@ -889,7 +782,7 @@ async fn secrets_and_tokens_never_reach_the_logs() {
         &[],
     );
     renew_and_revoke(&mut bridge, &rig.fake).await;
-    let stderr_role = finish(bridge).await;
+    let stderr_role = bridge.finish().await.stderr;
     let logged = std::fs::read_to_string(&log).expect("log file written");
 
     let calls = rig.fake.calls();
@@ -945,13 +838,27 @@ async fn changed_credentials_file_is_used_for_the_next_token() {
              "access_key_secret": OTHER_SECRET, "region_id": "cn-hangzhou"}
         ]
     }));
-    // The bridge looks at the files at most once a second.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The bridge looks at the files at most once a second: ping until it has noticed the change,
+    // which it shows by minting with the new key.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for id in 100.. {
+        if rig.fake.calls_of(GENERATE_ACCESS_TOKEN).len() >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never used the rewritten config.json"
+        );
+        bridge.request(id, "ping", json!({})).await;
+        let pong = bridge.response(id).await;
+        assert!(pong.get("result").is_some(), "{pong}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         tool_text(&bridge.call_tool(2, "echo", json!({"text": "2"})).await),
         "2"
     );
-    finish(bridge).await;
+    bridge.finish().await;
 
     let mints = rig.fake.calls_of(GENERATE_ACCESS_TOKEN);
     assert_eq!(mints.len(), 2, "{}", describe(&rig.fake.calls()));
@@ -993,7 +900,7 @@ async fn oidc_environment_assumes_the_role_then_mints() {
     ];
     let mut bridge = rig.spawn("CN", &[], &env);
     bridge.initialize().await;
-    finish(bridge).await;
+    bridge.finish().await;
     let calls = rig.fake.calls();
     assert_eq!(calls.len(), 2, "{}", describe(&calls));
     assert!(calls.iter().all(Call::ok), "{}", describe(&calls));
@@ -1042,7 +949,7 @@ async fn auto_mode_uses_keys_only_for_the_openapi_mcp_service() {
         bridge.initialize().await;
         let resp = bridge.call_tool(1, "echo", json!({"text": "open"})).await;
         assert_eq!(tool_text(&resp), "open");
-        let stderr = finish(bridge).await;
+        let stderr = bridge.finish().await.stderr;
         let line = auth_line(&stderr);
         assert!(
             line.starts_with(
@@ -1063,26 +970,9 @@ async fn auto_mode_uses_keys_only_for_the_openapi_mcp_service() {
 
 /// Runs `alibridge pre-check <args>` isolated like the bridge, with `env` on top.
 async fn pre_check(args: &[&str], env: &[(&str, &str)], home: &Path) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(bin());
-    cmd.arg("pre-check").args(args);
-    for name in inherited_vars_to_scrub() {
-        cmd.env_remove(name);
-    }
-    cmd.env("HOME", home)
-        .env("ALIBRIDGE_HOME", home.join(".alibridge"))
-        .env("BROWSER", "true")
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .expect("pre-check finished in time")
-        .expect("run pre-check");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut cmd = isolated_command(home);
+    cmd.arg("pre-check").args(args).envs(env.iter().copied());
+    output(cmd).await
 }
 
 /// Writes a `$BROWSER` script that "opens" the URL with curl: it follows the sign-in page's
@@ -1131,7 +1021,7 @@ async fn browser_logged(log: &Path, prefix: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pre_check_authorized_ignoring_a_forged_callback() {
     let fake = AliyunFake::start().await;
-    let home = TempHome::new("precheck-ok");
+    let home = TempHome::new("ak-precheck-ok");
     let (browser, log) = browser_script(&home, true);
     let authorize = fake.authorize_url();
     let env = [
@@ -1176,7 +1066,7 @@ async fn pre_check_authorized_ignoring_a_forged_callback() {
 async fn pre_check_denied() {
     let fake = AliyunFake::start().await;
     fake.set_client("5000000000000000001", ClientStatus::Denied);
-    let home = TempHome::new("precheck-denied");
+    let home = TempHome::new("ak-precheck-denied");
     let (browser, _) = browser_script(&home, false);
     let authorize = fake.authorize_url();
     let env = [
@@ -1210,7 +1100,7 @@ async fn pre_check_denied() {
 async fn pre_check_not_installed() {
     let fake = AliyunFake::start().await;
     fake.set_client(INTL_CLIENT_ID, ClientStatus::NotInstalled);
-    let home = TempHome::new("precheck-missing");
+    let home = TempHome::new("ak-precheck-missing");
     let (browser, _) = browser_script(&home, false);
     let authorize = fake.authorize_url();
     let env = [
@@ -1238,7 +1128,7 @@ async fn pre_check_not_installed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pre_check_times_out_without_a_browser() {
     let fake = AliyunFake::start().await;
-    let home = TempHome::new("precheck-timeout");
+    let home = TempHome::new("ak-precheck-timeout");
     let authorize = fake.authorize_url();
     let env = [("ALIBRIDGE_AUTHORIZE_URL", authorize.as_str())];
     let (code, stdout, stderr) = pre_check(
@@ -1255,14 +1145,9 @@ async fn pre_check_times_out_without_a_browser() {
 // ---------------------------------------------------------------------------------------------
 // The fake itself
 
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
 /// Sends an RPC POST to the fake; returns (status, body).
 async fn post(fake: &AliyunFake, query: &str, form: Option<&str>) -> (u16, Value) {
-    let mut rb = http().post(format!("{}/?{query}", fake.url()));
+    let mut rb = http_client().post(format!("{}/?{query}", fake.url()));
     if let Some(f) = form {
         rb = rb
             .header("content-type", "application/x-www-form-urlencoded")
@@ -1485,7 +1370,7 @@ async fn the_fake_verifies_like_the_real_services() {
         c["SecurityToken"].as_str().unwrap().to_string(),
     );
     assert!(id.starts_with("STS."));
-    assert!(rpc::parse_timestamp(c["Expiration"].as_str().unwrap()).is_some());
+    let expires = rpc::parse_timestamp(c["Expiration"].as_str().unwrap()).expect("Expiration");
     let with_token = |nonce: &'static str, tok: &str| {
         let mut p = common(nonce, &now);
         p[0].1 = id.clone();
@@ -1499,7 +1384,10 @@ async fn the_fake_verifies_like_the_real_services() {
     );
     let (status, body) = post(&fake, &with_token("n-sts-ok", &token), None).await;
     assert_eq!(status, 200, "{body}");
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    until("the STS keys are past their Expiration", || {
+        SystemTime::now() >= expires
+    })
+    .await;
     let (status, body) = post(&fake, &with_token("n-sts-late", &token), None).await;
     assert_eq!(
         (status, body["Code"].as_str()),

@@ -211,13 +211,8 @@ async fn full_session(args: &[&str]) {
         "{sampled}"
     );
 
-    bridge.close_stdin();
-    bridge.drain().await;
-    let code = bridge.wait().await;
-    let stderr = bridge.stderr().await;
-    assert_eq!(code, 0, "exit code; stderr:\n{stderr}");
-
-    let per_id = responses_per_id(&bridge.seen);
+    let seen = bridge.finish().await.seen;
+    let per_id = responses_per_id(&seen);
     let sent = [
         "0",
         "1",

@@ -10,17 +10,17 @@
 //! `openapi-mcp.<region>.aliyuncs.com`) reach a local server.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::proxy::{post, Proxy, INIT};
-use super::relay::tool_text;
 use crate::support::aliyun_fake::AliyunFake;
 use crate::support::bridge::Bridge;
 use crate::support::canary::Canary;
+use crate::support::check::{bridge_error, init_params, tool_text};
+use crate::support::home::TempHome;
 use crate::support::hostile::{Hostile, MESSAGES_PATH};
 use crate::support::mcp_server::{ServerOptions, TestServer};
+use crate::support::proxy::{post, Proxy, INIT};
 
 const HEADER_SECRET: &str = "canary-header-value-5f1e9a";
 const BEARER_SECRET: &str = "canary-bearer-token-8c2d4b";
@@ -37,26 +37,6 @@ fn secret_headers() -> Vec<String> {
     ]
 }
 
-/// A temporary `HOME`, removed on drop.
-struct TempHome(PathBuf);
-
-impl TempHome {
-    fn new() -> TempHome {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("alibridge-hostile-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp HOME");
-        TempHome(dir)
-    }
-}
-
-impl Drop for TempHome {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Spawns the bridge on `url` with the secret headers and `extra` flags (no AccessKeys: an
 /// Authorization header makes `auto` choose none).
 fn bridge_with_headers(url: &str, extra: &[&str]) -> Bridge {
@@ -70,9 +50,7 @@ fn bridge_with_headers(url: &str, extra: &[&str]) -> Bridge {
 /// returns the message.
 fn origin_error(resp: &Value, id: i64, kind: &str, from: &str, to: &str) -> String {
     assert_eq!(resp["id"], id, "{resp}");
-    assert_eq!(resp["error"]["code"], -32000, "not a bridge error: {resp}");
-    assert_eq!(resp["error"]["data"]["alibridge"]["kind"], kind, "{resp}");
-    let msg = resp["error"]["message"].as_str().unwrap().to_string();
+    let msg = bridge_error(resp, kind);
     assert!(
         msg.contains(from) && msg.contains(to),
         "the message names neither {from} nor {to}: {msg}"
@@ -81,22 +59,6 @@ fn origin_error(resp: &Value, id: i64, kind: &str, from: &str, to: &str) -> Stri
         assert!(!msg.contains(secret), "a secret in the message: {msg}");
     }
     msg
-}
-
-/// Closes stdin, asserts exit 0, returns stderr.
-async fn finish(mut b: Bridge) -> String {
-    b.close_stdin();
-    b.drain().await;
-    assert_eq!(b.wait().await, 0);
-    b.stderr().await
-}
-
-fn init_params() -> Value {
-    json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "alibridge-hostile-tests", "version": "0"}
-    })
 }
 
 /// Legacy HTTP+SSE: an `endpoint` event naming another origin (the canary on 127.0.0.2, then
@@ -127,7 +89,7 @@ async fn legacy_endpoint_on_another_origin_is_never_posted_to() {
             &hostile.origin(),
             &canary.url(),
         );
-        finish(b).await;
+        b.finish().await;
         canary.assert_untouched();
         assert!(
             hostile.requests().iter().all(|r| r.method == "GET"),
@@ -153,7 +115,7 @@ async fn legacy_endpoint_switched_on_reconnect_is_refused() {
     hostile.wait_for(2, |r| r.method == "GET").await;
     let resp = b.call_tool(2, "echo", json!({"text": "x"})).await;
     origin_error(&resp, 2, "origin", &hostile.origin(), &canary.url());
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
     assert!(stderr.contains("SSE reconnect refused"), "{stderr}");
     canary.assert_untouched();
     assert!(hostile
@@ -181,7 +143,7 @@ async fn cross_origin_redirect_of_the_post_is_not_followed() {
             &canary.url(),
         );
         assert!(msg.contains(&format!("HTTP {status}")), "{msg}");
-        finish(b).await;
+        b.finish().await;
     }
     canary.assert_untouched();
 }
@@ -193,7 +155,7 @@ async fn same_origin_redirect_is_followed() {
     hostile.move_path("/old/sse", 308, &hostile.url("/sse"));
     let mut b = bridge_with_headers(&hostile.url("/old/sse"), &["--transport", "sse-only"]);
     b.initialize().await;
-    finish(b).await;
+    b.finish().await;
     let gets: Vec<_> = hostile
         .requests()
         .into_iter()
@@ -226,7 +188,7 @@ async fn cross_origin_redirect_of_the_get_stream_is_not_followed() {
     let resp = b.call_tool(2, "echo", json!({"text": "cut"})).await;
     let msg = origin_error(&resp, 2, "origin", &hostile.origin(), &canary.url());
     assert!(msg.contains("HTTP 308"), "{msg}");
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
     let warning = stderr
         .lines()
         .find(|l| l.contains("GET stream refused"))
@@ -262,7 +224,7 @@ async fn cross_origin_redirect_of_the_legacy_sse_get_is_not_followed() {
             &canary.url(),
         );
         assert!(msg.contains(&format!("HTTP {status}")), "{msg}");
-        finish(b).await;
+        b.finish().await;
     }
     canary.assert_untouched();
 }
@@ -276,7 +238,7 @@ async fn redirect_never_carries_a_minted_token() {
     fake.add_access_key(AK_ID, AK_SECRET);
     let hostile = Hostile::start().await;
     hostile.redirect_posts(307, &format!("{}/stolen", canary.url()));
-    let home = TempHome::new();
+    let home = TempHome::new("hostile");
     let url = hostile.url("/mcp");
     let ims = fake.url();
     let header = format!("X-Api-Key: {HEADER_SECRET}");
@@ -295,7 +257,7 @@ async fn redirect_never_carries_a_minted_token() {
         ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID),
         ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET),
     ];
-    let mut b = Bridge::spawn_isolated(args, env, &home.0);
+    let mut b = Bridge::spawn_isolated(args, env, home.path());
     b.request(0, "initialize", init_params()).await;
     origin_error(
         &b.response(0).await,
@@ -304,7 +266,7 @@ async fn redirect_never_carries_a_minted_token() {
         &hostile.origin(),
         &canary.url(),
     );
-    finish(b).await;
+    b.finish().await;
     assert_eq!(fake.mint_count(), 1, "a token was minted and attached");
     let posted = hostile
         .requests()
@@ -335,7 +297,7 @@ async fn cloud_api_redirect_keeps_signed_calls_home() {
         fake.redirect_api(status, &canary.url());
         let server =
             TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
-        let home = TempHome::new();
+        let home = TempHome::new("hostile");
         let (url, ims) = (server.url(), fake.url());
         let args = [
             url.as_str(),
@@ -356,7 +318,7 @@ async fn cloud_api_redirect_keeps_signed_calls_home() {
             ),
             ("ALIBABA_CLOUD_SECURITY_TOKEN", sts.security_token.as_str()),
         ];
-        let mut b = Bridge::spawn_isolated(args, env, &home.0);
+        let mut b = Bridge::spawn_isolated(args, env, home.path());
         b.request(0, "initialize", init_params()).await;
         let fake_origin = fake.url();
         let msg = origin_error(&b.response(0).await, 0, "auth", &fake_origin, &canary.url());
@@ -365,7 +327,7 @@ async fn cloud_api_redirect_keeps_signed_calls_home() {
             !msg.contains(&sts.security_token),
             "the security token in the message: {msg}"
         );
-        finish(b).await;
+        b.finish().await;
         assert!(fake.redirected() >= 1, "the fake did redirect");
         assert!(
             server.requests().is_empty(),
@@ -386,23 +348,7 @@ async fn proxy_does_not_follow_a_redirect_with_its_credential() {
     let hostile = Hostile::start().await;
     hostile.redirect_posts(307, &format!("{}/stolen", canary.url()));
     let (ims, upstream) = (fake.url(), hostile.origin());
-    let proxy = Proxy::start(
-        &[
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &ims,
-            "--upstream-url",
-            &upstream,
-        ],
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET),
-        ],
-    )
-    .await;
+    let proxy = Proxy::start_ak(&ims, &upstream, (AK_ID, AK_SECRET), &[], &[]).await;
     let r = post(&proxy.url("/mcp"), None, INIT).await;
     assert_eq!(r.status(), 502);
     let body: Value = r.json().await.unwrap();
@@ -429,7 +375,7 @@ async fn auto_keeps_access_keys_from_hosts_that_are_not_openapi_mcp() {
         "openapi-mcp.oss-cn-hangzhou.aliyuncs.com",
     ] {
         let canary = Canary::start().await;
-        let home = TempHome::new();
+        let home = TempHome::new("hostile");
         let url = format!("http://{host}/mcp");
         let ims = fake.url();
         let args = [
@@ -447,10 +393,10 @@ async fn auto_keeps_access_keys_from_hosts_that_are_not_openapi_mcp() {
             ("HTTP_PROXY", proxy.as_str()),
             ("NO_PROXY", "127.0.0.1"),
         ];
-        let mut b = Bridge::spawn_isolated(args, env, &home.0);
+        let mut b = Bridge::spawn_isolated(args, env, home.path());
         b.request(0, "initialize", init_params()).await;
         b.response(0).await; // the canary is no MCP server: some error
-        let stderr = finish(b).await;
+        let stderr = b.finish().await.stderr;
         let auth = stderr
             .lines()
             .find(|l| l.starts_with("alibridge: auth: "))
@@ -479,7 +425,7 @@ async fn explicit_ak_to_another_host_names_it_once() {
     let fake = AliyunFake::start().await;
     fake.add_access_key(AK_ID, AK_SECRET);
     let receiver = Canary::start().await;
-    let home = TempHome::new();
+    let home = TempHome::new("hostile");
     let host = "fn-canary.cn-hangzhou.fc.aliyuncs.com";
     let url = format!("http://{host}/mcp");
     let ims = fake.url();
@@ -500,10 +446,10 @@ async fn explicit_ak_to_another_host_names_it_once() {
         ("HTTP_PROXY", proxy.as_str()),
         ("NO_PROXY", "127.0.0.1"),
     ];
-    let mut b = Bridge::spawn_isolated(args, env, &home.0);
+    let mut b = Bridge::spawn_isolated(args, env, home.path());
     b.request(0, "initialize", init_params()).await;
     b.response(0).await;
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
     let warnings: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("will receive the bearer tokens minted from your AccessKeys"))
@@ -538,7 +484,7 @@ async fn auto_uses_access_keys_for_the_openapi_mcp_host() {
         ..ServerOptions::requiring_bearer(fake.token_checker())
     })
     .await;
-    let home = TempHome::new();
+    let home = TempHome::new("hostile");
     let url = "http://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/1/custom/x/id/y/mcp";
     let ims = fake.url();
     let args = [
@@ -556,13 +502,13 @@ async fn auto_uses_access_keys_for_the_openapi_mcp_host() {
         ("HTTP_PROXY", proxy.as_str()),
         ("NO_PROXY", "127.0.0.1"),
     ];
-    let mut b = Bridge::spawn_isolated(args, env, &home.0);
+    let mut b = Bridge::spawn_isolated(args, env, home.path());
     b.initialize().await;
     let resp = b
         .call_tool(1, "echo", json!({"text": "via the service host"}))
         .await;
     assert_eq!(tool_text(&resp), "via the service host");
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
     let auth = stderr
         .lines()
         .find(|l| l.starts_with("alibridge: auth: "))

@@ -3,22 +3,20 @@
 //! server accepts and closes at once, peak memory with a 128 MiB stdin line, hostile numbers on
 //! the command line, and a loose `--log-file` made private.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::relay::{bridge_for, finish, tool_text};
-use crate::support::bridge::Bridge;
+use crate::support::bridge::{bridge_for, Bridge};
+use crate::support::check::tool_text;
+use crate::support::home::TempHome;
 use crate::support::mcp_server::{Match, TestServer};
+use crate::support::net::{listen, serve, LOOPBACK};
 
 /// Asserts `resp` is the bridge's size error (code and kind) and returns its message.
 fn too_large(resp: &Value, code: i64) -> String {
@@ -63,7 +61,7 @@ async fn oversized_stdin_line_with_a_readable_id_is_answered_and_the_next_is_ser
         tool_text(&bridge.call_tool(2, "echo", json!({"text": "next"})).await),
         "next"
     );
-    finish(bridge).await;
+    bridge.finish().await;
     assert!(
         !server
             .requests()
@@ -91,7 +89,7 @@ async fn oversized_stdin_line_without_an_id_gets_an_error_with_id_null() {
         tool_text(&bridge.call_tool(3, "echo", json!({"text": "ok"})).await),
         "ok"
     );
-    finish(bridge).await;
+    bridge.finish().await;
 }
 
 /// An SSE answer over the limit fails that request (kind `too_large`, its id); the next call
@@ -109,7 +107,7 @@ async fn oversized_sse_answer_is_an_error_for_its_request() {
     );
     let r = bridge.call_tool(2, "big", json!({"bytes": 500_000})).await;
     assert_eq!(tool_text(&r).len(), 500_000);
-    finish(bridge).await;
+    bridge.finish().await;
 }
 
 /// A JSON answer over the limit is refused (here by its Content-Length, before it is read).
@@ -126,7 +124,7 @@ async fn oversized_json_answer_is_an_error_for_its_request() {
         tool_text(&bridge.call_tool(2, "echo", json!({"text": "b"})).await),
         "b"
     );
-    finish(bridge).await;
+    bridge.finish().await;
 }
 
 /// The client's answer to a server request is over the limit: it cannot be relayed, so the
@@ -156,7 +154,7 @@ async fn oversized_client_answer_is_refused_to_the_server() {
         r.get("error").is_some() || r["result"]["isError"] == true,
         "{r:.300}"
     );
-    finish(bridge).await;
+    bridge.finish().await;
     let refusal = server
         .requests()
         .into_iter()
@@ -201,7 +199,7 @@ async fn in_flight_cap_queues_requests_instead_of_refusing_them() {
     );
     assert_eq!(first["error"]["data"]["alibridge"]["kind"], "timeout");
     assert_eq!(tool_text(&bridge.response(2).await), "queued");
-    finish(bridge).await;
+    bridge.finish().await;
 }
 
 /// A burst far over `--max-in-flight` is relayed in full: every request answered once.
@@ -229,46 +227,37 @@ async fn a_burst_over_the_cap_is_answered_in_full() {
     for (i, text) in answered {
         assert_eq!(text, format!("m{i}"));
     }
-    finish(bridge).await;
+    bridge.finish().await;
     assert_eq!(server.calls("echo"), 40);
 }
 
 /// A Streamable HTTP server whose GET stream answers `200` with only `retry: 0` and closes at
-/// once, every time: a faithful model of a misconfigured gateway. Counts the GETs.
+/// once, every time: a faithful model of a misconfigured gateway. Counts the GETs; stops when
+/// dropped.
 struct FlappingServer {
     url: String,
     gets: Arc<AtomicUsize>,
     first_get: Arc<tokio::sync::Notify>,
+    _stop: DropGuard,
 }
 
 impl FlappingServer {
     async fn start() -> FlappingServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = listen(LOOPBACK).await;
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         let gets = Arc::new(AtomicUsize::new(0));
         let first_get = Arc::new(tokio::sync::Notify::new());
+        let kill = CancellationToken::new();
         let (g, n) = (gets.clone(), first_get.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (g, n) = (g.clone(), n.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let (g, n) = (g.clone(), n.clone());
-                        async move { Ok::<_, Infallible>(flapping(req, &g, &n).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        serve(listener, kill.clone(), move |req| {
+            let (g, n) = (g.clone(), n.clone());
+            async move { flapping(req, &g, &n).await }
         });
         FlappingServer {
             url,
             gets,
             first_get,
+            _stop: kill.drop_guard(),
         }
     }
 }
@@ -329,7 +318,7 @@ async fn get_stream_closed_at_once_is_not_hammered() {
         assert!(r.get("result").is_some(), "{r}");
     }
     let gets = server.gets.load(Ordering::SeqCst);
-    finish(bridge).await;
+    bridge.finish().await;
     assert!(
         gets <= 8,
         "{gets} GETs while relaying 30 requests: the GET stream is reconnecting in a loop"
@@ -369,7 +358,7 @@ async fn a_128_mib_stdin_line_does_not_bloat_the_bridge() {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/<pid>/status");
-    finish(bridge).await;
+    bridge.finish().await;
     assert!(
         hwm_kib < 96 * 1024,
         "peak RSS {} MiB with a 128 MiB line (limit 32 MiB)",
@@ -421,19 +410,17 @@ fn hostile_numbers_on_the_command_line_are_usage_errors() {
 async fn a_loose_log_file_is_made_private() {
     use std::os::unix::fs::PermissionsExt;
     let server = TestServer::start().await;
-    let dir = std::env::temp_dir().join(format!("alibridge-log-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("bridge.log");
+    let dir = TempHome::new("log");
+    let log = dir.path().join("bridge.log");
     std::fs::write(&log, b"earlier\n").unwrap();
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
     let log_arg = log.to_str().unwrap();
     let mut bridge = bridge_for(&server, &["--log-file", log_arg, "--debug"]);
     bridge.initialize().await;
-    finish(bridge).await;
+    bridge.finish().await;
     let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     assert!(std::fs::read_to_string(&log)
         .unwrap()
         .starts_with("earlier\n"));
-    std::fs::remove_dir_all(dir).unwrap();
 }

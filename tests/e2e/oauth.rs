@@ -1,308 +1,23 @@
 //! OAuth sign-in end to end: the real binary, isolated from the machine (`HOME` is a temp dir,
 //! tokens in a file store, never the keychain), against the local authorization server and the
-//! protected MCP server of `support/oauth_server`. The browser is a `$BROWSER` script that
-//! follows the authorization server's redirect to the bridge's loopback callback with curl, as a
-//! user who approves at once; it logs every URL it is asked to open. Unix only (a shell script
-//! is the browser; file modes are checked).
+//! protected MCP server of `support/oauth_server`, brought together by the rig of
+//! `support/oauth_rig.rs` (shared with `oauth_race` and `oauth_trust`). The browser is a
+//! `$BROWSER` script that follows the authorization server's redirect to the bridge's loopback
+//! callback with curl, as a user who approves at once; it logs every URL it is asked to open.
+//! Unix only (a shell script is the browser; file modes are checked).
 #![cfg(unix)]
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::relay::tool_text;
-use crate::support::bridge::{bin, inherited_vars_to_scrub, responses_per_id, Bridge};
-use crate::support::oauth_server::{AsOptions, OAuthServer, ProtectedMcp, ProtectedOptions, USER};
-
-/// A pre-registered client's secret (passed only through ALIBRIDGE_OAUTH_CLIENT_SECRET).
-const CLIENT_SECRET: &str = "pre-registered-Secret-7Hq2Vx9Lm4Kz8Rt1";
-const CLIENT_ID: &str = "alibridge-confidential-client";
-
-/// A temporary `HOME` (with `ALIBRIDGE_HOME` = `<it>/.alibridge`), removed on drop.
-pub(crate) struct TempHome(PathBuf);
-
-impl TempHome {
-    fn new(tag: &str) -> TempHome {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("alibridge-oauth-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp HOME");
-        TempHome(dir)
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// `<ALIBRIDGE_HOME>/oauth`, where the file store keeps its records.
-    pub(crate) fn store_dir(&self) -> PathBuf {
-        self.0.join(".alibridge").join("oauth")
-    }
-
-    /// The stored sign-in records (`*.json`).
-    pub(crate) fn records(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.store_dir()) else {
-            return Vec::new();
-        };
-        let mut v: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempHome {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The `$BROWSER` of a test: a script that logs the URL it is given, then GETs it with curl,
-/// following the authorization server's 302 to the loopback callback. `idle` is a second
-/// script that only logs: a user who never finishes signing in.
-pub(crate) struct Browser {
-    script: String,
-    idle: String,
-    log: PathBuf,
-}
-
-impl Browser {
-    fn new(home: &TempHome) -> Browser {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = home.path().join("bin");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = home.path().join("browser.log");
-        let write = |name: &str, follow: &str| {
-            let path = dir.join(name);
-            std::fs::write(
-                &path,
-                format!(
-                    "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\n{follow}",
-                    log.display()
-                ),
-            )
-            .unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-            path.to_string_lossy().into_owned()
-        };
-        Browser {
-            script: write(
-                "browser",
-                "exec curl --noproxy '*' -s -L --max-redirs 3 -o /dev/null \"$1\"\n",
-            ),
-            idle: write("idle-browser", ""),
-            log,
-        }
-    }
-
-    /// The URLs the bridge asked the browser to open, in order.
-    pub(crate) fn opened(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-/// The authorization server, the protected MCP server, a temp `HOME` and a browser.
-pub(crate) struct Rig {
-    pub(crate) oauth: OAuthServer,
-    pub(crate) mcp: ProtectedMcp,
-    pub(crate) home: TempHome,
-    pub(crate) browser: Browser,
-}
-
-impl Rig {
-    pub(crate) async fn start(tag: &str) -> Rig {
-        Self::start_with(tag, AsOptions::default(), ProtectedOptions::default()).await
-    }
-
-    pub(crate) async fn start_with(tag: &str, a: AsOptions, p: ProtectedOptions) -> Rig {
-        let oauth = OAuthServer::start_with(a).await;
-        let mcp = ProtectedMcp::start(&oauth, p).await;
-        let home = TempHome::new(tag);
-        let browser = Browser::new(&home);
-        Rig {
-            oauth,
-            mcp,
-            home,
-            browser,
-        }
-    }
-
-    /// `<mcp url> --token-store file --auth-timeout 15` + `extra` (a sign-in that cannot
-    /// complete then fails before the harness gives up on the bridge).
-    pub(crate) fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut args = vec![
-            self.mcp.url(),
-            "--token-store".into(),
-            "file".into(),
-            "--auth-timeout".into(),
-            "15".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    }
-
-    /// Spawns a bridge with `--auth oauth` + `extra`, `$BROWSER` = the test browser.
-    pub(crate) fn spawn(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
-        let mut args = vec!["--auth", "oauth"];
-        args.extend_from_slice(extra);
-        self.spawn_raw(&args, env)
-    }
-
-    /// Spawns a bridge with exactly `self.args(extra)`.
-    pub(crate) fn spawn_raw(&self, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
-        let mut all: Vec<(&str, &str)> = vec![("BROWSER", self.browser.script.as_str())];
-        all.extend_from_slice(env);
-        Bridge::spawn_isolated(self.args(extra), all, self.home.path())
-    }
-
-    /// Runs `alibridge <args>` (a command such as `status`) isolated like the bridges; returns
-    /// (exit code, stdout, stderr).
-    pub(crate) async fn command(&self, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = self.command_builder(args);
-        cmd.stdin(Stdio::null());
-        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-            .await
-            .expect("command finished in time")
-            .expect("run alibridge");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    pub(crate) fn command_builder(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(bin());
-        cmd.args(args);
-        for name in inherited_vars_to_scrub() {
-            cmd.env_remove(name);
-        }
-        cmd.env("HOME", self.home.path())
-            .env("ALIBRIDGE_HOME", self.home.path().join(".alibridge"))
-            .env("BROWSER", &self.browser.script)
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// Signs in with a first bridge (initialize + one call) and stops it; returns its stderr.
-    pub(crate) async fn sign_in_once(&self) -> String {
-        let mut b = self.spawn(&[], &[]);
-        b.initialize().await;
-        echo(self, &mut b, 1, "hi").await;
-        finish(b).await
-    }
-}
-
-/// Calls `echo {text}` and asserts it answers `text`; on failure, panics with what the
-/// authorization server and the protected server saw, and the bridge's stderr.
-pub(crate) async fn echo(rig: &Rig, b: &mut Bridge, id: i64, text: &str) {
-    let resp = b.call_tool(id, "echo", json!({"text": text})).await;
-    if resp["result"]["content"][0]["text"] == text {
-        return;
-    }
-    let _ = b.child.start_kill();
-    let stderr = b.stderr().await;
-    let tokens: Vec<String> = rig
-        .oauth
-        .token_requests()
-        .iter()
-        .map(|t| {
-            format!(
-                "{} {} -> {} {:?}",
-                t.grant_type, t.client_auth, t.status, t.error
-            )
-        })
-        .collect();
-    let front: Vec<String> = rig
-        .mcp
-        .requests()
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {:?} bearer={} -> {}",
-                r.method,
-                r.rpc_method,
-                r.bearer.is_some(),
-                r.status
-            )
-        })
-        .collect();
-    panic!(
-        "echo {id} failed: {resp}\nauthorize: {}\ntoken requests:\n  {}\nMCP requests:\n  {}\nstderr:\n{stderr}",
-        rig.oauth.authorize_count(),
-        tokens.join("\n  "),
-        front.join("\n  ")
-    );
-}
-
-/// Closes stdin, drains stdout, asserts exit 0 and one answer per id; returns stderr.
-pub(crate) async fn finish(mut bridge: Bridge) -> String {
-    bridge.close_stdin();
-    bridge.drain().await;
-    let code = bridge.wait().await;
-    let stderr = bridge.stderr().await;
-    assert_eq!(code, 0, "bridge exit code; stderr:\n{stderr}");
-    for (id, n) in responses_per_id(&bridge.seen) {
-        assert!(
-            id == "null" || n == 1,
-            "id {id} answered {n} times; stderr:\n{stderr}"
-        );
-    }
-    stderr
-}
-
-/// The message of a bridge-made JSON-RPC error of kind `auth`.
-pub(crate) fn auth_error(resp: &Value) -> String {
-    assert_eq!(resp["error"]["code"], -32000, "not a bridge error: {resp}");
-    assert_eq!(
-        resp["error"]["data"]["alibridge"]["kind"], "auth",
-        "not an auth error: {resp}"
-    );
-    resp["error"]["message"].as_str().unwrap().to_string()
-}
-
-/// Waits (up to 30 s, polling) until `cond` holds.
-pub(crate) async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Panics if any secret the authorization server handled (tokens, codes, verifiers, client
-/// secrets) appears in `text`.
-pub(crate) fn assert_no_secrets(oauth: &OAuthServer, text: &str, what: &str) {
-    assert!(!oauth.secrets().is_empty(), "the server handled no secrets");
-    if let Some(s) = oauth.leaked_in(text) {
-        panic!("{what} contains the secret {s:?}:\n{text}");
-    }
-    assert!(
-        !text.contains(CLIENT_SECRET),
-        "{what} contains the client secret:\n{text}"
-    );
-}
-
-/// A free port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::check::{auth_error, init_params, tool_text};
+use crate::support::net::{http_client_builder, LOOPBACK};
+use crate::support::oauth_rig::{echo, Rig, CLIENT_ID, CLIENT_SECRET};
+use crate::support::oauth_server::{AsOptions, ProtectedOptions, USER};
+use crate::support::wait::until;
 
 /// 401 → discovery, registration, one PKCE browser sign-in, retry; 0600 record; nothing logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +28,7 @@ async fn first_sign_in_through_the_browser() {
     let mut b = rig.spawn_raw(&["--debug"], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "signed in").await;
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
 
     assert!(
         stderr.contains("alibridge: auth: OAuth (auto"),
@@ -396,7 +111,7 @@ async fn first_sign_in_through_the_browser() {
     let rec: Value = serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
     assert_eq!(rec["server"], rig.mcp.url());
     assert_eq!(rec["issuer"], rig.oauth.issuer());
-    assert_no_secrets(&rig.oauth, &stderr, "--debug stderr");
+    rig.assert_no_secrets(&stderr, "--debug stderr");
 }
 
 /// A second bridge uses the stored sign-in: token on its first request, no browser, no authorize.
@@ -409,7 +124,7 @@ async fn stored_sign_in_is_reused() {
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "again").await;
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
 
     assert!(stderr.contains("using the stored sign-in"), "{stderr}");
     assert_eq!(rig.oauth.authorize_count(), 1, "no second authorization");
@@ -450,7 +165,7 @@ async fn expired_access_token_is_refreshed_mid_session() {
     })
     .await;
     echo(&rig, &mut b, 2, "two").await;
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
 
     assert_eq!(
         rig.oauth.authorize_count(),
@@ -503,7 +218,7 @@ async fn short_lived_token_is_not_refreshed_on_every_request() {
     for id in 1..=3 {
         echo(&rig, &mut b, id, "x").await;
     }
-    finish(b).await;
+    b.finish().await;
     assert_eq!(
         rig.oauth.token_count("refresh_token"),
         0,
@@ -524,7 +239,7 @@ async fn revoked_refresh_token_leads_to_one_new_sign_in() {
     for id in 1..=3 {
         echo(&rig, &mut b, id, "ok").await;
     }
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
 
     assert_eq!(
         rig.oauth.authorize_count(),
@@ -557,18 +272,14 @@ async fn a_server_refusing_every_token_never_causes_a_sign_in_loop() {
     let rig = Rig::start("loop").await;
     rig.mcp.reject_all_tokens(true);
     let mut b = rig.spawn(&[], &[]);
-    let init = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"}
-    });
+    let init = init_params();
     for id in 0..3 {
         b.request(id, "initialize", init.clone()).await;
         let resp = b.response(id).await;
         let msg = auth_error(&resp);
         assert!(!msg.is_empty());
     }
-    finish(b).await;
+    b.finish().await;
     assert_eq!(rig.oauth.authorize_count(), 1, "one sign-in only");
     assert_eq!(rig.browser.opened().len(), 1, "one browser tab only");
 }
@@ -588,7 +299,10 @@ async fn preregistered_client(method: &str) {
         ProtectedOptions::default(),
     )
     .await;
-    let port = free_port();
+    // The client is registered with its redirect URI up front, so the port must be known before
+    // the bridge starts; it stays held until then (the bridge cannot take over a bound listener).
+    let holder = std::net::TcpListener::bind((LOOPBACK, 0)).expect("bind 127.0.0.1:0");
+    let port = holder.local_addr().unwrap().port();
     rig.oauth.add_client(
         CLIENT_ID,
         Some(CLIENT_SECRET),
@@ -603,15 +317,16 @@ async fn preregistered_client(method: &str) {
         "--debug",
     ];
     let env = [("ALIBRIDGE_OAUTH_CLIENT_SECRET", CLIENT_SECRET)];
+    drop(holder);
     let mut b = rig.spawn(&args, &env);
     b.initialize().await;
     echo(&rig, &mut b, 1, "a").await;
-    let mut stderr = finish(b).await;
+    let mut stderr = b.finish().await.stderr;
     rig.oauth.revoke_access_tokens();
     let mut b = rig.spawn(&args, &env);
     b.initialize().await;
     echo(&rig, &mut b, 1, "b").await;
-    stderr.push_str(&finish(b).await);
+    stderr.push_str(&b.finish().await.stderr);
 
     assert!(
         rig.oauth.registrations().is_empty(),
@@ -639,7 +354,7 @@ async fn preregistered_client(method: &str) {
             "the user's client secret is never stored:\n{text}"
         );
     }
-    assert_no_secrets(&rig.oauth, &stderr, "--debug stderr");
+    rig.assert_no_secrets(&stderr, "--debug stderr");
 }
 
 /// Pre-registered client, secret from the env, `client_secret_basic` on exchange and refresh.
@@ -664,7 +379,7 @@ async fn forgotten_client_registers_again() {
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "new").await;
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
 
     let regs = rig.oauth.registrations();
     assert_eq!(regs.len(), 2, "registered again; stderr:\n{stderr}");
@@ -696,7 +411,7 @@ async fn insufficient_scope_steps_up_with_the_union_of_scopes() {
     let resp = b.call_tool(2, "count", json!({})).await;
     assert!(resp.get("result").is_some(), "count after step-up: {resp}");
     echo(&rig, &mut b, 3, "s").await;
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
 
     let auths = rig.oauth.authorizations();
     assert_eq!(auths.len(), 2, "one step-up sign-in; stderr:\n{stderr}");
@@ -723,7 +438,7 @@ async fn three_bridges_at_once_share_one_sign_in() {
         );
     }
     for b in [b1, b2, b3] {
-        finish(b).await;
+        b.finish().await;
     }
     assert_eq!(
         rig.oauth.authorize_count(),
@@ -742,11 +457,7 @@ async fn access_denied_is_a_clear_error_and_the_bridge_keeps_running() {
     let rig = Rig::start("denied").await;
     rig.oauth.deny(true);
     let mut b = rig.spawn(&[], &[]);
-    let init = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"}
-    });
+    let init = init_params();
     b.request(0, "initialize", init.clone()).await;
     let msg = auth_error(&b.response(0).await);
     assert!(msg.contains("access_denied"), "{msg}");
@@ -759,7 +470,7 @@ async fn access_denied_is_a_clear_error_and_the_bridge_keeps_running() {
     assert!(resp.get("result").is_some(), "{resp}");
     b.notify("notifications/initialized", json!({})).await;
     echo(&rig, &mut b, 2, "yes").await;
-    finish(b).await;
+    b.finish().await;
     assert_eq!(rig.oauth.authorize_count(), 2);
 }
 
@@ -771,11 +482,7 @@ async fn busy_callback_port_is_a_clear_error_not_a_crash() {
     let port = holder.local_addr().unwrap().port();
     let port_s = port.to_string();
     let mut b = rig.spawn(&["--callback-port", &port_s], &[]);
-    let init = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"}
-    });
+    let init = init_params();
     b.request(0, "initialize", init.clone()).await;
     let msg = auth_error(&b.response(0).await);
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
@@ -795,7 +502,7 @@ async fn busy_callback_port_is_a_clear_error_not_a_crash() {
     b.request(1, "initialize", init).await;
     let resp = b.response(1).await;
     assert!(resp.get("result").is_some(), "{resp}");
-    finish(b).await;
+    b.finish().await;
     assert_eq!(rig.oauth.authorize_count(), 1);
 }
 
@@ -817,7 +524,7 @@ async fn discovery_through_well_known_urls_and_an_issuer_path() {
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "w").await;
-    finish(b).await;
+    b.finish().await;
     let auths = rig.oauth.authorizations();
     assert_eq!(auths.len(), 1);
     assert_eq!(auths[0].outcome, "code");
@@ -861,9 +568,7 @@ async fn login_no_browser_with_a_pasted_redirect_then_status_and_logout() {
     assert!(authorize.starts_with(&format!("{}/authorize?", rig.oauth.issuer())));
 
     // The user's browser, on another machine: approve, and copy the address it ends on.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    let http = http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -916,8 +621,8 @@ async fn login_no_browser_with_a_pasted_redirect_then_status_and_logout() {
         "only the real code was exchanged: {exchanges:#?}"
     );
     assert!(exchanges[0].ok());
-    assert_no_secrets(&rig.oauth, &stdout, "login stdout");
-    assert_no_secrets(&rig.oauth, &stderr, "login stderr");
+    rig.assert_no_secrets(&stdout, "login stdout");
+    rig.assert_no_secrets(&stderr, "login stderr");
 
     let (code, out, err) = rig.command(&["status"]).await;
     assert_eq!(code, 0, "{err}");
@@ -926,13 +631,13 @@ async fn login_no_browser_with_a_pasted_redirect_then_status_and_logout() {
     assert!(out.contains("expires in"), "{out}");
     assert!(out.contains("stored in: file"), "{out}");
     assert!(out.contains(USER), "status shows who signed in:\n{out}");
-    assert_no_secrets(&rig.oauth, &out, "status");
+    rig.assert_no_secrets(&out, "status");
 
     let before = rig.mcp.requests().len();
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "l").await;
-    finish(b).await;
+    b.finish().await;
     assert_eq!(
         rig.oauth.authorize_count(),
         1,
@@ -967,13 +672,13 @@ async fn debug_output_contains_no_secrets() {
     let mut b = rig.spawn(&["--debug"], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "d").await;
-    let mut stderr = finish(b).await;
+    let mut stderr = b.finish().await.stderr;
     rig.oauth.revoke_access_tokens();
     let mut b = rig.spawn(&["--debug"], &[]);
     b.initialize().await;
     let resp = b.call_tool(1, "count", json!({})).await;
     assert!(resp.get("result").is_some(), "{resp}");
-    stderr.push_str(&finish(b).await);
+    stderr.push_str(&b.finish().await.stderr);
 
     assert!(stderr.contains("DEBUG"), "--debug logged:\n{stderr}");
     assert_eq!(
@@ -982,7 +687,7 @@ async fn debug_output_contains_no_secrets() {
         "sign-in and step-up"
     );
     assert_eq!(rig.oauth.token_count("refresh_token"), 1);
-    assert_no_secrets(&rig.oauth, &stderr, "--debug stderr");
+    rig.assert_no_secrets(&stderr, "--debug stderr");
 }
 
 /// An access token revoked right after the sign-in: the 401 is fixed by a silent refresh.
@@ -994,7 +699,7 @@ async fn access_token_revoked_mid_session_is_refreshed() {
     echo(&rig, &mut b, 1, "before").await;
     rig.oauth.revoke_access_tokens();
     echo(&rig, &mut b, 2, "after").await;
-    finish(b).await;
+    b.finish().await;
     assert_eq!(rig.oauth.authorize_count(), 1, "no second sign-in");
     assert_eq!(
         rig.oauth.token_count("refresh_token"),
@@ -1018,7 +723,7 @@ async fn three_bridges_refreshing_at_once_use_the_refresh_token_once() {
     echo(&rig, &mut b2, 1, "2").await;
     echo(&rig, &mut b3, 1, "3").await;
     for b in [b1, b2, b3] {
-        finish(b).await;
+        b.finish().await;
     }
     let refreshes: Vec<_> = rig
         .oauth
@@ -1045,11 +750,7 @@ async fn three_bridges_refreshing_at_once_use_the_refresh_token_once() {
 async fn two_401s_at_once_in_one_bridge_start_one_sign_in() {
     let rig = Rig::start("two401").await;
     let mut b = rig.spawn(&[], &[]);
-    let init = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"}
-    });
+    let init = init_params();
     b.request(0, "initialize", init).await;
     b.request(1, "ping", json!({})).await;
     let resp = b.response(0).await;
@@ -1057,7 +758,7 @@ async fn two_401s_at_once_in_one_bridge_start_one_sign_in() {
     b.response(1).await; // answered one way or another (no session yet)
     b.notify("notifications/initialized", json!({})).await;
     echo(&rig, &mut b, 2, "one").await;
-    finish(b).await;
+    b.finish().await;
     assert_eq!(
         rig.oauth.authorize_count(),
         1,
@@ -1079,19 +780,22 @@ fn candidate_ports(resource: &str) -> [u16; 3] {
 /// The stable callback port is busy: a registered neighbour port is used, no crash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_stable_callback_port_falls_back_to_a_neighbour() {
-    let rig = Rig::start("fallback").await;
-    let ports = candidate_ports(&rig.mcp.url());
-    let Ok(_holder) = std::net::TcpListener::bind(("127.0.0.1", ports[0])) else {
-        eprintln!(
-            "port {} is taken by someone else; nothing to prove",
-            ports[0]
-        );
-        return;
+    // The stable port derives from the server's URL, whose port is random: when someone else
+    // holds it, another rig (another URL, another stable port) is started, never skipped.
+    let mut taken = Vec::new();
+    let (rig, ports, _holder) = loop {
+        let rig = Rig::start("fallback").await;
+        let ports = candidate_ports(&rig.mcp.url());
+        match std::net::TcpListener::bind((LOOPBACK, ports[0])) {
+            Ok(holder) => break (rig, ports, holder),
+            Err(e) => taken.push(format!("{}: {e}", ports[0])),
+        }
+        assert!(taken.len() < 20, "no stable port could be held: {taken:?}");
     };
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "f").await;
-    finish(b).await;
+    b.finish().await;
     let auths = rig.oauth.authorizations();
     assert_eq!(auths.len(), 1);
     let redirect = auths[0].param("redirect_uri").unwrap().to_string();
@@ -1116,11 +820,7 @@ async fn closing_stdin_during_a_sign_in_exits_cleanly() {
     let rig = Rig::start("stdin-close").await;
     let idle = rig.browser.idle.clone();
     let mut b = rig.spawn(&["--shutdown-grace", "1"], &[("BROWSER", idle.as_str())]);
-    let init = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"}
-    });
+    let init = init_params();
     b.request(0, "initialize", init).await;
     until("the browser was asked to open the sign-in", || {
         !rig.browser.opened().is_empty()
@@ -1141,7 +841,7 @@ async fn closing_stdin_during_a_sign_in_exits_cleanly() {
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "next").await;
-    finish(b).await;
+    b.finish().await;
 }
 
 /// A bridge killed mid-sign-in leaves no stale lock: the next bridge signs in at once.
@@ -1150,11 +850,7 @@ async fn a_bridge_killed_during_a_sign_in_does_not_block_the_next() {
     let rig = Rig::start("killed").await;
     let idle = rig.browser.idle.clone();
     let mut first = rig.spawn(&[], &[("BROWSER", idle.as_str())]);
-    let init = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"}
-    });
+    let init = init_params();
     first.request(0, "initialize", init).await;
     until("the first bridge is waiting for the browser", || {
         !rig.browser.opened().is_empty()
@@ -1166,7 +862,7 @@ async fn a_bridge_killed_during_a_sign_in_does_not_block_the_next() {
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "after").await;
-    finish(b).await;
+    b.finish().await;
     assert_eq!(rig.browser.opened().len(), 2);
     assert_eq!(
         rig.oauth.authorize_count(),

@@ -6,9 +6,10 @@
 
 use serde_json::{json, Value};
 
-use super::oauth::{auth_error, echo, finish, until, Rig};
-use super::relay::tool_text;
 use crate::support::bridge::Bridge;
+use crate::support::check::{auth_error, init_params, tool_text};
+use crate::support::oauth_rig::{echo, Rig};
+use crate::support::wait::until;
 
 /// Sends `echo` calls with ids `first..first+n` without waiting, then asserts every one is
 /// answered with its own text (answers arrive in any order).
@@ -70,7 +71,7 @@ async fn calls_racing_one_revocation_in_one_bridge_open_one_browser() {
     rig.oauth.revoke_refresh_tokens();
 
     racing_calls(&rig, &mut b, 10, 6).await;
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
 
     assert_eq!(
         rig.oauth.authorize_count(),
@@ -119,7 +120,7 @@ async fn three_bridges_racing_a_revocation_in_the_second_of_a_sign_in_open_one_b
         racing_calls(&rig, &mut b3, 1, 3)
     );
     for b in [first, b2, b3] {
-        finish(b).await;
+        b.finish().await;
     }
 
     assert_eq!(rig.oauth.authorize_count(), 3, "one sign-in per revocation");
@@ -167,7 +168,7 @@ async fn a_get_stream_401_racing_a_post_401_opens_one_browser() {
         })
     })
     .await;
-    let stderr = finish(b).await;
+    let stderr = b.finish().await.stderr;
 
     assert_eq!(
         rig.oauth.authorize_count(),
@@ -189,7 +190,7 @@ async fn a_refused_refresh_leads_to_exactly_one_new_sign_in() {
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     racing_calls(&rig, &mut b, 1, 4).await;
-    finish(b).await;
+    b.finish().await;
     assert_eq!(rig.oauth.authorize_count(), 2);
     let (codes, refreshes) = grants(&rig);
     assert_eq!(
@@ -209,18 +210,14 @@ async fn a_grant_revoked_right_after_a_sign_in_is_reported_as_such() {
     let rig = Rig::start("race-revoked-msg").await;
     rig.mcp.reject_all_tokens(true);
     let mut b = rig.spawn(&[], &[]);
-    let init = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"}
-    });
+    let init = init_params();
     b.request(0, "initialize", init.clone()).await;
     let first: Value = b.response(0).await;
     auth_error(&first);
     rig.oauth.revoke_refresh_tokens();
     b.request(1, "initialize", init).await;
     let msg = auth_error(&b.response(1).await);
-    finish(b).await;
+    b.finish().await;
     assert!(
         msg.contains("revoked the grant") && msg.contains("new sign-in is needed"),
         "{msg}"

@@ -7,7 +7,8 @@
 
 use serde_json::json;
 
-use super::oauth::{auth_error, echo, finish, Rig};
+use crate::support::check::{auth_error, init_params};
+use crate::support::oauth_rig::{echo, Rig};
 use crate::support::oauth_server::{AsOptions, CallbackIss, OAuthServer, ProtectedOptions};
 
 /// Starts a rig whose authorization server behaves as `a` says.
@@ -19,14 +20,10 @@ async fn rig_with(tag: &str, a: AsOptions) -> Rig {
 /// answers with.
 async fn failed_sign_in(rig: &Rig) -> String {
     let mut b = rig.spawn(&[], &[]);
-    let init = json!({
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"}
-    });
+    let init = init_params();
     b.request(0, "initialize", init).await;
     let msg = auth_error(&b.response(0).await);
-    finish(b).await;
+    b.finish().await;
     msg
 }
 
@@ -83,7 +80,7 @@ async fn a_missing_iss_is_refused_only_when_the_server_promised_it() {
     let mut b = unpromised.spawn(&[], &[]);
     b.initialize().await;
     echo(&unpromised, &mut b, 1, "fine").await;
-    finish(b).await;
+    b.finish().await;
     assert_eq!(unpromised.oauth.token_count("authorization_code"), 1);
 }
 
@@ -124,7 +121,7 @@ async fn a_server_that_moves_to_another_authorization_server_never_gets_the_old_
     let mut b = rig.spawn(&[], &[]);
     b.initialize().await;
     echo(&rig, &mut b, 1, "moved").await;
-    finish(b).await;
+    b.finish().await;
 
     let seen_by_other = other.secrets();
     for rt in &old_refresh_tokens {

@@ -6,10 +6,10 @@
 #![allow(deprecated)] // sampling and logging types are deprecated in rmcp (SEP-2577)
 
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use rmcp::model::{
     CallToolRequestParams, ClientInfo, CreateMessageRequestParams, CreateMessageResult,
     GetPromptRequestParams, LoggingMessageNotificationParam, ReadResourceRequestParams,
@@ -19,152 +19,20 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, ErrorData, ServiceExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::support::aliyun_fake::AliyunFake;
 use crate::support::bridge::{bin, Bridge};
 use crate::support::mcp_server::{Match, ServerOptions, TestServer};
+use crate::support::net::{http_client, listen, serve, ClosedPort, LOOPBACK};
 use crate::support::peers::{Mode, ServerEverything};
-
-/// How long a test waits for one step before declaring the proxy stuck.
-const STEP: Duration = Duration::from_secs(30);
-
-/// A scratch `HOME`, removed on drop.
-pub(super) struct Home(std::path::PathBuf);
-
-impl Home {
-    fn new() -> Home {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("alibridge-proxy-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Home(p)
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running `alibridge proxy`, isolated from this machine's credentials and settings.
-pub(super) struct Proxy {
-    child: Child,
-    /// `http://127.0.0.1:<port>`.
-    pub(super) base: String,
-    pub(super) addr: SocketAddr,
-    /// stdout up to and including `listening on …`.
-    pub(super) banner: String,
-    stderr: Arc<Mutex<String>>,
-    _home: Home,
-}
-
-impl Proxy {
-    /// `alibridge proxy --port 0 <args…>` with `env`; returns once it listens.
-    pub(super) async fn start(args: &[&str], env: &[(&str, &str)]) -> Proxy {
-        let home = Home::new();
-        let mut cmd = Command::new(bin());
-        cmd.arg("proxy").args(["--port", "0"]).args(args);
-        for (k, _) in std::env::vars_os() {
-            let name = k.to_string_lossy().to_ascii_uppercase();
-            let scrub = ["ALIBABA_CLOUD_", "ALIBABACLOUD_", "ALICLOUD_", "ALIBRIDGE_"]
-                .iter()
-                .any(|p| name.starts_with(p))
-                || name.ends_with("_PROXY");
-            if scrub {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("HOME", &home.0)
-            .env("ALIBRIDGE_HOME", home.0.join(".alibridge"))
-            .env("ALIBRIDGE_TOKEN_STORE", "file")
-            .env("BROWSER", "true")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn alibridge proxy");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (e, mut pipe) = (stderr.clone(), child.stderr.take().unwrap());
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                e.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut banner = String::new();
-        let base = loop {
-            let line = tokio::time::timeout(STEP, lines.next_line()).await;
-            let Ok(Ok(Some(line))) = line else {
-                let _ = child.kill().await;
-                panic!(
-                    "the proxy did not start; stdout:\n{banner}\nstderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            };
-            banner.push_str(&line);
-            banner.push('\n');
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        // Keep draining stdout so the proxy never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let addr = base.trim_start_matches("http://").parse().unwrap();
-        Proxy {
-            child,
-            base,
-            addr,
-            banner,
-            stderr,
-            _home: home,
-        }
-    }
-
-    pub(super) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub(super) fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn sigterm(&self) {
-        let pid = self.child.id().expect("running");
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-    }
-
-    async fn wait(&mut self) -> i32 {
-        let status = tokio::time::timeout(STEP, self.child.wait())
-            .await
-            .expect("the proxy did not exit in time")
-            .unwrap();
-        status.code().unwrap_or(-1)
-    }
-}
-
-/// An HTTP client that never goes through a system proxy.
-pub(super) fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
+use crate::support::proxy::{post, Proxy, INIT, STEP};
 
 /// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) and returns the status and
 /// the raw rest of the answer.
-pub(super) async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
@@ -179,24 +47,6 @@ pub(super) async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {text}"));
     (status, text)
-}
-
-pub(super) const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
-
-/// POSTs one JSON-RPC message as an MCP client does.
-pub(super) async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Response {
-    let mut rb = http()
-        .post(url)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer client-secret-must-not-travel")
-        .body(body.to_string());
-    if let Some(s) = session {
-        rb = rb
-            .header("mcp-session-id", s)
-            .header("mcp-protocol-version", "2025-06-18");
-    }
-    rb.send().await.expect("the proxy answers")
 }
 
 /// initialize + initialized; returns the session id.
@@ -268,7 +118,7 @@ type McpClient = RunningService<RoleClient, Client>;
 async fn connect(url: &str) -> (McpClient, mpsc::UnboundedReceiver<Value>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let transport = StreamableHttpClientTransport::with_client(
-        http(),
+        http_client(),
         StreamableHttpClientTransportConfig::with_uri(url.to_string()),
     );
     let client = tokio::time::timeout(STEP, Client { logs: tx }.serve(transport))
@@ -326,6 +176,11 @@ async fn rmcp_client_full_session_through_the_proxy() {
         call_text(&client, "progress", json!({"steps": 3})).await,
         "done 3"
     );
+    // The notifications go to the GET stream: have it open first, so they are live messages
+    // (not a replay to a stream opened meanwhile, which can overtake the live ones).
+    server
+        .wait_for_request(|r| r.method == "GET" && r.status == Some(200))
+        .await;
     assert_eq!(
         call_text(&client, "notify", json!({"count": 3})).await,
         "sent 3"
@@ -434,7 +289,7 @@ async fn sse_passes_through_unbuffered() {
         &[],
     )
     .await;
-    let mut resp = http()
+    let mut resp = http_client()
         .get(proxy.url("/sse"))
         .header("accept", "text/event-stream")
         .send()
@@ -609,36 +464,19 @@ async fn host_and_origin_rebinding_is_refused() {
         2,
         "only the two accepted requests reached the upstream"
     );
-    assert!(
-        proxy.stderr().contains("refused a request"),
-        "{}",
-        proxy.stderr()
-    );
+    proxy.stderr_with("refused a request").await;
 }
+
+/// The AccessKey the proxy runs with in the AccessKey tests.
+const KEY: (&str, &str) = ("LTAIproxytest", "proxy-secret-0123456789");
 
 /// The AccessKey rig: the Alibaba Cloud fake mints tokens, the test server accepts only valid
 /// ones, and the proxy runs `--auth ak` with keys in its environment.
 async fn ak_rig(fake: &AliyunFake, server: &TestServer, extra: &[&str]) -> Proxy {
-    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
+    fake.add_access_key(KEY.0, KEY.1);
     let upstream = format!("http://{}", server.addr());
-    let ims = fake.url();
-    let mut args = vec![
-        "--auth",
-        "ak",
-        "--site-type",
-        "CN",
-        "--ims-endpoint",
-        ims.as_str(),
-        "--upstream-url",
-        upstream.as_str(),
-        "--debug",
-    ];
-    args.extend_from_slice(extra);
-    let env = [
-        ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
-        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
-    ];
-    Proxy::start(&args, &env).await
+    let extra = [&["--debug"], extra].concat();
+    Proxy::start_ak(&fake.url(), &upstream, KEY, &extra, &[]).await
 }
 
 /// Upstream 401 → the credential mints a new token → the request (body kept) is sent once
@@ -652,8 +490,6 @@ async fn upstream_401_refreshes_the_token_and_retries_once() {
     let url = proxy.url("/accounts/1/custom/t/id/x/mcp");
     let sid = handshake(&url).await;
     assert_eq!(fake.mint_count(), 1);
-    // The credential does not re-mint a token younger than 2 s (another request just did).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
     fake.revoke_all_tokens();
     let r = post(&url, Some(&sid), &echo_call(7, "body-marker-7f3a")).await;
     assert_eq!(r.status(), 200);
@@ -723,7 +559,11 @@ async fn health_reports_token_state_without_secrets() {
         TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
     let proxy = ak_rig(&fake, &server, &[]).await;
     handshake(&proxy.url("/mcp")).await;
-    let r = http().get(proxy.url("/health")).send().await.unwrap();
+    let r = http_client()
+        .get(proxy.url("/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     let h: Value = serde_json::from_str(&text).unwrap();
@@ -742,24 +582,13 @@ async fn health_reports_token_state_without_secrets() {
     let denied = AliyunFake::start().await;
     denied.add_access_key_without_permission("LTAInoperm", "noperm-secret-abcdef");
     let upstream = format!("http://{}", server.addr());
-    let proxy = Proxy::start(
-        &[
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &denied.url(),
-            "--upstream-url",
-            &upstream,
-        ],
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAInoperm"),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "noperm-secret-abcdef"),
-        ],
-    )
-    .await;
-    let r = http().get(proxy.url("/health")).send().await.unwrap();
+    let key = ("LTAInoperm", "noperm-secret-abcdef");
+    let proxy = Proxy::start_ak(&denied.url(), &upstream, key, &[], &[]).await;
+    let r = http_client()
+        .get(proxy.url("/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let text = r.text().await.unwrap();
     let h: Value = serde_json::from_str(&text).unwrap();
@@ -783,10 +612,8 @@ async fn health_reports_token_state_without_secrets() {
 /// is not an OpenAPI MCP host, so `auto` signs nothing for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_a_502_with_a_clear_body() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed_port = ClosedPort::new();
+    let closed = closed_port.addr();
     let upstream = format!("http://{closed}");
     let proxy = Proxy::start(&["--site-type", "CN", "--upstream-url", &upstream], &[]).await;
     assert!(
@@ -812,7 +639,7 @@ async fn upstream_down_is_a_502_with_a_clear_body() {
     server.kill();
     let r = post(&proxy.url("/mcp"), None, INIT).await;
     assert_eq!(r.status(), 502);
-    let health: Value = http()
+    let health: Value = http_client()
         .get(proxy.url("/health"))
         .send()
         .await
@@ -898,18 +725,11 @@ async fn non_loopback_bind_warns() {
         &[],
     )
     .await;
-    // stderr is read by a task of its own: wait for the line rather than racing it.
-    let deadline = tokio::time::Instant::now() + STEP;
-    while !proxy.stderr().contains("cloud identity") && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let warning = proxy.stderr();
-    assert!(
-        warning.contains(
-            "warning: --host 0.0.0.0 is not a loopback address: every local user and network peer"
-        ),
-        "{warning}"
-    );
+    let warning = proxy
+        .stderr_with(
+            "warning: --host 0.0.0.0 is not a loopback address: every local user and network peer",
+        )
+        .await;
     assert!(warning.contains("cloud identity"), "{warning}");
     handshake(&proxy.url("/mcp")).await;
     proxy.sigterm();
@@ -918,57 +738,41 @@ async fn non_loopback_bind_warns() {
 
 /// A ROA fake of OpenAPI Explorer on loopback: `GET /apimcpservers` answers three servers when
 /// the request is ACS3-signed with the test key; any other path answers 200 `{"path": …}`.
-async fn listing_fake() -> SocketAddr {
-    use http_body_util::Full;
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// Serves until the guard is dropped.
+async fn listing_fake() -> (SocketAddr, DropGuard) {
+    let listener = listen(LOOPBACK).await;
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let h = |n: &str| {
-                            req.headers()
-                                .get(n)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string()
-                        };
-                        let body = if req.uri().path() == "/apimcpservers" {
-                            let signed = h("authorization").starts_with(
-                                "ACS3-HMAC-SHA256 Credential=LTAIproxytest,SignedHeaders=",
-                            ) && h("x-acs-action") == "ListApiMcpServers"
-                                && h("x-acs-version") == "2024-11-30"
-                                && !h("x-acs-signature-nonce").is_empty();
-                            let host = format!("http://{addr}");
-                            if signed {
-                                let servers: Vec<Value> = ["ecs", "oss", "ram"].iter().map(|n| json!({
-                                "id": format!("{n}-id"), "name": n,
-                                "urls": {"mcp": format!("{host}/acs/mcp-server/{n}/mcp"), "sse": format!("{host}/acs/mcp-server/{n}/sse")}
-                            })).collect();
-                                json!({"requestId": "r", "apiMcpServers": servers})
-                            } else {
-                                json!({"Code": "IncompleteSignature", "Message": "not signed"})
-                            }
-                        } else {
-                            json!({"path": req.uri().path()})
-                        };
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            bytes::Bytes::from(body.to_string()),
-                        )))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+    let kill = CancellationToken::new();
+    serve(listener, kill.clone(), move |req| async move {
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let body = if req.uri().path() == "/apimcpservers" {
+            let signed = h("authorization")
+                .starts_with("ACS3-HMAC-SHA256 Credential=LTAIproxytest,SignedHeaders=")
+                && h("x-acs-action") == "ListApiMcpServers"
+                && h("x-acs-version") == "2024-11-30"
+                && !h("x-acs-signature-nonce").is_empty();
+            let host = format!("http://{addr}");
+            if signed {
+                let servers: Vec<Value> = ["ecs", "oss", "ram"].iter().map(|n| json!({
+                    "id": format!("{n}-id"), "name": n,
+                    "urls": {"mcp": format!("{host}/acs/mcp-server/{n}/mcp"), "sse": format!("{host}/acs/mcp-server/{n}/sse")}
+                })).collect();
+                json!({"requestId": "r", "apiMcpServers": servers})
+            } else {
+                json!({"Code": "IncompleteSignature", "Message": "not signed"})
+            }
+        } else {
+            json!({"path": req.uri().path()})
+        };
+        hyper::Response::new(Full::new(Bytes::from(body.to_string())))
     });
-    addr
+    (addr, kill.drop_guard())
 }
 
 /// With AccessKeys the start-up report lists the account's servers (ListApiMcpServers, ACS3
@@ -976,29 +780,11 @@ async fn listing_fake() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_list_is_printed_and_feeds_the_rules() {
     let fake = AliyunFake::start().await;
-    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
-    let upstream = format!("http://{}", listing_fake().await);
-    let proxy = Proxy::start(
-        &[
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &fake.url(),
-            "--upstream-url",
-            &upstream,
-            "--allowed-servers",
-            "ecs,ram",
-            "--blocked-servers",
-            "ram",
-        ],
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
-        ],
-    )
-    .await;
+    fake.add_access_key(KEY.0, KEY.1);
+    let (listing, _listing) = listing_fake().await;
+    let upstream = format!("http://{listing}");
+    let rules = ["--allowed-servers", "ecs,ram", "--blocked-servers", "ram"];
+    let proxy = Proxy::start_ak(&fake.url(), &upstream, KEY, &rules, &[]).await;
     let b = &proxy.banner;
     assert!(
         b.contains("available servers (ListApiMcpServers, 3):"),
@@ -1011,7 +797,7 @@ async fn server_list_is_printed_and_feeds_the_rules() {
         "{b}"
     );
     assert!(!b.contains("proxy-secret"), "{b}");
-    let get = |path: &str| http().get(proxy.url(path)).send();
+    let get = |path: &str| http_client().get(proxy.url(path)).send();
     assert_eq!(get("/acs/mcp-server/ecs/mcp").await.unwrap().status(), 200);
     assert_eq!(get("/acs/mcp-server/ecs/sse").await.unwrap().status(), 200);
     for denied in [
@@ -1090,7 +876,7 @@ async fn post_as(
     session: Option<&str>,
     body: &str,
 ) -> reqwest::Response {
-    let mut rb = http()
+    let mut rb = http_client()
         .post(url)
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
@@ -1115,29 +901,12 @@ const PROXY_TOKEN: &str = "proxy-token-7Hq2Wm9Zx4Lc";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_token_is_required_and_never_forwarded() {
     let fake = AliyunFake::start().await;
-    fake.add_access_key("LTAIproxytest", "proxy-secret-0123456789");
+    fake.add_access_key(KEY.0, KEY.1);
     let server =
         TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
     let (upstream, ims) = (format!("http://{}", server.addr()), fake.url());
-    let proxy = Proxy::start(
-        &[
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &ims,
-            "--upstream-url",
-            &upstream,
-            "--debug",
-        ],
-        &[
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIproxytest"),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "proxy-secret-0123456789"),
-            ("ALIBRIDGE_PROXY_TOKEN", PROXY_TOKEN),
-        ],
-    )
-    .await;
+    let env = [("ALIBRIDGE_PROXY_TOKEN", PROXY_TOKEN)];
+    let proxy = Proxy::start_ak(&ims, &upstream, KEY, &["--debug"], &env).await;
     assert!(
         proxy
             .banner
@@ -1211,7 +980,7 @@ async fn proxy_token_is_required_and_never_forwarded() {
         }
     }
 
-    let open: Value = http()
+    let open: Value = http_client()
         .get(proxy.url("/health"))
         .send()
         .await
@@ -1224,7 +993,7 @@ async fn proxy_token_is_required_and_never_forwarded() {
         open.get("token").is_none() && open.get("upstream").is_none(),
         "{open}"
     );
-    let full: Value = http()
+    let full: Value = http_client()
         .get(proxy.url("/health"))
         .header("authorization", &bearer)
         .send()
@@ -1321,7 +1090,7 @@ async fn connection_cap_refuses_cleanly_and_recovers() {
     }
     let (status, _) = raw(proxy.addr, &init).await;
     assert_eq!(status, 200);
-    assert!(proxy.stderr().contains("--max-connections reached"));
+    proxy.stderr_with("--max-connections reached").await;
 }
 
 /// `--max-body-size 2KiB`: a larger body is 413 naming the limit and the flag, whether its

@@ -1,63 +1,18 @@
 //! Happy paths through the real binary against the in-process rmcp server: handshake headers,
 //! passthrough of unknown methods and fields, every test tool, server→client requests, the GET
-//! stream, concurrency, very large messages, DELETE on exit and `--header`.
+//! stream, concurrency, very large messages, DELETE on exit and `--header`. The server→client
+//! request round trips (sampling, elicitation) share one case table and runner
+//! ([`server_request`]).
 
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::support::bridge::{responses_per_id, Bridge};
+use crate::support::bridge::{bridge_for, responses_per_id};
+use crate::support::cases;
+use crate::support::check::tool_text;
+use crate::support::home::TempHome;
 use crate::support::mcp_server::{SeenRequest, TestServer};
-
-/// Spawns the bridge against `server` (`--transport http-only` unless `extra` says otherwise).
-pub(crate) fn bridge_for(server: &TestServer, extra: &[&str]) -> Bridge {
-    let mut args = vec![server.url()];
-    if !extra.contains(&"--transport") {
-        args.extend(["--transport".to_owned(), "http-only".to_owned()]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Bridge::spawn(args)
-}
-
-/// Closes stdin, reads stdout to EOF, asserts exit code 0 and that no (non-null) id got two
-/// responses.
-/// Returns every message the bridge printed during the whole run.
-pub(crate) async fn finish(mut bridge: Bridge) -> Vec<Value> {
-    bridge.close_stdin();
-    bridge.drain().await;
-    let code = bridge.wait().await;
-    let stderr = bridge.stderr().await;
-    assert_eq!(code, 0, "bridge exit code; stderr:\n{stderr}");
-    // Errors for unreadable lines all carry id null; every real id is answered once.
-    for (id, n) in responses_per_id(&bridge.seen)
-        .into_iter()
-        .filter(|(id, _)| id != "null")
-    {
-        assert_eq!(n, 1, "id {id} answered {n} times; stderr:\n{stderr}");
-    }
-    bridge.seen
-}
-
-/// The first text content of a tools/call response (panics if it is not a success).
-pub(crate) fn tool_text(resp: &Value) -> &str {
-    assert!(
-        resp.get("result").is_some(),
-        "tool call failed: {:.300}",
-        resp.to_string()
-    );
-    resp["result"]["content"][0]["text"]
-        .as_str()
-        .expect("text content")
-}
-
-/// The session id the server issued on the first initialize.
-pub(crate) fn issued_session(server: &TestServer) -> String {
-    server
-        .requests()
-        .iter()
-        .find_map(|r| r.issued_session.clone())
-        .expect("an initialize answered with Mcp-Session-Id")
-}
 
 fn tools_calls<'a>(reqs: &'a [SeenRequest], tool: &str) -> Vec<&'a SeenRequest> {
     reqs.iter()
@@ -77,8 +32,8 @@ async fn initialize_echoes_session_id_and_protocol_version() {
     bridge.request(1, "tools/list", json!({})).await;
     bridge.response(1).await;
     server.wait_for_request(|r| r.method == "GET").await;
-    let sid = issued_session(&server);
-    let seen = finish(bridge).await;
+    let sid = server.issued_session();
+    let seen = bridge.finish().await.seen;
     assert_eq!(responses_per_id(&seen).len(), 2);
 
     let reqs = server.requests();
@@ -126,7 +81,7 @@ async fn protocol_version_header_comes_from_the_initialize_result() {
         tool_text(&bridge.call_tool(1, "echo", json!({"text": "v"})).await),
         "v"
     );
-    finish(bridge).await;
+    bridge.finish().await;
     let reqs = server.requests();
     assert!(reqs.len() >= 3);
     for r in &reqs[1..] {
@@ -157,7 +112,7 @@ async fn tools_list_is_relayed() {
         "big", "count", "echo", "elicit", "notify", "progress", "sample", "sleep",
     ];
     assert_eq!(names, want.into_iter().collect());
-    finish(bridge).await;
+    bridge.finish().await;
 }
 
 /// echo, sleep, big and count return what the server computed, and each ran exactly once.
@@ -177,7 +132,7 @@ async fn simple_tools_round_trip() {
     let r = bridge.call_tool("four", "count", json!({})).await;
     let counts: Value = serde_json::from_str(tool_text(&r)).unwrap();
     assert_eq!(counts, json!({"echo": 1, "sleep": 1, "big": 1, "count": 1}));
-    finish(bridge).await;
+    bridge.finish().await;
     assert_eq!(server.calls("echo"), 1);
 }
 
@@ -197,7 +152,7 @@ async fn unknown_methods_and_fields_pass_through_untouched() {
     let extra = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"ok"},"x-extra":{"n":[1,2]}},"x-top":"v"}"#;
     bridge.write_raw(format!("{extra}\r\n").as_bytes()).await;
     assert_eq!(tool_text(&bridge.response(7).await), "ok");
-    finish(bridge).await;
+    bridge.finish().await;
 
     let reqs = server.requests();
     let body_of = |m: &str| {
@@ -235,13 +190,26 @@ async fn progress_notifications_arrive_before_the_result() {
         })
         .collect();
     assert_eq!(progress, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
-    finish(bridge).await;
+    bridge.finish().await;
 }
 
-/// A sampling/createMessage from the server reaches stdout; the client's answer on stdin is
-/// POSTed back and becomes the tool's result.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sampling_round_trip() {
+/// A request the server makes inside a tool call, and what the client answers.
+struct ServerRequest {
+    /// The tool that makes the request, and its arguments.
+    tool: &'static str,
+    args: Value,
+    /// The request's method, and a field of its params (JSON pointer) with its expected value.
+    method: &'static str,
+    asked: (&'static str, &'static str),
+    /// The client's result, and the tool's text once it got it.
+    result: Value,
+    text: &'static str,
+}
+
+/// The server's request reaches stdout with what the tool asked; the client's answer on stdin
+/// is POSTed back (accepted with 202, under the server's request id) and becomes the tool's
+/// result; the tool ran once.
+async fn server_request(case: ServerRequest) {
     let server = TestServer::start().await;
     let mut bridge = bridge_for(&server, &[]);
     bridge.initialize().await;
@@ -249,22 +217,22 @@ async fn sampling_round_trip() {
         .request(
             1,
             "tools/call",
-            json!({"name": "sample", "arguments": {"prompt": "ping?"}}),
+            json!({"name": case.tool, "arguments": case.args}),
         )
         .await;
     let req = loop {
-        let m = bridge.next().await.expect("sampling request");
-        if m["method"] == "sampling/createMessage" {
+        let m = bridge.next().await.expect("the server's request");
+        if m["method"] == case.method {
             break m;
         }
     };
-    assert_eq!(req["params"]["messages"][0]["content"]["text"], "ping?");
-    let answer = json!({"role": "assistant", "content": {"type": "text", "text": "pong!"}, "model": "test-model"});
+    let (field, value) = case.asked;
+    assert_eq!(req.pointer(field), Some(&json!(value)), "{req}");
     bridge
-        .send(&json!({"jsonrpc": "2.0", "id": req["id"], "result": answer}))
+        .send(&json!({"jsonrpc": "2.0", "id": req["id"], "result": case.result}))
         .await;
-    assert_eq!(tool_text(&bridge.response(1).await), "pong!");
-    finish(bridge).await;
+    assert_eq!(tool_text(&bridge.response(1).await), case.text);
+    bridge.finish().await;
     let reqs = server.requests();
     let posted = reqs
         .iter()
@@ -272,35 +240,29 @@ async fn sampling_round_trip() {
         .expect("client's answer POSTed");
     assert_eq!(posted.rpc_id.as_ref(), Some(&req["id"]));
     assert_eq!(posted.status, Some(202));
+    assert_eq!(server.calls(case.tool), 1);
 }
 
-/// An elicitation/create from the server reaches stdout; the client's action comes back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn elicitation_round_trip() {
-    let server = TestServer::start().await;
-    let mut bridge = bridge_for(&server, &[]);
-    bridge.initialize().await;
-    bridge
-        .request(
-            1,
-            "tools/call",
-            json!({"name": "elicit", "arguments": {"message": "Sure?"}}),
-        )
-        .await;
-    let req = loop {
-        let m = bridge.next().await.expect("elicitation request");
-        if m["method"] == "elicitation/create" {
-            break m;
-        }
-    };
-    assert_eq!(req["params"]["message"], "Sure?");
-    let result = json!({"action": "accept", "content": {"answer": "yes"}});
-    bridge
-        .send(&json!({"jsonrpc": "2.0", "id": req["id"], "result": result}))
-        .await;
-    assert_eq!(tool_text(&bridge.response(1).await), "accept");
-    finish(bridge).await;
-    assert_eq!(server.calls("elicit"), 1);
+cases! { server_request:
+    /// A sampling/createMessage from the server reaches stdout; the client's answer on stdin is
+    /// POSTed back and becomes the tool's result.
+    sampling_round_trip => ServerRequest {
+        tool: "sample",
+        args: json!({"prompt": "ping?"}),
+        method: "sampling/createMessage",
+        asked: ("/params/messages/0/content/text", "ping?"),
+        result: json!({"role": "assistant", "content": {"type": "text", "text": "pong!"}, "model": "test-model"}),
+        text: "pong!",
+    },
+    /// An elicitation/create from the server reaches stdout; the client's action comes back.
+    elicitation_round_trip => ServerRequest {
+        tool: "elicit",
+        args: json!({"message": "Sure?"}),
+        method: "elicitation/create",
+        asked: ("/params/message", "Sure?"),
+        result: json!({"action": "accept", "content": {"answer": "yes"}}),
+        text: "accept",
+    },
 }
 
 /// Notifications the server pushes outside any POST (rmcp routes notifications/message to the
@@ -332,7 +294,7 @@ async fn get_stream_notifications_arrive() {
         }
     }
     assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
-    let seen = finish(bridge).await;
+    let seen = bridge.finish().await.seen;
     let total = seen
         .iter()
         .filter(|m| m["method"] == "notifications/message")
@@ -376,7 +338,7 @@ async fn many_requests_in_flight_slow_one_does_not_block() {
         Some(&json!("slow")),
         "a fast echo waited for the slow call"
     );
-    finish(bridge).await;
+    bridge.finish().await;
     assert_eq!(server.calls("echo"), 31);
     assert_eq!(server.calls("sleep"), 1);
 }
@@ -392,7 +354,7 @@ async fn big_result_is_relayed_intact() {
     let t = tool_text(&r);
     assert_eq!(t.len(), n);
     assert!(t.bytes().all(|b| b == b'x'));
-    finish(bridge).await;
+    bridge.finish().await;
 }
 
 /// A stdin line of tens of MiB reaches the server byte-for-byte and its echo comes back intact.
@@ -410,7 +372,7 @@ async fn huge_stdin_line_is_relayed_intact() {
     bridge.write_raw(&[&line[..], b"\n"].concat()).await;
     let r = bridge.response(1).await;
     assert!(tool_text(&r) == text, "echoed text differs");
-    finish(bridge).await;
+    bridge.finish().await;
     let reqs = server.requests();
     let posted = tools_calls(&reqs, "echo");
     assert_eq!(posted.len(), 1);
@@ -427,8 +389,8 @@ async fn delete_is_sent_on_exit() {
     let mut bridge = bridge_for(&server, &[]);
     bridge.initialize().await;
     bridge.call_tool(1, "echo", json!({"text": "x"})).await;
-    finish(bridge).await;
-    let sid = issued_session(&server);
+    bridge.finish().await;
+    let sid = server.issued_session();
     let deletes: Vec<_> = server
         .requests()
         .into_iter()
@@ -452,7 +414,7 @@ async fn header_flag_values_reach_the_server() {
     bridge.initialize().await;
     server.wait_for_request(|r| r.method == "GET").await;
     bridge.call_tool(1, "echo", json!({"text": "x"})).await;
-    finish(bridge).await;
+    bridge.finish().await;
     let reqs = server.requests();
     assert!(reqs.iter().any(|r| r.method == "DELETE"), "no DELETE seen");
     for r in &reqs {
@@ -467,7 +429,8 @@ async fn header_flag_values_reach_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_values_are_never_logged() {
     let server = TestServer::start().await;
-    let log = std::env::temp_dir().join(format!("alibridge-log-{}.log", std::process::id()));
+    let dir = TempHome::new("log");
+    let log = dir.path().join("bridge.log");
     let log_arg = log.to_string_lossy().into_owned();
     let secret = "sk-very-secret-0123456789";
     let header = format!("X-Api-Key: {secret}");
@@ -477,10 +440,7 @@ async fn header_values_are_never_logged() {
         let mut bridge = bridge_for(&server, &args);
         bridge.initialize().await;
         bridge.call_tool(1, "echo", json!({"text": "x"})).await;
-        bridge.close_stdin();
-        bridge.drain().await;
-        assert_eq!(bridge.wait().await, 0);
-        let stderr = bridge.stderr().await;
+        let stderr = bridge.finish().await.stderr;
         assert!(!stderr.contains(secret), "a header value leaked to stderr");
         if extra.len() == 1 {
             assert!(
@@ -500,7 +460,6 @@ async fn header_values_are_never_logged() {
         assert_eq!(mode, 0o600, "the log file is private");
     }
     let logged = std::fs::read_to_string(&log).expect("log file written");
-    let _ = std::fs::remove_file(&log);
     assert!(
         logged.contains("x-api-key"),
         "header names are logged: {logged}"

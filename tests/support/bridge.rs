@@ -1,14 +1,20 @@
-//! Drives the real `alibridge` binary over piped stdio, the way a desktop MCP client does.
+//! Drives the real `alibridge` binary over piped stdio, the way a desktop MCP client does, and
+//! runs its other commands isolated from the machine ([`isolated_command`], [`output`]).
 //!
 //! Every line the bridge prints on stdout is checked to be a single JSON object as it is read, so
-//! any test that reads output also proves that stdout carried nothing but JSON-RPC.
+//! any test that reads output also proves that stdout carried nothing but JSON-RPC; and
+//! [`Bridge::finish`] proves the run ended cleanly with every request answered exactly once.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+use super::home::TempHome;
+use super::mcp_server::TestServer;
 
 /// How long a test waits for one line before declaring the bridge stuck.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -21,6 +27,15 @@ pub struct Bridge {
     stderr_task: Option<tokio::task::JoinHandle<String>>,
     /// Every message read from stdout so far, in order.
     pub seen: Vec<Value>,
+    /// The scratch `ALIBRIDGE_HOME` of [`Bridge::spawn`], removed with the bridge.
+    scratch_home: Option<TempHome>,
+}
+
+/// What a bridge left behind after [`Bridge::finish`].
+pub struct Finished {
+    /// Every message it printed during the whole run, in order.
+    pub seen: Vec<Value>,
+    pub stderr: String,
 }
 
 /// The path of the binary under test (built by cargo for integration tests).
@@ -29,7 +44,7 @@ pub fn bin() -> &'static str {
 }
 
 impl Bridge {
-    /// Spawns `alibridge <args…>` with an isolated `ALIBRIDGE_HOME` and no proxy variables.
+    /// Spawns `alibridge <args…>` with a scratch `ALIBRIDGE_HOME` and no proxy variables.
     pub fn spawn<I, S>(args: I) -> Bridge
     where
         I: IntoIterator<Item = S>,
@@ -47,14 +62,10 @@ impl Bridge {
         K: AsRef<std::ffi::OsStr>,
         V: AsRef<std::ffi::OsStr>,
     {
-        let home = std::env::temp_dir().join(format!(
-            "alibridge-test-home-{}-{}",
-            std::process::id(),
-            NEXT_HOME.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
+        let home = TempHome::new("test-home");
         let mut cmd = Command::new(bin());
         cmd.args(args)
-            .env("ALIBRIDGE_HOME", &home)
+            .env("ALIBRIDGE_HOME", home.alibridge_home())
             .env_remove("HTTP_PROXY")
             .env_remove("HTTPS_PROXY")
             .env_remove("http_proxy")
@@ -62,7 +73,9 @@ impl Bridge {
             .env_remove("ALL_PROXY")
             .env_remove("all_proxy")
             .envs(env);
-        Self::spawn_cmd(cmd)
+        let mut bridge = Self::spawn_cmd(cmd);
+        bridge.scratch_home = Some(home);
+        bridge
     }
 
     /// Like [`Bridge::spawn_with_env`], fully isolated from the machine's credentials: `HOME` is
@@ -71,7 +84,7 @@ impl Bridge {
     /// `ALICLOUD_*` / `ALIBRIDGE_*` / proxy variable is inherited, OAuth tokens go to a file
     /// (never the OS keychain), and `BROWSER` is `true` (a browser sign-in, should one start,
     /// opens nothing). `env` is applied last.
-    pub fn spawn_isolated<I, S, E, K, V>(args: I, env: E, home: &std::path::Path) -> Bridge
+    pub fn spawn_isolated<I, S, E, K, V>(args: I, env: E, home: &Path) -> Bridge
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -79,15 +92,9 @@ impl Bridge {
         K: AsRef<std::ffi::OsStr>,
         V: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(bin());
-        cmd.args(args);
-        for name in inherited_vars_to_scrub() {
-            cmd.env_remove(name);
-        }
-        cmd.env("HOME", home)
-            .env("ALIBRIDGE_HOME", home.join(".alibridge"))
+        let mut cmd = isolated_command(home);
+        cmd.args(args)
             .env("ALIBRIDGE_TOKEN_STORE", "file")
-            .env("BROWSER", "true")
             .envs(env);
         Self::spawn_cmd(cmd)
     }
@@ -108,6 +115,7 @@ impl Bridge {
             stdout,
             stderr_task,
             seen: Vec::new(),
+            scratch_home: None,
         }
     }
 
@@ -232,6 +240,32 @@ impl Bridge {
         }
     }
 
+    /// Closes stdin, reads stdout to EOF, and asserts exit code 0 and that no request id got
+    /// two answers (unreadable lines are all answered with id null, so null is not counted).
+    pub async fn finish(mut self) -> Finished {
+        self.close_stdin();
+        self.drain().await;
+        let code = self.wait().await;
+        let stderr = self.stderr().await;
+        assert_eq!(code, 0, "bridge exit code; stderr:\n{stderr}");
+        for (id, n) in responses_per_id(&self.seen) {
+            assert!(
+                id == "null" || n == 1,
+                "id {id} answered {n} times; stderr:\n{stderr}"
+            );
+        }
+        Finished {
+            seen: std::mem::take(&mut self.seen),
+            stderr,
+        }
+    }
+
+    /// Waits for a bridge that should exit on its own; returns (exit code, stderr).
+    pub async fn exited(mut self) -> (i32, String) {
+        let code = self.wait().await;
+        (code, self.stderr().await)
+    }
+
     /// Sends SIGTERM (Unix) to the bridge.
     #[cfg(unix)]
     pub fn sigterm(&self) {
@@ -245,8 +279,48 @@ impl Bridge {
     }
 }
 
+/// Spawns the bridge against `server` (`--transport http-only` unless `extra` says otherwise).
+pub fn bridge_for(server: &TestServer, extra: &[&str]) -> Bridge {
+    let mut args = vec![server.url()];
+    if !extra.contains(&"--transport") {
+        args.extend(["--transport".to_owned(), "http-only".to_owned()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Bridge::spawn(args)
+}
+
+/// `alibridge` isolated from the machine's credentials and settings: `HOME` is `home`,
+/// `ALIBRIDGE_HOME` is `home/.alibridge`, nothing of [`inherited_vars_to_scrub`] is inherited,
+/// and `BROWSER` is `true` (a browser sign-in, should one start, opens nothing). Killed on drop.
+pub fn isolated_command(home: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    for name in inherited_vars_to_scrub() {
+        cmd.env_remove(name);
+    }
+    cmd.env("HOME", home)
+        .env("ALIBRIDGE_HOME", home.join(".alibridge"))
+        .env("BROWSER", "true")
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs `cmd` to its end with no stdin (panics after 30 s); returns (exit code, stdout, stderr).
+pub async fn output(mut cmd: Command) -> (i32, String, String) {
+    cmd.stdin(Stdio::null());
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("the command finished in time")
+        .expect("run alibridge");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Names of the variables of this process that must not reach an isolated child: credential
-/// variables of the Alibaba Cloud tools, alibridge's own settings, proxies, `USERPROFILE`.
+/// variables of the Alibaba Cloud tools, alibridge's own settings, proxies (any `*_PROXY`),
+/// `USERPROFILE`.
 pub fn inherited_vars_to_scrub() -> Vec<std::ffi::OsString> {
     const PREFIXES: [&str; 4] = ["ALIBABA_CLOUD_", "ALIBABACLOUD_", "ALICLOUD_", "ALIBRIDGE_"];
     const NAMES: [&str; 8] = [
@@ -263,12 +337,12 @@ pub fn inherited_vars_to_scrub() -> Vec<std::ffi::OsString> {
         .map(|(k, _)| k)
         .filter(|k| {
             let name = k.to_string_lossy().to_ascii_uppercase();
-            PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name.as_str())
+            PREFIXES.iter().any(|p| name.starts_with(p))
+                || NAMES.contains(&name.as_str())
+                || name.ends_with("_PROXY")
         })
         .collect()
 }
-
-static NEXT_HOME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 async fn collect(mut stderr: ChildStderr) -> String {
     use tokio::io::AsyncReadExt;

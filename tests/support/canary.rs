@@ -16,18 +16,16 @@
 //! query, or the absolute URL a proxy client sends), any header value, or the body, either
 //! verbatim or percent-encoded.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use http_body_util::Full;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use super::net::{listen, read_body, serve};
+use super::wait::until_notified;
 
 /// The canary's default address: a loopback address other than the one servers use.
 pub const CANARY_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -87,19 +85,16 @@ impl Canary {
 
     /// Starts a canary on `ip` (e.g. `127.0.0.1`, for "same host, another port"), free port.
     pub async fn start_on(ip: IpAddr) -> Canary {
-        let listener = TcpListener::bind((ip, 0))
-            .await
-            .unwrap_or_else(|e| panic!("bind the canary on {ip}: {e}"));
+        let listener = listen(ip).await;
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let changed = Arc::new(Notify::new());
         let kill = CancellationToken::new();
-        tokio::spawn(accept_loop(
-            listener,
-            log.clone(),
-            changed.clone(),
-            kill.clone(),
-        ));
+        let (l, c) = (log.clone(), changed.clone());
+        serve(listener, kill.clone(), move |req| {
+            let (log, changed) = (l.clone(), c.clone());
+            async move { record(&log, &changed, req).await }
+        });
         Canary {
             addr,
             log,
@@ -122,20 +117,14 @@ impl Canary {
         self.log.lock().unwrap().clone()
     }
 
-    /// Waits (up to 20 s, then panics) until at least `n` requests arrived.
+    /// Waits (see [`super::wait`]) until at least `n` requests arrived.
     pub async fn wait_for_requests(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.log.lock().unwrap().len() >= n {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!("the canary did not receive {n} requests in 20 s");
-            }
-        }
+        until_notified(
+            &self.changed,
+            format!("the canary did not receive {n} requests"),
+            || (self.log.lock().unwrap().len() >= n).then_some(()),
+        )
+        .await
     }
 
     /// Panics if any of `secrets` reached the canary, naming the secret (first characters
@@ -184,63 +173,35 @@ impl Drop for Canary {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    log: Arc<Mutex<Vec<CanaryRequest>>>,
-    changed: Arc<Notify>,
-    kill: CancellationToken,
-) {
-    loop {
-        let stream = tokio::select! {
-            _ = kill.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let (log, changed, kill) = (log.clone(), changed.clone(), kill.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (log, changed) = (log.clone(), changed.clone());
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    log.lock().unwrap().push(CanaryRequest {
-                        method: parts.method.to_string(),
-                        target: parts.uri.to_string(),
-                        headers: parts
-                            .headers
-                            .iter()
-                            .map(|(n, v)| {
-                                (
-                                    n.to_string(),
-                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                )
-                            })
-                            .collect(),
-                        body,
-                    });
-                    changed.notify_waiters();
-                    let mut r =
-                        hyper::Response::new(Full::new(Bytes::from_static(br#"{"canary":true}"#)));
-                    r.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, Infallible>(r)
-                }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = kill.cancelled() => {}
-            }
-        });
-    }
+/// Logs one request and answers it with the harmless canary body.
+async fn record(
+    log: &Mutex<Vec<CanaryRequest>>,
+    changed: &Notify,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let (parts, body) = read_body(req).await;
+    log.lock().unwrap().push(CanaryRequest {
+        method: parts.method.to_string(),
+        target: parts.uri.to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    });
+    changed.notify_waiters();
+    let mut r = hyper::Response::new(Full::new(Bytes::from_static(br#"{"canary":true}"#)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (how secrets travel in

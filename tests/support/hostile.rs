@@ -21,19 +21,17 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+
+use super::net::{listen, read_body, serve, LOOPBACK};
+use super::wait::until_notified;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -77,9 +75,7 @@ pub struct Hostile {
 
 impl Hostile {
     pub async fn start() -> Hostile {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind 127.0.0.1");
+        let listener = listen(LOOPBACK).await;
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             tricks: Mutex::new(Tricks {
@@ -94,7 +90,11 @@ impl Hostile {
             stream: Mutex::default(),
         });
         let kill = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, shared.clone(), kill.clone()));
+        let s = shared.clone();
+        serve(listener, kill.clone(), move |req| {
+            let shared = s.clone();
+            async move { handle(&shared, req).await }
+        });
         Hostile { addr, shared, kill }
     }
 
@@ -148,20 +148,14 @@ impl Hostile {
         self.shared.log.lock().unwrap().clone()
     }
 
-    /// Waits (up to 20 s, then panics) until `n` logged requests satisfy `pred`.
+    /// Waits (see [`super::wait`]) until `n` logged requests satisfy `pred`.
     pub async fn wait_for(&self, n: usize, pred: impl Fn(&Seen) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let changed = self.shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.requests().iter().filter(|r| pred(r)).count() >= n {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!("the hostile server did not see {n} such requests in 20 s");
-            }
-        }
+        until_notified(
+            &self.shared.changed,
+            format!("the hostile server did not see {n} such requests"),
+            || (self.requests().iter().filter(|r| pred(r)).count() >= n).then_some(()),
+        )
+        .await
     }
 }
 
@@ -171,37 +165,8 @@ impl Drop for Hostile {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, kill: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = kill.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let (shared, kill) = (shared.clone(), kill.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = kill.cancelled() => {}
-            }
-        });
-    }
-}
-
 async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, body) = read_body(req).await;
     let rpc: Option<Value> = serde_json::from_slice(&body).ok();
     let rpc_method = rpc
         .as_ref()

@@ -3,15 +3,15 @@
 //! - [`ensure_npm_peers`] runs `npm ci` in `tests/peers` once (per process, and serialized across
 //!   processes with a lock directory), skipping it when `node_modules` already matches the lock.
 //! - [`ServerEverything`] runs `@modelcontextprotocol/server-everything` (`streamableHttp` or
-//!   `sse`) on a free loopback port and kills it on drop.
+//!   `sse`) on a loopback port the kernel picks (`PORT=0`; `tests/peers/report_port.cjs`, preloaded,
+//!   reports which) and kills it on drop.
 //! - [`run_sdk_client`] runs `tests/peers/sdk_client.mjs` (the official TypeScript SDK client,
 //!   spawning alibridge over stdio) and returns its JSON summary.
 //!
 //! Needs `node` (20+) and `npm` on `PATH`, and the npm registry reachable on first use.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -20,11 +20,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use super::home::TempHome;
+
 /// `tests/peers`: package.json, package-lock.json, node_modules, sdk_client.mjs.
 pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("peers")
+}
+
+/// Preloaded into npm servers started with `PORT=0`: prints `alibridge-test-port <port>`.
+fn report_port_js() -> PathBuf {
+    peers_dir().join("report_port.cjs")
 }
 
 /// The server-everything launcher (`dist/index.js <stdio|sse|streamableHttp>`).
@@ -55,6 +62,7 @@ fn installed_matches_lock(dir: &Path) -> bool {
         && wanted == packages(dir.join("node_modules/.package-lock.json"))
         && server_everything_js().is_file()
         && dir.join("sdk_client.mjs").is_file()
+        && report_port_js().is_file()
 }
 
 fn install() -> Result<(), String> {
@@ -160,14 +168,6 @@ impl Mode {
             Mode::Sse => "/sse",
         }
     }
-
-    /// What the server logs when it receives the probe of [`ServerEverything::send_probe`].
-    fn probe_marker(self) -> &'static str {
-        match self {
-            Mode::StreamableHttp => "Received MCP GET request",
-            Mode::Sse => "No transport found for sessionId alibridge-probe",
-        }
-    }
 }
 
 /// A running `server-everything`; killed on drop.
@@ -181,38 +181,25 @@ pub struct ServerEverything {
 type Log = Arc<Mutex<VecDeque<String>>>;
 
 impl ServerEverything {
-    /// Installs the peers if needed, then starts the server on a free loopback port and waits
-    /// until it answers there. Retries with another port if the chosen one was taken meanwhile.
+    /// Installs the peers if needed, then starts the server on a port the kernel picks and
+    /// returns once it listens there.
     pub fn start(mode: Mode) -> ServerEverything {
         ensure_npm_peers();
-        let mut failures = Vec::new();
-        for _ in 0..5 {
-            match Self::try_start(mode) {
-                Ok(server) => return server,
-                Err(e) => failures.push(e),
-            }
-        }
-        panic!(
-            "server-everything {mode:?} did not start:\n{}",
-            failures.join("\n---\n")
-        );
-    }
-
-    fn try_start(mode: Mode) -> Result<ServerEverything, String> {
-        let port = free_port();
         let mut child = Command::new("node")
+            .arg("--require")
+            .arg(report_port_js())
             .arg(server_everything_js())
             .arg(mode.arg())
             .current_dir(peers_dir())
             // Only what node needs: its `get-env` tool would otherwise expose our environment.
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("spawn node (the e2e tests need node 20+ on PATH): {e}"))?;
+            .expect("spawn node (the e2e tests need node 20+ on PATH)");
         let log: Log = Arc::default();
         let (tx, rx) = mpsc::channel();
         pump(child.stdout.take().unwrap(), log.clone(), tx.clone());
@@ -220,55 +207,35 @@ impl ServerEverything {
         let mut server = ServerEverything {
             child,
             mode,
-            port,
+            port: 0,
             log,
         };
-
-        // Both modes log "… port N" once `listen` returns, even when it failed (express 5 passes
-        // the error to the callback). So a probe request follows, and only when *this* process
-        // logs that it handled it is the port known to be ours.
-        let mut probe = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if probe.is_none() && line.contains(&format!("port {port}")) => {
-                    probe = Some(server.send_probe()?);
+                Ok(line) => {
+                    if let Some(port) = line.strip_prefix("alibridge-test-port ") {
+                        server.port = port.trim().parse().expect("a port number");
+                        return server;
+                    }
                 }
-                Ok(line) if probe.is_some() && line.contains(mode.probe_marker()) => {
-                    return Ok(server);
-                }
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     std::thread::sleep(Duration::from_millis(100))
                 }
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("port {port}: exited ({status}):\n{}", server.log()));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "port {port}: not ready within 30 s:\n{}",
+                panic!(
+                    "server-everything {mode:?} exited ({status}):\n{}",
                     server.log()
-                ));
+                );
             }
+            assert!(
+                Instant::now() < deadline,
+                "server-everything {mode:?} did not listen within 30 s:\n{}",
+                server.log()
+            );
         }
-    }
-
-    /// Sends a request the server logs on receipt; the connection is returned to keep it open
-    /// until the log line is seen (the sse server never answers this one).
-    fn send_probe(&self) -> Result<TcpStream, String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))
-            .map_err(|e| format!("port {}: probe connect: {e}", self.port))?;
-        let req = match self.mode {
-            Mode::StreamableHttp => "GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-            Mode::Sse => {
-                "POST /message?sessionId=alibridge-probe HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                 Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
-            }
-        };
-        s.write_all(req.as_bytes())
-            .map_err(|e| format!("port {}: probe: {e}", self.port))?;
-        Ok(s)
     }
 
     /// `http://127.0.0.1:<port>/mcp` (streamableHttp) or `…/sse` (sse).
@@ -306,12 +273,6 @@ impl Drop for ServerEverything {
     }
 }
 
-/// A port the kernel just handed out on 127.0.0.1 (released again; the caller may lose a race).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
-
 /// Drains a child's output on a thread (so the pipe never fills and blocks node), keeping the
 /// last lines in `log` and forwarding each line to `tx` while anyone listens.
 fn pump(out: impl Read + Send + 'static, log: Log, tx: mpsc::Sender<String>) {
@@ -337,16 +298,11 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     ensure_npm_peers();
-    static NEXT_HOME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let home = std::env::temp_dir().join(format!(
-        "alibridge-sdk-home-{}-{}",
-        std::process::id(),
-        NEXT_HOME.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    let home = TempHome::new("sdk-home");
     let mut cmd = Command::new("node");
     cmd.arg(peers_dir().join("sdk_client.mjs"))
         .args(args)
-        .env("ALIBRIDGE_HOME", &home);
+        .env("ALIBRIDGE_HOME", home.alibridge_home());
     for var in [
         "HTTP_PROXY",
         "HTTPS_PROXY",

@@ -83,8 +83,6 @@ pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
 
 /// How often the credential files are stat'ed for changes.
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-/// A token minted this recently is not re-minted on a 401 (another request already did).
-const FRESH: Duration = Duration::from_secs(2);
 
 /// What identifies a file's content without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +101,6 @@ struct Current {
     header: HeaderValue,
     /// When to mint the next one (expiry minus the refresh skew); `None` = until rejected.
     refresh_at: Option<SystemTime>,
-    minted: Instant,
 }
 
 struct State {
@@ -214,9 +211,11 @@ impl AccessKeyCredential {
         {
             let st = self.state.lock().unwrap();
             if let Some(t) = &st.token {
-                let fresh = t.minted.elapsed() < FRESH && rejected != Some(&t.header);
+                // After a 401, a token other than the refused one was minted by another request
+                // meanwhile (the token's identity, not a clock, tells): use it.
+                let replaced = rejected != Some(&t.header);
                 let valid = t.refresh_at.is_none_or(|at| at > SystemTime::now());
-                if (force && fresh) || (!force && valid) {
+                if (force && replaced) || (!force && valid) {
                     return Ok(t.header.clone());
                 }
             }
@@ -243,7 +242,6 @@ impl AccessKeyCredential {
         self.state.lock().unwrap().token = Some(Current {
             header: header.clone(),
             refresh_at,
-            minted: Instant::now(),
         });
         Ok(header)
     }

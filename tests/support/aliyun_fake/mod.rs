@@ -29,19 +29,17 @@ pub mod rpc;
 mod signin;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
+
+// `super`: the test support module in tests, the crate root in the example.
+use super::net::{listen, read_body, serve, LOOPBACK};
 
 pub use api::{
     ASSUME_ROLE, ASSUME_ROLE_WITH_OIDC, GENERATE_ACCESS_TOKEN, IMS_VERSION, OPENAPI_SCOPE,
@@ -174,9 +172,7 @@ impl AliyunFake {
     /// `ExpiresIn` 259199) unless [`AliyunFake::set_token_lifetime`] says otherwise; the two
     /// built-in client ids are installed.
     pub async fn start() -> AliyunFake {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind 127.0.0.1");
+        let listener = listen(LOOPBACK).await;
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             keys: HashMap::new(),
@@ -197,7 +193,11 @@ impl AliyunFake {
             redirected: 0,
         }));
         let kill = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, state.clone(), kill.clone()));
+        let s = state.clone();
+        serve(listener, kill.clone(), move |req| {
+            let state = s.clone();
+            async move { handle(&state, req).await }
+        });
         AliyunFake { addr, state, kill }
     }
 
@@ -384,38 +384,11 @@ fn valid(st: &State, token: &str) -> bool {
         .is_some_and(|t| !t.revoked && t.expires_at > SystemTime::now())
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<Mutex<State>>, kill: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = kill.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let state = state.clone();
-        let kill = kill.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(serve(&state, req).await) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = kill.cancelled() => {}
-            }
-        });
-    }
-}
-
-async fn serve(state: &Mutex<State>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+async fn handle(
+    state: &Mutex<State>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = read_body(req).await;
     let header = |name: http::header::HeaderName| {
         parts
             .headers

@@ -5,7 +5,8 @@
 //!   method / id / tool name peeked from the body, the status answered).
 //! - A [`Rule`] armed by the test is consumed by the first POST it matches ([`Match`]): answer a
 //!   canned status/body without reaching rmcp, cut the SSE response after N events, or kill the
-//!   whole server.
+//!   whole server. A cut stream holds after its N events until the test pulls the [`Cut`] (having
+//!   seen the last delivered event arrive), so the cut never races the delivery of those events.
 //! - With a [`TokenCheck`], a request without an accepted `Authorization: Bearer <token>` gets
 //!   `401` (`WWW-Authenticate: Bearer …`) before any rule or rmcp sees it; it is logged with
 //!   that status.
@@ -36,10 +37,6 @@ use super::tools::TestTools;
 /// The body type the server answers with (rmcp's bodies, canned bodies and cut streams).
 pub type Body = BoxBody<Bytes, io::Error>;
 type Rmcp = StreamableHttpService<TestTools, LocalSessionManager>;
-
-/// How long a cut stream waits after its last delivered event before dropping the connection,
-/// so the delivered bytes are flushed to the socket first.
-const CUT_FLUSH_DELAY: Duration = Duration::from_millis(100);
 
 /// Decides whether a bearer token is accepted (see [`super::ServerOptions::require_bearer`]).
 #[derive(Clone)]
@@ -129,14 +126,28 @@ pub enum Action {
     /// Answer this status and body; rmcp never sees the request.
     Respond { status: u16, body: String },
     /// Pass to rmcp; if the answer is SSE, deliver `after_events` events (the priming event
-    /// counts; comments do not), then drop the connection. The rest is replayable by GET.
-    CutAfter(usize),
+    /// counts; comments do not), then drop the connection once the [`Cut`] is pulled. The rest is
+    /// replayable by GET.
+    CutAfter(usize, Cut),
     /// Like `CutAfter`, but rmcp's stream is dropped too, so rmcp itself sees the disconnect and
     /// any `GET` + `Last-Event-ID` is answered by rmcp's own resumption (see the module docs of
     /// `mcp_server` for its limits).
-    CutNative(usize),
+    CutNative(usize, Cut),
     /// Kill the whole server (listener and every connection) as soon as the body is read.
     Kill,
+}
+
+/// The switch of an armed SSE cut: the stream delivers its events, then holds the connection
+/// open until [`Cut::now`]. A test pulls it once it has seen the last delivered event arrive at
+/// the client, so the cut cannot overtake bytes still on their way.
+#[derive(Debug, Clone, Default)]
+pub struct Cut(CancellationToken);
+
+impl Cut {
+    /// Breaks the connection (at once if the events are delivered, else right after them).
+    pub fn now(&self) {
+        self.0.cancel();
+    }
 }
 
 /// A fault waiting for its POST.
@@ -241,10 +252,10 @@ impl Layer {
                 std::future::pending::<()>().await;
                 unreachable!()
             }
-            Some(action @ (Action::CutAfter(_) | Action::CutNative(_))) => {
-                let (n, native) = match action {
-                    Action::CutAfter(n) => (n, false),
-                    Action::CutNative(n) => (n, true),
+            Some(action @ (Action::CutAfter(..) | Action::CutNative(..))) => {
+                let (n, native, switch) = match action {
+                    Action::CutAfter(n, s) => (n, false, s),
+                    Action::CutNative(n, s) => (n, true, s),
                     _ => unreachable!(),
                 };
                 let r = self
@@ -252,7 +263,7 @@ impl Layer {
                     .handle(Request::from_parts(parts, Full::new(body)))
                     .await;
                 if is_sse(r.headers()) {
-                    self.cut(r, n, native)
+                    self.cut(r, n, native, switch)
                 } else {
                     r.map(|b| b.map_err(never).boxed())
                 }
@@ -308,14 +319,15 @@ impl Layer {
         Some(r)
     }
 
-    /// Wraps an SSE answer: `after` events reach the client, then the connection drops. Unless
-    /// `native`, every event (before and after the cut) is recorded for [`Layer::replay`]; if
-    /// `native`, rmcp's stream is dropped at the cut instead.
+    /// Wraps an SSE answer: `after` events reach the client, then the connection drops when
+    /// `switch` is pulled. Unless `native`, every event (before and after the cut) is recorded for
+    /// [`Layer::replay`]; if `native`, rmcp's stream is dropped at the cut instead.
     fn cut(
         &self,
         r: Response<BoxBody<Bytes, Infallible>>,
         after: usize,
         native: bool,
+        switch: Cut,
     ) -> Response<Body> {
         let (parts, mut inner) = r.into_parts();
         let (progress, _) = watch::channel((0, false));
@@ -333,7 +345,7 @@ impl Layer {
             let mut splitter = SseSplitter::default();
             let progress = rec.progress.as_ref().unwrap();
             if after == 0 {
-                cut_now(&mut tx).await;
+                cut_when_pulled(&mut tx, &switch, native).await;
                 if native {
                     return;
                 }
@@ -356,7 +368,7 @@ impl Layer {
                         if real {
                             delivered += 1;
                             if delivered == after {
-                                cut_now(&mut tx).await;
+                                cut_when_pulled(&mut tx, &switch, native).await;
                                 if native {
                                     return; // drops rmcp's stream
                                 }
@@ -431,13 +443,26 @@ impl Layer {
     }
 }
 
-/// Lets the delivered bytes flush, then breaks the client's connection.
-async fn cut_now(tx: &mut Option<mpsc::Sender<Result<Bytes, io::Error>>>) {
-    if let Some(t) = tx.take() {
-        tokio::time::sleep(CUT_FLUSH_DELAY).await;
+/// Stops delivering to the client and breaks its connection once `switch` is pulled. With
+/// `native` this waits for the switch (the caller then drops rmcp's stream); otherwise the wait
+/// runs aside, so rmcp's stream keeps being drained and recorded for replay meanwhile.
+async fn cut_when_pulled(
+    tx: &mut Option<mpsc::Sender<Result<Bytes, io::Error>>>,
+    switch: &Cut,
+    native: bool,
+) {
+    let Some(t) = tx.take() else { return };
+    let pulled = switch.0.clone().cancelled_owned();
+    let cut = async move {
+        pulled.await;
         let _ = t
             .send(Err(io::Error::other("test server: SSE stream cut")))
             .await;
+    };
+    if native {
+        cut.await;
+    } else {
+        tokio::spawn(cut);
     }
 }
 

@@ -6,10 +6,10 @@
 //! - the tools (`tools.rs`): `echo {text}`, `sleep {ms}`, `big {bytes}`, `progress {steps}`,
 //!   `sample {prompt}`, `elicit {message}`, `notify {count}`, `count`, with per-tool call counters
 //!   ([`TestServer::calls`]);
-//! - the HTTP/1.1 accept loop (hyper), one task per connection, all dropped by
-//!   [`TestServer::kill`];
+//! - the server's life: it is served by the suite's one accept loop ([`super::net::serve`]),
+//!   and [`TestServer::kill`] closes the port and drops every connection;
 //! - the layer in front of rmcp (`faults.rs`): request log ([`TestServer::requests`]), canned
-//!   HTTP errors ([`TestServer::fail_next`]), SSE cuts with `Last-Event-ID` replay
+//!   HTTP errors ([`TestServer::fail_next`]), SSE cuts the test pulls, with `Last-Event-ID` replay
 //!   ([`TestServer::cut_next_sse`]), kill on a matching POST ([`TestServer::kill_on`]); and session
 //!   expiry ([`TestServer::expire_sessions`], rmcp itself then answers 404); and, when
 //!   [`ServerOptions::require_bearer`] is set, `401` + `WWW-Authenticate: Bearer` for every
@@ -44,14 +44,10 @@ mod faults;
 mod tools;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use rmcp::transport::streamable_http_server::{
     session::local::LocalSessionManager, SessionManager, StreamableHttpServerConfig,
     StreamableHttpService,
@@ -59,7 +55,11 @@ use rmcp::transport::streamable_http_server::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use faults::{Action, Match, Rule, SeenRequest, TokenCheck};
+// `super`: the test support module in tests, the crate root in the examples.
+use super::net::{serve, LOOPBACK};
+use super::wait::{until, until_notified};
+
+pub use faults::{Action, Cut, Match, Rule, SeenRequest, TokenCheck};
 pub use tools::Counters;
 
 /// How the server is started.
@@ -110,9 +110,6 @@ pub struct TestServer {
     rmcp_ct: CancellationToken,
 }
 
-/// How long [`TestServer::wait_for_request`] waits.
-const WAIT: Duration = Duration::from_secs(20);
-
 impl TestServer {
     /// Starts a server on a free port with default options.
     pub async fn start() -> TestServer {
@@ -121,7 +118,7 @@ impl TestServer {
 
     /// Starts a server with `opts`.
     pub async fn start_with(opts: ServerOptions) -> TestServer {
-        let listener = TcpListener::bind(("127.0.0.1", opts.port))
+        let listener = TcpListener::bind((LOOPBACK, opts.port))
             .await
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap();
@@ -150,7 +147,11 @@ impl TestServer {
             opts.sse_retry,
             opts.require_bearer.clone(),
         ));
-        tokio::spawn(accept_loop(listener, layer.clone(), kill));
+        let l = layer.clone();
+        serve(listener, kill, move |req| {
+            let layer = l.clone();
+            async move { layer.handle(req).await }
+        });
         TestServer {
             addr,
             layer,
@@ -193,32 +194,27 @@ impl TestServer {
             .collect()
     }
 
-    /// Waits (up to 20 s, then panics) until a logged request satisfies `pred`; returns it.
-    pub async fn wait_for_request(&self, pred: impl Fn(&SeenRequest) -> bool) -> SeenRequest {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let changed = self.layer.log_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(r) = self.requests().into_iter().find(|r| pred(r)) {
-                return r;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                panic!("no such request reached the test server in {WAIT:?}");
-            }
-        }
+    /// The session id the server issued on the first initialize (panics if none was).
+    pub fn issued_session(&self) -> String {
+        self.requests()
+            .iter()
+            .find_map(|r| r.issued_session.clone())
+            .expect("an initialize answered with Mcp-Session-Id")
     }
 
-    /// Waits (up to 20 s, then panics) until `tool` has started at least `n` times.
+    /// Waits (see [`super::wait`]) until a logged request satisfies `pred`; returns it.
+    pub async fn wait_for_request(&self, pred: impl Fn(&SeenRequest) -> bool) -> SeenRequest {
+        until_notified(
+            &self.layer.log_changed,
+            "no such request reached the test server",
+            || self.requests().into_iter().find(|r| pred(r)),
+        )
+        .await
+    }
+
+    /// Waits (see [`super::wait`]) until `tool` has started at least `n` times.
     pub async fn wait_for_calls(&self, tool: &str, n: u64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.calls(tool) < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{tool} not called {n} times"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until(format!("{tool} called {n} times"), || self.calls(tool) >= n).await;
     }
 
     /// Arms a fault for the next POST matching `rule.when`.
@@ -238,22 +234,28 @@ impl TestServer {
         });
     }
 
-    /// The next POST matching `when` that rmcp answers with SSE is cut after `after_events`
-    /// events (the priming event counts); the rest is served to a `GET` with `Last-Event-ID`.
-    pub fn cut_next_sse(&self, when: Match, after_events: usize) {
+    /// The next POST matching `when` that rmcp answers with SSE delivers `after_events` events
+    /// (the priming event counts), then holds until the returned [`Cut`] is pulled, which breaks
+    /// the connection; the rest is served to a `GET` with `Last-Event-ID`. Pull it once the
+    /// client has shown the last delivered event.
+    pub fn cut_next_sse(&self, when: Match, after_events: usize) -> Cut {
+        let cut = Cut::default();
         self.arm(Rule {
             when,
-            action: Action::CutAfter(after_events),
+            action: Action::CutAfter(after_events, cut.clone()),
         });
+        cut
     }
 
     /// Like [`TestServer::cut_next_sse`], but rmcp's own stream is dropped at the cut, so a
     /// resuming `GET` is served by rmcp's native resumption (with its quirks, see module docs).
-    pub fn cut_next_sse_native(&self, when: Match, after_events: usize) {
+    pub fn cut_next_sse_native(&self, when: Match, after_events: usize) -> Cut {
+        let cut = Cut::default();
         self.arm(Rule {
             when,
-            action: Action::CutNative(after_events),
+            action: Action::CutNative(after_events, cut.clone()),
         });
+        cut
     }
 
     /// The server dies (as [`TestServer::kill`]) when the next POST matching `when` arrives.
@@ -292,30 +294,5 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, layer: Arc<faults::Layer>, kill: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = kill.cancelled() => return, // drops the listener: the port closes
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let layer = layer.clone();
-        let kill = kill.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let layer = layer.clone();
-                async move { Ok::<_, Infallible>(layer.handle(req).await) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = kill.cancelled() => {} // drops the connection mid-flight
-            }
-        });
     }
 }

@@ -4,56 +4,23 @@
 //! module for what each one checks.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+
+// `super::super`: the test support module in tests, the crate root in the example.
+use super::super::net::read_body;
 
 use super::{
     issuer, join_scopes, new_access_token, now_secs, random_b64url, scope_set, AccessToken,
     Authorization, CallbackIss, Client, Code, RefreshToken, Registration, State, TokenRequest,
 };
-
-pub(super) async fn accept_loop(
-    listener: TcpListener,
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    kill: CancellationToken,
-) {
-    loop {
-        let stream = tokio::select! {
-            _ = kill.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let state = state.clone();
-        let kill = kill.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(serve(addr, &state, req).await) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = kill.cancelled() => {}
-            }
-        });
-    }
-}
 
 type Resp = Response<Full<Bytes>>;
 
@@ -81,17 +48,13 @@ fn oauth_error(status: StatusCode, error: &str, why: &str) -> Resp {
     r
 }
 
-async fn serve(
+/// Answers one request to the authorization server at `addr`.
+pub(super) async fn handle(
     addr: SocketAddr,
     state: &Mutex<State>,
     req: Request<hyper::body::Incoming>,
 ) -> Resp {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, body) = read_body(req).await;
     let prefix = state.lock().unwrap().opts.issuer_path.clone();
     let prefix = prefix.trim_end_matches('/');
     let path = parts.uri.path();

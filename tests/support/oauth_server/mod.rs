@@ -45,8 +45,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+// `super`: the test support module in tests, the crate root in the example.
+use super::net::{listen, serve};
 
 #[allow(unused_imports)]
 pub use protected::{FrontRequest, ProtectedMcp, ProtectedOptions};
@@ -236,9 +238,7 @@ impl OAuthServer {
     }
 
     pub async fn start_with(opts: AsOptions) -> OAuthServer {
-        let listener = TcpListener::bind((opts.bind, 0))
-            .await
-            .expect("bind a loopback address");
+        let listener = listen(opts.bind).await;
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             opts,
@@ -257,12 +257,11 @@ impl OAuthServer {
             refresh_reuses: 0,
         }));
         let kill = CancellationToken::new();
-        tokio::spawn(endpoints::accept_loop(
-            listener,
-            addr,
-            state.clone(),
-            kill.clone(),
-        ));
+        let s = state.clone();
+        serve(listener, kill.clone(), move |req| {
+            let state = s.clone();
+            async move { endpoints::handle(addr, &state, req).await }
+        });
         OAuthServer { addr, state, kill }
     }
 

@@ -23,16 +23,13 @@ use futures_util::{StreamExt as _, TryStreamExt};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{check, OAuthServer, State as AsState, TokenVerdict};
 // `super::super`: the test support module in tests, the crate root in the example.
 use super::super::mcp_server::TestServer;
+use super::super::net::{http_client, listen, read_body, serve, LOOPBACK};
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -102,11 +99,8 @@ impl ProtectedMcp {
     /// Starts an rmcp test server and a front that accepts `oauth`'s tokens for it.
     pub async fn start(oauth: &OAuthServer, opts: ProtectedOptions) -> ProtectedMcp {
         let backend = TestServer::start().await;
-        let listener = TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind 127.0.0.1");
+        let listener = listen(LOOPBACK).await;
         let addr = listener.local_addr().unwrap();
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let front = Arc::new(Front {
             addr,
             opts,
@@ -114,16 +108,17 @@ impl ProtectedMcp {
             resource_override: Mutex::new(None),
             cut: Mutex::new(CancellationToken::new()),
             backend: format!("http://{}", backend.addr()),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("reqwest client"),
+            http: http_client(),
             log: Mutex::default(),
             reject_all: Mutex::new(false),
         });
         oauth.add_resource(&front.resource());
         let kill = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, front.clone(), kill.clone()));
+        let f = front.clone();
+        serve(listener, kill.clone(), move |req| {
+            let front = f.clone();
+            async move { handle(&front, req).await }
+        });
         ProtectedMcp {
             front,
             backend,
@@ -240,31 +235,6 @@ impl Front {
     }
 }
 
-async fn accept_loop(listener: TcpListener, front: Arc<Front>, kill: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = kill.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let front = front.clone();
-        let kill = kill.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let front = front.clone();
-                async move { Ok::<_, Infallible>(serve(&front, req).await) }
-            });
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = conn => {}
-                _ = kill.cancelled() => {}
-            }
-        });
-    }
-}
-
 fn never(e: Infallible) -> std::io::Error {
     match e {}
 }
@@ -290,7 +260,7 @@ fn refuse(status: StatusCode, challenge: String, error: &str) -> Response<Body> 
     r
 }
 
-async fn serve(front: &Front, req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn handle(front: &Front, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     if req.method() == Method::GET
         && (path == "/.well-known/oauth-protected-resource/mcp"
@@ -302,12 +272,7 @@ async fn serve(front: &Front, req: Request<hyper::body::Incoming>) -> Response<B
             front.metadata().to_string(),
         );
     }
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, body) = read_body(req).await;
     let rpc: Option<Value> = serde_json::from_slice(&body).ok();
     let rpc_method = rpc
         .as_ref()

@@ -1,0 +1,118 @@
+//! Loopback networking for the fakes and the tests:
+//!
+//! - [`listen`]: a listener bound to port 0 on a loopback address; the kernel picks the port and
+//!   the bound listener is handed to whoever serves it (never released and bound again, which
+//!   another process could win);
+//! - [`serve`]: the one HTTP/1.1 accept loop every fake runs (hyper, a task per connection),
+//!   stopped by its kill token: the listener closes and open connections drop mid-flight;
+//! - [`read_body`]: a request's whole body, as every fake reads it;
+//! - [`ClosedPort`]: a port that refuses connections, held so nobody else takes it;
+//! - [`http_client`]: a reqwest client that never goes through a system proxy.
+//!
+//! Included by `examples/` (through the fakes) as well as by the tests.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper::http::request::Parts;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+
+/// `127.0.0.1`, where the servers of the tests listen.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A listener on `ip`, on a port the kernel picks.
+pub async fn listen(ip: IpAddr) -> TcpListener {
+    TcpListener::bind((ip, 0))
+        .await
+        .unwrap_or_else(|e| panic!("bind {ip}:0: {e}"))
+}
+
+/// Serves HTTP/1.1 on `listener` with `handler`, one task per connection, until `kill` is
+/// cancelled: then the listener is dropped (the port refuses connections) and every open
+/// connection is dropped mid-flight, whatever it was doing.
+pub fn serve<H, F, B>(listener: TcpListener, kill: CancellationToken, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let handler = Arc::new(handler);
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = kill.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => continue,
+                },
+            };
+            let (handler, kill) = (handler.clone(), kill.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let answer = handler(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = kill.cancelled() => {}
+                }
+            });
+        }
+    });
+}
+
+/// Splits `req` and reads its whole body (one that fails to arrive counts as empty: a fake
+/// answers what it got).
+pub async fn read_body(req: Request<Incoming>) -> (Parts, Bytes) {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (parts, body)
+}
+
+/// A loopback port that refuses connections: bound (so no one else can take it while the test
+/// runs) but never listening, so a connect gets "connection refused" at once.
+pub struct ClosedPort(TcpSocket);
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::new(LOOPBACK, 0))
+            .expect("bind 127.0.0.1:0");
+        ClosedPort(socket)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().expect("a bound socket")
+    }
+}
+
+/// A reqwest client builder that never uses a system proxy (the servers it talks to are on
+/// loopback), with the TLS provider installed.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
+}
+
+/// [`http_client_builder`], built.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder().build().expect("a reqwest client")
+}

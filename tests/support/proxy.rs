@@ -1,0 +1,176 @@
+//! Drives `alibridge proxy`, the local HTTP proxy mode: [`Proxy`] starts the real binary on a
+//! port it picks itself (`--port 0`, read back from its banner), isolated from the machine's
+//! credentials and settings, and keeps its stderr; [`post`] sends one JSON-RPC message to it as
+//! an MCP client does.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Child;
+
+use super::bridge::isolated_command;
+use super::home::TempHome;
+use super::net::http_client;
+use super::wait::until;
+
+/// How long a test waits for one step before declaring the proxy stuck.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// An `initialize` request, as a raw client sends it.
+pub const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+/// A running `alibridge proxy`, isolated from this machine's credentials and settings.
+pub struct Proxy {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub addr: SocketAddr,
+    /// stdout up to and including `listening on …`.
+    pub banner: String,
+    stderr: Arc<Mutex<String>>,
+    _home: TempHome,
+}
+
+impl Proxy {
+    /// `alibridge proxy --port 0 <args…>` with `env`; returns once it listens.
+    pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let home = TempHome::new("proxy");
+        let mut cmd = isolated_command(home.path());
+        cmd.arg("proxy")
+            .args(["--port", "0"])
+            .args(args)
+            .env("ALIBRIDGE_TOKEN_STORE", "file")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn alibridge proxy");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (e, mut pipe) = (stderr.clone(), child.stderr.take().unwrap());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                e.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = String::new();
+        let base = loop {
+            let line = tokio::time::timeout(STEP, lines.next_line()).await;
+            let Ok(Ok(Some(line))) = line else {
+                let _ = child.kill().await;
+                panic!(
+                    "the proxy did not start; stdout:\n{banner}\nstderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            };
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the proxy never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let addr = base.trim_start_matches("http://").parse().unwrap();
+        Proxy {
+            child,
+            base,
+            addr,
+            banner,
+            stderr,
+            _home: home,
+        }
+    }
+
+    /// `alibridge proxy --auth ak --site-type CN --ims-endpoint <ims> --upstream-url <upstream>
+    /// <extra…>` with the AccessKey `key` (id, secret) in its environment and `env` on top.
+    pub async fn start_ak(
+        ims: &str,
+        upstream: &str,
+        key: (&str, &str),
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let mut args = vec![
+            "--auth",
+            "ak",
+            "--site-type",
+            "CN",
+            "--ims-endpoint",
+            ims,
+            "--upstream-url",
+            upstream,
+        ];
+        args.extend_from_slice(extra);
+        let mut all = vec![
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1),
+        ];
+        all.extend_from_slice(env);
+        Proxy::start(&args, &all).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Everything the proxy wrote to stderr so far (as far as it has been read from the pipe).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (see [`super::wait`]) until the proxy's stderr contains `needle`; returns all of it.
+    /// What the proxy logs reaches the test through a pipe and a reader task, so a line it wrote
+    /// before answering may not be here yet when the answer is.
+    pub async fn stderr_with(&self, needle: &str) -> String {
+        until(format!("the proxy's stderr says {needle:?}"), || {
+            self.stderr().contains(needle)
+        })
+        .await;
+        self.stderr()
+    }
+
+    /// Sends SIGTERM to the proxy.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("running");
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the proxy to exit (panics after [`STEP`]); returns its exit code.
+    pub async fn wait(&mut self) -> i32 {
+        let status = tokio::time::timeout(STEP, self.child.wait())
+            .await
+            .expect("the proxy did not exit in time")
+            .unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+/// POSTs one JSON-RPC message as an MCP client does (with an Authorization of its own, which
+/// must never travel upstream).
+pub async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Response {
+    let mut rb = http_client()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer client-secret-must-not-travel")
+        .body(body.to_string());
+    if let Some(s) = session {
+        rb = rb
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", "2025-06-18");
+    }
+    rb.send().await.expect("the proxy answers")
+}
