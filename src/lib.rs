@@ -10,6 +10,8 @@
 //! * [`stdio`]: newline-delimited framing on stdin/stdout (the only writer of stdout).
 //! * [`jsonrpc`]: peeking at `id`/`method` without re-serialising; the bridge's own errors.
 //! * [`relay`]: the pump between the two sides, and the "one answer per request" ledger.
+//! * [`policy`]: the local tool policy (allow/deny, read-only, confirmation, default region,
+//!   audit log); a leaf the relay and the proxy call.
 //! * [`upstream`]: the remote endpoint: Streamable HTTP, HTTP+SSE, the shared HTTP client.
 //! * [`auth`]: the credential layer, one submodule per credential kind behind one trait.
 //! * [`origin`]: credentials stay with the origin the user named (redirects, endpoint events).
@@ -28,6 +30,7 @@ pub mod error;
 pub mod jsonrpc;
 pub mod logging;
 pub mod origin;
+pub mod policy;
 pub mod private_fs;
 pub mod proxy;
 pub mod relay;
