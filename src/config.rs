@@ -9,10 +9,12 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 
+use crate::auth::access_key::safety::{self, SafetyConfig};
 use crate::auth::access_key::{chain::endpoint_url, policy, site::Site};
 use crate::auth::oauth::OAuthConfig;
 use crate::auth::secret::Secret;
-use crate::cli::{AccessKeyArgs, AuthMode, BridgeArgs, OAuthArgs, TransportMode};
+use crate::cli::{AccessKeyArgs, AuthMode, BridgeArgs, OAuthArgs, PolicyArgs, TransportMode};
+use crate::policy::Policy;
 
 /// Everything the bridge needs to run, validated.
 #[derive(Debug, Clone)]
@@ -33,6 +35,17 @@ pub struct BridgeConfig {
     pub max_message_size: usize,
     /// `--max-in-flight`: client messages relayed at once before stdin reading pauses.
     pub max_in_flight: usize,
+    /// The tool policy (`--allow-tools`, `--read-only`, …).
+    pub policy: Policy,
+    /// `--audit-log`.
+    pub audit: Option<AuditTarget>,
+}
+
+/// Where the audit log goes.
+#[derive(Debug, Clone)]
+pub struct AuditTarget {
+    pub path: std::path::PathBuf,
+    pub max_bytes: u64,
 }
 
 /// The credential settings (`--auth` and the AccessKey flags), validated.
@@ -49,6 +62,8 @@ pub struct AuthConfig {
     pub refresh_skew: Duration,
     /// OAuth settings (used by `oauth`, and by `auto` when no AccessKeys apply).
     pub oauth: OAuthConfig,
+    /// What to bind to each token server-side (AccessKeys only).
+    pub safety: Option<SafetyConfig>,
 }
 
 impl AuthConfig {
@@ -57,6 +72,7 @@ impl AuthConfig {
         url: &Url,
         a: &AccessKeyArgs,
         o: &OAuthArgs,
+        p: &PolicyArgs,
         lookup: &impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let boundary_policy = match &a.boundary_policy {
@@ -76,8 +92,61 @@ impl AuthConfig {
             boundary_policy,
             refresh_skew: seconds("token-refresh-skew", a.token_refresh_skew)?,
             oauth: oauth_config(url, o, lookup)?,
+            safety: safety_config(a, p)?,
         })
     }
+}
+
+/// The policy flags, validated: the [`Policy`] and the audit log's place.
+pub fn policy_config(p: &PolicyArgs) -> Result<(Policy, Option<AuditTarget>), ConfigError> {
+    let region = match &p.region {
+        Some(r) => Some(crate::policy::parse_region(r).map_err(ConfigError::Auth)?),
+        None => None,
+    };
+    let policy = Policy {
+        allow: p.allow_tools.iter().flat_map(|l| l.0.clone()).collect(),
+        deny: p.deny_tools.iter().flat_map(|l| l.0.clone()).collect(),
+        read_only: p.read_only,
+        confirm_writes: p.confirm_writes,
+        region,
+    };
+    let audit = p.audit_log.as_ref().map(|path| AuditTarget {
+        path: path.clone(),
+        max_bytes: p.audit_log_max_size,
+    });
+    Ok((policy, audit))
+}
+
+/// The server-side binding for AccessKey tokens: `--safety-policy`, and `--allow-tools` as a
+/// `toolPolicy` when every entry is an exact name (a pattern cannot be expressed there, so
+/// such a list is enforced locally only). `None` when nothing is to be bound.
+pub fn safety_config(
+    a: &AccessKeyArgs,
+    p: &PolicyArgs,
+) -> Result<Option<SafetyConfig>, ConfigError> {
+    let expr = match &a.safety_policy {
+        Some(e) => safety::validate_expr(e).map_err(ConfigError::Auth)?,
+        None => None,
+    };
+    let allow: Vec<&crate::policy::glob::Glob> = p.allow_tools.iter().flat_map(|l| &l.0).collect();
+    let mut allowed_tools: Vec<String> = Vec::new();
+    if allow.iter().all(|g| g.is_exact()) {
+        for g in allow {
+            if !allowed_tools.iter().any(|t| t == g.as_str()) {
+                allowed_tools.push(g.as_str().to_string());
+            }
+        }
+    }
+    let endpoint = match &a.safety_policy_endpoint {
+        Some(e) => Some(endpoint_url(e, "--safety-policy-endpoint").map_err(ConfigError::Auth)?),
+        None => None,
+    };
+    let cfg = SafetyConfig {
+        expr,
+        allowed_tools,
+        endpoint,
+    };
+    Ok(cfg.binds_anything().then_some(cfg))
 }
 
 /// A configuration mistake; every message says what to change.
@@ -128,7 +197,15 @@ impl BridgeConfig {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let url = parse_url(args.url.as_deref().unwrap_or_default(), args.allow_http)?;
-        let auth = AuthConfig::resolve(args.auth, &url, &args.ak, &args.oauth, &lookup)?;
+        let auth = AuthConfig::resolve(
+            args.auth,
+            &url,
+            &args.ak,
+            &args.oauth,
+            &args.policy,
+            &lookup,
+        )?;
+        let (policy, audit) = policy_config(&args.policy)?;
         let headers = args
             .headers
             .iter()
@@ -149,6 +226,8 @@ impl BridgeConfig {
             // the 64-bit targets alibridge ships for; saturate rather than panic elsewhere.
             max_message_size: usize::try_from(args.max_message_size).unwrap_or(usize::MAX),
             max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
+            policy,
+            audit,
         })
     }
 }

@@ -76,6 +76,12 @@ pub trait Credential: Send + Sync {
     /// but 401/403. OAuth uses it to tell a revoked token (it worked once) from a server that
     /// never accepts its authorization server's tokens. Must be cheap: it runs per response.
     fn accepted(&self, _authorization: Option<&reqwest::header::HeaderValue>) {}
+
+    /// Who requests are made as, for the audit log, without secrets (`ak:LTAI****1234`,
+    /// `oauth:<subject>`); `None` when unknown (yet).
+    fn identity(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The chosen credential and the one line that tells the user why.
@@ -189,6 +195,11 @@ fn access_key(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
         scope: OPENAPI_SCOPE.to_string(),
         policy: cfg.boundary_policy.clone(),
         site,
+        safety: cfg
+            .safety
+            .as_ref()
+            .filter(|s| s.binds_anything())
+            .map(|s| s.binding(url)),
     };
     let origin = resolved.source.describe();
     let credential =

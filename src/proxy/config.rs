@@ -40,6 +40,10 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// `--max-body-size` in bytes.
     pub max_body: usize,
+    /// The tool policy, applied per server to the MCP traffic forwarded.
+    pub policy: crate::policy::Policy,
+    /// `--audit-log`.
+    pub audit: Option<config::AuditTarget>,
 }
 
 /// The OpenAPI MCP host of each site (what `aliyun mcp-proxy` forwards to by default).
@@ -73,7 +77,9 @@ impl ProxyConfig {
             },
             refresh_skew: seconds("token-refresh-skew", a.token_refresh_skew)?,
             oauth: config::oauth_config(&upstream, &args.oauth, &lookup)?,
+            safety: config::safety_config(a, &args.policy)?,
         };
+        let (policy, audit) = config::policy_config(&args.policy)?;
         let list_servers = match args.auth {
             AuthMode::None => false,
             AuthMode::Ak => true,
@@ -132,6 +138,8 @@ impl ProxyConfig {
             token,
             max_connections: args.max_connections,
             max_body: args.max_body_size,
+            policy,
+            audit,
         })
     }
 }

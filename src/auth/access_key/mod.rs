@@ -4,7 +4,9 @@
 //! Keys come from the [`chain`] (environment, OIDC, the `aliyun` CLI profile, the shared
 //! credentials file, …); [`exchange`] mints a token with a signed GenerateAccessToken call.
 //! The token is cached in memory and replaced before it expires, so the live session simply
-//! carries the new one on its next request; a 401/403 mints a new one once. Credential files
+//! carries the new one on its next request; a 401/403 mints a new one once. With
+//! `--safety-policy` or exact `--allow-tools`, every new token gets that policy bound
+//! server-side ([`safety`]) before it is used. Credential files
 //! are re-checked (at most once a second) so an `aliyun configure` during a run is picked up.
 
 pub mod api;
@@ -13,6 +15,7 @@ pub mod exchange;
 pub mod keys;
 pub mod policy;
 pub mod profile;
+pub mod safety;
 pub mod site;
 pub mod sources;
 
@@ -59,6 +62,8 @@ struct State {
     watched: Vec<(PathBuf, FileSig)>,
     checked: Instant,
     token: Option<Current>,
+    /// The AccessKey id the current token was minted with (for the audit log).
+    key_id: Option<String>,
 }
 
 pub struct AccessKeyCredential {
@@ -99,6 +104,7 @@ impl AccessKeyCredential {
                 watched,
                 checked: Instant::now(),
                 token: None,
+                key_id: None,
             }),
             mint_lock: tokio::sync::Mutex::new(()),
         })
@@ -177,6 +183,9 @@ impl AccessKeyCredential {
             .exchange
             .mint(&self.api, &keys, &source.describe())
             .await?;
+        if let Some(binding) = &self.exchange.safety {
+            binding.apply(&self.api, &minted.token).await?;
+        }
         let mut header = HeaderValue::from_str(&format!("Bearer {}", minted.token.expose()))
             .map_err(|_| AuthError {
                 message: "the minted token contains characters not allowed in a header".into(),
@@ -188,11 +197,14 @@ impl AccessKeyCredential {
         });
         debug!(key_id = %keys.id, expires_in = ?minted.expires_at.and_then(|e| e.duration_since(SystemTime::now()).ok()),
                "minted an OpenAPI MCP token");
-        self.state.lock().unwrap().token = Some(Current {
+        let mut st = self.state.lock().unwrap();
+        st.token = Some(Current {
             header: header.clone(),
             refresh_at,
             minted: Instant::now(),
         });
+        st.key_id = Some(keys.id.clone());
+        drop(st);
         Ok(header)
     }
 }
@@ -212,6 +224,13 @@ impl Credential for AccessKeyCredential {
             headers.insert(AUTHORIZATION, header);
             Ok(())
         })
+    }
+
+    fn identity(&self) -> Option<String> {
+        let st = self.state.lock().unwrap();
+        st.key_id
+            .as_deref()
+            .map(|id| format!("ak:{}", crate::policy::audit::mask_key_id(id)))
     }
 
     fn rejected<'a>(&'a self, r: &'a Rejection) -> BoxFuture<'a, Result<Retry, AuthError>> {

@@ -635,6 +635,12 @@ impl Credential for OAuthCredential {
         "oauth"
     }
 
+    fn identity(&self) -> Option<String> {
+        let st = self.state.lock().unwrap();
+        let token = st.record.as_ref()?.secrets.access_token.as_deref()?;
+        jwt_subject(token).map(|s| format!("oauth:{s}"))
+    }
+
     fn apply<'a>(&'a self, headers: &'a mut HeaderMap) -> BoxFuture<'a, Result<(), AuthError>> {
         Box::pin(async move {
             if let Some(h) = self.current().await? {
@@ -690,4 +696,16 @@ impl Credential for OAuthCredential {
             })
         })
     }
+}
+
+/// The `sub` claim of a JWT access token, unverified (display only); `None` for opaque tokens.
+fn jwt_subject(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let sub = claims.get("sub")?.as_str()?;
+    Some(sub.chars().take(128).collect())
 }
