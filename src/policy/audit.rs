@@ -99,8 +99,10 @@ fn open_private(path: &Path) -> std::io::Result<File> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         o.mode(0o600);
         let f = o.open(path)?;
-        let mode = f.metadata()?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let meta = f.metadata()?;
+        let mode = meta.permissions().mode() & 0o777;
+        // Only regular files are tightened (never a device such as /dev/null).
+        if meta.is_file() && mode & 0o077 != 0 {
             f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
         Ok(f)

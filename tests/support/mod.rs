@@ -10,4 +10,5 @@ pub mod canary;
 pub mod hostile;
 pub mod mcp_server;
 pub mod oauth_server;
+pub mod ops_server;
 pub mod peers;
