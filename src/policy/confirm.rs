@@ -11,7 +11,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::classify::CallClass;
 use super::redact;
@@ -98,29 +98,26 @@ pub fn request(id: &Id, prompt: &Prompt<'_>) -> Bytes {
         why = prompt.class.reason,
     );
     let shown = |title: &str, value: &str| json!({"type": "string", "title": title, "enum": [value], "default": value});
-    let mut props = Map::new();
-    props.insert("tool".into(), shown("Tool", prompt.tool));
-    props.insert("action".into(), shown("API action", action));
-    props.insert("region".into(), shown("Region", region));
-    props.insert(
-        "confirm".into(),
-        json!({
-            "type": "boolean",
-            "title": format!("Run {action}?"),
-            "description": "Relay this call to the server once.",
-            "default": false
-        }),
-    );
-    let req = json!({
-        "jsonrpc": "2.0",
-        "id": serde_json::from_str::<Value>(id.as_json()).unwrap_or(Value::Null),
-        "method": "elicitation/create",
-        "params": {
-            "message": message,
-            "requestedSchema": {"type": "object", "properties": props, "required": ["confirm"]}
-        }
+    let confirm = json!({
+        "type": "boolean",
+        "title": format!("Run {action}?"),
+        "description": "Relay this call to the server once.",
+        "default": false
     });
-    Bytes::from(req.to_string())
+    // Written by hand so the form shows the fields in this order (JSON objects from
+    // `serde_json` are sorted by key).
+    let properties = format!(
+        r#"{{"tool":{},"action":{},"region":{},"confirm":{}}}"#,
+        shown("Tool", prompt.tool),
+        shown("API action", action),
+        shown("Region", region),
+        confirm
+    );
+    let id = serde_json::from_str::<Value>(id.as_json()).unwrap_or(Value::Null);
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"elicitation/create","params":{{"message":{},"requestedSchema":{{"type":"object","properties":{properties},"required":["confirm"]}}}}}}"#,
+        Value::String(message)
+    ))
 }
 
 /// `k=v, k=v` of the (already redacted) arguments, cut to [`MAX_ARGS_TEXT`].
