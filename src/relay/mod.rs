@@ -104,7 +104,9 @@ where
 
     let reason = loop {
         tokio::select! {
-            line = reader.next_line(), if tasks.len() < max_in_flight => match line {
+            // A call waiting for the person's confirmation needs the client's next line (its
+            // answer), so it does not count against the cap.
+            line = reader.next_line(), if tasks.len() < max_in_flight + asking(&policy) => match line {
                 Ok(Some(Line::Message(line))) => {
                     on_line(line, &upstream, &outbox, limits, &policy, &mut order, &mut tasks).await
                 }
@@ -115,6 +117,8 @@ where
                 Err(e) => break QuitReason::InputError(e),
             },
             Some(()) = tasks.join_next(&outbox), if !tasks.is_empty() => {}
+            // A relay task started asking: look at the cap again.
+            () = asked(&policy) => {}
             () = &mut shutdown => break QuitReason::Signal,
             _ = &mut writer => break QuitReason::OutputClosed,
         }
@@ -143,6 +147,19 @@ where
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut writer).await;
     }
     reason
+}
+
+/// Completes when a relay task starts waiting for a confirmation (never without a policy).
+async fn asked(policy: &Option<Arc<ToolPolicy>>) {
+    match policy {
+        Some(p) => p.asked().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Relay tasks waiting for a confirmation from the client.
+fn asking(policy: &Option<Arc<ToolPolicy>>) -> usize {
+    policy.as_ref().map_or(0, |p| p.asking())
 }
 
 /// Routes one stdin line.

@@ -37,6 +37,8 @@ pub struct ToolPolicy {
     ids: ConfirmIds,
     /// Confirmations asked and not yet answered: our request id → the waiting relay task.
     waiting: Mutex<HashMap<Id, oneshot::Sender<Bytes>>>,
+    /// Signalled when a confirmation is asked (the relay then reads stdin past its cap).
+    asked: tokio::sync::Notify,
     /// The upstream's host (and port), for the audit log.
     upstream: String,
     identity: Identity,
@@ -55,9 +57,20 @@ impl ToolPolicy {
             audit,
             ids: ConfirmIds::default(),
             waiting: Mutex::new(HashMap::new()),
+            asked: tokio::sync::Notify::new(),
             upstream,
             identity,
         }
+    }
+
+    /// Confirmations asked and not answered yet.
+    pub fn asking(&self) -> usize {
+        self.waiting.lock().unwrap().len()
+    }
+
+    /// Completes once a confirmation has been asked since the last call.
+    pub async fn asked(&self) {
+        self.asked.notified().await
     }
 
     fn session(&self) -> std::sync::MutexGuard<'_, Session> {
@@ -208,6 +221,7 @@ impl ToolPolicy {
         let our_id = self.ids.mint();
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap().insert(our_id.clone(), tx);
+        self.asked.notify_one();
         debug!(id = %our_id, tool = prompt.tool, "asking the client to confirm a write");
         outbox.write(confirm::request(&our_id, prompt)).await;
         match rx.await {

@@ -590,6 +590,37 @@ async fn confirmation_through_the_typescript_sdk_client() {
     );
 }
 
+/// The client's answer to a confirmation is read even at `--max-in-flight 1` (the waiting call
+/// holds the only slot), and it is never relayed to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_is_answered_even_at_the_in_flight_cap() {
+    let server = OpsServer::start().await;
+    let mut b = bridge(&server, &["--confirm-writes", "--max-in-flight", "1"]).await;
+    b.request(
+        1,
+        "tools/call",
+        json!({"name": "StartInstance", "arguments": {"InstanceId": "i-7"}}),
+    )
+    .await;
+    let ask = loop {
+        let m = b.next().await.expect("the bridge asks");
+        if m["method"] == "elicitation/create" {
+            break m;
+        }
+    };
+    assert!(ask["params"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("StartInstance"));
+    b.send(&json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "accept", "content": {"confirm": true}}}))
+        .await;
+    let resp = b.response(1).await;
+    assert!(text(&resp).starts_with("ran StartInstance"), "{resp}");
+    b.close_stdin();
+    assert_eq!(b.wait().await, 0);
+    assert_eq!(server.executed_names(), ["StartInstance"]);
+}
+
 const AK_ID: &str = "LTAI5tSafetyKey000000001";
 const AK_SECRET: &str = "safetySecret-Q3v9Lk2Xw8Rt5Yp1Zn7M";
 
@@ -859,4 +890,272 @@ async fn policy_flags_have_environment_variables_and_help() {
     let (rule, _) = refusal(&b.call_tool(2, "DescribeRegions", json!({})).await);
     assert_eq!(rule, "--deny-tools DescribeRegions");
     assert!(server.executed().is_empty());
+}
+
+mod proxy {
+    //! The same policy in `alibridge proxy`, per server: rmcp's Streamable HTTP client through
+    //! the proxy to the ops server (SSE answers rewritten on the way).
+
+    use std::sync::{Arc, Mutex};
+
+    use rmcp::model::{
+        CallToolRequestParams, ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction,
+    };
+    use rmcp::service::{RequestContext, RoleClient, RunningService};
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::{ClientHandler, ErrorData, ServiceExt};
+    use serde_json::{json, Value};
+
+    use super::{OpsServer, Scratch};
+    use crate::proxy::{http, Proxy};
+
+    /// An MCP client that answers elicitation with the queued answers (when it declares the
+    /// capability) and records what it was asked.
+    #[derive(Clone, Default)]
+    struct Client {
+        elicits: bool,
+        answers: Arc<Mutex<Vec<ElicitResult>>>,
+        asked: Arc<Mutex<Vec<Value>>>,
+    }
+
+    impl ClientHandler for Client {
+        async fn create_elicitation(
+            &self,
+            request: ElicitRequestParams,
+            _cx: RequestContext<RoleClient>,
+        ) -> Result<ElicitResult, ErrorData> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(serde_json::to_value(&request).unwrap());
+            let next = self.answers.lock().unwrap().pop();
+            Ok(next.unwrap_or(ElicitResult::new(ElicitationAction::Cancel)))
+        }
+
+        fn get_info(&self) -> ClientConfig {
+            let caps = if self.elicits {
+                json!({"elicitation": {}})
+            } else {
+                json!({})
+            };
+            serde_json::from_value(json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": caps,
+                "clientInfo": {"name": "alibridge-safety-proxy-tests", "version": "0"}
+            }))
+            .unwrap()
+        }
+    }
+
+    async fn connect(url: &str, client: Client) -> RunningService<RoleClient, Client> {
+        let transport = StreamableHttpClientTransport::with_client(
+            http(),
+            StreamableHttpClientTransportConfig::with_uri(url.to_string()),
+        );
+        client
+            .serve(transport)
+            .await
+            .expect("initialize through the proxy")
+    }
+
+    async fn call(
+        c: &RunningService<RoleClient, Client>,
+        name: &str,
+        args: Value,
+    ) -> Result<Value, String> {
+        let p: CallToolRequestParams =
+            serde_json::from_value(json!({"name": name, "arguments": args})).unwrap();
+        c.call_tool(p)
+            .await
+            .map(|r| serde_json::to_value(&r).unwrap())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn names(c: &RunningService<RoleClient, Client>) -> Vec<String> {
+        c.list_all_tools()
+            .await
+            .expect("tools/list")
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect()
+    }
+
+    /// `--read-only`, `--deny-tools` and `--region` on forwarded traffic: every page of the
+    /// listing is filtered (SSE answers), refused calls never reach the server, the region is
+    /// added for tools the session saw declare it, and each server path keeps its own state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_proxy_applies_the_policy_per_server() {
+        let dir = Scratch::new("proxy");
+        let audit = dir.file("audit.jsonl");
+        let server = OpsServer::start().await;
+        let upstream = format!("http://{}", server.addr());
+        let proxy = Proxy::start(
+            &[
+                "--auth",
+                "none",
+                "--upstream-url",
+                &upstream,
+                "--read-only",
+                "--ignore-tool",
+                "*Images",
+                "--region",
+                "cn-beijing",
+                "--audit-log",
+                &audit,
+            ],
+            &[],
+        )
+        .await;
+        let a = connect(&proxy.url("/a/mcp"), Client::default()).await;
+        assert_eq!(
+            names(&a).await,
+            [
+                "DescribeInstances",
+                "DescribeRegions",
+                "AlibabaCloud___CallCLI",
+                "AlibabaCloud___GetApiDefinition"
+            ]
+        );
+        let err = call(&a, "DeleteInstance", json!({"InstanceId": "i-1"}))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("--read-only") && err.contains("Nothing was sent"),
+            "{err}"
+        );
+        let err = call(&a, "Ecs-20140526-DescribeImages", json!({}))
+            .await
+            .unwrap_err();
+        assert!(err.contains("--deny-tools *Images"), "{err}");
+        let err = call(
+            &a,
+            "AlibabaCloud___CallCLI",
+            json!({"command": "aliyun ecs stop-instance --InstanceId i-1"}),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("--read-only"), "{err}");
+        let ok = call(&a, "DescribeRegions", json!({})).await.unwrap();
+        assert!(ok["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("ran DescribeRegions"));
+
+        // Another server behind the same proxy: its own session state (nothing listed yet, so
+        // no region is added), the same rules.
+        let b = connect(&proxy.url("/b/mcp"), Client::default()).await;
+        call(&b, "DescribeRegions", json!({})).await.unwrap();
+        let err = call(&b, "StartInstance", json!({})).await.unwrap_err();
+        assert!(err.contains("--read-only"), "{err}");
+
+        let ran = server.executed();
+        assert_eq!(ran.len(), 2, "{ran:?}");
+        assert_eq!(ran[0].arguments, json!({"x_mcp_region_id": "cn-beijing"}));
+        assert_eq!(ran[1].arguments, json!({}));
+        let log = std::fs::read_to_string(&audit).unwrap();
+        let lines: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 6, "{log}");
+        assert!(lines.iter().any(|l| l["server"] == "/a/mcp"
+            && l["decision"] == "relayed"
+            && l["regionAdded"] == "cn-beijing"
+            && l["outcome"] == "ok"));
+        assert!(lines.iter().any(|l| l["server"] == "/b/mcp"
+            && l["tool"] == "StartInstance"
+            && l["rule"] == "--read-only"));
+        a.cancel().await.ok();
+        b.cancel().await.ok();
+    }
+
+    /// `--confirm-writes` through the proxy: the `tools/call` answer stream first carries the
+    /// proxy's `elicitation/create`; the client's POSTed reply is taken by the proxy (never
+    /// forwarded); accept runs the write once, decline answers with an error result; a client
+    /// without the capability gets an error naming it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_proxy_asks_before_writes() {
+        let server = OpsServer::start().await;
+        let upstream = format!("http://{}", server.addr());
+        let proxy = Proxy::start(
+            &[
+                "--auth",
+                "none",
+                "--upstream-url",
+                &upstream,
+                "--confirm-writes",
+            ],
+            &[],
+        )
+        .await;
+        let client = Client {
+            elicits: true,
+            ..Client::default()
+        };
+        // Answers are popped from the end.
+        let accept: ElicitResult =
+            serde_json::from_value(json!({"action": "accept", "content": {"confirm": true}}))
+                .unwrap();
+        client
+            .answers
+            .lock()
+            .unwrap()
+            .extend([ElicitResult::new(ElicitationAction::Decline), accept]);
+        let asked = client.asked.clone();
+        let c = connect(&proxy.url("/ops/mcp"), client).await;
+        names(&c).await;
+        let read = call(&c, "DescribeRegions", json!({})).await.unwrap();
+        assert_eq!(read["isError"], false, "{read}");
+        let yes = call(&c, "DeleteInstance", json!({"InstanceId": "i-yes"}))
+            .await
+            .unwrap();
+        assert!(
+            yes["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("ran DeleteInstance"),
+            "{yes}"
+        );
+        let no = call(&c, "DeleteInstance", json!({"InstanceId": "i-no"}))
+            .await
+            .unwrap();
+        assert_eq!(no["isError"], true, "{no}");
+        assert!(
+            no["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("declined"),
+            "{no}"
+        );
+        {
+            let asked = asked.lock().unwrap();
+            assert_eq!(asked.len(), 2, "{asked:?}");
+            assert!(asked[0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("InstanceId=i-yes"));
+        }
+        c.cancel().await.ok();
+
+        let plain = connect(&proxy.url("/ops/mcp"), Client::default()).await;
+        names(&plain).await;
+        let err = call(&plain, "DeleteInstance", json!({"InstanceId": "i-plain"}))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("elicitation") && err.contains("--confirm-writes"),
+            "{err}"
+        );
+        plain.cancel().await.ok();
+
+        let deletes: Vec<Value> = server
+            .executed()
+            .into_iter()
+            .filter(|e| e.tool == "DeleteInstance")
+            .map(|e| e.arguments)
+            .collect();
+        assert_eq!(deletes, [json!({"InstanceId": "i-yes"})]);
+        drop(proxy);
+    }
 }
