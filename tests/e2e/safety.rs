@@ -161,7 +161,8 @@ async fn allow_and_deny_lists_filter_every_page_and_refuse_calls() {
             "DescribeRegions",
             "Ecs-20140526-DescribeImages",
             "AlibabaCloud___CallCLI",
-            "AlibabaCloud___GetApiDefinition"
+            "AlibabaCloud___GetApiDefinition",
+            "AlibabaCloud___RunScript"
         ]
     );
 
@@ -208,7 +209,8 @@ async fn read_only_lists_and_runs_only_reads() {
             "DescribeRegions",
             "Ecs-20140526-DescribeImages",
             "AlibabaCloud___CallCLI",
-            "AlibabaCloud___GetApiDefinition"
+            "AlibabaCloud___GetApiDefinition",
+            "AlibabaCloud___RunScript"
         ]
     );
     for (id, tool, args) in [
@@ -227,6 +229,11 @@ async fn read_only_lists_and_runs_only_reads() {
             json!({"command": "aliyun ecs describe-instances; aliyun ecs delete-instance"}),
         ),
         (16, "ModifyInstanceAttribute", json!({})),
+        (
+            17,
+            "AlibabaCloud___RunScript",
+            json!({"script": "a = await call_cli(product='Ecs', action='DescribeInstances', params={})\nb = await call_cli(product='Ecs', action='StopInstances', params={})\nresult = 1"}),
+        ),
     ] {
         let resp = b.call_tool(id, tool, args).await;
         let (rule, msg) = refusal(&resp);
@@ -250,6 +257,11 @@ async fn read_only_lists_and_runs_only_reads() {
             "AlibabaCloud___GetApiDefinition",
             json!({"product": "Ecs", "apiVersion": "2014-05-26", "apiName": "DeleteInstance"}),
         ),
+        (
+            25,
+            "AlibabaCloud___RunScript",
+            json!({"script": "r = await call_cli(product='Ecs', action='DescribeRegions', params={})\nresult = r"}),
+        ),
     ] {
         let resp = b.call_tool(id, tool, args).await;
         assert!(text(&resp).starts_with(&format!("ran {tool}")), "{resp}");
@@ -261,7 +273,8 @@ async fn read_only_lists_and_runs_only_reads() {
             "DescribeRegions",
             "Ecs-20140526-DescribeImages",
             "AlibabaCloud___CallCLI",
-            "AlibabaCloud___GetApiDefinition"
+            "AlibabaCloud___GetApiDefinition",
+            "AlibabaCloud___RunScript"
         ]
     );
     assert_eq!(
@@ -1014,7 +1027,8 @@ mod proxy {
                 "DescribeInstances",
                 "DescribeRegions",
                 "AlibabaCloud___CallCLI",
-                "AlibabaCloud___GetApiDefinition"
+                "AlibabaCloud___GetApiDefinition",
+                "AlibabaCloud___RunScript"
             ]
         );
         let err = call(&a, "DeleteInstance", json!({"InstanceId": "i-1"}))
@@ -1157,5 +1171,146 @@ mod proxy {
             .collect();
         assert_eq!(deletes, [json!({"InstanceId": "i-yes"})]);
         drop(proxy);
+    }
+
+    /// A plain MCP server that answers every request with `application/json` (no SSE), and
+    /// records the `tools/call` arguments it gets.
+    async fn json_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Value>>>) {
+        use http_body_util::{BodyExt, Full};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let msg: Value =
+                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
+                                let id = msg["id"].clone();
+                                let result = match msg["method"].as_str() {
+                                    Some("initialize") => json!({
+                                        "protocolVersion": "2025-06-18",
+                                        "capabilities": {"tools": {}},
+                                        "serverInfo": {"name": "json-server", "version": "0"}
+                                    }),
+                                    Some("tools/list") => json!({"tools": [
+                                        {"name": "DescribeA", "inputSchema": {"type": "object"}},
+                                        {"name": "DeleteB", "inputSchema": {"type": "object", "properties": {"x_mcp_region_id": {"type": "string"}}}},
+                                        {"name": "StartC", "inputSchema": {"type": "object", "properties": {"x_mcp_region_id": {"type": "string"}}}}
+                                    ]}),
+                                    Some("tools/call") => {
+                                        seen.lock().unwrap().push(msg["params"].clone());
+                                        json!({"content": [{"type": "text", "text": "done"}]})
+                                    }
+                                    _ => Value::Null,
+                                };
+                                let mut r = if id.is_null() {
+                                    let mut r =
+                                        hyper::Response::new(Full::new(bytes::Bytes::new()));
+                                    *r.status_mut() = hyper::StatusCode::ACCEPTED;
+                                    r
+                                } else {
+                                    let answer =
+                                        json!({"jsonrpc": "2.0", "id": id, "result": result});
+                                    hyper::Response::new(Full::new(bytes::Bytes::from(
+                                        answer.to_string(),
+                                    )))
+                                };
+                                r.headers_mut()
+                                    .insert("content-type", "application/json".parse().unwrap());
+                                r.headers_mut()
+                                    .insert("mcp-session-id", "json-session".parse().unwrap());
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, calls)
+    }
+
+    /// JSON answers (not only SSE) are filtered too; refused calls are answered by the proxy
+    /// with HTTP 200 and the JSON-RPC error; the region is spliced into forwarded calls; a batch
+    /// holding tools/call is refused as a whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_proxy_filters_json_answers_too() {
+        use crate::proxy::{post, INIT};
+        let (addr, calls) = json_server().await;
+        let upstream = format!("http://{addr}");
+        let proxy = Proxy::start(
+            &[
+                "--auth",
+                "none",
+                "--upstream-url",
+                &upstream,
+                "--deny-tools",
+                "Delete*",
+                "--region",
+                "cn-x",
+            ],
+            &[],
+        )
+        .await;
+        let url = proxy.url("/j/mcp");
+        let init = post(&url, None, INIT).await;
+        assert_eq!(init.status(), 200);
+        let sid = init.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let list = post(
+            &url,
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .await;
+        assert!(list.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let list: Value = list.json().await.unwrap();
+        let names: Vec<&str> = list["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["DescribeA", "StartC"]);
+        let refused = post(&url, Some(&sid), r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"DeleteB","arguments":{}}}"#).await;
+        assert_eq!(refused.status(), 200);
+        let refused: Value = refused.json().await.unwrap();
+        assert_eq!(refused["id"], 2);
+        assert_eq!(
+            refused["error"]["data"]["alibridge"]["rule"],
+            "--deny-tools Delete*"
+        );
+        let ok = post(&url, Some(&sid), r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"StartC","arguments":{"n":1.50}}}"#).await;
+        let ok: Value = ok.json().await.unwrap();
+        assert_eq!(ok["result"]["content"][0]["text"], "done");
+        let batch = post(
+            &url,
+            Some(&sid),
+            r#"[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"DeleteB"}}]"#,
+        )
+        .await;
+        let batch: Value = batch.json().await.unwrap();
+        assert_eq!(batch["error"]["data"]["alibridge"]["rule"], "batch");
+        let got = calls.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            [json!({"name": "StartC", "arguments": {"x_mcp_region_id": "cn-x", "n": 1.50}})]
+        );
     }
 }

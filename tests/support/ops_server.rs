@@ -11,8 +11,9 @@
 //! - page 2: `Ecs-20140526-DescribeImages`, `Ecs-20140526-StopInstance` (the Custom edition's
 //!   `<Product>-<version>-<Action>` names, with `x_mcp_region_id`), `AlibabaCloud___CallCLI`
 //!   (`{command, x_output_jmespath_filter}`, the Core edition's generic tool) and
-//!   `AlibabaCloud___GetApiDefinition` (`{product, apiVersion, apiName}`): neither declares
-//!   `x_mcp_region_id`.
+//!   `AlibabaCloud___GetApiDefinition` (`{product, apiVersion, apiName}`) and
+//!   `AlibabaCloud___RunScript` (`{script}`, Python calling `call_cli(product, action, …)`):
+//!   none declares `x_mcp_region_id`.
 //!
 //! Every tool answers `ran <name> <arguments as JSON>`.
 
@@ -184,6 +185,7 @@ fn page_two() -> Vec<Tool> {
             &["product", "apiVersion", "apiName"],
             None,
         ),
+        tool("AlibabaCloud___RunScript", &["script"], None),
     ]
 }
 

@@ -228,9 +228,7 @@ impl Credential for AccessKeyCredential {
 
     fn identity(&self) -> Option<String> {
         let st = self.state.lock().unwrap();
-        st.key_id
-            .as_deref()
-            .map(|id| format!("ak:{}", crate::policy::audit::mask_key_id(id)))
+        st.key_id.as_deref().map(|id| format!("ak:{}", masked(id)))
     }
 
     fn rejected<'a>(&'a self, r: &'a Rejection) -> BoxFuture<'a, Result<Retry, AuthError>> {
@@ -243,6 +241,18 @@ impl Credential for AccessKeyCredential {
             Ok(Retry::Once)
         })
     }
+}
+
+/// An AccessKey id for logs: its first and last four characters (`LTAI****q1w2`); shorter ids
+/// keep only two.
+pub fn masked(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() < 12 {
+        return format!("{}****", chars.iter().take(2).collect::<String>());
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
 }
 
 /// The user's home directory (`HOME`, else the platform's notion).
