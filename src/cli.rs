@@ -346,7 +346,7 @@ pub struct AccessKeyArgs {
     pub safety_policy: Option<String>,
 
     /// Where safety policies are bound (default: the endpoint's own host when it is an OpenAPI
-    /// MCP host, else https://openapi-mcp.cn-hangzhou.aliyuncs.com; http only for loopback).
+    /// MCP host, else openapi-mcp.cn-hangzhou.aliyuncs.com; http only for loopback).
     #[arg(long, value_name = "URL", env = env::ALIBRIDGE_SAFETY_POLICY_ENDPOINT)]
     pub safety_policy_endpoint: Option<String>,
 }

@@ -80,7 +80,7 @@ fn redact(v: &Value, depth: usize) -> Value {
     }
 }
 
-/// `s`, cut to [`MAX_STRING`] characters with a note of the full length.
+/// `s`, cut to 512 characters (`MAX_STRING`) with a note of the full length.
 pub fn cut(s: &str) -> String {
     if s.chars().count() <= MAX_STRING {
         return s.to_string();

@@ -34,7 +34,7 @@ use reqwest::Url;
 use serde_json::json;
 use tracing::{debug, warn};
 
-use super::tool_policy::{self, Inbound, Key, ProxyPolicy, SseRewriter};
+use super::tool_policy::{self, Inbound, Key, ProxyPolicy, SseRewriter, Tracked};
 use super::{json_response, Body, BoxError, Proxy};
 use crate::upstream::error::{display_url, UpstreamError};
 use crate::upstream::http::{is_event_stream, read_body as read_answer, HttpClient};
@@ -103,7 +103,7 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
         header_text(&parts.headers, "mcp-session-id").unwrap_or_default(),
     );
     let mut body = body;
-    let (mut watch, mut initialize, mut call_id) = (false, None, None);
+    let (mut watch, mut initialize, mut tracked) = (false, None, None);
     if let Some(pp) = &proxy.policy {
         if method == Method::POST {
             let accepts_sse = header_text(&parts.headers, "accept")
@@ -113,10 +113,8 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
                     body: b,
                     watch: w,
                     initialize: i,
-                } => {
-                    call_id = w.then(|| tool_policy::request_id(&b)).flatten();
-                    (body, watch, initialize) = (b, w, i);
-                }
+                    tracked: t,
+                } => (body, watch, initialize, tracked) = (b, w, i, t),
                 Inbound::Answer(answer) => return rpc_answer(answer),
                 Inbound::Consumed => return accepted(),
                 Inbound::Confirm(c) => {
@@ -162,13 +160,13 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
             if method == Method::DELETE {
                 pp.end_session(&key);
             }
-            watched_response(resp, pp.clone(), key, watch).await
+            watched_response(resp, pp.clone(), key, watch, tracked).await
         }
         Err(e) => {
             proxy.stats.upstream_errors.inc();
             warn!(method = %method, path = parts.uri.path(), error = %e, "upstream request failed");
-            if let (Some(pp), Some(id)) = (&proxy.policy, &call_id) {
-                pp.call_failed(&key, id, e.to_string());
+            if let Some(pp) = &proxy.policy {
+                pp.call_failed(&key, tracked, e.to_string());
             }
             error_response(&e, &url)
         }
@@ -209,10 +207,11 @@ async fn watched_response(
     pp: std::sync::Arc<ProxyPolicy>,
     key: Key,
     watch: bool,
+    mut tracked: Tracked,
 ) -> Response<Body> {
     if is_event_stream(&resp) {
         let mut out = response_head(&resp);
-        *out.body_mut() = StreamBody::new(rewritten(resp, pp, key)).boxed_unsync();
+        *out.body_mut() = StreamBody::new(rewritten(resp, pp, key, tracked)).boxed_unsync();
         return out;
     }
     if !watch || !crate::upstream::http::is_json(&resp) {
@@ -224,17 +223,41 @@ async fn watched_response(
         Ok(b) => b,
         Err(e) => {
             warn!(error = ?e, "could not read the upstream's answer for the tool policy");
+            pp.call_failed(&key, tracked, "the answer could not be read".into());
             return json_response(
                 StatusCode::BAD_GATEWAY,
                 json!({"error": "upstream_failed", "message": "alibridge proxy could not read the upstream's answer (too large or cut)"}),
             );
         }
     };
-    let bytes = pp.outbound(&key, &bytes).unwrap_or(bytes);
+    let bytes = pp.outbound(&key, &bytes, &mut tracked).unwrap_or(bytes);
+    pp.call_failed(&key, tracked, UNANSWERED.into());
     *out.body_mut() = http_body_util::Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync();
     out
+}
+
+/// Audit note for a call whose answer never came through its exchange.
+const UNANSWERED: &str = "the answer stream ended before the answer";
+
+/// An SSE answer being passed through the policy.
+struct Rewriting {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    rw: SseRewriter,
+    pp: std::sync::Arc<ProxyPolicy>,
+    key: Key,
+    tracked: Tracked,
+    done: bool,
+}
+
+impl Rewriting {
+    /// The stream is over: a call still waiting for its answer is audited as failed.
+    fn end(&mut self) {
+        self.done = true;
+        self.pp
+            .call_failed(&self.key, self.tracked.take(), UNANSWERED.into());
+    }
 }
 
 /// The frames of an SSE answer, each event passed through the policy.
@@ -242,33 +265,50 @@ fn rewritten(
     resp: reqwest::Response,
     pp: std::sync::Arc<ProxyPolicy>,
     key: Key,
+    tracked: Tracked,
 ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static {
-    let state = (resp.bytes_stream(), SseRewriter::default(), pp, key, false);
-    futures_util::stream::unfold(state, |(mut s, mut rw, pp, key, done)| async move {
-        if done {
+    let state = Rewriting {
+        body: Box::pin(resp.bytes_stream()),
+        rw: SseRewriter::default(),
+        pp,
+        key,
+        tracked,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
             return None;
         }
         loop {
-            match s.next().await {
+            match st.body.next().await {
                 Some(Ok(chunk)) => {
-                    let out = rw.push(&chunk, &mut |d: &[u8]| pp.outbound(&key, d));
+                    let Rewriting {
+                        rw,
+                        pp,
+                        key,
+                        tracked,
+                        ..
+                    } = &mut st;
+                    let out = rw.push(&chunk, &mut |d: &[u8]| pp.outbound(key, d, tracked));
                     match out {
                         Ok(b) if b.is_empty() => continue,
-                        Ok(b) => return Some((Ok(Frame::data(b)), (s, rw, pp, key, false))),
+                        Ok(b) => return Some((Ok(Frame::data(b)), st)),
                         Err(e) => {
                             warn!("an SSE event over 64 MiB cannot be checked by the tool policy; ending the stream");
+                            st.end();
                             let e: BoxError = format!("{e:?}").into();
-                            return Some((Err(e), (s, rw, pp, key, true)));
+                            return Some((Err(e), st));
                         }
                     }
                 }
                 Some(Err(e)) => {
-                    return Some((Err(Box::new(e) as BoxError), (s, rw, pp, key, true)))
+                    st.end();
+                    return Some((Err(Box::new(e) as BoxError), st));
                 }
                 None => {
-                    let rest = rw.finish();
-                    return (!rest.is_empty())
-                        .then(|| (Ok(Frame::data(rest)), (s, rw, pp, key, true)));
+                    let rest = st.rw.finish();
+                    st.end();
+                    return (!rest.is_empty()).then(|| (Ok(Frame::data(rest)), st));
                 }
             }
         }
@@ -298,8 +338,8 @@ fn confirm_stream(
         if tx.send(first).await.is_err() {
             return;
         }
-        let body = match pp.await_confirmation(c).await {
-            Ok(body) => body,
+        let (body, mut tracked) = match pp.await_confirmation(c).await {
+            Ok(confirmed) => confirmed,
             Err(refusal) => {
                 let _ = tx.send(event(&refusal)).await;
                 return;
@@ -320,13 +360,13 @@ fn confirm_stream(
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                pp.call_failed(&key, &id, e.to_string());
+                pp.call_failed(&key, tracked, e.to_string());
                 let _ = tx.send(event(&e.to_response(&id))).await;
                 return;
             }
         };
         if is_event_stream(&resp) {
-            let mut frames = std::pin::pin!(rewritten(resp, pp, key));
+            let mut frames = std::pin::pin!(rewritten(resp, pp, key, tracked));
             while let Some(f) = frames.next().await {
                 if tx.send(f).await.is_err() {
                     return;
@@ -335,13 +375,17 @@ fn confirm_stream(
             return;
         }
         let answer = match read_answer(resp, tool_policy::MAX_EVENT).await {
-            Ok(b) => pp.outbound(&key, &b).unwrap_or(b),
+            Ok(b) => {
+                let answer = pp.outbound(&key, &b, &mut tracked).unwrap_or(b);
+                pp.call_failed(&key, tracked, UNANSWERED.into());
+                answer
+            }
             Err(e) => {
                 let err = UpstreamError::Malformed {
                     url: display_url(&url),
                     detail: format!("the answer could not be read: {e:?}"),
                 };
-                pp.call_failed(&key, &id, err.to_string());
+                pp.call_failed(&key, tracked, err.to_string());
                 err.to_response(&id)
             }
         };

@@ -37,6 +37,10 @@ pub const MAX_EVENT: usize = 64 << 20;
 /// A session: the request path and its `Mcp-Session-Id` (empty for stateless servers).
 pub type Key = (String, String);
 
+/// A relayed call waiting for its answer, for the audit log. It travels with the exchange (the
+/// POST's answer stream), so nothing is left behind when a client goes away.
+pub type Tracked = Option<(Id, Pending)>;
+
 /// The policy of one running proxy.
 pub struct ProxyPolicy {
     policy: Policy,
@@ -52,11 +56,13 @@ pub struct ProxyPolicy {
 /// What to do with a client's POST.
 pub enum Inbound {
     /// Forward `body`; `watch` when its answer must be read (`tools/list`, `tools/call`);
-    /// `initialize`: the client's elicitation support, to remember once the session id is known.
+    /// `initialize`: the client's elicitation support, to remember once the session id is known;
+    /// `tracked`: the call to audit when its answer passes.
     Forward {
         body: Bytes,
         watch: bool,
         initialize: Option<bool>,
+        tracked: Tracked,
     },
     /// Answer here with this JSON-RPC message.
     Answer(Bytes),
@@ -146,6 +152,7 @@ impl ProxyPolicy {
                 body,
                 watch: false,
                 initialize: None,
+                tracked: None,
             };
         };
         match msg.kind {
@@ -155,6 +162,7 @@ impl ProxyPolicy {
                         body,
                         watch: false,
                         initialize: None,
+                        tracked: None,
                     };
                 };
                 if let Some(tx) = self.waiting.lock().unwrap().remove(id) {
@@ -166,22 +174,21 @@ impl ProxyPolicy {
                 initialize: Some(confirm::client_can_elicit(&msg.bytes)),
                 body,
                 watch: false,
+                tracked: None,
             },
-            Kind::Request if msg.method_is("tools/list") => {
-                if let Some(id) = msg.id.clone() {
-                    self.with_session(key, |s| s.expect_list(id));
-                }
-                Inbound::Forward {
-                    body,
-                    watch: true,
-                    initialize: None,
-                }
-            }
+            // Its answer is recognised by shape (`result.tools`), wherever it arrives.
+            Kind::Request if msg.method_is("tools/list") => Inbound::Forward {
+                body,
+                watch: true,
+                initialize: None,
+                tracked: None,
+            },
             Kind::Request if msg.method_is("tools/call") => self.call(key, msg, accepts_sse),
             _ => Inbound::Forward {
                 body,
                 watch: false,
                 initialize: None,
+                tracked: None,
             },
         }
     }
@@ -192,6 +199,7 @@ impl ProxyPolicy {
                 body,
                 watch: false,
                 initialize: None,
+                tracked: None,
             };
         };
         let touches = items.iter().any(|m| {
@@ -205,6 +213,7 @@ impl ProxyPolicy {
                 body,
                 watch: false,
                 initialize: None,
+                tracked: None,
             };
         }
         Inbound::Answer(jsonrpc::error_response(
@@ -222,6 +231,7 @@ impl ProxyPolicy {
                 body: msg.bytes,
                 watch: false,
                 initialize: None,
+                tracked: None,
             };
         };
         let started = Instant::now();
@@ -287,9 +297,11 @@ impl ProxyPolicy {
                     started,
                 }))
             }
-            Verdict::Relay => {
-                self.track(
-                    key,
+            Verdict::Relay => Inbound::Forward {
+                body,
+                watch: true,
+                initialize: None,
+                tracked: self.track(
                     id,
                     &call.name,
                     &decision,
@@ -297,20 +309,14 @@ impl ProxyPolicy {
                     region,
                     redacted(args),
                     started,
-                );
-                Inbound::Forward {
-                    body,
-                    watch: true,
-                    initialize: None,
-                }
-            }
+                ),
+            },
         }
     }
 
     #[allow(clippy::too_many_arguments)]
     fn track(
         &self,
-        key: &Key,
         id: Id,
         tool: &str,
         decision: &Decision,
@@ -318,10 +324,8 @@ impl ProxyPolicy {
         region_added: Option<String>,
         arguments: Value,
         started: Instant,
-    ) {
-        if self.audit.is_none() {
-            return;
-        }
+    ) -> Tracked {
+        self.audit.as_ref()?;
         let p = Pending {
             tool: tool.to_string(),
             class: decision.class.clone(),
@@ -330,7 +334,7 @@ impl ProxyPolicy {
             arguments,
             started,
         };
-        self.with_session(key, |s| s.expect_call(id, p));
+        Some((id, p))
     }
 
     fn refuse(
@@ -377,17 +381,16 @@ impl ProxyPolicy {
         refusal
     }
 
-    /// The person's answer to `c`: `Ok(tracked body to forward)` when confirmed, else the
-    /// tool result that tells the model no.
-    pub async fn await_confirmation(&self, c: Confirmation) -> Result<Bytes, Bytes> {
+    /// The person's answer to `c`: `Ok` with the body to forward (and the call to audit) when
+    /// confirmed, else the tool result that tells the model no.
+    pub async fn await_confirmation(&self, c: Confirmation) -> Result<(Bytes, Tracked), Bytes> {
         let answer = match c.answer.await {
             Ok(bytes) => confirm::answer(&bytes),
             Err(_) => Answer::Failed("no answer came".into()),
         };
         if answer == Answer::Confirmed {
             info!(server = %c.key.0, tool = %c.tool, "write confirmed; relaying it");
-            self.track(
-                &c.key,
+            let tracked = self.track(
                 c.id,
                 &c.tool,
                 &c.decision,
@@ -396,7 +399,7 @@ impl ProxyPolicy {
                 c.arguments,
                 c.started,
             );
-            return Ok(c.body);
+            return Ok((c.body, tracked));
         }
         info!(server = %c.key.0, tool = %c.tool, answer = answer.as_str(), "write not confirmed");
         self.audit(Record {
@@ -420,33 +423,22 @@ impl ProxyPolicy {
         Err(confirm::refused_result(&c.id, &c.tool, &answer))
     }
 
-    /// One message from the server on its way to the client; `Some` when it changed.
-    pub fn outbound(&self, key: &Key, bytes: &[u8]) -> Option<Bytes> {
+    /// One message from the server on its way to the client; `Some` when it changed. `tracked`
+    /// is the call this exchange waits for (audited, and cleared, when its answer passes).
+    pub fn outbound(&self, key: &Key, bytes: &[u8], tracked: &mut Tracked) -> Option<Bytes> {
         let msg = Message::parse(Bytes::copy_from_slice(bytes)).ok()?;
         match msg.kind {
             Kind::Response => {
-                let id = msg.id.as_ref()?;
-                let (listed, call) = self.with_session(key, |s| (s.take_list(id), s.take_call(id)));
-                if let Some(p) = call {
+                if tracked
+                    .as_ref()
+                    .is_some_and(|(id, _)| Some(id) == msg.id.as_ref())
+                {
+                    let (_, p) = tracked.take().expect("checked");
                     let (outcome, error) = messages::outcome(bytes);
-                    self.audit(Record {
-                        tool: &p.tool,
-                        class: Some(&p.class),
-                        decision: "relayed",
-                        rule: None,
-                        confirmed: p.confirmed,
-                        outcome,
-                        error,
-                        duration_ms: p.started.elapsed().as_millis(),
-                        upstream: &self.upstream,
-                        server: Some(&key.0),
-                        identity: (self.identity)(),
-                        region_added: p.region_added.as_deref(),
-                        arguments: p.arguments,
-                    });
+                    self.audit_answered(key, p, outcome, error);
                     return None;
                 }
-                if listed || has_tools_array(bytes) {
+                if has_tools_array(bytes) {
                     return self.with_session(key, |s| policy::filter_list(&self.policy, s, bytes));
                 }
                 None
@@ -460,19 +452,22 @@ impl ProxyPolicy {
         }
     }
 
-    /// The tracked call `id` got no answer from the server (`error` says why).
-    pub fn call_failed(&self, key: &Key, id: &Id, error: String) {
-        let Some(p) = self.with_session(key, |s| s.take_call(id)) else {
-            return;
-        };
+    /// The call tracked by an exchange got no answer (`error` says why).
+    pub fn call_failed(&self, key: &Key, tracked: Tracked, error: String) {
+        if let Some((_, p)) = tracked {
+            self.audit_answered(key, p, "error", Some(policy::redact::cut(&error)));
+        }
+    }
+
+    fn audit_answered(&self, key: &Key, p: Pending, outcome: &str, error: Option<String>) {
         self.audit(Record {
             tool: &p.tool,
             class: Some(&p.class),
             decision: "relayed",
             rule: None,
             confirmed: p.confirmed,
-            outcome: "error",
-            error: Some(policy::redact::cut(&error)),
+            outcome,
+            error,
             duration_ms: p.started.elapsed().as_millis(),
             upstream: &self.upstream,
             server: Some(&key.0),
@@ -487,14 +482,6 @@ impl ProxyPolicy {
             log.append(&r.to_json());
         }
     }
-}
-
-/// The id of a JSON-RPC request body, if it is one.
-pub fn request_id(body: &[u8]) -> Option<Id> {
-    Message::parse(Bytes::copy_from_slice(body))
-        .ok()
-        .filter(|m| m.kind == Kind::Request)
-        .and_then(|m| m.id)
 }
 
 /// A `tools/list`-shaped result (`result.tools` is an array), tracked or not: answers that

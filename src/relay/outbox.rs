@@ -73,6 +73,11 @@ impl Outbox {
         }
     }
 
+    /// Whether request `id` still waits for an answer (open and not cancelled by the client).
+    pub fn wants(&self, id: &Id) -> bool {
+        self.ledger.lock().unwrap().open.get(id) == Some(&false)
+    }
+
     /// Writes a line no request owns (e.g. a parse error for a line that had no id).
     pub async fn write(&self, line: Bytes) {
         let tx = self.stdout.lock().unwrap().clone();

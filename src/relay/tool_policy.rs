@@ -186,6 +186,26 @@ impl ToolPolicy {
                         .await;
                     return None;
                 }
+                if !outbox.wants(&id) {
+                    // The client cancelled the call while the person was deciding.
+                    info!(tool = %call.name, "confirmed, but the client cancelled the call; not relayed");
+                    self.audit(Record {
+                        tool: &call.name,
+                        class: Some(&decision.class),
+                        decision: "cancelled",
+                        rule: None,
+                        confirmed: true,
+                        outcome: "not_sent",
+                        error: Some("the client cancelled the call".into()),
+                        duration_ms: started.elapsed().as_millis(),
+                        upstream: &self.upstream,
+                        server: None,
+                        identity: (self.identity)(),
+                        region_added: None,
+                        arguments: redacted(args),
+                    });
+                    return None;
+                }
                 confirmed = true;
             }
             Verdict::Relay => {}

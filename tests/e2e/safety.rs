@@ -604,7 +604,8 @@ async fn confirmation_through_the_typescript_sdk_client() {
 }
 
 /// The client's answer to a confirmation is read even at `--max-in-flight 1` (the waiting call
-/// holds the only slot), and it is never relayed to the server.
+/// holds the only slot), and it is never relayed to the server; a call the client cancels
+/// while the person decides is not sent even if they then say yes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmation_is_answered_even_at_the_in_flight_cap() {
     let server = OpsServer::start().await;
@@ -629,9 +630,43 @@ async fn a_confirmation_is_answered_even_at_the_in_flight_cap() {
         .await;
     let resp = b.response(1).await;
     assert!(text(&resp).starts_with("ran StartInstance"), "{resp}");
+
+    // The client cancels a call while the person decides: even a yes then sends nothing.
+    b.request(
+        2,
+        "tools/call",
+        json!({"name": "DeleteInstance", "arguments": {"InstanceId": "i-8"}}),
+    )
+    .await;
+    let ask = loop {
+        let m = b.next().await.expect("the bridge asks");
+        if m["method"] == "elicitation/create" {
+            break m;
+        }
+    };
+    b.notify(
+        "notifications/cancelled",
+        json!({"requestId": 2, "reason": "user"}),
+    )
+    .await;
+    b.send(&json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "accept", "content": {"confirm": true}}}))
+        .await;
+    let read = b.call_tool(3, "DescribeRegions", json!({})).await;
+    assert!(text(&read).starts_with("ran DescribeRegions"));
     b.close_stdin();
+    let rest = b.drain().await;
+    assert!(
+        !b.seen
+            .iter()
+            .chain(&rest)
+            .any(|m| m["id"] == 2 && m.get("method").is_none()),
+        "a cancelled call gets no answer"
+    );
     assert_eq!(b.wait().await, 0);
-    assert_eq!(server.executed_names(), ["StartInstance"]);
+    assert_eq!(
+        server.executed_names(),
+        ["StartInstance", "DescribeRegions"]
+    );
 }
 
 const AK_ID: &str = "LTAI5tSafetyKey000000001";
