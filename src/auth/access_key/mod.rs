@@ -272,3 +272,13 @@ fn dirs_home() -> Option<PathBuf> {
 fn dirs_home() -> Option<PathBuf> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_ids_are_masked_for_logs() {
+        assert_eq!(super::masked("LTAI5tExampleKey123"), "LTAI****y123");
+        assert_eq!(super::masked("STS.NUexampleTokenAbcd"), "STS.****Abcd");
+        assert_eq!(super::masked("short"), "sh****");
+    }
+}

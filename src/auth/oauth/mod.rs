@@ -709,3 +709,21 @@ fn jwt_subject(token: &str) -> Option<String> {
     let sub = claims.get("sub")?.as_str()?;
     Some(sub.chars().take(128).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    #[test]
+    fn the_audit_identity_is_the_jwt_subject_when_there_is_one() {
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"sub":"user-1234","aud":"x"}"#);
+        assert_eq!(
+            super::jwt_subject(&format!("h.{claims}.sig")).as_deref(),
+            Some("user-1234")
+        );
+        assert_eq!(super::jwt_subject("opaque-token"), None);
+        let no_sub = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"aud":"x"}"#);
+        assert_eq!(super::jwt_subject(&format!("h.{no_sub}.s")), None);
+    }
+}
