@@ -10,6 +10,8 @@ use reqwest::Url;
 
 use crate::auth::AuthConfig;
 use crate::net::EndpointError;
+use crate::policy::audit::AuditTarget;
+use crate::policy::Policy;
 use crate::upstream::TransportMode;
 
 /// Everything the bridge needs to run, validated.
@@ -31,6 +33,10 @@ pub struct BridgeConfig {
     pub max_message_size: usize,
     /// `--max-in-flight`: client messages relayed at once before stdin reading pauses.
     pub max_in_flight: usize,
+    /// The tool policy (`--allow-tools`, `--read-only`, …).
+    pub policy: Policy,
+    /// `--audit-log`.
+    pub audit: Option<AuditTarget>,
 }
 
 /// A configuration mistake; every message says what to change.
@@ -56,6 +62,9 @@ pub enum ConfigError {
     /// A flag of `alibridge proxy`.
     #[error("{0}")]
     Proxy(String),
+    /// A tool-policy flag (`--allow-tools`, `--region`, `--safety-policy`, `--audit-log`).
+    #[error("{0}")]
+    Policy(String),
     #[error("cannot tell where to keep state (sign-ins, locks): set ALIBRIDGE_HOME (or HOME)")]
     NoStateDir,
 }

@@ -70,3 +70,21 @@ pub const ALIBRIDGE_UPSTREAM_URL: &str = "ALIBRIDGE_UPSTREAM_URL";
 pub const ALIBRIDGE_ALLOWED_SERVERS: &str = "ALIBRIDGE_ALLOWED_SERVERS";
 /// Same as `proxy --blocked-servers` (comma-separated).
 pub const ALIBRIDGE_BLOCKED_SERVERS: &str = "ALIBRIDGE_BLOCKED_SERVERS";
+/// Same as `--allow-tools` (comma-separated patterns).
+pub const ALIBRIDGE_ALLOW_TOOLS: &str = "ALIBRIDGE_ALLOW_TOOLS";
+/// Same as `--deny-tools` / `--ignore-tool` (comma-separated patterns).
+pub const ALIBRIDGE_DENY_TOOLS: &str = "ALIBRIDGE_DENY_TOOLS";
+/// Same as `--read-only`.
+pub const ALIBRIDGE_READ_ONLY: &str = "ALIBRIDGE_READ_ONLY";
+/// Same as `--confirm-writes`.
+pub const ALIBRIDGE_CONFIRM_WRITES: &str = "ALIBRIDGE_CONFIRM_WRITES";
+/// Same as `--region`.
+pub const ALIBRIDGE_REGION: &str = "ALIBRIDGE_REGION";
+/// Same as `--audit-log`.
+pub const ALIBRIDGE_AUDIT_LOG: &str = "ALIBRIDGE_AUDIT_LOG";
+/// Same as `--audit-log-max-size`.
+pub const ALIBRIDGE_AUDIT_LOG_MAX_SIZE: &str = "ALIBRIDGE_AUDIT_LOG_MAX_SIZE";
+/// Same as `--safety-policy`.
+pub const ALIBRIDGE_SAFETY_POLICY: &str = "ALIBRIDGE_SAFETY_POLICY";
+/// Same as `--safety-policy-endpoint`.
+pub const ALIBRIDGE_SAFETY_POLICY_ENDPOINT: &str = "ALIBRIDGE_SAFETY_POLICY_ENDPOINT";

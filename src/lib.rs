@@ -15,6 +15,8 @@
 //! * [`config`]: the bridge's validated configuration (headers, state directory).
 //! * [`relay`]: the stdio pump and the "one answer per request" ledger.
 //! * [`proxy`]: `alibridge proxy`, the local HTTP reverse proxy.
+//! * [`policy`]: the local tool policy (allow/deny, read-only, confirmation, default region,
+//!   audit log); a leaf the relay and the proxy call.
 //! * [`upstream`]: the remote endpoint: Streamable HTTP, HTTP+SSE, the shared HTTP client.
 //! * [`auth`]: the credential layer, one submodule per credential kind behind one trait.
 //! * Leaves: [`signer`] (Alibaba Cloud request signing, no I/O), [`stdio`] (newline framing,
@@ -34,6 +36,7 @@ pub mod error;
 pub mod jsonrpc;
 pub mod logging;
 pub mod net;
+pub mod policy;
 pub mod private_fs;
 pub mod proxy;
 pub mod relay;

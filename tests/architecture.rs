@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     // Credentials.
     &["auth"],
     // Leaves, and the leaves of leaves.
-    &["signer", "stdio", "logging", "shutdown", "env"],
+    &["signer", "stdio", "logging", "shutdown", "env", "policy"],
     &["jsonrpc", "private_fs", "net"],
     &["backoff"],
 ];

@@ -53,6 +53,8 @@ pub struct AuthConfig {
     pub refresh_skew: Duration,
     /// OAuth settings (used by `oauth`, and by `auto` when no AccessKeys apply).
     pub oauth: OAuthConfig,
+    /// What to bind to each token server-side (AccessKeys only).
+    pub safety: Option<access_key::safety::SafetyConfig>,
 }
 
 /// What the upstream said when it refused a request.
@@ -123,6 +125,12 @@ pub trait Credential: Send + Sync {
     /// but 401/403. OAuth uses it to tell a revoked token (it worked once) from a server that
     /// never accepts its authorization server's tokens. Must be cheap: it runs per response.
     fn accepted(&self, _authorization: Option<&reqwest::header::HeaderValue>) {}
+
+    /// Who requests are made as, for the audit log, without secrets (`ak:LTAI****1234`,
+    /// `oauth:<subject>`); `None` when unknown (yet).
+    fn identity(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The chosen credential and the one line that tells the user why.

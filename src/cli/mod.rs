@@ -23,6 +23,7 @@ use crate::auth::access_key::site::Site;
 use crate::auth::oauth::store::StoreKind;
 use crate::auth::AuthMode;
 use crate::env;
+use crate::policy::glob::GlobList;
 use crate::proxy::rules::EntryList;
 use crate::upstream::TransportMode;
 
@@ -147,6 +148,9 @@ pub struct UpstreamArgs {
 
     #[command(flatten)]
     pub oauth: OAuthArgs,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 
     /// Seconds to wait for a TCP/TLS connection to the upstream (at most 600).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(MAX_CONNECT_TIMEOUT), env = env::ALIBRIDGE_CONNECT_TIMEOUT)]
@@ -321,6 +325,56 @@ pub struct AccessKeyArgs {
     /// Mint a new token this many seconds before the current one expires (at most 86400).
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(MAX_TOKEN_REFRESH_SKEW), env = env::ALIBRIDGE_TOKEN_REFRESH_SKEW)]
     pub token_refresh_skew: Duration,
+
+    /// Safety policy bound server-side to every token minted from AccessKeys
+    /// (UpdateBearerTokenSafetyPolicy), in alibabacloud.mcp-proxy's syntax, e.g.
+    /// "ecs:describe-*=allow,*=deny". If it cannot be bound, alibridge does not start.
+    #[arg(long, value_name = "EXPR", env = env::ALIBRIDGE_SAFETY_POLICY)]
+    pub safety_policy: Option<String>,
+
+    /// Where safety policies are bound (default: the endpoint's own host when it is an OpenAPI
+    /// MCP host, else openapi-mcp.cn-hangzhou.aliyuncs.com; http only for loopback).
+    #[arg(long, value_name = "URL", env = env::ALIBRIDGE_SAFETY_POLICY_ENDPOINT)]
+    pub safety_policy_endpoint: Option<String>,
+}
+
+/// Tool policy flags, shared by the bridge and `alibridge proxy`; enforced locally (a refused
+/// call never reaches the server). See docs/safety.md.
+#[derive(Debug, Args, Default, Clone)]
+pub struct PolicyArgs {
+    /// Only tools matching these patterns are listed and callable: comma-separated, repeatable,
+    /// case-insensitive, with the wildcards `*` and `?`. With AccessKeys, a list of exact names
+    /// is also bound to the token server-side (toolPolicy).
+    #[arg(long, value_name = "GLOBS", env = env::ALIBRIDGE_ALLOW_TOOLS)]
+    pub allow_tools: Vec<GlobList>,
+
+    /// Tools matching these patterns are hidden and refused, even if allowed (deny wins).
+    /// --ignore-tool is the same (mcp-remote's name).
+    #[arg(long, visible_alias = "ignore-tool", value_name = "GLOBS", env = env::ALIBRIDGE_DENY_TOOLS)]
+    pub deny_tools: Vec<GlobList>,
+
+    /// Only tools classified as reads are listed and callable (readOnlyHint, or an API action
+    /// such as Describe*/List*/Get*; generic tools such as CallCLI per call).
+    #[arg(long, env = env::ALIBRIDGE_READ_ONLY)]
+    pub read_only: bool,
+
+    /// Before a write is relayed, ask the person to confirm it in their MCP client
+    /// (elicitation); a client without elicitation gets an error instead.
+    #[arg(long, env = env::ALIBRIDGE_CONFIRM_WRITES)]
+    pub confirm_writes: bool,
+
+    /// Default x_mcp_region_id for tools that declare it, when the call has none (without it
+    /// the OpenAPI MCP Server acts in cn-hangzhou).
+    #[arg(long, value_name = "REGION", env = env::ALIBRIDGE_REGION)]
+    pub region: Option<String>,
+
+    /// Append one JSON line per tools/call to this file (created 0600; secrets masked).
+    #[arg(long, value_name = "PATH", env = env::ALIBRIDGE_AUDIT_LOG)]
+    pub audit_log: Option<PathBuf>,
+
+    /// Size at which the audit log is rolled over to PATH.1 (one old file is kept).
+    #[arg(long, value_name = "SIZE", default_value = "10M", value_parser = byte_size(1, MAX_SIZE), env = env::ALIBRIDGE_AUDIT_LOG_MAX_SIZE)]
+    pub audit_log_max_size: u64,
 }
 
 /// Ceilings of the duration flags, in seconds. Values past them are refused as usage errors, so

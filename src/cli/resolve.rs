@@ -5,15 +5,18 @@
 
 use reqwest::Url;
 
-use super::{BridgeArgs, OAuthArgs, ProxyArgs, UpstreamArgs};
+use super::{AccessKeyArgs, BridgeArgs, OAuthArgs, PolicyArgs, ProxyArgs, UpstreamArgs};
 use crate::auth::access_key::chain::endpoint_url;
 use crate::auth::access_key::policy;
+use crate::auth::access_key::safety::{self, SafetyConfig};
 use crate::auth::access_key::site::{is_openapi_mcp_host, Site};
 use crate::auth::oauth::OAuthConfig;
 use crate::auth::secret::Secret;
 use crate::auth::{AuthConfig, AuthMode};
 use crate::config::{parse_header, state_dir, BridgeConfig, ConfigError};
 use crate::net::parse_endpoint;
+use crate::policy::audit::AuditTarget;
+use crate::policy::Policy;
 use crate::proxy::access::ProxyToken;
 use crate::proxy::config::{default_upstream, ProxyConfig};
 use crate::proxy::rules::AccessRules;
@@ -30,6 +33,7 @@ impl BridgeArgs {
             self.upstream.allow_http,
         )?;
         let auth = self.upstream.auth_config(&url, &lookup)?;
+        let (policy, audit) = self.upstream.policy.resolve()?;
         let headers = self
             .headers
             .iter()
@@ -51,6 +55,8 @@ impl BridgeArgs {
             // the 64-bit targets alibridge ships for; saturate rather than panic elsewhere.
             max_message_size: usize::try_from(self.max_message_size).unwrap_or(usize::MAX),
             max_in_flight: usize::try_from(self.max_in_flight).unwrap_or(usize::MAX),
+            policy,
+            audit,
         })
     }
 }
@@ -80,7 +86,64 @@ impl UpstreamArgs {
             boundary_policy,
             refresh_skew: a.token_refresh_skew,
             oauth: self.oauth.resolve(server, lookup)?,
+            safety: a.safety(&self.policy)?,
         })
+    }
+}
+
+impl PolicyArgs {
+    /// The tool policy and the audit log's place.
+    fn resolve(&self) -> Result<(Policy, Option<AuditTarget>), ConfigError> {
+        let region = match &self.region {
+            Some(r) => Some(crate::policy::parse_region(r).map_err(ConfigError::Policy)?),
+            None => None,
+        };
+        let policy = Policy {
+            allow: self.allow_tools.iter().flat_map(|l| l.0.clone()).collect(),
+            deny: self.deny_tools.iter().flat_map(|l| l.0.clone()).collect(),
+            read_only: self.read_only,
+            confirm_writes: self.confirm_writes,
+            region,
+        };
+        let audit = self.audit_log.as_ref().map(|path| AuditTarget {
+            path: path.clone(),
+            max_bytes: self.audit_log_max_size,
+        });
+        Ok((policy, audit))
+    }
+}
+
+impl AccessKeyArgs {
+    /// The server-side binding for AccessKey tokens: `--safety-policy`, and `--allow-tools` as a
+    /// `toolPolicy` when every entry is an exact name (a pattern cannot be expressed there, so
+    /// such a list is enforced locally only). `None` when nothing is to be bound.
+    fn safety(&self, p: &PolicyArgs) -> Result<Option<SafetyConfig>, ConfigError> {
+        let expr = match &self.safety_policy {
+            Some(e) => safety::validate_expr(e).map_err(ConfigError::Policy)?,
+            None => None,
+        };
+        let allow: Vec<&crate::policy::glob::Glob> =
+            p.allow_tools.iter().flat_map(|l| &l.0).collect();
+        let mut allowed_tools: Vec<String> = Vec::new();
+        if allow.iter().all(|g| g.is_exact()) {
+            for g in allow {
+                if !allowed_tools.iter().any(|t| t == g.as_str()) {
+                    allowed_tools.push(g.as_str().to_string());
+                }
+            }
+        }
+        let endpoint = match &self.safety_policy_endpoint {
+            Some(e) => {
+                Some(endpoint_url(e, "--safety-policy-endpoint").map_err(ConfigError::Policy)?)
+            }
+            None => None,
+        };
+        let cfg = SafetyConfig {
+            expr,
+            allowed_tools,
+            endpoint,
+        };
+        Ok(cfg.binds_anything().then_some(cfg))
     }
 }
 
@@ -134,6 +197,7 @@ impl ProxyArgs {
     ) -> Result<ProxyConfig, ConfigError> {
         let (upstream, upstream_note) = self.upstream_url()?;
         let auth = self.upstream.auth_config(&upstream, &lookup)?;
+        let (policy, audit) = self.upstream.policy.resolve()?;
         let list_servers = match self.upstream.auth {
             AuthMode::None => false,
             AuthMode::Ak => true,
@@ -188,6 +252,8 @@ impl ProxyArgs {
             max_connections: self.max_connections,
             // At most 4 GiB (the parser's bound): fits a usize on the 64-bit targets.
             max_body: usize::try_from(self.max_body_size).unwrap_or(usize::MAX),
+            policy,
+            audit,
         })
     }
 

@@ -7,10 +7,13 @@ use anyhow::Context;
 use tokio::io::BufReader;
 use tracing::debug;
 
+use crate::auth::Credential;
 use crate::cli::BridgeArgs;
+use crate::config::BridgeConfig;
 use crate::error::UsageError;
 use crate::net::display_url;
-use crate::relay::{self, Limits, QuitReason};
+use crate::policy::audit::AuditLog;
+use crate::relay::{self, Limits, QuitReason, ToolPolicy};
 use crate::upstream::http::HttpClient;
 use crate::upstream::{Deliver, Upstream};
 use crate::{auth, shutdown};
@@ -31,6 +34,8 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         crate::logging::notice(format_args!("warning: {w}"));
     }
     let credential = selection.credential;
+    check_safety(&cfg, credential.as_ref(), &selection.reason).await?;
+    let tool_policy = tool_policy(&cfg, credential.clone())?;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
     debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, auth = credential.name(),
            headers = ?header_names, "starting");
@@ -53,6 +58,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         tokio::io::stdout(),
         connect,
         limits,
+        tool_policy,
         shutdown::signal(),
     )
     .await;
@@ -63,4 +69,72 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Server-side policy (AccessKeys): refuses a `--safety-policy` that no token would carry, and
+/// binds it to a first token now, so a bridge that cannot enforce it never starts.
+async fn check_safety(
+    cfg: &BridgeConfig,
+    credential: &dyn Credential,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let Some(safety) = &cfg.auth.safety else {
+        return Ok(());
+    };
+    if credential.name() != "ak" {
+        if safety.expr.is_some() {
+            return Err(UsageError::from(crate::config::ConfigError::Policy(format!(
+                "--safety-policy is bound to tokens minted from Alibaba Cloud AccessKeys, but \
+                 alibridge authenticates with {reason}; use --auth ak with AccessKeys, or drop \
+                 --safety-policy and limit tools with --allow-tools / --read-only (enforced \
+                 locally)"
+            )))
+            .into());
+        }
+        return Ok(());
+    }
+    let mut scratch = reqwest::header::HeaderMap::new();
+    credential
+        .apply(&mut scratch)
+        .await
+        .map_err(anyhow::Error::new)?;
+    Ok(())
+}
+
+/// The relay's tool policy, when any policy flag or `--audit-log` is set.
+fn tool_policy(
+    cfg: &BridgeConfig,
+    credential: Arc<dyn Credential>,
+) -> anyhow::Result<Option<Arc<ToolPolicy>>> {
+    if cfg.policy.read_only || !cfg.policy.allow.is_empty() {
+        debug!(
+            allow = cfg.policy.allow.len(),
+            deny = cfg.policy.deny.len(),
+            read_only = cfg.policy.read_only,
+            "tool policy"
+        );
+    }
+    let audit = match &cfg.audit {
+        Some(a) => Some(AuditLog::open(&a.path, a.max_bytes).map_err(|e| {
+            UsageError::from(crate::config::ConfigError::Policy(format!(
+                "cannot open the audit log {}: {e}; check --audit-log",
+                a.path.display()
+            )))
+        })?),
+        None => None,
+    };
+    if !cfg.policy.is_active() && audit.is_none() {
+        return Ok(None);
+    }
+    let upstream = match (cfg.url.host_str(), cfg.url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    };
+    Ok(Some(Arc::new(ToolPolicy::new(
+        cfg.policy.clone(),
+        audit,
+        upstream,
+        Box::new(move || credential.identity()),
+    ))))
 }

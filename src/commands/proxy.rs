@@ -15,9 +15,12 @@ use tokio::net::TcpListener;
 use crate::cli::ProxyArgs;
 use crate::error::UsageError;
 use crate::net::display_url;
+use crate::policy::audit::AuditLog;
+use crate::proxy::config::ProxyConfig;
 use crate::proxy::guard::{authority, Guard};
 use crate::proxy::rules::{Entry, ServerIndex};
 use crate::proxy::servers::{self, Listing};
+use crate::proxy::tool_policy::ProxyPolicy;
 use crate::proxy::{self, Proxy, Stats};
 use crate::upstream::http::HttpClient;
 use crate::{auth, shutdown};
@@ -36,6 +39,28 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         crate::logging::notice(format_args!("warning: {w}"));
     }
     let credential = selection.credential;
+    if let Some(safety) = &cfg.auth.safety {
+        if credential.name() != "ak" && safety.expr.is_some() {
+            return Err(UsageError::from(crate::config::ConfigError::Policy(format!(
+                "--safety-policy is bound to tokens minted from Alibaba Cloud AccessKeys, but the \
+                 proxy authenticates with {}; use --auth ak with AccessKeys, or drop \
+                 --safety-policy and limit tools with --allow-tools / --read-only (enforced \
+                 locally)",
+                selection.reason
+            )))
+            .into());
+        }
+        if credential.name() == "ak" {
+            // A first token with its policy bound now: a proxy that cannot enforce it never
+            // serves.
+            let mut scratch = reqwest::header::HeaderMap::new();
+            credential
+                .apply(&mut scratch)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    let policy = tool_policy(&cfg, credential.clone())?;
     let http = HttpClient::new(cfg.connect_timeout, &[], credential.clone())
         .context("could not set up the HTTP client (TLS)")?;
 
@@ -128,6 +153,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         max_body: cfg.max_body,
         stats: Stats::default(),
         started: Instant::now(),
+        policy,
     });
     proxy::serve(
         listener,
@@ -139,6 +165,36 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     .await;
     print_flushed("alibridge proxy stopped\n");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The proxy's tool policy, when any policy flag or `--audit-log` is set.
+fn tool_policy(
+    cfg: &ProxyConfig,
+    credential: Arc<dyn crate::auth::Credential>,
+) -> anyhow::Result<Option<Arc<ProxyPolicy>>> {
+    let audit = match &cfg.audit {
+        Some(a) => Some(AuditLog::open(&a.path, a.max_bytes).map_err(|e| {
+            UsageError::from(crate::config::ConfigError::Policy(format!(
+                "cannot open the audit log {}: {e}; check --audit-log",
+                a.path.display()
+            )))
+        })?),
+        None => None,
+    };
+    if !cfg.policy.is_active() && audit.is_none() {
+        return Ok(None);
+    }
+    let upstream = match (cfg.upstream.host_str(), cfg.upstream.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    };
+    Ok(Some(Arc::new(ProxyPolicy::new(
+        cfg.policy.clone(),
+        audit,
+        upstream,
+        Box::new(move || credential.identity()),
+    ))))
 }
 
 /// What binding to a non-loopback address means, said plainly.

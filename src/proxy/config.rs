@@ -37,6 +37,10 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// `--max-body-size` in bytes.
     pub max_body: usize,
+    /// The tool policy, applied per server to the MCP traffic forwarded.
+    pub policy: crate::policy::Policy,
+    /// `--audit-log`.
+    pub audit: Option<crate::policy::audit::AuditTarget>,
 }
 
 /// The OpenAPI MCP host of each site (what `aliyun mcp-proxy` forwards to by default).

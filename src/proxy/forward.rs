@@ -34,10 +34,11 @@ use reqwest::Url;
 use serde_json::json;
 use tracing::{debug, warn};
 
+use super::tool_policy::{self, Inbound, Key, ProxyPolicy, SseRewriter, Tracked};
 use super::{json_response, Body, BoxError, Proxy};
-use crate::net::display_url;
+use crate::net::{display_url, read_body as read_answer};
 use crate::upstream::error::UpstreamError;
-use crate::upstream::http::is_event_stream;
+use crate::upstream::http::{is_event_stream, HttpClient};
 
 /// Body bytes read and dropped past `--max-body-size` before answering 413.
 const DRAIN_AFTER_LIMIT: usize = 1 << 20;
@@ -73,8 +74,9 @@ const NOT_FORWARDED: &[&str] = &[
     "user-agent",
 ];
 
-/// Forwards `req` (already past the guard and the access rules).
-pub async fn forward(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
+/// Forwards `req` (already past the guard and the access rules); `path` is its normalized
+/// path (the server, for the tool policy).
+pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -97,6 +99,31 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
     let url = upstream_url(&proxy.upstream, &parts.uri);
     let headers = request_headers(&parts.headers);
     let method = parts.method.clone();
+    let key: Key = (
+        path.to_string(),
+        header_text(&parts.headers, "mcp-session-id").unwrap_or_default(),
+    );
+    let mut body = body;
+    let (mut watch, mut initialize, mut tracked) = (false, None, None);
+    if let Some(pp) = &proxy.policy {
+        if method == Method::POST {
+            let accepts_sse = header_text(&parts.headers, "accept")
+                .is_some_and(|a| a.contains("text/event-stream"));
+            match pp.inbound(&key, body, accepts_sse) {
+                Inbound::Forward {
+                    body: b,
+                    watch: w,
+                    initialize: i,
+                    tracked: t,
+                } => (body, watch, initialize, tracked) = (b, w, i, t),
+                Inbound::Answer(answer) => return rpc_answer(answer),
+                Inbound::Consumed => return accepted(),
+                Inbound::Confirm(c) => {
+                    return confirm_stream(pp.clone(), proxy.http.clone(), url, headers, *c)
+                }
+            }
+        }
+    }
     let with_body = !body.is_empty()
         || !matches!(
             method,
@@ -120,14 +147,265 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>) -> Response<Body> {
         Ok(resp) => {
             proxy.stats.forwarded.inc();
             debug!(method = %method, path = parts.uri.path(), status = resp.status().as_u16(), "forwarded");
-            response(resp)
+            let Some(pp) = &proxy.policy else {
+                return response(resp);
+            };
+            if let Some(elicits) = initialize {
+                let sid = resp
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                pp.initialized(&(key.0.clone(), sid.to_string()), elicits);
+            }
+            if method == Method::DELETE {
+                pp.end_session(&key);
+            }
+            watched_response(resp, pp.clone(), key, watch, tracked).await
         }
         Err(e) => {
             proxy.stats.upstream_errors.inc();
             warn!(method = %method, path = parts.uri.path(), error = %e, "upstream request failed");
+            if let Some(pp) = &proxy.policy {
+                pp.call_failed(&key, tracked, e.to_string());
+            }
             error_response(&e, &url)
         }
     }
+}
+
+fn header_text(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A JSON-RPC message the proxy answers itself (HTTP 200, as a server's answer would be).
+fn rpc_answer(body: Bytes) -> Response<Body> {
+    let mut r = Response::new(
+        http_body_util::Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// 202 for the client's reply to the proxy's own request.
+fn accepted() -> Response<Body> {
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = StatusCode::ACCEPTED;
+    r
+}
+
+/// The upstream's answer with the tool policy applied: SSE event by event, a JSON answer to a
+/// watched request as a whole; anything else untouched.
+async fn watched_response(
+    resp: reqwest::Response,
+    pp: std::sync::Arc<ProxyPolicy>,
+    key: Key,
+    watch: bool,
+    mut tracked: Tracked,
+) -> Response<Body> {
+    if is_event_stream(&resp) {
+        let mut out = response_head(&resp);
+        *out.body_mut() = StreamBody::new(rewritten(resp, pp, key, tracked)).boxed_unsync();
+        return out;
+    }
+    if !watch || !crate::upstream::http::is_json(&resp) {
+        return response(resp);
+    }
+    let mut out = response_head(&resp);
+    out.headers_mut().remove(header::CONTENT_LENGTH);
+    let bytes = match read_answer(resp, tool_policy::MAX_EVENT).await {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(error = ?e, "could not read the upstream's answer for the tool policy");
+            pp.call_failed(&key, tracked, "the answer could not be read".into());
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                json!({"error": "upstream_failed", "message": "alibridge proxy could not read the upstream's answer (too large or cut)"}),
+            );
+        }
+    };
+    let bytes = pp.outbound(&key, &bytes, &mut tracked).unwrap_or(bytes);
+    pp.call_failed(&key, tracked, UNANSWERED.into());
+    *out.body_mut() = http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    out
+}
+
+/// Audit note for a call whose answer never came through its exchange.
+const UNANSWERED: &str = "the answer stream ended before the answer";
+
+/// An SSE answer being passed through the policy.
+struct Rewriting {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    rw: SseRewriter,
+    pp: std::sync::Arc<ProxyPolicy>,
+    key: Key,
+    tracked: Tracked,
+    done: bool,
+}
+
+impl Rewriting {
+    /// The stream is over: a call still waiting for its answer is audited as failed.
+    fn end(&mut self) {
+        self.done = true;
+        self.pp
+            .call_failed(&self.key, self.tracked.take(), UNANSWERED.into());
+    }
+}
+
+/// The frames of an SSE answer, each event passed through the policy.
+fn rewritten(
+    resp: reqwest::Response,
+    pp: std::sync::Arc<ProxyPolicy>,
+    key: Key,
+    tracked: Tracked,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> + Send + 'static {
+    let state = Rewriting {
+        body: Box::pin(resp.bytes_stream()),
+        rw: SseRewriter::default(),
+        pp,
+        key,
+        tracked,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            match st.body.next().await {
+                Some(Ok(chunk)) => {
+                    let Rewriting {
+                        rw,
+                        pp,
+                        key,
+                        tracked,
+                        ..
+                    } = &mut st;
+                    let out = rw.push(&chunk, &mut |d: &[u8]| pp.outbound(key, d, tracked));
+                    match out {
+                        Ok(b) if b.is_empty() => continue,
+                        Ok(b) => return Some((Ok(Frame::data(b)), st)),
+                        Err(e) => {
+                            warn!("an SSE event over 64 MiB cannot be checked by the tool policy; ending the stream");
+                            st.end();
+                            let e: BoxError = format!("{e:?}").into();
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    st.end();
+                    return Some((Err(Box::new(e) as BoxError), st));
+                }
+                None => {
+                    let rest = st.rw.finish();
+                    st.end();
+                    return (!rest.is_empty()).then(|| (Ok(Frame::data(rest)), st));
+                }
+            }
+        }
+    })
+}
+
+/// `--confirm-writes` through the proxy: answers the `tools/call` POST with an SSE stream that
+/// first carries the proxy's `elicitation/create`, then (once the client's reply, POSTed
+/// separately, says yes) the upstream's answer to the call, or the refusal.
+fn confirm_stream(
+    pp: std::sync::Arc<ProxyPolicy>,
+    http: HttpClient,
+    url: Url,
+    headers: HeaderMap,
+    c: tool_policy::Confirmation,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
+    let event = |b: &Bytes| {
+        let mut e = b"data: ".to_vec();
+        e.extend_from_slice(&crate::jsonrpc::single_line(b.clone()));
+        e.extend_from_slice(b"\n\n");
+        Ok(Frame::data(Bytes::from(e)))
+    };
+    let first = event(&c.request);
+    let (key, id) = (c.key.clone(), c.id.clone());
+    tokio::spawn(async move {
+        if tx.send(first).await.is_err() {
+            return;
+        }
+        let (body, mut tracked) = match pp.await_confirmation(c).await {
+            Ok(confirmed) => confirmed,
+            Err(refusal) => {
+                let _ = tx.send(event(&refusal)).await;
+                return;
+            }
+        };
+        if tx.is_closed() {
+            return; // the client went away: nobody would see the answer
+        }
+        let client = http.client().clone();
+        let sent = http
+            .send(&url, || {
+                client
+                    .post(url.clone())
+                    .headers(headers.clone())
+                    .body(body.clone())
+            })
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                pp.call_failed(&key, tracked, e.to_string());
+                let _ = tx.send(event(&e.to_response(&id))).await;
+                return;
+            }
+        };
+        if is_event_stream(&resp) {
+            let mut frames = std::pin::pin!(rewritten(resp, pp, key, tracked));
+            while let Some(f) = frames.next().await {
+                if tx.send(f).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        let answer = match read_answer(resp, tool_policy::MAX_EVENT).await {
+            Ok(b) => {
+                let answer = pp.outbound(&key, &b, &mut tracked).unwrap_or(b);
+                pp.call_failed(&key, tracked, UNANSWERED.into());
+                answer
+            }
+            Err(e) => {
+                let err = UpstreamError::Malformed {
+                    url: display_url(&url),
+                    detail: format!("the answer could not be read: {e:?}"),
+                };
+                pp.call_failed(&key, tracked, err.to_string());
+                err.to_response(&id)
+            }
+        };
+        let _ = tx.send(event(&answer)).await;
+    });
+    let frames =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    r
 }
 
 /// Reads the body, keeping at most `max` bytes; past that, reads on (dropping) up to
@@ -225,7 +503,17 @@ fn connection_tokens(h: &HeaderMap) -> Vec<String> {
 
 /// The upstream's answer, streamed.
 fn response(resp: reqwest::Response) -> Response<Body> {
-    let sse = is_event_stream(&resp);
+    let mut out = response_head(&resp);
+    let frames = resp
+        .bytes_stream()
+        .map(|chunk| chunk.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
+    *out.body_mut() = StreamBody::new(frames).boxed_unsync();
+    out
+}
+
+/// The upstream answer's status and headers (hop-by-hop ones dropped; SSE marked unbuffered).
+fn response_head(resp: &reqwest::Response) -> Response<Body> {
+    let sse = is_event_stream(resp);
     let named_by_connection = connection_tokens(resp.headers());
     let mut out = Response::new(Body::default());
     *out.status_mut() = resp.status();
@@ -247,10 +535,6 @@ fn response(resp: reqwest::Response) -> Response<Body> {
             HeaderValue::from_static("no"),
         );
     }
-    let frames = resp
-        .bytes_stream()
-        .map(|chunk| chunk.map(Frame::data).map_err(|e| Box::new(e) as BoxError));
-    *out.body_mut() = StreamBody::new(frames).boxed_unsync();
     out
 }
 

@@ -14,6 +14,8 @@
 //! - [`rules`]: `--allowed-servers` / `--blocked-servers`, path normalization.
 //! - [`forward`]: forwarding one request and streaming its answer.
 //! - [`servers`]: the `ListApiMcpServers` listing shown at start and used by the rules.
+//! - [`tool_policy`]: the tool policy (allow/deny, read-only, confirmation, region, audit) on
+//!   the MCP messages forwarded, per server.
 //!
 //! Logs carry methods, paths, statuses and rule names; never header values, bodies or tokens.
 
@@ -23,6 +25,7 @@ pub mod forward;
 pub mod guard;
 pub mod rules;
 pub mod servers;
+pub mod tool_policy;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -119,6 +122,8 @@ pub struct Proxy {
     pub max_body: usize,
     pub stats: Stats,
     pub started: Instant,
+    /// The tool policy, when any policy flag or `--audit-log` is set.
+    pub policy: Option<Arc<tool_policy::ProxyPolicy>>,
 }
 
 impl Proxy {
@@ -202,7 +207,7 @@ impl Proxy {
                 }),
             );
         }
-        forward::forward(self, req).await
+        forward::forward(self, req, &path).await
     }
 
     /// `GET /health`: the credential's state (never its value) and the counters. 503 when the

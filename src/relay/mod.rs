@@ -17,6 +17,7 @@
 
 pub mod order;
 pub mod outbox;
+pub mod tool_policy;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,6 +33,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use self::order::Order;
 pub use self::outbox::Outbox;
+pub use self::tool_policy::ToolPolicy;
 use crate::jsonrpc::{self, Id, Kind, Message};
 use crate::stdio::{self, Line, LineReader, Oversized};
 use crate::upstream::{Upstream, UpstreamError};
@@ -76,12 +78,14 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the bridge until stdin closes, `shutdown` completes or stdout breaks.
 ///
-/// `connect` builds the upstream around the outbox it must deliver to.
+/// `connect` builds the upstream around the outbox it must deliver to; `policy`, when set,
+/// sees tool listings and calls (see [`tool_policy`]).
 pub async fn run<R, W>(
     stdin: R,
     stdout: W,
     connect: impl FnOnce(Arc<Outbox>) -> Upstream,
     limits: Limits,
+    policy: Option<Arc<ToolPolicy>>,
     shutdown: impl Future<Output = ()>,
 ) -> QuitReason
 where
@@ -90,7 +94,7 @@ where
 {
     let (tx, rx) = mpsc::channel::<Bytes>(stdio::STDOUT_QUEUE);
     let mut writer = tokio::spawn(stdio::write_lines(stdout, rx));
-    let outbox = Arc::new(Outbox::new(tx));
+    let outbox = Arc::new(Outbox::new(tx).with_policy(policy.clone()));
     let upstream = Arc::new(connect(outbox.clone()));
     let mut reader = LineReader::new(stdin, limits.max_message_size);
     let mut tasks = InFlight::default();
@@ -100,9 +104,11 @@ where
 
     let reason = loop {
         tokio::select! {
-            line = reader.next_line(), if tasks.len() < max_in_flight => match line {
+            // A call waiting for the person's confirmation needs the client's next line (its
+            // answer), so it does not count against the cap.
+            line = reader.next_line(), if tasks.len() < max_in_flight + asking(&policy) => match line {
                 Ok(Some(Line::Message(line))) => {
-                    on_line(line, &upstream, &outbox, limits, &mut order, &mut tasks).await
+                    on_line(line, &upstream, &outbox, limits, &policy, &mut order, &mut tasks).await
                 }
                 Ok(Some(Line::TooLarge(o))) => {
                     on_oversized(o, &upstream, &outbox, limits, &mut tasks).await
@@ -111,6 +117,8 @@ where
                 Err(e) => break QuitReason::InputError(e),
             },
             Some(()) = tasks.join_next(&outbox), if !tasks.is_empty() => {}
+            // A relay task started asking: look at the cap again.
+            () = asked(&policy) => {}
             () = &mut shutdown => break QuitReason::Signal,
             _ = &mut writer => break QuitReason::OutputClosed,
         }
@@ -141,12 +149,26 @@ where
     reason
 }
 
+/// Completes when a relay task starts waiting for a confirmation (never without a policy).
+async fn asked(policy: &Option<Arc<ToolPolicy>>) {
+    match policy {
+        Some(p) => p.asked().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Relay tasks waiting for a confirmation from the client.
+fn asking(policy: &Option<Arc<ToolPolicy>>) -> usize {
+    policy.as_ref().map_or(0, |p| p.asking())
+}
+
 /// Routes one stdin line.
 async fn on_line(
     line: Bytes,
     upstream: &Arc<Upstream>,
     outbox: &Arc<Outbox>,
     limits: Limits,
+    policy: &Option<Arc<ToolPolicy>>,
     order: &mut Order,
     tasks: &mut InFlight,
 ) {
@@ -158,6 +180,12 @@ async fn on_line(
             return;
         }
     };
+    if policy.as_ref().is_some_and(|p| p.from_client(&msg)) {
+        return; // the client's answer to the bridge's own request
+    }
+    let guarded = policy
+        .clone()
+        .filter(|_| msg.kind == Kind::Request && msg.method_is("tools/call"));
     match msg.kind {
         Kind::Request => {
             let id = msg.id.as_ref().expect("requests have ids");
@@ -193,7 +221,16 @@ async fn on_line(
             ticket.wait().await;
             debug!(bytes = msg.bytes.len(), "forwarding");
             let (kind, id) = (msg.kind, msg.id.clone());
-            let sent = upstream.send(msg);
+            let sent = async {
+                let msg = match &guarded {
+                    Some(p) => match p.check_call(msg, &outbox).await {
+                        Some(m) => m,
+                        None => return Ok(()), // answered by the bridge
+                    },
+                    None => msg,
+                };
+                upstream.send(msg).await
+            };
             let result =
                 match limits.request_timeout {
                     Some(t) if kind == Kind::Request => tokio::time::timeout(t, sent)

@@ -7,11 +7,12 @@
 //! are answered with an error, so none is left hanging.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tracing::debug;
 
+use super::tool_policy::ToolPolicy;
 use crate::jsonrpc::{Id, Kind, Message};
 use crate::stdio::StdoutSender;
 use crate::upstream::{Deliver, UpstreamError};
@@ -28,6 +29,8 @@ pub struct Outbox {
     /// `None` once the relay has finished, so the stdout writer can end.
     stdout: Mutex<Option<StdoutSender>>,
     ledger: Mutex<Ledger>,
+    /// The tool policy, when one is configured: it sees server messages before stdout does.
+    policy: Option<Arc<ToolPolicy>>,
 }
 
 impl Outbox {
@@ -35,6 +38,21 @@ impl Outbox {
         Outbox {
             stdout: Mutex::new(Some(stdout)),
             ledger: Mutex::new(Ledger::default()),
+            policy: None,
+        }
+    }
+
+    /// Routes server messages through `policy` first.
+    pub fn with_policy(mut self, policy: Option<Arc<ToolPolicy>>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Answers open request `id` with `line`, a response the bridge made itself (a refused or
+    /// unconfirmed tool call); nothing if it was already answered or cancelled.
+    pub async fn answer(&self, id: &Id, line: Bytes) {
+        if self.ledger.lock().unwrap().open.remove(id) == Some(false) {
+            self.write(line).await;
         }
     }
 
@@ -53,6 +71,11 @@ impl Outbox {
         if let Some(c) = self.ledger.lock().unwrap().open.get_mut(id) {
             *c = true;
         }
+    }
+
+    /// Whether request `id` still waits for an answer (open and not cancelled by the client).
+    pub fn wants(&self, id: &Id) -> bool {
+        self.ledger.lock().unwrap().open.get(id) == Some(&false)
     }
 
     /// Writes a line no request owns (e.g. a parse error for a line that had no id).
@@ -79,6 +102,9 @@ impl Outbox {
             detail: "the exchange ended without an answer".into(),
         });
         debug!(%id, kind = err.kind(), "answering with an error");
+        if let Some(p) = &self.policy {
+            p.failed(id, &err);
+        }
         self.write(err.to_response(id)).await;
     }
 
@@ -86,8 +112,12 @@ impl Outbox {
     pub async fn settle_all(&self, err: impl Fn() -> UpstreamError) {
         let open: Vec<(Id, bool)> = self.ledger.lock().unwrap().open.drain().collect();
         for (id, cancelled) in open {
+            let err = err();
+            if let Some(p) = &self.policy {
+                p.failed(&id, &err);
+            }
             if !cancelled {
-                self.write(err().to_response(&id)).await;
+                self.write(err.to_response(&id)).await;
             }
         }
     }
@@ -107,6 +137,10 @@ impl Outbox {
 impl Deliver for Outbox {
     fn deliver(&self, msg: Message) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            let msg = match &self.policy {
+                Some(p) => p.from_server(msg),
+                None => msg,
+            };
             if msg.kind == Kind::Response {
                 let id = msg.id.as_ref().expect("responses have ids");
                 if self.ledger.lock().unwrap().open.remove(id).is_none() {

@@ -29,3 +29,6 @@ mod oauth_trust;
 mod proxy;
 /// Happy paths against the rmcp test server.
 mod relay;
+/// Cloud-ops safety: tool policy, read-only, confirmation (TypeScript SDK client), default
+/// region, audit log, `--safety-policy` against the Alibaba fake, the policy in the proxy.
+mod safety;

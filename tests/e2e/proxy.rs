@@ -6,7 +6,6 @@
 #![allow(deprecated)] // sampling and logging types are deprecated in rmcp (SEP-2577)
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;

@@ -23,6 +23,7 @@ pub mod mcp_server;
 pub mod net;
 pub mod oauth_rig;
 pub mod oauth_server;
+pub mod ops_server;
 pub mod peers;
 pub mod proxy;
 pub mod wait;

@@ -31,6 +31,8 @@ pub struct Exchange {
     /// A validated `--boundary-policy`, sent as `Policy`.
     pub policy: Option<String>,
     pub site: Site,
+    /// Bound to every token before it is used (`--safety-policy`, exact `--allow-tools`).
+    pub safety: Option<super::safety::Binding>,
 }
 
 /// A minted bearer token.

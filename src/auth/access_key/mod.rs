@@ -4,7 +4,9 @@
 //! Keys come from the [`chain`] (environment, OIDC, the `aliyun` CLI profile, the shared
 //! credentials file, …); [`exchange`] mints a token with a signed GenerateAccessToken call.
 //! The token is cached in memory and replaced before it expires, so the live session simply
-//! carries the new one on its next request; a 401/403 mints a new one once. Credential files
+//! carries the new one on its next request; a 401/403 mints a new one once. With
+//! `--safety-policy` or exact `--allow-tools`, every new token gets that policy bound
+//! server-side ([`safety`]) before it is used. Credential files
 //! are re-checked (at most once a second) so an `aliyun configure` during a run is picked up.
 
 pub mod api;
@@ -13,6 +15,7 @@ pub mod exchange;
 pub mod keys;
 pub mod policy;
 pub mod profile;
+pub mod safety;
 pub mod site;
 pub mod sources;
 
@@ -67,6 +70,11 @@ pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
         scope: OPENAPI_SCOPE.to_string(),
         policy: cfg.boundary_policy.clone(),
         site,
+        safety: cfg
+            .safety
+            .as_ref()
+            .filter(|s| s.binds_anything())
+            .map(|s| s.binding(url)),
     };
     let origin = resolved.source.describe();
     let credential =
@@ -108,6 +116,8 @@ struct State {
     watched: Vec<(PathBuf, FileSig)>,
     checked: Instant,
     token: Option<Current>,
+    /// The AccessKey id the current token was minted with (for the audit log).
+    key_id: Option<String>,
 }
 
 pub struct AccessKeyCredential {
@@ -146,6 +156,7 @@ impl AccessKeyCredential {
                 watched,
                 checked: Instant::now(),
                 token: None,
+                key_id: None,
             }),
             mint_lock: tokio::sync::Mutex::new(()),
         })
@@ -226,6 +237,9 @@ impl AccessKeyCredential {
             .exchange
             .mint(&self.api, &keys, &source.describe())
             .await?;
+        if let Some(binding) = &self.exchange.safety {
+            binding.apply(&self.api, &minted.token).await?;
+        }
         let mut header = HeaderValue::from_str(&format!("Bearer {}", minted.token.expose()))
             .map_err(|_| {
                 AuthError::Protocol(
@@ -239,10 +253,13 @@ impl AccessKeyCredential {
         });
         debug!(key_id = %keys.id, expires_in = ?minted.expires_at.and_then(|e| e.duration_since(SystemTime::now()).ok()),
                "minted an OpenAPI MCP token");
-        self.state.lock().unwrap().token = Some(Current {
+        let mut st = self.state.lock().unwrap();
+        st.token = Some(Current {
             header: header.clone(),
             refresh_at,
         });
+        st.key_id = Some(keys.id.clone());
+        drop(st);
         Ok(header)
     }
 }
@@ -264,6 +281,11 @@ impl Credential for AccessKeyCredential {
         })
     }
 
+    fn identity(&self) -> Option<String> {
+        let st = self.state.lock().unwrap();
+        st.key_id.as_deref().map(|id| format!("ak:{}", masked(id)))
+    }
+
     fn rejected<'a>(&'a self, r: &'a Rejection) -> BoxFuture<'a, Result<Retry, AuthError>> {
         Box::pin(async move {
             info!(
@@ -274,6 +296,18 @@ impl Credential for AccessKeyCredential {
             Ok(Retry::Once)
         })
     }
+}
+
+/// An AccessKey id for logs: its first and last four characters (`LTAI****q1w2`); shorter ids
+/// keep only two.
+pub fn masked(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() < 12 {
+        return format!("{}****", chars.iter().take(2).collect::<String>());
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
 }
 
 /// The user's home directory (`HOME`, else the platform's notion).
@@ -292,4 +326,14 @@ fn dirs_home() -> Option<PathBuf> {
 #[cfg(not(windows))]
 fn dirs_home() -> Option<PathBuf> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_ids_are_masked_for_logs() {
+        assert_eq!(super::masked("LTAI5tExampleKey123"), "LTAI****y123");
+        assert_eq!(super::masked("STS.NUexampleTokenAbcd"), "STS.****Abcd");
+        assert_eq!(super::masked("short"), "sh****");
+    }
 }

@@ -625,6 +625,12 @@ impl Credential for OAuthCredential {
         "oauth"
     }
 
+    fn identity(&self) -> Option<String> {
+        let st = self.state.lock().unwrap();
+        let token = st.record.as_ref()?.secrets.access_token.as_deref()?;
+        jwt_subject(token).map(|s| format!("oauth:{s}"))
+    }
+
     fn apply<'a>(&'a self, headers: &'a mut HeaderMap) -> BoxFuture<'a, Result<(), AuthError>> {
         Box::pin(async move {
             if let Some(h) = self.current().await? {
@@ -680,5 +686,35 @@ impl Credential for OAuthCredential {
                 None => Retry::No,
             })
         })
+    }
+}
+
+/// The `sub` claim of a JWT access token, unverified (display only); `None` for opaque tokens.
+fn jwt_subject(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let sub = claims.get("sub")?.as_str()?;
+    Some(sub.chars().take(128).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    #[test]
+    fn the_audit_identity_is_the_jwt_subject_when_there_is_one() {
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"sub":"user-1234","aud":"x"}"#);
+        assert_eq!(
+            super::jwt_subject(&format!("h.{claims}.sig")).as_deref(),
+            Some("user-1234")
+        );
+        assert_eq!(super::jwt_subject("opaque-token"), None);
+        let no_sub = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"aud":"x"}"#);
+        assert_eq!(super::jwt_subject(&format!("h.{no_sub}.s")), None);
     }
 }

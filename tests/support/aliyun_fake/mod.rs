@@ -18,6 +18,9 @@
 //! `InvalidSecurityToken.Expired` 400, `Forbidden.RAM` 403 for keys the test marks as lacking
 //! `AliyunOpenAPIMCPServerStaticCredentialAccess`, …).
 //!
+//! - OpenAPI Explorer `UpdateBearerTokenSafetyPolicy` (ROA `POST /safePolicy/set`, anonymous,
+//!   JSON body; `safety.rs`): binds a safety policy and a tool list to a minted token.
+//!
 //! A hostile switch, [`AliyunFake::redirect_api`], makes every API call (not the sign-in page)
 //! answer with a redirect to another place, carrying the call's path and signed query along.
 //!
@@ -26,6 +29,7 @@
 
 mod api;
 pub mod rpc;
+pub mod safety;
 mod signin;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -158,6 +162,12 @@ struct State {
     api_redirect: Option<(u16, String)>,
     /// API calls answered with that redirect.
     redirected: usize,
+    /// Calls to `/safePolicy/set`.
+    safety_calls: Vec<safety::SafetyCall>,
+    /// Policies bound to tokens.
+    bound: HashMap<String, safety::Bound>,
+    /// `(status, code)`: every `/safePolicy/set` fails so.
+    safety_failure: Option<(u16, String)>,
 }
 
 /// The running fake. Dropping it stops it.
@@ -191,6 +201,9 @@ impl AliyunFake {
             signins: Vec::new(),
             api_redirect: None,
             redirected: 0,
+            safety_calls: Vec::new(),
+            bound: HashMap::new(),
+            safety_failure: None,
         }));
         let kill = CancellationToken::new();
         let s = state.clone();
@@ -348,6 +361,31 @@ impl AliyunFake {
         self.st().redirected
     }
 
+    /// Every call to `UpdateBearerTokenSafetyPolicy`, in order.
+    pub fn safety_calls(&self) -> Vec<safety::SafetyCall> {
+        self.st().safety_calls.clone()
+    }
+
+    /// The policy bound to `token`, if any.
+    pub fn bound_policy(&self, token: &str) -> Option<safety::Bound> {
+        self.st().bound.get(token).cloned()
+    }
+
+    /// From now on `UpdateBearerTokenSafetyPolicy` answers `status` with error `code`.
+    pub fn fail_safety_policy(&self, status: u16, code: &str) {
+        self.st().safety_failure = Some((status, code.to_string()));
+    }
+
+    /// Like [`AliyunFake::token_checker`], but a token is only accepted once a safety policy
+    /// is bound to it (what a server behind `--safety-policy` relies on).
+    pub fn policy_bound_token_checker(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let state = self.state.clone();
+        move |token| {
+            let st = state.lock().unwrap();
+            valid(&st, token) && st.bound.contains_key(token)
+        }
+    }
+
     /// Every visit to the sign-in page.
     pub fn signins(&self) -> Vec<SignIn> {
         self.st().signins.clone()
@@ -427,6 +465,31 @@ async fn handle(
         r.headers_mut().insert(
             http::header::LOCATION,
             location.parse().expect("valid Location"),
+        );
+        return r;
+    }
+    if path == safety::PATH {
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let (status, json) = safety::handle(
+            &mut state.lock().unwrap(),
+            parts.method.as_str(),
+            headers,
+            &body,
+        );
+        let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json;charset=utf-8"),
         );
         return r;
     }

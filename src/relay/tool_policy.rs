@@ -1,0 +1,355 @@
+//! The relay's hooks into the tool policy ([`crate::policy`]). Only four kinds of message are
+//! looked at; everything else keeps the zero-copy path:
+//!
+//! - from the client: `initialize` (does it declare elicitation?), `tools/list` (its answer
+//!   must be filtered), `tools/call` (decided before it is sent: refused, confirmed, given a
+//!   region), and answers to the bridge's own `elicitation/create` requests (never relayed);
+//! - from the server: answers to those `tools/list` and `tools/call` requests (filtered,
+//!   audited) and `notifications/tools/list_changed` (the listing is forgotten).
+//!
+//! A confirmation is one more request on stdout with a bridge-owned id
+//! ([`crate::policy::confirm::ConfirmIds`]); the relay task of the `tools/call` waits for the
+//! client's answer to it, then relays the call once or answers it itself.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::Outbox;
+use crate::jsonrpc::{Id, Kind, Message};
+use crate::policy::audit::AuditLog;
+use crate::policy::confirm::{self, Answer, ConfirmIds};
+use crate::policy::{self, messages, Decision, Pending, Policy, Record, Rule, Session, Verdict};
+use crate::upstream::UpstreamError;
+
+/// Who the calls are made as, for the audit log (`ak:LTAI****1234`, `oauth:<subject>`).
+pub type Identity = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// The policy of one bridge session.
+pub struct ToolPolicy {
+    policy: Policy,
+    session: Mutex<Session>,
+    audit: Option<AuditLog>,
+    ids: ConfirmIds,
+    /// Confirmations asked and not yet answered: our request id → the waiting relay task.
+    waiting: Mutex<HashMap<Id, oneshot::Sender<Bytes>>>,
+    /// Signalled when a confirmation is asked (the relay then reads stdin past its cap).
+    asked: tokio::sync::Notify,
+    /// The upstream's host (and port), for the audit log.
+    upstream: String,
+    identity: Identity,
+}
+
+impl ToolPolicy {
+    pub fn new(
+        policy: Policy,
+        audit: Option<AuditLog>,
+        upstream: String,
+        identity: Identity,
+    ) -> Self {
+        ToolPolicy {
+            policy,
+            session: Mutex::new(Session::default()),
+            audit,
+            ids: ConfirmIds::default(),
+            waiting: Mutex::new(HashMap::new()),
+            asked: tokio::sync::Notify::new(),
+            upstream,
+            identity,
+        }
+    }
+
+    /// Confirmations asked and not answered yet.
+    pub fn asking(&self) -> usize {
+        self.waiting.lock().unwrap().len()
+    }
+
+    /// Completes once a confirmation has been asked since the last call.
+    pub async fn asked(&self) {
+        self.asked.notified().await
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks at a client message as it is read. `true` when it was the client's answer to one
+    /// of the bridge's own requests: it is consumed here and never relayed.
+    pub fn from_client(&self, msg: &Message) -> bool {
+        match msg.kind {
+            Kind::Response => {
+                let Some(id) = msg.id.as_ref().filter(|id| self.ids.owns(id)) else {
+                    return false;
+                };
+                match self.waiting.lock().unwrap().remove(id) {
+                    Some(tx) => {
+                        let _ = tx.send(msg.bytes.clone());
+                    }
+                    None => debug!(%id, "dropping a second answer to a confirmation"),
+                }
+                true
+            }
+            Kind::Request if msg.method_is("initialize") => {
+                let elicits = confirm::client_can_elicit(&msg.bytes);
+                self.session().client_elicits = elicits;
+                false
+            }
+            Kind::Request if msg.method_is("tools/list") => {
+                if let Some(id) = msg.id.clone() {
+                    self.session().expect_list(id);
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Decides a `tools/call` before it is sent. `Some(message)` (maybe with a region added)
+    /// to relay; `None` when the bridge has answered it itself (refused, or not confirmed).
+    pub async fn check_call(&self, msg: Message, outbox: &Outbox) -> Option<Message> {
+        let id = msg.id.clone()?;
+        let started = Instant::now();
+        let Some(call) = messages::read_call(&msg.bytes) else {
+            let decision = self.policy.decide("", None, None);
+            self.refuse(
+                outbox,
+                &id,
+                "(unreadable)",
+                &decision,
+                Rule::Unreadable,
+                None,
+            )
+            .await;
+            return None;
+        };
+        let args = call.arguments.as_ref();
+        let info = self.session().tool(&call.name).copied();
+        let decision = self.policy.decide(&call.name, info.as_ref(), args);
+        let region = self
+            .policy
+            .region_for(info.as_ref(), args)
+            .map(str::to_string);
+        let mut confirmed = false;
+        match &decision.verdict {
+            Verdict::Refuse(rule) => {
+                self.refuse(outbox, &id, &call.name, &decision, rule.clone(), args)
+                    .await;
+                return None;
+            }
+            Verdict::Confirm if !self.session().client_elicits => {
+                self.refuse(
+                    outbox,
+                    &id,
+                    &call.name,
+                    &decision,
+                    Rule::CannotConfirm,
+                    args,
+                )
+                .await;
+                return None;
+            }
+            Verdict::Confirm => {
+                let shown = policy::region_of(args, region.as_deref());
+                let prompt = confirm::Prompt {
+                    tool: &call.name,
+                    class: &decision.class,
+                    region: shown.as_deref(),
+                    arguments: args,
+                };
+                let answer = self.ask(outbox, &prompt).await;
+                if answer != Answer::Confirmed {
+                    info!(tool = %call.name, answer = answer.as_str(), "write not confirmed; not relayed");
+                    self.audit(Record {
+                        tool: &call.name,
+                        class: Some(&decision.class),
+                        decision: answer.as_str(),
+                        rule: Some(Rule::CannotConfirm.name()),
+                        confirmed: false,
+                        outcome: "not_sent",
+                        error: match &answer {
+                            Answer::Failed(why) => Some(why.clone()),
+                            _ => None,
+                        },
+                        duration_ms: started.elapsed().as_millis(),
+                        upstream: &self.upstream,
+                        server: None,
+                        identity: (self.identity)(),
+                        region_added: None,
+                        arguments: redacted(args),
+                    });
+                    outbox
+                        .answer(&id, confirm::refused_result(&id, &call.name, &answer))
+                        .await;
+                    return None;
+                }
+                if !outbox.wants(&id) {
+                    // The client cancelled the call while the person was deciding.
+                    info!(tool = %call.name, "confirmed, but the client cancelled the call; not relayed");
+                    self.audit(Record {
+                        tool: &call.name,
+                        class: Some(&decision.class),
+                        decision: "cancelled",
+                        rule: None,
+                        confirmed: true,
+                        outcome: "not_sent",
+                        error: Some("the client cancelled the call".into()),
+                        duration_ms: started.elapsed().as_millis(),
+                        upstream: &self.upstream,
+                        server: None,
+                        identity: (self.identity)(),
+                        region_added: None,
+                        arguments: redacted(args),
+                    });
+                    return None;
+                }
+                confirmed = true;
+            }
+            Verdict::Relay => {}
+        }
+        let msg = match &region {
+            Some(r) => match messages::with_region(&msg.bytes, r).map(Message::parse) {
+                Some(Ok(m)) => {
+                    debug!(tool = %call.name, region = %r, "added the default region");
+                    m
+                }
+                _ => msg,
+            },
+            None => msg,
+        };
+        if self.audit.is_some() {
+            self.session().expect_call(
+                id,
+                Pending {
+                    tool: call.name.clone(),
+                    class: decision.class.clone(),
+                    confirmed,
+                    region_added: region,
+                    arguments: redacted(args),
+                    started,
+                },
+            );
+        }
+        Some(msg)
+    }
+
+    /// Sends the confirmation request and waits for the client's answer.
+    async fn ask(&self, outbox: &Outbox, prompt: &confirm::Prompt<'_>) -> Answer {
+        let our_id = self.ids.mint();
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(our_id.clone(), tx);
+        self.asked.notify_one();
+        debug!(id = %our_id, tool = prompt.tool, "asking the client to confirm a write");
+        outbox.write(confirm::request(&our_id, prompt)).await;
+        match rx.await {
+            Ok(bytes) => confirm::answer(&bytes),
+            Err(_) => Answer::Failed("the client went away before answering".into()),
+        }
+    }
+
+    async fn refuse(
+        &self,
+        outbox: &Outbox,
+        id: &Id,
+        tool: &str,
+        decision: &Decision,
+        rule: Rule,
+        args: Option<&serde_json::Value>,
+    ) {
+        warn!(tool, rule = %rule.name(), "refused a tool call");
+        self.audit(Record {
+            tool,
+            class: Some(&decision.class),
+            decision: "denied",
+            rule: Some(rule.name()),
+            confirmed: false,
+            outcome: "not_sent",
+            error: None,
+            duration_ms: 0,
+            upstream: &self.upstream,
+            server: None,
+            identity: (self.identity)(),
+            region_added: None,
+            arguments: redacted(args),
+        });
+        outbox
+            .answer(id, policy::refusal(id, tool, decision, &rule))
+            .await;
+    }
+
+    /// Looks at a server message before it goes to stdout: filters `tools/list` answers,
+    /// audits `tools/call` answers, forgets the listing on `list_changed`.
+    pub fn from_server(&self, msg: Message) -> Message {
+        match msg.kind {
+            Kind::Response => {
+                let Some(id) = msg.id.as_ref() else {
+                    return msg;
+                };
+                let (list, call) = {
+                    let mut s = self.session();
+                    (s.take_list(id), s.take_call(id))
+                };
+                if list {
+                    let filtered =
+                        policy::filter_list(&self.policy, &mut self.session(), &msg.bytes);
+                    if let Some(Ok(m)) = filtered.map(Message::parse) {
+                        return m;
+                    }
+                }
+                if let Some(p) = call {
+                    let (outcome, error) = messages::outcome(&msg.bytes);
+                    self.audit_answered(p, outcome, error);
+                }
+                msg
+            }
+            Kind::Notification if msg.method_is("notifications/tools/list_changed") => {
+                self.session().forget_tools();
+                msg
+            }
+            _ => msg,
+        }
+    }
+
+    /// The bridge answered request `id` with `err` (upstream failure, timeout, shutdown).
+    pub fn failed(&self, id: &Id, err: &UpstreamError) {
+        let (_, call) = {
+            let mut s = self.session();
+            (s.take_list(id), s.take_call(id))
+        };
+        if let Some(p) = call {
+            self.audit_answered(p, "error", Some(policy::redact::cut(&err.to_string())));
+        }
+    }
+
+    fn audit_answered(&self, p: Pending, outcome: &str, error: Option<String>) {
+        self.audit(Record {
+            tool: &p.tool,
+            class: Some(&p.class),
+            decision: "relayed",
+            rule: None,
+            confirmed: p.confirmed,
+            outcome,
+            error,
+            duration_ms: p.started.elapsed().as_millis(),
+            upstream: &self.upstream,
+            server: None,
+            identity: (self.identity)(),
+            region_added: p.region_added.as_deref(),
+            arguments: p.arguments,
+        });
+    }
+
+    fn audit(&self, r: Record<'_>) {
+        if let Some(log) = &self.audit {
+            log.append(&r.to_json());
+        }
+    }
+}
+
+fn redacted(args: Option<&serde_json::Value>) -> serde_json::Value {
+    args.map(policy::redact::arguments)
+        .unwrap_or(serde_json::Value::Null)
+}
