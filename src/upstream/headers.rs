@@ -63,6 +63,11 @@ impl ToolFacts {
             .is_some_and(|t| t.idempotent)
     }
 
+    /// Whether `tool` was in a `tools/list` answer seen so far.
+    pub fn knows(&self, tool: &str) -> bool {
+        self.tools.lock().unwrap().contains_key(tool)
+    }
+
     fn params(&self, tool: &str) -> Vec<(String, Vec<String>)> {
         self.tools
             .lock()

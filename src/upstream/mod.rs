@@ -166,8 +166,20 @@ impl Upstream {
             return self.send_legacy(msg).await;
         }
         if msg.is_request() && msg.method_is("initialize") {
-            let (_, client_info, caps) = modern::initialize_params(&msg.bytes);
+            let (asked, client_info, caps) = modern::initialize_params(&msg.bytes);
             match modern::probe(&self.url, &self.http, &client_info, &caps).await? {
+                // A dual-era server that also speaks the client's own version is best served
+                // in it: no translation, sessions and server requests as the client expects.
+                Probe::Modern { discover, .. }
+                    if self.protocol == ProtocolMode::Auto
+                        && modern::supports(&discover, &asked) =>
+                {
+                    info!(version = %asked, "protocol: the server speaks both eras, the client's \
+                          {asked} included; using the initialize era");
+                    *era = Era::Legacy;
+                    drop(era);
+                    return self.send_legacy(msg).await;
+                }
                 Probe::Modern { discover, version } => {
                     let m = Modern::translating(
                         self.url.clone(),

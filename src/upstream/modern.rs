@@ -141,6 +141,7 @@ pub async fn probe(
                 _ => return Ok(Probe::Legacy(format!("HTTP {status} {snippet}"))),
             }
         };
+        debug!(status, answer = %answer, "server/discover answered");
         if let Some(result) = answer.get("result") {
             if result.get("supportedVersions").is_none() {
                 return Ok(Probe::Legacy(
@@ -207,6 +208,15 @@ fn pick_version(supported: Option<&Value>) -> Option<String> {
         .filter(|v| *v > MODERN_VERSION)
         .max()
         .map(str::to_string)
+}
+
+/// Whether a discover result lists `version` (the client's `initialize` version) among the
+/// server's supported versions.
+pub fn supports(discover: &Value, version: &Value) -> bool {
+    discover
+        .get("supportedVersions")
+        .and_then(Value::as_array)
+        .is_some_and(|list| version.is_string() && list.contains(version))
 }
 
 /// The first JSON-RPC response in a successful answer (JSON or SSE), as a value.
@@ -596,9 +606,24 @@ impl Modern {
         let mut attempt = client_id.clone();
         let mut rounds = 0u32;
         let mut reissues = 0u32;
+        let mut relisted = false;
         loop {
             let answer = match self.exchange(&body, &attempt).await {
                 Ok(a) => a,
+                // A connection lost after sending is a broken stream too; re-sending is
+                // harmless only for reads (a tool call keeps its connect error).
+                Err(UpstreamError::Connect { detail, .. })
+                    if reissues < MAX_REISSUES
+                        && tool.is_none()
+                        && method != "subscriptions/listen" =>
+                {
+                    reissues += 1;
+                    attempt = self.fresh_id("retry");
+                    warn!(id = %client_id, %attempt, %detail,
+                          "the connection broke; re-issuing the read under a new id");
+                    body = jsonrpc::with_id(&body, &attempt).expect("the request was JSON");
+                    continue;
+                }
                 Err(UpstreamError::StreamClosed { url, detail }) if reissues < MAX_REISSUES => {
                     let safe = match &tool {
                         Some(t) => self.tools.idempotent(t),
@@ -621,6 +646,24 @@ impl Modern {
                 }
                 Err(e) => return Err(e),
             };
+            // A header mismatch for a tool the bridge has not seen listed: the `Mcp-Param-*`
+            // headers were missing. The server refused before running anything, so learn the
+            // tool's schema and send the call again (the spec's advice to clients).
+            if let Some(t) = tool
+                .as_deref()
+                .filter(|_| !relisted && is_header_mismatch(&answer.bytes))
+            {
+                if !self.tools.knows(t) {
+                    relisted = true;
+                    self.relist(client.as_deref()).await;
+                    if self.tools.knows(t) {
+                        attempt = self.fresh_id("retry");
+                        body = jsonrpc::with_id(&body, &attempt).expect("the request was JSON");
+                        debug!(id = %client_id, tool = t, "re-sending after learning the tool's x-mcp-header parameters");
+                        continue;
+                    }
+                }
+            }
             if let Some(client) = &client {
                 if let Some(round) = InputRound::read(&answer.bytes) {
                     rounds += 1;
@@ -649,6 +692,35 @@ impl Modern {
             let m = Message::parse(bytes).map_err(|e| self.malformed(e.to_string()))?;
             self.out.deliver(m).await;
             return Ok(());
+        }
+    }
+
+    /// Reads the server's tool list (every page) into the tool facts, for a call that needs
+    /// them before the client asked for the list.
+    async fn relist(&self, client: Option<&LegacyClient>) {
+        let mut cursor: Option<Value> = None;
+        for _ in 0..100 {
+            let id = self.fresh_id("list");
+            let mut params = json!({"_meta": match client {
+                Some(c) => meta_of(c, &self.version),
+                None => json!({headers::META_PROTOCOL_VERSION: self.version, headers::META_CLIENT_CAPABILITIES: {}}),
+            }});
+            if let Some(c) = cursor.take() {
+                params["cursor"] = c;
+            }
+            let body = json!({"jsonrpc":"2.0","id": serde_json::from_str::<Value>(id.as_json()).unwrap_or(Value::Null),
+                              "method":"tools/list","params": params});
+            let Ok(answer) = self.exchange(&Bytes::from(body.to_string()), &id).await else {
+                return;
+            };
+            self.tools.observe_list(answer.bytes.clone());
+            cursor = serde_json::from_slice::<Value>(&answer.bytes)
+                .ok()
+                .and_then(|v| v.pointer("/result/nextCursor").cloned())
+                .filter(|c| !c.is_null());
+            if cursor.is_none() {
+                return;
+            }
         }
     }
 
@@ -989,6 +1061,14 @@ impl Drop for Forget<'_> {
             asked.remove(id);
         }
     }
+}
+
+/// True when `answer` is the modern HeaderMismatch error (−32020).
+fn is_header_mismatch(answer: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(answer)
+        .ok()
+        .and_then(|v| v.pointer("/error/code")?.as_i64())
+        == Some(-32020)
 }
 
 /// One `input_required` result: the requests it embeds and the state to echo.

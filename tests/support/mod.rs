@@ -11,3 +11,4 @@ pub mod hostile;
 pub mod mcp_server;
 pub mod oauth_server;
 pub mod peers;
+pub mod peers_modern;
