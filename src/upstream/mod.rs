@@ -168,14 +168,14 @@ impl Upstream {
         if msg.is_request() && msg.method_is("initialize") {
             let (asked, client_info, caps) = modern::initialize_params(&msg.bytes);
             match modern::probe(&self.url, &self.http, &client_info, &caps).await? {
-                // A dual-era server that also speaks the client's own version is best served
-                // in it: no translation, sessions and server requests as the client expects.
+                // A server that also lists versions of the initialize era is best served in it:
+                // no translation, and the server negotiates the version, keeps a session and
+                // sends its requests as the client expects.
                 Probe::Modern { discover, .. }
-                    if self.protocol == ProtocolMode::Auto
-                        && modern::supports(&discover, &asked) =>
+                    if self.protocol == ProtocolMode::Auto && modern::lists_legacy(&discover) =>
                 {
-                    info!(version = %asked, "protocol: the server speaks both eras, the client's \
-                          {asked} included; using the initialize era");
+                    info!(client_version = %asked, "protocol: the server speaks both eras; using \
+                          the initialize era");
                     *era = Era::Legacy;
                     drop(era);
                     return self.send_legacy(msg).await;

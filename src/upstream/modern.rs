@@ -210,13 +210,17 @@ fn pick_version(supported: Option<&Value>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Whether a discover result lists `version` (the client's `initialize` version) among the
-/// server's supported versions.
-pub fn supports(discover: &Value, version: &Value) -> bool {
+/// Whether a discover result lists a version of the initialize era (before
+/// [`MODERN_VERSION`]) among the server's supported versions: a dual-era server.
+pub fn lists_legacy(discover: &Value) -> bool {
     discover
         .get("supportedVersions")
         .and_then(Value::as_array)
-        .is_some_and(|list| version.is_string() && list.contains(version))
+        .is_some_and(|list| {
+            list.iter()
+                .filter_map(Value::as_str)
+                .any(|v| v < MODERN_VERSION)
+        })
 }
 
 /// The first JSON-RPC response in a successful answer (JSON or SSE), as a value.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::support::bridge::{bin, responses_per_id, Bridge};
 use crate::support::mcp_server::TestServer;
 use crate::support::peers::{Mode, ServerEverything};
-use crate::support::peers_modern::{run_modern_client, Legacy, ModernServer};
+use crate::support::peers_modern::{run_modern_client, try_modern_client, Legacy, ModernServer};
 
 /// The `requestState` the server's `ask_name` tool mints (see `server.mjs`).
 const STATE: &str = "état \"1\" \\ ✓";
@@ -471,4 +471,122 @@ async fn protocol_legacy_relays_a_modern_only_servers_refusal() {
     assert!(server.posts("server/discover").await.is_empty());
     bridge.close_stdin();
     assert_eq!(bridge.wait().await, 0);
+}
+
+/// An initialize-era client's handshake and one echo through the bridge; returns the
+/// initialize answer and the echo answer.
+async fn older_client_smoke(url: &str, flags: &[&str], echo_args: Value) -> (Value, Value) {
+    let mut bridge = spawn(url, flags);
+    bridge
+        .request(
+            0,
+            "initialize",
+            json!({"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"smoke","version":"0"}}),
+        )
+        .await;
+    let init = bridge.response(0).await;
+    bridge.notify("notifications/initialized", json!({})).await;
+    let echo = bridge.call_tool(1, "echo", echo_args).await;
+    bridge.close_stdin();
+    assert_eq!(bridge.wait().await, 0);
+    (init, echo)
+}
+
+/// The cells of the initialize-era row not covered above, one smoke each: `modern` translates
+/// for servers that speak 2026-07-28 (even one that also speaks the client's version), and
+/// `legacy` relays the handshake to servers that serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_client_in_every_mode() {
+    let rmcp = TestServer::start().await;
+    let (init, echo) =
+        older_client_smoke(&rmcp.url(), &["--protocol", "modern"], json!({"text":"t"})).await;
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18", "{init}");
+    assert_eq!(text(&echo), "t", "{echo}");
+    assert!(
+        rmcp.requests()
+            .iter()
+            .all(|r| r.rpc_method.as_deref() != Some("initialize")),
+        "translated: no initialize reached rmcp"
+    );
+
+    let modern_only = ModernServer::start(Legacy::Reject);
+    let (init, echo) = older_client_smoke(
+        &modern_only.url(),
+        &["--protocol", "modern"],
+        json!({"text":"m"}),
+    )
+    .await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "modern-peer",
+        "{init}"
+    );
+    assert_eq!(text(&echo), "m", "{echo}");
+
+    let dual = ModernServer::start(Legacy::Stateless);
+    let (init, echo) =
+        older_client_smoke(&dual.url(), &["--protocol", "legacy"], json!({"text":"d"})).await;
+    assert_eq!(
+        init["result"]["serverInfo"]["name"], "modern-peer",
+        "{init}"
+    );
+    assert_eq!(text(&echo), "d", "{echo}");
+    assert_eq!(
+        dual.posts("initialize").await.len(),
+        1,
+        "served by its 2025 leg"
+    );
+    assert!(dual.posts("server/discover").await.is_empty());
+
+    let everything = ServerEverything::start(Mode::StreamableHttp);
+    for flags in [&[][..], &["--protocol", "legacy"][..]] {
+        let (init, echo) =
+            older_client_smoke(&everything.url(), flags, json!({"message":"e"})).await;
+        assert!(init.get("result").is_some(), "{flags:?}: {init}");
+        assert!(text(&echo).contains('e'), "{flags:?}: {echo}");
+    }
+}
+
+/// The modern-client row in every mode: a server that speaks 2026-07-28 is relayed to in all
+/// three; a legacy-only one makes the client fall back (auto, legacy) or is refused (modern).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modern_client_in_every_mode() {
+    let modern_only = ModernServer::start(Legacy::Reject);
+    for mode in ["auto", "legacy", "modern"] {
+        let s = run_modern_client([
+            bin(),
+            &modern_only.url(),
+            r#"{"text":"x"}"#,
+            "--protocol",
+            mode,
+        ]);
+        assert_eq!(s["era"], "modern", "{mode}: {s}");
+        assert_eq!(s["askName"], "Hello, Zoë!", "{mode}: {s}");
+        assert_eq!(s["regional"], "cn-hangzhou 华东: select 1", "{mode}: {s}");
+    }
+    let everything = ServerEverything::start(Mode::StreamableHttp);
+    for mode in ["auto", "legacy"] {
+        let s = run_modern_client([
+            bin(),
+            &everything.url(),
+            r#"{"message":"y"}"#,
+            "--protocol",
+            mode,
+        ]);
+        assert_eq!(s["era"], "legacy", "{mode}: {s}");
+    }
+    let (s, stderr) = try_modern_client([
+        bin(),
+        &everything.url(),
+        r#"{"message":"z"}"#,
+        "--protocol",
+        "modern",
+    ]);
+    assert_eq!(s["ok"], false, "{s}\n{stderr}");
+    assert_eq!(s["step"], "connect", "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--protocol modern")),
+        "{s}"
+    );
 }

@@ -195,9 +195,24 @@ impl Drop for ModernServer {
     }
 }
 
-/// Runs `node tests/peers-modern/client.mjs <args…>` (alibridge path, URL, extra bridge flags)
-/// and returns its summary; panics unless it exited 0 with `"ok": true`.
+/// Runs `node tests/peers-modern/client.mjs <args…>` (alibridge path, URL, echo arguments,
+/// extra bridge flags) and returns its summary; panics unless it exited 0 with `"ok": true`.
 pub fn run_modern_client<I, S>(args: I) -> Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let (summary, stderr) = try_modern_client(args);
+    assert!(
+        summary["ok"] == true,
+        "client.mjs failed: {summary:#}\nstderr:\n{stderr}"
+    );
+    summary
+}
+
+/// Like [`run_modern_client`], but returns the summary (and stderr) whether or not the
+/// scenario succeeded.
+pub fn try_modern_client<I, S>(args: I) -> (Value, String)
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
@@ -242,10 +257,10 @@ where
                 out.status
             )
         });
-    assert!(
-        out.status.success() && summary["ok"] == true,
-        "client.mjs failed ({}): {summary:#}\nstderr:\n{stderr}",
-        out.status
+    assert_eq!(
+        out.status.success(),
+        summary["ok"] == true,
+        "exit status and summary disagree: {summary:#}"
     );
-    summary
+    (summary, stderr.into_owned())
 }
