@@ -196,12 +196,10 @@ fn is_tchar(b: u8) -> bool {
 /// A header value per the spec's Value Encoding: plain when it is visible ASCII (spaces only
 /// inside) and does not look like the sentinel, else `=?base64?…?=`.
 pub fn encode_value(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value.bytes().all(|b| (0x20..=0x7e).contains(&b))
-        && !value.starts_with(' ')
-        && !value.ends_with(' ')
-        && !(value.starts_with("=?base64?") && value.ends_with("?="));
-    if plain || value.is_empty() {
+    let visible = value.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    let padded = value.starts_with(' ') || value.ends_with(' ');
+    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
+    if value.is_empty() || (visible && !padded && !sentinel) {
         return value.to_string();
     }
     format!(
