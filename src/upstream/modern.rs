@@ -52,8 +52,9 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 /// JSON-RPC error codes only a modern server sends (HeaderMismatch,
 /// MissingRequiredClientCapability, UnsupportedProtocolVersion).
 pub const MODERN_ERRORS: [i64; 3] = [-32020, -32021, -32022];
-/// How long a `server/discover` probe may take before the server is taken for a legacy one
-/// (a legacy server may never answer a request it does not know).
+/// How long the answer to a `server/discover` probe may take once the response head arrived,
+/// before the server is taken for a legacy one (a legacy server may never answer a request it
+/// does not know on a stream it opened). The head itself has no limit: a sign-in may come first.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `input_required` rounds per client request before the bridge gives up on the server.
 pub const MAX_INPUT_ROUNDS: u32 = 8;
@@ -108,16 +109,12 @@ pub async fn probe(
             }
             rb
         });
-        let resp = match tokio::time::timeout(PROBE_TIMEOUT, sent).await {
-            Err(_) => {
-                return Ok(Probe::Legacy(
-                    "server/discover was not answered in time".into(),
-                ))
-            }
-            Ok(Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Auth(_)))) => return Err(e),
-            Ok(Err(e @ UpstreamError::ForeignOrigin(_))) => return Err(e),
-            Ok(Err(e)) => return Ok(Probe::Legacy(e.to_string())),
-            Ok(Ok(r)) => r,
+        // No time limit until the response head: a sign-in the server asks for happens there.
+        let resp = match sent.await {
+            Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Auth(_))) => return Err(e),
+            Err(e @ UpstreamError::ForeignOrigin(_)) => return Err(e),
+            Err(e) => return Ok(Probe::Legacy(e.to_string())),
+            Ok(r) => r,
         };
         let status = resp.status().as_u16();
         if matches!(status, 401 | 403) {
@@ -519,18 +516,20 @@ impl Modern {
             return Ok(First::Modern);
         }
         let id = msg.id.clone().expect("requests have ids");
-        let exchange = self.exchange(&msg.bytes, &id);
-        let answer = if msg.method_is("server/discover") {
-            match tokio::time::timeout(PROBE_TIMEOUT, exchange).await {
-                Ok(a) => a,
-                Err(_) => {
-                    return Ok(First::Legacy(
-                        "server/discover was not answered in time".into(),
-                    ))
+        // No time limit until the response head: a sign-in the server asks for happens there.
+        let answer = match self.post(&msg.bytes).await {
+            Ok(resp) if msg.method_is("server/discover") => {
+                match tokio::time::timeout(PROBE_TIMEOUT, self.answer_from(resp, &id)).await {
+                    Ok(a) => a,
+                    Err(_) => {
+                        return Ok(First::Legacy(
+                            "server/discover was not answered in time".into(),
+                        ))
+                    }
                 }
             }
-        } else {
-            exchange.await
+            Ok(resp) => self.answer_from(resp, &id).await,
+            Err(e) => Err(e),
         };
         let answer = match answer {
             Ok(a) => a,
@@ -809,6 +808,11 @@ impl Modern {
     /// the way). A server's JSON-RPC error body for a refused POST is the answer.
     async fn exchange(&self, body: &Bytes, id: &Id) -> Result<Message, UpstreamError> {
         let resp = self.post(body).await?;
+        self.answer_from(resp, id).await
+    }
+
+    /// Reads the answer to request `id` from its POST's response.
+    async fn answer_from(&self, resp: Response, id: &Id) -> Result<Message, UpstreamError> {
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             let (snippet, raw) = error_snippet(resp).await;
@@ -959,6 +963,7 @@ impl Modern {
     /// with back-off when it ends or breaks. Gives up when the server refuses it outright.
     async fn run_listen(self: Arc<Self>, client: Arc<LegacyClient>, filter: Value) {
         let mut backoff = Backoff::new(LISTEN_BACKOFF_BASE, LISTEN_BACKOFF_MAX);
+        let mut reopened = false;
         loop {
             let id = self.fresh_id("listen");
             let body = json!({"jsonrpc":"2.0","id": serde_json::from_str::<Value>(id.as_json()).unwrap_or(Value::Null),
@@ -975,6 +980,11 @@ impl Modern {
                         match parse_event(ev) {
                             Some(Parsed::Message(m)) if m.kind == Kind::Notification => {
                                 if m.method_is("notifications/subscriptions/acknowledged") {
+                                    if reopened {
+                                        // Changes while the stream was down were missed: have
+                                        // the client list again.
+                                        self.announce_changes(&filter).await;
+                                    }
                                     continue;
                                 }
                                 delivered += 1;
@@ -1002,6 +1012,7 @@ impl Modern {
                 }
                 Err(e) => debug!(error = %e, "subscriptions/listen failed; will retry"),
             }
+            reopened = true;
             let wait = if delivered > 0 || opened.elapsed() >= LISTEN_HEALTHY {
                 backoff.reset();
                 LISTEN_BACKOFF_BASE
@@ -1013,6 +1024,25 @@ impl Modern {
                 delivered, "subscriptions/listen stream ended; reopening"
             );
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Delivers a `list_changed` notification for every list `filter` subscribes to.
+    async fn announce_changes(&self, filter: &Value) {
+        for (key, method) in [
+            ("toolsListChanged", "notifications/tools/list_changed"),
+            ("promptsListChanged", "notifications/prompts/list_changed"),
+            (
+                "resourcesListChanged",
+                "notifications/resources/list_changed",
+            ),
+        ] {
+            if filter.get(key) == Some(&Value::Bool(true)) {
+                let line = format!(r#"{{"jsonrpc":"2.0","method":"{method}"}}"#);
+                if let Ok(m) = Message::parse(Bytes::from(line)) {
+                    self.out.deliver(m).await;
+                }
+            }
         }
     }
 

@@ -121,7 +121,11 @@ async fn older_client_to_modern_server(legacy: Legacy) {
     let declined = bridge.response(7).await;
     assert_eq!(text(&declined), "no name (decline)", "{declined}");
 
-    // list_changed arrives through the subscriptions/listen stream.
+    // list_changed arrives through the subscriptions/listen stream, once the server opened it
+    // (a change announced before that reaches nobody: the modern era has no replay).
+    while server.count("listen_acknowledged").await == 0 {
+        tokio::task::yield_now().await;
+    }
     let changed = bridge.call_tool(8, "change_tools", json!({})).await;
     assert_eq!(text(&changed), "announced");
     loop {
@@ -318,6 +322,37 @@ async fn cancellation_closes_the_response_stream() {
         "a cancelled request gets no answer: {:?}",
         bridge.seen
     );
+}
+
+/// A `subscriptions/listen` stream that breaks is reopened, and the client is told to list
+/// again (changes while it was down were missed); announcements then flow on the new stream.
+#[tokio::test]
+async fn a_broken_listen_stream_is_reopened() {
+    let server = ModernServer::start(Legacy::Reject);
+    let mut bridge = spawn(&server.url(), &[]);
+    bridge.initialize().await;
+    while server.count("listen_acknowledged").await == 0 {
+        tokio::task::yield_now().await;
+    }
+    server.drop_listens().await;
+    loop {
+        let m = bridge.next().await.expect("stdout closed");
+        if m["method"] == "notifications/tools/list_changed" {
+            break;
+        }
+    }
+    assert_eq!(server.count("listen_acknowledged").await, 2);
+    assert_eq!(server.posts("subscriptions/listen").await.len(), 2);
+    let changed = bridge.call_tool(1, "change_tools", json!({})).await;
+    assert_eq!(text(&changed), "announced");
+    loop {
+        let m = bridge.next().await.expect("stdout closed");
+        if m["method"] == "notifications/tools/list_changed" {
+            break;
+        }
+    }
+    bridge.close_stdin();
+    assert_eq!(bridge.wait().await, 0);
 }
 
 /// Modern client → modern server: relayed as is, with the request metadata headers derived

@@ -7,6 +7,8 @@
 // Prints `PORT <n>` once listening (port 0: the kernel picks, nothing to race). The MCP
 // endpoint is `/mcp`. The front records every HTTP request (`GET /_log`: method, the MCP
 // headers, JSON-RPC method/id/tool, status) and counts tool executions (`GET /_counts`).
+// `listen_acknowledged` counts subscriptions/listen streams the server has opened;
+// `POST /_drop_listens` cuts every open one.
 // `slow` counts `slow_aborted` when the client closes its response stream (cancellation).
 // `POST /_break` with `{"method": m}` or `{"tool": t}` arms a fault: the next such POST is
 // served (the tool runs) but its answer is cut off mid-body, as a broken network would.
@@ -19,6 +21,8 @@ const legacy = process.argv.includes('reject') ? 'reject' : 'stateless';
 const counts = {};
 const log = [];
 const breaks = [];
+// Open subscriptions/listen responses, for `POST /_drop_listens` (a network cut).
+const listens = new Set();
 const ran = (name) => {
     counts[name] = (counts[name] ?? 0) + 1;
 };
@@ -151,6 +155,12 @@ const server = http.createServer(async (req, res) => {
     const body = Buffer.concat(chunks);
     if (req.url === '/_log') return json(res, 200, log);
     if (req.url === '/_counts') return json(res, 200, counts);
+    if (req.url === '/_drop_listens') {
+        const n = listens.size;
+        for (const r of listens) r.socket?.destroy();
+        listens.clear();
+        return json(res, 200, { dropped: n });
+    }
     if (req.url === '/_break') {
         breaks.push(JSON.parse(body.toString('utf8')));
         return json(res, 200, { armed: breaks.length });
@@ -189,9 +199,16 @@ const server = http.createServer(async (req, res) => {
         return;
     }
     res.writeHead(response.status, Object.fromEntries(response.headers));
+    if (entry.rpcMethod === 'subscriptions/listen') {
+        listens.add(res);
+        res.on('close', () => listens.delete(res));
+    }
     if (response.body) {
         try {
             for await (const c of response.body) {
+                if (entry.rpcMethod === 'subscriptions/listen' && Buffer.from(c).includes('notifications/subscriptions/acknowledged')) {
+                    ran('listen_acknowledged');
+                }
                 res.write(c);
             }
         } catch {

@@ -182,6 +182,17 @@ impl ModernServer {
         assert!(resp.status().is_success());
     }
 
+    /// Cuts every open `subscriptions/listen` stream (as a network failure would).
+    pub async fn drop_listens(&self) {
+        let resp = self
+            .http
+            .post(self.control("/_drop_listens"))
+            .send()
+            .await
+            .expect("POST /_drop_listens");
+        assert!(resp.status().is_success());
+    }
+
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
