@@ -37,6 +37,20 @@ async fn next_request(bridge: &mut Bridge) -> Value {
     }
 }
 
+/// Waits for a notification `method` among the messages read since `seen[from]` (it may come
+/// before or after the answer being waited for), reading more as needed.
+async fn wait_for_method(bridge: &mut Bridge, from: usize, method: &str) {
+    if bridge.seen[from..].iter().any(|m| m["method"] == method) {
+        return;
+    }
+    loop {
+        let m = bridge.next().await.expect("stdout closed");
+        if m["method"] == method {
+            return;
+        }
+    }
+}
+
 /// An initialize-era client through the bridge to a modern server: the whole matrix row.
 async fn older_client_to_modern_server(legacy: Legacy) {
     let server = ModernServer::start(legacy);
@@ -126,14 +140,10 @@ async fn older_client_to_modern_server(legacy: Legacy) {
     while server.count("listen_acknowledged").await == 0 {
         tokio::task::yield_now().await;
     }
+    let from = bridge.seen.len();
     let changed = bridge.call_tool(8, "change_tools", json!({})).await;
     assert_eq!(text(&changed), "announced");
-    loop {
-        let m = bridge.next().await.expect("stdout closed");
-        if m["method"] == "notifications/tools/list_changed" {
-            break;
-        }
-    }
+    wait_for_method(&mut bridge, from, "notifications/tools/list_changed").await;
 
     // Exactly once: each call ran once on the server (ask_name: once per completed call).
     for (tool, n) in [
@@ -334,23 +344,15 @@ async fn a_broken_listen_stream_is_reopened() {
     while server.count("listen_acknowledged").await == 0 {
         tokio::task::yield_now().await;
     }
+    let from = bridge.seen.len();
     server.drop_listens().await;
-    loop {
-        let m = bridge.next().await.expect("stdout closed");
-        if m["method"] == "notifications/tools/list_changed" {
-            break;
-        }
-    }
+    wait_for_method(&mut bridge, from, "notifications/tools/list_changed").await;
     assert_eq!(server.count("listen_acknowledged").await, 2);
     assert_eq!(server.posts("subscriptions/listen").await.len(), 2);
+    let from = bridge.seen.len();
     let changed = bridge.call_tool(1, "change_tools", json!({})).await;
     assert_eq!(text(&changed), "announced");
-    loop {
-        let m = bridge.next().await.expect("stdout closed");
-        if m["method"] == "notifications/tools/list_changed" {
-            break;
-        }
-    }
+    wait_for_method(&mut bridge, from, "notifications/tools/list_changed").await;
     bridge.close_stdin();
     assert_eq!(bridge.wait().await, 0);
 }

@@ -62,6 +62,12 @@ pub struct ModernServer {
 impl ModernServer {
     pub fn start(legacy: Legacy) -> ModernServer {
         ensure_modern_peers();
+        // Before the child exists, so nothing can fail between its spawn and its owner.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("reqwest client");
         let mode = match legacy {
             Legacy::Stateless => "stateless",
             Legacy::Reject => "reject",
@@ -99,27 +105,28 @@ impl ModernServer {
         let port = loop {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
-                    if let Some(p) = line.strip_prefix("PORT ") {
-                        break p.trim().parse::<u16>().expect("a port number");
+                    if let Some(p) = line
+                        .strip_prefix("PORT ")
+                        .and_then(|p| p.trim().parse().ok())
+                    {
+                        break p;
                     }
                 }
-                Err(_) => panic!(
-                    "server.mjs did not report its port:\n{}",
-                    stderr.lock().unwrap()
-                ),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "server.mjs did not report its port:\n{}",
+                        stderr.lock().unwrap()
+                    )
+                }
             }
         };
         ModernServer {
             child,
             port,
             stderr,
-            http: {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::Client::builder()
-                    .no_proxy()
-                    .build()
-                    .expect("reqwest client")
-            },
+            http,
         }
     }
 
