@@ -12,7 +12,7 @@ use crate::auth::AuthConfig;
 use crate::net::EndpointError;
 use crate::policy::audit::AuditTarget;
 use crate::policy::Policy;
-use crate::upstream::TransportMode;
+use crate::upstream::{ProtocolMode, TransportMode};
 
 /// Everything the bridge needs to run, validated.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct BridgeConfig {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Resolved transport strategy (the `/sse` default already applied).
     pub transport: TransportMode,
+    /// `--protocol`: which MCP era the bridge may speak to the server.
+    pub protocol: ProtocolMode,
     pub auth: AuthConfig,
     pub connect_timeout: Duration,
     /// `None` means no limit.
@@ -77,6 +79,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "host",
     "mcp-session-id",
     "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
     "last-event-id",
     "transfer-encoding",
 ];

@@ -8,6 +8,8 @@ pub const ALIBRIDGE_HOME: &str = "ALIBRIDGE_HOME";
 pub const ALIBRIDGE_HEADERS: &str = "ALIBRIDGE_HEADERS";
 /// Same as `--transport`.
 pub const ALIBRIDGE_TRANSPORT: &str = "ALIBRIDGE_TRANSPORT";
+/// Same as `--protocol`.
+pub const ALIBRIDGE_PROTOCOL: &str = "ALIBRIDGE_PROTOCOL";
 /// Same as `--auth`.
 pub const ALIBRIDGE_AUTH: &str = "ALIBRIDGE_AUTH";
 /// Same as `--log-file`.

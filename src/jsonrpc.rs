@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 pub mod code {
     pub const PARSE_ERROR: i64 = -32700;
     pub const INVALID_REQUEST: i64 = -32600;
+    pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const UPSTREAM_ERROR: i64 = -32000;
 }
 

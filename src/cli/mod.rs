@@ -25,7 +25,7 @@ use crate::auth::AuthMode;
 use crate::env;
 use crate::policy::glob::GlobList;
 use crate::proxy::rules::EntryList;
-use crate::upstream::TransportMode;
+use crate::upstream::{ProtocolMode, TransportMode};
 
 /// Bridge a stdio MCP client to a remote MCP server (Streamable HTTP or HTTP+SSE).
 ///
@@ -277,6 +277,12 @@ pub struct BridgeArgs {
     /// 400/404/405. Default: http-first, or sse-first when the URL path ends in /sse.
     #[arg(long, value_enum, value_name = "MODE", env = env::ALIBRIDGE_TRANSPORT)]
     pub transport: Option<TransportMode>,
+
+    /// MCP protocol era toward the server. auto: on the client's initialize, probe with
+    /// server/discover and translate for a 2026-07-28 server, else the older protocol; legacy:
+    /// never probe; modern: 2026-07-28 only (an older server is refused with an error).
+    #[arg(long, value_enum, value_name = "ERA", default_value_t = ProtocolMode::Auto, env = env::ALIBRIDGE_PROTOCOL)]
+    pub protocol: ProtocolMode,
 
     #[command(flatten)]
     pub upstream: UpstreamArgs,

@@ -47,6 +47,7 @@ impl BridgeArgs {
             url,
             headers,
             transport,
+            protocol: self.protocol,
             auth,
             connect_timeout: self.upstream.connect_timeout,
             request_timeout: Some(self.request_timeout).filter(|d| !d.is_zero()),

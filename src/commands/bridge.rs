@@ -37,7 +37,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     check_safety(&cfg, credential.as_ref(), &selection.reason).await?;
     let tool_policy = tool_policy(&cfg, credential.clone())?;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
-    debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, auth = credential.name(),
+    debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, protocol = ?cfg.protocol, auth = credential.name(),
            headers = ?header_names, "starting");
     let http = HttpClient::new(cfg.connect_timeout, &cfg.headers, credential)
         .context("could not set up the HTTP client (TLS)")?
@@ -49,9 +49,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         max_in_flight: cfg.max_in_flight,
     };
     let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
-    let (url, mode) = (cfg.url.clone(), cfg.transport);
+    let (url, mode, protocol) = (cfg.url.clone(), cfg.transport, cfg.protocol);
     let connect = move |outbox: Arc<relay::Outbox>| {
-        Upstream::new(url, mode, http, outbox as Arc<dyn Deliver>)
+        Upstream::new(url, mode, protocol, http, outbox as Arc<dyn Deliver>)
     };
     let reason = relay::run(
         stdin,

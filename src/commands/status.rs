@@ -69,6 +69,17 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         // The whole message: it lists every place that was looked at, in order.
         Err(e) => println!("AccessKeys (--auth ak/auto): none usable: {e}"),
     }
+    // No live session here: the configured mode; the bridge logs the eras it finds.
+    let protocol = env(crate::env::ALIBRIDGE_PROTOCOL);
+    println!(
+        "protocol era toward servers: {} ({}); a running bridge logs which era each side speaks",
+        protocol.as_deref().unwrap_or("auto"),
+        if protocol.is_some() {
+            "ALIBRIDGE_PROTOCOL"
+        } else {
+            "default; --protocol or ALIBRIDGE_PROTOCOL"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -65,6 +65,21 @@ pub enum UpstreamError {
         limit: u64,
     },
 
+    /// A modern server's `input_required` round could not be completed through the client
+    /// (it lacks the capability, refused, or the server kept asking).
+    #[error(
+        "the MCP server at {url} needs input from the client that alibridge could not obtain: \
+         {detail}"
+    )]
+    InputRequired { url: String, detail: String },
+
+    /// `--protocol modern`, but the server does not speak MCP 2026-07-28.
+    #[error(
+        "the MCP server at {url} does not speak MCP 2026-07-28 ({detail}), and --protocol modern \
+         (env ALIBRIDGE_PROTOCOL) forbids the older protocol; use --protocol auto"
+    )]
+    NotModern { url: String, detail: String },
+
     #[error(
         "alibridge hit an internal error while relaying this request ({detail}); this is a \
          bug, please report it with the log (stderr or --log-file)"
@@ -126,6 +141,8 @@ impl UpstreamError {
             UpstreamError::Shutdown => "shutdown",
             UpstreamError::TooLarge { .. } => "too_large",
             UpstreamError::Internal { .. } => "internal",
+            UpstreamError::InputRequired { .. } => "input_required",
+            UpstreamError::NotModern { .. } => "protocol",
         }
     }
 

@@ -1,17 +1,25 @@
 //! The server side of the bridge: the remote MCP endpoint and its transports.
 //!
-//! [`Upstream`] picks a transport (Streamable HTTP or the legacy HTTP+SSE pair) according to
-//! `--transport`, falling back once when the first attempt shows the server speaks the other
-//! one. Each transport sends the client's messages as the exact bytes received and hands every
-//! message the server sends to a [`Deliver`] sink (the relay), never to stdout directly.
+//! [`Upstream`] first settles the protocol era of the run (`--protocol`): a client's
+//! `initialize` is preceded by a `server/discover` probe, and a modern server (MCP 2026-07-28)
+//! gets the [`modern`] transport, which translates for the `initialize`-era client; a modern
+//! client's first message is relayed as it is and its answer tells the era. Otherwise it picks
+//! a legacy transport (Streamable HTTP or the HTTP+SSE pair) according to `--transport`,
+//! falling back once when the first attempt shows the server speaks the other one. Each
+//! transport hands every message the server sends to a [`Deliver`] sink (the relay), never to
+//! stdout directly.
 //!
-//! Layout: [`http`] (client, headers, credential, safe retries), [`event_stream`] (SSE parsing),
-//! [`streamable`] (Streamable HTTP sessions), [`legacy_sse`] (HTTP+SSE), [`error`].
+//! Layout: [`http`] (client, headers, credential, safe retries), [`headers`] (the request
+//! metadata headers derived from each body, per-tool facts), [`event_stream`] (SSE parsing),
+//! [`streamable`] (Streamable HTTP sessions), [`legacy_sse`] (HTTP+SSE), [`modern`]
+//! (2026-07-28, sessionless), [`error`].
 
 pub mod error;
 pub mod event_stream;
+pub mod headers;
 pub mod http;
 pub mod legacy_sse;
+pub mod modern;
 pub mod streamable;
 
 use std::future::Future;
@@ -20,12 +28,14 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use self::error::UpstreamError;
 use self::event_stream::TooLarge;
+use self::headers::ToolFacts;
 use self::http::HttpClient;
 use self::legacy_sse::LegacySse;
+use self::modern::{First, Modern, Probe};
 use self::streamable::StreamableHttp;
 use crate::jsonrpc::{self, Message};
 use futures_util::future::BoxFuture;
@@ -55,6 +65,26 @@ impl TransportMode {
     }
 }
 
+/// `--protocol` values: which MCP era the bridge may speak to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolMode {
+    /// Probe with `server/discover` on the client's `initialize`: a modern server (2026-07-28)
+    /// is translated for, anything else gets the older protocol as before.
+    Auto,
+    /// The `initialize` era only (2025-11-25 and earlier); never probes.
+    Legacy,
+    /// MCP 2026-07-28 only: a server that does not speak it is refused with an error.
+    Modern,
+}
+
+/// The protocol era settled for the run.
+enum Era {
+    Undecided,
+    /// The `initialize`-era transports ([`Active`]).
+    Legacy,
+    Modern(Arc<Modern>),
+}
+
 /// Where server messages go. Implemented by the relay, which enforces "one answer per request".
 pub trait Deliver: Send + Sync + 'static {
     /// Hands one message from the server to the client side; waits for room on stdout.
@@ -72,6 +102,11 @@ enum Active {
 pub struct Upstream {
     url: reqwest::Url,
     mode: TransportMode,
+    protocol: ProtocolMode,
+    /// Held while the era is being decided, so concurrent messages wait for it.
+    era: Mutex<Era>,
+    /// Per-tool facts from `tools/list` answers (header mirroring, idempotency).
+    tools: Arc<ToolFacts>,
     http: HttpClient,
     out: Arc<dyn Deliver>,
     /// Held across the first send while no transport is chosen, so concurrent messages wait
@@ -86,12 +121,16 @@ impl Upstream {
     pub fn new(
         url: reqwest::Url,
         mode: TransportMode,
+        protocol: ProtocolMode,
         http: HttpClient,
         out: Arc<dyn Deliver>,
     ) -> Self {
         Upstream {
             url,
             mode,
+            protocol,
+            era: Mutex::new(Era::Undecided),
+            tools: Arc::new(ToolFacts::default()),
             http,
             out,
             active: Mutex::new(Active::Undecided),
@@ -103,6 +142,141 @@ impl Upstream {
     /// exchange failed (the caller then answers with the error); for other messages, once the
     /// server accepted them.
     pub async fn send(&self, msg: Message) -> Result<(), UpstreamError> {
+        let mut era = self.era.lock().await;
+        match &*era {
+            Era::Legacy => {
+                drop(era);
+                return self.send_legacy(msg).await;
+            }
+            Era::Modern(m) => {
+                let m = m.clone();
+                drop(era);
+                return m.send(msg).await;
+            }
+            Era::Undecided => {}
+        }
+        let legacy_only = self.protocol == ProtocolMode::Legacy
+            || (self.protocol == ProtocolMode::Auto
+                && matches!(self.mode, TransportMode::SseFirst | TransportMode::SseOnly));
+        if legacy_only {
+            info!("protocol: the initialize era (--protocol {:?}, --transport {:?}); no server/discover probe",
+                  self.protocol, self.mode);
+            *era = Era::Legacy;
+            drop(era);
+            return self.send_legacy(msg).await;
+        }
+        if msg.is_request() && msg.method_is("initialize") {
+            let (asked, client_info, caps) = modern::initialize_params(&msg.bytes);
+            match modern::probe(&self.url, &self.http, &client_info, &caps).await? {
+                // A server that also lists versions of the initialize era is best served in it:
+                // no translation, and the server negotiates the version, keeps a session and
+                // sends its requests as the client expects.
+                Probe::Modern { discover, .. }
+                    if self.protocol == ProtocolMode::Auto && modern::lists_legacy(&discover) =>
+                {
+                    info!(client_version = %asked, "protocol: the server speaks both eras; using \
+                          the initialize era");
+                    *era = Era::Legacy;
+                    drop(era);
+                    return self.send_legacy(msg).await;
+                }
+                Probe::Modern { discover, version } => {
+                    let m = Modern::translating(
+                        self.url.clone(),
+                        self.http.clone(),
+                        self.out.clone(),
+                        self.tools.clone(),
+                        self.cancel.child_token(),
+                        version,
+                        discover,
+                    );
+                    *era = Era::Modern(m.clone());
+                    drop(era);
+                    return m.send(msg).await;
+                }
+                Probe::Legacy(why) => {
+                    if self.protocol == ProtocolMode::Modern {
+                        return Err(self.not_modern(why));
+                    }
+                    info!(reason = %why, "protocol: the server does not speak MCP {}; using the initialize era",
+                          modern::MODERN_VERSION);
+                    *era = Era::Legacy;
+                    drop(era);
+                    return self.send_legacy(msg).await;
+                }
+            }
+        }
+        if modern::is_modern_shaped(&msg) {
+            let m = Modern::passthrough(
+                self.url.clone(),
+                self.http.clone(),
+                self.out.clone(),
+                self.tools.clone(),
+                self.cancel.child_token(),
+            );
+            let id = msg.id.clone();
+            match m.send_first(msg).await? {
+                First::Modern => {
+                    info!(
+                        "protocol: client and server speak the modern era (MCP {}); relaying",
+                        modern::MODERN_VERSION
+                    );
+                    *era = Era::Modern(m);
+                    return Ok(());
+                }
+                First::Legacy(why) => {
+                    m.close();
+                    if self.protocol == ProtocolMode::Modern {
+                        return Err(self.not_modern(why));
+                    }
+                    info!(reason = %why, "protocol: the client speaks the modern era, the server does \
+                           not; answering with a non-modern error so the client falls back to initialize");
+                    *era = Era::Legacy;
+                    drop(era);
+                    // A JSON-RPC error whose code no modern server uses: the client's signal to
+                    // fall back to `initialize` (answered on the legacy path).
+                    if let Some(id) = id {
+                        let line = jsonrpc::error_response(
+                            Some(&id),
+                            jsonrpc::code::METHOD_NOT_FOUND,
+                            &format!(
+                                "alibridge: the MCP server at {} does not speak MCP {} ({why}); \
+                                 send initialize to use the older protocol",
+                                self.shown_url(),
+                                modern::MODERN_VERSION
+                            ),
+                            None,
+                        );
+                        if let Ok(m) = Message::parse(line) {
+                            self.out.deliver(m).await;
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if self.protocol == ProtocolMode::Modern {
+            warn!(method = ?msg.method, "--protocol modern: refusing a message sent before initialize");
+            return Err(self.not_modern(format!(
+                "the client sent {} before initialize or any modern request, so the server's era \
+                 is not known yet",
+                msg.method.as_deref().unwrap_or("a response")
+            )));
+        }
+        *era = Era::Legacy;
+        drop(era);
+        self.send_legacy(msg).await
+    }
+
+    fn not_modern(&self, detail: String) -> UpstreamError {
+        UpstreamError::NotModern {
+            url: self.shown_url(),
+            detail,
+        }
+    }
+
+    /// Sends one message through the `initialize`-era transports, choosing one on first use.
+    async fn send_legacy(&self, msg: Message) -> Result<(), UpstreamError> {
         let mut active = self.active.lock().await;
         match &*active {
             Active::Streamable(t) => {
@@ -188,6 +362,9 @@ impl Upstream {
 
     /// Ends the session politely (Streamable HTTP `DELETE`) and stops every background task.
     pub async fn close(&self) {
+        if let Era::Modern(m) = &*self.era.lock().await {
+            m.close();
+        }
         let active = std::mem::replace(&mut *self.active.lock().await, Active::Undecided);
         match active {
             Active::Streamable(t) => t.close().await,
@@ -202,6 +379,7 @@ impl Upstream {
             self.url.clone(),
             self.http.clone(),
             self.out.clone(),
+            self.tools.clone(),
             self.cancel.child_token(),
         )
     }

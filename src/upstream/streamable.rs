@@ -1,7 +1,8 @@
 //! Streamable HTTP (MCP 2025-06-18 and 2025-11-25): one POST per client message, answers as
 //! JSON or SSE, a session id to echo, a GET stream for server-initiated messages, resumption
 //! of cut streams with `Last-Event-ID`, re-initialisation when the server forgets the session,
-//! and `DELETE` on exit.
+//! and `DELETE` on exit. POSTs also carry the request metadata headers derived from each body
+//! ([`super::headers`]), so a 2026-07-28 server reached through this transport sees them too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::error::UpstreamError;
 use super::event_stream::{parse_event, Event, EventStream, Parsed, TooLarge};
+use super::headers::{self, ToolFacts};
 use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_POST, ACCEPT_SSE};
 use super::{dropped, spawn_child, Deliver, Dropped};
 use crate::backoff::{retry_after, Backoff};
@@ -65,6 +67,7 @@ pub struct StreamableHttp {
     shown: String,
     http: HttpClient,
     out: Arc<dyn Deliver>,
+    tools: Arc<ToolFacts>,
     session: Mutex<Session>,
     /// Held for writing while an `initialize` is in flight: later messages need its session id.
     init_gate: tokio::sync::RwLock<()>,
@@ -83,6 +86,7 @@ impl StreamableHttp {
         url: Url,
         http: HttpClient,
         out: Arc<dyn Deliver>,
+        tools: Arc<ToolFacts>,
         cancel: CancellationToken,
     ) -> Self {
         StreamableHttp {
@@ -90,6 +94,7 @@ impl StreamableHttp {
             url,
             http,
             out,
+            tools,
             session: Mutex::new(Session::default()),
             init_gate: tokio::sync::RwLock::new(()),
             reinit_lock: tokio::sync::Mutex::new(()),
@@ -177,7 +182,13 @@ impl StreamableHttp {
             return self.failed(resp, msg, session).await;
         }
         if let (Kind::Request, Some(id)) = (msg.kind, &msg.id) {
-            let answer = self.read_answer(resp, id, session).await?;
+            let mut answer = self.read_answer(resp, id, session).await?;
+            if msg.method_is("tools/list") {
+                let seen = self.tools.observe_list(answer.bytes.clone());
+                if seen != answer.bytes {
+                    answer = Message::parse(seen).unwrap_or(answer);
+                }
+            }
             self.out.deliver(answer).await;
         }
         Ok(Outcome::Done)
@@ -531,14 +542,24 @@ impl StreamableHttp {
     }
 
     fn post_request(&self, body: &Bytes, session: &Session) -> RequestBuilder {
-        let rb = self
+        let mut rb = self
             .http
             .client()
             .post(self.url.clone())
             .header(ACCEPT, ACCEPT_POST)
             .header(CONTENT_TYPE, "application/json")
             .body(body.clone());
-        with_session(rb, session)
+        if let Some(id) = &session.id {
+            rb = rb.header(SESSION_ID, id.clone());
+        }
+        let negotiated = session
+            .protocol_version
+            .as_ref()
+            .and_then(|v| v.to_str().ok());
+        for (n, v) in headers::for_body(body, negotiated, &self.tools) {
+            rb = rb.header(n, v);
+        }
+        rb
     }
 
     fn get_request(&self, last_event_id: Option<&str>, session: &Session) -> RequestBuilder {

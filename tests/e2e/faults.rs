@@ -339,7 +339,8 @@ async fn not_a_request(case: NotARequest) {
         assert!(
             matches!(
                 r.rpc_method.as_deref(),
-                Some("initialize" | "notifications/initialized" | "tools/call")
+                // `server/discover` is the `--protocol auto` era probe.
+                Some("server/discover" | "initialize" | "notifications/initialized" | "tools/call")
             ),
             "sent upstream: {:?}",
             r.body

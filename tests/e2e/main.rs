@@ -8,6 +8,9 @@ mod support;
 mod access_key;
 /// Command-line surface: flags, validation errors, exit codes.
 mod cli;
+/// Protocol eras (MCP 2026-07-28 and the initialize era): every cell of docs/protocol-eras.md
+/// against the TypeScript SDK 2.x server and client, rmcp and server-everything.
+mod eras;
 /// Official npm peers: server-everything (streamableHttp, sse) and the TypeScript SDK client.
 mod everything;
 /// Fault matrix: upstream failures, session loss, cut streams, bad stdin, shutdown.

@@ -25,6 +25,7 @@ pub mod oauth_rig;
 pub mod oauth_server;
 pub mod ops_server;
 pub mod peers;
+pub mod peers_modern;
 pub mod proxy;
 pub mod wait;
 

@@ -48,9 +48,9 @@ pub fn ensure_npm_peers() {
     }
 }
 
-/// Whether `node_modules` holds exactly what `package-lock.json` pins: npm records what it
-/// installed in `node_modules/.package-lock.json` (whoever ran `npm ci`, e.g. CI beforehand).
-fn installed_matches_lock(dir: &Path) -> bool {
+/// Whether `node_modules` of `dir` holds exactly what its `package-lock.json` pins: npm
+/// records what it installed in `node_modules/.package-lock.json` (whoever ran `npm ci`).
+pub fn lock_installed(dir: &Path) -> bool {
     let packages = |path: PathBuf| -> Option<Value> {
         let mut lock: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
         let mut packages = lock.get_mut("packages")?.take();
@@ -58,15 +58,25 @@ fn installed_matches_lock(dir: &Path) -> bool {
         Some(packages)
     };
     let wanted = packages(dir.join("package-lock.json"));
-    wanted.is_some()
-        && wanted == packages(dir.join("node_modules/.package-lock.json"))
+    wanted.is_some() && wanted == packages(dir.join("node_modules/.package-lock.json"))
+}
+
+fn installed_matches_lock(dir: &Path) -> bool {
+    lock_installed(dir)
         && server_everything_js().is_file()
         && dir.join("sdk_client.mjs").is_file()
         && report_port_js().is_file()
 }
 
 fn install() -> Result<(), String> {
-    let dir = peers_dir();
+    npm_ci(&peers_dir(), installed_matches_lock)
+}
+
+/// Runs `npm ci` in `dir` unless `ready(dir)` says it is installed already; serialized across
+/// processes with a lock directory.
+pub fn npm_ci(dir: &Path, ready: fn(&Path) -> bool) -> Result<(), String> {
+    let dir = dir.to_path_buf();
+    let installed_matches_lock = ready;
     if installed_matches_lock(&dir) {
         return Ok(());
     }

@@ -1,0 +1,388 @@
+//! The request metadata headers of MCP 2026-07-28 Streamable HTTP, derived from each POST's
+//! body, and the per-tool facts read from `tools/list` answers that later POSTs need.
+//!
+//! - `MCP-Protocol-Version`: `params._meta["io.modelcontextprotocol/protocolVersion"]` when the
+//!   body carries it, else the version negotiated by `initialize` (the caller's fallback).
+//! - `Mcp-Method`: the message's `method`.
+//! - `Mcp-Name`: `params.name` of `tools/call` and `prompts/get`, `params.uri` of
+//!   `resources/read`.
+//! - `Mcp-Param-{Name}`: the `tools/call` argument at the property path a tool's `inputSchema`
+//!   marks with `x-mcp-header` (strings as-is, integers in decimal, booleans lowercase; absent
+//!   or null: no header).
+//!
+//! A value that is not plain visible ASCII, has leading or trailing whitespace, or looks like
+//! the sentinel itself is sent as `=?base64?{standard base64 of its UTF-8}?=`.
+//!
+//! [`ToolFacts`] remembers, per tool, the `x-mcp-header` paths and whether the tool is
+//! annotated `idempotentHint: true` (the only tools a broken response stream may re-issue).
+//! Tools whose `x-mcp-header` annotations break the spec's constraints are removed from the
+//! `tools/list` answer, as the spec requires of HTTP clients, with a warning naming the tool.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::Value;
+use tracing::warn;
+
+pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+pub const MCP_METHOD: &str = "mcp-method";
+pub const MCP_NAME: &str = "mcp-name";
+/// The `_meta` keys of the modern per-request envelope.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// Largest integer a header may carry (the JavaScript safe range the spec names).
+const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// What the bridge knows about one tool from the last `tools/list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolFact {
+    /// `(header name suffix, property path)` for each `x-mcp-header` parameter.
+    pub params: Vec<(String, Vec<String>)>,
+    /// `annotations.idempotentHint == true`.
+    pub idempotent: bool,
+}
+
+/// Per-tool facts from `tools/list` answers, shared by every POST of the run.
+#[derive(Default)]
+pub struct ToolFacts {
+    tools: Mutex<HashMap<String, ToolFact>>,
+}
+
+impl ToolFacts {
+    /// Whether `tool` was listed with `idempotentHint: true`.
+    pub fn idempotent(&self, tool: &str) -> bool {
+        self.tools
+            .lock()
+            .unwrap()
+            .get(tool)
+            .is_some_and(|t| t.idempotent)
+    }
+
+    /// Whether `tool` was in a `tools/list` answer seen so far.
+    pub fn knows(&self, tool: &str) -> bool {
+        self.tools.lock().unwrap().contains_key(tool)
+    }
+
+    fn params(&self, tool: &str) -> Vec<(String, Vec<String>)> {
+        self.tools
+            .lock()
+            .unwrap()
+            .get(tool)
+            .map(|t| t.params.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reads a `tools/list` answer: records each tool's facts and returns the answer to relay,
+    /// which is the same bytes unless a tool had to be removed for a bad `x-mcp-header`.
+    pub fn observe_list(&self, answer: Bytes) -> Bytes {
+        let Ok(mut v) = serde_json::from_slice::<Value>(&answer) else {
+            return answer;
+        };
+        let Some(list) = v
+            .get_mut("result")
+            .and_then(|r| r.get_mut("tools"))
+            .and_then(Value::as_array_mut)
+        else {
+            return answer;
+        };
+        let mut removed = false;
+        let mut facts = self.tools.lock().unwrap();
+        list.retain(|tool| {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                return true;
+            };
+            match tool_fact(tool) {
+                Ok(fact) => {
+                    facts.insert(name.to_string(), fact);
+                    true
+                }
+                Err(why) => {
+                    warn!(tool = name, reason = %why, "removing a tool with an invalid x-mcp-header from tools/list");
+                    facts.remove(name);
+                    removed = true;
+                    false
+                }
+            }
+        });
+        drop(facts);
+        if !removed {
+            return answer;
+        }
+        serde_json::to_vec(&v).map(Bytes::from).unwrap_or(answer)
+    }
+}
+
+/// The facts of one tool definition, or why its `x-mcp-header` annotations are invalid.
+pub fn tool_fact(tool: &Value) -> Result<ToolFact, String> {
+    let idempotent = tool
+        .pointer("/annotations/idempotentHint")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut params = Vec::new();
+    if let Some(schema) = tool.get("inputSchema") {
+        collect_headers(schema, &mut Vec::new(), true, &mut params)?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in &params {
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return Err(format!("x-mcp-header {name:?} is used twice"));
+        }
+    }
+    Ok(ToolFact { params, idempotent })
+}
+
+/// Walks a schema: `x-mcp-header` is allowed only on primitive properties reached through a
+/// chain of `properties` keys; anywhere else it invalidates the tool.
+fn collect_headers(
+    schema: &Value,
+    path: &mut Vec<String>,
+    reachable: bool,
+    out: &mut Vec<(String, Vec<String>)>,
+) -> Result<(), String> {
+    let Some(obj) = schema.as_object() else {
+        if let Some(arr) = schema.as_array() {
+            for item in arr {
+                collect_headers(item, path, false, out)?;
+            }
+        }
+        return Ok(());
+    };
+    if let Some(h) = obj.get("x-mcp-header") {
+        let name = h
+            .as_str()
+            .ok_or("x-mcp-header is not a string".to_string())?;
+        if !reachable || path.is_empty() {
+            return Err(format!(
+                "x-mcp-header {name:?} is not on a property reached only through \"properties\""
+            ));
+        }
+        if name.is_empty() || !name.bytes().all(is_tchar) {
+            return Err(format!("x-mcp-header {name:?} is not an HTTP token"));
+        }
+        let ty = obj.get("type").and_then(Value::as_str);
+        if !matches!(ty, Some("string" | "integer" | "boolean")) {
+            return Err(format!(
+                "x-mcp-header {name:?} is on a property of type {} (only string, integer, boolean)",
+                ty.unwrap_or("(none)")
+            ));
+        }
+        out.push((name.to_string(), path.clone()));
+    }
+    for (key, value) in obj {
+        if key == "properties" {
+            if let Some(props) = value.as_object() {
+                for (prop, sub) in props {
+                    path.push(prop.clone());
+                    collect_headers(sub, path, reachable, out)?;
+                    path.pop();
+                }
+            }
+        } else if value.is_object() || value.is_array() {
+            collect_headers(value, path, false, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A header value per the spec's Value Encoding: plain when it is visible ASCII (spaces only
+/// inside) and does not look like the sentinel, else `=?base64?…?=`.
+pub fn encode_value(value: &str) -> String {
+    let visible = value.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    let padded = value.starts_with(' ') || value.ends_with(' ');
+    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
+    if value.is_empty() || (visible && !padded && !sentinel) {
+        return value.to_string();
+    }
+    format!(
+        "=?base64?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
+    )
+}
+
+/// The metadata headers for one POST body. `negotiated` is the fallback protocol version (the
+/// one `initialize` settled, or the one the bridge chose for a modern server).
+pub fn for_body(
+    body: &[u8],
+    negotiated: Option<&str>,
+    tools: &ToolFacts,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut push = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            out.push((n, v));
+        }
+    };
+    let params = v.get("params");
+    let version = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .and_then(Value::as_str)
+        .or(negotiated);
+    if let Some(version) = version {
+        push(PROTOCOL_VERSION, version);
+    }
+    let Some(method) = v.get("method").and_then(Value::as_str) else {
+        return out;
+    };
+    push(MCP_METHOD, &encode_value(method));
+    let name = match method {
+        "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
+        "resources/read" => params.and_then(|p| p.get("uri")),
+        _ => None,
+    };
+    if let Some(name) = name.and_then(Value::as_str) {
+        push(MCP_NAME, &encode_value(name));
+    }
+    if method == "tools/call" {
+        if let (Some(tool), Some(args)) = (
+            params.and_then(|p| p.get("name")).and_then(Value::as_str),
+            params.and_then(|p| p.get("arguments")),
+        ) {
+            for (header, path) in tools.params(tool) {
+                let mut at = Some(args);
+                for key in &path {
+                    at = at.and_then(|a| a.get(key));
+                }
+                if let Some(text) = at.and_then(param_text) {
+                    push(&format!("mcp-param-{header}"), &encode_value(&text));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The header text of an `x-mcp-header` argument; `None` for null, absent or a type the spec
+/// does not allow (the server then sees no header and decides).
+fn param_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|i| i.unsigned_abs() <= MAX_SAFE_INTEGER as u64)
+            .map(|i| i.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn header<'a>(hs: &'a [(HeaderName, HeaderValue)], name: &str) -> Option<&'a str> {
+        hs.iter()
+            .find(|(n, _)| n.as_str() == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+
+    #[test]
+    fn encodes_like_the_spec_examples() {
+        assert_eq!(encode_value("us-west1"), "us-west1");
+        assert_eq!(
+            encode_value("Hello, 世界"),
+            "=?base64?SGVsbG8sIOS4lueVjA==?="
+        );
+        assert_eq!(encode_value(" padded "), "=?base64?IHBhZGRlZCA=?=");
+        assert_eq!(encode_value("line1\nline2"), "=?base64?bGluZTEKbGluZTI=?=");
+        assert_eq!(
+            encode_value("=?base64?literal?="),
+            "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="
+        );
+        assert_eq!(encode_value("tab\there"), "=?base64?dGFiCWhlcmU=?=");
+    }
+
+    #[test]
+    fn derives_method_name_and_version_from_the_body() {
+        let facts = ToolFacts::default();
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+            "name":"écho","arguments":{},"_meta":{META_PROTOCOL_VERSION:"2026-07-28"}}});
+        let hs = for_body(body.to_string().as_bytes(), Some("2025-06-18"), &facts);
+        assert_eq!(header(&hs, PROTOCOL_VERSION), Some("2026-07-28"));
+        assert_eq!(header(&hs, MCP_METHOD), Some("tools/call"));
+        assert_eq!(header(&hs, MCP_NAME), Some("=?base64?w6ljaG8=?="));
+        let body =
+            br#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///a b"}}"#;
+        let hs = for_body(body, Some("2025-06-18"), &facts);
+        assert_eq!(header(&hs, PROTOCOL_VERSION), Some("2025-06-18"));
+        assert_eq!(header(&hs, MCP_NAME), Some("file:///a b"));
+        let hs = for_body(br#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#, None, &facts);
+        assert_eq!(header(&hs, PROTOCOL_VERSION), None);
+        assert_eq!(header(&hs, MCP_NAME), None);
+        assert!(
+            for_body(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#, None, &facts)
+                .iter()
+                .all(|(n, _)| n.as_str() != MCP_METHOD)
+        );
+    }
+
+    #[test]
+    fn mirrors_x_mcp_header_parameters_from_the_cached_list() {
+        let facts = ToolFacts::default();
+        let list = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
+            {"name":"sql","inputSchema":{"type":"object","properties":{
+                "region":{"type":"string","x-mcp-header":"Region"},
+                "opts":{"type":"object","properties":{"n":{"type":"integer","x-mcp-header":"N"},
+                                                        "dry":{"type":"boolean","x-mcp-header":"Dry"}}},
+                "query":{"type":"string"}}},
+             "annotations":{"idempotentHint":true}},
+            {"name":"bad","inputSchema":{"type":"object","properties":{
+                "xs":{"type":"array","items":{"type":"string","x-mcp-header":"X"}}}}},
+            {"name":"dup","inputSchema":{"type":"object","properties":{
+                "a":{"type":"string","x-mcp-header":"A"},"b":{"type":"string","x-mcp-header":"a"}}}},
+            {"name":"num","inputSchema":{"type":"object","properties":{
+                "f":{"type":"number","x-mcp-header":"F"}}}},
+            {"name":"plain","inputSchema":{"type":"object"}}
+        ]}});
+        let relayed = facts.observe_list(Bytes::from(list.to_string()));
+        let v: Value = serde_json::from_slice(&relayed).unwrap();
+        let names: Vec<&str> = v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["sql", "plain"], "invalid tools are removed");
+        assert!(facts.idempotent("sql") && !facts.idempotent("plain") && !facts.idempotent("x"));
+        let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sql",
+            "arguments":{"region":"华东 1","opts":{"n":42,"dry":false},"query":"select"}}});
+        let hs = for_body(call.to_string().as_bytes(), None, &facts);
+        assert_eq!(
+            header(&hs, "mcp-param-region"),
+            Some(encode_value("华东 1").as_str())
+        );
+        assert_eq!(header(&hs, "mcp-param-n"), Some("42"));
+        assert_eq!(header(&hs, "mcp-param-dry"), Some("false"));
+        let call = json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sql",
+            "arguments":{"region":null,"query":"select"}}});
+        let hs = for_body(call.to_string().as_bytes(), None, &facts);
+        assert!(hs
+            .iter()
+            .all(|(n, _)| !n.as_str().starts_with("mcp-param-")));
+    }
+
+    #[test]
+    fn a_valid_list_is_relayed_byte_for_byte() {
+        let facts = ToolFacts::default();
+        let raw = Bytes::from_static(
+            br#"{"jsonrpc":"2.0", "id":1,"result":{"tools":[{"name":"a","inputSchema":{}}]}}"#,
+        );
+        assert_eq!(facts.observe_list(raw.clone()), raw);
+    }
+}
