@@ -12,7 +12,6 @@ use crate::cli::BridgeArgs;
 use crate::config::BridgeConfig;
 use crate::error::UsageError;
 use crate::net::display_url;
-use crate::policy::audit::AuditLog;
 use crate::relay::{self, Limits, QuitReason, ToolPolicy};
 use crate::upstream::http::HttpClient;
 use crate::upstream::{Deliver, Upstream};
@@ -114,27 +113,14 @@ fn tool_policy(
             "tool policy"
         );
     }
-    let audit = match &cfg.audit {
-        Some(a) => Some(AuditLog::open(&a.path, a.max_bytes).map_err(|e| {
-            UsageError::from(crate::config::ConfigError::Policy(format!(
-                "cannot open the audit log {}: {e}; check --audit-log",
-                a.path.display()
-            )))
-        })?),
-        None => None,
-    };
+    let audit = super::open_audit(cfg.audit.as_ref())?;
     if !cfg.policy.is_active() && audit.is_none() {
         return Ok(None);
     }
-    let upstream = match (cfg.url.host_str(), cfg.url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => String::new(),
-    };
     Ok(Some(Arc::new(ToolPolicy::new(
         cfg.policy.clone(),
         audit,
-        upstream,
+        super::host_port(&cfg.url),
         Box::new(move || credential.identity()),
     ))))
 }

@@ -14,3 +14,31 @@ pub fn state_home() -> anyhow::Result<std::path::PathBuf> {
     crate::cli::resolve::state_home(|k| std::env::var(k).ok())
         .map_err(|e| crate::error::UsageError::Config(e).into())
 }
+
+/// Opens `--audit-log` when it is set; a file that cannot be opened is a usage error naming the
+/// flag (the bridge and the proxy both start only with a working audit log).
+pub(crate) fn open_audit(
+    target: Option<&crate::policy::audit::AuditTarget>,
+) -> anyhow::Result<Option<crate::policy::audit::AuditLog>> {
+    let Some(a) = target else {
+        return Ok(None);
+    };
+    crate::policy::audit::AuditLog::open(&a.path, a.max_bytes)
+        .map(Some)
+        .map_err(|e| {
+            crate::error::UsageError::from(crate::config::ConfigError::Policy(format!(
+                "cannot open the audit log {}: {e}; check --audit-log",
+                a.path.display()
+            )))
+            .into()
+        })
+}
+
+/// `host[:port]` of the upstream, as the audit log names it.
+pub(crate) fn host_port(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    }
+}

@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use crate::cli::ProxyArgs;
 use crate::error::UsageError;
 use crate::net::display_url;
-use crate::policy::audit::AuditLog;
 use crate::proxy::config::ProxyConfig;
 use crate::proxy::guard::{authority, Guard};
 use crate::proxy::rules::{Entry, ServerIndex};
@@ -172,27 +171,14 @@ fn tool_policy(
     cfg: &ProxyConfig,
     credential: Arc<dyn crate::auth::Credential>,
 ) -> anyhow::Result<Option<Arc<ProxyPolicy>>> {
-    let audit = match &cfg.audit {
-        Some(a) => Some(AuditLog::open(&a.path, a.max_bytes).map_err(|e| {
-            UsageError::from(crate::config::ConfigError::Policy(format!(
-                "cannot open the audit log {}: {e}; check --audit-log",
-                a.path.display()
-            )))
-        })?),
-        None => None,
-    };
+    let audit = super::open_audit(cfg.audit.as_ref())?;
     if !cfg.policy.is_active() && audit.is_none() {
         return Ok(None);
     }
-    let upstream = match (cfg.upstream.host_str(), cfg.upstream.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => String::new(),
-    };
     Ok(Some(Arc::new(ProxyPolicy::new(
         cfg.policy.clone(),
         audit,
-        upstream,
+        super::host_port(&cfg.upstream),
         Box::new(move || credential.identity()),
     ))))
 }
