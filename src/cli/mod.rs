@@ -118,10 +118,12 @@ impl std::fmt::Display for Scope {
 
 /// `alibridge add`.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: alibridge add claude-code https://openapi-mcp.cn-hangzhou.\
+#[command(
+    after_help = "Example: alibridge add claude-code https://openapi-mcp.cn-hangzhou.\
                         aliyuncs.com/accounts/1234/custom/my-server/id/abc/mcp -- --read-only\n\
                         Secrets never go into the file: --env NAME references a variable the \
-                        client expands (Codex: forwarded through env_vars).")]
+                        client expands (Codex: forwarded through env_vars)."
+)]
 pub struct AddArgs {
     /// The client to configure.
     #[arg(value_enum, value_name = "CLIENT")]

@@ -36,7 +36,13 @@ pub fn upsert(text: &str, path: &[&str], name: &str, value: &Value) -> Result<St
     for depth in 0..path.len() {
         let obj = object_at(&text, &path[..depth])?;
         if find(&text, &obj, path[depth]).is_none() {
-            text = insert(&text, &obj, depth + 1, path[depth], &Value::Object(Default::default()))?;
+            text = insert(
+                &text,
+                &obj,
+                depth + 1,
+                path[depth],
+                &Value::Object(Default::default()),
+            )?;
         }
     }
     let obj = object_at(&text, path)?;
@@ -147,7 +153,11 @@ fn insert(
                 )
             } else {
                 // Only comments inside: keep them after the new member.
-                splice(text, obj.open + 1..obj.open + 1, &format!("\n{pad}{member}"))
+                splice(
+                    text,
+                    obj.open + 1..obj.open + 1,
+                    &format!("\n{pad}{member}"),
+                )
             }
         }
     })
@@ -378,7 +388,10 @@ mod tests {
     #[test]
     fn insert_keeps_comments_and_other_servers_and_reads_back() {
         let out = upsert(FILE, &["mcpServers"], "a", &json!({"command": "/bin/a"})).unwrap();
-        assert!(out.contains("// servers") && out.contains("/* keep */"), "{out}");
+        assert!(
+            out.contains("// servers") && out.contains("/* keep */"),
+            "{out}"
+        );
         let v = parse(&out).unwrap();
         assert_eq!(v["mcpServers"]["a"]["command"], "/bin/a");
         assert_eq!(v["mcpServers"]["other"]["command"], "x");

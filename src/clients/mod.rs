@@ -238,7 +238,8 @@ pub fn target(
         (ClientKind::Vscode, Scope::User) => json(vscode_user.join("mcp.json"), &["servers"]),
         (ClientKind::Vscode, _) => json(proj.join(".vscode/mcp.json"), &["servers"]),
         (ClientKind::Cline, _) => json(
-            vscode_user.join("globalStorage/saoudrizwan.claude-dev/settings/cline_mcp_settings.json"),
+            vscode_user
+                .join("globalStorage/saoudrizwan.claude-dev/settings/cline_mcp_settings.json"),
             &["mcpServers"],
         ),
         (ClientKind::CherryStudio, _) => return Ok(None),
@@ -336,7 +337,10 @@ pub fn name_from_url(url: &url::Url) -> String {
         .windows(2)
         .find(|w| matches!(w[0], "custom" | "api") && !w[1].is_empty())
         .map(|w| w[1].to_string())
-        .or_else(|| url.host_str().map(|h| h.split('.').next().unwrap_or(h).to_string()))
+        .or_else(|| {
+            url.host_str()
+                .map(|h| h.split('.').next().unwrap_or(h).to_string())
+        })
         .unwrap_or_else(|| "alibridge".into());
     let clean: String = picked
         .chars()
@@ -555,7 +559,9 @@ mod tests {
     fn names_come_from_the_server_name_or_the_host() {
         let u = |s: &str| url::Url::parse(s).unwrap();
         assert_eq!(
-            name_from_url(&u("https://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/1/custom/my.srv/id/x/mcp")),
+            name_from_url(&u(
+                "https://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/1/custom/my.srv/id/x/mcp"
+            )),
             "my-srv"
         );
         assert_eq!(name_from_url(&u("https://mcp.example.com/mcp")), "mcp");

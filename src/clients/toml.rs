@@ -100,11 +100,9 @@ fn to_json(item: &Item) -> Value {
                 .map(|(k, v)| (k.to_string(), to_json(v)))
                 .collect::<Map<_, _>>(),
         ),
-        Item::ArrayOfTables(a) => Value::Array(
-            a.iter()
-                .map(|t| to_json(&Item::Table(t.clone())))
-                .collect(),
-        ),
+        Item::ArrayOfTables(a) => {
+            Value::Array(a.iter().map(|t| to_json(&Item::Table(t.clone()))).collect())
+        }
         Item::None => Value::Null,
     }
 }
@@ -137,7 +135,13 @@ mod tests {
     fn add_and_remove_keep_comments_and_unknown_keys() {
         let e = json!({"command": "/bin/alibridge", "args": ["https://h/mcp"], "tool_timeout_sec": 300});
         let out = upsert(FILE, "ali", &e).unwrap();
-        for kept in ["# my codex", "# inline", "unknown_key = 1", "# trailer", "[profiles.a]"] {
+        for kept in [
+            "# my codex",
+            "# inline",
+            "unknown_key = 1",
+            "# trailer",
+            "[profiles.a]",
+        ] {
             assert!(out.contains(kept), "{kept} lost:\n{out}");
         }
         let got = entries(&out).unwrap();

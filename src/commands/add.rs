@@ -93,7 +93,8 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
 fn print_for_gui(client: ClientKind, name: &str, launch: &Launch) {
     match client {
         ClientKind::CherryStudio => {
-            let import = json!({"mcpServers": {name: {"command": launch.command, "args": launch.args}}});
+            let import =
+                json!({"mcpServers": {name: {"command": launch.command, "args": launch.args}}});
             use base64::Engine;
             let link = base64::engine::general_purpose::STANDARD
                 .encode(serde_json::to_vec(&import).expect("JSON serializes"));
@@ -117,7 +118,9 @@ fn print_for_gui(client: ClientKind, name: &str, launch: &Launch) {
 
 fn restart_hint(client: ClientKind) -> &'static str {
     match client {
-        ClientKind::ClaudeDesktop => "quit Claude Desktop fully and start it again to load the entry",
+        ClientKind::ClaudeDesktop => {
+            "quit Claude Desktop fully and start it again to load the entry"
+        }
         ClientKind::Windsurf => "press refresh in Windsurf's MCP panel to load the entry",
         ClientKind::ClaudeCode => "check it with `claude mcp list` (project entries need approval)",
         ClientKind::Codex => "check it with `codex mcp list`",

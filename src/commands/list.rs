@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use crate::clients::{self, Places};
 use crate::cli::ListArgs;
+use crate::clients::{self, Places};
 use crate::logging::notice;
 
 use super::clients_error;
@@ -30,7 +30,10 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
             };
-            for (name, entry) in entries.into_iter().filter(|(_, e)| clients::is_alibridge(e)) {
+            for (name, entry) in entries
+                .into_iter()
+                .filter(|(_, e)| clients::is_alibridge(e))
+            {
                 found += 1;
                 let command = entry["command"].as_str().unwrap_or_default();
                 let exists = std::path::Path::new(command).is_file();

@@ -32,3 +32,5 @@ mod relay;
 /// Cloud-ops safety: tool policy, read-only, confirmation (TypeScript SDK client), default
 /// region, audit log, `--safety-policy` against the Alibaba fake, the policy in the proxy.
 mod safety;
+/// `add` / `remove` / `list` against fixture files of every client and scope.
+mod setup;
