@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Some(cli::Command::Add(a)) => commands::add::run(a),
             Some(cli::Command::Remove(a)) => commands::remove::run(a),
             Some(cli::Command::List(a)) => commands::list::run(a),
+            Some(cli::Command::Doctor(a)) => commands::doctor::run(a).await,
             None => commands::bridge::run(cli.bridge).await,
         }
     });

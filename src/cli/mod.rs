@@ -75,6 +75,25 @@ pub enum Command {
     Remove(RemoveArgs),
     /// Show every alibridge entry found in the clients' configurations.
     List(ListArgs),
+    /// Check the set-up of URL (or of every entry `list` finds): clock, DNS/TCP/TLS, the
+    /// credential, MCP initialize and tools, client configs. One line per check, ✓ or ✗ with
+    /// the fix; exit 0 only when all pass.
+    Doctor(DoctorArgs),
+}
+
+/// `alibridge doctor`.
+#[derive(Debug, Args)]
+#[command(after_help = "Docs: docs/doctor.md")]
+pub struct DoctorArgs {
+    /// The MCP endpoint to check. Default: every alibridge entry in the clients' configs.
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
+    /// One JSON object per check (for support tickets; never contains a secret).
+    #[arg(long)]
+    pub json: bool,
+    /// Bridge flags to check with, after `--` (as an entry would pass them).
+    #[arg(last = true, value_name = "BRIDGE FLAGS")]
+    pub bridge_flags: Vec<String>,
 }
 
 /// An MCP client whose configuration `add`/`remove`/`list` edit.
@@ -496,7 +515,7 @@ pub const MAX_TOKEN_REFRESH_SKEW: u32 = 24 * 3600;
 /// The exit codes, for `--help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 normal end (stdin closed, signal, or the \
     command did its job); 1 runtime failure (pre-check: denied or not installed; logout, remove: \
-    no such sign-in or entry); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
+    no such sign-in or entry; doctor: a check failed); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
     not come back in time.\nDocs: https://github.com/alibridge/alibridge#readme";
 
 /// `pre-check`: the browser did not come back within `--timeout`.

@@ -432,6 +432,74 @@ pub fn remove(target: &Target, text: &str, name: &str) -> Result<Option<String>,
     }
 }
 
+/// An alibridge entry found in a client's file.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub client: ClientKind,
+    pub scope: Scope,
+    pub name: String,
+    pub file: PathBuf,
+    pub entry: Value,
+}
+
+impl Found {
+    pub fn command(&self) -> &str {
+        self.entry["command"].as_str().unwrap_or_default()
+    }
+
+    /// The arguments after the command (URL and bridge flags).
+    pub fn args(&self) -> Vec<String> {
+        self.entry["args"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Every alibridge entry of every client and scope; files that cannot be read are reported in
+/// the second list (file and reason) rather than failing the whole scan.
+pub fn find_all(at: &Places) -> (Vec<Found>, Vec<ClientsError>) {
+    let mut found = Vec::new();
+    let mut skipped = Vec::new();
+    for &client in ALL {
+        for &scope in scopes(client) {
+            let target = match target(client, scope, at) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    skipped.push(e);
+                    continue;
+                }
+            };
+            let text = match read(&target.file) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    skipped.push(e);
+                    continue;
+                }
+            };
+            match entries(&target, &text) {
+                Ok(list) => found.extend(list.into_iter().filter(|(_, e)| is_alibridge(e)).map(
+                    |(name, entry)| Found {
+                        client,
+                        scope,
+                        name,
+                        file: target.file.clone(),
+                        entry,
+                    },
+                )),
+                Err(e) => skipped.push(e),
+            }
+        }
+    }
+    (found, skipped)
+}
+
 /// Whether an entry runs alibridge (its command's file name is `alibridge[.exe]`).
 pub fn is_alibridge(entry: &Value) -> bool {
     entry

@@ -13,54 +13,37 @@ use super::clients_error;
 
 pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     let places = Places::from_env().map_err(clients_error)?;
-    let mut found = 0;
-    for &client in clients::ALL {
-        for &scope in clients::scopes(client) {
-            let Some(target) = clients::target(client, scope, &places).map_err(clients_error)?
-            else {
-                continue;
-            };
-            let Some(text) = clients::read(&target.file).map_err(clients_error)? else {
-                continue;
-            };
-            let entries = match clients::entries(&target, &text) {
-                Ok(e) => e,
-                Err(e) => {
-                    notice(format!("skipped: {e}"));
-                    continue;
-                }
-            };
-            for (name, entry) in entries
-                .into_iter()
-                .filter(|(_, e)| clients::is_alibridge(e))
-            {
-                found += 1;
-                let command = entry["command"].as_str().unwrap_or_default();
-                let exists = std::path::Path::new(command).is_file();
-                let url = clients::entry_url(&entry);
-                if args.json {
-                    let line = json!({
-                        "client": client.to_string(), "scope": scope.to_string(), "name": name,
-                        "file": target.file, "url": url, "command": command,
-                        "command_exists": exists,
-                    });
-                    println!("{line}");
+    let (found, skipped) = clients::find_all(&places);
+    for e in skipped {
+        notice(format!("skipped: {e}"));
+    }
+    for f in &found {
+        let command = f.command();
+        let exists = std::path::Path::new(command).is_file();
+        let url = clients::entry_url(&f.entry);
+        let (client, scope, name) = (f.client, f.scope, &f.name);
+        if args.json {
+            let line = json!({
+                "client": client.to_string(), "scope": scope.to_string(), "name": name,
+                "file": f.file, "url": url, "command": command, "command_exists": exists,
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{client} ({scope}) {name} → {} [{}]{}",
+                url.as_deref().unwrap_or("(no URL)"),
+                f.file.display(),
+                if exists {
+                    String::new()
                 } else {
-                    println!(
-                        "{client} ({scope}) {name} → {} [{}]{}",
-                        url.as_deref().unwrap_or("(no URL)"),
-                        target.file.display(),
-                        if exists {
-                            String::new()
-                        } else {
-                            format!(" ✗ {command} does not exist: run `alibridge add {client} … --force` again")
-                        }
-                    );
+                    format!(
+                        " ✗ {command} does not exist: run `alibridge add {client} … --force` again"
+                    )
                 }
-            }
+            );
         }
     }
-    if found == 0 && !args.json {
+    if found.is_empty() && !args.json {
         notice("no alibridge entries found (add one with `alibridge add <client> <URL>`)");
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 
 pub mod add;
 pub mod bridge;
+pub mod doctor;
 pub mod list;
 pub mod login;
 pub mod logout;

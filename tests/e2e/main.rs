@@ -8,6 +8,8 @@ mod support;
 mod access_key;
 /// Command-line surface: flags, validation errors, exit codes.
 mod cli;
+/// `alibridge doctor` against the local fakes: green, down, bad credentials, skewed clock.
+mod doctor;
 /// Official npm peers: server-everything (streamableHttp, sse) and the TypeScript SDK client.
 mod everything;
 /// Fault matrix: upstream failures, session loss, cut streams, bad stdin, shutdown.
