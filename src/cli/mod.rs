@@ -275,6 +275,18 @@ pub struct UpstreamArgs {
     #[command(flatten)]
     pub oauth: OAuthArgs,
 
+    /// A bearer token obtained elsewhere, sent as "Authorization: Bearer TOKEN". Prefer the
+    /// environment variable: a command line is visible to every local user.
+    #[arg(long, value_name = "TOKEN", env = env::ALIBRIDGE_BEARER_TOKEN, hide_env_values = true,
+          conflicts_with = "token_command")]
+    pub bearer_token: Option<String>,
+
+    /// A command (run by the shell) that prints a bearer token, or JSON with "access_token"
+    /// and optional "expires_in" (seconds); run again before expiry and when the server
+    /// refuses the token. Its stderr is shown; a non-zero exit is an error.
+    #[arg(long, value_name = "CMD", env = env::ALIBRIDGE_TOKEN_COMMAND)]
+    pub token_command: Option<String>,
+
     #[command(flatten)]
     pub policy: PolicyArgs,
 

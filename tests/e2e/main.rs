@@ -12,6 +12,8 @@ mod cli;
 mod doctor;
 /// Official npm peers: server-everything (streamableHttp, sse) and the TypeScript SDK client.
 mod everything;
+/// `--token-command` (a script that counts its runs) and `--bearer-token`.
+mod external_token;
 /// Fault matrix: upstream failures, session loss, cut streams, bad stdin, shutdown.
 mod faults;
 /// Hostile peers: redirects, legacy endpoint events and host names that would steer
