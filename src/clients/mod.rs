@@ -48,12 +48,15 @@ impl ClientsError {
     }
 }
 
+/// Reads an environment variable (a closure, so tests and callers can supply their own).
+pub type VarLookup = Box<dyn Fn(&str) -> Option<String>>;
+
 /// Where the person's files are: the home directory, the project directory, and the
 /// environment (for `APPDATA`, `XDG_CONFIG_HOME`, `CODEX_HOME`).
 pub struct Places {
     pub home: PathBuf,
     pub project: PathBuf,
-    pub var: Box<dyn Fn(&str) -> Option<String>>,
+    pub var: VarLookup,
 }
 
 impl Places {

@@ -336,7 +336,7 @@ fn check_clock(r: &mut Report, date: Option<&reqwest::header::HeaderValue>) {
             "set the clock right (turn on automatic time / NTP)",
         );
     } else {
-        r.ok("clock", format!("{how}"));
+        r.ok("clock", how);
     }
 }
 
