@@ -46,13 +46,14 @@ pub fn upsert(text: &str, path: &[&str], name: &str, value: &Value) -> Result<St
         }
     }
     let obj = object_at(&text, path)?;
-    match find(&text, &obj, name) {
+    let out = match find(&text, &obj, name) {
         Some(m) => {
             let rendered = render(value, &indent_unit(&text), path.len() + 1);
-            Ok(splice(&text, m.value.clone(), &rendered))
+            splice(&text, m.value.clone(), &rendered)
         }
-        None => insert(&text, &obj, path.len() + 1, name, value),
-    }
+        None => insert(&text, &obj, path.len() + 1, name, value)?,
+    };
+    Ok(out)
 }
 
 /// Removes `path…/name`; `None` when there is no such entry.
@@ -113,7 +114,15 @@ fn find<'a>(_text: &str, obj: &'a Object, key: &str) -> Option<&'a Member> {
     obj.members.iter().find(|m| m.key == key)
 }
 
+/// Replaces `range` with `with`, whose line breaks follow the file's (CRLF files stay CRLF).
 fn splice(text: &str, range: Range<usize>, with: &str) -> String {
+    let crlf;
+    let with = if text.contains("\r\n") && with.contains('\n') && !with.contains('\r') {
+        crlf = with.replace('\n', "\r\n");
+        crlf.as_str()
+    } else {
+        with
+    };
     let mut out = String::with_capacity(text.len() + with.len());
     out.push_str(&text[..range.start]);
     out.push_str(with);
@@ -333,6 +342,10 @@ fn line_start_if_blank(text: &str, at: usize) -> usize {
 /// kept), so byte offsets match the original.
 fn blank(text: &str) -> Result<String, JsoncError> {
     let mut b = text.as_bytes().to_vec();
+    // A byte-order mark (Windows editors) is kept in the file, skipped when reading.
+    if b.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        b[..3].fill(b' ');
+    }
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -417,6 +430,16 @@ mod tests {
         let text = "{\"s\": {\"a\": 1, \"b\": 2, \"c\": 3}}";
         let out = upsert(text, &["s"], "b", &json!(5)).unwrap();
         assert_eq!(out, "{\"s\": {\"a\": 1, \"b\": 5, \"c\": 3}}");
+    }
+
+    #[test]
+    fn bom_and_crlf_files_keep_their_form() {
+        let text = "\u{feff}{\r\n  \"mcpServers\": {\r\n    \"a\": 1\r\n  }\r\n}\r\n";
+        let out = upsert(text, &["mcpServers"], "b", &json!({"command": "x"})).unwrap();
+        assert!(out.starts_with('\u{feff}'));
+        assert!(!out.replace("\r\n", "").contains('\n'), "{out:?}");
+        assert_eq!(parse(&out).unwrap()["mcpServers"]["b"]["command"], "x");
+        assert_eq!(remove(&out, &["mcpServers"], "b").unwrap().unwrap(), text);
     }
 
     #[test]
