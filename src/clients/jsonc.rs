@@ -178,9 +178,37 @@ fn render(value: &Value, unit: &str, depth: usize) -> String {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(unit.as_bytes());
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-    value.serialize(&mut ser).expect("a JSON value serializes");
+    match value {
+        Value::Object(m) => Ordered(m).serialize(&mut ser),
+        v => v.serialize(&mut ser),
+    }
+    .expect("a JSON value serializes");
     let s = String::from_utf8(buf).expect("serde_json writes UTF-8");
     s.replace('\n', &format!("\n{}", unit.repeat(depth)))
+}
+
+/// The keys an entry is written with first, in the order the clients' docs show them (the
+/// rest follow sorted), so a written entry reads like the documented examples.
+const FIRST_KEYS: &[&str] = &["type", "command", "args", "env"];
+
+struct Ordered<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for k in FIRST_KEYS {
+            if let Some(v) = self.0.get(*k) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        for (k, v) in self.0 {
+            if !FIRST_KEYS.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// The indent of the first indented member line (two spaces when the file has none).
@@ -423,6 +451,18 @@ mod tests {
         let back = remove(&out, &["p", "q"], "n").unwrap().unwrap();
         assert_eq!(parse(&back).unwrap()["p"]["q"], json!({}));
         assert!(remove(&back, &["p", "q"], "n").unwrap().is_none());
+    }
+
+    #[test]
+    fn entries_are_written_in_the_documented_key_order() {
+        let e = json!({"env": {}, "args": [], "type": "stdio", "command": "c", "cwd": "/"});
+        let out = upsert("{}", &["s"], "n", &e).unwrap();
+        let pos = |k: &str| out.find(&format!("\"{k}\"")).unwrap();
+        assert!(
+            pos("type") < pos("command") && pos("command") < pos("args"),
+            "{out}"
+        );
+        assert!(pos("args") < pos("env") && pos("env") < pos("cwd"), "{out}");
     }
 
     #[test]
