@@ -90,3 +90,7 @@ pub const ALIBRIDGE_AUDIT_LOG_MAX_SIZE: &str = "ALIBRIDGE_AUDIT_LOG_MAX_SIZE";
 pub const ALIBRIDGE_SAFETY_POLICY: &str = "ALIBRIDGE_SAFETY_POLICY";
 /// Same as `--safety-policy-endpoint`.
 pub const ALIBRIDGE_SAFETY_POLICY_ENDPOINT: &str = "ALIBRIDGE_SAFETY_POLICY_ENDPOINT";
+/// `--bearer-token`.
+pub const ALIBRIDGE_BEARER_TOKEN: &str = "ALIBRIDGE_BEARER_TOKEN";
+/// `--token-command`.
+pub const ALIBRIDGE_TOKEN_COMMAND: &str = "ALIBRIDGE_TOKEN_COMMAND";

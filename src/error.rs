@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0    | normal end: stdin closed, SIGINT/SIGTERM, or the client closed stdout; a command that did its job |
-//! | 1    | runtime failure (stdin unreadable, cannot listen, the service refused); `logout` of a URL with no sign-in; `pre-check` denied or not installed |
+//! | 1    | runtime failure (stdin unreadable, cannot listen, the service refused); `logout` of a URL with no sign-in; `remove` of an entry that is not there; `doctor` with a failed check; `pre-check` denied or not installed |
 //! | 2    | bad command line or configuration (clap errors use 2 as well), credentials that cannot be found or used |
 //! | 3    | `pre-check`: the browser did not come back in time |
 //!
@@ -21,6 +21,8 @@ pub enum UsageError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Credentials(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Clients(crate::clients::ClientsError),
 }
 
 /// Prints `error: …` and each cause on stderr, and picks the exit code.

@@ -6,11 +6,13 @@
 //! points up or sideways:
 //!
 //! ```text
-//! main ─► commands ─► error ─► cli ─► config ─► relay | proxy ─► upstream ─► auth ─► leaves
+//! main ─► commands ─► error ─► clients ─► cli ─► config ─► relay | proxy ─► upstream ─► auth ─► leaves
 //! ```
 //!
 //! * [`commands`]: one file per command (`bridge` is `alibridge <URL>`).
 //! * [`error`]: exit codes and the one place failures are printed.
+//! * [`clients`]: MCP clients' configuration files (where, what shape, format-preserving
+//!   edits) for `add`, `remove` and `list`.
 //! * [`cli`]: the command line, and its resolution into configurations.
 //! * [`config`]: the bridge's validated configuration (headers, state directory).
 //! * [`relay`]: the stdio pump and the "one answer per request" ledger.
@@ -29,6 +31,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod cli;
+pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod env;

@@ -28,6 +28,10 @@ fn main() -> ExitCode {
             Some(cli::Command::Logout(a)) => commands::logout::run(a).await,
             Some(cli::Command::Status(a)) => commands::status::run(a).await,
             Some(cli::Command::Proxy(a)) => commands::proxy::run(*a).await,
+            Some(cli::Command::Add(a)) => commands::add::run(a),
+            Some(cli::Command::Remove(a)) => commands::remove::run(a),
+            Some(cli::Command::List(a)) => commands::list::run(a),
+            Some(cli::Command::Doctor(a)) => commands::doctor::run(a).await,
             None => commands::bridge::run(cli.bridge).await,
         }
     });

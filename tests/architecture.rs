@@ -15,6 +15,8 @@ const LAYERS: &[&[&str]] = &[
     &["commands"],
     // Exit codes and error reporting at the edge.
     &["error"],
+    // MCP clients' configuration files, for add/remove/list.
+    &["clients"],
     // The command line, resolved into configurations.
     &["cli"],
     // Validated configuration.

@@ -1,19 +1,21 @@
 //! The credential layer: how the bridge proves who it is to the upstream.
 //!
 //! Every credential kind is one submodule behind the [`Credential`] trait: [`none`] (static
-//! headers only) and [`access_key`] (Alibaba Cloud AccessKeys exchanged for a token). The
+//! headers only), [`bearer`] and [`token_command`] (tokens from elsewhere) and [`access_key`] (Alibaba Cloud AccessKeys exchanged for a token). The
 //! transports never look inside a credential: they ask it to decorate each outgoing request,
 //! and tell it when the upstream rejected one (401/403) so it can refresh and let the transport
 //! retry that request once. [`select`] picks the credential for `--auth` from an
 //! [`AuthConfig`]; failures are [`AuthError`]s whose variant says what kind of problem it is.
 
 pub mod access_key;
+pub mod bearer;
 pub mod browser;
 pub mod loopback;
 pub mod none;
 pub mod oauth;
 pub mod pkce;
 pub mod secret;
+pub mod token_command;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +57,15 @@ pub struct AuthConfig {
     pub oauth: OAuthConfig,
     /// What to bind to each token server-side (AccessKeys only).
     pub safety: Option<access_key::safety::SafetyConfig>,
+    /// `--bearer-token` / `--token-command`: a token from elsewhere (at most one is set).
+    pub external: Option<External>,
+}
+
+/// A token obtained outside alibridge.
+#[derive(Debug, Clone)]
+pub enum External {
+    Bearer(secret::Secret),
+    Command(String),
 }
 
 /// What the upstream said when it refused a request.
@@ -154,6 +165,28 @@ pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Sele
         reason,
         warning: None,
     };
+    if let Some(ext) = &cfg.external {
+        if !matches!(cfg.mode, AuthMode::Auto) {
+            return Err(AuthError::Config(
+                "--bearer-token and --token-command are credentials of their own: drop --auth (or use --auth auto)".into(),
+            ));
+        }
+        return Ok(match ext {
+            External::Bearer(t) => Selection {
+                credential: Arc::new(bearer::BearerToken::new(t)?),
+                reason: "bearer token (--bearer-token / ALIBRIDGE_BEARER_TOKEN)".into(),
+                warning: None,
+            },
+            External::Command(c) => Selection {
+                credential: Arc::new(token_command::TokenCommand::new(
+                    c.clone(),
+                    cfg.refresh_skew,
+                )),
+                reason: "tokens from --token-command".into(),
+                warning: None,
+            },
+        });
+    }
     match cfg.mode {
         AuthMode::None => Ok(none("none (--auth none)".into())),
         AuthMode::Oauth => oauth(cfg, "--auth oauth"),

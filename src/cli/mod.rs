@@ -68,6 +68,132 @@ pub enum Command {
     /// authentication (Dify, LangChain, …): every request is forwarded upstream with this
     /// machine's credentials, limited by --allowed-servers / --blocked-servers.
     Proxy(Box<ProxyArgs>),
+    /// Add an alibridge entry for URL to an MCP client's configuration (absolute path of this
+    /// binary, the bridge flags after `--`); prints the entry for clients set up in a GUI.
+    Add(AddArgs),
+    /// Remove an entry `add` wrote.
+    Remove(RemoveArgs),
+    /// Show every alibridge entry found in the clients' configurations.
+    List(ListArgs),
+    /// Check the set-up of URL (or of every entry `list` finds): clock, DNS/TCP/TLS, the
+    /// credential, MCP initialize and tools, client configs. One line per check, ✓ or ✗ with
+    /// the fix; exit 0 only when all pass.
+    Doctor(DoctorArgs),
+}
+
+/// `alibridge doctor`.
+#[derive(Debug, Args)]
+#[command(after_help = "Docs: docs/doctor.md")]
+pub struct DoctorArgs {
+    /// The MCP endpoint to check. Default: every alibridge entry in the clients' configs.
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
+    /// One JSON object per check (for support tickets; never contains a secret).
+    #[arg(long)]
+    pub json: bool,
+    /// Bridge flags to check with, after `--` (as an entry would pass them).
+    #[arg(last = true, value_name = "BRIDGE FLAGS")]
+    pub bridge_flags: Vec<String>,
+}
+
+/// An MCP client whose configuration `add`/`remove`/`list` edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientKind {
+    ClaudeCode,
+    ClaudeDesktop,
+    Codex,
+    Cursor,
+    Windsurf,
+    Vscode,
+    Cline,
+    CherryStudio,
+    Lingma,
+}
+
+impl std::fmt::Display for ClientKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let v = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(v.get_name())
+    }
+}
+
+/// Which of a client's files: the user's own, the project's (in the current directory), or
+/// Claude Code's per-project entry in ~/.claude.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    User,
+    Project,
+    Local,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let v = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(v.get_name())
+    }
+}
+
+/// `alibridge add`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example: alibridge add claude-code https://openapi-mcp.cn-hangzhou.\
+                        aliyuncs.com/accounts/1234/custom/my-server/id/abc/mcp -- --read-only\n\
+                        Secrets never go into the file: --env NAME references a variable the \
+                        client expands (Codex: forwarded through env_vars)."
+)]
+pub struct AddArgs {
+    /// The client to configure.
+    #[arg(value_enum, value_name = "CLIENT")]
+    pub client: ClientKind,
+    /// The MCP endpoint the entry bridges to.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Entry name (letters, digits, '-', '_'). Default: derived from the URL.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Which configuration file (default: user; project = the current directory's).
+    #[arg(long, value_enum, default_value_t = Scope::User)]
+    pub scope: Scope,
+    /// Print the change as a diff; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace a different entry of the same name.
+    #[arg(long)]
+    pub force: bool,
+    /// A variable the entry passes on from the client's environment, by reference (repeatable),
+    /// e.g. --env ALIBABA_CLOUD_ACCESS_KEY_ID.
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Vec<String>,
+    /// Bridge flags for the entry, after `--` (e.g. -- --read-only --region cn-hangzhou).
+    #[arg(last = true, value_name = "BRIDGE FLAGS")]
+    pub bridge_flags: Vec<String>,
+}
+
+/// `alibridge remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The client whose configuration to edit.
+    #[arg(value_enum, value_name = "CLIENT")]
+    pub client: ClientKind,
+    /// The entry's name (see `alibridge list`).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Which configuration file (default: user).
+    #[arg(long, value_enum, default_value_t = Scope::User)]
+    pub scope: Scope,
+    /// Print the change as a diff; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `alibridge list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `alibridge proxy`.
@@ -148,6 +274,18 @@ pub struct UpstreamArgs {
 
     #[command(flatten)]
     pub oauth: OAuthArgs,
+
+    /// A bearer token obtained elsewhere, sent as "Authorization: Bearer TOKEN". Prefer the
+    /// environment variable: a command line is visible to every local user.
+    #[arg(long, value_name = "TOKEN", env = env::ALIBRIDGE_BEARER_TOKEN, hide_env_values = true,
+          conflicts_with = "token_command")]
+    pub bearer_token: Option<String>,
+
+    /// A command (run by the shell) that prints a bearer token, or JSON with "access_token"
+    /// and optional "expires_in" (seconds); run again before expiry and when the server
+    /// refuses the token. Its stderr is shown; a non-zero exit is an error.
+    #[arg(long, value_name = "CMD", env = env::ALIBRIDGE_TOKEN_COMMAND)]
+    pub token_command: Option<String>,
 
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -394,8 +532,8 @@ pub const MAX_TOKEN_REFRESH_SKEW: u32 = 24 * 3600;
 
 /// The exit codes, for `--help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 normal end (stdin closed, signal, or the \
-    command did its job); 1 runtime failure (pre-check: denied or not installed; logout: no such \
-    sign-in); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
+    command did its job); 1 runtime failure (pre-check: denied or not installed; logout, remove: \
+    no such sign-in or entry; doctor: a check failed); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
     not come back in time.\nDocs: https://github.com/alibridge/alibridge#readme";
 
 /// `pre-check`: the browser did not come back within `--timeout`.

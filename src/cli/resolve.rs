@@ -88,6 +88,15 @@ impl UpstreamArgs {
             refresh_skew: a.token_refresh_skew,
             oauth: self.oauth.resolve(server, lookup)?,
             safety: a.safety(&self.policy)?,
+            external: match (&self.bearer_token, &self.token_command) {
+                (Some(t), _) if !t.trim().is_empty() => {
+                    Some(crate::auth::External::Bearer(Secret::new(t.trim())))
+                }
+                (_, Some(c)) if !c.trim().is_empty() => {
+                    Some(crate::auth::External::Command(c.clone()))
+                }
+                _ => None,
+            },
         })
     }
 }

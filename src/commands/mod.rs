@@ -1,11 +1,15 @@
 //! One file per command. Each exposes `run(args) -> anyhow::Result<ExitCode>`; `main.rs`
 //! parses and dispatches, and [`crate::error`] renders failures.
 
+pub mod add;
 pub mod bridge;
+pub mod doctor;
+pub mod list;
 pub mod login;
 pub mod logout;
 pub mod pre_check;
 pub mod proxy;
+pub mod remove;
 pub mod status;
 
 /// The state directory (`ALIBRIDGE_HOME` or the platform default), or a usage error saying
@@ -40,5 +44,14 @@ pub(crate) fn host_port(url: &reqwest::Url) -> String {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_string(),
         _ => String::new(),
+    }
+}
+
+/// A failure of the client-config layer, as exit code 2 when it is the command line's to fix.
+pub fn clients_error(e: crate::clients::ClientsError) -> anyhow::Error {
+    if e.is_usage() {
+        crate::error::UsageError::Clients(e).into()
+    } else {
+        e.into()
     }
 }

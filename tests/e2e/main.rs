@@ -8,11 +8,15 @@ mod support;
 mod access_key;
 /// Command-line surface: flags, validation errors, exit codes.
 mod cli;
+/// `alibridge doctor` against the local fakes: green, down, bad credentials, skewed clock.
+mod doctor;
 /// Protocol eras (MCP 2026-07-28 and the initialize era): every cell of docs/protocol-eras.md
 /// against the TypeScript SDK 2.x server and client, rmcp and server-everything.
 mod eras;
 /// Official npm peers: server-everything (streamableHttp, sse) and the TypeScript SDK client.
 mod everything;
+/// `--token-command` (a script that counts its runs) and `--bearer-token`.
+mod external_token;
 /// Fault matrix: upstream failures, session loss, cut streams, bad stdin, shutdown.
 mod faults;
 /// Hostile peers: redirects, legacy endpoint events and host names that would steer
@@ -35,3 +39,5 @@ mod relay;
 /// Cloud-ops safety: tool policy, read-only, confirmation (TypeScript SDK client), default
 /// region, audit log, `--safety-policy` against the Alibaba fake, the policy in the proxy.
 mod safety;
+/// `add` / `remove` / `list` against fixture files of every client and scope.
+mod setup;
