@@ -60,7 +60,9 @@ async fn main() {
     }
     let label = cmd.join(" ");
     let result = async {
+        step("--version");
         version(&cmd).await?;
+        step("relay session");
         relay(&cmd).await?;
         if oauth {
             oauth_round_trip(&cmd, &store).await?;
@@ -84,6 +86,10 @@ async fn main() {
     }
 }
 
+fn step(what: &str) {
+    eprintln!("smoke: {what}");
+}
+
 fn usage(err: &str) -> ! {
     eprintln!("error: {err}\nusage: cargo run --example smoke -- [--oauth] [--token-store KIND] -- CMD [ARGS…]");
     std::process::exit(2);
@@ -92,7 +98,13 @@ fn usage(err: &str) -> ! {
 fn command(cmd: &[String], args: &[&str]) -> Command {
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..]).args(args);
-    for v in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"] {
+    for v in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ] {
         c.env_remove(v);
     }
     c.env("BROWSER", "").kill_on_drop(true);
@@ -249,7 +261,9 @@ impl Session {
             return Err(format!("exit status {status}; stderr:\n{stderr}"));
         }
         if let Some((id, n)) = self.answers.iter().find(|(_, n)| **n != 1) {
-            return Err(format!("request {id} answered {n} times; stderr:\n{stderr}"));
+            return Err(format!(
+                "request {id} answered {n} times; stderr:\n{stderr}"
+            ));
         }
         Ok(stderr)
     }
@@ -261,7 +275,11 @@ async fn with_stderr<T>(s: &mut Session, r: Result<T>) -> Result<T> {
         Ok(v) => Ok(v),
         Err(e) => {
             let _ = s.child.start_kill();
-            let stderr = (&mut s.stderr).await.unwrap_or_default();
+            // A helper the command started (wineserver) may hold the pipe open: wait briefly.
+            let stderr = tokio::time::timeout(Duration::from_secs(5), &mut s.stderr)
+                .await
+                .map(|r| r.unwrap_or_default())
+                .unwrap_or_else(|_| "(stderr still open)".into());
             Err(format!("{e}; stderr:\n{stderr}"))
         }
     }
@@ -270,18 +288,39 @@ async fn with_stderr<T>(s: &mut Session, r: Result<T>) -> Result<T> {
 async fn relay(cmd: &[String]) -> Result<()> {
     let server = mcp_server::TestServer::start().await;
     let url = server.url();
-    let mut s = Session::start(cmd, &[&url, "--auth", "none"])?;
+    // A header value with spaces, as Windows clients mangle them (mcp-remote's Windows
+    // complaint): it must reach the server as one value.
+    let header = "Bearer two words";
+    let flag = format!("X-Smoke-Token: {header}");
+    let mut s = Session::start(cmd, &[&url, "--auth", "none", "--header", &flag])?;
     let r = async {
         s.initialize().await?;
         let tools = s.request(1, "tools/list", json!({})).await?;
-        if !tools["tools"].as_array().is_some_and(|t| t.iter().any(|t| t["name"] == "echo")) {
+        if !tools["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "echo"))
+        {
             return Err(format!("tools/list has no echo: {tools}"));
         }
         s.echo(2, "hello, 世界 — with spaces").await
     }
     .await;
     with_stderr(&mut s, r).await?;
-    s.finish().await.map(|_| ())
+    s.finish().await?;
+    let seen = server.requests();
+    let posts: Vec<_> = seen.iter().filter(|r| r.method == "POST").collect();
+    if posts.is_empty()
+        || !posts
+            .iter()
+            .all(|r| r.headers.get("x-smoke-token").is_some_and(|v| v == header))
+    {
+        let got: Vec<_> = posts
+            .iter()
+            .map(|r| r.headers.get("x-smoke-token"))
+            .collect();
+        return Err(format!("--header {flag:?} arrived as {got:?}"));
+    }
+    Ok(())
 }
 
 async fn oauth_round_trip(cmd: &[String], store: &str) -> Result<()> {
@@ -291,6 +330,7 @@ async fn oauth_round_trip(cmd: &[String], store: &str) -> Result<()> {
     let url = mcp.url();
     let opts = ["--token-store", store, "--auth-timeout", "60"];
 
+    step("login --no-browser");
     // login --no-browser: read the URL from stderr and approve it as a browser would.
     let mut args = vec!["login", url.as_str(), "--no-browser"];
     args.extend(opts);
@@ -299,7 +339,9 @@ async fn oauth_round_trip(cmd: &[String], store: &str) -> Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = login.spawn().map_err(|e| format!("cannot start login: {e}"))?;
+    let mut child = login
+        .spawn()
+        .map_err(|e| format!("cannot start login: {e}"))?;
     let _stdin = child.stdin.take(); // kept open: nothing is pasted
     let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut seen = String::new();
@@ -311,12 +353,24 @@ async fn oauth_round_trip(cmd: &[String], store: &str) -> Result<()> {
             .ok_or_else(|| format!("login ended without a sign-in URL:\n{seen}"))?;
         seen.push_str(&line);
         seen.push('\n');
-        if let Some(u) = line.trim().strip_prefix(&format!("{}/authorize?", oauth.issuer())) {
+        if let Some(u) = line
+            .trim()
+            .strip_prefix(&format!("{}/authorize?", oauth.issuer()))
+        {
             break format!("{}/authorize?{u}", oauth.issuer());
         }
     };
     let curl = tokio::process::Command::new("curl")
-        .args(["--noproxy", "*", "-s", "-L", "--max-redirs", "3", "-o", "/dev/null"])
+        .args([
+            "--noproxy",
+            "*",
+            "-s",
+            "-L",
+            "--max-redirs",
+            "3",
+            "-o",
+            "/dev/null",
+        ])
         .arg(&authorize)
         .status()
         .await
@@ -341,13 +395,19 @@ async fn oauth_round_trip(cmd: &[String], store: &str) -> Result<()> {
         seen.push_str(&l);
         seen.push('\n');
     }
-    if !status.success() || !out.starts_with("signed in to") {
+    let place = if store == "keyring" {
+        "the OS keychain"
+    } else {
+        "a file"
+    };
+    if !status.success() || !out.starts_with("signed in to") || !out.contains(place) {
         return Err(format!("login: {status}, stdout {out:?}, stderr:\n{seen}"));
     }
     if oauth.leaked_in(&(out.clone() + &seen)).is_some() {
         return Err("login printed a secret".into());
     }
 
+    step("status");
     let (code, status_out, status_err) = output(cmd, &["status"]).await?;
     if code != 0 || !status_out.contains(&url) {
         return Err(format!(
@@ -355,6 +415,7 @@ async fn oauth_round_trip(cmd: &[String], store: &str) -> Result<()> {
         ));
     }
 
+    step("a bridge with the stored sign-in");
     // The stored sign-in, from a new process: no second authorization.
     let mut args = vec![url.as_str(), "--auth", "oauth"];
     args.extend(opts);
@@ -373,6 +434,7 @@ async fn oauth_round_trip(cmd: &[String], store: &str) -> Result<()> {
         ));
     }
 
+    step("two bridges, one revoked access token");
     // Two processes meet one revoked access token: one refresh between them (the lock).
     let mut a = Session::start(cmd, &args)?;
     let mut b = Session::start(cmd, &args)?;
@@ -396,6 +458,7 @@ async fn oauth_round_trip(cmd: &[String], store: &str) -> Result<()> {
         ));
     }
 
+    step("logout");
     let mut args = vec!["logout", url.as_str()];
     args.extend(&opts[..2]);
     let (code, out, err) = output(cmd, &args).await?;

@@ -15,6 +15,9 @@ mod faults;
 /// Hostile peers: redirects, legacy endpoint events and host names that would steer
 /// credentials to another origin (a canary on 127.0.0.2 proves nothing arrives).
 mod hostile;
+/// The OAuth token store on a real keychain (gnome-keyring's Secret Service, `--ignored`
+/// under `.ci/run`), and the 0600 file fallback without one.
+mod keyring;
 /// `--auth oauth` against a local authorization server; `login` / `status` / `logout`.
 mod oauth;
 /// OAuth renewals coordinated by token generation: races of calls, streams and processes.

@@ -25,7 +25,7 @@ const CLIENT_ID: &str = "alibridge-confidential-client";
 pub(crate) struct TempHome(PathBuf);
 
 impl TempHome {
-    fn new(tag: &str) -> TempHome {
+    pub(crate) fn new(tag: &str) -> TempHome {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
@@ -119,6 +119,8 @@ pub(crate) struct Rig {
     pub(crate) mcp: ProtectedMcp,
     pub(crate) home: TempHome,
     pub(crate) browser: Browser,
+    /// `--token-store` of every bridge and command: `file` unless a keychain test says so.
+    pub(crate) store: &'static str,
 }
 
 impl Rig {
@@ -136,16 +138,17 @@ impl Rig {
             mcp,
             home,
             browser,
+            store: "file",
         }
     }
 
-    /// `<mcp url> --token-store file --auth-timeout 15` + `extra` (a sign-in that cannot
+    /// `<mcp url> --token-store <store> --auth-timeout 15` + `extra` (a sign-in that cannot
     /// complete then fails before the harness gives up on the bridge).
     pub(crate) fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             self.mcp.url(),
             "--token-store".into(),
-            "file".into(),
+            self.store.into(),
             "--auth-timeout".into(),
             "15".into(),
         ];

@@ -130,7 +130,11 @@ fn dist(o: &DistOptions) -> Result<()> {
         None => host_target()?,
     };
     let windows = target.contains("windows");
-    let exe = if windows { "alibridge.exe" } else { "alibridge" };
+    let exe = if windows {
+        "alibridge.exe"
+    } else {
+        "alibridge"
+    };
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
@@ -161,7 +165,10 @@ fn dist(o: &DistOptions) -> Result<()> {
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
     std::fs::create_dir_all(&stage).map_err(|e| format!("create {}: {e}", stage.display()))?;
-    println!("xtask: packaging {} {version} for {target}", binary.display());
+    println!(
+        "xtask: packaging {} {version} for {target}",
+        binary.display()
+    );
 
     let archive = archive(&root, &binary, exe, &version, &target, &stage, &out)?;
     println!("xtask: {}", archive.display());
@@ -179,7 +186,10 @@ fn dist(o: &DistOptions) -> Result<()> {
 
     verify_versions(&out, &version)?;
     let sums = write_checksums(&out)?;
-    println!("xtask: {} (all packages carry version {version})", sums.display());
+    println!(
+        "xtask: {} (all packages carry version {version})",
+        sums.display()
+    );
     Ok(())
 }
 
@@ -312,10 +322,7 @@ fn npm_packages(
             .args(["pack", "--silent", "--pack-destination"])
             .arg(out);
         let name = capture(&mut cmd)?;
-        let name = name
-            .lines()
-            .last()
-            .ok_or("npm pack printed no file name")?;
+        let name = name.lines().last().ok_or("npm pack printed no file name")?;
         packed.push(out.join(name.trim()));
     }
     Ok(packed)
@@ -367,7 +374,11 @@ fn verify_versions(dir: &Path, version: &str) -> Result<()> {
     let mut problems = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))? {
         let path = entry.map_err(|e| e.to_string())?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let found = if name.ends_with(".whl") {
             wheel_version(&path)?
         } else if name.ends_with(".tgz") {
