@@ -4,6 +4,7 @@
 //! ```text
 //! cargo xtask dist [--target TRIPLE] [--skip-build] [--zig] [--no-wheel] [--no-npm]
 //! cargo xtask checksums DIR          # (re)writes DIR/SHA256SUMS over every file in DIR
+//! cargo xtask formula DIR            # DIR/alibridge.rb: the Homebrew formula, from SHA256SUMS
 //! cargo xtask version                # prints the version in Cargo.toml
 //! ```
 //!
@@ -48,6 +49,10 @@ fn main() -> ExitCode {
             Some(dir) => write_checksums(Path::new(dir)).map(|_| ()),
             None => Err("usage: cargo xtask checksums DIR".into()),
         },
+        Some("formula") => match args.get(1) {
+            Some(dir) => write_formula(Path::new(dir)).map(|p| println!("xtask: {}", p.display())),
+            None => Err("usage: cargo xtask formula DIR".into()),
+        },
         Some("version") => cargo_version(&root()).map(|v| println!("{v}")),
         _ => Err(USAGE.into()),
     };
@@ -60,13 +65,16 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask dist [--target TRIPLE] [--skip-build] [--zig] [--no-wheel] [--no-npm]\n       cargo xtask checksums DIR\n       cargo xtask version";
+const USAGE: &str = "usage: cargo xtask dist [--target TRIPLE] [--skip-build] [--zig] [--wheel-compat TAG,…] [--no-wheel] [--no-npm]\n       cargo xtask checksums DIR\n       cargo xtask formula DIR\n       cargo xtask version";
 
 #[derive(Debug, Default)]
 struct DistOptions {
     target: Option<String>,
     skip_build: bool,
     zig: bool,
+    /// maturin's `--compatibility` tags (the release's static musl builds are both manylinux
+    /// and musllinux).
+    wheel_compat: Vec<String>,
     wheel: bool,
     npm: bool,
 }
@@ -84,6 +92,10 @@ impl DistOptions {
                 "--target" => o.target = Some(it.next().ok_or("--target needs a value")?.clone()),
                 "--skip-build" => o.skip_build = true,
                 "--zig" => o.zig = true,
+                "--wheel-compat" => {
+                    let v = it.next().ok_or("--wheel-compat needs a value")?;
+                    o.wheel_compat = v.split(',').map(str::to_string).collect();
+                }
                 "--no-wheel" => o.wheel = false,
                 "--no-npm" => o.npm = false,
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -346,6 +358,9 @@ fn wheel(root: &Path, version: &str, o: &DistOptions, out: &Path) -> Result<Path
     if o.zig {
         cmd.arg("--zig");
     }
+    if !o.wheel_compat.is_empty() {
+        cmd.arg("--compatibility").args(&o.wheel_compat);
+    }
     run(&mut cmd).map_err(|e| {
         format!("{e} (maturin comes from PyPI: `pip install maturin`; --no-wheel skips the wheel)")
     })?;
@@ -456,6 +471,39 @@ fn write_checksums(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Fills `packaging/homebrew/alibridge.rb` with the version and the archives' SHA-256 from
+/// `dir/SHA256SUMS`; every archive the formula names must be there.
+fn write_formula(dir: &Path) -> Result<PathBuf> {
+    let root = root();
+    let version = cargo_version(&root)?;
+    let sums = read(&dir.join("SHA256SUMS"))?;
+    let template = read(&root.join("packaging/homebrew/alibridge.rb"))?;
+    let text = fill_formula(&template, &version, &sums)?;
+    let path = dir.join("alibridge.rb");
+    std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn fill_formula(template: &str, version: &str, sums: &str) -> Result<String> {
+    let mut text = template.replace("@VERSION@", version);
+    while let Some(start) = text.find("@SHA256:") {
+        let end = start
+            + text[start + 1..]
+                .find('@')
+                .ok_or("unterminated @SHA256:…@ in the formula")?
+            + 2;
+        let target = &text[start + 8..end - 1];
+        let file = format!("alibridge-{version}-{target}.tar.gz");
+        let sum = sums
+            .lines()
+            .find_map(|l| l.strip_suffix(&file).map(str::trim))
+            .ok_or_else(|| format!("SHA256SUMS has no {file}"))?
+            .to_string();
+        text.replace_range(start..end, &sum);
+    }
+    Ok(text)
+}
+
 fn host_target() -> Result<String> {
     let out = capture(Command::new(rustc()).arg("-vV"))?;
     out.lines()
@@ -562,6 +610,32 @@ mod tests {
             assert_eq!(npm_platform(target).unwrap(), (os, cpu), "{target}");
         }
         assert!(npm_platform("riscv64gc-unknown-linux-gnu").is_err());
+    }
+
+    #[test]
+    fn the_formula_gets_the_version_and_every_archive_checksum() {
+        let template = read(&root().join("packaging/homebrew/alibridge.rb")).unwrap();
+        let targets = [
+            "aarch64-apple-darwin",
+            "x86_64-apple-darwin",
+            "aarch64-unknown-linux-musl",
+            "x86_64-unknown-linux-musl",
+        ];
+        let sums: String = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("{}  alibridge-9.8.7-{t}.tar.gz\n", format!("{i}").repeat(64)))
+            .collect();
+        let text = fill_formula(&template, "9.8.7", &sums).unwrap();
+        assert!(text.contains("version \"9.8.7\""), "{text}");
+        for i in 0..targets.len() {
+            assert!(text.contains(&format!("sha256 \"{}\"", format!("{i}").repeat(64))));
+        }
+        assert!(!text.contains('@'), "a placeholder is left: {text}");
+        let missing = sums.lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert!(fill_formula(&template, "9.8.7", &missing)
+            .unwrap_err()
+            .contains("aarch64-apple-darwin"));
     }
 
     #[test]
