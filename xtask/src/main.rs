@@ -624,7 +624,12 @@ mod tests {
         let sums: String = targets
             .iter()
             .enumerate()
-            .map(|(i, t)| format!("{}  alibridge-9.8.7-{t}.tar.gz\n", format!("{i}").repeat(64)))
+            .map(|(i, t)| {
+                format!(
+                    "{}  alibridge-9.8.7-{t}.tar.gz\n",
+                    format!("{i}").repeat(64)
+                )
+            })
             .collect();
         let text = fill_formula(&template, "9.8.7", &sums).unwrap();
         assert!(text.contains("version \"9.8.7\""), "{text}");
