@@ -613,6 +613,27 @@ mod tests {
     }
 
     #[test]
+    fn a_package_of_another_version_fails_the_check() {
+        let dir = std::env::temp_dir().join(format!("xtask-versions-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        mkdir(&dir).unwrap();
+        std::fs::write(
+            dir.join("alibridge-0.1.0-x86_64-unknown-linux-gnu.tar.gz"),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(verify_versions(&dir, "0.1.0"), Ok(()));
+        std::fs::write(
+            dir.join("alibridge-0.2.0-x86_64-unknown-linux-gnu.tar.gz"),
+            b"",
+        )
+        .unwrap();
+        let err = verify_versions(&dir, "0.1.0").unwrap_err();
+        assert!(err.contains("alibridge-0.2.0-x86_64"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_formula_gets_the_version_and_every_archive_checksum() {
         let template = read(&root().join("packaging/homebrew/alibridge.rb")).unwrap();
         let targets = [

@@ -8,7 +8,9 @@
 //! still read, and replaced on the next save: upgrading never signs you out. With the OS
 //! keychain (`--token-store keyring`, or `auto` when a keychain is available) the secrets
 //! (tokens, a registered client secret) live in the keychain entry `alibridge` / `<file stem>`
-//! and the file holds only the rest.
+//! and the file holds only the rest. When `auto` finds no usable keychain (no Secret Service,
+//! an SSH session, a locked keychain that cannot prompt) the secrets stay in the 0600 file and
+//! one notice per process says so; `keyring` fails instead, saying what to do.
 //!
 //! Each record carries a **generation**, raised by one on every save of that server's sign-in
 //! (under the server's cross-process lock): the credential compares generations, never clocks,
