@@ -228,7 +228,7 @@ fn archive(
         format!("{name}.tar.gz")
     });
     let _ = std::fs::remove_file(&file);
-    let mut tar = Command::new("tar");
+    let mut tar = Command::new(tar_program());
     tar.current_dir(stage);
     if target.contains("windows") {
         tar.arg("-a");
@@ -238,6 +238,19 @@ fn archive(
     }
     run(&mut tar)?;
     Ok(file)
+}
+
+/// `tar`; on Windows the system's own bsdtar, which writes zip files (the GNU tar of Git for
+/// Windows, first on a bash step's PATH, does not).
+fn tar_program() -> PathBuf {
+    if cfg!(windows) {
+        let root = std::env::var_os("SystemRoot").unwrap_or_else(|| r"C:\Windows".into());
+        let system = Path::new(&root).join("System32").join("tar.exe");
+        if system.is_file() {
+            return system;
+        }
+    }
+    PathBuf::from("tar")
 }
 
 /// npm `os`/`cpu` of a Rust target triple.
@@ -441,7 +454,7 @@ fn wheel_version(path: &Path) -> Result<String> {
 
 /// `package/package.json` of an npm tarball.
 fn npm_manifest(path: &Path) -> Result<Value> {
-    let mut cmd = Command::new("tar");
+    let mut cmd = Command::new(tar_program());
     cmd.arg("-xzOf").arg(path).arg("package/package.json");
     serde_json::from_str(&capture(&mut cmd)?)
         .map_err(|e| format!("{}: package.json: {e}", path.display()))
