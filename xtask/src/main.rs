@@ -157,6 +157,7 @@ fn dist(o: &DistOptions) -> Result<()> {
 
     if !o.skip_build {
         let mut cmd = Command::new(cargo());
+        as_if_run_by_hand(&mut cmd);
         cmd.current_dir(&root);
         cmd.args([if o.zig { "zigbuild" } else { "build" }]);
         cmd.args(["--release", "--locked", "--bin", "alibridge"]);
@@ -362,6 +363,7 @@ fn wheel(root: &Path, version: &str, o: &DistOptions, out: &Path) -> Result<Path
         let _ = std::fs::remove_file(w);
     }
     let mut cmd = Command::new(std::env::var("MATURIN").unwrap_or_else(|_| "maturin".into()));
+    as_if_run_by_hand(&mut cmd);
     cmd.current_dir(&python)
         .args(["build", "--release", "--locked", "--out"])
         .arg(out);
@@ -523,6 +525,27 @@ fn host_target() -> Result<String> {
         .find_map(|l| l.strip_prefix("host: "))
         .map(str::to_string)
         .ok_or_else(|| "rustc -vV printed no host".into())
+}
+
+/// Drops what `cargo run` set for xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …): build
+/// scripts that watch such a variable (ring watches `CARGO_MANIFEST_DIR`) would otherwise see
+/// it change, and the release build `.ci/run` made just before would be rebuilt from ring up.
+fn as_if_run_by_hand(cmd: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        if n.starts_with("CARGO_PKG_")
+            || matches!(
+                n.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(&name);
+        }
+    }
 }
 
 fn cargo() -> String {
