@@ -22,6 +22,9 @@ mod faults;
 /// Hostile peers: redirects, legacy endpoint events and host names that would steer
 /// credentials to another origin (a canary on 127.0.0.2 proves nothing arrives).
 mod hostile;
+/// The OAuth token store on a real keychain (gnome-keyring's Secret Service, `--ignored`
+/// under `.ci/run`), and the 0600 file fallback without one.
+mod keyring;
 /// Peer input limits: --max-message-size both ways, --max-in-flight, GET-stream backoff, peak
 /// memory with a 128 MiB line, hostile numbers, private log file.
 mod limits;

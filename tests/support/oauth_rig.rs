@@ -73,6 +73,8 @@ pub struct Rig {
     pub mcp: ProtectedMcp,
     pub home: TempHome,
     pub browser: Browser,
+    /// `--token-store` of every bridge and command: `file` unless a keychain test says so.
+    pub store: &'static str,
 }
 
 impl Rig {
@@ -90,16 +92,17 @@ impl Rig {
             mcp,
             home,
             browser,
+            store: "file",
         }
     }
 
-    /// `<mcp url> --token-store file --auth-timeout 15` + `extra` (a sign-in that cannot
+    /// `<mcp url> --token-store <store> --auth-timeout 15` + `extra` (a sign-in that cannot
     /// complete then fails before the harness gives up on the bridge).
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut args = vec![
             self.mcp.url(),
             "--token-store".into(),
-            "file".into(),
+            self.store.into(),
             "--auth-timeout".into(),
             "15".into(),
         ];

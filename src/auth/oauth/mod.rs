@@ -277,7 +277,7 @@ impl OAuthCredential {
         let saved = self
             .with_store(move |s, r| {
                 rec.generation = s.generation(r).max(mine).saturating_add(1);
-                s.save(&rec)?;
+                rec.store = s.save(&rec)?.into();
                 Ok(rec)
             })
             .await?;

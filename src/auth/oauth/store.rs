@@ -8,7 +8,9 @@
 //! still read, and replaced on the next save: upgrading never signs you out. With the OS
 //! keychain (`--token-store keyring`, or `auto` when a keychain is available) the secrets
 //! (tokens, a registered client secret) live in the keychain entry `alibridge` / `<file stem>`
-//! and the file holds only the rest.
+//! and the file holds only the rest. When `auto` finds no usable keychain (no Secret Service,
+//! an SSH session, a locked keychain that cannot prompt) the secrets stay in the 0600 file and
+//! one notice per process says so; `keyring` fails instead, saying what to do.
 //!
 //! Each record carries a **generation**, raised by one on every save of that server's sign-in
 //! (under the server's cross-process lock): the credential compares generations, never clocks,
@@ -221,30 +223,37 @@ impl TokenStore {
         }
     }
 
-    /// Saves a record (secrets to the keychain when that is the store in use). A legacy
-    /// record of the same server and issuer is removed once the new one is written.
-    pub fn save(&self, rec: &Record) -> Result<(), OAuthError> {
+    /// Saves a record (secrets to the keychain when that is the store in use) and says where
+    /// the secrets went: `"keyring"` or `"file"`. A legacy record of the same server and
+    /// issuer is removed once the new one is written.
+    pub fn save(&self, rec: &Record) -> Result<&'static str, OAuthError> {
         let stem = Self::stem(&rec.server, &rec.issuer);
         let mut on_disk = rec.clone();
         on_disk.store = "file".into();
         let use_keyring = match self.kind {
-            StoreKind::File => false,
-            StoreKind::Keyring => true,
-            StoreKind::Auto => keyring_available(),
+            StoreKind::File => Ok(false),
+            StoreKind::Keyring => Ok(true),
+            StoreKind::Auto => keyring_available().map(|()| true),
         };
-        if use_keyring {
-            match keyring_set(&stem, &rec.secrets) {
+        let fallback = match use_keyring {
+            Ok(false) => None,
+            Ok(true) => match keyring_set(&stem, &rec.secrets) {
                 Ok(()) => {
                     on_disk.store = "keyring".into();
                     on_disk.secrets = Secrets::default();
+                    None
                 }
                 Err(e) if self.kind == StoreKind::Keyring => {
                     return Err(OAuthError::Store(format!(
-                        "cannot write to the OS keychain ({e}); use --token-store file (ALIBRIDGE_TOKEN_STORE=file) on machines without one"
+                        "cannot write to the OS keychain ({e}); unlock it, or use --token-store file (ALIBRIDGE_TOKEN_STORE=file) on machines without one"
                     )))
                 }
-                Err(e) => warn!(error = %e, "OS keychain unavailable; keeping the sign-in in a 0600 file"),
-            }
+                Err(e) => Some(e),
+            },
+            Err(e) => Some(e),
+        };
+        if let Some(why) = fallback {
+            file_fallback_notice(&self.dir, &why);
         }
         write_private(
             &self.path(&stem),
@@ -256,7 +265,11 @@ impl TokenStore {
                 self.remove(&legacy, &old)?;
             }
         }
-        Ok(())
+        Ok(if on_disk.store == "keyring" {
+            "keyring"
+        } else {
+            "file"
+        })
     }
 
     /// Deletes the sign-ins of `server` (only the one with `issuer` when given); `Ok(false)`
@@ -337,9 +350,27 @@ pub fn create_private_dir(dir: &Path) -> Result<(), OAuthError> {
         .map_err(|e| OAuthError::Store(format!("cannot use {}: {e}", dir.display())))
 }
 
+/// Says once per process that sign-ins go to a file because the keychain cannot be used
+/// (headless Linux without a Secret Service, SSH sessions, a locked keychain that cannot
+/// prompt), so a user who expected the keychain learns why and where the tokens are.
+fn file_fallback_notice(dir: &Path, why: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        warn!(
+            "the OS keychain is not available ({why}); keeping OAuth sign-ins in 0600 files under {} (--token-store file silences this)",
+            dir.display()
+        )
+    });
+}
+
 #[cfg(feature = "keyring")]
-fn keyring_available() -> bool {
-    keyring::Entry::new(SERVICE, "probe").is_ok()
+fn keyring_available() -> Result<(), String> {
+    keyring::Entry::new(SERVICE, "probe").map(|_| ()).map_err(
+        |e| match keyring::Entry::store_status() {
+            Err(init) => init.to_string(),
+            Ok(()) => e.to_string(),
+        },
+    )
 }
 
 #[cfg(feature = "keyring")]
@@ -366,8 +397,8 @@ fn keyring_delete(key: &str) -> Result<(), String> {
 }
 
 #[cfg(not(feature = "keyring"))]
-fn keyring_available() -> bool {
-    false
+fn keyring_available() -> Result<(), String> {
+    Err("this build has no keychain support (cargo feature `keyring`)".into())
 }
 
 #[cfg(not(feature = "keyring"))]
