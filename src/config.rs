@@ -17,8 +17,11 @@ use crate::upstream::{ProtocolMode, TransportMode};
 /// Everything the bridge needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// The remote MCP endpoint.
+    /// The remote MCP endpoint; with `discover_core`, where ListApiMcpServerCores is called
+    /// until the bridge replaces it with the account's Core endpoint.
     pub url: Url,
+    /// No URL was given: the endpoint is the AccessKey account's Core edition.
+    pub discover_core: bool,
     /// Static headers sent on every upstream request; values are marked sensitive so they never
     /// show in `Debug` output.
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -69,6 +72,12 @@ pub enum ConfigError {
     Policy(String),
     #[error("cannot tell where to keep state (sign-ins, locks): set ALIBRIDGE_HOME (or HOME)")]
     NoStateDir,
+    /// No URL was given, and the endpoint cannot be found (only AccessKeys can find it).
+    #[error(
+        "no MCP endpoint URL was given: {0}. Pass the endpoint URL (copy it from the OpenAPI MCP \
+         Server console), or drop that flag to find the account's Core endpoint with AccessKeys"
+    )]
+    NoUrl(String),
 }
 
 /// Headers the transport owns; letting users set them would break the session.

@@ -32,6 +32,8 @@ pub const ALIBRIDGE_MAX_IN_FLIGHT: &str = "ALIBRIDGE_MAX_IN_FLIGHT";
 pub const ALIBRIDGE_SITE_TYPE: &str = "ALIBRIDGE_SITE_TYPE";
 /// Same as `--ims-endpoint`.
 pub const ALIBRIDGE_IMS_ENDPOINT: &str = "ALIBRIDGE_IMS_ENDPOINT";
+/// Same as `--discovery-endpoint`.
+pub const ALIBRIDGE_DISCOVERY_ENDPOINT: &str = "ALIBRIDGE_DISCOVERY_ENDPOINT";
 /// Same as `--client-id`.
 pub const ALIBRIDGE_CLIENT_ID: &str = "ALIBRIDGE_CLIENT_ID";
 /// Same as `--boundary-policy`.

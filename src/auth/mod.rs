@@ -49,6 +49,8 @@ pub struct AuthConfig {
     pub site: Option<Site>,
     pub profile: Option<String>,
     pub ims_endpoint: Option<Url>,
+    /// `--discovery-endpoint`: where the URL-less start calls ListApiMcpServerCores.
+    pub discovery_endpoint: Option<Url>,
     pub client_id: Option<String>,
     /// A validated boundary policy, trimmed.
     pub boundary_policy: Option<String>,

@@ -401,8 +401,10 @@ pub struct PreCheckArgs {
 /// Flags of the bridge itself (`alibridge <URL> …`).
 #[derive(Debug, Args)]
 pub struct BridgeArgs {
-    /// Remote MCP endpoint, e.g. https://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/…/mcp
-    #[arg(value_name = "URL", required = true)]
+    /// Remote MCP endpoint, e.g. https://openapi-mcp.cn-hangzhou.aliyuncs.com/accounts/…/mcp.
+    /// Without it, the account's OpenAPI MCP Core endpoint is found with the AccessKeys
+    /// (ListApiMcpServerCores; --site-type picks the site).
+    #[arg(value_name = "URL")]
     pub url: Option<String>,
 
     /// Extra HTTP header for every upstream request, "Name: value" (repeatable). ${VAR} in the
@@ -457,6 +459,11 @@ pub struct AccessKeyArgs {
     /// RAM-OAuth endpoint that mints tokens (default: the site's; http allowed for loopback).
     #[arg(long, value_name = "URL", env = env::ALIBRIDGE_IMS_ENDPOINT)]
     pub ims_endpoint: Option<String>,
+
+    /// Without a URL: where to ask for the account's Core endpoint (ListApiMcpServerCores;
+    /// default: the site's OpenAPI MCP host; http allowed for loopback).
+    #[arg(long, value_name = "URL", env = env::ALIBRIDGE_DISCOVERY_ENDPOINT)]
+    pub discovery_endpoint: Option<String>,
 
     /// OAuth application (client id) to mint tokens for (default: the site's built-in one).
     #[arg(long, value_name = "ID", env = env::ALIBRIDGE_CLIENT_ID)]
@@ -628,7 +635,7 @@ mod tests {
     }
 
     #[test]
-    fn pre_check_is_a_subcommand_and_url_is_otherwise_required() {
+    fn pre_check_is_a_subcommand_and_url_is_optional() {
         let cli = Cli::try_parse_from(["alibridge", "pre-check", "--site-type", "intl"]).unwrap();
         assert!(matches!(
             cli.command,
@@ -637,7 +644,12 @@ mod tests {
                 ..
             }))
         ));
-        assert!(Cli::try_parse_from(["alibridge"]).is_err());
+        // No URL is the Core start (the endpoint is found with AccessKeys).
+        assert!(Cli::try_parse_from(["alibridge"])
+            .unwrap()
+            .bridge
+            .url
+            .is_none());
         assert!(
             Cli::try_parse_from(["alibridge", "pre-check"]).is_err(),
             "--site-type is required"

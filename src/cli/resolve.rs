@@ -7,6 +7,7 @@ use reqwest::Url;
 
 use super::{AccessKeyArgs, BridgeArgs, OAuthArgs, PolicyArgs, ProxyArgs, UpstreamArgs};
 use crate::auth::access_key::chain::endpoint_url;
+use crate::auth::access_key::discovery;
 use crate::auth::access_key::policy;
 use crate::auth::access_key::safety::{self, SafetyConfig};
 use crate::auth::access_key::site::{is_openapi_mcp_host, Site};
@@ -28,10 +29,10 @@ impl BridgeArgs {
         &self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<BridgeConfig, ConfigError> {
-        let url = parse_endpoint(
-            self.url.as_deref().unwrap_or_default(),
-            self.upstream.allow_http,
-        )?;
+        let (url, discover_core) = match self.url.as_deref() {
+            Some(raw) => (parse_endpoint(raw, self.upstream.allow_http)?, false),
+            None => (self.core_start()?, true),
+        };
         let auth = self.upstream.auth_config(&url, &lookup)?;
         let (policy, audit) = self.upstream.policy.resolve()?;
         let headers = self
@@ -43,8 +44,20 @@ impl BridgeArgs {
         let transport = self
             .transport
             .unwrap_or_else(|| TransportMode::default_for(&url));
+        if discover_core
+            && headers
+                .iter()
+                .any(|(n, _)| n == reqwest::header::AUTHORIZATION)
+        {
+            return Err(ConfigError::NoUrl(
+                "an Authorization --header is given, so the endpoint cannot be found with \
+                 AccessKeys"
+                    .into(),
+            ));
+        }
         Ok(BridgeConfig {
             url,
+            discover_core,
             headers,
             transport,
             protocol: self.protocol,
@@ -59,6 +72,40 @@ impl BridgeArgs {
             policy,
             audit,
         })
+    }
+}
+
+impl BridgeArgs {
+    /// No URL: only AccessKeys can find the account's Core endpoint. Returns where
+    /// ListApiMcpServerCores will be called (the bridge replaces it with the answer).
+    fn core_start(&self) -> Result<Url, ConfigError> {
+        let external = self
+            .upstream
+            .bearer_token
+            .as_deref()
+            .is_some_and(|t| !t.trim().is_empty())
+            || self
+                .upstream
+                .token_command
+                .as_deref()
+                .is_some_and(|t| !t.trim().is_empty());
+        let refused = match self.upstream.auth {
+            _ if external => Some("--bearer-token/--token-command is given"),
+            AuthMode::Auto | AuthMode::Ak => None,
+            AuthMode::Oauth => Some("--auth oauth is given"),
+            AuthMode::None => Some("--auth none is given"),
+        };
+        if let Some(why) = refused {
+            return Err(ConfigError::NoUrl(format!(
+                "{why}, and only AccessKeys can find the account's Core endpoint"
+            )));
+        }
+        match &self.upstream.ak.discovery_endpoint {
+            Some(e) => endpoint_url(e, "--discovery-endpoint").map_err(ConfigError::Credentials),
+            None => Ok(discovery::default_endpoint(
+                self.upstream.ak.site_type.unwrap_or(Site::Cn),
+            )),
+        }
     }
 }
 
@@ -78,11 +125,18 @@ impl UpstreamArgs {
             Some(e) => Some(endpoint_url(e, "--ims-endpoint").map_err(ConfigError::Credentials)?),
             None => None,
         };
+        let discovery_endpoint = match &a.discovery_endpoint {
+            Some(e) => {
+                Some(endpoint_url(e, "--discovery-endpoint").map_err(ConfigError::Credentials)?)
+            }
+            None => None,
+        };
         Ok(AuthConfig {
             mode: self.auth,
             site: a.site_type,
             profile: a.profile.clone(),
             ims_endpoint,
+            discovery_endpoint,
             client_id: a.client_id.clone().filter(|c| !c.trim().is_empty()),
             boundary_policy,
             refresh_skew: a.token_refresh_skew,

@@ -1,4 +1,5 @@
-//! `alibridge <URL>`: the stdio bridge itself.
+//! `alibridge [URL]`: the stdio bridge itself. Without a URL, the AccessKey account's Core
+//! endpoint is found first, and the upstream follows it when the identity changes.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,26 +8,40 @@ use anyhow::Context;
 use tokio::io::BufReader;
 use tracing::debug;
 
-use crate::auth::Credential;
+use crate::auth::access_key;
+use crate::auth::{AuthError, Credential};
 use crate::cli::BridgeArgs;
-use crate::config::BridgeConfig;
+use crate::config::{BridgeConfig, ConfigError};
 use crate::error::UsageError;
 use crate::net::display_url;
 use crate::relay::{self, Limits, QuitReason, ToolPolicy};
 use crate::upstream::http::HttpClient;
-use crate::upstream::{Deliver, Upstream};
+use crate::upstream::{Deliver, TransportMode, Upstream};
 use crate::{auth, shutdown};
 
 /// Resolves the configuration, then relays until the client goes away or a signal arrives.
 pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args
+    let mut cfg = args
         .resolve(|k| std::env::var(k).ok())
         .map_err(UsageError::from)?;
     let has_auth_header = cfg
         .headers
         .iter()
         .any(|(n, _)| n == reqwest::header::AUTHORIZATION);
-    let selection = auth::select(&cfg.auth, &cfg.url, has_auth_header).map_err(UsageError::from)?;
+    let (selection, core) = if cfg.discover_core {
+        let (selection, core, url) = access_key::select_core(&cfg.auth)
+            .await
+            .map_err(core_error)?;
+        cfg.transport = args
+            .transport
+            .unwrap_or_else(|| TransportMode::default_for(&url));
+        cfg.url = url;
+        (selection, Some(core))
+    } else {
+        let selection =
+            auth::select(&cfg.auth, &cfg.url, has_auth_header).map_err(UsageError::from)?;
+        (selection, None)
+    };
     // The one line that tells the user which credential is used and why (never a secret).
     crate::logging::notice(format_args!("auth: {}", selection.reason));
     if let Some(w) = &selection.warning {
@@ -50,7 +65,11 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let (url, mode, protocol) = (cfg.url.clone(), cfg.transport, cfg.protocol);
     let connect = move |outbox: Arc<relay::Outbox>| {
-        Upstream::new(url, mode, protocol, http, outbox as Arc<dyn Deliver>)
+        let up = Upstream::new(url, mode, protocol, http, outbox as Arc<dyn Deliver>);
+        match core {
+            Some(core) => up.following(core),
+            None => up,
+        }
     };
     let reason = relay::run(
         stdin,
@@ -67,6 +86,19 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
             debug!(?reason, "bridge stopped");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// A URL-less start that found no keys is a usage error (exit 2) whose message says what to
+/// pass; a refused or failed discovery is a runtime error (exit 1).
+fn core_error(e: AuthError) -> anyhow::Error {
+    match e {
+        AuthError::NotFound(m) => UsageError::from(ConfigError::NoUrl(format!(
+            "finding the account's Core endpoint needs AccessKeys, and none were found ({m})"
+        )))
+        .into(),
+        AuthError::Config(_) => UsageError::from(e).into(),
+        e => anyhow::Error::new(e),
     }
 }
 

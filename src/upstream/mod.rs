@@ -12,10 +12,12 @@
 //! Layout: [`http`] (client, headers, credential, safe retries), [`headers`] (the request
 //! metadata headers derived from each body, per-tool facts), [`event_stream`] (SSE parsing),
 //! [`streamable`] (Streamable HTTP sessions), [`legacy_sse`] (HTTP+SSE), [`modern`]
-//! (2026-07-28, sessionless), [`error`].
+//! (2026-07-28, sessionless), [`follow`] (a discovered endpoint that moves with the
+//! credential's identity), [`error`].
 
 pub mod error;
 pub mod event_stream;
+pub mod follow;
 pub mod headers;
 pub mod http;
 pub mod legacy_sse;
@@ -100,7 +102,10 @@ enum Active {
 
 /// The remote endpoint, with its transport chosen on first use.
 pub struct Upstream {
-    url: reqwest::Url,
+    /// Fixed for the run, except when [`follow`] moves it to another identity's endpoint.
+    url: std::sync::RwLock<reqwest::Url>,
+    /// The URL-less start: the endpoint follows the AccessKey identity.
+    follow: Option<follow::Follow>,
     mode: TransportMode,
     protocol: ProtocolMode,
     /// Held while the era is being decided, so concurrent messages wait for it.
@@ -126,7 +131,8 @@ impl Upstream {
         out: Arc<dyn Deliver>,
     ) -> Self {
         Upstream {
-            url,
+            url: std::sync::RwLock::new(url),
+            follow: None,
             mode,
             protocol,
             era: Mutex::new(Era::Undecided),
@@ -138,10 +144,32 @@ impl Upstream {
         }
     }
 
+    /// Makes the endpoint follow the AccessKey identity (the URL-less Core start): when the
+    /// identity changes, its own Core endpoint is discovered and a new session started there.
+    pub fn following(
+        mut self,
+        core: Arc<crate::auth::access_key::discovery::CoreEndpoint>,
+    ) -> Self {
+        self.follow = Some(follow::Follow::new(core));
+        self
+    }
+
+    fn url(&self) -> reqwest::Url {
+        self.url.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Sends one client message. For a request, returns once its answer was delivered or the
     /// exchange failed (the caller then answers with the error); for other messages, once the
     /// server accepted them.
     pub async fn send(&self, msg: Message) -> Result<(), UpstreamError> {
+        if let Some(f) = &self.follow {
+            f.before_send(self, &msg).await?;
+        }
+        self.send_here(msg).await
+    }
+
+    /// [`Self::send`] to the endpoint in use, without checking the identity.
+    async fn send_here(&self, msg: Message) -> Result<(), UpstreamError> {
         let mut era = self.era.lock().await;
         match &*era {
             Era::Legacy => {
@@ -167,7 +195,7 @@ impl Upstream {
         }
         if msg.is_request() && msg.method_is("initialize") {
             let (asked, client_info, caps) = modern::initialize_params(&msg.bytes);
-            match modern::probe(&self.url, &self.http, &client_info, &caps).await? {
+            match modern::probe(&self.url(), &self.http, &client_info, &caps).await? {
                 // A server that also lists versions of the initialize era is best served in it:
                 // no translation, and the server negotiates the version, keeps a session and
                 // sends its requests as the client expects.
@@ -182,7 +210,7 @@ impl Upstream {
                 }
                 Probe::Modern { discover, version } => {
                     let m = Modern::translating(
-                        self.url.clone(),
+                        self.url(),
                         self.http.clone(),
                         self.out.clone(),
                         self.tools.clone(),
@@ -208,7 +236,7 @@ impl Upstream {
         }
         if modern::is_modern_shaped(&msg) {
             let m = Modern::passthrough(
-                self.url.clone(),
+                self.url(),
                 self.http.clone(),
                 self.out.clone(),
                 self.tools.clone(),
@@ -305,7 +333,7 @@ impl Upstream {
                             "POST refused; falling back to the HTTP+SSE transport"
                         );
                         let sse = match LegacySse::connect(
-                            &self.url,
+                            &self.url(),
                             &self.http,
                             &self.out,
                             self.cancel.child_token(),
@@ -328,9 +356,13 @@ impl Upstream {
                 }
             }
             TransportMode::SseOnly | TransportMode::SseFirst => {
-                let connected =
-                    LegacySse::connect(&self.url, &self.http, &self.out, self.cancel.child_token())
-                        .await;
+                let connected = LegacySse::connect(
+                    &self.url(),
+                    &self.http,
+                    &self.out,
+                    self.cancel.child_token(),
+                )
+                .await;
                 match connected {
                     Ok(sse) => {
                         *active = Active::Sse(sse.clone());
@@ -357,7 +389,30 @@ impl Upstream {
 
     /// The endpoint as shown in messages (no query string).
     pub fn shown_url(&self) -> String {
-        crate::net::display_url(&self.url)
+        crate::net::display_url(&self.url())
+    }
+
+    /// Moves to `url`: ends the transports of the old endpoint (their streams and era; no
+    /// `DELETE`, which would carry the new identity's token to the old account's endpoint) so
+    /// the next message settles everything afresh there. Returns `false` when the endpoint
+    /// already is `url`.
+    async fn rebase(&self, url: &reqwest::Url) -> bool {
+        let mut era = self.era.lock().await;
+        if self.url() == *url {
+            return false;
+        }
+        if let Era::Modern(m) = &*era {
+            m.close();
+        }
+        *era = Era::Undecided;
+        let active = std::mem::replace(&mut *self.active.lock().await, Active::Undecided);
+        match active {
+            Active::Streamable(t) => t.abandon(),
+            Active::Sse(t) => t.close(),
+            Active::Undecided => {}
+        }
+        *self.url.write().unwrap_or_else(|e| e.into_inner()) = url.clone();
+        true
     }
 
     /// Ends the session politely (Streamable HTTP `DELETE`) and stops every background task.
@@ -376,7 +431,7 @@ impl Upstream {
 
     fn streamable(&self) -> StreamableHttp {
         StreamableHttp::new(
-            self.url.clone(),
+            self.url(),
             self.http.clone(),
             self.out.clone(),
             self.tools.clone(),

@@ -514,6 +514,13 @@ impl StreamableHttp {
 
     /// Stops the GET stream and deletes the session, bounded by `DELETE_TIMEOUT`; then every
     /// task this transport started is cancelled.
+    /// Stops every task of the session without telling the server: the credential in use now
+    /// belongs to another identity, which must not be sent to this endpoint.
+    pub fn abandon(&self) {
+        self.stop_get_stream();
+        self.cancel.cancel();
+    }
+
     pub async fn close(&self) {
         self.stop_get_stream();
         let _cancel_all = self.cancel.clone().drop_guard();

@@ -8,6 +8,8 @@ mod support;
 mod access_key;
 /// Command-line surface: flags, validation errors, exit codes.
 mod cli;
+/// The URL-less start: the account's Core endpoint found with AccessKeys, identity switches.
+mod core_endpoint;
 /// `alibridge doctor` against the local fakes: green, down, bad credentials, skewed clock.
 mod doctor;
 /// Protocol eras (MCP 2026-07-28 and the initialize era): every cell of docs/protocol-eras.md

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod chain;
+pub mod discovery;
 pub mod exchange;
 pub mod keys;
 pub mod policy;
@@ -41,6 +42,62 @@ use super::{AuthConfig, AuthError, Credential, Rejection, Retry, Selection};
 /// picks the site (flag, else the endpoint, else CN) and the token exchange. `why` is what the
 /// `auth:` line says about the choice.
 pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthError> {
+    let (site, site_why) = match (cfg.site, Site::infer(url)) {
+        (Some(s), _) => (s, "--site-type"),
+        (None, Some(s)) => (s, "inferred from the endpoint"),
+        (None, None) => (Site::Cn, DEFAULT_SITE),
+    };
+    let (credential, reason) = build(cfg, site, site_why, url, why)?;
+    Ok(Selection {
+        credential: Arc::new(credential),
+        reason,
+        warning: None,
+    })
+}
+
+const DEFAULT_SITE: &str = "default; pass --site-type INTL for international accounts";
+
+/// The URL-less start: the AccessKey credential, and the account's Core endpoint found with
+/// it (`--site-type` picks the site; `--discovery-endpoint` where to ask).
+pub async fn select_core(
+    cfg: &AuthConfig,
+) -> Result<(Selection, Arc<discovery::CoreEndpoint>, Url), AuthError> {
+    let (site, site_why) = match cfg.site {
+        Some(s) => (s, "--site-type"),
+        None => (Site::Cn, DEFAULT_SITE),
+    };
+    let asked = cfg
+        .discovery_endpoint
+        .clone()
+        .unwrap_or_else(|| discovery::default_endpoint(site));
+    // Safety policies are bound on the host the token is for; the Core endpoint is on the
+    // discovery host's kind (an OpenAPI MCP host), so that is where they go.
+    let (credential, reason) = build(cfg, site, site_why, &asked, "no URL given")?;
+    let credential = Arc::new(credential);
+    let (core, url) =
+        discovery::CoreEndpoint::start(credential.clone(), site, cfg.discovery_endpoint.clone())
+            .await?;
+    let selection = Selection {
+        credential,
+        reason: format!(
+            "{reason}; endpoint {} (the account's Core edition, {})",
+            crate::net::display_url(&url),
+            discovery::ACTION
+        ),
+        warning: None,
+    };
+    Ok((selection, core, url))
+}
+
+/// The credential for `site`, binding safety policies for tokens used at `url`, and the
+/// `auth:` line that explains it.
+fn build(
+    cfg: &AuthConfig,
+    site: Site,
+    site_why: &str,
+    url: &Url,
+    why: &str,
+) -> Result<(AccessKeyCredential, String), AuthError> {
     let env = |k: &str| std::env::var(k).ok();
     let input = ChainInput {
         profile: cfg.profile.as_deref(),
@@ -51,14 +108,6 @@ pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
         ChainError::NotFound { .. } => AuthError::NotFound(e.to_string()),
         ChainError::Invalid(m) => AuthError::Config(m),
     })?;
-    let (site, site_why) = match (cfg.site, Site::infer(url)) {
-        (Some(s), _) => (s, "--site-type"),
-        (None, Some(s)) => (s, "inferred from the endpoint"),
-        (None, None) => (
-            Site::Cn,
-            "default; pass --site-type INTL for international accounts",
-        ),
-    };
     debug!(site = site.flag_value(), reason = site_why, "site type");
     let endpoint = cfg.ims_endpoint.clone().unwrap_or_else(|| site.ims_url());
     let exchange = Exchange {
@@ -79,14 +128,11 @@ pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
     let origin = resolved.source.describe();
     let credential =
         AccessKeyCredential::new(resolved, exchange, cfg.refresh_skew, cfg.profile.clone())?;
-    Ok(Selection {
-        credential: Arc::new(credential),
-        reason: format!(
-            "Alibaba Cloud AccessKey ({why}) from {origin}, site {} ({site_why})",
-            site.flag_value()
-        ),
-        warning: None,
-    })
+    let reason = format!(
+        "Alibaba Cloud AccessKey ({why}) from {origin}, site {} ({site_why})",
+        site.flag_value()
+    );
+    Ok((credential, reason))
 }
 
 /// How often the credential files are stat'ed for changes.
@@ -201,6 +247,13 @@ impl AccessKeyCredential {
         st.source = resolved.source;
         st.token = None;
         Ok(())
+    }
+
+    /// The keys of the identity in use now (after re-reading changed credential files).
+    pub async fn current_keys(&self) -> Result<keys::AccessKeys, AuthError> {
+        self.reload_if_changed()?;
+        let source = self.state.lock().unwrap().source.clone();
+        source.keys(&self.api).await
     }
 
     fn current(&self) -> Option<HeaderValue> {

@@ -28,6 +28,7 @@
 //! [`AliyunFake::token_checker`], which the test MCP server uses to answer 401) and revoked.
 
 mod api;
+pub mod cores;
 pub mod rpc;
 pub mod safety;
 mod signin;
@@ -168,6 +169,8 @@ struct State {
     bound: HashMap<String, safety::Bound>,
     /// `(status, code)`: every `/safePolicy/set` fails so.
     safety_failure: Option<(u16, String)>,
+    /// ListApiMcpServerCores entries, by the AccessKey id that asks.
+    cores: HashMap<String, Vec<serde_json::Value>>,
 }
 
 /// The running fake. Dropping it stops it.
@@ -204,6 +207,7 @@ impl AliyunFake {
             safety_calls: Vec::new(),
             bound: HashMap::new(),
             safety_failure: None,
+            cores: HashMap::new(),
         }));
         let kill = CancellationToken::new();
         let s = state.clone();
@@ -267,6 +271,12 @@ impl AliyunFake {
     /// How the sign-in page (and GenerateAccessToken) treats `client_id`.
     pub fn set_client(&self, client_id: &str, status: ClientStatus) {
         self.st().clients.insert(client_id.to_string(), status);
+    }
+
+    /// The Core servers ListApiMcpServerCores lists for `key_id`'s account, in order (entries
+    /// `{"id","name","urls":{"mcp","sse"}}`, as given).
+    pub fn set_cores(&self, key_id: &str, cores: Vec<serde_json::Value>) {
+        self.st().cores.insert(key_id.to_string(), cores);
     }
 
     /// Every call so far, in order.
@@ -348,6 +358,17 @@ impl AliyunFake {
     pub fn token_checker(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
         let state = self.state.clone();
         move |token| valid(&state.lock().unwrap(), token)
+    }
+
+    /// Like [`AliyunFake::token_checker`], but only tokens minted with `key_id` pass: an
+    /// account's MCP endpoint refuses another account's tokens.
+    pub fn token_checker_for(&self, key_id: &str) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let state = self.state.clone();
+        let key_id = key_id.to_string();
+        move |token| {
+            let st = state.lock().unwrap();
+            valid(&st, token) && st.tokens.get(token).is_some_and(|t| t.key_id == key_id)
+        }
     }
 
     /// From now on every API call is answered `status` (`307`, `308`, …) with a `Location` of
@@ -465,6 +486,33 @@ async fn handle(
         r.headers_mut().insert(
             http::header::LOCATION,
             location.parse().expect("valid Location"),
+        );
+        return r;
+    }
+    if path == cores::PATH {
+        let headers: BTreeMap<String, String> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let req = cores::Req {
+            method: parts.method.as_str(),
+            path,
+            query,
+            headers: &headers,
+            body: &body,
+        };
+        let (status, json) = cores::handle(&mut state.lock().unwrap(), &req);
+        let mut r = Response::new(Full::new(Bytes::from(json.to_string())));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json;charset=utf-8"),
         );
         return r;
     }
