@@ -6,17 +6,15 @@
 //! line saying why and runs anyway (server names and ids in the access rules then match only
 //! the `…/<name>/id/<id>/…` segments of request paths). Only the keys' id ever reaches a message.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::Value;
 
 use super::rules::{AccessRules, ServerIndex, Verdict};
-use crate::auth::access_key::api::ApiClient;
+use crate::auth::access_key::api::{ApiClient, ApiError};
 use crate::auth::access_key::chain::{self, ChainError, ChainInput};
 use crate::auth::access_key::keys::AccessKeys;
-use crate::net::describe;
-use crate::signer::{self, acs3, HttpMethod};
 
 pub const ACTION: &str = "ListApiMcpServers";
 pub const VERSION: &str = "2024-11-30";
@@ -115,75 +113,20 @@ async fn fetch_page(
     keys: &AccessKeys,
     next_token: Option<&str>,
 ) -> Result<Value, String> {
-    // What the signature covers as `host`: the URL's authority (the port only when it is not
-    // the scheme's default, as HTTP clients send it).
-    let host = upstream.host_str().unwrap_or_default();
-    let authority = match upstream.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_string(),
-    };
     let query: Vec<(&str, &str)> = next_token.map(|t| ("nextToken", t)).into_iter().collect();
-    let req = acs3::Acs3Request {
-        method: HttpMethod::Get,
-        host: &authority,
-        path: PATH,
-        action: ACTION,
-        version: VERSION,
-        query: &query,
-        headers: &[("accept", "application/json")],
-        body: b"",
-        header_scope: acs3::HeaderScope::Standard,
-    };
-    let signed = acs3::sign(
-        &req,
-        &keys.api(),
-        SystemTime::now(),
-        &signer::generate_nonce(),
-    )
-    .map_err(|e| format!("cannot sign {ACTION}: {e}"))?;
-    let mut url = upstream.clone();
-    url.set_path(&signed.path);
-    url.set_query((!signed.query.is_empty()).then_some(signed.query.as_str()));
-    let mut rb = api.http().get(url);
-    for (name, value) in &signed.headers {
-        if name != "host" {
-            rb = rb.header(name.as_str(), value.as_str());
-        }
-    }
-    let resp = rb
-        .send()
+    api.roa_get(upstream, PATH, ACTION, VERSION, &query, keys)
         .await
-        .map_err(|e| format!("could not reach {authority}: {}", describe(&e)))?;
-    let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("{ACTION}: {}", describe(&e)))?;
-    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
-    if !status.is_success() {
-        let field = |k: &str| {
-            body.as_ref()
-                .and_then(|b| b.get(k).or_else(|| b.get(k.to_ascii_lowercase())))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let code = field("Code").unwrap_or_else(|| "(no code)".into());
-        let message = field("Message").unwrap_or_default();
-        let hint = if matches!(status.as_u16(), 401 | 403) {
-            format!(
-                "; AccessKey {} may not call openapiexplorer:{ACTION} (attach \
-                 AliyunOpenAPIMCPServerStaticCredentialAccess)",
-                keys.id
-            )
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "{ACTION} on {authority} answered HTTP {} {code}: {message}{hint}",
-            status.as_u16()
-        ));
-    }
-    body.ok_or_else(|| format!("{ACTION} on {authority} answered something that is not JSON"))
+        .map_err(|e| {
+            let hint = match &e {
+                ApiError::Service { status: 401 | 403, .. } => format!(
+                    "; AccessKey {} may not call openapiexplorer:{ACTION} (attach \
+                     AliyunOpenAPIMCPServerStaticCredentialAccess)",
+                    keys.id
+                ),
+                _ => String::new(),
+            };
+            format!("{ACTION}: {e}{hint}")
+        })
 }
 
 /// Reads `{"apiMcpServers":[{"id","name","urls":{"mcp","sse"}}]}`; entries without a name are
