@@ -91,6 +91,10 @@ pub struct DoctorArgs {
     /// One JSON object per check (for support tickets; never contains a secret).
     #[arg(long)]
     pub json: bool,
+    /// Check the URL-less form: the AccessKey account's Core endpoint (also implied by bridge
+    /// flags without a URL).
+    #[arg(long, conflicts_with = "url")]
+    pub core: bool,
     /// Bridge flags to check with, after `--` (as an entry would pass them).
     #[arg(last = true, value_name = "BRIDGE FLAGS")]
     pub bridge_flags: Vec<String>,
@@ -147,10 +151,12 @@ pub struct AddArgs {
     /// The client to configure.
     #[arg(value_enum, value_name = "CLIENT")]
     pub client: ClientKind,
-    /// The MCP endpoint the entry bridges to.
+    /// The MCP endpoint the entry bridges to. Without it, the entry finds the AccessKey
+    /// account's OpenAPI MCP Core endpoint each time it starts.
     #[arg(value_name = "URL")]
-    pub url: String,
-    /// Entry name (letters, digits, '-', '_'). Default: derived from the URL.
+    pub url: Option<String>,
+    /// Entry name (letters, digits, '-', '_'). Default: derived from the URL ("aliyun"
+    /// without one).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Which configuration file (default: user; project = the current directory's).

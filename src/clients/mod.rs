@@ -512,12 +512,39 @@ pub fn is_alibridge(entry: &Value) -> bool {
         .unwrap_or(false)
 }
 
-/// The endpoint an alibridge entry points at: its first `http(s)://` argument.
+/// The endpoint an alibridge entry points at: its positional `http(s)://` argument; `None` for
+/// the URL-less form.
 pub fn entry_url(entry: &Value) -> Option<String> {
-    entry.get("args")?.as_array()?.iter().find_map(|a| {
-        let s = a.as_str()?;
-        (s.starts_with("https://") || s.starts_with("http://")).then(|| s.to_string())
-    })
+    let args = entry.get("args")?.as_array()?;
+    // The URL is the positional argument: skip the values of flags that take one
+    // (`--ims-endpoint http://…` is not the endpoint), as the bridge's own parser would.
+    let cli = <crate::cli::Cli as clap::CommandFactory>::command();
+    let takes_value = |flag: &str| {
+        cli.get_arguments().any(|a| {
+            let named = match flag.strip_prefix("--") {
+                Some(long) => a.get_long() == Some(long),
+                None => flag
+                    .strip_prefix('-')
+                    .and_then(|s| s.chars().next())
+                    .is_some_and(|c| flag.len() == 2 && a.get_short() == Some(c)),
+            };
+            named && a.get_action().takes_values()
+        })
+    };
+    let mut skip = false;
+    for a in args.iter().filter_map(Value::as_str) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if a.starts_with('-') {
+            skip = !a.contains('=') && takes_value(a);
+            continue;
+        }
+        if a.starts_with("https://") || a.starts_with("http://") {
+            return Some(a.to_string());
+        }
+    }
+    None
 }
 
 /// Replaces `file` with `text` atomically (temporary file in the same folder, synced, renamed),
@@ -644,5 +671,32 @@ mod tests {
         let d = diff(Path::new("f"), "a\nb\nc\nd\ne\n", "a\nb\nX\nd\ne\n");
         assert!(d.contains("-c\n+X\n"), "{d}");
         assert!(!d.contains("-a"), "{d}");
+    }
+
+    #[test]
+    fn the_entry_url_is_the_positional_argument() {
+        let url = |args: serde_json::Value| entry_url(&serde_json::json!({"args": args}));
+        assert_eq!(
+            url(serde_json::json!(["https://h/mcp", "--read-only"])).as_deref(),
+            Some("https://h/mcp")
+        );
+        assert_eq!(
+            url(serde_json::json!([
+                "--ims-endpoint",
+                "http://127.0.0.1:1",
+                "--read-only"
+            ])),
+            None
+        );
+        assert_eq!(
+            url(serde_json::json!([
+                "-H",
+                "X: https://a",
+                "--discovery-endpoint=https://b",
+                "https://c/mcp"
+            ]))
+            .as_deref(),
+            Some("https://c/mcp")
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! `alibridge add <client> <URL> [-- BRIDGE FLAGS]`: writes an entry that runs this very
+//! `alibridge add <client> [URL] [-- BRIDGE FLAGS]`: writes an entry that runs this very
 //! binary (absolute path: GUI clients do not inherit the shell's PATH) into the client's
 //! configuration, or prints it for clients set up in a GUI. Idempotent; a different entry of
-//! the same name needs `--force`; `--dry-run` prints the diff.
+//! the same name needs `--force`; `--dry-run` prints the diff. Without a URL the entry runs the
+//! URL-less Core start.
 
 use std::process::ExitCode;
 
@@ -16,19 +17,32 @@ use crate::net::parse_endpoint;
 
 use super::clients_error;
 
+/// The entry name of the URL-less (Core endpoint) form.
+const CORE_NAME: &str = "aliyun";
+
 pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
     let allow_http = args.bridge_flags.iter().any(|f| f == "--allow-http");
-    let url = parse_endpoint(&args.url, allow_http)
-        .map_err(|e| UsageError::from(ConfigError::from(e)))?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| clients::name_from_url(&url));
+    let url = match &args.url {
+        Some(raw) => Some(
+            parse_endpoint(raw, allow_http).map_err(|e| UsageError::from(ConfigError::from(e)))?,
+        ),
+        None => None,
+    };
+    let name = args.name.clone().unwrap_or_else(|| match &url {
+        Some(url) => clients::name_from_url(url),
+        None => CORE_NAME.to_string(),
+    });
     let command = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .map_err(|e| anyhow::anyhow!("cannot find the path of this alibridge binary: {e}"))?;
-    let mut bridge_args = vec![url.to_string()];
+    let mut bridge_args: Vec<String> = url.iter().map(|u| u.to_string()).collect();
     bridge_args.extend(args.bridge_flags.iter().cloned());
+    if url.is_none() {
+        notice(
+            "no URL: the entry finds the account's OpenAPI MCP Core endpoint with the AccessKeys \
+             each time it starts (check it with `alibridge doctor`)",
+        );
+    }
     let launch = Launch {
         command: command.to_string_lossy().into_owned(),
         args: bridge_args,

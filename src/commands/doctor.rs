@@ -4,8 +4,11 @@
 //! bridge binary is started with the entry's arguments and asked `initialize` and
 //! `tools/list` (so the credential it picks, token minting and the server are checked by the
 //! very code a client runs). Without a URL, every entry `list` finds is checked with its own
-//! binary and arguments. Details come from the bridge's own messages, which never hold a
-//! secret; proxy URLs are shown without user info.
+//! binary and arguments; an entry without a URL (and `--core`) is the URL-less form, whose
+//! endpoint the bridge reports once it has found it. After the bridge, the credential's own
+//! state: the stored OAuth sign-in (issuer, expiry) or the recorded `pre-check` verdict.
+//! Details come from the bridge's own messages, which never hold a secret; proxy URLs are
+//! shown without user info.
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -15,6 +18,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use url::Url;
 
+use crate::auth::access_key::pre_check_record;
+use crate::auth::access_key::site::Site;
+use crate::auth::oauth::store::{StoreKind, TokenStore};
+use crate::auth::oauth::tokens::now_secs;
 use crate::cli::DoctorArgs;
 use crate::clients::{self, Found, Places};
 use crate::config::ConfigError;
@@ -116,6 +123,8 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             Vec::new()
         }
     };
+    let command = exe.unwrap_or_else(|| "alibridge".into());
+    let core = args.core || (args.url.is_none() && !args.bridge_flags.is_empty());
     match args.url {
         Some(raw) => {
             let allow_http = args.bridge_flags.iter().any(|f| f == "--allow-http");
@@ -124,7 +133,6 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             r.section(display_url(&url));
             let mut bridge_args = vec![url.to_string()];
             bridge_args.extend(args.bridge_flags.iter().cloned());
-            let command = exe.unwrap_or_else(|| "alibridge".into());
             check_endpoint(&mut r, &url, &command, &bridge_args).await;
             let mine: Vec<&Found> = found
                 .iter()
@@ -140,10 +148,28 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                 check_binary(&mut r, f);
             }
         }
+        None if core => {
+            r.section("the account's Core endpoint (no URL)".into());
+            check_core(&mut r, &command, &args.bridge_flags).await;
+            let mine: Vec<&Found> = found
+                .iter()
+                .filter(|f| clients::entry_url(&f.entry).is_none())
+                .collect();
+            if mine.is_empty() {
+                r.ok(
+                    "client configs",
+                    "no client entry uses the URL-less form (add one with `alibridge add <client>`)",
+                );
+            }
+            for f in mine {
+                check_binary(&mut r, f);
+            }
+        }
         None if found.is_empty() => r.fail(
             "client configs",
             "no alibridge entries found in any client's configuration",
-            "pass a URL (`alibridge doctor <URL>`) or add an entry with `alibridge add <client> <URL>`",
+            "pass a URL (`alibridge doctor <URL>`), check the URL-less form with `alibridge doctor --core`, \
+             or add an entry with `alibridge add <client> [URL]`",
         ),
         None => {
             for f in &found {
@@ -152,16 +178,17 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 let args = f.args();
-                let Some(url) = clients::entry_url(&f.entry).and_then(|u| Url::parse(&u).ok())
-                else {
-                    r.fail(
+                match clients::entry_url(&f.entry).map(|u| Url::parse(&u)) {
+                    Some(Ok(url)) => {
+                        check_endpoint(&mut r, &url, Path::new(f.command()), &args).await
+                    }
+                    Some(Err(e)) => r.fail(
                         "entry",
-                        "the entry has no http(s) URL argument",
+                        format!("the entry's URL is not valid: {e}"),
                         format!("run `alibridge add {} <URL> --force`", f.client),
-                    );
-                    continue;
-                };
-                check_endpoint(&mut r, &url, Path::new(f.command()), &args).await;
+                    ),
+                    None => check_core(&mut r, Path::new(f.command()), &args).await,
+                }
             }
         }
     }
@@ -212,13 +239,23 @@ fn check_binary(r: &mut Report, f: &Found) -> bool {
 }
 
 async fn check_endpoint(r: &mut Report, url: &Url, command: &Path, args: &[String]) {
+    if !check_network(r, url).await {
+        return;
+    }
+    let probed = probe(r, command, args).await;
+    credential_state(r, Some(url), &probed);
+}
+
+/// DNS, TCP and TLS to `url` (through the proxy in effect), and the server's clock. `false`
+/// when a step failed (later steps would only repeat it).
+async fn check_network(r: &mut Report, url: &Url) -> bool {
     let Some(host) = url.host_str().map(str::to_string) else {
         r.fail(
             "endpoint",
             "the URL has no host",
             "pass a full https:// URL",
         );
-        return;
+        return false;
     };
     let port = url.port_or_known_default().unwrap_or(443);
     // The first hop is the proxy when one applies (reqwest honours the same variables).
@@ -241,7 +278,7 @@ async fn check_endpoint(r: &mut Report, url: &Url, command: &Path, args: &[Strin
                 format!("{hop_host}{via}: {e}"),
                 "check the host name, your DNS, or HTTPS_PROXY",
             );
-            return;
+            return false;
         }
         Err(_) => {
             r.fail(
@@ -249,7 +286,7 @@ async fn check_endpoint(r: &mut Report, url: &Url, command: &Path, args: &[Strin
                 format!("{hop_host}{via}: no answer in {STEP_TIMEOUT:?}"),
                 "check your DNS",
             );
-            return;
+            return false;
         }
     };
     let shown: Vec<String> = addrs.iter().take(3).map(|a| a.ip().to_string()).collect();
@@ -262,7 +299,7 @@ async fn check_endpoint(r: &mut Report, url: &Url, command: &Path, args: &[Strin
                 format!("{hop}: {e}"),
                 "is the server up? check firewalls and HTTPS_PROXY/NO_PROXY",
             );
-            return;
+            return false;
         }
         Err(_) => {
             r.fail(
@@ -270,7 +307,7 @@ async fn check_endpoint(r: &mut Report, url: &Url, command: &Path, args: &[Strin
                 format!("{hop}: no connection in {STEP_TIMEOUT:?}"),
                 "check firewalls and HTTPS_PROXY/NO_PROXY",
             );
-            return;
+            return false;
         }
     }
     // One plain request (no credential): TLS, and the server's clock.
@@ -278,7 +315,7 @@ async fn check_endpoint(r: &mut Report, url: &Url, command: &Path, args: &[Strin
         Ok(c) => c,
         Err(e) => {
             r.fail("TLS", describe(&e), "report this as a bug");
-            return;
+            return false;
         }
     };
     let tls = if url.scheme() == "https" {
@@ -305,10 +342,165 @@ async fn check_endpoint(r: &mut Report, url: &Url, command: &Path, args: &[Strin
         }
         Err(e) => {
             r.fail(tls, describe(&e), "check the URL, the server's certificate (corporate CAs must be in the system trust store) and HTTPS_PROXY");
-            return;
+            return false;
         }
     }
-    probe(r, command, args).await;
+    true
+}
+
+/// The URL-less form: the bridge finds the endpoint (its `auth:` line names it), then the
+/// network path to that endpoint is checked like any other.
+async fn check_core(r: &mut Report, command: &Path, args: &[String]) {
+    let probed = probe(r, command, args).await;
+    let url = probed.auth.as_deref().and_then(core_url_of);
+    credential_state(r, url.as_ref(), &probed);
+    if let Some(url) = url {
+        r.ok(
+            "endpoint",
+            format!("the account's Core endpoint is {}", display_url(&url)),
+        );
+        check_network(r, &url).await;
+    }
+}
+
+/// The endpoint in the bridge's `auth:` line of a URL-less start.
+fn core_url_of(auth: &str) -> Option<Url> {
+    let rest = auth.split("; endpoint ").nth(1)?;
+    let raw = rest.split_whitespace().next()?;
+    Url::parse(raw).ok()
+}
+
+/// What the bridge reported, for the checks that follow it.
+#[derive(Default)]
+struct Probed {
+    /// The `auth:` line (which credential, from where).
+    auth: Option<String>,
+    /// The credential failed; the bridge's message.
+    credential_failure: Option<String>,
+}
+
+/// The credential's own state on this machine: the stored OAuth sign-in, or the recorded
+/// `pre-check` verdict for AccessKeys.
+fn credential_state(r: &mut Report, url: Option<&Url>, probed: &Probed) {
+    let Some(auth) = probed.auth.as_deref() else {
+        return;
+    };
+    let Ok(home) = super::state_home() else {
+        return;
+    };
+    if auth.starts_with("OAuth") {
+        if let Some(url) = url {
+            oauth_state(r, &home, url);
+        }
+    } else if auth.starts_with("Alibaba Cloud AccessKey") {
+        let site = if auth.contains(", site INTL ") {
+            Site::Intl
+        } else {
+            Site::Cn
+        };
+        pre_check_state(r, &home, site, probed.credential_failure.as_deref());
+    }
+}
+
+fn oauth_state(r: &mut Report, home: &Path, url: &Url) {
+    let store = TokenStore::new(home, StoreKind::File);
+    let records: Vec<_> = store
+        .list()
+        .into_iter()
+        .filter(|m| same_url(&m.server, url))
+        .collect();
+    if records.is_empty() {
+        r.ok(
+            "OAuth",
+            "no stored sign-in: the bridge opens a browser when the server first asks \
+             (or sign in now with `alibridge login <URL>`)",
+        );
+    }
+    for m in records {
+        let store = if m.store == "keyring" {
+            "OS keychain"
+        } else {
+            "file"
+        };
+        let detail = format!(
+            "signed in at {} (client {}), stored in {store}",
+            m.issuer, m.client_id
+        );
+        match m.expires_at {
+            Some(e) if e > now_secs() => r.ok(
+                "OAuth",
+                format!(
+                    "{detail}; token expires in {}",
+                    super::status::human_duration(e)
+                ),
+            ),
+            Some(_) => r.ok(
+                "OAuth",
+                format!("{detail}; the token has expired and is renewed on next use"),
+            ),
+            None => r.ok("OAuth", format!("{detail}; no stated expiry")),
+        }
+    }
+}
+
+fn pre_check_state(r: &mut Report, home: &Path, site: Site, failure: Option<&str>) {
+    let flag = site.flag_value();
+    let record = pre_check_record::load(home, flag, site.client_id());
+    let refused = failure.is_some_and(|f| {
+        [
+            "Forbidden",
+            "NoPermission",
+            "NotAuthorized",
+            "not yet authorized",
+            "pre-check",
+        ]
+        .iter()
+        .any(|k| f.contains(k))
+    });
+    let fix = format!("run `alibridge pre-check --site-type {flag}` and click Authorize");
+    match record {
+        Some(rec) if rec.outcome == "authorized" => r.ok(
+            "pre-check",
+            format!(
+                "application {} authorized for the {flag} site ({} ago)",
+                rec.client_id,
+                ago(rec.at)
+            ),
+        ),
+        Some(rec) => r.fail(
+            "pre-check",
+            format!(
+                "the last pre-check for the {flag} site ({} ago) answered {}",
+                ago(rec.at),
+                rec.outcome.replace('_', " ")
+            ),
+            fix,
+        ),
+        None if refused => r.fail(
+            "pre-check",
+            format!("never run on this machine, and the {flag} token mint was refused"),
+            fix,
+        ),
+        None if failure.is_none() => r.ok(
+            "pre-check",
+            "not recorded on this machine; not needed: tokens are minted",
+        ),
+        None => r.ok(
+            "pre-check",
+            format!("not recorded on this machine (needed once per account: `alibridge pre-check --site-type {flag}`)"),
+        ),
+    }
+}
+
+/// "5 min" since Unix time `at`.
+fn ago(at: u64) -> String {
+    let s = now_secs().saturating_sub(at);
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
 }
 
 fn check_clock(r: &mut Report, date: Option<&reqwest::header::HeaderValue>) {
@@ -372,7 +564,7 @@ fn proxy_for(url: &Url) -> Option<Url> {
 }
 
 /// Runs the bridge as a client would and asks `initialize` and `tools/list`.
-async fn probe(r: &mut Report, command: &Path, args: &[String]) {
+async fn probe(r: &mut Report, command: &Path, args: &[String]) -> Probed {
     let mut child = match tokio::process::Command::new(command)
         .args(args)
         .stdin(Stdio::piped())
@@ -388,7 +580,7 @@ async fn probe(r: &mut Report, command: &Path, args: &[String]) {
                 format!("cannot start {}: {e}", command.display()),
                 "reinstall alibridge",
             );
-            return;
+            return Probed::default();
         }
     };
     let mut stdin = child.stdin.take().expect("piped");
@@ -438,10 +630,13 @@ async fn probe(r: &mut Report, command: &Path, args: &[String]) {
             let detail = usage_error.unwrap_or(e);
             r.fail(
                 "credential",
-                detail,
+                detail.clone(),
                 "see the message; `alibridge status` shows what is configured",
             );
-            return;
+            return Probed {
+                auth: auth_line,
+                credential_failure: Some(detail),
+            };
         }
         Err(_) => {
             r.fail(
@@ -449,7 +644,10 @@ async fn probe(r: &mut Report, command: &Path, args: &[String]) {
                 format!("no answer to initialize in {PROBE_TIMEOUT:?}"),
                 "check the server and the credential with --debug",
             );
-            return;
+            return Probed {
+                auth: auth_line,
+                credential_failure: None,
+            };
         }
     };
     if let Some(err) = init.get("error") {
@@ -466,6 +664,10 @@ async fn probe(r: &mut Report, command: &Path, args: &[String]) {
                 format!("{}: {msg}", auth_line.as_deref().unwrap_or("?")),
                 "see the message above",
             );
+            return Probed {
+                auth: auth_line,
+                credential_failure: Some(msg),
+            };
         } else {
             if let Some(a) = &auth_line {
                 r.ok("credential", a.clone());
@@ -476,11 +678,14 @@ async fn probe(r: &mut Report, command: &Path, args: &[String]) {
                 "see the message above; run the bridge with --debug for details",
             );
         }
-        return;
+        return Probed {
+            auth: auth_line,
+            credential_failure: None,
+        };
     }
     r.ok(
         "credential",
-        auth_line.unwrap_or_else(|| "none needed".into()),
+        auth_line.clone().unwrap_or_else(|| "none needed".into()),
     );
     let version = init["result"]["protocolVersion"].as_str().unwrap_or("?");
     let server = init["result"]["serverInfo"]["name"].as_str().unwrap_or("?");
@@ -504,6 +709,10 @@ async fn probe(r: &mut Report, command: &Path, args: &[String]) {
             ),
             "see the message; run the bridge with --debug for details",
         ),
+    }
+    Probed {
+        auth: auth_line,
+        credential_failure: None,
     }
 }
 

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use reqwest::Url;
 
+use crate::auth::access_key::pre_check_record;
 use crate::auth::access_key::site::{Site, CUSTOM_APP_SCOPE, OPENAPI_SCOPE};
 use crate::auth::loopback::{Callback, Listener};
 use crate::auth::{browser, pkce};
@@ -67,11 +68,18 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(r) => r.context("the callback listener failed")?,
     };
-    Ok(verdict(outcome, site, &client_id))
+    let (code, recorded) = verdict(outcome, site, &client_id);
+    // Remembered for `doctor`; the verdict above is what counts.
+    if let Ok(home) = super::state_home() {
+        if let Err(e) = pre_check_record::save(&home, site.flag_value(), &client_id, recorded) {
+            tracing::debug!(error = %e, "could not record the pre-check verdict");
+        }
+    }
+    Ok(code)
 }
 
-/// Prints what the callback means and picks the exit code.
-fn verdict(cb: Callback, site: Site, client_id: &str) -> ExitCode {
+/// Prints what the callback means and picks the exit code and the recorded outcome.
+fn verdict(cb: Callback, site: Site, client_id: &str) -> (ExitCode, &'static str) {
     let site_flag = site.flag_value();
     match cb {
         Callback::Code { .. } => {
@@ -80,16 +88,23 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> ExitCode {
                  credentials (--auth ak) can now mint OpenAPI MCP tokens; the RAM identity also \
                  needs the AliyunOpenAPIMCPServerStaticCredentialAccess policy."
             );
-            ExitCode::SUCCESS
+            (ExitCode::SUCCESS, "authorized")
         }
         Callback::Refused(why) => {
             println!("failed: {why}. Run the check again.");
-            ExitCode::from(1)
+            (ExitCode::from(1), "failed")
         }
         Callback::Error {
             error, description, ..
         } => {
             let detail = description.map(|d| format!(" ({d})")).unwrap_or_default();
+            let recorded = match error.as_str() {
+                "access_denied" => "denied",
+                "invalid_client" | "unauthorized_client" | "unsupported_response_type" => {
+                    "not_installed"
+                }
+                _ => "failed",
+            };
             match error.as_str() {
                 "access_denied" => println!(
                     "denied: the authorization was declined{detail}. Run `alibridge pre-check --site-type {site_flag}` again and click Authorize; \
@@ -102,7 +117,7 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> ExitCode {
                 ),
                 other => println!("failed: the sign-in page answered {other}{detail}. Check --site-type and --client-id, then run the check again."),
             }
-            ExitCode::from(1)
+            (ExitCode::from(1), recorded)
         }
     }
 }

@@ -118,7 +118,9 @@ async fn fetch_page(
         .await
         .map_err(|e| {
             let hint = match &e {
-                ApiError::Service { status: 401 | 403, .. } => format!(
+                ApiError::Service {
+                    status: 401 | 403, ..
+                } => format!(
                     "; AccessKey {} may not call openapiexplorer:{ACTION} (attach \
                      AliyunOpenAPIMCPServerStaticCredentialAccess)",
                     keys.id

@@ -94,6 +94,9 @@ async fn all_green() {
         assert!(passed(&out, check), "{check}:\n{out}");
     }
     assert!(line(&out, "credential").contains("AccessKey"), "{out}");
+    // Tokens were minted, so the never-recorded pre-check is not a problem.
+    assert!(passed(&out, "pre-check"), "{out}");
+    assert!(line(&out, "pre-check").contains("not needed"), "{out}");
     let mcp = line(&out, "MCP");
     assert!(
         mcp.contains("protocol 20") && mcp.contains(" tools"),
@@ -162,6 +165,25 @@ async fn credential_failures_explain_themselves() {
     assert_eq!(code, 1, "{out}");
     let l = line(&out, "credential");
     assert!(l.starts_with('✗') && l.contains("pre-check"), "{l}");
+    let l = line(&out, "pre-check");
+    assert!(
+        l.starts_with('✗') && l.contains("never run on this machine"),
+        "{l}"
+    );
+    assert!(
+        out.contains("fix: run `alibridge pre-check --site-type CN`"),
+        "{out}"
+    );
+    // A recorded refusal is named as such.
+    record_pre_check(&rig.home, "not_installed");
+    let (_, out, _) = rig
+        .doctor(rig.server.url().as_str(), false, AK_SECRET)
+        .await;
+    let l = line(&out, "pre-check");
+    assert!(
+        l.starts_with('✗') && l.contains("answered not installed"),
+        "{l}"
+    );
 
     let rig = Rig::start("perm").await;
     rig.fake.add_access_key_without_permission(AK_ID, AK_SECRET);
@@ -238,4 +260,121 @@ async fn config_pointing_at_a_missing_binary() {
     let (code, out, _) = output(cmd).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no alibridge entries"), "{out}");
+}
+
+/// What `alibridge pre-check` records (`<ALIBRIDGE_HOME>/pre-check.json`).
+fn record_pre_check(home: &TempHome, outcome: &str) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let dir = home.alibridge_home();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("pre-check.json"),
+        serde_json::json!([{"site": "CN", "client_id": CN_CLIENT_ID, "outcome": outcome, "at": at - 120}])
+            .to_string(),
+    )
+    .unwrap();
+}
+
+/// The URL-less form, by `--core` and by an entry `add` wrote without a URL: the bridge finds
+/// the account's Core endpoint, then the network path to it is checked; the recorded pre-check
+/// is shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_less_form_is_checked_at_the_endpoint_it_finds() {
+    let rig = Rig::start("core").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    rig.fake.set_cores(
+        AK_ID,
+        vec![serde_json::json!({"id": "c", "urls": {"mcp": rig.server.url()}})],
+    );
+    record_pre_check(&rig.home, "authorized");
+    let flags = [
+        "--transport",
+        "http-only",
+        "--auth",
+        "ak",
+        "--ims-endpoint",
+        &rig.fake.url(),
+        "--discovery-endpoint",
+        &rig.fake.url(),
+    ];
+    let keys = [
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET),
+    ];
+    let mut cmd = isolated_command(rig.home.path());
+    cmd.args(["doctor", "--core", "--"]).args(flags).envs(keys);
+    let (code, out, err) = output(cmd).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    for check in [
+        "credential",
+        "endpoint",
+        "DNS",
+        "TCP",
+        "HTTP",
+        "MCP",
+        "pre-check",
+    ] {
+        assert!(passed(&out, check), "{check}:\n{out}");
+    }
+    assert!(line(&out, "credential").contains("Core edition"), "{out}");
+    assert!(
+        line(&out, "endpoint").contains(rig.server.url().as_str()),
+        "{out}"
+    );
+    assert!(
+        line(&out, "pre-check").contains("authorized for the CN site"),
+        "{out}"
+    );
+
+    // An entry without a URL is the same form.
+    let mut cmd = isolated_command(rig.home.path());
+    cmd.args(["add", "claude-code", "--"]).args(flags);
+    let (code, _, err) = output(cmd).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no URL"), "{err}");
+    let mut cmd = isolated_command(rig.home.path());
+    cmd.arg("doctor").envs(keys);
+    let (code, out, err) = output(cmd).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("claude-code (user) aliyun"), "{out}");
+    assert!(
+        line(&out, "endpoint").contains(rig.server.url().as_str()),
+        "{out}"
+    );
+    assert!(!out.contains(AK_SECRET) && !err.contains(AK_SECRET));
+}
+
+/// An OAuth entry: the stored sign-in is shown (authorization server, client, expiry, store)
+/// and nothing secret is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_oauth_sign_in_is_shown() {
+    let rig = crate::support::oauth_rig::Rig::start("doctor-oauth").await;
+    rig.sign_in_once().await;
+    let url = rig.mcp.url();
+    let (code, out, err) = rig
+        .command(&[
+            "doctor",
+            &url,
+            "--",
+            "--auth",
+            "oauth",
+            "--token-store",
+            "file",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(passed(&out, "credential") && passed(&out, "MCP"), "{out}");
+    let l = line(&out, "OAuth");
+    assert!(
+        l.starts_with('✓')
+            && l.contains(&format!("signed in at {}", rig.oauth.issuer()))
+            && l.contains("expires in")
+            && l.contains("stored in file"),
+        "{l}"
+    );
+    rig.assert_no_secrets(&out, "doctor stdout");
+    rig.assert_no_secrets(&err, "doctor stderr");
 }

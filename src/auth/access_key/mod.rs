@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod exchange;
 pub mod keys;
 pub mod policy;
+pub mod pre_check_record;
 pub mod profile;
 pub mod safety;
 pub mod site;
