@@ -69,6 +69,20 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         // The whole message: it lists every place that was looked at, in order.
         Err(e) => println!("AccessKeys (--auth ak/auto): none usable: {e}"),
     }
+    let checks = access_key::pre_check_record::load_all(&home);
+    if checks.is_empty() {
+        println!("pre-check: not run on this machine (`alibridge pre-check --site-type CN|INTL`)");
+    }
+    for c in checks {
+        let ago = now_secs().saturating_sub(c.at);
+        println!(
+            "pre-check: {} site, application {}: {} ({} ago)",
+            c.site,
+            c.client_id,
+            c.outcome.replace('_', " "),
+            human_duration(now_secs() + ago)
+        );
+    }
     // No live session here: the configured mode; the bridge logs the eras it finds.
     let protocol = env(crate::env::ALIBRIDGE_PROTOCOL);
     println!(

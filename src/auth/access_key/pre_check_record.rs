@@ -51,7 +51,8 @@ pub fn load(home: &Path, site: &str, client_id: &str) -> Option<Record> {
         .find(|r| r.site == site && r.client_id == client_id)
 }
 
-fn load_all(home: &Path) -> Vec<Record> {
+/// Every record, oldest first.
+pub fn load_all(home: &Path) -> Vec<Record> {
     // A small file of our own; anything unreadable counts as no record.
     std::fs::read(home.join(FILE))
         .ok()
