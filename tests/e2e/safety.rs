@@ -46,7 +46,7 @@ impl Drop for Scratch {
 /// Runs `node tests/peers/<script> <alibridge> <args…>` with an isolated `ALIBRIDGE_HOME`;
 /// returns its one-line JSON summary, failing the test unless it says `"ok": true`.
 fn run_node_script(script: &str, args: &[&str]) -> Value {
-    use crate::support::peers::{ensure_npm_peers, peers_dir};
+    use crate::support::peers::{ensure_npm_peers, peers_dir, run_node_summary};
     ensure_npm_peers();
     let home = Scratch::new("node");
     let mut cmd = std::process::Command::new("node");
@@ -54,30 +54,9 @@ fn run_node_script(script: &str, args: &[&str]) -> Value {
         .arg(bin())
         .args(args)
         .env("ALIBRIDGE_HOME", home.path());
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run node (the e2e tests need node 20+ on PATH)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("{script} printed no summary:\n{stdout}\nstderr:\n{stderr}"));
+    let (success, summary, stderr) = run_node_summary(cmd, script);
     assert!(
-        out.status.success() && summary["ok"] == true,
+        success && summary["ok"] == true,
         "{script} failed: {summary:#}\nstderr:\n{stderr}"
     );
     summary
