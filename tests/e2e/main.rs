@@ -34,13 +34,20 @@ mod oauth;
 mod oauth_race;
 /// OAuth trust boundaries: `iss`, resource metadata, issuer-keyed sign-ins.
 mod oauth_trust;
-/// `alibridge proxy`: rmcp client and server-everything through the local HTTP proxy, access
-/// rules, Host/Origin guard, 401 refresh, failures, concurrency, shutdown.
+/// `alibridge proxy`: access rules and the server list, Host/Origin guard, proxy token, caps,
+/// AccessKey credentials (401 refresh, health).
 mod proxy;
+/// `alibridge proxy`: rmcp client and server-everything through the local HTTP proxy, SSE,
+/// failures, concurrency, shutdown, command line.
+mod proxy_sessions;
 /// Happy paths against the rmcp test server.
 mod relay;
 /// Cloud-ops safety: tool policy, read-only, confirmation (TypeScript SDK client), default
-/// region, audit log, `--safety-policy` against the Alibaba fake, the policy in the proxy.
+/// region, audit log.
 mod safety;
+/// Cloud-ops safety: `--safety-policy` against the Alibaba fake; the policy flags.
+mod safety_policy;
+/// Cloud-ops safety: the tool policy in `alibridge proxy`.
+mod safety_proxy;
 /// `add` / `remove` / `list` against fixture files of every client and scope.
 mod setup;
