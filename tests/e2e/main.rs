@@ -28,8 +28,12 @@ mod keyring;
 /// Peer input limits: --max-message-size both ways, --max-in-flight, GET-stream backoff, peak
 /// memory with a 128 MiB line, hostile numbers, private log file.
 mod limits;
-/// `--auth oauth` against a local authorization server; `login` / `status` / `logout`.
+/// `--auth oauth` against a local authorization server: sign-in, refresh, revocation, step-up.
 mod oauth;
+/// OAuth client identity (preregistered, forgotten registration); `login` / `status` / `logout`.
+mod oauth_clients;
+/// OAuth sign-ins and refreshes at once across bridges, the callback port, interrupted sign-ins.
+mod oauth_concurrency;
 /// OAuth renewals coordinated by token generation: races of calls, streams and processes.
 mod oauth_race;
 /// OAuth trust boundaries: `iss`, resource metadata, issuer-keyed sign-ins.
