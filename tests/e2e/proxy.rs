@@ -534,14 +534,7 @@ async fn proxy_token_is_required_and_never_forwarded() {
         }
     }
 
-    let open: Value = http_client()
-        .get(proxy.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let open: Value = proxy.health().await;
     assert_eq!(open["status"], "ok");
     assert!(
         open.get("token").is_none() && open.get("upstream").is_none(),

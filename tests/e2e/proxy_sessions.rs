@@ -302,14 +302,7 @@ async fn upstream_down_is_a_502_with_a_clear_body() {
     server.kill();
     let r = post(&proxy.url("/mcp"), None, INIT).await;
     assert_eq!(r.status(), 502);
-    let health: Value = http_client()
-        .get(proxy.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = proxy.health().await;
     assert_eq!(health["requests"]["upstreamErrors"], 1, "{health}");
 }
 

@@ -125,6 +125,18 @@ impl Proxy {
         format!("{}{path}", self.base)
     }
 
+    /// `GET /health` without a token: its JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        http_client()
+            .get(self.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Everything the proxy wrote to stderr so far (as far as it has been read from the pipe).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()

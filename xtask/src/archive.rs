@@ -10,30 +10,22 @@ use crate::{Build, Result};
 /// `alibridge-<version>-<target>/{alibridge, README.md, LICENSE}` as `.tar.gz`, or `.zip`
 /// for Windows (Windows 10's own `tar` writes zip files too).
 pub(crate) fn archive(b: &Build) -> Result<PathBuf> {
-    let Build {
-        root,
-        binary,
-        exe,
-        version,
-        target,
-        stage,
-        out,
-    } = *b;
-    let name = format!("alibridge-{version}-{target}");
-    let dir = stage.join(&name);
+    let name = format!("alibridge-{}-{}", b.version, b.target);
+    let dir = b.stage.join(&name);
     mkdir(&dir)?;
-    copy(binary, &dir.join(exe))?;
-    copy(&root.join("README.md"), &dir.join("README.md"))?;
-    copy(&root.join("LICENSE"), &dir.join("LICENSE"))?;
-    let file = out.join(if target.contains("windows") {
+    copy(b.binary, &dir.join(b.exe))?;
+    copy(&b.root.join("README.md"), &dir.join("README.md"))?;
+    copy(&b.root.join("LICENSE"), &dir.join("LICENSE"))?;
+    let windows = b.target.contains("windows");
+    let file = b.out.join(if windows {
         format!("{name}.zip")
     } else {
         format!("{name}.tar.gz")
     });
     let _ = std::fs::remove_file(&file);
     let mut tar = Command::new(tar_program());
-    tar.current_dir(stage);
-    if target.contains("windows") {
+    tar.current_dir(b.stage);
+    if windows {
         tar.arg("-a");
         tar.args(["-cf".as_ref(), file.as_os_str(), name.as_ref()]);
     } else {
