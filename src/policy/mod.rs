@@ -9,6 +9,7 @@
 //! - [`confirm`]: `--confirm-writes` (the `elicitation/create` request and its answer).
 //! - [`audit`]: `--audit-log` (JSON Lines, `0600`, one rollover file).
 //! - [`redact`]: secret-looking arguments masked for the person and the log.
+//! - `record`: one audit line ([`Record`]), and the lines both front ends write.
 //!
 //! Enforcement is local and fails closed: a tool hidden from `tools/list` is also refused when
 //! called, with an error naming the rule, and the call never reaches the server; a tool the
@@ -20,6 +21,7 @@ pub mod classify;
 pub mod confirm;
 pub mod glob;
 pub mod messages;
+mod record;
 pub mod redact;
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +33,8 @@ use serde_json::{json, Value};
 use self::classify::{Access, CallClass, Shape};
 use self::glob::Glob;
 use crate::jsonrpc::{self, Id};
+
+pub use self::record::{Origin, Record};
 
 /// The JSON-RPC error code of a refusal (the bridge's own range, as for upstream failures).
 pub const REFUSAL_CODE: i64 = jsonrpc::code::UPSTREAM_ERROR;
@@ -337,60 +341,6 @@ pub fn filter_list(policy: &Policy, session: &mut Session, bytes: &[u8]) -> Opti
         |l| session.record(&l.name, l.info),
         |l| !filters || policy.hides(&l.name, &l.info).is_none(),
     )
-}
-
-/// One audit line.
-pub struct Record<'a> {
-    pub tool: &'a str,
-    pub class: Option<&'a CallClass>,
-    /// `relayed`, `denied`, `declined`, `cancelled`, `unconfirmed`.
-    pub decision: &'a str,
-    pub rule: Option<String>,
-    pub confirmed: bool,
-    /// `ok`, `error`, `isError`, `not_sent`.
-    pub outcome: &'a str,
-    pub error: Option<String>,
-    pub duration_ms: u128,
-    pub upstream: &'a str,
-    /// The server's path (proxy).
-    pub server: Option<&'a str>,
-    pub identity: Option<String>,
-    pub region_added: Option<&'a str>,
-    pub arguments: Value,
-}
-
-impl Record<'_> {
-    pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "time": audit::rfc3339(std::time::SystemTime::now()),
-            "tool": self.tool,
-            "action": self.class.and_then(|c| c.action.clone()),
-            "access": self.class.map(|c| c.access.as_str()),
-            "decision": self.decision,
-            "outcome": self.outcome,
-            "durationMs": self.duration_ms,
-            "upstream": self.upstream,
-            "identity": self.identity,
-            "arguments": self.arguments,
-        });
-        let m = v.as_object_mut().expect("an object");
-        if let Some(r) = &self.rule {
-            m.insert("rule".into(), json!(r));
-        }
-        if self.confirmed {
-            m.insert("confirmed".into(), json!(true));
-        }
-        if let Some(e) = &self.error {
-            m.insert("error".into(), json!(e));
-        }
-        if let Some(s) = self.server {
-            m.insert("server".into(), json!(s));
-        }
-        if let Some(r) = self.region_added {
-            m.insert("regionAdded".into(), json!(r));
-        }
-        v
-    }
 }
 
 /// The region a call will act in, as far as it can be told (for the confirmation prompt).

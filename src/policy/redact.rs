@@ -36,6 +36,11 @@ pub fn arguments(v: &Value) -> Value {
     redact(v, 0)
 }
 
+/// A call's arguments redacted for the audit log; `null` when the call has none.
+pub fn call_arguments(args: Option<&Value>) -> Value {
+    args.map(arguments).unwrap_or(Value::Null)
+}
+
 fn redact(v: &Value, depth: usize) -> Value {
     match v {
         Value::Object(m) => {

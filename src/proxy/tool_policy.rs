@@ -26,7 +26,10 @@ use tracing::{debug, info, warn};
 use crate::jsonrpc::{self, Id, Kind, Message};
 use crate::policy::audit::AuditLog;
 use crate::policy::confirm::{self, Answer, ConfirmIds};
-use crate::policy::{self, messages, Decision, Pending, Policy, Record, Rule, Session, Verdict};
+use crate::policy::redact::call_arguments;
+use crate::policy::{
+    self, messages, Decision, Origin, Pending, Policy, Record, Rule, Session, Verdict,
+};
 
 /// Client sessions remembered per proxy; past this the oldest are forgotten (their calls are
 /// then judged by name alone, which only ever refuses more).
@@ -291,7 +294,7 @@ impl ProxyPolicy {
                     request,
                     answer: rx,
                     body,
-                    arguments: redacted(args),
+                    arguments: call_arguments(args),
                     decision,
                     region,
                     started,
@@ -307,7 +310,7 @@ impl ProxyPolicy {
                     &decision,
                     false,
                     region,
-                    redacted(args),
+                    call_arguments(args),
                     started,
                 ),
             },
@@ -347,21 +350,13 @@ impl ProxyPolicy {
         args: Option<&Value>,
     ) -> Bytes {
         warn!(server = %key.0, tool, rule = %rule.name(), "refused a tool call");
-        self.audit(Record {
+        self.audit(Record::denied(
+            self.origin(Some(&key.0)),
             tool,
-            class: Some(&decision.class),
-            decision: "denied",
-            rule: Some(rule.name()),
-            confirmed: false,
-            outcome: "not_sent",
-            error: None,
-            duration_ms: 0,
-            upstream: &self.upstream,
-            server: Some(&key.0),
-            identity: (self.identity)(),
-            region_added: None,
-            arguments: redacted(args),
-        });
+            decision,
+            &rule,
+            args,
+        ));
         let mut refusal = policy::refusal(id, tool, decision, &rule);
         if rule == Rule::CannotConfirm {
             // Through the proxy the client must also read SSE answers to be asked.
@@ -402,24 +397,14 @@ impl ProxyPolicy {
             return Ok((c.body, tracked));
         }
         info!(server = %c.key.0, tool = %c.tool, answer = answer.as_str(), "write not confirmed");
-        self.audit(Record {
-            tool: &c.tool,
-            class: Some(&c.decision.class),
-            decision: answer.as_str(),
-            rule: Some(Rule::CannotConfirm.name()),
-            confirmed: false,
-            outcome: "not_sent",
-            error: match &answer {
-                Answer::Failed(why) => Some(why.clone()),
-                _ => None,
-            },
-            duration_ms: c.started.elapsed().as_millis(),
-            upstream: &self.upstream,
-            server: Some(&c.key.0),
-            identity: (self.identity)(),
-            region_added: None,
-            arguments: c.arguments,
-        });
+        self.audit(Record::unconfirmed(
+            self.origin(Some(&c.key.0)),
+            &c.tool,
+            &c.decision.class,
+            &answer,
+            c.started,
+            c.arguments,
+        ));
         Err(confirm::refused_result(&c.id, &c.tool, &answer))
     }
 
@@ -460,21 +445,20 @@ impl ProxyPolicy {
     }
 
     fn audit_answered(&self, key: &Key, p: Pending, outcome: &str, error: Option<String>) {
-        self.audit(Record {
-            tool: &p.tool,
-            class: Some(&p.class),
-            decision: "relayed",
-            rule: None,
-            confirmed: p.confirmed,
+        self.audit(Record::answered(
+            self.origin(Some(&key.0)),
+            &p,
             outcome,
             error,
-            duration_ms: p.started.elapsed().as_millis(),
+        ));
+    }
+
+    fn origin<'a>(&'a self, server: Option<&'a str>) -> Origin<'a> {
+        Origin {
             upstream: &self.upstream,
-            server: Some(&key.0),
+            server,
             identity: (self.identity)(),
-            region_added: p.region_added.as_deref(),
-            arguments: p.arguments,
-        });
+        }
     }
 
     fn audit(&self, r: Record<'_>) {
@@ -502,10 +486,6 @@ fn has_tools_array(bytes: &[u8]) -> bool {
         .and_then(|a| a.result)
         .and_then(|r| r.tools)
         .is_some_and(|t| t.get().starts_with('['))
-}
-
-fn redacted(args: Option<&Value>) -> Value {
-    args.map(policy::redact::arguments).unwrap_or(Value::Null)
 }
 
 /// An SSE stream rewritten event by event: an event whose data `rewrite` changes gets new

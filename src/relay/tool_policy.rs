@@ -23,7 +23,10 @@ use super::Outbox;
 use crate::jsonrpc::{Id, Kind, Message};
 use crate::policy::audit::AuditLog;
 use crate::policy::confirm::{self, Answer, ConfirmIds};
-use crate::policy::{self, messages, Decision, Pending, Policy, Record, Rule, Session, Verdict};
+use crate::policy::redact::call_arguments;
+use crate::policy::{
+    self, messages, Decision, Origin, Pending, Policy, Record, Rule, Session, Verdict,
+};
 use crate::upstream::UpstreamError;
 
 /// Who the calls are made as, for the audit log (`ak:LTAI****1234`, `oauth:<subject>`).
@@ -163,24 +166,14 @@ impl ToolPolicy {
                 let answer = self.ask(outbox, &prompt).await;
                 if answer != Answer::Confirmed {
                     info!(tool = %call.name, answer = answer.as_str(), "write not confirmed; not relayed");
-                    self.audit(Record {
-                        tool: &call.name,
-                        class: Some(&decision.class),
-                        decision: answer.as_str(),
-                        rule: Some(Rule::CannotConfirm.name()),
-                        confirmed: false,
-                        outcome: "not_sent",
-                        error: match &answer {
-                            Answer::Failed(why) => Some(why.clone()),
-                            _ => None,
-                        },
-                        duration_ms: started.elapsed().as_millis(),
-                        upstream: &self.upstream,
-                        server: None,
-                        identity: (self.identity)(),
-                        region_added: None,
-                        arguments: redacted(args),
-                    });
+                    self.audit(Record::unconfirmed(
+                        self.origin(),
+                        &call.name,
+                        &decision.class,
+                        &answer,
+                        started,
+                        call_arguments(args),
+                    ));
                     outbox
                         .answer(&id, confirm::refused_result(&id, &call.name, &answer))
                         .await;
@@ -202,7 +195,7 @@ impl ToolPolicy {
                         server: None,
                         identity: (self.identity)(),
                         region_added: None,
-                        arguments: redacted(args),
+                        arguments: call_arguments(args),
                     });
                     return None;
                 }
@@ -228,7 +221,7 @@ impl ToolPolicy {
                     class: decision.class.clone(),
                     confirmed,
                     region_added: region,
-                    arguments: redacted(args),
+                    arguments: call_arguments(args),
                     started,
                 },
             );
@@ -260,21 +253,7 @@ impl ToolPolicy {
         args: Option<&serde_json::Value>,
     ) {
         warn!(tool, rule = %rule.name(), "refused a tool call");
-        self.audit(Record {
-            tool,
-            class: Some(&decision.class),
-            decision: "denied",
-            rule: Some(rule.name()),
-            confirmed: false,
-            outcome: "not_sent",
-            error: None,
-            duration_ms: 0,
-            upstream: &self.upstream,
-            server: None,
-            identity: (self.identity)(),
-            region_added: None,
-            arguments: redacted(args),
-        });
+        self.audit(Record::denied(self.origin(), tool, decision, &rule, args));
         outbox
             .answer(id, policy::refusal(id, tool, decision, &rule))
             .await;
@@ -325,21 +304,15 @@ impl ToolPolicy {
     }
 
     fn audit_answered(&self, p: Pending, outcome: &str, error: Option<String>) {
-        self.audit(Record {
-            tool: &p.tool,
-            class: Some(&p.class),
-            decision: "relayed",
-            rule: None,
-            confirmed: p.confirmed,
-            outcome,
-            error,
-            duration_ms: p.started.elapsed().as_millis(),
+        self.audit(Record::answered(self.origin(), &p, outcome, error));
+    }
+
+    fn origin(&self) -> Origin<'_> {
+        Origin {
             upstream: &self.upstream,
             server: None,
             identity: (self.identity)(),
-            region_added: p.region_added.as_deref(),
-            arguments: p.arguments,
-        });
+        }
     }
 
     fn audit(&self, r: Record<'_>) {
@@ -347,9 +320,4 @@ impl ToolPolicy {
             log.append(&r.to_json());
         }
     }
-}
-
-fn redacted(args: Option<&serde_json::Value>) -> serde_json::Value {
-    args.map(policy::redact::arguments)
-        .unwrap_or(serde_json::Value::Null)
 }

@@ -123,6 +123,34 @@ fn status_message(status: u16, url: &str, body: &str) -> String {
     format!("the MCP server at {url} answered HTTP {status} {reason}{body}{advice}")
 }
 
+/// Constructors the transports share, each for the endpoint shown as `url` (no query string).
+impl UpstreamError {
+    /// A message from the server over the `limit` of `--max-message-size`; `size` when known.
+    pub fn too_large(url: &str, size: Option<u64>, limit: usize) -> Self {
+        UpstreamError::TooLarge {
+            url: url.to_string(),
+            size,
+            limit: limit as u64,
+        }
+    }
+
+    /// The response stream ended or broke before the answer.
+    pub fn stream_closed(url: &str, detail: impl Into<String>) -> Self {
+        UpstreamError::StreamClosed {
+            url: url.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The server sent something that is not JSON-RPC.
+    pub fn malformed(url: &str, detail: impl Into<String>) -> Self {
+        UpstreamError::Malformed {
+            url: url.to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
 impl UpstreamError {
     /// The `data.alibridge.kind` value documented in `docs/relay-contract.md`.
     pub fn kind(&self) -> &'static str {

@@ -30,19 +30,30 @@ mod keyring;
 /// Peer input limits: --max-message-size both ways, --max-in-flight, GET-stream backoff, peak
 /// memory with a 128 MiB line, hostile numbers, private log file.
 mod limits;
-/// `--auth oauth` against a local authorization server; `login` / `status` / `logout`.
+/// `--auth oauth` against a local authorization server: sign-in, refresh, revocation, step-up.
 mod oauth;
+/// OAuth client identity (preregistered, forgotten registration); `login` / `status` / `logout`.
+mod oauth_clients;
+/// OAuth sign-ins and refreshes at once across bridges, the callback port, interrupted sign-ins.
+mod oauth_concurrency;
 /// OAuth renewals coordinated by token generation: races of calls, streams and processes.
 mod oauth_race;
 /// OAuth trust boundaries: `iss`, resource metadata, issuer-keyed sign-ins.
 mod oauth_trust;
-/// `alibridge proxy`: rmcp client and server-everything through the local HTTP proxy, access
-/// rules, Host/Origin guard, 401 refresh, failures, concurrency, shutdown.
+/// `alibridge proxy`: access rules and the server list, Host/Origin guard, proxy token, caps,
+/// AccessKey credentials (401 refresh, health).
 mod proxy;
+/// `alibridge proxy`: rmcp client and server-everything through the local HTTP proxy, SSE,
+/// failures, concurrency, shutdown, command line.
+mod proxy_sessions;
 /// Happy paths against the rmcp test server.
 mod relay;
 /// Cloud-ops safety: tool policy, read-only, confirmation (TypeScript SDK client), default
-/// region, audit log, `--safety-policy` against the Alibaba fake, the policy in the proxy.
+/// region, audit log.
 mod safety;
+/// Cloud-ops safety: `--safety-policy` against the Alibaba fake; the policy flags.
+mod safety_policy;
+/// Cloud-ops safety: the tool policy in `alibridge proxy`.
+mod safety_proxy;
 /// `add` / `remove` / `list` against fixture files of every client and scope.
 mod setup;

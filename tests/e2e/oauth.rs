@@ -1,22 +1,24 @@
 //! OAuth sign-in end to end: the real binary, isolated from the machine (`HOME` is a temp dir,
 //! tokens in a file store, never the keychain), against the local authorization server and the
 //! protected MCP server of `support/oauth_server`, brought together by the rig of
-//! `support/oauth_rig.rs` (shared with `oauth_race` and `oauth_trust`). The browser is a
-//! `$BROWSER` script that follows the authorization server's redirect to the bridge's loopback
-//! callback with curl, as a user who approves at once; it logs every URL it is asked to open.
+//! `support/oauth_rig.rs` (shared with every `oauth_*` suite). The browser is a `$BROWSER`
+//! script that follows the authorization server's redirect to the bridge's loopback callback
+//! with curl, as a user who approves at once; it logs every URL it is asked to open.
 //! Unix only (a shell script is the browser; file modes are checked).
+//!
+//! Here: the first sign-in, stored and refreshed tokens, revocation, step-up, refusals,
+//! discovery, and secrets kept out of the log. Client identity and the `login` / `status` /
+//! `logout` commands: `oauth_clients`; bridges and requests at once, the callback port,
+//! interrupted sign-ins: `oauth_concurrency`.
 #![cfg(unix)]
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::support::check::{auth_error, init_params, tool_text};
-use crate::support::net::{http_client_builder, LOOPBACK};
-use crate::support::oauth_rig::{echo, Rig, CLIENT_ID, CLIENT_SECRET};
-use crate::support::oauth_server::{AsOptions, ProtectedOptions, USER};
+use crate::support::check::{auth_error, init_params};
+use crate::support::oauth_rig::{echo, Rig};
+use crate::support::oauth_server::{AsOptions, ProtectedOptions};
 use crate::support::wait::until;
 
 /// 401 → discovery, registration, one PKCE browser sign-in, retry; 0600 record; nothing logged.
@@ -284,115 +286,6 @@ async fn a_server_refusing_every_token_never_causes_a_sign_in_loop() {
     assert_eq!(rig.browser.opened().len(), 1, "one browser tab only");
 }
 
-/// Runs a pre-registered confidential client (`--oauth-client-id`, secret from
-/// ALIBRIDGE_OAUTH_CLIENT_SECRET, fixed `--callback-port`) against a server that accepts only
-/// `method` at its token endpoint: a sign-in with one bridge, then (the access token revoked)
-/// a refresh with a second one.
-async fn preregistered_client(method: &str) {
-    let rig = Rig::start_with(
-        method,
-        AsOptions {
-            token_auth_methods: vec![method.to_string()],
-            registration: false,
-            ..AsOptions::default()
-        },
-        ProtectedOptions::default(),
-    )
-    .await;
-    // The client is registered with its redirect URI up front, so the port must be known before
-    // the bridge starts; it stays held until then (the bridge cannot take over a bound listener).
-    let holder = std::net::TcpListener::bind((LOOPBACK, 0)).expect("bind 127.0.0.1:0");
-    let port = holder.local_addr().unwrap().port();
-    rig.oauth.add_client(
-        CLIENT_ID,
-        Some(CLIENT_SECRET),
-        &[format!("http://127.0.0.1:{port}/oauth/callback")],
-    );
-    let port_s = port.to_string();
-    let args = [
-        "--oauth-client-id",
-        CLIENT_ID,
-        "--callback-port",
-        &port_s,
-        "--debug",
-    ];
-    let env = [("ALIBRIDGE_OAUTH_CLIENT_SECRET", CLIENT_SECRET)];
-    drop(holder);
-    let mut b = rig.spawn(&args, &env);
-    b.initialize().await;
-    echo(&rig, &mut b, 1, "a").await;
-    let mut stderr = b.finish().await.stderr;
-    rig.oauth.revoke_access_tokens();
-    let mut b = rig.spawn(&args, &env);
-    b.initialize().await;
-    echo(&rig, &mut b, 1, "b").await;
-    stderr.push_str(&b.finish().await.stderr);
-
-    assert!(
-        rig.oauth.registrations().is_empty(),
-        "no dynamic registration"
-    );
-    let auths = rig.oauth.authorizations();
-    assert_eq!(auths.len(), 1, "{auths:#?}");
-    assert_eq!(auths[0].param("client_id"), Some(CLIENT_ID));
-    let tokens = rig.oauth.token_requests();
-    let grants: Vec<&str> = tokens.iter().map(|t| t.grant_type.as_str()).collect();
-    assert_eq!(
-        grants,
-        ["authorization_code", "refresh_token"],
-        "{tokens:#?}"
-    );
-    for t in &tokens {
-        assert!(t.ok(), "{t:#?}");
-        assert_eq!(t.client_auth, method, "{t:#?}");
-        assert_eq!(t.client_id.as_deref(), Some(CLIENT_ID));
-    }
-    for rec in rig.home.records() {
-        let text = std::fs::read_to_string(rec).unwrap();
-        assert!(
-            !text.contains(CLIENT_SECRET),
-            "the user's client secret is never stored:\n{text}"
-        );
-    }
-    rig.assert_no_secrets(&stderr, "--debug stderr");
-}
-
-/// Pre-registered client, secret from the env, `client_secret_basic` on exchange and refresh.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn preregistered_client_with_client_secret_basic() {
-    preregistered_client("client_secret_basic").await;
-}
-
-/// Pre-registered client, secret from the env, `client_secret_post` on exchange and refresh.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn preregistered_client_with_client_secret_post() {
-    preregistered_client("client_secret_post").await;
-}
-
-/// The server forgot the registration (invalid_client): the bridge registers again and signs in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forgotten_client_registers_again() {
-    let rig = Rig::start("forgot").await;
-    rig.sign_in_once().await;
-    rig.oauth.forget_clients();
-
-    let mut b = rig.spawn(&[], &[]);
-    b.initialize().await;
-    echo(&rig, &mut b, 1, "new").await;
-    let stderr = b.finish().await.stderr;
-
-    let regs = rig.oauth.registrations();
-    assert_eq!(regs.len(), 2, "registered again; stderr:\n{stderr}");
-    assert_ne!(regs[0].client_id, regs[1].client_id);
-    let auths = rig.oauth.authorizations();
-    assert_eq!(auths.len(), 2, "{auths:#?}");
-    assert_eq!(
-        auths[1].param("client_id"),
-        Some(regs[1].client_id.as_str())
-    );
-    assert_eq!(auths[1].outcome, "code");
-}
-
 /// 403 insufficient_scope → a second sign-in asking for the union of scopes → the call succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insufficient_scope_steps_up_with_the_union_of_scopes() {
@@ -422,35 +315,6 @@ async fn insufficient_scope_steps_up_with_the_union_of_scopes() {
     assert_eq!(rig.mcp.backend().calls("count"), 1);
 }
 
-/// Three bridges started at once, nothing stored: exactly one authorize request, all three work.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_bridges_at_once_share_one_sign_in() {
-    let rig = Rig::start("three").await;
-    let mut b1 = rig.spawn(&[], &[]);
-    let mut b2 = rig.spawn(&[], &[]);
-    let mut b3 = rig.spawn(&[], &[]);
-    tokio::join!(b1.initialize(), b2.initialize(), b3.initialize());
-    for (i, b) in [&mut b1, &mut b2, &mut b3].into_iter().enumerate() {
-        let text = format!("bridge {i}");
-        assert_eq!(
-            tool_text(&b.call_tool(1, "echo", json!({"text": text})).await),
-            text
-        );
-    }
-    for b in [b1, b2, b3] {
-        b.finish().await;
-    }
-    assert_eq!(
-        rig.oauth.authorize_count(),
-        1,
-        "{:#?}",
-        rig.oauth.authorizations()
-    );
-    assert_eq!(rig.browser.opened().len(), 1, "one browser tab");
-    assert_eq!(rig.oauth.registrations().len(), 1);
-    assert_eq!(rig.mcp.backend().calls("echo"), 3);
-}
-
 /// `?error=access_denied` → a clear `auth` error; the bridge keeps running and signs in later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denied_is_a_clear_error_and_the_bridge_keeps_running() {
@@ -472,38 +336,6 @@ async fn access_denied_is_a_clear_error_and_the_bridge_keeps_running() {
     echo(&rig, &mut b, 2, "yes").await;
     b.finish().await;
     assert_eq!(rig.oauth.authorize_count(), 2);
-}
-
-/// A busy `--callback-port` → a clear `auth` error, no browser, no crash; works once it is free.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn busy_callback_port_is_a_clear_error_not_a_crash() {
-    let rig = Rig::start("busy").await;
-    let holder = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
-    let port = holder.local_addr().unwrap().port();
-    let port_s = port.to_string();
-    let mut b = rig.spawn(&["--callback-port", &port_s], &[]);
-    let init = init_params();
-    b.request(0, "initialize", init.clone()).await;
-    let msg = auth_error(&b.response(0).await);
-    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
-    assert!(msg.contains("--callback-port"), "{msg}");
-    assert_eq!(
-        rig.oauth.authorize_count(),
-        0,
-        "no browser before the listener is bound"
-    );
-    assert!(rig.browser.opened().is_empty());
-    assert!(
-        b.child.try_wait().unwrap().is_none(),
-        "the bridge is still running"
-    );
-
-    drop(holder);
-    b.request(1, "initialize", init).await;
-    let resp = b.response(1).await;
-    assert!(resp.get("result").is_some(), "{resp}");
-    b.finish().await;
-    assert_eq!(rig.oauth.authorize_count(), 1);
 }
 
 /// No `resource_metadata` in the challenge, issuer with a path: well-known discovery signs in.
@@ -529,132 +361,6 @@ async fn discovery_through_well_known_urls_and_an_issuer_path() {
     assert_eq!(auths.len(), 1);
     assert_eq!(auths[0].outcome, "code");
     assert!(rig.oauth.issuer().ends_with("/tenant1"));
-}
-
-/// Reads `child`'s stderr until a line holding the authorization URL; returns (URL, everything
-/// read so far).
-async fn read_authorize_url(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-) -> (String, String) {
-    let mut seen = String::new();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no authorization URL on stderr:\n{seen}"))
-            .expect("read stderr")
-            .unwrap_or_else(|| panic!("stderr closed without an authorization URL:\n{seen}"));
-        seen.push_str(&line);
-        seen.push('\n');
-        let t = line.trim();
-        if t.starts_with("http") && t.contains("/authorize?") {
-            return (t.to_string(), seen);
-        }
-    }
-}
-
-/// `login --no-browser` + pasted redirect; `status` shows it without tokens; `logout` clears it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_no_browser_with_a_pasted_redirect_then_status_and_logout() {
-    let rig = Rig::start("login").await;
-    let url = rig.mcp.url();
-    let mut cmd = rig.command_builder(&["login", &url, "--no-browser", "--token-store", "file"]);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn alibridge login");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (authorize, mut stderr) = read_authorize_url(&mut lines).await;
-    assert!(authorize.starts_with(&format!("{}/authorize?", rig.oauth.issuer())));
-
-    // The user's browser, on another machine: approve, and copy the address it ends on.
-    let http = http_client_builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = http.get(&authorize).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 302);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.contains("code="), "{location}");
-    // An address from another sign-in (another state) is refused; then the real one.
-    let forged = format!(
-        "{}?code=forged-code&state=forged-state",
-        location.split('?').next().unwrap()
-    );
-    stdin
-        .write_all(format!("{forged}\n{location}\n").as_bytes())
-        .await
-        .unwrap();
-    stdin.flush().await.unwrap();
-
-    let mut stdout = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout)
-        .await
-        .unwrap();
-    while let Ok(Some(line)) = lines.next_line().await {
-        stderr.push_str(&line);
-        stderr.push('\n');
-    }
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("login exited")
-        .unwrap();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "login; stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(stdout.contains(&format!("signed in to {url}")), "{stdout}");
-    assert!(
-        rig.browser.opened().is_empty(),
-        "--no-browser opened nothing"
-    );
-    assert_eq!(rig.oauth.authorize_count(), 1);
-    assert!(
-        stderr.contains("state differs"),
-        "the forged paste was refused:\n{stderr}"
-    );
-    let exchanges = rig.oauth.token_requests();
-    assert_eq!(
-        exchanges.len(),
-        1,
-        "only the real code was exchanged: {exchanges:#?}"
-    );
-    assert!(exchanges[0].ok());
-    rig.assert_no_secrets(&stdout, "login stdout");
-    rig.assert_no_secrets(&stderr, "login stderr");
-
-    let (code, out, err) = rig.command(&["status"]).await;
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&url), "status lists the server:\n{out}");
-    assert!(out.contains(&rig.oauth.issuer()), "{out}");
-    assert!(out.contains("expires in"), "{out}");
-    assert!(out.contains("stored in: file"), "{out}");
-    assert!(out.contains(USER), "status shows who signed in:\n{out}");
-    rig.assert_no_secrets(&out, "status");
-
-    let before = rig.mcp.requests().len();
-    let mut b = rig.spawn(&[], &[]);
-    b.initialize().await;
-    echo(&rig, &mut b, 1, "l").await;
-    b.finish().await;
-    assert_eq!(
-        rig.oauth.authorize_count(),
-        1,
-        "the bridge used the stored sign-in"
-    );
-    let later = &rig.mcp.requests()[before..];
-    assert!(later.iter().all(|r| r.status != 401), "{later:#?}");
-
-    let (code, out, err) = rig.command(&["logout", &url]).await;
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains(&format!("signed out of {url}")), "{out}");
-    assert!(rig.home.records().is_empty(), "the record is gone");
-    let (code, out, _) = rig.command(&["status"]).await;
-    assert_eq!(code, 0);
-    assert!(!out.contains(&url), "status no longer lists it:\n{out}");
-    let (code, out, _) = rig.command(&["logout", &url]).await;
-    assert_eq!(code, 1, "nothing left to sign out of: {out}");
 }
 
 /// `--debug` through sign-in, refresh and step-up: no token, code, verifier or secret on stderr.
@@ -706,167 +412,5 @@ async fn access_token_revoked_mid_session_is_refreshed() {
         1,
         "{:#?}",
         rig.oauth.token_requests()
-    );
-}
-
-/// Three bridges needing a refresh at once: the rotating refresh token is used once, no sign-in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_bridges_refreshing_at_once_use_the_refresh_token_once() {
-    let rig = Rig::start("three-refresh").await;
-    rig.sign_in_once().await;
-    rig.oauth.revoke_access_tokens();
-    let mut b1 = rig.spawn(&[], &[]);
-    let mut b2 = rig.spawn(&[], &[]);
-    let mut b3 = rig.spawn(&[], &[]);
-    tokio::join!(b1.initialize(), b2.initialize(), b3.initialize());
-    echo(&rig, &mut b1, 1, "1").await;
-    echo(&rig, &mut b2, 1, "2").await;
-    echo(&rig, &mut b3, 1, "3").await;
-    for b in [b1, b2, b3] {
-        b.finish().await;
-    }
-    let refreshes: Vec<_> = rig
-        .oauth
-        .token_requests()
-        .into_iter()
-        .filter(|t| t.grant_type == "refresh_token")
-        .collect();
-    assert_eq!(
-        refreshes.len(),
-        1,
-        "one refresh for three bridges: {refreshes:#?}"
-    );
-    assert!(refreshes[0].ok());
-    assert_eq!(rig.oauth.authorize_count(), 1, "no new sign-in");
-    assert_eq!(
-        rig.oauth.refresh_reuse_count(),
-        0,
-        "no refresh token used twice"
-    );
-}
-
-/// Two requests meeting a 401 at once in one bridge start one sign-in, not two.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_401s_at_once_in_one_bridge_start_one_sign_in() {
-    let rig = Rig::start("two401").await;
-    let mut b = rig.spawn(&[], &[]);
-    let init = init_params();
-    b.request(0, "initialize", init).await;
-    b.request(1, "ping", json!({})).await;
-    let resp = b.response(0).await;
-    assert!(resp.get("result").is_some(), "{resp}");
-    b.response(1).await; // answered one way or another (no session yet)
-    b.notify("notifications/initialized", json!({})).await;
-    echo(&rig, &mut b, 2, "one").await;
-    b.finish().await;
-    assert_eq!(
-        rig.oauth.authorize_count(),
-        1,
-        "{:#?}",
-        rig.oauth.authorizations()
-    );
-    assert_eq!(rig.browser.opened().len(), 1);
-}
-
-/// The callback ports the bridge tries for `resource` without `--callback-port`: a stable port
-/// derived from the server, and its two neighbours (mirrors `flow::candidate_ports`).
-fn candidate_ports(resource: &str) -> [u16; 3] {
-    let d = ring::digest::digest(&ring::digest::SHA256, resource.as_bytes());
-    let n = u16::from_be_bytes([d.as_ref()[0], d.as_ref()[1]]);
-    let base = 33_000 + n % 16_000;
-    [base, base + 1, base + 2]
-}
-
-/// The stable callback port is busy: a registered neighbour port is used, no crash.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn busy_stable_callback_port_falls_back_to_a_neighbour() {
-    // The stable port derives from the server's URL, whose port is random: when someone else
-    // holds it, another rig (another URL, another stable port) is started, never skipped.
-    let mut taken = Vec::new();
-    let (rig, ports, _holder) = loop {
-        let rig = Rig::start("fallback").await;
-        let ports = candidate_ports(&rig.mcp.url());
-        match std::net::TcpListener::bind((LOOPBACK, ports[0])) {
-            Ok(holder) => break (rig, ports, holder),
-            Err(e) => taken.push(format!("{}: {e}", ports[0])),
-        }
-        assert!(taken.len() < 20, "no stable port could be held: {taken:?}");
-    };
-    let mut b = rig.spawn(&[], &[]);
-    b.initialize().await;
-    echo(&rig, &mut b, 1, "f").await;
-    b.finish().await;
-    let auths = rig.oauth.authorizations();
-    assert_eq!(auths.len(), 1);
-    let redirect = auths[0].param("redirect_uri").unwrap().to_string();
-    assert_ne!(
-        redirect,
-        format!("http://127.0.0.1:{}/oauth/callback", ports[0]),
-        "not the busy port"
-    );
-    assert!(
-        ports[1..]
-            .iter()
-            .any(|p| redirect == format!("http://127.0.0.1:{p}/oauth/callback")),
-        "{redirect} is one of {ports:?}"
-    );
-    let reg = &rig.oauth.registrations()[0].request;
-    assert_eq!(reg["redirect_uris"].as_array().unwrap().len(), 3, "{reg}");
-}
-
-/// stdin closes during a sign-in: the request gets `shutdown`, exit 0, the next bridge signs in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_stdin_during_a_sign_in_exits_cleanly() {
-    let rig = Rig::start("stdin-close").await;
-    let idle = rig.browser.idle.clone();
-    let mut b = rig.spawn(&["--shutdown-grace", "1"], &[("BROWSER", idle.as_str())]);
-    let init = init_params();
-    b.request(0, "initialize", init).await;
-    until("the browser was asked to open the sign-in", || {
-        !rig.browser.opened().is_empty()
-    })
-    .await;
-    b.close_stdin();
-    let rest = b.drain().await;
-    let answer = rest
-        .iter()
-        .find(|m| m["id"] == 0)
-        .unwrap_or_else(|| panic!("initialize was not answered: {rest:?}"));
-    assert_eq!(
-        answer["error"]["data"]["alibridge"]["kind"], "shutdown",
-        "{answer}"
-    );
-    assert_eq!(b.wait().await, 0);
-
-    let mut b = rig.spawn(&[], &[]);
-    b.initialize().await;
-    echo(&rig, &mut b, 1, "next").await;
-    b.finish().await;
-}
-
-/// A bridge killed mid-sign-in leaves no stale lock: the next bridge signs in at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bridge_killed_during_a_sign_in_does_not_block_the_next() {
-    let rig = Rig::start("killed").await;
-    let idle = rig.browser.idle.clone();
-    let mut first = rig.spawn(&[], &[("BROWSER", idle.as_str())]);
-    let init = init_params();
-    first.request(0, "initialize", init).await;
-    until("the first bridge is waiting for the browser", || {
-        !rig.browser.opened().is_empty()
-    })
-    .await;
-    first.child.start_kill().unwrap();
-    first.child.wait().await.unwrap();
-
-    let mut b = rig.spawn(&[], &[]);
-    b.initialize().await;
-    echo(&rig, &mut b, 1, "after").await;
-    b.finish().await;
-    assert_eq!(rig.browser.opened().len(), 2);
-    assert_eq!(
-        rig.oauth.authorize_count(),
-        1,
-        "only the second browser visited the page"
     );
 }

@@ -1,4 +1,4 @@
-//! OAuth renewals coordinated by token generation (see `src/auth/oauth/mod.rs`): many calls,
+//! OAuth renewals coordinated by token generation (see `src/auth/oauth/renew.rs`): many calls,
 //! streams and processes meeting one revocation produce one renewal, one browser tab, one code
 //! exchanged, and never a second use of a rotating refresh token. Runs against the local
 //! authorization server, whose refresh tokens rotate and whose reuse revokes the whole grant.

@@ -1,83 +1,32 @@
-//! Cloud-ops safety end to end (docs/safety.md): the real binary between this harness (or the
-//! TypeScript SDK client) and the ops server (`support/ops_server`), whose tools mirror the
-//! Alibaba Cloud OpenAPI MCP Server's names and annotations and which records every call it
-//! executes. For each flag: what the client lists, what it may call, and that a refused call
-//! never executed. Also `--safety-policy` against the Alibaba fake, and the same policy in
-//! `alibridge proxy`.
-
-use std::path::{Path, PathBuf};
+//! Cloud-ops safety end to end (docs/safety.md), the tool policy in the stdio bridge: the
+//! real binary between this harness (or the TypeScript SDK client) and the ops server
+//! (`support/ops_server`), whose tools mirror the Alibaba Cloud OpenAPI MCP Server's names and
+//! annotations and which records every call it executes. For each flag: what the client
+//! lists, what it may call, and that a refused call never executed; the audit log;
+//! confirmation. `--safety-policy` and the policy flags: `safety_policy`; the same policy in
+//! `alibridge proxy`: `safety_proxy`.
 
 use serde_json::{json, Value};
 
-use crate::support::aliyun_fake::AliyunFake;
-use crate::support::bridge::{bin, inherited_vars_to_scrub, Bridge};
-use crate::support::mcp_server::{ServerOptions, TestServer};
+use crate::support::bridge::{bin, Bridge};
+use crate::support::check::{policy_refusal, tool_text};
+use crate::support::home::TempHome;
 use crate::support::ops_server::OpsServer;
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("alibridge-safety-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `node tests/peers/<script> <alibridge> <args…>` with an isolated `ALIBRIDGE_HOME`;
 /// returns its one-line JSON summary, failing the test unless it says `"ok": true`.
 fn run_node_script(script: &str, args: &[&str]) -> Value {
-    use crate::support::peers::{ensure_npm_peers, peers_dir};
+    use crate::support::peers::{ensure_npm_peers, peers_dir, run_node_summary};
     ensure_npm_peers();
-    let home = Scratch::new("node");
+    let home = TempHome::new("safety-node");
     let mut cmd = std::process::Command::new("node");
     cmd.arg(peers_dir().join(script))
         .arg(bin())
         .args(args)
         .env("ALIBRIDGE_HOME", home.path());
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run node (the e2e tests need node 20+ on PATH)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("{script} printed no summary:\n{stdout}\nstderr:\n{stderr}"));
+    let (success, summary, stderr) = run_node_summary(cmd, script);
     assert!(
-        out.status.success() && summary["ok"] == true,
+        success && summary["ok"] == true,
         "{script} failed: {summary:#}\nstderr:\n{stderr}"
     );
     summary
@@ -116,23 +65,6 @@ async fn list_all(b: &mut Bridge, id: i64) -> Vec<String> {
     names
 }
 
-/// The policy refusal in `resp`: `(rule, message)`.
-fn refusal(resp: &Value) -> (String, String) {
-    let e = &resp["error"];
-    assert!(e.is_object(), "expected a refusal: {resp}");
-    assert_eq!(e["data"]["alibridge"]["kind"], "policy", "{resp}");
-    (
-        e["data"]["alibridge"]["rule"].as_str().unwrap().to_string(),
-        e["message"].as_str().unwrap().to_string(),
-    )
-}
-
-fn text(resp: &Value) -> &str {
-    resp["result"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no text result: {resp}"))
-}
-
 /// `--allow-tools` and `--deny-tools` (and its alias `--ignore-tool`) shape both pages of the
 /// listing; deny wins over allow; a hidden tool called anyway is refused with an error naming
 /// the pattern and never reaches the server.
@@ -166,7 +98,7 @@ async fn allow_and_deny_lists_filter_every_page_and_refuse_calls() {
         ]
     );
 
-    let (rule, msg) = refusal(
+    let (rule, msg) = policy_refusal(
         &b.call_tool(10, "DeleteInstance", json!({"InstanceId": "i-1"}))
             .await,
     );
@@ -175,20 +107,20 @@ async fn allow_and_deny_lists_filter_every_page_and_refuse_calls() {
         msg.contains("DeleteInstance") && msg.contains("Nothing was sent to the server"),
         "{msg}"
     );
-    let (rule, msg) = refusal(&b.call_tool(11, "StartInstance", json!({})).await);
+    let (rule, msg) = policy_refusal(&b.call_tool(11, "StartInstance", json!({})).await);
     assert_eq!(rule, "--allow-tools");
     assert!(msg.contains("ALIBRIDGE_ALLOW_TOOLS"), "{msg}");
-    let (rule, _) = refusal(
+    let (rule, _) = policy_refusal(
         &b.call_tool(12, "Ecs-20140526-StopInstance", json!({}))
             .await,
     );
     assert_eq!(rule, "--deny-tools *Stop*");
     // Never listed, judged by name alone: still refused by the allow list.
-    let (rule, _) = refusal(&b.call_tool(13, "RebootInstance", json!({})).await);
+    let (rule, _) = policy_refusal(&b.call_tool(13, "RebootInstance", json!({})).await);
     assert_eq!(rule, "--allow-tools");
 
     let ok = b.call_tool(14, "DescribeRegions", json!({})).await;
-    assert!(text(&ok).starts_with("ran DescribeRegions"), "{ok}");
+    assert!(tool_text(&ok).starts_with("ran DescribeRegions"), "{ok}");
     assert_eq!(server.executed_names(), ["DescribeRegions"]);
     b.close_stdin();
     assert_eq!(b.wait().await, 0);
@@ -236,7 +168,7 @@ async fn read_only_lists_and_runs_only_reads() {
         ),
     ] {
         let resp = b.call_tool(id, tool, args).await;
-        let (rule, msg) = refusal(&resp);
+        let (rule, msg) = policy_refusal(&resp);
         assert_eq!(rule, "--read-only", "{tool}: {resp}");
         assert!(
             msg.contains("write") && msg.contains("--read-only"),
@@ -264,7 +196,10 @@ async fn read_only_lists_and_runs_only_reads() {
         ),
     ] {
         let resp = b.call_tool(id, tool, args).await;
-        assert!(text(&resp).starts_with(&format!("ran {tool}")), "{resp}");
+        assert!(
+            tool_text(&resp).starts_with(&format!("ran {tool}")),
+            "{resp}"
+        );
     }
     assert_eq!(
         server.executed_names(),
@@ -294,7 +229,7 @@ async fn a_changed_tool_list_is_filtered_again() {
         .iter()
         .any(|n| n.contains("Snapshot") && n != "EnableSnapshots"));
     let resp = b.call_tool(5, "EnableSnapshots", json!({})).await;
-    assert!(text(&resp).starts_with("ran EnableSnapshots"));
+    assert!(tool_text(&resp).starts_with("ran EnableSnapshots"));
     let changed = b
         .seen
         .iter()
@@ -306,7 +241,7 @@ async fn a_changed_tool_list_is_filtered_again() {
         "{after:?}"
     );
     assert!(!after.iter().any(|n| n.starts_with("Delete")), "{after:?}");
-    let (rule, _) = refusal(
+    let (rule, _) = policy_refusal(
         &b.call_tool(20, "DeleteSnapshot", json!({"SnapshotId": "s-1"}))
             .await,
     );
@@ -369,10 +304,10 @@ async fn unreadable_calls_are_refused() {
 "#,
     )
     .await;
-    let (rule, _) = refusal(&b.response(1).await);
+    let (rule, _) = policy_refusal(&b.response(1).await);
     assert_eq!(rule, "unreadable tools/call");
     b.request(2, "tools/call", json!({"arguments": {}})).await;
-    let (rule, _) = refusal(&b.response(2).await);
+    let (rule, _) = policy_refusal(&b.response(2).await);
     assert_eq!(rule, "unreadable tools/call");
     assert!(server.executed().is_empty());
 }
@@ -382,7 +317,7 @@ async fn unreadable_calls_are_refused() {
 /// recorded. A small cap rolls the file over once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_log_records_every_call_without_secrets() {
-    let dir = Scratch::new("audit");
+    let dir = TempHome::new("safety-audit");
     let path = dir.file("audit.jsonl");
     let server = OpsServer::start().await;
     let port = server.addr().port();
@@ -470,7 +405,7 @@ async fn audit_log_records_every_call_without_secrets() {
 /// starts; both stay within the cap and hold whole lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_log_rolls_over_once() {
-    let dir = Scratch::new("roll");
+    let dir = TempHome::new("safety-roll");
     let path = dir.file("audit.jsonl");
     let server = OpsServer::start().await;
     let mut b = bridge(
@@ -502,7 +437,7 @@ async fn a_failing_audit_log_is_reported_once_and_calls_go_on() {
     let mut b = bridge(&server, &["--audit-log", "/dev/full"]).await;
     for id in 1..=3 {
         let resp = b.call_tool(id, "DescribeRegions", json!({})).await;
-        assert!(text(&resp).starts_with("ran DescribeRegions"));
+        assert!(tool_text(&resp).starts_with("ran DescribeRegions"));
     }
     b.close_stdin();
     assert_eq!(b.wait().await, 0);
@@ -629,7 +564,7 @@ async fn a_confirmation_is_answered_even_at_the_in_flight_cap() {
     b.send(&json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "accept", "content": {"confirm": true}}}))
         .await;
     let resp = b.response(1).await;
-    assert!(text(&resp).starts_with("ran StartInstance"), "{resp}");
+    assert!(tool_text(&resp).starts_with("ran StartInstance"), "{resp}");
 
     // The client cancels a call while the person decides: even a yes then sends nothing.
     b.request(
@@ -652,7 +587,7 @@ async fn a_confirmation_is_answered_even_at_the_in_flight_cap() {
     b.send(&json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "accept", "content": {"confirm": true}}}))
         .await;
     let read = b.call_tool(3, "DescribeRegions", json!({})).await;
-    assert!(text(&read).starts_with("ran DescribeRegions"));
+    assert!(tool_text(&read).starts_with("ran DescribeRegions"));
     b.close_stdin();
     let rest = b.drain().await;
     assert!(
@@ -667,686 +602,4 @@ async fn a_confirmation_is_answered_even_at_the_in_flight_cap() {
         server.executed_names(),
         ["StartInstance", "DescribeRegions"]
     );
-}
-
-const AK_ID: &str = "LTAI5tSafetyKey000000001";
-const AK_SECRET: &str = "safetySecret-Q3v9Lk2Xw8Rt5Yp1Zn7M";
-
-/// An isolated bridge with AccessKeys in the environment, against `server`, minting from
-/// `fake` and binding policies there.
-fn ak_bridge(fake: &AliyunFake, server_url: &str, home: &Scratch, extra: &[&str]) -> Bridge {
-    let mut args: Vec<String> = [
-        server_url,
-        "--transport",
-        "http-only",
-        "--auth",
-        "ak",
-        "--site-type",
-        "CN",
-        "--ims-endpoint",
-        &fake.url(),
-        "--safety-policy-endpoint",
-        &fake.url(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Bridge::spawn_isolated(
-        args,
-        [
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET),
-        ],
-        home.path(),
-    )
-}
-
-/// `--safety-policy` and an exact `--allow-tools` list are bound to every minted token with
-/// UpdateBearerTokenSafetyPolicy before the token is used (the server here only accepts tokens
-/// with a policy bound), in the body Alibaba's proxy sends: at start, and again for the token
-/// minted after the first one is revoked. Local enforcement stays on; the audit log names the
-/// masked AccessKey id.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn safety_policy_is_bound_to_every_token_before_use() {
-    let fake = AliyunFake::start().await;
-    fake.add_access_key(AK_ID, AK_SECRET);
-    let server = TestServer::start_with(ServerOptions::requiring_bearer(
-        fake.policy_bound_token_checker(),
-    ))
-    .await;
-    let home = Scratch::new("ak");
-    let audit = home.file("audit.jsonl");
-    let mut b = ak_bridge(
-        &fake,
-        &server.url(),
-        &home,
-        &[
-            "--safety-policy",
-            " ecs:describe-*=allow,*=deny ",
-            "--allow-tools",
-            "echo,count",
-            "--audit-log",
-            &audit,
-        ],
-    );
-    b.initialize().await;
-    assert_eq!(
-        fake.safety_calls().len(),
-        1,
-        "bound at start, before initialize went out"
-    );
-    let first = b.call_tool(1, "echo", json!({"text": "one"})).await;
-    assert_eq!(text(&first), "one");
-    // The service revokes the token: the bridge mints a new one, binds it, retries once.
-    fake.revoke_all_tokens();
-    let second = b.call_tool(2, "echo", json!({"text": "two"})).await;
-    assert_eq!(text(&second), "two");
-    let (rule, _) = refusal(&b.call_tool(3, "sleep", json!({"ms": 1})).await);
-    assert_eq!(rule, "--allow-tools", "local enforcement stays on");
-    b.close_stdin();
-    assert_eq!(b.wait().await, 0);
-
-    let tokens = fake.minted_tokens();
-    assert_eq!(tokens.len(), 2);
-    for refused in server.unauthorized() {
-        assert_eq!(
-            refused.bearer(),
-            Some(tokens[0].as_str()),
-            "only the revoked token was refused; the new one carried its policy from the start"
-        );
-    }
-    let calls = fake.safety_calls();
-    assert_eq!(calls.len(), 2, "one binding per token");
-    for (call, token) in calls.iter().zip(&tokens) {
-        assert_eq!(call.status, 200, "{call:?}");
-        assert_eq!(
-            call.headers["x-acs-action"],
-            "UpdateBearerTokenSafetyPolicy"
-        );
-        assert_eq!(call.headers["x-acs-version"], "2024-11-30");
-        assert!(call.headers["content-type"].starts_with("application/json"));
-        assert!(
-            !call.headers.contains_key("authorization"),
-            "the call is anonymous"
-        );
-        assert_eq!(
-            call.body,
-            format!(
-                r#"{{"bearerToken":"{token}","safePolicy":"ecs:describe-*=allow,*=deny","toolPolicy":"{{\"allowedTools\":[\"echo\",\"count\"]}}"}}"#
-            )
-        );
-        let bound = fake.bound_policy(token).expect("bound");
-        assert_eq!(bound.safe_policy, "ecs:describe-*=allow,*=deny");
-        assert_eq!(
-            bound.allowed_tools,
-            Some(vec!["echo".into(), "count".into()])
-        );
-    }
-    let log = std::fs::read_to_string(&audit).unwrap();
-    let line: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
-    assert_eq!(line["identity"], "ak:LTAI****0001");
-    assert!(!log.contains(AK_SECRET) && !tokens.iter().any(|t| log.contains(t.as_str())));
-}
-
-/// Only patterns in `--allow-tools` and no `--safety-policy`: nothing can be bound server-side
-/// (toolPolicy takes exact names), so no binding call is made; the list is enforced locally.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn allow_patterns_alone_are_enforced_locally_only() {
-    let fake = AliyunFake::start().await;
-    fake.add_access_key(AK_ID, AK_SECRET);
-    let server =
-        TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
-    let home = Scratch::new("glob");
-    let mut b = ak_bridge(&fake, &server.url(), &home, &["--allow-tools", "ec*"]);
-    b.initialize().await;
-    assert_eq!(
-        text(&b.call_tool(1, "echo", json!({"text": "x"})).await),
-        "x"
-    );
-    let (rule, _) = refusal(&b.call_tool(2, "count", json!({})).await);
-    assert_eq!(rule, "--allow-tools");
-    b.close_stdin();
-    assert_eq!(b.wait().await, 0);
-    assert!(fake.safety_calls().is_empty());
-}
-
-/// When the policy cannot be bound, the bridge does not start with a weaker token: it exits 1
-/// with the service's reason and what to check, and the MCP server never sees a request.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_binding_stops_the_bridge_before_anything_is_sent() {
-    let fake = AliyunFake::start().await;
-    fake.add_access_key(AK_ID, AK_SECRET);
-    fake.fail_safety_policy(400, "InvalidParameter.SafePolicy");
-    let server =
-        TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
-    let home = Scratch::new("fail");
-    let mut b = ak_bridge(
-        &fake,
-        &server.url(),
-        &home,
-        &["--safety-policy", "ecs:describe-*=allow,*=deny"],
-    );
-    assert_eq!(b.wait().await, 1);
-    let stderr = b.stderr().await;
-    assert!(
-        stderr.contains("could not bind the safety policy")
-            && stderr.contains("InvalidParameter.SafePolicy")
-            && stderr.contains("does not use a token without the policy"),
-        "{stderr}"
-    );
-    for t in fake.minted_tokens() {
-        assert!(!stderr.contains(&t), "the token reached stderr");
-    }
-    assert!(
-        server.requests().is_empty(),
-        "nothing reached the MCP server"
-    );
-}
-
-/// Bad policy flags are usage errors (exit 2) naming the flag: a malformed expression, a
-/// `--safety-policy` without AccessKeys, a bad region, an empty pattern list entry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_policy_flags_exit_2() {
-    let home = Scratch::new("flags");
-    for (args, expect) in [
-        (
-            vec!["--auth", "ak", "--safety-policy", "ecs:describe-*"],
-            "PATTERN=allow",
-        ),
-        (
-            vec!["--auth", "none", "--safety-policy", "*=deny"],
-            "--auth ak",
-        ),
-        (vec!["--region", "Hangzhou"], "--region"),
-        (vec!["--allow-tools", "a\u{1}b"], "control characters"),
-        (
-            vec!["--audit-log", "/nonexistent-dir/x/audit.jsonl"],
-            "audit log",
-        ),
-    ] {
-        let mut all = vec!["http://127.0.0.1:9/mcp".to_string()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        let mut cmd = tokio::process::Command::new(bin());
-        cmd.args(&all);
-        for name in inherited_vars_to_scrub() {
-            cmd.env_remove(name);
-        }
-        let out = cmd
-            .env("HOME", home.path())
-            .env("ALIBRIDGE_HOME", home.path().join(".alibridge"))
-            .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
-            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(expect), "{args:?}: {stderr}");
-        assert!(out.stdout.is_empty());
-    }
-}
-
-/// Every policy flag has its environment variable, and `--help` lists them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policy_flags_have_environment_variables_and_help() {
-    let out = tokio::process::Command::new(bin())
-        .arg("--help")
-        .output()
-        .await
-        .unwrap();
-    let help = String::from_utf8_lossy(&out.stdout);
-    for (flag, var) in [
-        ("--allow-tools", "ALIBRIDGE_ALLOW_TOOLS"),
-        ("--deny-tools", "ALIBRIDGE_DENY_TOOLS"),
-        ("ignore-tool", "ALIBRIDGE_DENY_TOOLS"),
-        ("--read-only", "ALIBRIDGE_READ_ONLY"),
-        ("--confirm-writes", "ALIBRIDGE_CONFIRM_WRITES"),
-        ("--region", "ALIBRIDGE_REGION"),
-        ("--audit-log", "ALIBRIDGE_AUDIT_LOG"),
-        ("--audit-log-max-size", "ALIBRIDGE_AUDIT_LOG_MAX_SIZE"),
-        ("--safety-policy", "ALIBRIDGE_SAFETY_POLICY"),
-        (
-            "--safety-policy-endpoint",
-            "ALIBRIDGE_SAFETY_POLICY_ENDPOINT",
-        ),
-    ] {
-        assert!(
-            help.contains(flag) && help.contains(var),
-            "{flag} / {var} not in --help"
-        );
-    }
-    // The environment alone switches read-only on.
-    let server = OpsServer::start().await;
-    let mut b = Bridge::spawn_with_env(
-        [
-            server.url().as_str(),
-            "--transport",
-            "http-only",
-            "--auth",
-            "none",
-        ],
-        [
-            ("ALIBRIDGE_READ_ONLY", "true"),
-            ("ALIBRIDGE_DENY_TOOLS", "DescribeRegions"),
-        ],
-    );
-    b.initialize().await;
-    let (rule, _) = refusal(&b.call_tool(1, "DeleteInstance", json!({})).await);
-    assert_eq!(rule, "--read-only");
-    let (rule, _) = refusal(&b.call_tool(2, "DescribeRegions", json!({})).await);
-    assert_eq!(rule, "--deny-tools DescribeRegions");
-    assert!(server.executed().is_empty());
-}
-
-mod proxy {
-    //! The same policy in `alibridge proxy`, per server: rmcp's Streamable HTTP client through
-    //! the proxy to the ops server (SSE answers rewritten on the way).
-
-    use std::sync::{Arc, Mutex};
-
-    use rmcp::model::{
-        CallToolRequestParams, ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction,
-    };
-    use rmcp::service::{RequestContext, RoleClient, RunningService};
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-    use rmcp::transport::StreamableHttpClientTransport;
-    use rmcp::{ClientHandler, ErrorData, ServiceExt};
-    use serde_json::{json, Value};
-
-    use super::{OpsServer, Scratch};
-    use crate::support::net::http_client as http;
-    use crate::support::proxy::Proxy;
-
-    /// An MCP client that answers elicitation with the queued answers (when it declares the
-    /// capability) and records what it was asked.
-    #[derive(Clone, Default)]
-    struct Client {
-        elicits: bool,
-        answers: Arc<Mutex<Vec<ElicitResult>>>,
-        asked: Arc<Mutex<Vec<Value>>>,
-    }
-
-    impl ClientHandler for Client {
-        async fn create_elicitation(
-            &self,
-            request: ElicitRequestParams,
-            _cx: RequestContext<RoleClient>,
-        ) -> Result<ElicitResult, ErrorData> {
-            self.asked
-                .lock()
-                .unwrap()
-                .push(serde_json::to_value(&request).unwrap());
-            let next = self.answers.lock().unwrap().pop();
-            Ok(next.unwrap_or(ElicitResult::new(ElicitationAction::Cancel)))
-        }
-
-        fn get_info(&self) -> ClientConfig {
-            let caps = if self.elicits {
-                json!({"elicitation": {}})
-            } else {
-                json!({})
-            };
-            serde_json::from_value(json!({
-                "protocolVersion": "2025-06-18",
-                "capabilities": caps,
-                "clientInfo": {"name": "alibridge-safety-proxy-tests", "version": "0"}
-            }))
-            .unwrap()
-        }
-    }
-
-    async fn connect(url: &str, client: Client) -> RunningService<RoleClient, Client> {
-        let transport = StreamableHttpClientTransport::with_client(
-            http(),
-            StreamableHttpClientTransportConfig::with_uri(url.to_string()),
-        );
-        client
-            .serve(transport)
-            .await
-            .expect("initialize through the proxy")
-    }
-
-    async fn call(
-        c: &RunningService<RoleClient, Client>,
-        name: &str,
-        args: Value,
-    ) -> Result<Value, String> {
-        let p: CallToolRequestParams =
-            serde_json::from_value(json!({"name": name, "arguments": args})).unwrap();
-        c.call_tool(p)
-            .await
-            .map(|r| serde_json::to_value(&r).unwrap())
-            .map_err(|e| e.to_string())
-    }
-
-    async fn names(c: &RunningService<RoleClient, Client>) -> Vec<String> {
-        c.list_all_tools()
-            .await
-            .expect("tools/list")
-            .into_iter()
-            .map(|t| t.name.to_string())
-            .collect()
-    }
-
-    /// `--read-only`, `--deny-tools` and `--region` on forwarded traffic: every page of the
-    /// listing is filtered (SSE answers), refused calls never reach the server, the region is
-    /// added for tools the session saw declare it, and each server path keeps its own state.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_proxy_applies_the_policy_per_server() {
-        let dir = Scratch::new("proxy");
-        let audit = dir.file("audit.jsonl");
-        let server = OpsServer::start().await;
-        let upstream = format!("http://{}", server.addr());
-        let proxy = Proxy::start(
-            &[
-                "--auth",
-                "none",
-                "--upstream-url",
-                &upstream,
-                "--read-only",
-                "--ignore-tool",
-                "*Images",
-                "--region",
-                "cn-beijing",
-                "--audit-log",
-                &audit,
-            ],
-            &[],
-        )
-        .await;
-        let a = connect(&proxy.url("/a/mcp"), Client::default()).await;
-        assert_eq!(
-            names(&a).await,
-            [
-                "DescribeInstances",
-                "DescribeRegions",
-                "AlibabaCloud___CallCLI",
-                "AlibabaCloud___GetApiDefinition",
-                "AlibabaCloud___RunScript"
-            ]
-        );
-        let err = call(&a, "DeleteInstance", json!({"InstanceId": "i-1"}))
-            .await
-            .unwrap_err();
-        assert!(
-            err.contains("--read-only") && err.contains("Nothing was sent"),
-            "{err}"
-        );
-        let err = call(&a, "Ecs-20140526-DescribeImages", json!({}))
-            .await
-            .unwrap_err();
-        assert!(err.contains("--deny-tools *Images"), "{err}");
-        let err = call(
-            &a,
-            "AlibabaCloud___CallCLI",
-            json!({"command": "aliyun ecs stop-instance --InstanceId i-1"}),
-        )
-        .await
-        .unwrap_err();
-        assert!(err.contains("--read-only"), "{err}");
-        let ok = call(&a, "DescribeRegions", json!({})).await.unwrap();
-        assert!(ok["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("ran DescribeRegions"));
-
-        // Another server behind the same proxy: its own session state (nothing listed yet, so
-        // no region is added), the same rules.
-        let b = connect(&proxy.url("/b/mcp"), Client::default()).await;
-        call(&b, "DescribeRegions", json!({})).await.unwrap();
-        let err = call(&b, "StartInstance", json!({})).await.unwrap_err();
-        assert!(err.contains("--read-only"), "{err}");
-
-        let ran = server.executed();
-        assert_eq!(ran.len(), 2, "{ran:?}");
-        assert_eq!(ran[0].arguments, json!({"x_mcp_region_id": "cn-beijing"}));
-        assert_eq!(ran[1].arguments, json!({}));
-        let log = std::fs::read_to_string(&audit).unwrap();
-        let lines: Vec<Value> = log
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 6, "{log}");
-        assert!(lines.iter().any(|l| l["server"] == "/a/mcp"
-            && l["decision"] == "relayed"
-            && l["regionAdded"] == "cn-beijing"
-            && l["outcome"] == "ok"));
-        assert!(lines.iter().any(|l| l["server"] == "/b/mcp"
-            && l["tool"] == "StartInstance"
-            && l["rule"] == "--read-only"));
-        a.cancel().await.ok();
-        b.cancel().await.ok();
-    }
-
-    /// `--confirm-writes` through the proxy: the `tools/call` answer stream first carries the
-    /// proxy's `elicitation/create`; the client's POSTed reply is taken by the proxy (never
-    /// forwarded); accept runs the write once, decline answers with an error result; a client
-    /// without the capability gets an error naming it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_proxy_asks_before_writes() {
-        let server = OpsServer::start().await;
-        let upstream = format!("http://{}", server.addr());
-        let proxy = Proxy::start(
-            &[
-                "--auth",
-                "none",
-                "--upstream-url",
-                &upstream,
-                "--confirm-writes",
-            ],
-            &[],
-        )
-        .await;
-        let client = Client {
-            elicits: true,
-            ..Client::default()
-        };
-        // Answers are popped from the end.
-        let accept: ElicitResult =
-            serde_json::from_value(json!({"action": "accept", "content": {"confirm": true}}))
-                .unwrap();
-        client
-            .answers
-            .lock()
-            .unwrap()
-            .extend([ElicitResult::new(ElicitationAction::Decline), accept]);
-        let asked = client.asked.clone();
-        let c = connect(&proxy.url("/ops/mcp"), client).await;
-        names(&c).await;
-        let read = call(&c, "DescribeRegions", json!({})).await.unwrap();
-        assert_eq!(read["isError"], false, "{read}");
-        let yes = call(&c, "DeleteInstance", json!({"InstanceId": "i-yes"}))
-            .await
-            .unwrap();
-        assert!(
-            yes["content"][0]["text"]
-                .as_str()
-                .unwrap()
-                .starts_with("ran DeleteInstance"),
-            "{yes}"
-        );
-        let no = call(&c, "DeleteInstance", json!({"InstanceId": "i-no"}))
-            .await
-            .unwrap();
-        assert_eq!(no["isError"], true, "{no}");
-        assert!(
-            no["content"][0]["text"]
-                .as_str()
-                .unwrap()
-                .contains("declined"),
-            "{no}"
-        );
-        {
-            let asked = asked.lock().unwrap();
-            assert_eq!(asked.len(), 2, "{asked:?}");
-            assert!(asked[0]["message"]
-                .as_str()
-                .unwrap()
-                .contains("InstanceId=i-yes"));
-        }
-        c.cancel().await.ok();
-
-        let plain = connect(&proxy.url("/ops/mcp"), Client::default()).await;
-        names(&plain).await;
-        let err = call(&plain, "DeleteInstance", json!({"InstanceId": "i-plain"}))
-            .await
-            .unwrap_err();
-        assert!(
-            err.contains("elicitation") && err.contains("--confirm-writes"),
-            "{err}"
-        );
-        plain.cancel().await.ok();
-
-        let deletes: Vec<Value> = server
-            .executed()
-            .into_iter()
-            .filter(|e| e.tool == "DeleteInstance")
-            .map(|e| e.arguments)
-            .collect();
-        assert_eq!(deletes, [json!({"InstanceId": "i-yes"})]);
-        drop(proxy);
-    }
-
-    /// A plain MCP server that answers every request with `application/json` (no SSE), and
-    /// records the `tools/call` arguments it gets.
-    async fn json_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Value>>>) {
-        use http_body_util::{BodyExt, Full};
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let seen = calls.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let seen = seen.clone();
-                            async move {
-                                let body = req.into_body().collect().await.unwrap().to_bytes();
-                                let msg: Value =
-                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
-                                let id = msg["id"].clone();
-                                let result = match msg["method"].as_str() {
-                                    Some("initialize") => json!({
-                                        "protocolVersion": "2025-06-18",
-                                        "capabilities": {"tools": {}},
-                                        "serverInfo": {"name": "json-server", "version": "0"}
-                                    }),
-                                    Some("tools/list") => json!({"tools": [
-                                        {"name": "DescribeA", "inputSchema": {"type": "object"}},
-                                        {"name": "DeleteB", "inputSchema": {"type": "object", "properties": {"x_mcp_region_id": {"type": "string"}}}},
-                                        {"name": "StartC", "inputSchema": {"type": "object", "properties": {"x_mcp_region_id": {"type": "string"}}}}
-                                    ]}),
-                                    Some("tools/call") => {
-                                        seen.lock().unwrap().push(msg["params"].clone());
-                                        json!({"content": [{"type": "text", "text": "done"}]})
-                                    }
-                                    _ => Value::Null,
-                                };
-                                let mut r = if id.is_null() {
-                                    let mut r =
-                                        hyper::Response::new(Full::new(bytes::Bytes::new()));
-                                    *r.status_mut() = hyper::StatusCode::ACCEPTED;
-                                    r
-                                } else {
-                                    let answer =
-                                        json!({"jsonrpc": "2.0", "id": id, "result": result});
-                                    hyper::Response::new(Full::new(bytes::Bytes::from(
-                                        answer.to_string(),
-                                    )))
-                                };
-                                r.headers_mut()
-                                    .insert("content-type", "application/json".parse().unwrap());
-                                r.headers_mut()
-                                    .insert("mcp-session-id", "json-session".parse().unwrap());
-                                Ok::<_, std::convert::Infallible>(r)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        (addr, calls)
-    }
-
-    /// JSON answers (not only SSE) are filtered too; refused calls are answered by the proxy
-    /// with HTTP 200 and the JSON-RPC error; the region is spliced into forwarded calls; a batch
-    /// holding tools/call is refused as a whole.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_proxy_filters_json_answers_too() {
-        use crate::support::proxy::{post, INIT};
-        let (addr, calls) = json_server().await;
-        let upstream = format!("http://{addr}");
-        let proxy = Proxy::start(
-            &[
-                "--auth",
-                "none",
-                "--upstream-url",
-                &upstream,
-                "--deny-tools",
-                "Delete*",
-                "--region",
-                "cn-x",
-            ],
-            &[],
-        )
-        .await;
-        let url = proxy.url("/j/mcp");
-        let init = post(&url, None, INIT).await;
-        assert_eq!(init.status(), 200);
-        let sid = init.headers()["mcp-session-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
-        let list = post(
-            &url,
-            Some(&sid),
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-        )
-        .await;
-        assert!(list.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json"));
-        let list: Value = list.json().await.unwrap();
-        let names: Vec<&str> = list["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["DescribeA", "StartC"]);
-        let refused = post(&url, Some(&sid), r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"DeleteB","arguments":{}}}"#).await;
-        assert_eq!(refused.status(), 200);
-        let refused: Value = refused.json().await.unwrap();
-        assert_eq!(refused["id"], 2);
-        assert_eq!(
-            refused["error"]["data"]["alibridge"]["rule"],
-            "--deny-tools Delete*"
-        );
-        let ok = post(&url, Some(&sid), r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"StartC","arguments":{"n":1.50}}}"#).await;
-        let ok: Value = ok.json().await.unwrap();
-        assert_eq!(ok["result"]["content"][0]["text"], "done");
-        let batch = post(
-            &url,
-            Some(&sid),
-            r#"[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"DeleteB"}}]"#,
-        )
-        .await;
-        let batch: Value = batch.json().await.unwrap();
-        assert_eq!(batch["error"]["data"]["alibridge"]["rule"], "batch");
-        let got = calls.lock().unwrap().clone();
-        assert_eq!(
-            got,
-            [json!({"name": "StartC", "arguments": {"x_mcp_region_id": "cn-x", "n": 1.50}})]
-        );
-    }
 }

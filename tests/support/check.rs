@@ -1,5 +1,5 @@
 //! Reading what the bridge answered, and the checks every suite makes of it: a tool result's
-//! text, a bridge-made error and its `kind`, the standard `initialize` parameters, and that no
+//! text, a bridge-made error and its `kind`, a tool-policy refusal, the standard `initialize` parameters, and that no
 //! secret (nor a recognisable piece of one) shows up in some text.
 
 use serde_json::{json, Value};
@@ -39,6 +39,17 @@ pub fn bridge_error(resp: &Value, kind: &str) -> String {
 /// The message of a bridge-made error of kind `auth`.
 pub fn auth_error(resp: &Value) -> String {
     bridge_error(resp, "auth")
+}
+
+/// The tool policy's refusal in `resp`: `(rule, message)` (panics if `resp` is anything else).
+pub fn policy_refusal(resp: &Value) -> (String, String) {
+    let e = &resp["error"];
+    assert!(e.is_object(), "expected a refusal: {resp}");
+    assert_eq!(e["data"]["alibridge"]["kind"], "policy", "{resp}");
+    (
+        e["data"]["alibridge"]["rule"].as_str().unwrap().to_string(),
+        e["message"].as_str().unwrap().to_string(),
+    )
 }
 
 /// `initialize` parameters of a plain client (no capabilities), for tests that send the

@@ -29,6 +29,11 @@ impl TempHome {
         &self.0
     }
 
+    /// The path of `name` inside, as a string (for a flag's value).
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+
     /// `<HOME>/.alibridge`: what isolated processes get as `ALIBRIDGE_HOME` (not created here,
     /// so the binary finds it as a fresh install would).
     pub fn alibridge_home(&self) -> PathBuf {

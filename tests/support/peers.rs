@@ -7,6 +7,8 @@
 //!   reports which) and kills it on drop.
 //! - [`run_sdk_client`] runs `tests/peers/sdk_client.mjs` (the official TypeScript SDK client,
 //!   spawning alibridge over stdio) and returns its JSON summary.
+//! - [`NodeProcess`] and [`run_node_summary`]: the one way every suite runs a node peer (a
+//!   server that reports its port, or a script that prints a JSON summary).
 //!
 //! Needs `node` (20+) and `npm` on `PATH`, and the npm registry reachable on first use.
 
@@ -182,21 +184,18 @@ impl Mode {
 
 /// A running `server-everything`; killed on drop.
 pub struct ServerEverything {
-    child: Child,
+    process: NodeProcess,
     mode: Mode,
     port: u16,
-    log: Log,
 }
-
-type Log = Arc<Mutex<VecDeque<String>>>;
 
 impl ServerEverything {
     /// Installs the peers if needed, then starts the server on a port the kernel picks and
     /// returns once it listens there.
     pub fn start(mode: Mode) -> ServerEverything {
         ensure_npm_peers();
-        let mut child = Command::new("node")
-            .arg("--require")
+        let mut cmd = Command::new("node");
+        cmd.arg("--require")
             .arg(report_port_js())
             .arg(server_everything_js())
             .arg(mode.arg())
@@ -204,47 +203,16 @@ impl ServerEverything {
             // Only what node needs: its `get-env` tool would otherwise expose our environment.
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("PORT", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn node (the e2e tests need node 20+ on PATH)");
-        let log: Log = Arc::default();
-        let (tx, rx) = mpsc::channel();
-        pump(child.stdout.take().unwrap(), log.clone(), tx.clone());
-        pump(child.stderr.take().unwrap(), log.clone(), tx);
-        let mut server = ServerEverything {
-            child,
+            .env("PORT", "0");
+        let (process, port) = NodeProcess::start(
+            cmd,
+            "alibridge-test-port ",
+            &format!("server-everything {mode:?}"),
+        );
+        ServerEverything {
+            process,
             mode,
-            port: 0,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    if let Some(port) = line.strip_prefix("alibridge-test-port ") {
-                        server.port = port.trim().parse().expect("a port number");
-                        return server;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!(
-                    "server-everything {mode:?} exited ({status}):\n{}",
-                    server.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server-everything {mode:?} did not listen within 30 s:\n{}",
-                server.log()
-            );
+            port,
         }
     }
 
@@ -268,6 +236,63 @@ impl ServerEverything {
 
     /// The server's recent stdout/stderr lines (for failure messages).
     pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+/// A node process that serves on a port it reports: its stdout and stderr drained on threads
+/// (so the pipes never fill and block node), the last lines kept for failure messages; killed
+/// on drop.
+pub struct NodeProcess {
+    child: Child,
+    log: Log,
+}
+
+type Log = Arc<Mutex<VecDeque<String>>>;
+
+impl NodeProcess {
+    /// Spawns `cmd` (stdin null, output piped) and returns it with the port it reports in a
+    /// line `<port_line><port>` (stdout or stderr). Panics, with its output, when it exits
+    /// first or reports nothing within 30 s; `what` names it in messages.
+    pub fn start(mut cmd: Command, port_line: &str, what: &str) -> (NodeProcess, u16) {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn node (the e2e tests need node 20+ on PATH)");
+        let log: Log = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        pump(child.stdout.take().unwrap(), log.clone(), tx.clone());
+        pump(child.stderr.take().unwrap(), log.clone(), tx);
+        let mut process = NodeProcess { child, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(port) = line.strip_prefix(port_line) {
+                        let port = port.trim().parse().expect("a port number");
+                        return (process, port);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("{what} exited ({status}):\n{}", process.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not report its port within 30 s:\n{}",
+                process.log()
+            );
+        }
+    }
+
+    /// The process's recent stdout/stderr lines.
+    pub fn log(&self) -> String {
         let log = self.log.lock().unwrap();
         log.iter()
             .map(String::as_str)
@@ -276,7 +301,7 @@ impl ServerEverything {
     }
 }
 
-impl Drop for ServerEverything {
+impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -299,6 +324,40 @@ fn pump(out: impl Read + Send + 'static, log: Log, tx: mpsc::Sender<String>) {
     });
 }
 
+/// Runs a node script that prints a one-line JSON summary last (stdin null, no proxy
+/// variables) and returns whether it exited 0, the summary and its stderr. Panics when it
+/// printed no summary; `what` names it in messages.
+pub fn run_node_summary(mut cmd: Command, what: &str) -> (bool, Value, String) {
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run node {what} (the e2e tests need node 20+ on PATH): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{what} printed no JSON summary ({}):\n{stdout}\nstderr:\n{stderr}",
+                out.status
+            )
+        });
+    (out.status.success(), summary, stderr.into_owned())
+}
+
 /// Runs `node tests/peers/sdk_client.mjs <args…>` (args: alibridge path, URL, extra bridge
 /// flags) with an isolated `ALIBRIDGE_HOME` and no proxy variables, and returns its summary.
 /// Panics, with the summary and stderr, unless it exited 0 with `"ok": true`.
@@ -313,37 +372,10 @@ where
     cmd.arg(peers_dir().join("sdk_client.mjs"))
         .args(args)
         .env("ALIBRIDGE_HOME", home.alibridge_home());
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node tests/peers/sdk_client.mjs (the e2e tests need node 20+ on PATH)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "sdk_client printed no JSON summary ({}):\n{stdout}\nstderr:\n{stderr}",
-                out.status
-            )
-        });
+    let (success, summary, stderr) = run_node_summary(cmd, "sdk_client.mjs");
     assert!(
-        out.status.success() && summary["ok"] == true,
-        "sdk_client failed ({}): {summary:#}\nstderr:\n{stderr}",
-        out.status
+        success && summary["ok"] == true,
+        "sdk_client failed: {summary:#}\nstderr:\n{stderr}"
     );
     summary
 }

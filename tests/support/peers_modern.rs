@@ -11,15 +11,13 @@
 //!
 //! Needs `node` (20+) and `npm` on `PATH`, and the npm registry reachable on first use.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::peers::{lock_installed, npm_ci};
+use super::peers::{lock_installed, npm_ci, run_node_summary, NodeProcess};
 
 /// `tests/peers-modern`.
 pub fn modern_dir() -> PathBuf {
@@ -53,9 +51,8 @@ pub enum Legacy {
 
 /// A running `server.mjs`; killed on drop.
 pub struct ModernServer {
-    child: Child,
+    process: NodeProcess,
     port: u16,
-    stderr: Arc<Mutex<String>>,
     http: reqwest::Client,
 }
 
@@ -72,60 +69,16 @@ impl ModernServer {
             Legacy::Stateless => "stateless",
             Legacy::Reject => "reject",
         };
-        let mut child = Command::new("node")
-            .arg(modern_dir().join("server.mjs"))
+        let mut cmd = Command::new("node");
+        cmd.arg(modern_dir().join("server.mjs"))
             .args(["--legacy", mode])
             .current_dir(modern_dir())
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn node (the e2e tests need node 20+ on PATH)");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let port = loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => {
-                    if let Some(p) = line
-                        .strip_prefix("PORT ")
-                        .and_then(|p| p.trim().parse().ok())
-                    {
-                        break p;
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "server.mjs did not report its port:\n{}",
-                        stderr.lock().unwrap()
-                    )
-                }
-            }
-        };
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        let (process, port) = NodeProcess::start(cmd, "PORT ", "server.mjs");
         ModernServer {
-            child,
+            process,
             port,
-            stderr,
             http,
         }
     }
@@ -200,16 +153,9 @@ impl ModernServer {
         assert!(resp.status().is_success());
     }
 
-    /// What the server wrote to stderr so far.
+    /// The server's recent stdout/stderr lines (for failure messages).
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ModernServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }
 
@@ -247,38 +193,12 @@ where
         .args(args)
         .current_dir(modern_dir())
         .env("ALIBRIDGE_HOME", &home);
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "ALIBRIDGE_PROTOCOL",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node tests/peers-modern/client.mjs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: Value = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "client.mjs printed no JSON summary ({}):\n{stdout}\nstderr:\n{stderr}",
-                out.status
-            )
-        });
+    cmd.env_remove("ALIBRIDGE_PROTOCOL");
+    let (success, summary, stderr) = run_node_summary(cmd, "client.mjs");
     assert_eq!(
-        out.status.success(),
+        success,
         summary["ok"] == true,
         "exit status and summary disagree: {summary:#}"
     );
-    (summary, stderr.into_owned())
+    (summary, stderr)
 }

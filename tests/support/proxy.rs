@@ -1,7 +1,8 @@
 //! Drives `alibridge proxy`, the local HTTP proxy mode: [`Proxy`] starts the real binary on a
 //! port it picks itself (`--port 0`, read back from its banner), isolated from the machine's
 //! credentials and settings, and keeps its stderr; [`post`] sends one JSON-RPC message to it as
-//! an MCP client does.
+//! an MCP client does, [`handshake`] opens a session that way, and [`plain_rig`] puts the proxy
+//! in front of the rmcp test server.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -13,6 +14,7 @@ use tokio::process::Child;
 
 use super::bridge::isolated_command;
 use super::home::TempHome;
+use super::mcp_server::TestServer;
 use super::net::http_client;
 use super::wait::until;
 
@@ -123,6 +125,18 @@ impl Proxy {
         format!("{}{path}", self.base)
     }
 
+    /// `GET /health` without a token: its JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        http_client()
+            .get(self.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Everything the proxy wrote to stderr so far (as far as it has been read from the pipe).
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -173,4 +187,30 @@ pub async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Resp
             .header("mcp-protocol-version", "2025-06-18");
     }
     rb.send().await.expect("the proxy answers")
+}
+
+/// initialize + initialized; returns the session id.
+pub async fn handshake(url: &str) -> String {
+    let r = post(url, None, INIT).await;
+    assert_eq!(r.status(), 200, "initialize through the proxy");
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    assert!(r.text().await.unwrap().contains("protocolVersion"));
+    let r = post(
+        url,
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    sid
+}
+
+/// The proxy in front of the rmcp test server, no credential.
+pub async fn plain_rig(extra: &[&str]) -> (TestServer, Proxy) {
+    let server = TestServer::start().await;
+    let upstream = format!("http://{}", server.addr());
+    let mut args = vec!["--auth", "none", "--upstream-url", upstream.as_str()];
+    args.extend_from_slice(extra);
+    let proxy = Proxy::start(&args, &[]).await;
+    (server, proxy)
 }
