@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::support::net::{http_client_builder, LOOPBACK};
+use crate::support::net::{fixed_port, http_client_builder};
 use crate::support::oauth_rig::{echo, Rig, CLIENT_ID, CLIENT_SECRET};
 use crate::support::oauth_server::{AsOptions, ProtectedOptions, USER};
 
@@ -29,9 +29,8 @@ async fn preregistered_client(method: &str) {
     )
     .await;
     // The client is registered with its redirect URI up front, so the port must be known before
-    // the bridge starts; it stays held until then (the bridge cannot take over a bound listener).
-    let holder = std::net::TcpListener::bind((LOOPBACK, 0)).expect("bind 127.0.0.1:0");
-    let port = holder.local_addr().unwrap().port();
+    // the bridge starts: one below the ephemeral range, which nothing else in the run can take.
+    let port = fixed_port();
     rig.oauth.add_client(
         CLIENT_ID,
         Some(CLIENT_SECRET),
@@ -46,7 +45,6 @@ async fn preregistered_client(method: &str) {
         "--debug",
     ];
     let env = [("ALIBRIDGE_OAUTH_CLIENT_SECRET", CLIENT_SECRET)];
-    drop(holder);
     let mut b = rig.spawn(&args, &env);
     b.initialize().await;
     echo(&rig, &mut b, 1, "a").await;

@@ -7,6 +7,9 @@
 //!   stopped by its kill token: the listener closes and open connections drop mid-flight;
 //! - [`read_body`]: a request's whole body, as every fake reads it;
 //! - [`ClosedPort`]: a port that refuses connections, held so nobody else takes it;
+//! - [`fixed_port`]: a port number for a flag that takes one (`--callback-port`), from outside
+//!   the kernel's ephemeral range, so no `bind(0)` or outgoing connection can take it between
+//!   the check and the bridge's own bind;
 //! - [`http_client`]: a reqwest client that never goes through a system proxy.
 //!
 //! Included by `examples/` (through the fakes) as well as by the tests.
@@ -103,6 +106,31 @@ impl ClosedPort {
     pub fn addr(&self) -> SocketAddr {
         self.0.local_addr().expect("a bound socket")
     }
+}
+
+/// A port for tests that must name one before the program under test binds it. It is below
+/// the ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), which the kernel draws from
+/// for `bind(0)` and outgoing connections, so only another caller of this function could take
+/// it: each call in this process gets a different port (a per-process offset from the pid, then
+/// a counter), and one found busy is skipped.
+pub fn fixed_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (20_000u16, ephemeral_start.max(20_512));
+    let span = u32::from(high - low);
+    let base = std::process::id() % span;
+    for _ in 0..512 {
+        let n = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = low + ((base + n * 97) % span) as u16;
+        if std::net::TcpListener::bind((LOOPBACK, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range {low}..{high}");
 }
 
 /// A reqwest client builder that never uses a system proxy (the servers it talks to are on
