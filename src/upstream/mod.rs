@@ -110,6 +110,8 @@ pub struct Upstream {
     protocol: ProtocolMode,
     /// Held while the era is being decided, so concurrent messages wait for it.
     era: Mutex<Era>,
+    /// The modern transport whose first request is deciding the era (see [`Self::send_here`]).
+    deciding: std::sync::Mutex<Option<Arc<Modern>>>,
     /// Per-tool facts from `tools/list` answers (header mirroring, idempotency).
     tools: Arc<ToolFacts>,
     http: HttpClient,
@@ -136,6 +138,7 @@ impl Upstream {
             mode,
             protocol,
             era: Mutex::new(Era::Undecided),
+            deciding: std::sync::Mutex::new(None),
             tools: Arc::new(ToolFacts::default()),
             http,
             out,
@@ -170,6 +173,12 @@ impl Upstream {
 
     /// [`Self::send`] to the endpoint in use, without checking the identity.
     async fn send_here(&self, msg: Message) -> Result<(), UpstreamError> {
+        // A modern client's first request decides the era while holding it; cancelling that
+        // request must not wait behind it.
+        let deciding = self.deciding.lock().unwrap().clone();
+        if let Some(m) = deciding.filter(|m| m.cancels_in_flight(&msg)) {
+            return m.send(msg).await;
+        }
         let mut era = self.era.lock().await;
         match &*era {
             Era::Legacy => {
@@ -243,7 +252,14 @@ impl Upstream {
                 self.cancel.child_token(),
             );
             let id = msg.id.clone();
-            match m.send_first(msg).await? {
+            *self.deciding.lock().unwrap() = Some(m.clone());
+            let first = m.send_first(msg).await;
+            *self.deciding.lock().unwrap() = None;
+            match first? {
+                First::Cancelled => {
+                    m.close();
+                    return Ok(());
+                }
                 First::Modern => {
                     info!(
                         "protocol: client and server speak the modern era (MCP {}); relaying",

@@ -334,6 +334,56 @@ async fn cancellation_closes_the_response_stream() {
     );
 }
 
+/// The same for a modern client (no initialize; every request carries `_meta`): its
+/// `notifications/cancelled` is relayed as the closing of the request's response stream, the
+/// server aborts the tool, and the client gets no answer for the cancelled id.
+#[tokio::test]
+async fn a_modern_clients_cancellation_closes_the_response_stream() {
+    let server = ModernServer::start(Legacy::Reject);
+    let mut bridge = spawn(&server.url(), &[]);
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-modern", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    bridge
+        .request(
+            1,
+            "tools/call",
+            json!({"name":"slow","arguments":{"ms":60000},"_meta": meta}),
+        )
+        .await;
+    while server.count("slow_started").await == 0 {
+        tokio::task::yield_now().await;
+    }
+    bridge
+        .notify(
+            "notifications/cancelled",
+            json!({"requestId": 1, "reason": "user", "_meta": meta}),
+        )
+        .await;
+    while server.count("slow_aborted").await == 0 {
+        tokio::task::yield_now().await;
+    }
+    bridge
+        .request(2, "tools/list", json!({"_meta": meta}))
+        .await;
+    let listed = bridge.response(2).await;
+    assert!(listed["result"]["tools"].is_array(), "{listed}");
+    bridge.close_stdin();
+    let rest = bridge.drain().await;
+    assert!(
+        bridge.seen.iter().chain(&rest).all(|m| m["id"] != 1),
+        "a cancelled request gets no answer: {:?}",
+        bridge.seen
+    );
+    let log = server.log().await;
+    assert!(
+        log.iter().all(|r| r["rpcMethod"] != "initialize"),
+        "a modern client's session is relayed as is: {log:#?}"
+    );
+}
+
 /// A `subscriptions/listen` stream that breaks is reopened, and the client is told to list
 /// again (changes while it was down were missed); announcements then flow on the new stream.
 #[tokio::test]

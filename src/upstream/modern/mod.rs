@@ -70,6 +70,9 @@ pub enum First {
     Modern,
     /// The server does not speak the modern era; nothing was delivered.
     Legacy(String),
+    /// The client cancelled the request before the server's era showed; nothing was
+    /// delivered (the client expects nothing) and the era is still open.
+    Cancelled,
 }
 
 pub struct Modern {
@@ -250,6 +253,14 @@ impl Modern {
                 self.call(&id, body, &msg).await
             }
         }
+    }
+
+    /// Whether `msg` cancels a request of this transport still in flight: such a notification
+    /// must reach [`Self::send`] even while the era is being decided by that very request.
+    pub fn cancels_in_flight(&self, msg: &Message) -> bool {
+        msg.method_is("notifications/cancelled")
+            && cancelled_id(&msg.bytes)
+                .is_some_and(|id| self.in_flight.lock().unwrap().contains_key(&id))
     }
 
     /// Stops every task of this transport (listen stream, calls in flight).

@@ -219,20 +219,34 @@ impl Modern {
             return Ok(First::Modern);
         }
         let id = msg.id.clone().expect("requests have ids");
+        // The first request may run long (a tool call): it is cancellable like any other.
+        let token = self.cancel.child_token();
+        self.in_flight
+            .lock()
+            .unwrap()
+            .insert(id.clone(), token.clone());
         // No time limit until the response head: a sign-in the server asks for happens there.
-        let answer = match self.post(&msg.bytes).await {
-            Ok(resp) if msg.method_is("server/discover") => {
-                match tokio::time::timeout(PROBE_TIMEOUT, self.answer_from(resp, &id)).await {
-                    Ok(a) => a,
-                    Err(_) => {
-                        return Ok(First::Legacy(
-                            "server/discover was not answered in time".into(),
-                        ))
-                    }
+        let exchange = async {
+            match self.post(&msg.bytes).await {
+                Ok(resp) if msg.method_is("server/discover") => {
+                    tokio::time::timeout(PROBE_TIMEOUT, self.answer_from(resp, &id))
+                        .await
+                        .ok()
                 }
+                Ok(resp) => Some(self.answer_from(resp, &id).await),
+                Err(e) => Some(Err(e)),
             }
-            Ok(resp) => self.answer_from(resp, &id).await,
-            Err(e) => Err(e),
+        };
+        let outcome = token.run_until_cancelled(exchange).await;
+        self.in_flight.lock().unwrap().remove(&id);
+        let answer = match outcome {
+            None => return Ok(First::Cancelled),
+            Some(None) => {
+                return Ok(First::Legacy(
+                    "server/discover was not answered in time".into(),
+                ))
+            }
+            Some(Some(a)) => a,
         };
         let answer = match answer {
             Ok(a) => a,
