@@ -94,7 +94,8 @@ async fn allow_and_deny_lists_filter_every_page_and_refuse_calls() {
             "Ecs-20140526-DescribeImages",
             "AlibabaCloud___CallCLI",
             "AlibabaCloud___GetApiDefinition",
-            "AlibabaCloud___RunScript"
+            "AlibabaCloud___RunScript",
+            "AlibabaCloud___RunIaC"
         ]
     );
 
@@ -142,7 +143,8 @@ async fn read_only_lists_and_runs_only_reads() {
             "Ecs-20140526-DescribeImages",
             "AlibabaCloud___CallCLI",
             "AlibabaCloud___GetApiDefinition",
-            "AlibabaCloud___RunScript"
+            "AlibabaCloud___RunScript",
+            "AlibabaCloud___RunIaC"
         ]
     );
     for (id, tool, args) in [
@@ -166,6 +168,12 @@ async fn read_only_lists_and_runs_only_reads() {
             "AlibabaCloud___RunScript",
             json!({"script": "a = await call_cli(product='Ecs', action='DescribeInstances', params={})\nb = await call_cli(product='Ecs', action='StopInstances', params={})\nresult = 1"}),
         ),
+        (
+            18,
+            "AlibabaCloud___RunIaC",
+            json!({"action": "apply", "code": "resource \"alicloud_vpc\" \"v\" {}"}),
+        ),
+        (19, "AlibabaCloud___RunIaC", json!({"action": "destroy"})),
     ] {
         let resp = b.call_tool(id, tool, args).await;
         let (rule, msg) = policy_refusal(&resp);
@@ -194,6 +202,16 @@ async fn read_only_lists_and_runs_only_reads() {
             "AlibabaCloud___RunScript",
             json!({"script": "r = await call_cli(product='Ecs', action='DescribeRegions', params={})\nresult = r"}),
         ),
+        (
+            26,
+            "AlibabaCloud___RunIaC",
+            json!({"action": "plan", "code": "resource \"alicloud_vpc\" \"v\" {}"}),
+        ),
+        (
+            27,
+            "AlibabaCloud___RunIaC",
+            json!({"code": "data \"alicloud_zones\" \"z\" {}"}),
+        ),
     ] {
         let resp = b.call_tool(id, tool, args).await;
         assert!(
@@ -209,7 +227,9 @@ async fn read_only_lists_and_runs_only_reads() {
             "Ecs-20140526-DescribeImages",
             "AlibabaCloud___CallCLI",
             "AlibabaCloud___GetApiDefinition",
-            "AlibabaCloud___RunScript"
+            "AlibabaCloud___RunScript",
+            "AlibabaCloud___RunIaC",
+            "AlibabaCloud___RunIaC"
         ]
     );
     assert_eq!(

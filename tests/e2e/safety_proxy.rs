@@ -122,7 +122,8 @@ async fn the_proxy_applies_the_policy_per_server() {
             "DescribeRegions",
             "AlibabaCloud___CallCLI",
             "AlibabaCloud___GetApiDefinition",
-            "AlibabaCloud___RunScript"
+            "AlibabaCloud___RunScript",
+            "AlibabaCloud___RunIaC"
         ]
     );
     let err = call(&a, "DeleteInstance", json!({"InstanceId": "i-1"}))

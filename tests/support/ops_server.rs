@@ -186,6 +186,7 @@ fn page_two() -> Vec<Tool> {
             None,
         ),
         tool("AlibabaCloud___RunScript", &["script"], None),
+        tool("AlibabaCloud___RunIaC", &["action", "code"], None),
     ]
 }
 
