@@ -49,8 +49,10 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     };
     let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let (url, mode, protocol) = (cfg.url.clone(), cfg.transport, cfg.protocol);
+    let state_home = cfg.auth.oauth.home.clone();
     let connect = move |outbox: Arc<relay::Outbox>| {
         Upstream::new(url, mode, protocol, http, outbox as Arc<dyn Deliver>)
+            .with_era_cache(&state_home)
     };
     let reason = relay::run(
         stdin,

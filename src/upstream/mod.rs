@@ -14,6 +14,7 @@
 //! [`streamable`] (Streamable HTTP sessions), [`legacy_sse`] (HTTP+SSE), [`modern`]
 //! (2026-07-28, sessionless), [`error`].
 
+pub mod era_cache;
 pub mod error;
 pub mod event_stream;
 pub mod headers;
@@ -115,6 +116,8 @@ pub struct Upstream {
     /// Root of the cancellation tree of every background task of the upstream (GET stream,
     /// SSE reader, re-initialisations, replays): cancelled by [`Self::close`] or on drop.
     cancel: CancellationToken,
+    /// What an earlier run learned about the era (`--protocol auto`), see [`era_cache`].
+    era_cache: Option<era_cache::EraCache>,
 }
 
 impl Upstream {
@@ -135,7 +138,14 @@ impl Upstream {
             out,
             active: Mutex::new(Active::Undecided),
             cancel: CancellationToken::new(),
+            era_cache: None,
         }
+    }
+
+    /// Remembers the era across runs in the state directory `home`.
+    pub fn with_era_cache(mut self, home: &std::path::Path) -> Self {
+        self.era_cache = Some(era_cache::EraCache::new(home, &self.url));
+        self
     }
 
     /// Sends one client message. For a request, returns once its answer was delivered or the
@@ -166,6 +176,10 @@ impl Upstream {
             return self.send_legacy(msg).await;
         }
         if msg.is_request() && msg.method_is("initialize") {
+            if let Some(done) = self.initialize_by_cached_era(&msg).await {
+                *era = Era::Legacy;
+                return done;
+            }
             let (asked, client_info, caps) = modern::initialize_params(&msg.bytes);
             match modern::probe(&self.url, &self.http, &client_info, &caps).await? {
                 // A server that also lists versions of the initialize era is best served in it:
@@ -178,7 +192,7 @@ impl Upstream {
                           the initialize era");
                     *era = Era::Legacy;
                     drop(era);
-                    return self.send_legacy(msg).await;
+                    return self.send_legacy_and_remember(msg).await;
                 }
                 Probe::Modern { discover, version } => {
                     let m = Modern::translating(
@@ -192,6 +206,7 @@ impl Upstream {
                     );
                     *era = Era::Modern(m.clone());
                     drop(era);
+                    self.remember(era_cache::Learned::Modern).await;
                     return m.send(msg).await;
                 }
                 Probe::Legacy(why) => {
@@ -202,7 +217,7 @@ impl Upstream {
                           modern::MODERN_VERSION);
                     *era = Era::Legacy;
                     drop(era);
-                    return self.send_legacy(msg).await;
+                    return self.send_legacy_and_remember(msg).await;
                 }
             }
         }
@@ -266,6 +281,65 @@ impl Upstream {
         *era = Era::Legacy;
         drop(era);
         self.send_legacy(msg).await
+    }
+
+    // ---- era cache hook (see era_cache.rs) ----
+
+    /// With a cached `legacy` era (and `--protocol auto` over Streamable HTTP), sends the
+    /// client's `initialize` without probing. `None` when there is no such entry, or when the
+    /// server refused the message the way a modern-only server does: then the entry is dropped
+    /// and the caller probes as on a cold start.
+    async fn initialize_by_cached_era(&self, msg: &Message) -> Option<Result<(), UpstreamError>> {
+        let cache = self.era_cache.as_ref()?;
+        if self.protocol != ProtocolMode::Auto
+            || !matches!(self.mode, TransportMode::HttpFirst | TransportMode::HttpOnly)
+        {
+            return None;
+        }
+        let c = cache.clone();
+        let cached = tokio::task::spawn_blocking(move || c.load()).await.ok()??;
+        if cached != era_cache::Learned::Legacy {
+            return None;
+        }
+        let mut active = self.active.lock().await;
+        if !matches!(*active, Active::Undecided) {
+            return None;
+        }
+        let t = Arc::new(self.streamable());
+        match t.send(msg.clone()).await {
+            Err(UpstreamError::NotStreamable { status, .. }) => {
+                info!(status, "protocol: the server refused initialize although it took it on \
+                      an earlier run; probing its era again");
+                let c = cache.clone();
+                let _ = tokio::task::spawn_blocking(move || c.forget()).await;
+                None
+            }
+            Err(e @ UpstreamError::Connect { .. }) => Some(Err(e)),
+            other => {
+                info!("protocol: the initialize era, as learned on an earlier run (no server/discover probe)");
+                *active = Active::Streamable(t);
+                Some(other)
+            }
+        }
+    }
+
+    /// Sends through the legacy transports and, when that settled on Streamable HTTP, records
+    /// the era for the next start.
+    async fn send_legacy_and_remember(&self, msg: Message) -> Result<(), UpstreamError> {
+        let sent = self.send_legacy(msg).await;
+        if self.era_cache.is_some()
+            && sent.is_ok()
+            && matches!(*self.active.lock().await, Active::Streamable(_))
+        {
+            self.remember(era_cache::Learned::Legacy).await;
+        }
+        sent
+    }
+
+    async fn remember(&self, era: era_cache::Learned) {
+        if let Some(c) = self.era_cache.clone() {
+            let _ = tokio::task::spawn_blocking(move || c.store(era)).await;
+        }
     }
 
     fn not_modern(&self, detail: String) -> UpstreamError {

@@ -18,6 +18,7 @@ pub mod profile;
 pub mod safety;
 pub mod site;
 pub mod sources;
+pub mod token_cache;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -77,8 +78,9 @@ pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
             .map(|s| s.binding(url)),
     };
     let origin = resolved.source.describe();
-    let credential =
+    let mut credential =
         AccessKeyCredential::new(resolved, exchange, cfg.refresh_skew, cfg.profile.clone())?;
+    credential.token_home = Some(cfg.oauth.home.clone());
     Ok(Selection {
         credential: Arc::new(credential),
         reason: format!(
@@ -128,6 +130,9 @@ pub struct AccessKeyCredential {
     state: Mutex<State>,
     /// One mint at a time; others wait and reuse its token.
     mint_lock: tokio::sync::Mutex<()>,
+    /// The state directory that keeps minted tokens across runs ([`token_cache`]); `None`
+    /// keeps them in memory only.
+    pub token_home: Option<PathBuf>,
 }
 
 impl AccessKeyCredential {
@@ -159,6 +164,7 @@ impl AccessKeyCredential {
                 key_id: None,
             }),
             mint_lock: tokio::sync::Mutex::new(()),
+            token_home: None,
         })
     }
 
@@ -232,6 +238,12 @@ impl AccessKeyCredential {
             }
         }
         let source = self.state.lock().unwrap().source.clone();
+        let cache = self.token_cache(&source);
+        if let Some(cache) = &cache {
+            if let Some(header) = self.from_cache(cache, force, rejected).await {
+                return Ok(header);
+            }
+        }
         let keys = source.keys(&self.api).await?;
         let minted = self
             .exchange
@@ -253,6 +265,10 @@ impl AccessKeyCredential {
         });
         debug!(key_id = %keys.id, expires_in = ?minted.expires_at.and_then(|e| e.duration_since(SystemTime::now()).ok()),
                "minted an OpenAPI MCP token");
+        if let Some(cache) = cache {
+            let (token, id, exp) = (minted.token.clone(), keys.id.clone(), minted.expires_at);
+            let _ = tokio::task::spawn_blocking(move || cache.store(&token, &id, exp)).await;
+        }
         let mut st = self.state.lock().unwrap();
         st.token = Some(Current {
             header: header.clone(),
@@ -261,6 +277,54 @@ impl AccessKeyCredential {
         st.key_id = Some(keys.id.clone());
         drop(st);
         Ok(header)
+    }
+
+    // ---- token cache hook (see token_cache.rs) ----
+
+    fn token_cache(&self, source: &SharedSource) -> Option<token_cache::TokenCache> {
+        let home = self.token_home.as_ref()?;
+        let identity = source.cache_identity()?;
+        Some(token_cache::TokenCache::new(home, &identity, &self.exchange))
+    }
+
+    /// A token kept by an earlier run, when one may be used: not after a rejection (whose token
+    /// is dropped from the cache instead), not within the refresh skew of its expiry.
+    async fn from_cache(
+        &self,
+        cache: &token_cache::TokenCache,
+        force: bool,
+        rejected: Option<&HeaderValue>,
+    ) -> Option<HeaderValue> {
+        let cache = cache.clone();
+        if force {
+            let refused = rejected
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::to_string);
+            let _ = tokio::task::spawn_blocking(move || match refused {
+                Some(t) => cache.forget_token(&t),
+                None => cache.forget(),
+            })
+            .await;
+            return None;
+        }
+        let skew = self.skew;
+        let hit = tokio::task::spawn_blocking(move || cache.load(skew))
+            .await
+            .ok()
+            .flatten()?;
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", hit.token.expose())).ok()?;
+        header.set_sensitive(true);
+        info!(key_id = %masked(&hit.key_id),
+              expires_in = ?hit.expires_at.duration_since(SystemTime::now()).ok(),
+              "using the OpenAPI MCP token kept from an earlier run");
+        let mut st = self.state.lock().unwrap();
+        st.token = Some(Current {
+            header: header.clone(),
+            refresh_at: Some(hit.refresh_at),
+        });
+        st.key_id = Some(hit.key_id);
+        Some(header)
     }
 }
 
