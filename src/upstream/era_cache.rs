@@ -16,8 +16,15 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
+
+use super::Deliver;
+use crate::jsonrpc::{Id, Kind, Message};
 
 /// Directory under the state directory.
 pub const DIR: &str = "eras";
@@ -107,6 +114,58 @@ impl EraCache {
                 debug!(path = %self.path.display(), error = %e, "could not drop the era cache entry");
             }
         }
+    }
+}
+
+/// Sits between a transport tried on a remembered era and the relay: the answer to the
+/// client's `initialize` is held back when it is a modern server's era error (−32020…−32022),
+/// so the bridge can probe instead of handing the client a refusal. Every other message passes.
+pub struct EraCheck {
+    inner: Arc<dyn Deliver>,
+    armed: AtomicBool,
+    initialize: Mutex<Option<Id>>,
+    refused: AtomicBool,
+}
+
+impl EraCheck {
+    pub fn new(inner: Arc<dyn Deliver>, initialize: Option<Id>) -> Arc<EraCheck> {
+        Arc::new(EraCheck {
+            inner,
+            armed: AtomicBool::new(initialize.is_some()),
+            initialize: Mutex::new(initialize),
+            refused: AtomicBool::new(false),
+        })
+    }
+
+    /// True when the server refused `initialize` as a modern-only server does.
+    pub fn refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
+    }
+
+    fn is_era_refusal(&self, msg: &Message) -> bool {
+        if msg.kind != Kind::Response {
+            return false;
+        }
+        let mut id = self.initialize.lock().unwrap();
+        if id.is_none() || msg.id != *id {
+            return false;
+        }
+        *id = None;
+        self.armed.store(false, Ordering::Release);
+        let code = serde_json::from_slice::<serde_json::Value>(&msg.bytes)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_i64());
+        code.is_some_and(|c| super::modern::MODERN_ERRORS.contains(&c))
+    }
+}
+
+impl Deliver for EraCheck {
+    fn deliver(&self, msg: Message) -> BoxFuture<'_, ()> {
+        if self.armed.load(Ordering::Acquire) && self.is_era_refusal(&msg) {
+            self.refused.store(true, Ordering::Release);
+            return Box::pin(async {});
+        }
+        self.inner.deliver(msg)
     }
 }
 

@@ -305,8 +305,24 @@ impl Upstream {
         if !matches!(*active, Active::Undecided) {
             return None;
         }
-        let t = Arc::new(self.streamable());
-        match t.send(msg.clone()).await {
+        let check = era_cache::EraCheck::new(self.out.clone(), msg.id.clone());
+        let t = Arc::new(StreamableHttp::new(
+            self.url.clone(),
+            self.http.clone(),
+            check.clone(),
+            self.tools.clone(),
+            self.cancel.child_token(),
+        ));
+        let sent = t.send(msg.clone()).await;
+        if check.refused() && sent.is_ok() {
+            info!("protocol: the server refused initialize with a modern era error although it \
+                  took it on an earlier run; probing its era again");
+            t.close().await;
+            let c = cache.clone();
+            let _ = tokio::task::spawn_blocking(move || c.forget()).await;
+            return None;
+        }
+        match sent {
             Err(UpstreamError::NotStreamable { status, .. }) => {
                 info!(status, "protocol: the server refused initialize although it took it on \
                       an earlier run; probing its era again");
