@@ -92,7 +92,11 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
         addr_of(&server.url())?,
         DELAY,
     );
-    let ims = DelayProxy::start(net::listen(net::LOOPBACK).await, addr_of(&fake.url())?, DELAY);
+    let ims = DelayProxy::start(
+        net::listen(net::LOOPBACK).await,
+        addr_of(&fake.url())?,
+        DELAY,
+    );
     let url = format!("http://{}/mcp", mcp.addr());
     let ims_url = format!("http://{}/", ims.addr());
     let header = format!("Authorization: Bearer {STATIC_TOKEN}");
@@ -109,7 +113,10 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
     };
     let ak_env = vec![
         ("ALIBABA_CLOUD_ACCESS_KEY_ID".to_string(), AK_ID.to_string()),
-        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET".to_string(), AK_SECRET.to_string()),
+        (
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET".to_string(),
+            AK_SECRET.to_string(),
+        ),
     ];
     let ak_args = b(&[
         "--auth",
@@ -193,7 +200,11 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
         }
         let mut samples = Vec::new();
         for _ in 0..runs {
-            let run_home = if c.warm { home.clone() } else { scratch(c.name) };
+            let run_home = if c.warm {
+                home.clone()
+            } else {
+                scratch(c.name)
+            };
             mcp.reset_counts();
             ims.reset_counts();
             let ms = start_once(c, &run_home).await?;
@@ -262,7 +273,10 @@ async fn start_once(c: &Contender, home: &Path) -> super::Res<f64> {
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     listed.map_err(|_| "tools/list timed out")??;
     drop(stdin);
-    if timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+    if timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
         let _ = child.kill().await;
     }
     Ok(ms)

@@ -34,6 +34,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     }
     let credential = selection.credential;
     check_safety(&cfg, credential.as_ref(), &selection.reason).await?;
+    // While the client is still starting: mint (or load) the token now (issue 14).
+    let warming = credential.clone();
+    tokio::spawn(async move { warming.warm_up().await });
     let tool_policy = tool_policy(&cfg, credential.clone())?;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
     debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, protocol = ?cfg.protocol, auth = credential.name(),

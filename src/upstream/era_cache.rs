@@ -101,7 +101,9 @@ impl EraCache {
         };
         let bytes = serde_json::to_vec(&rec).expect("a record serializes");
         match crate::private_fs::write_private(&self.path, &bytes) {
-            Ok(()) => debug!(path = %self.path.display(), ?era, "remembered the server's protocol era"),
+            Ok(()) => {
+                debug!(path = %self.path.display(), ?era, "remembered the server's protocol era")
+            }
             Err(e) => {
                 debug!(path = %self.path.display(), error = %e, "could not remember the protocol era")
             }

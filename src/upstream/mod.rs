@@ -292,7 +292,10 @@ impl Upstream {
     async fn initialize_by_cached_era(&self, msg: &Message) -> Option<Result<(), UpstreamError>> {
         let cache = self.era_cache.as_ref()?;
         if self.protocol != ProtocolMode::Auto
-            || !matches!(self.mode, TransportMode::HttpFirst | TransportMode::HttpOnly)
+            || !matches!(
+                self.mode,
+                TransportMode::HttpFirst | TransportMode::HttpOnly
+            )
         {
             return None;
         }
@@ -315,8 +318,10 @@ impl Upstream {
         ));
         let sent = t.send(msg.clone()).await;
         if check.refused() && sent.is_ok() {
-            info!("protocol: the server refused initialize with a modern era error although it \
-                  took it on an earlier run; probing its era again");
+            info!(
+                "protocol: the server refused initialize with a modern era error although it \
+                  took it on an earlier run; probing its era again"
+            );
             t.close().await;
             let c = cache.clone();
             let _ = tokio::task::spawn_blocking(move || c.forget()).await;
@@ -324,8 +329,11 @@ impl Upstream {
         }
         match sent {
             Err(UpstreamError::NotStreamable { status, .. }) => {
-                info!(status, "protocol: the server refused initialize although it took it on \
-                      an earlier run; probing its era again");
+                info!(
+                    status,
+                    "protocol: the server refused initialize although it took it on \
+                      an earlier run; probing its era again"
+                );
                 let c = cache.clone();
                 let _ = tokio::task::spawn_blocking(move || c.forget()).await;
                 None

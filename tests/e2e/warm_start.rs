@@ -111,7 +111,11 @@ async fn a_warm_start_with_access_keys_mints_nothing() {
     let token = rig.fake.minted_tokens()[0].clone();
     // `--debug`: even the most verbose log never shows the cached token.
     let stderr = rig.session((AK_ID, AK_SECRET), &["--debug"]).await;
-    assert_eq!(rig.fake.mint_count(), 1, "the warm start minted; stderr:\n{stderr}");
+    assert_eq!(
+        rig.fake.mint_count(),
+        1,
+        "the warm start minted; stderr:\n{stderr}"
+    );
     assert!(stderr.contains("kept from an earlier run"), "{stderr}");
     let last = rig.server.requests().pop().expect("requests upstream");
     assert_eq!(
@@ -123,7 +127,10 @@ async fn a_warm_start_with_access_keys_mints_nothing() {
     let file = rig.only_cache_file();
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains(&token), "the cache holds the token");
-    assert!(!text.contains(AK_SECRET), "the AccessKey secret is in the cache: {text}");
+    assert!(
+        !text.contains(AK_SECRET),
+        "the AccessKey secret is in the cache: {text}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -143,7 +150,8 @@ async fn an_expired_or_nearly_expired_cached_token_is_not_used() {
     let file = rig.only_cache_file();
     // (minted, expires) relative to now: expired; 100 s left of an hour, under a 300 s skew.
     for (n, (minted_ago, expires_in)) in [(3600i64, -5i64), (3500, 100)].into_iter().enumerate() {
-        let mut rec: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let mut rec: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         rec["minted_at"] = json!(now() as i64 - minted_ago);
         rec["expires_at"] = json!(now() as i64 + expires_in);
         std::fs::write(&file, rec.to_string()).unwrap();
@@ -179,7 +187,10 @@ async fn a_refused_cached_token_is_dropped() {
         .count();
     assert_eq!(refused, 1, "one request carried the revoked token");
     let text = std::fs::read_to_string(rig.only_cache_file()).unwrap();
-    assert!(!text.contains(&revoked), "the refused token is still cached");
+    assert!(
+        !text.contains(&revoked),
+        "the refused token is still cached"
+    );
     rig.session((AK_ID, AK_SECRET), &[]).await;
     assert_eq!(rig.fake.mint_count(), 2, "the replacement is reused");
 }
@@ -198,7 +209,11 @@ async fn another_key_site_or_policy_does_not_reuse_the_token() {
     ];
     for (n, (key, extra)) in runs.iter().enumerate() {
         let stderr = rig.session(*key, extra).await;
-        assert_eq!(rig.fake.mint_count(), n + 1, "run {n} reused a token:\n{stderr}");
+        assert_eq!(
+            rig.fake.mint_count(),
+            n + 1,
+            "run {n} reused a token:\n{stderr}"
+        );
     }
     assert_eq!(rig.cache_files().len(), 4);
     let tokens = rig.fake.minted_tokens();
@@ -228,7 +243,10 @@ async fn a_wrong_secret_does_not_unlock_a_cached_token() {
     ];
     let env = [
         ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID),
-        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "not-the-secret-0000000000"),
+        (
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            "not-the-secret-0000000000",
+        ),
     ];
     let before = rig.server.requests().len();
     let mut b = Bridge::spawn_isolated(args, env, rig.home.path());
@@ -237,7 +255,11 @@ async fn a_wrong_secret_does_not_unlock_a_cached_token() {
     let resp = b.response(0).await;
     assert!(resp.get("error").is_some(), "{resp}");
     b.finish().await;
-    assert_eq!(rig.fake.calls_of("GenerateAccessToken").len(), 2, "the wrong key was tried");
+    assert_eq!(
+        rig.fake.calls_of("GenerateAccessToken").len(),
+        2,
+        "the wrong key was tried"
+    );
     assert_eq!(rig.fake.mint_count(), 1);
     assert_eq!(rig.server.requests().len(), before, "nothing sent upstream");
 }
@@ -249,7 +271,8 @@ async fn a_warm_start_skips_server_discover() {
     let server = TestServer::start().await;
     let home = TempHome::new("warm-era");
     for _ in 0..2 {
-        let mut b = Bridge::spawn_isolated([server.url()], [("ALIBRIDGE_AUTH", "none")], home.path());
+        let mut b =
+            Bridge::spawn_isolated([server.url()], [("ALIBRIDGE_AUTH", "none")], home.path());
         b.initialize().await;
         b.request(1, "tools/list", json!({})).await;
         assert!(b.response(1).await["result"]["tools"].is_array());
@@ -280,7 +303,8 @@ async fn a_remembered_era_the_server_left_is_probed_again() {
     let url = format!("http://{}/mcp", front.addr());
     let home = TempHome::new("warm-era-moved");
     let session = |home: &TempHome| {
-        let mut b = Bridge::spawn_isolated([url.clone()], [("ALIBRIDGE_AUTH", "none")], home.path());
+        let mut b =
+            Bridge::spawn_isolated([url.clone()], [("ALIBRIDGE_AUTH", "none")], home.path());
         async move {
             b.initialize().await;
             b.request(1, "tools/list", json!({})).await;
@@ -290,18 +314,33 @@ async fn a_remembered_era_the_server_left_is_probed_again() {
         }
     };
     session(&home).await;
-    assert_eq!(old.requests().iter().filter(|r| r.rpc_method.as_deref() == Some("server/discover")).count(), 1);
+    assert_eq!(
+        old.requests()
+            .iter()
+            .filter(|r| r.rpc_method.as_deref() == Some("server/discover"))
+            .count(),
+        1
+    );
     front.retarget(url_addr(&modern.url()));
     let stderr = session(&home).await;
     let refused = modern.posts("initialize").await;
-    assert_eq!(refused.len(), 1, "one initialize tried on the remembered era:\n{stderr}");
-    assert_eq!(modern.posts("server/discover").await.len(), 1, "then one probe");
+    assert_eq!(
+        refused.len(),
+        1,
+        "one initialize tried on the remembered era:\n{stderr}"
+    );
+    assert_eq!(
+        modern.posts("server/discover").await.len(),
+        1,
+        "then one probe"
+    );
     let era_files: Vec<_> = std::fs::read_dir(home.alibridge_home().join("eras"))
         .unwrap()
         .flatten()
         .collect();
     assert_eq!(era_files.len(), 1);
-    let rec: Value = serde_json::from_str(&std::fs::read_to_string(era_files[0].path()).unwrap()).unwrap();
+    let rec: Value =
+        serde_json::from_str(&std::fs::read_to_string(era_files[0].path()).unwrap()).unwrap();
     assert_eq!(rec["era"], "modern");
 }
 

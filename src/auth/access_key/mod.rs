@@ -120,6 +120,10 @@ struct State {
     token: Option<Current>,
     /// The AccessKey id the current token was minted with (for the audit log).
     key_id: Option<String>,
+    /// A mint was attempted (the warm-up runs only before any).
+    attempted: bool,
+    /// The warm-up's failure, reported by the first request instead of minting again.
+    warm_error: Option<AuthError>,
 }
 
 pub struct AccessKeyCredential {
@@ -162,6 +166,8 @@ impl AccessKeyCredential {
                 checked: Instant::now(),
                 token: None,
                 key_id: None,
+                attempted: false,
+                warm_error: None,
             }),
             mint_lock: tokio::sync::Mutex::new(()),
             token_home: None,
@@ -225,8 +231,21 @@ impl AccessKeyCredential {
         rejected: Option<&HeaderValue>,
     ) -> Result<HeaderValue, AuthError> {
         let _one = self.mint_lock.lock().await;
+        self.mint_locked(force, rejected).await
+    }
+
+    /// [`Self::mint`] with the mint lock held.
+    async fn mint_locked(
+        &self,
+        force: bool,
+        rejected: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, AuthError> {
         {
-            let st = self.state.lock().unwrap();
+            let mut st = self.state.lock().unwrap();
+            st.attempted = true;
+            if let Some(e) = st.warm_error.take() {
+                return Err(e);
+            }
             if let Some(t) = &st.token {
                 // After a 401, a token other than the refused one was minted by another request
                 // meanwhile (the token's identity, not a clock, tells): use it.
@@ -284,7 +303,11 @@ impl AccessKeyCredential {
     fn token_cache(&self, source: &SharedSource) -> Option<token_cache::TokenCache> {
         let home = self.token_home.as_ref()?;
         let identity = source.cache_identity()?;
-        Some(token_cache::TokenCache::new(home, &identity, &self.exchange))
+        Some(token_cache::TokenCache::new(
+            home,
+            &identity,
+            &self.exchange,
+        ))
     }
 
     /// A token kept by an earlier run, when one may be used: not after a rejection (whose token
@@ -331,6 +354,19 @@ impl AccessKeyCredential {
 impl Credential for AccessKeyCredential {
     fn name(&self) -> &'static str {
         "ak"
+    }
+
+    fn warm_up(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _one = self.mint_lock.lock().await;
+            if self.state.lock().unwrap().attempted {
+                return;
+            }
+            if let Err(e) = self.mint_locked(false, None).await {
+                debug!(error = %e, "the token mint at start failed; the first request reports it");
+                self.state.lock().unwrap().warm_error = Some(e);
+            }
+        })
     }
 
     fn apply<'a>(&'a self, headers: &'a mut HeaderMap) -> BoxFuture<'a, Result<(), AuthError>> {

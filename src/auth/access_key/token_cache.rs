@@ -156,7 +156,9 @@ impl TokenCache {
         if bytes.len() as u64 > MAX_FILE {
             return Err(std::io::Error::other("too large"));
         }
-        serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other)
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(std::io::Error::other)
     }
 
     /// Keeps a freshly minted token (only one with a known expiry).
@@ -260,11 +262,16 @@ mod tests {
         assert!(c.load(Duration::from_secs(60)).is_none());
         let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
         c.store(&Secret::new("tok-1"), "LTAIid", Some(in_an_hour));
-        let hit = c.load(Duration::from_secs(60)).expect("a fresh token is used");
+        let hit = c
+            .load(Duration::from_secs(60))
+            .expect("a fresh token is used");
         assert_eq!(hit.token.expose(), "tok-1");
         assert_eq!(hit.key_id, "LTAIid");
         // Minted 3500 s ago, 100 s left: a 300 s skew refuses it, a 60 s skew does not.
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let aged = Record {
             v: 1,
             key_id: "LTAIid".into(),
