@@ -19,6 +19,9 @@ mod delay_proxy;
 #[path = "../../tests/support/mcp_server/mod.rs"]
 #[allow(dead_code)]
 mod mcp_server;
+#[path = "../../tests/support/oauth_server/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod oauth_server;
 #[path = "../../tests/support/net.rs"]
 #[allow(dead_code)]
 mod net;
@@ -38,6 +41,7 @@ use tokio::time::timeout;
 use aliyun_fake::AliyunFake;
 use delay_proxy::DelayProxy;
 use mcp_server::{ServerOptions, TestServer};
+use oauth_server::{OAuthServer, ProtectedMcp, ProtectedOptions};
 
 /// One way; a round trip is twice this.
 const DELAY: Duration = Duration::from_millis(50);
@@ -76,6 +80,7 @@ struct Contender {
 struct Sample {
     ms: f64,
     mcp: (usize, usize),
+    mcp_oauth: (usize, usize),
     ims: (usize, usize),
 }
 
@@ -97,6 +102,27 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
         addr_of(&fake.url())?,
         DELAY,
     );
+    // OAuth: the protected front of the e2e tests behind its own delay proxy, its metadata
+    // naming the proxied URL as the resource; the authorization server is not delayed (a
+    // stored, valid sign-in should not need it at all).
+    let oauth = OAuthServer::start().await;
+    let protected = ProtectedMcp::start(
+        &oauth,
+        ProtectedOptions {
+            resource_metadata_in_challenge: false,
+            ..ProtectedOptions::default()
+        },
+    )
+    .await;
+    let mcp_oauth = DelayProxy::start(
+        net::listen(net::LOOPBACK).await,
+        addr_of(&protected.url())?,
+        DELAY,
+    );
+    let oauth_url = format!("http://{}/mcp", mcp_oauth.addr());
+    protected.set_metadata_resource(json!(oauth_url));
+    oauth.add_resource(&oauth_url);
+    let browser = browser_script()?;
     let url = format!("http://{}/mcp", mcp.addr());
     let ims_url = format!("http://{}/", ims.addr());
     let header = format!("Authorization: Bearer {STATIC_TOKEN}");
@@ -165,6 +191,23 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
             need_why: static_why,
         },
     ];
+    if let Some(browser) = &browser {
+        contenders.push(Contender {
+            name: "alibridge, OAuth, stored sign-in",
+            program: bridge.clone(),
+            args: vec![
+                oauth_url.clone(),
+                "--auth".into(),
+                "oauth".into(),
+                "--auth-timeout".into(),
+                "15".into(),
+            ],
+            env: vec![("BROWSER".into(), browser.display().to_string())],
+            warm: true,
+            need: (3, 0),
+            need_why: static_why,
+        });
+    }
     match &node {
         Ok(proxy) => contenders.push(Contender {
             name: "mcp-remote, static header",
@@ -184,9 +227,9 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
         }),
         Err(why) => println!("  mcp-remote: n/a: {why}"),
     }
-    println!(
-        "  OAuth with a stored sign-in: n/a in this mode (not built yet; see docs/benchmarks.md)"
-    );
+    if browser.is_none() {
+        println!("  OAuth with a stored sign-in: n/a (needs a Unix shell and curl to sign in)");
+    }
     println!();
     println!(
         "| contender | spawn → tools/list, ms (min–max of {runs}) | round trips to the MCP server (conn + turns) | to RAM-OAuth | protocol needs |"
@@ -206,11 +249,13 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
                 scratch(c.name)
             };
             mcp.reset_counts();
+            mcp_oauth.reset_counts();
             ims.reset_counts();
             let ms = start_once(c, &run_home).await?;
             samples.push(Sample {
                 ms,
                 mcp: (mcp.connections(), mcp.turns()),
+                mcp_oauth: (mcp_oauth.connections(), mcp_oauth.turns()),
                 ims: (ims.connections(), ims.turns()),
             });
             if !c.warm {
@@ -222,11 +267,16 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
         let max = samples.iter().map(|s| s.ms).fold(0.0, f64::max);
         let last = samples.last().expect("at least one run");
         let rt = |(c, t): (usize, usize)| format!("{} ({c} + {t})", c + t);
+        // The OAuth contender has its own proxy; the others share `mcp`.
+        let last_mcp = match c.name.contains("OAuth") {
+            true => last.mcp_oauth,
+            false => last.mcp,
+        };
         let floor = (c.need.0 + c.need.1) as f64 * 2.0 * DELAY.as_secs_f64() * 1000.0;
         println!(
             "| {} | {min:.0}–{max:.0} | {} | {} | {} + {} ({}; ≥ {floor:.0} ms) |",
             c.name,
-            rt(last.mcp),
+            rt(last_mcp),
             rt(last.ims),
             c.need.0,
             c.need.1,
@@ -244,6 +294,8 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
 /// Spawns the contender, sends initialize, initialized and tools/list; returns the ms from
 /// spawn to the tools/list answer.
 async fn start_once(c: &Contender, home: &Path) -> super::Res<f64> {
+    std::fs::create_dir_all(home)?;
+    let log = home.join("stderr.log");
     let t0 = Instant::now();
     let mut child = Command::new(&c.program)
         .args(&c.args)
@@ -253,10 +305,14 @@ async fn start_once(c: &Contender, home: &Path) -> super::Res<f64> {
         .env("MCP_REMOTE_CONFIG_DIR", home.join("mcp-auth"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", c.program.display()))?;
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| -> Box<dyn std::error::Error + Send + Sync> {
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        format!("{}: {e}\n{}'s stderr:\n{stderr}", c.name, c.program.display()).into()
+    };
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -265,13 +321,14 @@ async fn start_once(c: &Contender, home: &Path) -> super::Res<f64> {
     stdin.write_all(format!("{init}\n").as_bytes()).await?;
     timeout(super::CALL_TIMEOUT, answer(&mut lines, 1))
         .await
-        .map_err(|_| "initialize timed out")??;
+        .map_err(|_| "initialize timed out")?
+        .map_err(failed)?;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let msgs = format!("{}\n{list}\n", String::from_utf8_lossy(super::INITIALIZED));
     stdin.write_all(msgs.as_bytes()).await?;
     let listed = timeout(super::CALL_TIMEOUT, answer(&mut lines, 2)).await;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    listed.map_err(|_| "tools/list timed out")??;
+    listed.map_err(|_| "tools/list timed out")?.map_err(failed)?;
     drop(stdin);
     if timeout(Duration::from_secs(10), child.wait())
         .await
@@ -310,6 +367,32 @@ fn scratch(name: &str) -> PathBuf {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ))
+}
+
+/// A `$BROWSER` that approves at once (GETs the authorization URL with curl, following the
+/// redirect to the bridge's loopback callback), as the e2e tests' browser does; `None` where
+/// that cannot run.
+fn browser_script() -> super::Res<Option<PathBuf>> {
+    if !cfg!(unix)
+        || !std::process::Command::new("curl")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        return Ok(None);
+    }
+    let path = scratch("browser");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nexec curl --noproxy '*' -s -L --max-redirs 3 -o /dev/null \"$1\"\n",
+    )?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(Some(path))
 }
 
 fn addr_of(url: &str) -> super::Res<std::net::SocketAddr> {

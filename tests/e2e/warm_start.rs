@@ -350,3 +350,36 @@ fn url_addr(url: &str) -> std::net::SocketAddr {
         .parse()
         .unwrap()
 }
+
+/// The token is minted at start, while the client is still starting: before any message the
+/// fake has minted, and the client's requests then use that token (one mint in all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_minted_before_the_client_speaks() {
+    let rig = Rig::start("early").await;
+    let args = [
+        rig.server.url(),
+        "--transport".into(),
+        "http-only".into(),
+        "--auth".into(),
+        "ak".into(),
+        "--site-type".into(),
+        "CN".into(),
+        "--ims-endpoint".into(),
+        rig.fake.url(),
+    ];
+    let env = [
+        ("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID),
+        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET),
+    ];
+    let mut b = Bridge::spawn_isolated(args, env, rig.home.path());
+    crate::support::wait::until("a token minted before the first message", || {
+        rig.fake.mint_count() == 1
+    })
+    .await;
+    assert!(rig.server.requests().is_empty(), "nothing sent upstream yet");
+    b.initialize().await;
+    b.request(1, "tools/list", json!({})).await;
+    assert!(b.response(1).await["result"]["tools"].is_array());
+    b.finish().await;
+    assert_eq!(rig.fake.mint_count(), 1);
+}
