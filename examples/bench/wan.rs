@@ -19,12 +19,12 @@ mod delay_proxy;
 #[path = "../../tests/support/mcp_server/mod.rs"]
 #[allow(dead_code)]
 mod mcp_server;
-#[path = "../../tests/support/oauth_server/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod oauth_server;
 #[path = "../../tests/support/net.rs"]
 #[allow(dead_code)]
 mod net;
+#[path = "../../tests/support/oauth_server/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod oauth_server;
 #[path = "../../tests/support/wait.rs"]
 #[allow(dead_code)]
 mod wait;
@@ -309,10 +309,16 @@ async fn start_once(c: &Contender, home: &Path) -> super::Res<f64> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", c.program.display()))?;
-    let failed = |e: Box<dyn std::error::Error + Send + Sync>| -> Box<dyn std::error::Error + Send + Sync> {
-        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-        format!("{}: {e}\n{}'s stderr:\n{stderr}", c.name, c.program.display()).into()
-    };
+    let failed =
+        |e: Box<dyn std::error::Error + Send + Sync>| -> Box<dyn std::error::Error + Send + Sync> {
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            format!(
+                "{}: {e}\n{}'s stderr:\n{stderr}",
+                c.name,
+                c.program.display()
+            )
+            .into()
+        };
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -328,7 +334,9 @@ async fn start_once(c: &Contender, home: &Path) -> super::Res<f64> {
     stdin.write_all(msgs.as_bytes()).await?;
     let listed = timeout(super::CALL_TIMEOUT, answer(&mut lines, 2)).await;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
-    listed.map_err(|_| "tools/list timed out")?.map_err(failed)?;
+    listed
+        .map_err(|_| "tools/list timed out")?
+        .map_err(failed)?;
     drop(stdin);
     if timeout(Duration::from_secs(10), child.wait())
         .await

@@ -376,7 +376,10 @@ async fn the_token_is_minted_before_the_client_speaks() {
         rig.fake.mint_count() == 1
     })
     .await;
-    assert!(rig.server.requests().is_empty(), "nothing sent upstream yet");
+    assert!(
+        rig.server.requests().is_empty(),
+        "nothing sent upstream yet"
+    );
     b.initialize().await;
     b.request(1, "tools/list", json!({})).await;
     assert!(b.response(1).await["result"]["tools"].is_array());

@@ -259,7 +259,7 @@ impl AccessKeyCredential {
         let source = self.state.lock().unwrap().source.clone();
         let cache = self.token_cache(&source);
         if let Some(cache) = &cache {
-            if let Some(header) = self.from_cache(cache, force, rejected).await {
+            if let Some(header) = self.cached_token(cache, force, rejected).await {
                 return Ok(header);
             }
         }
@@ -312,7 +312,7 @@ impl AccessKeyCredential {
 
     /// A token kept by an earlier run, when one may be used: not after a rejection (whose token
     /// is dropped from the cache instead), not within the refresh skew of its expiry.
-    async fn from_cache(
+    async fn cached_token(
         &self,
         cache: &token_cache::TokenCache,
         force: bool,
