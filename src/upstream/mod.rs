@@ -116,8 +116,9 @@ pub struct Upstream {
     /// Root of the cancellation tree of every background task of the upstream (GET stream,
     /// SSE reader, re-initialisations, replays): cancelled by [`Self::close`] or on drop.
     cancel: CancellationToken,
-    /// What an earlier run learned about the era (`--protocol auto`), see [`era_cache`].
-    era_cache: Option<era_cache::EraCache>,
+    /// The state directory where the era learned by earlier runs is kept (`--protocol auto`),
+    /// see [`era_cache`].
+    era_home: Option<std::path::PathBuf>,
 }
 
 impl Upstream {
@@ -138,13 +139,13 @@ impl Upstream {
             out,
             active: Mutex::new(Active::Undecided),
             cancel: CancellationToken::new(),
-            era_cache: None,
+            era_home: None,
         }
     }
 
     /// Remembers the era across runs in the state directory `home`.
     pub fn with_era_cache(mut self, home: &std::path::Path) -> Self {
-        self.era_cache = Some(era_cache::EraCache::new(home, &self.url));
+        self.era_home = Some(home.to_path_buf());
         self
     }
 
@@ -289,8 +290,14 @@ impl Upstream {
     /// client's `initialize` without probing. `None` when there is no such entry, or when the
     /// server refused the message the way a modern-only server does: then the entry is dropped
     /// and the caller probes as on a cold start.
+    /// The era cache entry of the endpoint now in use.
+    fn era_cache(&self) -> Option<era_cache::EraCache> {
+        let home = self.era_home.as_ref()?;
+        Some(era_cache::EraCache::new(home, &self.url))
+    }
+
     async fn initialize_by_cached_era(&self, msg: &Message) -> Option<Result<(), UpstreamError>> {
-        let cache = self.era_cache.as_ref()?;
+        let cache = self.era_cache()?;
         if self.protocol != ProtocolMode::Auto
             || !matches!(
                 self.mode,
@@ -351,7 +358,7 @@ impl Upstream {
     /// the era for the next start.
     async fn send_legacy_and_remember(&self, msg: Message) -> Result<(), UpstreamError> {
         let sent = self.send_legacy(msg).await;
-        if self.era_cache.is_some()
+        if self.era_home.is_some()
             && sent.is_ok()
             && matches!(*self.active.lock().await, Active::Streamable(_))
         {
@@ -361,7 +368,7 @@ impl Upstream {
     }
 
     async fn remember(&self, era: era_cache::Learned) {
-        if let Some(c) = self.era_cache.clone() {
+        if let Some(c) = self.era_cache() {
             let _ = tokio::task::spawn_blocking(move || c.store(era)).await;
         }
     }
