@@ -46,6 +46,9 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
+#[path = "bench/wan.rs"]
+mod wan;
+
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
@@ -84,6 +87,9 @@ fn main() {
         let addr = addr.unwrap_or_else(|| fail(2, "usage: bench --relay HOST:PORT"));
         let rt = runtime().unwrap_or_else(|e| fail(1, e));
         return rt.block_on(relay(addr)).unwrap_or_else(|e| fail(1, e));
+    }
+    if flag("--wan") {
+        return wan::main(flag("--quick"));
     }
     if flag("-h") || flag("--help") {
         println!("usage: cargo run --release --example bench -- [--quick] [--no-mcp-remote]");

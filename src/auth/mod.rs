@@ -139,6 +139,13 @@ pub trait Credential: Send + Sync {
     /// never accepts its authorization server's tokens. Must be cheap: it runs per response.
     fn accepted(&self, _authorization: Option<&reqwest::header::HeaderValue>) {}
 
+    /// Called once at start, before the client's first message: a credential that would make
+    /// a round trip on first use (an AccessKey token mint) starts it now, so it overlaps the
+    /// client's start. Never fails the start; a failure is reported on first use instead.
+    fn warm_up(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Who requests are made as, for the audit log, without secrets (`ak:LTAI****1234`,
     /// `oauth:<subject>`); `None` when unknown (yet).
     fn identity(&self) -> Option<String> {

@@ -49,6 +49,9 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     }
     let credential = selection.credential;
     check_safety(&cfg, credential.as_ref(), &selection.reason).await?;
+    // While the client is still starting: mint (or load) the token now (issue 14).
+    let warming = credential.clone();
+    tokio::spawn(async move { warming.warm_up().await });
     let tool_policy = tool_policy(&cfg, credential.clone())?;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
     debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, protocol = ?cfg.protocol, auth = credential.name(),
@@ -64,8 +67,10 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     };
     let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     let (url, mode, protocol) = (cfg.url.clone(), cfg.transport, cfg.protocol);
+    let state_home = cfg.auth.oauth.home.clone();
     let connect = move |outbox: Arc<relay::Outbox>| {
-        let up = Upstream::new(url, mode, protocol, http, outbox as Arc<dyn Deliver>);
+        let up = Upstream::new(url, mode, protocol, http, outbox as Arc<dyn Deliver>)
+            .with_era_cache(&state_home);
         match core {
             Some(core) => up.following(core),
             None => up,

@@ -15,6 +15,7 @@
 //! (2026-07-28, sessionless), [`follow`] (a discovered endpoint that moves with the
 //! credential's identity), [`error`].
 
+pub mod era_cache;
 pub mod error;
 pub mod event_stream;
 pub mod follow;
@@ -122,6 +123,9 @@ pub struct Upstream {
     /// Root of the cancellation tree of every background task of the upstream (GET stream,
     /// SSE reader, re-initialisations, replays): cancelled by [`Self::close`] or on drop.
     cancel: CancellationToken,
+    /// The state directory where the era learned by earlier runs is kept (`--protocol auto`),
+    /// see [`era_cache`].
+    era_home: Option<std::path::PathBuf>,
 }
 
 impl Upstream {
@@ -144,6 +148,7 @@ impl Upstream {
             out,
             active: Mutex::new(Active::Undecided),
             cancel: CancellationToken::new(),
+            era_home: None,
         }
     }
 
@@ -159,6 +164,12 @@ impl Upstream {
 
     fn url(&self) -> reqwest::Url {
         self.url.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Remembers the era across runs in the state directory `home`.
+    pub fn with_era_cache(mut self, home: &std::path::Path) -> Self {
+        self.era_home = Some(home.to_path_buf());
+        self
     }
 
     /// Sends one client message. For a request, returns once its answer was delivered or the
@@ -203,6 +214,10 @@ impl Upstream {
             return self.send_legacy(msg).await;
         }
         if msg.is_request() && msg.method_is("initialize") {
+            if let Some(done) = self.initialize_by_cached_era(&msg).await {
+                *era = Era::Legacy;
+                return done;
+            }
             let (asked, client_info, caps) = modern::initialize_params(&msg.bytes);
             match modern::probe(&self.url(), &self.http, &client_info, &caps).await? {
                 // A server that also lists versions of the initialize era is best served in it:
@@ -215,7 +230,7 @@ impl Upstream {
                           the initialize era");
                     *era = Era::Legacy;
                     drop(era);
-                    return self.send_legacy(msg).await;
+                    return self.send_legacy_and_remember(msg).await;
                 }
                 Probe::Modern { discover, version } => {
                     let m = Modern::translating(
@@ -229,6 +244,7 @@ impl Upstream {
                     );
                     *era = Era::Modern(m.clone());
                     drop(era);
+                    self.remember(era_cache::Learned::Modern).await;
                     return m.send(msg).await;
                 }
                 Probe::Legacy(why) => {
@@ -239,7 +255,7 @@ impl Upstream {
                           modern::MODERN_VERSION);
                     *era = Era::Legacy;
                     drop(era);
-                    return self.send_legacy(msg).await;
+                    return self.send_legacy_and_remember(msg).await;
                 }
             }
         }
@@ -310,6 +326,95 @@ impl Upstream {
         *era = Era::Legacy;
         drop(era);
         self.send_legacy(msg).await
+    }
+
+    // ---- era cache hook (see era_cache.rs) ----
+
+    /// The era cache entry of the endpoint now in use.
+    fn era_cache(&self) -> Option<era_cache::EraCache> {
+        let home = self.era_home.as_ref()?;
+        Some(era_cache::EraCache::new(home, &self.url()))
+    }
+
+    /// With a cached `legacy` era (and `--protocol auto` over Streamable HTTP), sends the
+    /// client's `initialize` without probing. `None` when there is no such entry, or when the
+    /// server refused the message the way a modern-only server does: then the entry is dropped
+    /// and the caller probes as on a cold start.
+    async fn initialize_by_cached_era(&self, msg: &Message) -> Option<Result<(), UpstreamError>> {
+        let cache = self.era_cache()?;
+        if self.protocol != ProtocolMode::Auto
+            || !matches!(
+                self.mode,
+                TransportMode::HttpFirst | TransportMode::HttpOnly
+            )
+        {
+            return None;
+        }
+        let c = cache.clone();
+        let cached = tokio::task::spawn_blocking(move || c.load()).await.ok()??;
+        if cached != era_cache::Learned::Legacy {
+            return None;
+        }
+        let mut active = self.active.lock().await;
+        if !matches!(*active, Active::Undecided) {
+            return None;
+        }
+        let check = era_cache::EraCheck::new(self.out.clone(), msg.id.clone());
+        let t = Arc::new(StreamableHttp::new(
+            self.url(),
+            self.http.clone(),
+            check.clone(),
+            self.tools.clone(),
+            self.cancel.child_token(),
+        ));
+        let sent = t.send(msg.clone()).await;
+        if check.refused() && sent.is_ok() {
+            info!(
+                "protocol: the server refused initialize with a modern era error although it \
+                  took it on an earlier run; probing its era again"
+            );
+            t.close().await;
+            let c = cache.clone();
+            let _ = tokio::task::spawn_blocking(move || c.forget()).await;
+            return None;
+        }
+        match sent {
+            Err(UpstreamError::NotStreamable { status, .. }) => {
+                info!(
+                    status,
+                    "protocol: the server refused initialize although it took it on \
+                      an earlier run; probing its era again"
+                );
+                let c = cache.clone();
+                let _ = tokio::task::spawn_blocking(move || c.forget()).await;
+                None
+            }
+            Err(e @ UpstreamError::Connect { .. }) => Some(Err(e)),
+            other => {
+                info!("protocol: the initialize era, as learned on an earlier run (no server/discover probe)");
+                *active = Active::Streamable(t);
+                Some(other)
+            }
+        }
+    }
+
+    /// Sends through the legacy transports and, when that settled on Streamable HTTP, records
+    /// the era for the next start.
+    async fn send_legacy_and_remember(&self, msg: Message) -> Result<(), UpstreamError> {
+        let sent = self.send_legacy(msg).await;
+        if self.era_home.is_some()
+            && sent.is_ok()
+            && matches!(*self.active.lock().await, Active::Streamable(_))
+        {
+            self.remember(era_cache::Learned::Legacy).await;
+        }
+        sent
+    }
+
+    async fn remember(&self, era: era_cache::Learned) {
+        if let Some(c) = self.era_cache() {
+            let _ = tokio::task::spawn_blocking(move || c.store(era)).await;
+        }
     }
 
     fn not_modern(&self, detail: String) -> UpstreamError {

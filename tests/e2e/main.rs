@@ -57,3 +57,5 @@ mod safety_policy;
 mod safety_proxy;
 /// `add` / `remove` / `list` against fixture files of every client and scope.
 mod setup;
+/// Warm starts: the AccessKey token cache and the protocol-era cache (issue 14), counted.
+mod warm_start;

@@ -17,6 +17,7 @@ pub mod aliyun_fake;
 pub mod bridge;
 pub mod canary;
 pub mod check;
+pub mod delay_proxy;
 pub mod home;
 pub mod hostile;
 pub mod mcp_server;

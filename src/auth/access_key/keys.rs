@@ -53,6 +53,13 @@ pub trait KeySource: Send + Sync {
 
     /// Current keys; temporary ones are renewed before they expire.
     fn keys<'a>(&'a self, api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>>;
+
+    /// What identifies the keys without a network call, secrets included (only ever hashed, by
+    /// the [`super::token_cache`]); `None` when that needs one (then minted tokens are not
+    /// kept across runs).
+    fn cache_identity(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Keys that never change during the run (environment, `AK`/`StsToken` profiles).
@@ -68,6 +75,16 @@ impl KeySource for StaticKeys {
 
     fn keys<'a>(&'a self, _api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>> {
         Box::pin(async move { Ok(self.keys.clone()) })
+    }
+
+    fn cache_identity(&self) -> Option<String> {
+        let k = &self.keys;
+        Some(format!(
+            "keys\n{}\n{}\n{}",
+            k.id,
+            k.secret.expose(),
+            k.security_token.as_ref().map_or("", Secret::expose)
+        ))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod profile;
 pub mod safety;
 pub mod site;
 pub mod sources;
+pub mod token_cache;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -127,8 +128,9 @@ fn build(
             .map(|s| s.binding(url)),
     };
     let origin = resolved.source.describe();
-    let credential =
+    let mut credential =
         AccessKeyCredential::new(resolved, exchange, cfg.refresh_skew, cfg.profile.clone())?;
+    credential.token_home = Some(cfg.oauth.home.clone());
     let reason = format!(
         "Alibaba Cloud AccessKey ({why}) from {origin}, site {} ({site_why})",
         site.flag_value()
@@ -165,6 +167,10 @@ struct State {
     token: Option<Current>,
     /// The AccessKey id the current token was minted with (for the audit log).
     key_id: Option<String>,
+    /// A mint was attempted (the warm-up runs only before any).
+    attempted: bool,
+    /// The warm-up's failure, reported by the first request instead of minting again.
+    warm_error: Option<AuthError>,
 }
 
 pub struct AccessKeyCredential {
@@ -175,6 +181,9 @@ pub struct AccessKeyCredential {
     state: Mutex<State>,
     /// One mint at a time; others wait and reuse its token.
     mint_lock: tokio::sync::Mutex<()>,
+    /// The state directory that keeps minted tokens across runs ([`token_cache`]); `None`
+    /// keeps them in memory only.
+    pub token_home: Option<PathBuf>,
 }
 
 impl AccessKeyCredential {
@@ -204,8 +213,11 @@ impl AccessKeyCredential {
                 checked: Instant::now(),
                 token: None,
                 key_id: None,
+                attempted: false,
+                warm_error: None,
             }),
             mint_lock: tokio::sync::Mutex::new(()),
+            token_home: None,
         })
     }
 
@@ -273,8 +285,21 @@ impl AccessKeyCredential {
         rejected: Option<&HeaderValue>,
     ) -> Result<HeaderValue, AuthError> {
         let _one = self.mint_lock.lock().await;
+        self.mint_locked(force, rejected).await
+    }
+
+    /// [`Self::mint`] with the mint lock held.
+    async fn mint_locked(
+        &self,
+        force: bool,
+        rejected: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, AuthError> {
         {
-            let st = self.state.lock().unwrap();
+            let mut st = self.state.lock().unwrap();
+            st.attempted = true;
+            if let Some(e) = st.warm_error.take() {
+                return Err(e);
+            }
             if let Some(t) = &st.token {
                 // After a 401, a token other than the refused one was minted by another request
                 // meanwhile (the token's identity, not a clock, tells): use it.
@@ -286,6 +311,12 @@ impl AccessKeyCredential {
             }
         }
         let source = self.state.lock().unwrap().source.clone();
+        let cache = self.token_cache(&source);
+        if let Some(cache) = &cache {
+            if let Some(header) = self.cached_token(cache, force, rejected).await {
+                return Ok(header);
+            }
+        }
         let keys = source.keys(&self.api).await?;
         let minted = self
             .exchange
@@ -307,6 +338,10 @@ impl AccessKeyCredential {
         });
         debug!(key_id = %keys.id, expires_in = ?minted.expires_at.and_then(|e| e.duration_since(SystemTime::now()).ok()),
                "minted an OpenAPI MCP token");
+        if let Some(cache) = cache {
+            let (token, id, exp) = (minted.token.clone(), keys.id.clone(), minted.expires_at);
+            let _ = tokio::task::spawn_blocking(move || cache.store(&token, &id, exp)).await;
+        }
         let mut st = self.state.lock().unwrap();
         st.token = Some(Current {
             header: header.clone(),
@@ -316,11 +351,76 @@ impl AccessKeyCredential {
         drop(st);
         Ok(header)
     }
+
+    // ---- token cache hook (see token_cache.rs) ----
+
+    fn token_cache(&self, source: &SharedSource) -> Option<token_cache::TokenCache> {
+        let home = self.token_home.as_ref()?;
+        let identity = source.cache_identity()?;
+        Some(token_cache::TokenCache::new(
+            home,
+            &identity,
+            &self.exchange,
+        ))
+    }
+
+    /// A token kept by an earlier run, when one may be used: not after a rejection (whose token
+    /// is dropped from the cache instead), not within the refresh skew of its expiry.
+    async fn cached_token(
+        &self,
+        cache: &token_cache::TokenCache,
+        force: bool,
+        rejected: Option<&HeaderValue>,
+    ) -> Option<HeaderValue> {
+        let cache = cache.clone();
+        if force {
+            let refused = rejected
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::to_string);
+            let _ = tokio::task::spawn_blocking(move || match refused {
+                Some(t) => cache.forget_token(&t),
+                None => cache.forget(),
+            })
+            .await;
+            return None;
+        }
+        let skew = self.skew;
+        let hit = tokio::task::spawn_blocking(move || cache.load(skew))
+            .await
+            .ok()
+            .flatten()?;
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", hit.token.expose())).ok()?;
+        header.set_sensitive(true);
+        info!(key_id = %masked(&hit.key_id),
+              expires_in = ?hit.expires_at.duration_since(SystemTime::now()).ok(),
+              "using the OpenAPI MCP token kept from an earlier run");
+        let mut st = self.state.lock().unwrap();
+        st.token = Some(Current {
+            header: header.clone(),
+            refresh_at: Some(hit.refresh_at),
+        });
+        st.key_id = Some(hit.key_id);
+        Some(header)
+    }
 }
 
 impl Credential for AccessKeyCredential {
     fn name(&self) -> &'static str {
         "ak"
+    }
+
+    fn warm_up(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _one = self.mint_lock.lock().await;
+            if self.state.lock().unwrap().attempted {
+                return;
+            }
+            if let Err(e) = self.mint_locked(false, None).await {
+                debug!(error = %e, "the token mint at start failed; the first request reports it");
+                self.state.lock().unwrap().warm_error = Some(e);
+            }
+        })
     }
 
     fn apply<'a>(&'a self, headers: &'a mut HeaderMap) -> BoxFuture<'a, Result<(), AuthError>> {

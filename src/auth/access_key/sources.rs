@@ -44,6 +44,20 @@ impl KeySource for AssumeRole {
         self.origin.clone()
     }
 
+    fn cache_identity(&self) -> Option<String> {
+        let s = &self.spec;
+        self.source.cache_identity().map(|base| {
+            format!(
+                "role\n{}\n{}\n{}\n{}\n{}",
+                s.role_arn,
+                s.policy.as_deref().unwrap_or(""),
+                s.external_id.as_deref().unwrap_or(""),
+                s.sts_endpoint,
+                base
+            )
+        })
+    }
+
     fn keys<'a>(&'a self, api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>> {
         Box::pin(self.cache.get(move || async move {
             let source = self.source.keys(api).await?;

@@ -161,7 +161,8 @@ impl ProtectedMcp {
         *self.front.trusted.lock().unwrap() = (other.issuer(), other.shared());
     }
 
-    /// From now on the metadata's `resource` is `value` (`Value::Null`: no `resource` at all).
+    /// From now on the metadata's `resource` is `value` (`Value::Null`: no `resource` at all);
+    /// a URL there is also the audience tokens must carry.
     pub fn set_metadata_resource(&self, value: Value) {
         *self.front.resource_override.lock().unwrap() = Some(value);
     }
@@ -187,6 +188,15 @@ impl Drop for ProtectedMcp {
 impl Front {
     fn resource(&self) -> String {
         format!("http://{}/mcp", self.addr)
+    }
+
+    /// The resource tokens must be issued for: the metadata's `resource` when it was set to
+    /// another URL (the front is reached through a proxy at that URL), else its own.
+    fn audience(&self) -> String {
+        match &*self.resource_override.lock().unwrap() {
+            Some(Value::String(s)) => s.clone(),
+            _ => self.resource(),
+        }
     }
 
     fn metadata_url(&self) -> String {
@@ -314,7 +324,7 @@ async fn handle(front: &Front, req: Request<hyper::body::Incoming>) -> Response<
             };
             let oauth = front.trusted.lock().unwrap().1.clone();
             let st = oauth.lock().unwrap();
-            Some(check(&st, t, Some(&front.resource()), required.as_deref()))
+            Some(check(&st, t, Some(&front.audience()), required.as_deref()))
         }
     };
     let refused = match verdict {
