@@ -47,14 +47,14 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         max_message_size: cfg.max_message_size,
         max_in_flight: cfg.max_in_flight,
     };
-    let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    let stdin = BufReader::with_capacity(64 * 1024, crate::stdio::stdin());
     let (url, mode, protocol) = (cfg.url.clone(), cfg.transport, cfg.protocol);
     let connect = move |outbox: Arc<relay::Outbox>| {
         Upstream::new(url, mode, protocol, http, outbox as Arc<dyn Deliver>)
     };
     let reason = relay::run(
         stdin,
-        tokio::io::stdout(),
+        crate::stdio::stdout(),
         connect,
         limits,
         tool_policy,
