@@ -213,13 +213,19 @@ mod unix {
         Socket(UnixStream),
     }
 
-    /// One standard stream driven by the reactor; back to blocking mode on drop.
-    pub struct Pipe(Option<Inner>);
+    /// One standard stream driven by the reactor; back to blocking mode on drop when
+    /// `restore` is set.
+    pub struct Pipe(Option<Inner>, bool);
 
     impl Pipe {
         pub fn stdin() -> Option<Pipe> {
             let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
-            Self::open(fd, true)
+            let mut pipe = Self::open(fd, true)?;
+            // One socket as both stdin and stdout (inetd style): stdin ends first, and making
+            // the socket blocking under the stdout writer could stall the last flush. The
+            // stdout side restores it when it ends.
+            pipe.1 = !same_stream(&io::stdin(), &io::stdout());
+            Some(pipe)
         }
 
         pub fn stdout() -> Option<Pipe> {
@@ -245,7 +251,7 @@ mod unix {
             } else {
                 return None;
             };
-            Some(Pipe(Some(inner)))
+            Some(Pipe(Some(inner), true))
         }
 
         fn inner(&mut self) -> &mut Inner {
@@ -255,6 +261,9 @@ mod unix {
 
     impl Drop for Pipe {
         fn drop(&mut self) {
+            if !self.1 {
+                return;
+            }
             // Best effort: the stream is finished either way.
             let _ = match self.0.take() {
                 Some(Inner::Reader(r)) => r.into_blocking_fd().map(drop),
@@ -263,6 +272,16 @@ mod unix {
                 None => Ok(()),
             };
         }
+    }
+
+    /// Whether two descriptors are the same file (for a socket: the same socket).
+    fn same_stream(a: &impl AsFd, b: &impl AsFd) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let meta = |fd: &dyn AsFd| {
+            let file = std::fs::File::from(fd.as_fd().try_clone_to_owned().ok()?);
+            file.metadata().ok().map(|m| (m.dev(), m.ino()))
+        };
+        matches!((meta(a), meta(b)), (Some(x), Some(y)) if x == y)
     }
 
     impl AsyncRead for Pipe {
