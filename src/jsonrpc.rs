@@ -48,6 +48,11 @@ pub struct Id(String);
 
 impl Id {
     fn from_raw(raw: &RawValue) -> Id {
+        // The usual ids (small integers, plain ASCII strings) are already canonical: every
+        // message has one, so skip the round trip through Value for them.
+        if is_canonical(raw.get()) {
+            return Id(raw.get().to_string());
+        }
         // Canonicalise through Value so `"a"` and `"\u0061"` are the same id; ids are tiny.
         match serde_json::from_str::<Value>(raw.get()) {
             Ok(v) => Id(v.to_string()),
@@ -63,6 +68,24 @@ impl Id {
     /// Parses an id from JSON text (used for ids the bridge mints itself).
     pub fn from_json(text: &str) -> Id {
         Id(text.to_string())
+    }
+}
+
+/// Whether `text` (one JSON value) is written exactly as `Value`'s `to_string` writes it: an
+/// integer without leading zeros that fits in an `i64`, or a string of printable ASCII without
+/// escapes.
+fn is_canonical(text: &str) -> bool {
+    let b = text.as_bytes();
+    match b {
+        [b'"', inner @ .., b'"'] => inner
+            .iter()
+            .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\'),
+        _ => {
+            let digits = b.strip_prefix(b"-").unwrap_or(b);
+            let plain =
+                !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit);
+            plain && (digits == b"0".as_slice() && b.len() == 1 || digits[0] != b'0')
+        }
     }
 }
 
@@ -538,6 +561,37 @@ mod tests {
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(32 << 20), "32 MiB");
         assert_eq!(human_size(u64::MAX), "16777216 TiB");
+    }
+
+    #[test]
+    fn ids_taken_as_written_are_the_canonical_ones() {
+        let samples = [
+            "0",
+            "7",
+            "-3",
+            "123456789012345678",
+            "\"a\"",
+            "\"\"",
+            "\"x y/z\"",
+            "-0",
+            "1.0",
+            "1e3",
+            "12345678901234567890",
+            "\"\\u0061\"",
+            "\"é\"",
+            "\"a\\\"b\"",
+            "true",
+        ];
+        for text in samples {
+            let round_trip = serde_json::from_str::<Value>(text).unwrap().to_string();
+            if is_canonical(text) {
+                assert_eq!(round_trip, text, "{text} is taken as written");
+            }
+            let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+            assert_eq!(Id::from_raw(&raw).as_json(), round_trip, "{text}");
+        }
+        assert!(is_canonical("42") && is_canonical("\"req-1\""));
+        assert!(!is_canonical("-0") && !is_canonical("\"\\u0061\""));
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! This module owns stdout. Nothing else in the program writes to it, and it writes nothing
 //! but the message lines it is given (the relay guarantees each is one JSON-RPC message with
 //! no raw newline). It knows nothing about HTTP or sessions.
+//!
+//! It also opens the two streams ([`stdin`], [`stdout`]): on Unix, pipes and sockets are driven
+//! by the runtime's reactor, so a message costs no hand-off to a blocking thread.
 
 use bytes::Bytes;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 use crate::jsonrpc::{HeadScan, Id};
@@ -162,6 +165,176 @@ pub async fn write_lines<W: AsyncWrite + Unpin>(
         out.flush().await?;
     }
     out.flush().await
+}
+
+/// The process's stdin, for the relay.
+///
+/// On Unix a pipe or socket is read by the reactor itself (non-blocking, woken by epoll/kqueue),
+/// so a line costs one `read` on the runtime's own thread. tokio's `stdin()` instead hands every
+/// read to a blocking-pool thread and back (two thread wake-ups per message), which was most of
+/// the bridge's CPU per call. A terminal or a file, and Windows, keep tokio's blocking path.
+pub fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
+    #[cfg(unix)]
+    if let Some(r) = unix::Pipe::stdin() {
+        return Box::new(r);
+    }
+    Box::new(tokio::io::stdin())
+}
+
+/// The process's stdout, for [`write_lines`]; see [`stdin`] for why Unix pipes and sockets are
+/// driven by the reactor.
+pub fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
+    #[cfg(unix)]
+    if let Some(w) = unix::Pipe::stdout() {
+        return Box::new(w);
+    }
+    Box::new(tokio::io::stdout())
+}
+
+#[cfg(unix)]
+mod unix {
+    //! Standard streams in non-blocking mode, registered with the reactor. The mode belongs to
+    //! the open file description, which other processes may share (a shell that started us in
+    //! a pipeline), so it is set back to blocking when the stream is dropped.
+
+    use std::io;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::fs::FileTypeExt;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::unix::pipe;
+    use tokio::net::UnixStream;
+
+    enum Inner {
+        Reader(pipe::Receiver),
+        Writer(pipe::Sender),
+        Socket(UnixStream),
+    }
+
+    /// One standard stream driven by the reactor; back to blocking mode on drop when
+    /// `restore` is set.
+    pub struct Pipe(Option<Inner>, bool);
+
+    impl Pipe {
+        pub fn stdin() -> Option<Pipe> {
+            let fd = io::stdin().as_fd().try_clone_to_owned().ok()?;
+            let mut pipe = Self::open(fd, true)?;
+            // One socket as both stdin and stdout (inetd style): stdin ends first, and making
+            // the socket blocking under the stdout writer could stall the last flush. The
+            // stdout side restores it when it ends.
+            pipe.1 = !same_stream(&io::stdin(), &io::stdout());
+            Some(pipe)
+        }
+
+        pub fn stdout() -> Option<Pipe> {
+            let fd = io::stdout().as_fd().try_clone_to_owned().ok()?;
+            Self::open(fd, false)
+        }
+
+        /// A FIFO or a socket (what clients spawn us with: `pipe(2)`, or libuv's
+        /// `socketpair(2)` in Node); `None` for anything else (a terminal, a file, /dev/null).
+        fn open(fd: OwnedFd, read: bool) -> Option<Pipe> {
+            let file = std::fs::File::from(fd);
+            let kind = file.metadata().ok()?.file_type();
+            let fd = OwnedFd::from(file);
+            let inner = if kind.is_fifo() {
+                match read {
+                    true => Inner::Reader(pipe::Receiver::from_owned_fd(fd).ok()?),
+                    false => Inner::Writer(pipe::Sender::from_owned_fd(fd).ok()?),
+                }
+            } else if kind.is_socket() {
+                let s = std::os::unix::net::UnixStream::from(fd);
+                s.set_nonblocking(true).ok()?;
+                Inner::Socket(UnixStream::from_std(s).ok()?)
+            } else {
+                return None;
+            };
+            Some(Pipe(Some(inner), true))
+        }
+
+        fn inner(&mut self) -> &mut Inner {
+            self.0.as_mut().expect("present until dropped")
+        }
+    }
+
+    impl Drop for Pipe {
+        fn drop(&mut self) {
+            if !self.1 {
+                return;
+            }
+            // Best effort: the stream is finished either way.
+            let _ = match self.0.take() {
+                Some(Inner::Reader(r)) => r.into_blocking_fd().map(drop),
+                Some(Inner::Writer(w)) => w.into_blocking_fd().map(drop),
+                Some(Inner::Socket(s)) => s.into_std().and_then(|s| s.set_nonblocking(false)),
+                None => Ok(()),
+            };
+        }
+    }
+
+    /// Whether two descriptors are the same file (for a socket: the same socket).
+    fn same_stream(a: &impl AsFd, b: &impl AsFd) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let meta = |fd: &dyn AsFd| {
+            let file = std::fs::File::from(fd.as_fd().try_clone_to_owned().ok()?);
+            file.metadata().ok().map(|m| (m.dev(), m.ino()))
+        };
+        matches!((meta(a), meta(b)), (Some(x), Some(y)) if x == y)
+    }
+
+    impl AsyncRead for Pipe {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.get_mut().inner() {
+                Inner::Reader(r) => Pin::new(r).poll_read(cx, buf),
+                Inner::Socket(s) => Pin::new(s).poll_read(cx, buf),
+                Inner::Writer(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+            }
+        }
+    }
+
+    impl AsyncWrite for Pipe {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            match self.get_mut().inner() {
+                Inner::Writer(w) => Pin::new(w).poll_write(cx, buf),
+                Inner::Socket(s) => Pin::new(s).poll_write(cx, buf),
+                Inner::Reader(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+            }
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            match self.get_mut().inner() {
+                Inner::Writer(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+                Inner::Socket(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+                Inner::Reader(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+            }
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(())) // nothing is buffered here
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
 }
 
 #[cfg(test)]

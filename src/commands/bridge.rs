@@ -65,7 +65,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         max_message_size: cfg.max_message_size,
         max_in_flight: cfg.max_in_flight,
     };
-    let stdin = BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    let stdin = BufReader::with_capacity(64 * 1024, crate::stdio::stdin());
     let (url, mode, protocol) = (cfg.url.clone(), cfg.transport, cfg.protocol);
     let state_home = cfg.auth.oauth.home.clone();
     let connect = move |outbox: Arc<relay::Outbox>| {
@@ -78,7 +78,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     };
     let reason = relay::run(
         stdin,
-        tokio::io::stdout(),
+        crate::stdio::stdout(),
         connect,
         limits,
         tool_policy,

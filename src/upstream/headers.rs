@@ -18,12 +18,15 @@
 //! Tools whose `x-mcp-header` annotations break the spec's constraints are removed from the
 //! `tools/list` answer, as the spec requires of HTTP clients, with a warning naming the tool.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tracing::warn;
 
@@ -215,56 +218,152 @@ pub fn for_body(
     negotiated: Option<&str>,
     tools: &ToolFacts,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
+    // Runs on every POST: read only the few fields the headers come from, borrowed, instead of
+    // building a tree of the whole body. Anything unusual (a duplicate key, a `params` that is
+    // not an object) takes the general path, so both give the same headers.
+    let fields = match Fields::read(body) {
+        Some(f) => f,
+        None => match serde_json::from_slice::<Value>(body) {
+            Ok(v) => Fields::from_value(&v),
+            Err(_) => return Vec::new(),
+        },
     };
     let mut out = Vec::new();
-    let mut push = |name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            out.push((n, v));
+    let mut push = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.push((name, v));
         }
     };
-    let params = v.get("params");
-    let version = params
-        .and_then(|p| p.get("_meta"))
-        .and_then(|m| m.get(META_PROTOCOL_VERSION))
-        .and_then(Value::as_str)
-        .or(negotiated);
-    if let Some(version) = version {
-        push(PROTOCOL_VERSION, version);
+    // `from_static` names cost no allocation; these three go with every POST.
+    if let Some(version) = fields.version.as_deref().or(negotiated) {
+        push(HeaderName::from_static(PROTOCOL_VERSION), version);
     }
-    let Some(method) = v.get("method").and_then(Value::as_str) else {
+    let Some(method) = fields.method.as_deref() else {
         return out;
     };
-    push(MCP_METHOD, &encode_value(method));
+    push(HeaderName::from_static(MCP_METHOD), &encode_value(method));
     let name = match method {
-        "tools/call" | "prompts/get" => params.and_then(|p| p.get("name")),
-        "resources/read" => params.and_then(|p| p.get("uri")),
+        "tools/call" | "prompts/get" => fields.name.as_deref(),
+        "resources/read" => fields.uri.as_deref(),
         _ => None,
     };
-    if let Some(name) = name.and_then(Value::as_str) {
-        push(MCP_NAME, &encode_value(name));
+    if let Some(name) = name {
+        push(HeaderName::from_static(MCP_NAME), &encode_value(name));
     }
     if method == "tools/call" {
-        if let (Some(tool), Some(args)) = (
-            params.and_then(|p| p.get("name")).and_then(Value::as_str),
-            params.and_then(|p| p.get("arguments")),
-        ) {
-            for (header, path) in tools.params(tool) {
-                let mut at = Some(args);
-                for key in &path {
+        if let (Some(tool), Some(args)) = (fields.name.as_deref(), fields.arguments) {
+            let wanted = tools.params(tool);
+            let args = match wanted.is_empty() {
+                true => None,
+                false => args.value(),
+            };
+            for (header, path) in wanted.iter().filter(|_| args.is_some()) {
+                let mut at = args.as_ref();
+                for key in path {
                     at = at.and_then(|a| a.get(key));
                 }
-                if let Some(text) = at.and_then(param_text) {
-                    push(&format!("mcp-param-{header}"), &encode_value(&text));
+                let name = HeaderName::from_bytes(format!("mcp-param-{header}").as_bytes());
+                if let (Some(text), Ok(name)) = (at.and_then(param_text), name) {
+                    push(name, &encode_value(&text));
                 }
             }
         }
     }
     out
+}
+
+/// What the headers of one body are made of.
+#[derive(Default)]
+struct Fields<'a> {
+    method: Option<Cow<'a, str>>,
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]`.
+    version: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
+    arguments: Option<Args<'a>>,
+}
+
+/// `params.arguments`, turned into a tree only when a tool has `x-mcp-header` parameters.
+enum Args<'a> {
+    Raw(&'a RawValue),
+    Tree(Value),
+}
+
+impl Args<'_> {
+    fn value(&self) -> Option<Value> {
+        match self {
+            Args::Raw(r) => serde_json::from_str(r.get()).ok(),
+            Args::Tree(v) => Some(v.clone()),
+        }
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// The borrowed read; `None` when the body needs the general path.
+    fn read(body: &'a [u8]) -> Option<Fields<'a>> {
+        #[derive(Deserialize)]
+        struct Top<'a> {
+            #[serde(borrow)]
+            method: Option<&'a RawValue>,
+            #[serde(borrow)]
+            params: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow, rename = "_meta")]
+            meta: Option<&'a RawValue>,
+            #[serde(borrow)]
+            name: Option<&'a RawValue>,
+            #[serde(borrow)]
+            uri: Option<&'a RawValue>,
+            #[serde(borrow)]
+            arguments: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Meta<'a> {
+            #[serde(borrow, rename = "io.modelcontextprotocol/protocolVersion")]
+            version: Option<&'a RawValue>,
+        }
+        /// An object's fields; `Ok(None)` for any other JSON value (it has no fields).
+        fn object<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<Option<T>> {
+            match raw {
+                Some(r) if r.get().starts_with('{') => serde_json::from_str(r.get()).ok().map(Some),
+                _ => Some(None),
+            }
+        }
+        fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+            serde_json::from_str(raw?.get()).ok()
+        }
+        // A struct also deserializes from an array, by position: only objects have fields.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        let top: Top<'a> = serde_json::from_slice(body).ok()?;
+        let params: Option<Params<'a>> = object(top.params)?;
+        let meta: Option<Meta<'a>> = object(params.as_ref().and_then(|p| p.meta))?;
+        Some(Fields {
+            method: text(top.method),
+            version: text(meta.and_then(|m| m.version)),
+            name: text(params.as_ref().and_then(|p| p.name)),
+            uri: text(params.as_ref().and_then(|p| p.uri)),
+            arguments: params.and_then(|p| p.arguments).map(Args::Raw),
+        })
+    }
+
+    fn from_value(v: &Value) -> Fields<'static> {
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(|s| Cow::Owned(s.to_string()));
+        let params = v.get("params");
+        let meta = params.and_then(|p| p.get("_meta"));
+        Fields {
+            method: text(v.get("method")),
+            version: text(meta.and_then(|m| m.get(META_PROTOCOL_VERSION))),
+            name: text(params.and_then(|p| p.get("name"))),
+            uri: text(params.and_then(|p| p.get("uri"))),
+            arguments: params
+                .and_then(|p| p.get("arguments"))
+                .map(|a| Args::Tree(a.clone())),
+        }
+    }
 }
 
 /// The header text of an `x-mcp-header` argument; `None` for null, absent or a type the spec
@@ -306,6 +405,42 @@ mod tests {
             "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="
         );
         assert_eq!(encode_value("tab\there"), "=?base64?dGFiCWhlcmU=?=");
+    }
+
+    #[test]
+    fn the_borrowed_read_agrees_with_the_tree() {
+        let bodies = [
+            r#"{"method":"tools/call","params":{"name":"a\u0062","arguments":{"x":1}}}"#,
+            r#"{"method":"resources/read","params":{"uri":"file:///x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+            r#"{"method":"tools/call","params":["tools/call",{"name":"x"}]}"#,
+            r#"{"method":"tools/call","params":{"name":7,"_meta":[1]}}"#,
+            r#"{"method":null,"params":null}"#,
+            r#"{"id":1,"result":{}}"#,
+        ];
+        type Shape = [Option<String>; 4];
+        let shape = |f: &Fields<'_>| -> (Shape, Option<Value>) {
+            let text = |c: &Option<Cow<'_, str>>| c.as_deref().map(str::to_string);
+            let args = f.arguments.as_ref().and_then(Args::value);
+            ([&f.method, &f.version, &f.name, &f.uri].map(text), args)
+        };
+        for body in bodies {
+            let tree = Fields::from_value(&serde_json::from_str(body).unwrap());
+            let read = Fields::read(body.as_bytes()).expect("read without the tree");
+            assert_eq!(shape(&read), shape(&tree), "{body}");
+        }
+        // A duplicate key and a top-level array take the general path.
+        assert!(Fields::read(br#"{"method":"a","method":"b"}"#).is_none());
+        assert!(Fields::read(br#"["tools/call",{}]"#).is_none());
+        let dup = for_body(
+            br#"{"method":"a","method":"b"}"#,
+            None,
+            &ToolFacts::default(),
+        );
+        assert_eq!(
+            header(&dup, MCP_METHOD),
+            Some("b"),
+            "the last one wins, as in the tree"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, Url};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -557,7 +557,7 @@ impl StreamableHttp {
             .header(CONTENT_TYPE, "application/json")
             .body(body.clone());
         if let Some(id) = &session.id {
-            rb = rb.header(SESSION_ID, id.clone());
+            rb = rb.header(HeaderName::from_static(SESSION_ID), id.clone());
         }
         let negotiated = session
             .protocol_version
