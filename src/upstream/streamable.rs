@@ -613,25 +613,15 @@ impl StreamableHttp {
     }
 
     fn too_large(&self, size: Option<u64>) -> UpstreamError {
-        UpstreamError::TooLarge {
-            url: self.shown.clone(),
-            size,
-            limit: self.http.max_message_size() as u64,
-        }
+        UpstreamError::too_large(&self.shown, size, self.http.max_message_size())
     }
 
     fn closed(&self, detail: String) -> UpstreamError {
-        UpstreamError::StreamClosed {
-            url: self.shown.clone(),
-            detail,
-        }
+        UpstreamError::stream_closed(&self.shown, detail)
     }
 
     fn malformed(&self, detail: String) -> UpstreamError {
-        UpstreamError::Malformed {
-            url: self.shown.clone(),
-            detail,
-        }
+        UpstreamError::malformed(&self.shown, detail)
     }
 
     fn session_error(&self, detail: &str) -> UpstreamError {
