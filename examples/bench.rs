@@ -96,7 +96,9 @@ fn main() {
         return serve_until_eof().unwrap_or_else(|e| fail(1, e));
     }
     if flag("-h") || flag("--help") {
-        println!("usage: cargo run --release --example bench -- [--quick] [--no-mcp-remote] [--wan]");
+        println!(
+            "usage: cargo run --release --example bench -- [--quick] [--no-mcp-remote] [--wan]"
+        );
         return;
     }
     let known = ["--quick", "--no-mcp-remote"];
