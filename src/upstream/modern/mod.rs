@@ -20,7 +20,7 @@
 //! reads, for `tools/call` only when the tool is annotated `idempotentHint: true`. Otherwise the
 //! client gets an error saying the result was lost and the call may have run.
 //!
-//! [`probe`] decides the era: a `server/discover` answered with a result, or with a modern
+//! [`probe()`] decides the era: a `server/discover` answered with a result, or with a modern
 //! JSON-RPC error (−32020/−32021/−32022), means a modern server.
 //!
 //! The parts: `probe` (the era: `server/discover`, a modern client's first message),
