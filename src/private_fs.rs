@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(unix)]
 use tracing::{debug, info};
 
 /// Mode of private directories and files (Unix).
