@@ -42,6 +42,15 @@ fn args(fake: &AliyunFake, extra: &[&str]) -> Vec<String> {
     a
 }
 
+/// A URL-less start with AccessKeys in the environment and no stdin, to its end.
+async fn run_url_less(fake: &AliyunFake, home: &TempHome, secret: &str) -> (i32, String, String) {
+    let mut cmd = isolated_command(home.path());
+    cmd.args(args(fake, &[]))
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret);
+    output(cmd).await
+}
+
 fn discoveries(fake: &AliyunFake) -> Vec<crate::support::aliyun_fake::Call> {
     fake.calls_of(cores::ACTION)
 }
@@ -200,11 +209,7 @@ async fn an_account_without_a_core_edition_is_told_where_to_create_one() {
     fake.add_access_key(AK_ID, AK_SECRET);
     fake.set_cores(AK_ID, vec![]);
     let home = TempHome::new("core-none");
-    let mut cmd = isolated_command(home.path());
-    cmd.args(args(&fake, &[]))
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET);
-    let (code, stdout, stderr) = output(cmd).await;
+    let (code, stdout, stderr) = run_url_less(&fake, &home, AK_SECRET).await;
     assert_eq!(code, 2, "{stderr}");
     assert!(stdout.is_empty());
     assert!(
@@ -219,11 +224,7 @@ async fn a_key_without_permission_names_the_policy_to_attach() {
     let fake = AliyunFake::start().await;
     fake.add_access_key_without_permission(AK_ID, AK_SECRET);
     let home = TempHome::new("core-perm");
-    let mut cmd = isolated_command(home.path());
-    cmd.args(args(&fake, &[]))
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET);
-    let (code, _, stderr) = output(cmd).await;
+    let (code, _, stderr) = run_url_less(&fake, &home, AK_SECRET).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains("Forbidden.RAM")
@@ -267,11 +268,7 @@ async fn a_core_url_on_another_host_gets_no_token() {
         vec![core(&format!("{}/mcp", canary.url().trim_end_matches('/')))],
     );
     let home = TempHome::new("core-canary");
-    let mut cmd = isolated_command(home.path());
-    cmd.args(args(&fake, &[]))
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", AK_SECRET);
-    let (code, _, stderr) = output(cmd).await;
+    let (code, _, stderr) = run_url_less(&fake, &home, AK_SECRET).await;
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("is not an OpenAPI MCP host"), "{stderr}");
     canary.assert_untouched();
