@@ -4,8 +4,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-/// `--auth ak` against a local fake of RAM-OAuth/STS and a token-checking server; pre-check.
+/// `--auth ak` against a local fake of RAM-OAuth/STS and a token-checking server.
 mod access_key;
+/// The Alibaba fake verifies signatures, keys, timestamps and nonces like the real services.
+mod aliyun_fake_checks;
 /// Command-line surface: flags, validation errors, exit codes.
 mod cli;
 /// The URL-less start: the account's Core endpoint found with AccessKeys, identity switches.
@@ -40,6 +42,9 @@ mod oauth_concurrency;
 mod oauth_race;
 /// OAuth trust boundaries: `iss`, resource metadata, issuer-keyed sign-ins.
 mod oauth_trust;
+/// `alibridge pre-check` against the fake sign-in page: authorized, denied, not installed,
+/// timeout; the verdict recorded for `doctor`.
+mod pre_check;
 /// `alibridge proxy`: access rules and the server list, Host/Origin guard, proxy token, caps,
 /// AccessKey credentials (401 refresh, health).
 mod proxy;
