@@ -78,6 +78,12 @@ pub const ALIBRIDGE_BLOCKED_SERVERS: &str = "ALIBRIDGE_BLOCKED_SERVERS";
 pub const ALIBRIDGE_ALLOW_TOOLS: &str = "ALIBRIDGE_ALLOW_TOOLS";
 /// Same as `--deny-tools` / `--ignore-tool` (comma-separated patterns).
 pub const ALIBRIDGE_DENY_TOOLS: &str = "ALIBRIDGE_DENY_TOOLS";
+/// Same as `--allow-api` (comma-separated PRODUCT:ACTION patterns).
+pub const ALIBRIDGE_ALLOW_API: &str = "ALIBRIDGE_ALLOW_API";
+/// Same as `--deny-api` (comma-separated PRODUCT:ACTION patterns).
+pub const ALIBRIDGE_DENY_API: &str = "ALIBRIDGE_DENY_API";
+/// Same as `--confirm-timeout`.
+pub const ALIBRIDGE_CONFIRM_TIMEOUT: &str = "ALIBRIDGE_CONFIRM_TIMEOUT";
 /// Same as `--read-only`.
 pub const ALIBRIDGE_READ_ONLY: &str = "ALIBRIDGE_READ_ONLY";
 /// Same as `--confirm-writes`.

@@ -23,6 +23,7 @@ use crate::auth::access_key::site::Site;
 use crate::auth::oauth::store::StoreKind;
 use crate::auth::AuthMode;
 use crate::env;
+use crate::policy::api::ApiGlobList;
 use crate::policy::glob::GlobList;
 use crate::proxy::rules::EntryList;
 use crate::upstream::{ProtocolMode, TransportMode};
@@ -510,6 +511,17 @@ pub struct PolicyArgs {
     #[arg(long, visible_alias = "ignore-tool", value_name = "GLOBS", env = env::ALIBRIDGE_DENY_TOOLS)]
     pub deny_tools: Vec<GlobList>,
 
+    /// Calls that resolve to an API matching these PRODUCT:ACTION patterns are refused
+    /// (comma-separated, repeatable, case-insensitive; e.g. ram:*,*:Delete*). Checked against
+    /// every API a call runs, including CallCLI commands and RunScript's call_cli calls.
+    #[arg(long, value_name = "GLOBS", env = env::ALIBRIDGE_DENY_API)]
+    pub deny_api: Vec<ApiGlobList>,
+
+    /// Only calls whose every API matches one of these PRODUCT:ACTION patterns are relayed
+    /// (e.g. ecs:Describe*,vpc:*); a call whose APIs cannot all be known is refused.
+    #[arg(long, value_name = "GLOBS", env = env::ALIBRIDGE_ALLOW_API)]
+    pub allow_api: Vec<ApiGlobList>,
+
     /// Only tools classified as reads are listed and callable (readOnlyHint, or an API action
     /// such as Describe*/List*/Get*; generic tools such as CallCLI per call).
     #[arg(long, env = env::ALIBRIDGE_READ_ONLY)]
@@ -519,6 +531,10 @@ pub struct PolicyArgs {
     /// (elicitation); a client without elicitation gets an error instead.
     #[arg(long, env = env::ALIBRIDGE_CONFIRM_WRITES)]
     pub confirm_writes: bool,
+
+    /// How long a confirmation waits for the person before it counts as declined.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(MAX_CONFIRM_TIMEOUT), env = env::ALIBRIDGE_CONFIRM_TIMEOUT)]
+    pub confirm_timeout: Duration,
 
     /// Default x_mcp_region_id for tools that declare it, when the call has none (without it
     /// the OpenAPI MCP Server acts in cn-hangzhou).
@@ -542,6 +558,7 @@ pub const MAX_REQUEST_TIMEOUT: u32 = 7 * 24 * 3600;
 pub const MAX_SHUTDOWN_GRACE: u32 = 3600;
 pub const MAX_AUTH_TIMEOUT: u32 = 24 * 3600;
 pub const MAX_TOKEN_REFRESH_SKEW: u32 = 24 * 3600;
+pub const MAX_CONFIRM_TIMEOUT: u32 = 24 * 3600;
 
 /// The exit codes, for `--help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 normal end (stdin closed, signal, or the \

@@ -165,9 +165,12 @@ impl PolicyArgs {
         let policy = Policy {
             allow: self.allow_tools.iter().flat_map(|l| l.0.clone()).collect(),
             deny: self.deny_tools.iter().flat_map(|l| l.0.clone()).collect(),
+            allow_api: self.allow_api.iter().flat_map(|l| l.0.clone()).collect(),
+            deny_api: self.deny_api.iter().flat_map(|l| l.0.clone()).collect(),
             read_only: self.read_only,
             confirm_writes: self.confirm_writes,
             region,
+            confirm_timeout: Some(self.confirm_timeout),
         };
         let audit = self.audit_log.as_ref().map(|path| AuditTarget {
             path: path.clone(),

@@ -16,6 +16,7 @@
 //! bridge has not seen listed is judged by its name alone (unknown shapes are writes); a
 //! `tools/call` that cannot be read unambiguously is refused.
 
+pub mod api;
 pub mod audit;
 pub mod classify;
 pub mod confirm;
@@ -46,13 +47,23 @@ pub struct Policy {
     pub allow: Vec<Glob>,
     /// `--deny-tools` / `--ignore-tool`: matching tools never exist for the client (deny wins).
     pub deny: Vec<Glob>,
+    /// `--allow-api`: when not empty, every API a call resolves to must match one of these.
+    pub allow_api: Vec<api::ApiGlob>,
+    /// `--deny-api`: a call resolving to a matching API is refused (deny wins).
+    pub deny_api: Vec<api::ApiGlob>,
     /// `--read-only`: only reads are listed and callable.
     pub read_only: bool,
     /// `--confirm-writes`: the person confirms each write in their client.
     pub confirm_writes: bool,
     /// `--region`: added as `x_mcp_region_id` to calls of tools that declare it, when absent.
     pub region: Option<String>,
+    /// `--confirm-timeout`: how long a confirmation waits for the person before it counts as
+    /// declined (`None`: the default, [`DEFAULT_CONFIRM_TIMEOUT`]).
+    pub confirm_timeout: Option<std::time::Duration>,
 }
+
+/// How long a confirmation waits when `--confirm-timeout` is not given.
+pub const DEFAULT_CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What the bridge knows of a listed tool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,6 +123,8 @@ impl Policy {
     pub fn is_active(&self) -> bool {
         !self.allow.is_empty()
             || !self.deny.is_empty()
+            || !self.allow_api.is_empty()
+            || !self.deny_api.is_empty()
             || self.read_only
             || self.confirm_writes
             || self.region.is_some()
@@ -385,6 +398,7 @@ mod tests {
             read_only,
             confirm_writes: confirm,
             region: Some("cn-beijing".into()),
+            ..Policy::default()
         }
     }
 
