@@ -24,6 +24,7 @@ pub mod glob;
 pub mod messages;
 mod record;
 pub mod redact;
+pub mod strict;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;

@@ -130,6 +130,26 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// A message the strict reader refused ([`super::strict`]): never sent, arguments not
+    /// logged (they could not be read unambiguously).
+    pub fn malformed(at: Origin<'a>, why: &super::strict::Malformed) -> Self {
+        Record {
+            tool: "(malformed message)",
+            class: None,
+            decision: "denied",
+            rule: Some("strict-json".into()),
+            confirmed: false,
+            outcome: "not_sent",
+            error: Some(why.to_string()),
+            duration_ms: 0,
+            upstream: at.upstream,
+            server: at.server,
+            identity: at.identity,
+            region_added: None,
+            arguments: Value::Null,
+        }
+    }
+
     /// A relayed call whose answer (`outcome`, `error`) came, or never will.
     pub fn answered(
         at: Origin<'a>,

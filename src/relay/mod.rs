@@ -35,6 +35,7 @@ use self::order::Order;
 pub use self::outbox::Outbox;
 pub use self::tool_policy::ToolPolicy;
 use crate::jsonrpc::{self, Id, Kind, Message};
+use crate::policy::strict;
 use crate::stdio::{self, Line, LineReader, Oversized};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -199,6 +200,8 @@ async fn on_line(
     order: &mut Order,
     tasks: &mut InFlight,
 ) {
+    let strict = policy.as_ref().is_some_and(|p| p.strict());
+    let checked = if strict { strict::check(&line) } else { Ok(()) };
     let msg = match Message::parse(line) {
         Ok(m) => m,
         Err(e) => {
@@ -207,6 +210,20 @@ async fn on_line(
             return;
         }
     };
+    if let Err(why) = checked {
+        warn!(reason = %why, "refused an ambiguous stdin message (tool policy set)");
+        if let Some(p) = policy {
+            p.audit_malformed(&why);
+        }
+        match (&msg.kind, &msg.id) {
+            (Kind::Response, Some(id)) => {
+                let text = format!("alibridge refused the client's answer: {why}");
+                unanswered(id, &text, upstream, tasks);
+            }
+            (_, id) => outbox.write(strict::refusal(id.as_ref(), &why)).await,
+        }
+        return;
+    }
     if policy.as_ref().is_some_and(|p| p.from_client(&msg)) {
         return; // the client's answer to the bridge's own request
     }
@@ -301,31 +318,33 @@ async fn on_oversized(
           "discarded a stdin message over --max-message-size");
     match &o.id {
         Some(id) if !o.has_method => {
-            let refusal = jsonrpc::error_response(
-                Some(id),
-                jsonrpc::code::INVALID_REQUEST,
-                &format!(
-                    "alibridge: the client's answer was {} and alibridge relays at most {} \
-                     (--max-message-size); it was discarded",
-                    jsonrpc::human_size(o.size),
-                    jsonrpc::human_size(limit)
-                ),
-                None,
+            let text = format!(
+                "alibridge: the client's answer was {} and alibridge relays at most {} \
+                 (--max-message-size); it was discarded",
+                jsonrpc::human_size(o.size),
+                jsonrpc::human_size(limit)
             );
-            if let Ok(msg) = Message::parse(refusal) {
-                let upstream = upstream.clone();
-                tasks.spawn(None, async move {
-                    if let Err(e) = upstream.send(msg).await {
-                        warn!(error = %e, "could not tell the server its request went unanswered");
-                    }
-                });
-            }
+            unanswered(id, &text, upstream, tasks);
         }
         id => {
             outbox
                 .write(jsonrpc::too_large_response(id.as_ref(), o.size, limit))
                 .await
         }
+    }
+}
+
+/// Tells the server that its request `id` will get no answer from the client (the answer
+/// could not be relayed), rather than leaving it waiting forever.
+fn unanswered(id: &Id, text: &str, upstream: &Arc<Upstream>, tasks: &mut InFlight) {
+    let refusal = jsonrpc::error_response(Some(id), jsonrpc::code::INVALID_REQUEST, text, None);
+    if let Ok(msg) = Message::parse(refusal) {
+        let upstream = upstream.clone();
+        tasks.spawn(None, async move {
+            if let Err(e) = upstream.send(msg).await {
+                warn!(error = %e, "could not tell the server its request went unanswered");
+            }
+        });
     }
 }
 

@@ -66,6 +66,17 @@ impl ToolPolicy {
         }
     }
 
+    /// Whether client messages go through the strict reader ([`crate::policy::strict`]): when
+    /// any policy flag is set (an audit log alone decides nothing).
+    pub fn strict(&self) -> bool {
+        self.policy.is_active()
+    }
+
+    /// Records a message the strict reader refused.
+    pub fn audit_malformed(&self, why: &crate::policy::strict::Malformed) {
+        self.audit(Record::malformed(self.origin(), why));
+    }
+
     /// Confirmations asked and not answered yet.
     pub fn asking(&self) -> usize {
         self.waiting.lock().unwrap().len()
