@@ -17,6 +17,7 @@ use crate::auth::{AuthConfig, AuthMode};
 use crate::config::{parse_header, state_dir, BridgeConfig, ConfigError};
 use crate::net::parse_endpoint;
 use crate::policy::audit::AuditTarget;
+use crate::policy::server_side;
 use crate::policy::Policy;
 use crate::proxy::access::ProxyToken;
 use crate::proxy::config::{default_upstream, ProxyConfig};
@@ -121,6 +122,11 @@ impl UpstreamArgs {
             Some(p) => policy::validate(p).map_err(ConfigError::Credentials)?,
             None => None,
         };
+        let boundary_policy = if self.policy.read_only {
+            Some(policy::with_read_only(boundary_policy.as_deref()).map_err(ConfigError::Policy)?)
+        } else {
+            boundary_policy
+        };
         let ims_endpoint = match &a.ims_endpoint {
             Some(e) => Some(endpoint_url(e, "--ims-endpoint").map_err(ConfigError::Credentials)?),
             None => None,
@@ -170,6 +176,7 @@ impl PolicyArgs {
             read_only: self.read_only,
             confirm_writes: self.confirm_writes,
             region,
+            server_enforced: false,
             confirm_timeout: Some(self.confirm_timeout),
         };
         let audit = self.audit_log.as_ref().map(|path| AuditTarget {
@@ -185,8 +192,20 @@ impl AccessKeyArgs {
     /// `toolPolicy` when every entry is an exact name (a pattern cannot be expressed there, so
     /// such a list is enforced locally only). `None` when nothing is to be bound.
     fn safety(&self, p: &PolicyArgs) -> Result<Option<SafetyConfig>, ConfigError> {
-        let expr = match &self.safety_policy {
+        let user = match &self.safety_policy {
             Some(e) => safety::validate_expr(e).map_err(ConfigError::Policy)?,
+            None => None,
+        };
+        let deny_api: Vec<_> = p.deny_api.iter().flat_map(|l| l.0.clone()).collect();
+        let allow_api: Vec<_> = p.allow_api.iter().flat_map(|l| l.0.clone()).collect();
+        let ours = server_side::flag_rules(p.read_only, &deny_api, &allow_api);
+        let expr = match server_side::combine(&ours, user.as_deref()) {
+            Some(e) => safety::validate_expr(&e).map_err(|e| {
+                ConfigError::Policy(format!(
+                    "the safety policy compiled from --read-only/--allow-api/--deny-api and \
+                     --safety-policy is not valid: {e}"
+                ))
+            })?,
             None => None,
         };
         let allow: Vec<&crate::policy::glob::Glob> =
@@ -206,7 +225,9 @@ impl AccessKeyArgs {
             None => None,
         };
         let cfg = SafetyConfig {
+            from_user: user.is_some(),
             expr,
+            enforces_flags: !ours.is_empty(),
             allowed_tools,
             endpoint,
         };

@@ -48,7 +48,13 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         crate::logging::notice(format_args!("warning: {w}"));
     }
     let credential = selection.credential;
-    check_safety(&cfg, credential.as_ref(), &selection.reason).await?;
+    super::set_up_safety(
+        &mut cfg.policy,
+        cfg.auth.safety.as_ref(),
+        credential.as_ref(),
+        &selection.reason,
+    )
+    .await?;
     // While the client is still starting: mint (or load) the token now (issue 14).
     let warming = credential.clone();
     tokio::spawn(async move { warming.warm_up().await });
@@ -105,36 +111,6 @@ fn core_error(e: AuthError) -> anyhow::Error {
         AuthError::Config(_) => UsageError::from(e).into(),
         e => anyhow::Error::new(e),
     }
-}
-
-/// Server-side policy (AccessKeys): refuses a `--safety-policy` that no token would carry, and
-/// binds it to a first token now, so a bridge that cannot enforce it never starts.
-async fn check_safety(
-    cfg: &BridgeConfig,
-    credential: &dyn Credential,
-    reason: &str,
-) -> anyhow::Result<()> {
-    let Some(safety) = &cfg.auth.safety else {
-        return Ok(());
-    };
-    if credential.name() != "ak" {
-        if safety.expr.is_some() {
-            return Err(UsageError::from(crate::config::ConfigError::Policy(format!(
-                "--safety-policy is bound to tokens minted from Alibaba Cloud AccessKeys, but \
-                 alibridge authenticates with {reason}; use --auth ak with AccessKeys, or drop \
-                 --safety-policy and limit tools with --allow-tools / --read-only (enforced \
-                 locally)"
-            )))
-            .into());
-        }
-        return Ok(());
-    }
-    let mut scratch = reqwest::header::HeaderMap::new();
-    credential
-        .apply(&mut scratch)
-        .await
-        .map_err(anyhow::Error::new)?;
-    Ok(())
 }
 
 /// The relay's tool policy, when any policy flag or `--audit-log` is set.

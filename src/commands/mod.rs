@@ -55,3 +55,82 @@ pub fn clients_error(e: crate::clients::ClientsError) -> anyhow::Error {
         e.into()
     }
 }
+
+/// What the safety flags mean for this credential, shared by the bridge and the proxy: a
+/// `--safety-policy` no token would carry is a usage error; with AccessKeys the compiled policy
+/// is bound to a first token now (a bridge that cannot enforce it never starts) and the local
+/// policy learns that the server judges what it cannot read; one line says which guarantees
+/// are server-enforced and which are local only.
+pub(crate) async fn set_up_safety(
+    policy: &mut crate::policy::Policy,
+    safety: Option<&crate::auth::access_key::safety::SafetyConfig>,
+    credential: &dyn crate::auth::Credential,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let is_ak = credential.name() == "ak";
+    if let Some(safety) = safety {
+        if !is_ak && safety.from_user {
+            return Err(
+                crate::error::UsageError::from(crate::config::ConfigError::Policy(format!(
+                    "--safety-policy is bound to tokens minted from Alibaba Cloud AccessKeys, but \
+                 alibridge authenticates with {reason}; use --auth ak with AccessKeys, or drop \
+                 --safety-policy and limit tools with --allow-tools / --read-only (enforced \
+                 locally)"
+                )))
+                .into(),
+            );
+        }
+        if is_ak {
+            let mut scratch = reqwest::header::HeaderMap::new();
+            credential
+                .apply(&mut scratch)
+                .await
+                .map_err(anyhow::Error::new)?;
+            policy.server_enforced = safety.enforces_flags;
+        }
+    }
+    if let Some(line) = safety_line(policy, is_ak) {
+        crate::logging::notice(format_args!("safety: {line}"));
+    }
+    Ok(())
+}
+
+/// The start-up line naming which limits the server enforces and which only alibridge does.
+fn safety_line(policy: &crate::policy::Policy, is_ak: bool) -> Option<String> {
+    let mut flags = Vec::new();
+    if policy.read_only {
+        flags.push("--read-only");
+    }
+    if !policy.allow_api.is_empty() || !policy.deny_api.is_empty() {
+        flags.push("--allow-api/--deny-api");
+    }
+    let mut local = Vec::new();
+    if !policy.allow.is_empty() || !policy.deny.is_empty() {
+        local.push("--allow-tools/--deny-tools");
+    }
+    if policy.confirm_writes {
+        local.push("--confirm-writes");
+    }
+    if flags.is_empty() && local.is_empty() {
+        return None;
+    }
+    Some(if policy.server_enforced {
+        let rest = if local.is_empty() {
+            String::new()
+        } else {
+            format!("; {} local only", local.join(", "))
+        };
+        format!(
+            "{} enforced by alibridge and server-side (a safety policy bound to every token){rest}",
+            flags.join(", ")
+        )
+    } else {
+        let why = if is_ak {
+            "no API limit is bound to the token"
+        } else {
+            "this credential carries no server-side policy (AccessKeys do)"
+        };
+        flags.extend(local);
+        format!("{} enforced by alibridge only ({why})", flags.join(", "))
+    })
+}

@@ -26,7 +26,7 @@ use crate::{auth, shutdown};
 
 /// Runs the proxy; exit 0 after a signal, 2 for a bad configuration, 1 when it cannot listen.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args
+    let mut cfg = args
         .resolve(|k| std::env::var(k).ok())
         .map_err(UsageError::from)?;
     if let Some(note) = &cfg.upstream_note {
@@ -38,27 +38,13 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         crate::logging::notice(format_args!("warning: {w}"));
     }
     let credential = selection.credential;
-    if let Some(safety) = &cfg.auth.safety {
-        if credential.name() != "ak" && safety.expr.is_some() {
-            return Err(UsageError::from(crate::config::ConfigError::Policy(format!(
-                "--safety-policy is bound to tokens minted from Alibaba Cloud AccessKeys, but the \
-                 proxy authenticates with {}; use --auth ak with AccessKeys, or drop \
-                 --safety-policy and limit tools with --allow-tools / --read-only (enforced \
-                 locally)",
-                selection.reason
-            )))
-            .into());
-        }
-        if credential.name() == "ak" {
-            // A first token with its policy bound now: a proxy that cannot enforce it never
-            // serves.
-            let mut scratch = reqwest::header::HeaderMap::new();
-            credential
-                .apply(&mut scratch)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-    }
+    super::set_up_safety(
+        &mut cfg.policy,
+        cfg.auth.safety.as_ref(),
+        credential.as_ref(),
+        &selection.reason,
+    )
+    .await?;
     let policy = tool_policy(&cfg, credential.clone())?;
     let http = HttpClient::new(cfg.connect_timeout, &[], credential.clone())
         .context("could not set up the HTTP client (TLS)")?;

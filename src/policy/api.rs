@@ -116,9 +116,12 @@ impl ApiGlob {
         product_ok && self.action.matches(&api.action)
     }
 
-    /// Whether some API of product `product` could match (the product part matches, or is `*`).
-    pub fn may_match_product(&self, product: &str) -> bool {
-        self.product.as_str() == "*" || self.product.matches(product)
+    /// Whether `api` could match: as [`ApiGlob::matches`], but an unknown product (`*`) matches
+    /// any product part (for deny rules, which must not miss a bare action such as
+    /// `CreateAccessKey` under `ram:*`).
+    pub fn may_match(&self, api: &Api) -> bool {
+        (api.product == "*" || self.product.matches(&api.product))
+            && self.action.matches(&api.action)
     }
 }
 

@@ -1,9 +1,11 @@
-//! Reads and writes: which tool calls only look at the cloud, and which may change it.
+//! Reads and writes: which tool calls only look at the cloud, and which may change it or hand
+//! out access, and which APIs each call runs ([`CallClass::apis`], for `--allow-api` /
+//! `--deny-api`).
 //!
 //! A tool is a **read** when it declares `annotations.readOnlyHint: true`, or when its name
-//! carries an Alibaba Cloud OpenAPI action that starts with a read verb ([`READ_VERBS`]).
-//! Everything else is a **write**, including names of unknown shape. The action is found in the
-//! tool-name shapes the OpenAPI MCP Server uses:
+//! carries an Alibaba Cloud OpenAPI action that starts with a read verb ([`READ_VERBS`]) and does
+//! not hand out access ([`is_access_issuing`]). Everything else is a **write**, including names
+//! of unknown shape. The action is found in the tool-name shapes the OpenAPI MCP Server uses:
 //!
 //! - Custom edition API tools: `<Product>-<yyyymmdd>-<Action>` (`Ecs-20140526-DescribeInstances`),
 //!   or the bare action (`DescribeInstances`) in Alibaba's PascalCase;
@@ -11,19 +13,21 @@
 //!   `_` part is the action).
 //!
 //! The Core edition's generic tools take the API (or a CLI command, or a script) as an argument,
-//! so they are classified per call ([`Generic`]), by the action in their arguments, whatever
-//! their annotations say:
+//! so they are classified per call ([`Generic`]), whatever their annotations say:
 //!
-//! - `AlibabaCloud___CallCLI {command: "aliyun ecs describe-instances --RegionId …"}`: the API
-//!   is the word after the product (`describe-instances` or `DescribeInstances`);
-//! - `AlibabaCloud___RunScript {script}`: every `call_cli(product=…, action='…')` in the Python
-//!   script must name a literal read action;
+//! - `AlibabaCloud___CallCLI {command}`: read only when the command reads as exactly one API
+//!   call ([`super::cli_command`]) whose action is a read; a command that cannot be read is an
+//!   *opaque* write (the server-side policy, when bound, is then the judge);
+//! - `AlibabaCloud___RunScript {script}`: always an opaque write: whether a Python script only
+//!   reads cannot be decided from its text;
 //! - `AlibabaCloud___RunIaC {action: plan|apply|destroy}`: `plan` (the default) only previews.
 //!
-//! The other Core tools are named in [`CORE_READS`]; `GetPresignedUrl` hands out upload URLs
-//! and is a write despite its verb ([`NOT_READS`]).
+//! The other Core tools are named in [`CORE_READS`] and run no cloud API.
 
 use serde_json::Value;
+
+use super::api::Api;
+use super::cli_command;
 
 /// Verbs of Alibaba Cloud API actions that only read. Each one is used across products for
 /// actions without side effects: `Describe*` (ECS, VPC, RDS, SLB: the classic RPC products),
@@ -38,14 +42,42 @@ pub const READ_VERBS: &[&str] = &[
     "Describe", "List", "Get", "Query", "Check", "Search", "Lookup", "Preview",
 ];
 
-/// Actions with a read verb that hand out access, so they count as writes.
-pub const NOT_READS: &[&str] = &["GetPresignedUrl", "GetFederationToken"];
+/// Actions with a read verb that hand out access (credentials, passwords, consoles, signed
+/// URLs), from Alibaba's API references: Container Registry's registry password, ACK's
+/// kubeconfigs, KMS secret values, ECS's VNC console URL, STS credentials, OSS upload URLs.
+pub const ACCESS_ISSUING: &[&str] = &[
+    "GetAuthorizationToken",
+    "DescribeClusterUserKubeconfig",
+    "DescribeSubaccountK8sClusterUserConfig",
+    "GetSecretValue",
+    "DescribeInstanceVncUrl",
+    "GetFederationToken",
+    "GetPresignedUrl",
+];
+
+/// Name fragments (case-insensitive) that mark an action as handing out access whatever its
+/// verb: tokens, kubeconfigs, secret values, credentials, passwords, console URLs, signed URLs,
+/// tickets.
+pub const ACCESS_FRAGMENTS: &[&str] = &[
+    "token",
+    "kubeconfig",
+    "userconfig",
+    "secretvalue",
+    "credential",
+    "password",
+    "vncurl",
+    "presign",
+    "signurl",
+    "signature",
+    "ticket",
+];
 
 /// Prefix of the OpenAPI MCP Server's system tools.
 pub const CORE_PREFIX: &str = "AlibabaCloud___";
 
-/// Core edition tools that only read (metadata, docs, task status), by their name after
-/// [`CORE_PREFIX`]. `GenerateCLICommand` only prints a command; `GetTask` only polls.
+/// Core edition tools that only read (metadata, docs, task status) and run no cloud API, by
+/// their name after [`CORE_PREFIX`]. `GenerateCLICommand` only prints a command; `GetTask` only
+/// polls.
 pub const CORE_READS: &[&str] = &[
     "SearchApis",
     "GetApiDefinition",
@@ -64,9 +96,6 @@ pub const CORE_READS: &[&str] = &[
 
 /// CLI words (`aliyun oss ls`, `aliyun ossutil stat`) that only read.
 const OSSUTIL_READS: &[&str] = &["ls", "stat", "cat", "du"];
-
-/// CLI "products" that are not APIs (they change the executor itself).
-const CLI_META: &[&str] = &["configure", "plugin", "upgrade", "mock", "auto-completion"];
 
 /// Read or write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +137,15 @@ pub enum Shape {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallClass {
     pub access: Access,
-    /// The API action(s), when known (`DescribeInstances`; `ecs:DeleteInstance` for CLI
-    /// commands; a comma-separated list for scripts; `plan`/`apply` for RunIaC).
+    /// The API action(s), for people (`DescribeInstances`; `ecs:DeleteInstance` for CLI
+    /// commands; `plan`/`apply` for RunIaC).
     pub action: Option<String>,
+    /// Every API the call runs, when alibridge can know them all (empty: it runs none, like
+    /// the Core edition's metadata tools); `None` when it cannot.
+    pub apis: Option<Vec<Api>>,
+    /// The call's effect cannot be read locally at all (a RunScript script, a CLI command that
+    /// does not parse): a write locally, for a server-side policy to judge when one is bound.
+    pub opaque: bool,
     /// Why, for messages and the audit log.
     pub reason: String,
 }
@@ -130,23 +165,31 @@ pub fn generic(name: &str) -> Option<Generic> {
     }
 }
 
-/// The API action a tool name carries, in the shapes the OpenAPI MCP Server uses; `None` for
-/// names of any other shape.
-pub fn action_of_name(name: &str) -> Option<&str> {
+/// The API a tool name carries, in the shapes the OpenAPI MCP Server uses (the product is `*`
+/// when the name does not say); `None` for names of any other shape.
+pub fn api_of_name(name: &str) -> Option<Api> {
     if let Some(rest) = core_name(name) {
-        let action = rest.rsplit('_').next().unwrap_or(rest);
-        return is_pascal_action(action).then_some(action);
+        let (product, action) = match rest.rsplit_once('_') {
+            Some((p, a)) => (p, a),
+            None => ("*", rest),
+        };
+        return is_pascal_action(action).then(|| Api::new(product, action));
     }
     let parts: Vec<&str> = name.split('-').collect();
     if let [product, date, action] = parts.as_slice() {
         let dated = date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit());
         let product_ok = !product.is_empty() && product.bytes().all(|b| b.is_ascii_alphanumeric());
         if dated && product_ok && is_pascal_action(action) {
-            return Some(action);
+            return Some(Api::new(product, action));
         }
         return None;
     }
-    is_pascal_action(name).then_some(name)
+    is_pascal_action(name).then(|| Api::new("*", name))
+}
+
+/// The API action a tool name carries (see [`api_of_name`]).
+pub fn action_of_name(name: &str) -> Option<String> {
+    api_of_name(name).map(|a| a.action)
 }
 
 /// `DescribeInstances`: an upper-case letter, then letters and digits, with at least one more
@@ -160,10 +203,19 @@ fn is_pascal_action(s: &str) -> bool {
     first_word > 0 && b.len() > first_word + 1
 }
 
+/// Whether an action hands out access ([`ACCESS_ISSUING`], [`ACCESS_FRAGMENTS`]).
+pub fn is_access_issuing(action: &str) -> bool {
+    let lower = action.to_ascii_lowercase();
+    ACCESS_ISSUING
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(action))
+        || ACCESS_FRAGMENTS.iter().any(|f| lower.contains(f))
+}
+
 /// Whether an action in PascalCase starts with a read verb (`Describe` + an upper-case letter,
-/// a digit or the end) and is not one of [`NOT_READS`].
+/// a digit or the end) and does not hand out access.
 pub fn is_read_action(action: &str) -> bool {
-    if NOT_READS.contains(&action) {
+    if is_access_issuing(action) {
         return false;
     }
     READ_VERBS.iter().any(|v| {
@@ -176,59 +228,81 @@ pub fn is_read_action(action: &str) -> bool {
 }
 
 /// The tool's shape from what `tools/list` said (or only its name, when it was not listed).
+/// A hint does not make an access-issuing action a read.
 pub fn shape(name: &str, read_only_hint: bool) -> Shape {
     if let Some(g) = generic(name) {
         return Shape::PerCall(g);
     }
-    if read_only_hint {
-        return Shape::Read;
-    }
     if core_name(name).is_some_and(|n| CORE_READS.contains(&n)) {
         return Shape::Read;
     }
-    match action_of_name(name) {
-        Some(a) if is_read_action(a) => Shape::Read,
+    let api = api_of_name(name);
+    if api.as_ref().is_some_and(|a| is_access_issuing(&a.action)) {
+        return Shape::Write;
+    }
+    if read_only_hint {
+        return Shape::Read;
+    }
+    match api {
+        Some(a) if is_read_action(&a.action) => Shape::Read,
         _ => Shape::Write,
     }
 }
 
 /// Classifies one call of `name` with `args` (the `arguments` object).
 pub fn classify_call(name: &str, read_only_hint: bool, args: Option<&Value>) -> CallClass {
-    let action = action_of_name(name).map(str::to_string);
+    let api = api_of_name(name);
+    let action = api.as_ref().map(|a| a.action.clone());
+    let core_read = core_name(name).is_some_and(|n| CORE_READS.contains(&n));
+    let apis = if core_read {
+        Some(Vec::new())
+    } else {
+        api.clone().map(|a| vec![a])
+    };
+    let class = |access, reason: String| CallClass {
+        access,
+        action: action.clone(),
+        apis: apis.clone(),
+        opaque: false,
+        reason,
+    };
     match shape(name, read_only_hint) {
         Shape::PerCall(g) => classify_generic(g, args),
-        Shape::Read if read_only_hint => CallClass {
-            access: Access::Read,
-            action,
-            reason: "the tool declares readOnlyHint".into(),
-        },
-        Shape::Read => CallClass {
-            access: Access::Read,
-            reason: match &action {
-                Some(a) if core_name(name).is_none_or(|n| !CORE_READS.contains(&n)) => {
-                    format!("the API action {a} starts with a read verb")
+        Shape::Read if core_read => class(
+            Access::Read,
+            "a Core edition tool that only reads metadata or documents".into(),
+        ),
+        Shape::Read if read_only_hint => {
+            class(Access::Read, "the tool declares readOnlyHint".into())
+        }
+        Shape::Read => class(
+            Access::Read,
+            format!(
+                "the API action {} starts with a read verb",
+                action.as_deref().unwrap_or_default()
+            ),
+        ),
+        Shape::Write => class(
+            Access::Write,
+            match &action {
+                Some(a) if is_access_issuing(a) => {
+                    format!("the API action {a} hands out access (credentials, keys or URLs)")
                 }
-                _ => "a Core edition tool that only reads metadata or documents".into(),
-            },
-            action,
-        },
-        Shape::Write => CallClass {
-            access: Access::Write,
-            reason: match &action {
                 Some(a) => format!("the API action {a} does not start with a read verb"),
                 None => "the tool does not declare readOnlyHint and its name carries no API \
                          action"
                     .into(),
             },
-            action,
-        },
+        ),
     }
 }
 
-fn write(action: Option<String>, reason: impl Into<String>) -> CallClass {
+fn opaque(reason: impl Into<String>) -> CallClass {
     CallClass {
         access: Access::Write,
-        action,
+        action: None,
+        apis: None,
+        opaque: true,
         reason: reason.into(),
     }
 }
@@ -241,116 +315,75 @@ fn classify_generic(g: Generic, args: Option<&Value>) -> CallClass {
     match g {
         Generic::CallCli => {
             let Some(command) = arg(args, "command").and_then(Value::as_str) else {
-                return write(None, "CallCLI without a command string");
+                return opaque("CallCLI without a command string");
             };
-            match cli_action(command) {
-                Ok((product, action, read)) => CallClass {
+            match cli_api(command) {
+                Ok((api, read)) => CallClass {
                     access: if read { Access::Read } else { Access::Write },
                     reason: format!(
-                        "the CLI command runs {product} {action}, {}",
+                        "the CLI command runs {}, {}",
+                        api.label(),
                         if read {
                             "which only reads"
+                        } else if is_access_issuing(&api.action) {
+                            "which hands out access"
                         } else {
                             "which is not a read"
                         }
                     ),
-                    action: Some(format!("{product}:{action}")),
+                    action: Some(api.label()),
+                    apis: Some(vec![api]),
+                    opaque: false,
                 },
-                Err(why) => write(None, format!("the CLI command {why}")),
+                Err(why) => opaque(format!("the CLI command {why}")),
             }
         }
-        Generic::RunScript => {
-            let Some(script) = arg(args, "script").and_then(Value::as_str) else {
-                return write(None, "RunScript without a script string");
+        Generic::RunScript => opaque(
+            "a RunScript script can call any API, and whether it only reads cannot be decided \
+             from its text",
+        ),
+        Generic::RunIac => {
+            let plan = || CallClass {
+                access: Access::Read,
+                action: Some("plan".into()),
+                apis: Some(vec![Api::new("iac", "Plan")]),
+                opaque: false,
+                reason: "a Terraform plan only previews changes".into(),
             };
-            match script_actions(script) {
-                Ok(actions) => {
-                    let list = actions.join(", ");
-                    let all_read = actions
-                        .iter()
-                        .all(|a| is_read_action(a.rsplit(':').next().unwrap_or(a)));
-                    if all_read {
-                        CallClass {
-                            access: Access::Read,
-                            reason: format!("every call_cli in the script reads ({list})"),
-                            action: Some(list),
-                        }
-                    } else {
-                        write(
-                            Some(list.clone()),
-                            format!("the script calls actions that are not reads ({list})"),
-                        )
-                    }
-                }
-                Err(why) => write(None, format!("the script {why}")),
+            match arg(args, "action") {
+                None | Some(Value::Null) => plan(),
+                Some(Value::String(a)) if a == "plan" => plan(),
+                Some(Value::String(a)) => CallClass {
+                    access: Access::Write,
+                    action: Some(a.chars().take(40).collect()),
+                    apis: None,
+                    opaque: false,
+                    reason: format!("Terraform {a:.40} changes resources"),
+                },
+                Some(_) => CallClass {
+                    access: Access::Write,
+                    action: None,
+                    apis: None,
+                    opaque: false,
+                    reason: "RunIaC with an action that is not a string".into(),
+                },
             }
         }
-        Generic::RunIac => match arg(args, "action") {
-            None | Some(Value::Null) => CallClass {
-                access: Access::Read,
-                action: Some("plan".into()),
-                reason: "a Terraform plan only previews changes".into(),
-            },
-            Some(Value::String(a)) if a == "plan" => CallClass {
-                access: Access::Read,
-                action: Some("plan".into()),
-                reason: "a Terraform plan only previews changes".into(),
-            },
-            Some(Value::String(a)) => write(
-                Some(a.chars().take(40).collect()),
-                format!("Terraform {a:.40} changes resources"),
-            ),
-            Some(_) => write(None, "RunIaC with an action that is not a string"),
-        },
     }
 }
 
-/// `(product, action, is_read)` of an `aliyun …` command; the error says why none could be
-/// told (then the call is a write).
-pub fn cli_action(command: &str) -> Result<(String, String, bool), String> {
-    if command.contains(['|', ';', '&', '>', '<', '`', '\n', '\r']) || command.contains("$(") {
-        return Err("contains shell operators".into());
-    }
-    let mut tokens = command.split_whitespace();
-    if tokens.next() != Some("aliyun") {
-        return Err("does not start with `aliyun`".into());
-    }
-    let mut positional = Vec::new();
-    let mut skip_value = false;
-    for t in tokens {
-        if t.starts_with('-') {
-            // `--flag value` (a value follows) or `--flag=value` (it does not).
-            skip_value = !t.contains('=');
-            continue;
-        }
-        if std::mem::take(&mut skip_value) {
-            continue;
-        }
-        positional.push(t);
-        if positional.len() == 2 {
-            break;
-        }
-    }
-    let [product, word] = positional.as_slice() else {
-        return Err("names no product and API".into());
-    };
-    let product = product.to_ascii_lowercase();
-    if CLI_META.contains(&product.as_str()) {
-        return Err(format!("runs the CLI's own `{product}` command"));
-    }
-    if !word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        || !word.as_bytes()[0].is_ascii_alphabetic()
-    {
-        return Err(format!("has {word:.40} where the API should be"));
-    }
-    if product == "oss" || product == "ossutil" || product == "ossutil64" {
-        let w = word.to_ascii_lowercase();
+/// The API an `aliyun …` command runs and whether it only reads; the error says why the command
+/// could not be read (then the call is an opaque write).
+pub fn cli_api(command: &str) -> Result<(Api, bool), cli_command::Unreadable> {
+    let cmd = cli_command::parse(command)?;
+    if cmd.is_oss() {
+        let w = cmd.api.to_ascii_lowercase();
         let read = OSSUTIL_READS.contains(&w.as_str());
-        return Ok((product, w, read));
+        return Ok((Api::new(&cmd.product, &pascal(&w)), read));
     }
-    let action = pascal(word);
+    let action = pascal(&cmd.api);
     let read = is_read_action(&action);
-    Ok((product, action, read))
+    Ok((Api::new(&cmd.product, &action), read))
 }
 
 /// `describe-instances` → `DescribeInstances`; PascalCase stays as it is.
@@ -367,93 +400,6 @@ fn pascal(word: &str) -> String {
         .collect()
 }
 
-/// The `Product:Action` of every `call_cli(…)` in a RunScript script. Every mention of
-/// `call_cli` must be a call with a literal action (keyword `action='…'` or the second
-/// positional argument); anything else (an alias, a computed action) is an error.
-pub fn script_actions(script: &str) -> Result<Vec<String>, String> {
-    const NAME: &str = "call_cli";
-    let mut out = Vec::new();
-    let mut rest = script;
-    while let Some(at) = rest.find(NAME) {
-        let before = rest[..at].chars().next_back();
-        let after_name = &rest[at + NAME.len()..];
-        rest = after_name;
-        let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        if before.is_some_and(is_ident) || after_name.chars().next().is_some_and(is_ident) {
-            continue; // part of a longer name, e.g. `my_call_cli`
-        }
-        let Some(args) = after_name.trim_start().strip_prefix('(') else {
-            return Err("uses call_cli other than by calling it directly".into());
-        };
-        // The call's own text: up to the next call_cli at most.
-        let call = &args[..args.find(NAME).unwrap_or(args.len())];
-        let product = keyword_literal(call, "product").or_else(|| positional_literal(call, 0));
-        let action = keyword_literal(call, "action").or_else(|| positional_literal(call, 1));
-        match action {
-            Some(a) if is_identifier(a) => {
-                out.push(format!("{}:{a}", product.unwrap_or("?")));
-            }
-            _ => return Err("has a call_cli whose action is not a literal name".into()),
-        }
-        if out.len() > 1000 {
-            return Err("has more than 1000 call_cli calls".into());
-        }
-    }
-    if out.is_empty() {
-        return Err("makes no call_cli call alibridge can read".into());
-    }
-    Ok(out)
-}
-
-fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-/// The string literal given as keyword `key=` in a call's argument text.
-fn keyword_literal<'a>(call: &'a str, key: &str) -> Option<&'a str> {
-    let mut rest = call;
-    while let Some(at) = rest.find(key) {
-        let before = rest[..at].chars().next_back();
-        let after = &rest[at + key.len()..];
-        rest = after;
-        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
-            continue;
-        }
-        let Some(value) = after.trim_start().strip_prefix('=') else {
-            continue;
-        };
-        if value.starts_with('=') {
-            continue; // `==`
-        }
-        return string_literal(value.trim_start()).map(|(s, _)| s);
-    }
-    None
-}
-
-/// The `n`-th positional argument of a call, when it is a string literal (only literals and
-/// commas before it).
-fn positional_literal(call: &str, n: usize) -> Option<&str> {
-    let mut rest = call.trim_start();
-    for i in 0..=n {
-        let (s, after) = string_literal(rest)?;
-        if i == n {
-            return Some(s);
-        }
-        rest = after.trim_start().strip_prefix(',')?.trim_start();
-    }
-    None
-}
-
-/// A Python string literal in single or double quotes without escapes at the start of `s`:
-/// `(contents, rest)`.
-fn string_literal(s: &str) -> Option<(&str, &str)> {
-    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
-    let body = &s[1..];
-    let end = body.find(q)?;
-    let content = &body[..end];
-    (!content.contains('\\')).then(|| (content, &body[end + 1..]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,18 +412,21 @@ mod tests {
     #[test]
     fn names_carry_actions_in_the_server_shapes() {
         assert_eq!(
-            action_of_name("Ecs-20140526-DescribeInstances"),
-            Some("DescribeInstances")
+            api_of_name("Ecs-20140526-DescribeInstances"),
+            Some(Api::new("ecs", "DescribeInstances"))
         );
         assert_eq!(
-            action_of_name("DescribeInstances"),
-            Some("DescribeInstances")
+            api_of_name("DescribeInstances"),
+            Some(Api::new("*", "DescribeInstances"))
         );
         assert_eq!(
-            action_of_name("AlibabaCloud___IaCService_ListProducts"),
-            Some("ListProducts")
+            api_of_name("AlibabaCloud___IaCService_ListProducts"),
+            Some(Api::new("iacservice", "ListProducts"))
         );
-        assert_eq!(action_of_name("AlibabaCloud___GetTask"), Some("GetTask"));
+        assert_eq!(
+            action_of_name("AlibabaCloud___GetTask").as_deref(),
+            Some("GetTask")
+        );
         for none in [
             "echo",
             "get-sum",
@@ -513,6 +462,14 @@ mod tests {
             "CreateListener",
             "GetPresignedUrl",
             "GetFederationToken",
+            "GetAuthorizationToken",
+            "DescribeClusterUserKubeconfig",
+            "DescribeSubaccountK8sClusterUserConfig",
+            "GetSecretValue",
+            "DescribeInstanceVncUrl",
+            "GetSessionToken",
+            "DescribeDBInstancePassword",
+            "GetLoginTicket",
             "RunInstances",
             "ModifyDescribe",
         ] {
@@ -567,6 +524,20 @@ mod tests {
         );
         assert_eq!(
             cli("aliyun --region cn-hangzhou ecs DescribeRegions"),
+            Access::Write,
+            "flags come after the API"
+        );
+        assert_eq!(
+            cli("aliyun --insecure ecs delete-instance describe-instances"),
+            Access::Write
+        );
+        assert_eq!(
+            cli("aliyun kms get-secret-value --SecretName s"),
+            Access::Write
+        );
+        assert_eq!(cli("aliyun cr GetAuthorizationToken"), Access::Write);
+        assert_eq!(
+            cli(r#"aliyun ecs describe-instances --InstanceIds '["i-1"]'"#),
             Access::Read
         );
         assert_eq!(
@@ -601,44 +572,56 @@ mod tests {
     }
 
     #[test]
-    fn run_script_needs_literal_read_actions_everywhere() {
-        let run = |s: &str| access("AlibabaCloud___RunScript", false, json!({"script": s}));
-        let reads = "ecs, vpc = await asyncio.gather(\n\
-            call_cli(product='Ecs', action='DescribeInstances', params={'RegionId': 'cn-hangzhou'}),\n\
-            call_cli(product=\"Vpc\", action=\"DescribeVpcs\", params={}))\nresult = 1";
-        assert_eq!(run(reads), Access::Read);
+    fn run_script_is_always_an_opaque_write() {
+        for script in [
+            "r = await call_cli(product='Ecs', action='DescribeInstances')",
+            "await call_cli(product='Ecs', action='DescribeInstances' if False else 'DeleteInstance')",
+            "result = 1",
+        ] {
+            let c = classify_call(
+                "AlibabaCloud___RunScript",
+                true,
+                Some(&json!({"script": script})),
+            );
+            assert_eq!((c.access, c.opaque, c.apis), (Access::Write, true, None), "{script}");
+        }
+    }
+
+    #[test]
+    fn apis_are_known_only_when_every_one_is() {
+        let apis = |name: &str, args: Value| classify_call(name, false, Some(&args)).apis;
         assert_eq!(
-            run("r = await call_cli('Ecs', 'DescribeRegions', {})"),
-            Access::Read
-        );
-        assert_eq!(
-            run(
-                "await call_cli(product='Ecs', action='DescribeInstances')\n\
-                 await call_cli(product='Ecs', action='DeleteInstance', params={})"
+            apis(
+                "AlibabaCloud___CallCLI",
+                json!({"command": "aliyun ram create-access-key"})
             ),
-            Access::Write
+            Some(vec![Api::new("ram", "CreateAccessKey")])
         );
         assert_eq!(
-            run("a = 'DeleteInstance'\nawait call_cli(product='Ecs', action=a)"),
-            Access::Write
+            apis(
+                "AlibabaCloud___CallCLI",
+                json!({"command": "aliyun ram x; y"})
+            ),
+            None
         );
         assert_eq!(
-            run("f = call_cli\nawait f(product='Ecs', action='DeleteInstance')"),
-            Access::Write
+            apis("AlibabaCloud___GetApiDefinition", json!({})),
+            Some(vec![])
         );
-        assert_eq!(run("result = 1"), Access::Write, "no call at all: unknown");
+        assert_eq!(apis("echo", json!({})), None);
         assert_eq!(
-            run("await call_cli(product='Ecs', action='Describe\\x49nstances')"),
-            Access::Write
-        );
-        let c = classify_call(
-            "AlibabaCloud___RunScript",
-            false,
-            Some(&json!({"script": reads})),
+            apis("AlibabaCloud___RunIaC", json!({"action": "apply"})),
+            None
         );
         assert_eq!(
-            c.action.as_deref(),
-            Some("Ecs:DescribeInstances, Vpc:DescribeVpcs")
+            apis("Ram-20150501-ListUsers", json!({})),
+            Some(vec![Api::new("ram", "ListUsers")])
+        );
+        let hinted = classify_call("Kms-20160120-GetSecretValue", true, None);
+        assert_eq!(
+            hinted.access,
+            Access::Write,
+            "a hint does not make access a read"
         );
     }
 

@@ -266,6 +266,8 @@ mod tests {
         let class = CallClass {
             access: Access::Write,
             action: Some("DeleteInstance".into()),
+            apis: None,
+            opaque: false,
             reason: "the API action DeleteInstance does not start with a read verb".into(),
         };
         let args = json!({"InstanceId": "i-123", "Password": "hunter2"});

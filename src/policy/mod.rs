@@ -19,11 +19,13 @@
 pub mod api;
 pub mod audit;
 pub mod classify;
+pub mod cli_command;
 pub mod confirm;
 pub mod glob;
 pub mod messages;
 mod record;
 pub mod redact;
+pub mod server_side;
 pub mod strict;
 
 use std::collections::{HashMap, HashSet};
@@ -58,6 +60,11 @@ pub struct Policy {
     pub confirm_writes: bool,
     /// `--region`: added as `x_mcp_region_id` to calls of tools that declare it, when absent.
     pub region: Option<String>,
+    /// The server enforces the same limits too (a safety policy compiled from these flags is
+    /// bound to every token, AccessKeys): a call whose effect cannot be read locally (a
+    /// RunScript script, a CLI command alibridge cannot parse) is then relayed for the server to
+    /// judge instead of refused.
+    pub server_enforced: bool,
     /// `--confirm-timeout`: how long a confirmation waits for the person before it counts as
     /// declined (`None`: the default, [`DEFAULT_CONFIRM_TIMEOUT`]).
     pub confirm_timeout: Option<std::time::Duration>,
@@ -88,6 +95,12 @@ pub enum Rule {
     CannotConfirm,
     /// The `tools/call` could not be read unambiguously.
     Unreadable,
+    /// The call runs this API (`ecs:DeleteInstance`), which matches this `--deny-api` pattern.
+    DeniedApi { pattern: String, api: String },
+    /// The call runs this API, which matches no `--allow-api` pattern.
+    ApiNotAllowed(String),
+    /// API rules are set and alibridge cannot know every API the call runs.
+    ApisUnknown,
 }
 
 impl Rule {
@@ -99,6 +112,9 @@ impl Rule {
             Rule::ReadOnly => "--read-only".into(),
             Rule::CannotConfirm => "--confirm-writes".into(),
             Rule::Unreadable => "unreadable tools/call".into(),
+            Rule::DeniedApi { pattern, .. } => format!("--deny-api {pattern}"),
+            Rule::ApiNotAllowed(_) => "--allow-api".into(),
+            Rule::ApisUnknown => "--allow-api/--deny-api (APIs unknown)".into(),
         }
     }
 }
@@ -147,11 +163,43 @@ impl Policy {
         None
     }
 
+    /// The API rules: every API the call runs must pass `--deny-api` (deny wins) and, when
+    /// set, `--allow-api`. A call whose APIs cannot all be known passes only when the server
+    /// enforces the same rules.
+    pub fn by_api(&self, class: &CallClass) -> Option<Rule> {
+        if self.allow_api.is_empty() && self.deny_api.is_empty() {
+            return None;
+        }
+        let Some(apis) = &class.apis else {
+            return (!self.server_enforced).then_some(Rule::ApisUnknown);
+        };
+        for a in apis {
+            if let Some(g) = self.deny_api.iter().find(|g| g.may_match(a)) {
+                return Some(Rule::DeniedApi {
+                    pattern: g.as_str().to_string(),
+                    api: a.label(),
+                });
+            }
+            if !self.allow_api.is_empty() && api::first_match(&self.allow_api, a).is_none() {
+                return Some(Rule::ApiNotAllowed(a.label()));
+            }
+        }
+        None
+    }
+
     /// Why `name` is hidden from `tools/list`, if it is. Under `--read-only` the generic tools
-    /// stay listed: each of their calls is judged by its arguments.
+    /// stay listed: each of their calls is judged by its arguments. A tool whose name carries
+    /// an API the API rules refuse is hidden too.
     pub fn hides(&self, name: &str, info: &ToolInfo) -> Option<Rule> {
         if let Some(r) = self.by_name(name) {
             return Some(r);
+        }
+        if classify::generic(name).is_none() {
+            let class = classify::classify_call(name, info.read_only_hint, None);
+            if let Some(r @ (Rule::DeniedApi { .. } | Rule::ApiNotAllowed(_))) = self.by_api(&class)
+            {
+                return Some(r);
+            }
         }
         if self.read_only && classify::shape(name, info.read_only_hint) == Shape::Write {
             return Some(Rule::ReadOnly);
@@ -163,13 +211,20 @@ impl Policy {
     /// seen listed, so judged by the name alone).
     pub fn decide(&self, name: &str, info: Option<&ToolInfo>, args: Option<&Value>) -> Decision {
         let hint = info.is_some_and(|i| i.read_only_hint);
-        let class = classify::classify_call(name, hint, args);
+        let mut class = classify::classify_call(name, hint, args);
         let verdict = if let Some(rule) = self.by_name(name) {
+            Verdict::Refuse(rule)
+        } else if let Some(rule) = self.by_api(&class) {
             Verdict::Refuse(rule)
         } else if class.access == Access::Read {
             Verdict::Relay
-        } else if self.read_only {
+        } else if self.read_only && !(class.opaque && self.server_enforced) {
             Verdict::Refuse(Rule::ReadOnly)
+        } else if self.read_only {
+            class.reason.push_str(
+                "; relayed for the server-side read-only policy bound to the token to judge",
+            );
+            Verdict::Relay
         } else if self.confirm_writes {
             Verdict::Confirm
         } else {
@@ -243,6 +298,25 @@ pub fn refusal(id: &Id, tool: &str, decision: &Decision, rule: &Rule) -> Bytes {
             ),
             "use an MCP client that supports elicitation, or restart alibridge without \
              --confirm-writes and limit the agent with --read-only or --allow-tools instead"
+                .to_string(),
+        ),
+        Rule::DeniedApi { pattern, api } => (
+            format!("it runs {api}, which matches --deny-api {pattern}"),
+            "remove the pattern from --deny-api (ALIBRIDGE_DENY_API) to allow it".to_string(),
+        ),
+        Rule::ApiNotAllowed(api) => (
+            format!("it runs {api}, which matches no --allow-api pattern"),
+            "add a matching PRODUCT:ACTION pattern to --allow-api (ALIBRIDGE_ALLOW_API) to allow \
+             it"
+            .to_string(),
+        ),
+        Rule::ApisUnknown => (
+            format!(
+                "--allow-api/--deny-api are set and alibridge cannot tell every API it runs ({})",
+                class.reason
+            ),
+            "use a tool or CLI command that names its API, or, with AccessKeys, let the \
+             server-side policy judge such calls (the API rules are then bound to the token)"
                 .to_string(),
         ),
         Rule::Unreadable => (

@@ -63,6 +63,48 @@ pub fn validate(raw: &str) -> Result<Option<String>, String> {
     Ok(Some(text.to_string()))
 }
 
+/// The RAM actions `--read-only` denies in the token's boundary: the access-issuing reads, by
+/// their exact RAM action names (the form Alibaba's RAM documentation confirms; a wildcard on
+/// the service part, which a `NotAction` on every product's read verbs would need, is not
+/// documented, so the read-only limit itself is left to the safety policy).
+pub const READ_ONLY_DENIED_ACTIONS: &[&str] = &[
+    "cr:GetAuthorizationToken",
+    "cs:DescribeClusterUserKubeconfig",
+    "cs:DescribeSubaccountK8sClusterUserConfig",
+    "kms:GetSecretValue",
+    "ecs:DescribeInstanceVncUrl",
+    "sts:GetFederationToken",
+    "sts:AssumeRole",
+];
+
+/// The boundary policy under `--read-only`: the user's `--boundary-policy` (already validated)
+/// with one more `Deny` statement for [`READ_ONLY_DENIED_ACTIONS`]; both scope the token down,
+/// so the result denies the union. Checked against the same limits.
+pub fn with_read_only(user: Option<&str>) -> Result<String, String> {
+    let statement = serde_json::json!({
+        "Effect": "Deny",
+        "Action": READ_ONLY_DENIED_ACTIONS,
+        "Resource": "*",
+    });
+    let mut policy = match user {
+        Some(text) => serde_json::from_str::<Value>(text).map_err(|e| e.to_string())?,
+        None => serde_json::json!({"Version": "1", "Statement": []}),
+    };
+    match policy.get_mut("Statement").and_then(Value::as_array_mut) {
+        Some(list) => list.push(statement),
+        None => return Err("--boundary-policy has no Statement list".into()),
+    }
+    let text = policy.to_string();
+    validate(&text)
+        .map_err(|e| {
+            format!(
+                "--read-only adds a Deny statement for the access-issuing actions to \
+                 --boundary-policy, and the result is refused: {e}; shorten --boundary-policy"
+            )
+        })?
+        .ok_or_else(|| "empty boundary policy".to_string())
+}
+
 fn non_empty_strings(v: Option<&Value>) -> bool {
     match v {
         Some(Value::String(s)) => !s.is_empty(),
@@ -87,6 +129,22 @@ mod tests {
         let multi =
             r#"{"Statement":[{"Effect":"Deny","NotAction":["ecs:Describe*"],"Resource":["*"]}]}"#;
         assert!(validate(multi).is_ok());
+    }
+
+    #[test]
+    fn read_only_adds_a_deny_statement() {
+        let alone = with_read_only(None).unwrap();
+        assert!(alone.contains("kms:GetSecretValue"), "{alone}");
+        assert!(validate(&alone).is_ok());
+        let both = with_read_only(Some(EXAMPLE)).unwrap();
+        let v: Value = serde_json::from_str(&both).unwrap();
+        assert_eq!(v["Statement"].as_array().unwrap().len(), 2);
+        assert_eq!(v["Statement"][0]["Action"], "ram:*");
+        let long = format!(
+            r#"{{"Statement":[{{"Effect":"Deny","Action":"{}","Resource":"*"}}]}}"#,
+            "a".repeat(300)
+        );
+        assert!(with_read_only(Some(&long)).unwrap_err().contains("shorten"));
     }
 
     #[test]

@@ -37,8 +37,14 @@ const MAX_EXPR: usize = 4096;
 /// What to bind to each token, and where.
 #[derive(Debug, Clone, Default)]
 pub struct SafetyConfig {
-    /// `--safety-policy`, validated, as written (trimmed).
+    /// The expression to bind: `--safety-policy` (validated, trimmed) intersected with what
+    /// `--read-only`, `--allow-api` and `--deny-api` compile to ([`crate::policy::server_side`]).
     pub expr: Option<String>,
+    /// The user gave `--safety-policy` (only AccessKey tokens can carry it).
+    pub from_user: bool,
+    /// `expr` carries the limits of `--read-only` / `--allow-api` / `--deny-api`: the server
+    /// judges what alibridge cannot read locally.
+    pub enforces_flags: bool,
     /// The exact names of `--allow-tools` (`toolPolicy`); empty when there are none, or when
     /// a pattern with `*`/`?` makes the list inexpressible server-side.
     pub allowed_tools: Vec<String>,
@@ -249,6 +255,8 @@ mod tests {
     fn the_body_matches_the_official_proxy() {
         let b = SafetyConfig {
             expr: None,
+            from_user: false,
+            enforces_flags: false,
             allowed_tools: vec!["DescribeInstances".into(), "ListUsers".into()],
             endpoint: None,
         }
