@@ -147,6 +147,17 @@ impl Policy {
             || self.region.is_some()
     }
 
+    /// Whether any flag limits what the agent may call (`--region` alone only adds a default):
+    /// then client messages go through the strict reader ([`strict`]).
+    pub fn constrains(&self) -> bool {
+        !self.allow.is_empty()
+            || !self.deny.is_empty()
+            || !self.allow_api.is_empty()
+            || !self.deny_api.is_empty()
+            || self.read_only
+            || self.confirm_writes
+    }
+
     /// Whether tools are ever hidden (so `tools/list` answers must be read and filtered).
     fn filters(&self) -> bool {
         !self.allow.is_empty() || !self.deny.is_empty() || self.read_only

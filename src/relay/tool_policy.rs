@@ -67,9 +67,9 @@ impl ToolPolicy {
     }
 
     /// Whether client messages go through the strict reader ([`crate::policy::strict`]): when
-    /// any policy flag is set (an audit log alone decides nothing).
+    /// any flag limits calls (an audit log or a default region alone decides nothing).
     pub fn strict(&self) -> bool {
-        self.policy.is_active()
+        self.policy.constrains()
     }
 
     /// Records a message the strict reader refused.
@@ -248,9 +248,21 @@ impl ToolPolicy {
         self.asked.notify_one();
         debug!(id = %our_id, tool = prompt.tool, "asking the client to confirm a write");
         outbox.write(confirm::request(&our_id, prompt)).await;
-        match rx.await {
-            Ok(bytes) => confirm::answer(&bytes),
-            Err(_) => Answer::Failed("the client went away before answering".into()),
+        let limit = self
+            .policy
+            .confirm_timeout
+            .unwrap_or(policy::DEFAULT_CONFIRM_TIMEOUT);
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(bytes)) => confirm::answer(&bytes),
+            Ok(Err(_)) => Answer::Failed("the client went away before answering".into()),
+            Err(_) => {
+                // A late answer is then dropped as a second answer would be.
+                self.waiting.lock().unwrap().remove(&our_id);
+                Answer::Failed(format!(
+                    "nobody answered within --confirm-timeout ({} s)",
+                    limit.as_secs_f64()
+                ))
+            }
         }
     }
 

@@ -174,6 +174,11 @@ async fn read_only_lists_and_runs_only_reads() {
             json!({"action": "apply", "code": "resource \"alicloud_vpc\" \"v\" {}"}),
         ),
         (19, "AlibabaCloud___RunIaC", json!({"action": "destroy"})),
+        (
+            25,
+            "AlibabaCloud___RunScript",
+            json!({"script": "r = await call_cli(product='Ecs', action='DescribeRegions', params={})\nresult = r"}),
+        ),
     ] {
         let resp = b.call_tool(id, tool, args).await;
         let (rule, msg) = policy_refusal(&resp);
@@ -196,11 +201,6 @@ async fn read_only_lists_and_runs_only_reads() {
             24,
             "AlibabaCloud___GetApiDefinition",
             json!({"product": "Ecs", "apiVersion": "2014-05-26", "apiName": "DeleteInstance"}),
-        ),
-        (
-            25,
-            "AlibabaCloud___RunScript",
-            json!({"script": "r = await call_cli(product='Ecs', action='DescribeRegions', params={})\nresult = r"}),
         ),
         (
             26,
@@ -227,7 +227,6 @@ async fn read_only_lists_and_runs_only_reads() {
             "Ecs-20140526-DescribeImages",
             "AlibabaCloud___CallCLI",
             "AlibabaCloud___GetApiDefinition",
-            "AlibabaCloud___RunScript",
             "AlibabaCloud___RunIaC",
             "AlibabaCloud___RunIaC"
         ]
@@ -325,7 +324,10 @@ async fn unreadable_calls_are_refused() {
     )
     .await;
     let (rule, _) = policy_refusal(&b.response(1).await);
-    assert_eq!(rule, "unreadable tools/call");
+    assert_eq!(
+        rule, "strict-json",
+        "a repeated key: parsers differ on which copy wins"
+    );
     b.request(2, "tools/call", json!({"arguments": {}})).await;
     let (rule, _) = policy_refusal(&b.response(2).await);
     assert_eq!(rule, "unreadable tools/call");
@@ -622,4 +624,35 @@ async fn a_confirmation_is_answered_even_at_the_in_flight_cap() {
         server.executed_names(),
         ["StartInstance", "DescribeRegions"]
     );
+}
+
+/// `--confirm-timeout`: a confirmation nobody answers ends as not confirmed (the model gets a
+/// tool error naming the timeout), the write never reaches the server, and a late answer is
+/// dropped, not relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_confirmation_times_out_as_not_confirmed() {
+    let server = OpsServer::start().await;
+    let mut b = bridge(&server, &["--confirm-writes", "--confirm-timeout", "0.5"]).await;
+    b.request(
+        1,
+        "tools/call",
+        json!({"name": "DeleteInstance", "arguments": {"InstanceId": "i-late"}}),
+    )
+    .await;
+    let ask = loop {
+        let m = b.next().await.expect("the bridge asks");
+        if m["method"] == "elicitation/create" {
+            break m;
+        }
+    };
+    let resp = b.response(1).await;
+    assert_eq!(resp["result"]["isError"], true, "{resp}");
+    assert!(tool_text(&resp).contains("--confirm-timeout"), "{resp}");
+    b.send(&json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"action": "accept", "content": {"confirm": true}}}))
+        .await;
+    let read = b.call_tool(2, "DescribeRegions", json!({})).await;
+    assert!(tool_text(&read).starts_with("ran DescribeRegions"));
+    b.close_stdin();
+    assert_eq!(b.wait().await, 0);
+    assert_eq!(server.executed_names(), ["DescribeRegions"]);
 }
