@@ -55,21 +55,21 @@ pub const ACCESS_ISSUING: &[&str] = &[
     "GetPresignedUrl",
 ];
 
-/// Name fragments (case-insensitive) that mark an action as handing out access whatever its
-/// verb: tokens, kubeconfigs, secret values, credentials, passwords, console URLs, signed URLs,
-/// tickets.
+/// Name fragments (compared case-insensitively) that mark an action as handing out access
+/// whatever its verb: tokens, kubeconfigs, secret values, credentials, passwords, console URLs,
+/// signed URLs, tickets. In PascalCase, so the server-side policy can spell them in kebab-case.
 pub const ACCESS_FRAGMENTS: &[&str] = &[
-    "token",
-    "kubeconfig",
-    "userconfig",
-    "secretvalue",
-    "credential",
-    "password",
-    "vncurl",
-    "presign",
-    "signurl",
-    "signature",
-    "ticket",
+    "Token",
+    "Kubeconfig",
+    "UserConfig",
+    "SecretValue",
+    "Credential",
+    "Password",
+    "VncUrl",
+    "Presign",
+    "SignUrl",
+    "Signature",
+    "Ticket",
 ];
 
 /// Prefix of the OpenAPI MCP Server's system tools.
@@ -209,7 +209,9 @@ pub fn is_access_issuing(action: &str) -> bool {
     ACCESS_ISSUING
         .iter()
         .any(|a| a.eq_ignore_ascii_case(action))
-        || ACCESS_FRAGMENTS.iter().any(|f| lower.contains(f))
+        || ACCESS_FRAGMENTS
+            .iter()
+            .any(|f| lower.contains(&f.to_ascii_lowercase()))
 }
 
 /// Whether an action in PascalCase starts with a read verb (`Describe` + an upper-case letter,

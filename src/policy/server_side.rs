@@ -68,7 +68,7 @@ pub fn read_only_rules() -> Vec<ServerRule> {
         rules.push(ServerRule::deny(format!("*:{}", api::kebab(action))));
     }
     for fragment in ACCESS_FRAGMENTS {
-        rules.push(ServerRule::deny(format!("*:*{fragment}*")));
+        rules.push(ServerRule::deny(format!("*:*{}*", api::kebab(fragment))));
     }
     for verb in READ_VERBS {
         rules.push(ServerRule::allow(format!(
@@ -164,7 +164,11 @@ pub fn combine(ours: &[ServerRule], user: Option<&str>) -> Option<String> {
                 rules.extend(user);
                 return Some(render(&rules));
             }
-            rules.extend(user.iter().filter(|r| !r.allow).cloned());
+            // The user's denials that come before its last allow: moved ahead of the allows
+            // (which only refuses more). Those after it only meet APIs no user allow matched,
+            // which the final `*=deny` refuses anyway.
+            let last_allow = user.iter().rposition(|r| r.allow).unwrap_or(0);
+            rules.extend(user[..last_allow].iter().filter(|r| !r.allow).cloned());
             let user_allows: Vec<ServerRule> = user.iter().filter(|r| r.allow).cloned().collect();
             // A user policy without allows allows whatever it does not deny.
             let allows = if user_allows.is_empty() {
@@ -262,6 +266,10 @@ mod tests {
         assert!(r.starts_with("cr:get-authorization-token=deny,"), "{r}");
         assert!(r.contains("kms:get-secret-value=deny"), "{r}");
         assert!(r.contains("*:*token*=deny"), "{r}");
+        assert!(
+            r.contains("*:*user-config*=deny,*:*secret-value*=deny"),
+            "{r}"
+        );
         let first_allow = r.find("=allow").unwrap();
         assert!(r.rfind("*:*ticket*=deny").unwrap() < first_allow, "{r}");
         assert!(r.contains("*:describe-*=allow,*:list-*=allow"), "{r}");
@@ -304,7 +312,7 @@ mod tests {
             "deny-only flags: the user policy follows unchanged"
         );
         let ro = flag_rules(true, &[], &[]);
-        let c = combine(&ro, Some("ecs:*=allow,ecs:delete-*=deny,*=deny")).unwrap();
+        let c = combine(&ro, Some("ecs:delete-*=deny,ecs:*=allow,*=deny")).unwrap();
         assert!(c.contains("ecs:delete-*=deny"), "{c}");
         assert!(c.contains("ecs:describe-*=allow"), "{c}");
         assert!(!c.contains("ecs:*=allow"), "{c}");
@@ -315,6 +323,12 @@ mod tests {
         assert_eq!(combine(&[], None), None);
         let c = combine(&ro, Some("ram:*=deny")).unwrap();
         assert!(c.contains("ram:*=deny,*:describe-*=allow"), "{c}");
+        let c = combine(&ro, Some("ecs:*=allow,*=deny")).unwrap();
+        assert!(
+            !c.contains(",*=deny,"),
+            "a trailing catch-all is not moved up: {c}"
+        );
+        assert!(c.contains("ecs:describe-*=allow"), "{c}");
     }
 
     #[test]

@@ -283,3 +283,81 @@ async fn policy_flags_have_environment_variables_and_help() {
     assert_eq!(rule, "--deny-tools DescribeRegions");
     assert!(server.executed().is_empty());
 }
+
+/// `--read-only`, `--allow-api` and `--deny-api` are compiled into the safety policy bound to
+/// every token with AccessKeys (and intersected with a user's `--safety-policy`): the fake
+/// service judges a table of API calls under each bound policy with its own evaluator, so the
+/// server refuses what the flags refuse even inside CallCLI, RunScript and RunIaC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_flags_are_compiled_into_the_bound_policy() {
+    use crate::support::aliyun_fake::safety::evaluate;
+    let fake = AliyunFake::start().await;
+    fake.add_access_key(AK_ID, AK_SECRET);
+    let server = TestServer::start_with(ServerOptions::requiring_bearer(
+        fake.policy_bound_token_checker(),
+    ))
+    .await;
+    // (flags, [(product, api in kebab-case, allowed?)])
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str, bool)>)> = vec![
+        (
+            vec!["--read-only"],
+            vec![
+                ("ecs", "describe-instances", true),
+                ("ram", "list-users", true),
+                ("ecs", "delete-instance", false),
+                ("ram", "create-access-key", false),
+                ("kms", "get-secret-value", false),
+                ("cr", "get-authorization-token", false),
+                ("cs", "describe-cluster-user-kubeconfig", false),
+                ("ecs", "describe-instance-vnc-url", false),
+                ("sts", "get-federation-token", false),
+                ("ecs", "run-instances", false),
+            ],
+        ),
+        (
+            vec!["--deny-api", "ram:*,*:Delete*"],
+            vec![
+                ("ram", "list-users", false),
+                ("ecs", "delete-instance", false),
+                ("ecs", "stop-instance", true),
+                ("ecs", "describe-instances", true),
+            ],
+        ),
+        (
+            vec!["--allow-api", "ecs:Describe*"],
+            vec![
+                ("ecs", "describe-instances", true),
+                ("vpc", "describe-vpcs", false),
+                ("ecs", "delete-instance", false),
+            ],
+        ),
+        (
+            vec!["--read-only", "--safety-policy", "ecs:*=allow,*=deny"],
+            vec![
+                ("ecs", "describe-instances", true),
+                ("ecs", "delete-instance", false),
+                ("vpc", "describe-vpcs", false),
+            ],
+        ),
+    ];
+    for (flags, table) in cases {
+        let home = TempHome::new("safety-compiled");
+        let mut b = ak_bridge(&fake, &server.url(), &home, &flags);
+        b.initialize().await;
+        let stderr = b.finish().await.stderr;
+        assert!(
+            stderr.contains("server-side"),
+            "{flags:?}: the start-up line names the server-side layer\n{stderr}"
+        );
+        let token = fake.minted_tokens().last().cloned().expect("minted");
+        let bound = fake.bound_policy(&token).expect("a policy is bound");
+        for (product, api, allowed) in table {
+            assert_eq!(
+                evaluate(&bound.safe_policy, product, api),
+                allowed,
+                "{flags:?}: {product}:{api} under {}",
+                bound.safe_policy
+            );
+        }
+    }
+}

@@ -185,3 +185,42 @@ fn expression_ok(s: &str) -> bool {
         })
     })
 }
+
+/// How the fake service judges one API call under a bound `safePolicy`, written independently
+/// of alibridge's compiler: rules in order, the first whose pattern matches `product:api`
+/// (kebab-case, lower-case; `*` any run of characters) decides; no match allows; `{"rules":[]}`
+/// allows everything.
+pub fn evaluate(safe_policy: &str, product: &str, api: &str) -> bool {
+    if safe_policy == r#"{"rules":[]}"# {
+        return true;
+    }
+    let subject = format!("{}:{}", product.to_lowercase(), api.to_lowercase());
+    for rule in safe_policy.split(',') {
+        let Some((pattern, effect)) = rule.trim().rsplit_once('=') else {
+            continue;
+        };
+        let pattern = pattern.trim().to_lowercase();
+        let hit = if pattern.contains(':') {
+            wildcard(&pattern, &subject)
+        } else {
+            wildcard(&pattern, &subject) || wildcard(&pattern, &subject.replace(':', "-"))
+        };
+        if hit {
+            return effect.trim().eq_ignore_ascii_case("allow");
+        }
+    }
+    true
+}
+
+/// `*`-only glob over whole strings (recursive; test inputs are short).
+fn wildcard(p: &str, s: &str) -> bool {
+    match p.split_once('*') {
+        None => p == s,
+        Some((head, tail)) => {
+            let Some(rest) = s.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len()).any(|i| rest.is_char_boundary(i) && wildcard(tail, &rest[i..]))
+        }
+    }
+}
