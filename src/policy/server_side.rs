@@ -167,7 +167,7 @@ pub fn combine(ours: &[ServerRule], user: Option<&str>) -> Option<String> {
             // The user's denials that come before its last allow: moved ahead of the allows
             // (which only refuses more). Those after it only meet APIs no user allow matched,
             // which the final `*=deny` refuses anyway.
-            let last_allow = user.iter().rposition(|r| r.allow).unwrap_or(0);
+            let last_allow = user.iter().rposition(|r| r.allow).unwrap_or(user.len());
             rules.extend(user[..last_allow].iter().filter(|r| !r.allow).cloned());
             let user_allows: Vec<ServerRule> = user.iter().filter(|r| r.allow).cloned().collect();
             // A user policy without allows allows whatever it does not deny.
