@@ -450,11 +450,22 @@ async fn audit_log_rolls_over_once() {
 }
 
 /// An audit log that cannot be written is reported once on stderr and never breaks the relay.
-#[cfg(target_os = "linux")]
+/// (A device such as `/dev/full` is refused at start, so the failure is a rollover whose
+/// `PATH.1` is a directory: every rename fails.)
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_audit_log_is_reported_once_and_calls_go_on() {
+    let dir = TempHome::new("safety-audit-fail");
+    let path = dir.file("audit.jsonl");
+    std::fs::write(&path, "x".repeat(4096)).unwrap();
+    std::fs::create_dir(format!("{path}.1")).unwrap();
+    std::fs::write(format!("{path}.1/keep"), "").unwrap();
     let server = OpsServer::start().await;
-    let mut b = bridge(&server, &["--audit-log", "/dev/full"]).await;
+    let mut b = bridge(
+        &server,
+        &["--audit-log", &path, "--audit-log-max-size", "1K"],
+    )
+    .await;
     for id in 1..=3 {
         let resp = b.call_tool(id, "DescribeRegions", json!({})).await;
         assert!(tool_text(&resp).starts_with("ran DescribeRegions"));
