@@ -19,8 +19,10 @@ pub fn state_home() -> anyhow::Result<std::path::PathBuf> {
         .map_err(|e| crate::error::UsageError::Config(e).into())
 }
 
-/// Opens `--audit-log` when it is set; a file that cannot be opened is a usage error naming the
-/// flag (the bridge and the proxy both start only with a working audit log).
+/// Opens `--audit-log` when it is set; a file that cannot be opened or is refused (a link, not
+/// a regular file, another user's) is a usage error. The bridge and the proxy both start only
+/// with a working audit log. The error already names the path and the flag, so it is shown as
+/// it is, once.
 pub(crate) fn open_audit(
     target: Option<&crate::policy::audit::AuditTarget>,
 ) -> anyhow::Result<Option<crate::policy::audit::AuditLog>> {
@@ -30,11 +32,7 @@ pub(crate) fn open_audit(
     crate::policy::audit::AuditLog::open(&a.path, a.max_bytes)
         .map(Some)
         .map_err(|e| {
-            crate::error::UsageError::from(crate::config::ConfigError::Policy(format!(
-                "cannot open the audit log {}: {e}; check --audit-log",
-                a.path.display()
-            )))
-            .into()
+            crate::error::UsageError::from(crate::config::ConfigError::Policy(e.to_string())).into()
         })
 }
 

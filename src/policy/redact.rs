@@ -1,6 +1,14 @@
-//! Tool arguments made fit to show a person or write to the audit log: values under keys that
-//! look secret are `****`, values after secret-looking flags of a CLI command too, and long
-//! strings are cut.
+//! Tool arguments made fit to show a person or write to the audit log. This module owns the
+//! masking rules ([`is_secret_key`], [`names_a_resource`]) and where they apply:
+//!
+//! - JSON arguments: values under secret-looking keys are `****`, at any depth;
+//! - a CallCLI `command`: values after secret-looking flags, free-text values (quoted with
+//!   spaces) and JSON values (see [`cli_command`]);
+//! - a RunScript `script`: string literals bound to a secret-looking name (see [`script_text`]);
+//! - long strings are cut, deep or wide values summarised.
+//!
+//! A key that names a resource (`SecretName`, `AccessKeyId`) is never masked: the person asked
+//! to confirm a write must see what it targets.
 
 use serde_json::{Map, Value};
 
@@ -9,6 +17,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "password",
     "passwd",
     "pwd",
+    "passphrase",
     "secret",
     "token",
     "key",
@@ -16,7 +25,12 @@ pub const SECRET_KEYS: &[&str] = &[
     "signature",
     "authorization",
     "cookie",
+    "userdata",
+    "connectionstring",
 ];
+
+/// Key endings that make a key the name, id or kind of a resource rather than a secret.
+pub const RESOURCE_SUFFIXES: &[&str] = &["Name", "Id", "Ids", "Arn", "Type"];
 
 /// Longest string value kept, in characters.
 const MAX_STRING: usize = 512;
@@ -24,11 +38,45 @@ const MAX_STRING: usize = 512;
 const MAX_DEPTH: usize = 8;
 /// Most entries kept per object or array.
 const MAX_ENTRIES: usize = 64;
+/// What a masked value becomes.
+const MASK: &str = "****";
 
-/// Whether a key (argument name or CLI flag) looks like it holds a secret.
+/// Whether a key (argument name, CLI flag, Python name or dict key) holds a secret: it
+/// contains one of [`SECRET_KEYS`] (case-insensitive) and does not name a resource
+/// ([`names_a_resource`]). So `Password`, `SecurityToken`, `UserData`, `PrivateKey` are secret;
+/// `SecretName`, `AccessKeyId`, `KeyPairName`, `TokenType` are not.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    SECRET_KEYS.iter().any(|s| k.contains(s))
+    SECRET_KEYS.iter().any(|s| k.contains(s)) && !names_a_resource(key)
+}
+
+/// Whether a key names a resource: it ends in one of [`RESOURCE_SUFFIXES`] as a word of its
+/// own, i.e. the whole key (`Name`, `id`), after a separator (`secret_name`, `key-id`,
+/// `Key.Arn`), or as a capitalised word after a lower-case letter or digit (`SecretName`,
+/// `AccessKeyId`, `KeyID`, `Key2Ids`). Such a value identifies what a write acts on and is not
+/// a secret (an AccessKey *id* is shown, its secret never is).
+///
+/// A run-together lower- or upper-case key (`secretname`, `SECRETNAME`) has no visible word
+/// boundary and stays masked: when in doubt, the safe side.
+pub fn names_a_resource(key: &str) -> bool {
+    RESOURCE_SUFFIXES.iter().any(|suffix| {
+        let Some(split) = key.len().checked_sub(suffix.len()) else {
+            return false;
+        };
+        let (Some(head), Some(tail)) = (key.get(..split), key.get(split..)) else {
+            return false;
+        };
+        if !tail.eq_ignore_ascii_case(suffix) {
+            return false;
+        }
+        match head.chars().next_back() {
+            None | Some('_' | '-' | '.') => true,
+            Some(c) => {
+                (c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && tail.starts_with(|t: char| t.is_ascii_uppercase())
+            }
+        }
+    })
 }
 
 /// A copy of `v` with secret-looking values masked and sizes bounded.
@@ -49,12 +97,13 @@ fn redact(v: &Value, depth: usize) -> Value {
             }
             let mut out = Map::new();
             for (k, val) in m.iter().take(MAX_ENTRIES) {
-                let shown = if is_secret_key(k) && !val.is_null() {
-                    Value::String("****".into())
-                } else if k == "command" && val.is_string() {
-                    Value::String(cut(&cli_command(val.as_str().unwrap_or_default())))
-                } else {
-                    redact(val, depth + 1)
+                let shown = match val {
+                    Value::Null => Value::Null,
+                    _ if is_secret_key(k) => Value::String(MASK.into()),
+                    // CallCLI's `command` and RunScript's `script`.
+                    Value::String(s) if k == "command" => Value::String(cut(&cli_command(s))),
+                    Value::String(s) if k == "script" => Value::String(cut(&script_text(s))),
+                    _ => redact(val, depth + 1),
                 };
                 out.insert(k.clone(), shown);
             }
@@ -94,29 +143,347 @@ pub fn cut(s: &str) -> String {
     format!("{head}… ({} bytes)", s.len())
 }
 
-/// A CLI command with the values of secret-looking flags (`--Password x`, `--token=x`) masked.
-pub fn cli_command(command: &str) -> String {
-    let mut out = Vec::new();
-    let mut mask_next = false;
-    for t in command.split_whitespace() {
-        if std::mem::take(&mut mask_next) && !t.starts_with('-') {
-            out.push("****".to_string());
+/// Replacements `(start, end, text)` of byte ranges of a source, in order, not overlapping.
+type Masks = Vec<(usize, usize, String)>;
+
+/// `src` with each masked range replaced. Ranges always lie on character boundaries; one that
+/// would not is skipped rather than panicking.
+fn splice(src: &str, masks: &[(usize, usize, String)]) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut at = 0;
+    for (start, end, text) in masks {
+        let (Some(keep), true) = (src.get(at..*start), src.is_char_boundary(*end)) else {
             continue;
-        }
-        if let Some(flag) = t.strip_prefix('-') {
-            let flag = flag.trim_start_matches('-');
-            match flag.split_once('=') {
-                Some((name, _)) if is_secret_key(name) => {
-                    out.push(format!("{}=****", &t[..t.len() - flag.len() + name.len()]));
-                    continue;
+        };
+        out.push_str(keep);
+        out.push_str(text);
+        at = *end;
+    }
+    out.push_str(src.get(at..).unwrap_or_default());
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// CallCLI commands
+
+/// One word of a command as a POSIX shell splits it: where it is in the command, and its
+/// value (quotes removed, backslash escapes applied).
+#[derive(Default)]
+struct Word {
+    start: usize,
+    end: usize,
+    value: String,
+    /// Written with quotes (its mask keeps them, so the line still reads as quoted).
+    quoted: bool,
+}
+
+/// The words of `command`, split as a POSIX shell would (single quotes literal, double quotes
+/// with `\\`, `\"`, `` \` ``, `\$` escapes, a backslash outside quotes escaping the next
+/// character); an unbalanced quote runs to the end. No expansion: only the spans matter here.
+fn shell_words(command: &str) -> Vec<Word> {
+    #[derive(PartialEq)]
+    enum In {
+        Gap,
+        Bare,
+        Single,
+        Double,
+    }
+    let mut words = Vec::new();
+    let mut state = In::Gap;
+    let mut word = Word::default();
+    let mut chars = command.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match state {
+            In::Gap | In::Bare if c.is_ascii_whitespace() => {
+                if state == In::Bare {
+                    word.end = i;
+                    words.push(std::mem::take(&mut word));
+                    state = In::Gap;
                 }
-                None if is_secret_key(flag) => mask_next = true,
-                _ => {}
+            }
+            In::Gap | In::Bare => {
+                if state == In::Gap {
+                    word.start = i;
+                    state = In::Bare;
+                }
+                match c {
+                    '\'' => (state, word.quoted) = (In::Single, true),
+                    '"' => (state, word.quoted) = (In::Double, true),
+                    '\\' => {
+                        word.quoted = true;
+                        match chars.next() {
+                            Some((_, '\n')) | None => {}
+                            Some((_, n)) => word.value.push(n),
+                        }
+                    }
+                    _ => word.value.push(c),
+                }
+            }
+            In::Single => match c {
+                '\'' => state = In::Bare,
+                _ => word.value.push(c),
+            },
+            In::Double => match c {
+                '"' => state = In::Bare,
+                '\\' => match chars.peek().map(|&(_, n)| n) {
+                    Some(n @ ('\\' | '"' | '`' | '$')) => {
+                        chars.next();
+                        word.value.push(n);
+                    }
+                    Some('\n') => {
+                        chars.next();
+                    }
+                    _ => word.value.push('\\'),
+                },
+                _ => word.value.push(c),
+            },
+        }
+    }
+    if state != In::Gap {
+        word.end = command.len();
+        words.push(word);
+    }
+    words
+}
+
+/// Whether the value given to `--flag` is hidden: never when the flag names a resource
+/// (`--SecretName my-db`, `--InstanceIds '["i-1"]'`: what a write targets stays visible);
+/// always when the flag looks secret; otherwise when it is free text (it has spaces, so it was
+/// quoted: `--Description 'my secret note'`) or JSON (`--Tags '[{…}]'`, `--Policy {…}`), where
+/// secrets hide in ways a flag name does not tell.
+fn hides_flag_value(flag: &str, value: &str) -> bool {
+    if names_a_resource(flag) {
+        return false;
+    }
+    is_secret_key(flag)
+        || value.chars().any(char::is_whitespace)
+        || value.trim_start().starts_with(['{', '['])
+}
+
+/// A CLI command with the values of some flags masked (see [`hides_flag_value`]), flag names
+/// kept: `--Password x` → `--Password ****`, `--token=x` → `--token=****`, `--Description 'a
+/// b'` → `--Description '****'`. The command is split into words as a shell would; the text
+/// between words is kept as it was.
+pub fn cli_command(command: &str) -> String {
+    let mut masks: Masks = Vec::new();
+    let mut flag: Option<String> = None;
+    let quoted_mask = |quoted: bool| {
+        if quoted {
+            format!("'{MASK}'")
+        } else {
+            MASK.to_string()
+        }
+    };
+    for w in shell_words(command) {
+        let is_flag = w.value.starts_with('-') && w.value.len() > 1;
+        if let Some(name) = flag.take() {
+            if !is_flag {
+                if hides_flag_value(&name, &w.value) {
+                    masks.push((w.start, w.end, quoted_mask(w.quoted)));
+                }
+                continue;
             }
         }
-        out.push(t.to_string());
+        if !is_flag {
+            continue;
+        }
+        let dashes = w.value.len() - w.value.trim_start_matches('-').len();
+        let (lead, name) = w.value.split_at(dashes);
+        match name.split_once('=') {
+            Some((n, v)) if hides_flag_value(n, v) => {
+                masks.push((
+                    w.start,
+                    w.end,
+                    format!("{lead}{n}={}", quoted_mask(w.quoted)),
+                ));
+            }
+            Some(_) => {}
+            None => flag = Some(name.to_string()),
+        }
     }
-    out.join(" ")
+    splice(command, &masks)
+}
+
+// ---------------------------------------------------------------------------------------------
+// RunScript scripts
+
+/// A RunScript script (Python) with the string literals bound to a secret-looking name
+/// ([`is_secret_key`]) replaced by `****`, quotes and prefix kept:
+///
+/// - assignments and keyword arguments: `password = "x"`, `Password='x'`, `cfg.token = 'x'`,
+///   `pwd: str = 'x'`, `key := 'x'`;
+/// - dict entries and subscripts: `{"AccessKeySecret": "x"}`, `env['DB_PASSWORD'] = 'x'`;
+/// - comparisons with a literal: `if token == 'x'`;
+/// - what continues such a literal: `("a" "b")`, `'a' + 'b'`.
+///
+/// The script is split into Python tokens (strings with their prefixes, triple quotes and
+/// escapes; names; operators; comments, whose text is read the same way since commented-out
+/// code leaks as well). It is not a full parser: a value computed at run time (`getenv(…)`) is
+/// not a literal and has nothing to mask, and Python 3.12 f-strings that nest the same quote
+/// are read as several strings. Never fails: odd input masks less or more, never panics.
+pub fn script_text(script: &str) -> String {
+    let mut masks: Masks = Vec::new();
+    python_masks(script, 0, script.len(), false, &mut masks);
+    splice(script, &masks)
+}
+
+/// One Python token, as byte ranges of the script.
+#[derive(Clone, Copy)]
+enum Tok {
+    Name(usize, usize),
+    Str(Literal),
+    Op(usize, usize),
+}
+
+/// A string literal: `start..open` is the prefix and opening quote, `open..body` the
+/// contents, `body..end` the closing quote (empty when unterminated).
+#[derive(Clone, Copy)]
+struct Literal {
+    start: usize,
+    open: usize,
+    body: usize,
+    end: usize,
+    masked: bool,
+}
+
+/// Operators after which a literal is the value bound to the name before them.
+const BINDING_OPS: &[&str] = &["=", ":", ":=", "==", "!=", "+="];
+
+/// Tokenizes `src[from..to]` and pushes the masks of the secret literals in it; a comment's
+/// text is read the same way (`in_comment`: then `#` is an ordinary character, so this
+/// recurses at most once).
+fn python_masks(src: &str, from: usize, to: usize, in_comment: bool, masks: &mut Masks) {
+    let b = src.as_bytes();
+    let to = to.min(b.len());
+    let is_name = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    let mut toks: Vec<Tok> = Vec::new();
+    let mut i = from;
+    while i < to {
+        let c = b[i];
+        match c {
+            b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' | b'\\' => i += 1,
+            b'#' if !in_comment => {
+                let end = b[i..to]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map_or(to, |p| i + p);
+                python_masks(src, i + 1, end, true, masks);
+                i = end;
+            }
+            b'\'' | b'"' => {
+                let lit = python_literal(b, i, i, to);
+                i = lit.end;
+                push_literal(src, &mut toks, lit, masks);
+            }
+            _ if is_name(c) => {
+                let end = b[i..to]
+                    .iter()
+                    .position(|&x| !is_name(x))
+                    .map_or(to, |p| i + p);
+                let prefix = src.get(i..end).unwrap_or_default().to_ascii_lowercase();
+                if end < to
+                    && matches!(b[end], b'\'' | b'"')
+                    && ["r", "u", "b", "f", "t", "br", "rb", "fr", "rf", "tr", "rt"]
+                        .contains(&prefix.as_str())
+                {
+                    let lit = python_literal(b, i, end, to);
+                    i = lit.end;
+                    push_literal(src, &mut toks, lit, masks);
+                } else {
+                    toks.push(Tok::Name(i, end));
+                    i = end;
+                }
+            }
+            _ => {
+                let two = i + 1 < to && b[i + 1] == b'=' && b"=!<>:+-*/%&|^@".contains(&c);
+                let end = if two { i + 2 } else { i + 1 };
+                toks.push(Tok::Op(i, end));
+                i = end;
+            }
+        }
+    }
+}
+
+/// The literal whose prefix starts at `start` and whose quote is at `quote`. A backslash
+/// escapes the next byte (in raw strings too, as far as ending the string goes); a one-quote
+/// string ends at the line's end if it is not closed, a triple-quoted one at `to`.
+fn python_literal(b: &[u8], start: usize, quote: usize, to: usize) -> Literal {
+    let q = b[quote];
+    let triple = quote + 2 < to && b[quote + 1] == q && b[quote + 2] == q;
+    let open = quote + if triple { 3 } else { 1 };
+    let mut j = open;
+    let (body, end) = loop {
+        if j >= to {
+            break (to, to);
+        }
+        match b[j] {
+            b'\\' => j = (j + 2).min(to),
+            c if triple && c == q && j + 2 < to && b[j + 1] == q && b[j + 2] == q => {
+                break (j, j + 3)
+            }
+            c if !triple && c == q => break (j, j + 1),
+            b'\n' if !triple => break (j, j),
+            _ => j += 1,
+        }
+    };
+    Literal {
+        start,
+        open,
+        body,
+        end,
+        masked: false,
+    }
+}
+
+/// Records `lit` and, when it is bound to a secret-looking name (see [`script_text`]), its mask.
+fn push_literal(src: &str, toks: &mut Vec<Tok>, mut lit: Literal, masks: &mut Masks) {
+    let text = |a: usize, b: usize| src.get(a..b).unwrap_or_default();
+    // Opening parentheses between the operator and the literal: `Password=("x")`.
+    let mut k = toks.len();
+    while k > 0 && matches!(toks[k - 1], Tok::Op(a, b) if text(a, b) == "(") {
+        k -= 1;
+    }
+    let tok = |n: usize| k.checked_sub(n).map(|at| toks[at]);
+    let op = |n: usize| match tok(n) {
+        Some(Tok::Op(a, b)) => Some(text(a, b)),
+        _ => None,
+    };
+    let continues_masked = match (tok(1), tok(2)) {
+        (Some(Tok::Str(prev)), _) => prev.masked,
+        (Some(Tok::Op(a, b)), Some(Tok::Str(prev))) => text(a, b) == "+" && prev.masked,
+        _ => false,
+    };
+    let bound_to_secret = op(1).is_some_and(|o| BINDING_OPS.contains(&o)) && {
+        // The key: a name (`password =`), a literal (`"Password":`), a subscript
+        // (`env["PASSWORD"] =`), or an annotated name (`password: str =`).
+        let mut keys: Vec<&str> = Vec::new();
+        match tok(2) {
+            Some(Tok::Name(a, b)) => {
+                keys.push(text(a, b));
+                if let (Some(":"), Some(Tok::Name(a, b))) = (op(3), tok(4)) {
+                    keys.push(text(a, b));
+                }
+            }
+            Some(Tok::Str(key)) => keys.push(text(key.open, key.body)),
+            Some(Tok::Op(a, b)) if text(a, b) == "]" => {
+                if let (Some(Tok::Str(key)), Some("[")) = (tok(3), op(4)) {
+                    keys.push(text(key.open, key.body));
+                }
+            }
+            _ => {}
+        }
+        keys.into_iter().any(is_secret_key)
+    };
+    if continues_masked || bound_to_secret {
+        lit.masked = true;
+        let close = text(lit.body, lit.end);
+        masks.push((
+            lit.start,
+            lit.end,
+            format!("{}{MASK}{close}", text(lit.start, lit.open)),
+        ));
+    }
+    toks.push(Tok::Str(lit));
 }
 
 #[cfg(test)]
@@ -166,5 +533,258 @@ mod tests {
         assert!(arguments(&deep).to_string().len() < 200);
         let wide: Vec<u32> = (0..1000).collect();
         assert!(arguments(&json!(wide)).as_array().unwrap().len() <= MAX_ENTRIES + 1);
+    }
+
+    #[test]
+    fn resource_names_and_ids_stay_visible_secrets_do_not() {
+        for visible in [
+            "SecretName",
+            "KeyPairName",
+            "AccessKeyId",
+            "KeyId",
+            "KeyIds",
+            "AccessKeyID",
+            "SecretArn",
+            "TokenType",
+            "secret_name",
+            "access_key_id",
+            "key-id",
+            "Secret.Name",
+            "Key2Id",
+            "InstanceId",
+            "Name",
+        ] {
+            assert!(names_a_resource(visible), "{visible} names a resource");
+            assert!(!is_secret_key(visible), "{visible} is shown");
+        }
+        for secret in [
+            "Password",
+            "password",
+            "SecurityToken",
+            "AccessKeySecret",
+            "SecretValue",
+            "UserData",
+            "ConnectionString",
+            "Passphrase",
+            "PrivateKey",
+            "ClientSecret",
+            "secretname", // no word boundary: the safe side
+            "SECRETNAME",
+            "Tokenid",
+            "KeyPairNames", // not the suffix `Name`
+        ] {
+            assert!(is_secret_key(secret), "{secret} is masked");
+        }
+        let r = arguments(&json!({
+            "SecretName": "prod-db",
+            "SecretValue": "hunter2",
+            "KeyPairName": "kp-1",
+            "AccessKeyId": "LTAI123",
+            "SecurityToken": "sts-abc",
+            "UserData": "IyEvYmluL3No",
+            "ConnectionString": "mysql://u:p@h/db",
+            "Passphrase": "open sesame",
+        }));
+        assert_eq!(r["SecretName"], "prod-db");
+        assert_eq!(r["KeyPairName"], "kp-1");
+        assert_eq!(r["AccessKeyId"], "LTAI123");
+        for k in [
+            "SecretValue",
+            "SecurityToken",
+            "UserData",
+            "ConnectionString",
+            "Passphrase",
+        ] {
+            assert_eq!(r[k], "****", "{k}");
+        }
+    }
+
+    #[test]
+    fn cli_free_text_and_json_values_are_masked_names_kept() {
+        let cases = [
+            (
+                "aliyun kms create-secret --SecretName my-db --SecretData 'p w' --Description 'my secret note'",
+                "aliyun kms create-secret --SecretName my-db --SecretData '****' --Description '****'",
+            ),
+            (
+                r#"aliyun ecs run --Tag '[{"Key":"a","Value":"b"}]' --Policy {"x":1} --Ids [1,2] --Extra="a b""#,
+                r#"aliyun ecs run --Tag '****' --Policy '****' --Ids [1,2] --Extra='****'"#,
+            ),
+            (
+                r#"aliyun ecs delete-instances --InstanceIds '["i-1", "i-2"]' --InstanceName 'web 1' --Force"#,
+                r#"aliyun ecs delete-instances --InstanceIds '["i-1", "i-2"]' --InstanceName 'web 1' --Force"#,
+            ),
+            (
+                "aliyun ram x --AccessKeyId LTAI1 --SecurityToken=abc  --Name  n",
+                "aliyun ram x --AccessKeyId LTAI1 --SecurityToken=****  --Name  n",
+            ),
+            (
+                r#"aliyun x y --Password "a \"b\" c" --Note plain"#,
+                r#"aliyun x y --Password '****' --Note plain"#,
+            ),
+            ("aliyun x y --Note my\\ note", "aliyun x y --Note '****'"),
+            (
+                "aliyun x y --Description 'never closed",
+                "aliyun x y --Description '****'",
+            ),
+            ("aliyun x y --Token", "aliyun x y --Token"),
+            ("aliyun x y --Body [1,2]", "aliyun x y --Body ****"),
+            ("", ""),
+        ];
+        for (command, want) in cases {
+            assert_eq!(cli_command(command), want, "{command}");
+        }
+    }
+
+    /// The canary is the secret of every case; what must stay visible is checked too.
+    #[test]
+    fn script_literals_bound_to_secrets_are_masked() {
+        const C: &str = "CANARY-7f3a";
+        let cases = [
+            format!("password = '{C}'"),
+            format!("Password='{C}'"),
+            format!(
+                "call_cli(product='Ecs', action='ResetPassword', params={{'Password': \"{C}\"}})"
+            ),
+            format!("params = {{\"AccessKeySecret\": \"{C}\", \"SecretName\": \"keep-me\"}}"),
+            format!("cfg.token = r'{C}'"),
+            format!("env['DB_PASSWORD'] = b\"{C}\""),
+            format!("pwd: str = '{C}'"),
+            format!("if (key := '{C}'): pass"),
+            format!("if token == '{C}': pass"),
+            format!("UserData = '''#!/bin/sh\necho {C}\n'''"),
+            format!("ConnectionString = (\"mysql://u:\"\n    \"{C}@h/db\")"),
+            format!("Passphrase = 'open ' + '{C}'"),
+            format!("SecretValue = f\"{{x}}-{C}\""),
+            format!("# old: password = '{C}'\nresult = 1"),
+            format!("password = '{C}"), // unterminated
+            format!("password = \"\"\"{C}"),
+            format!("secret = 'a\\'{C}'"),
+            format!("Passwörd = 1; token = 'é{C}'"),
+        ];
+        for script in &cases {
+            let shown = script_text(script);
+            assert!(!shown.contains(C), "{script:?} -> {shown:?}");
+            assert!(shown.contains("****"), "{script:?} -> {shown:?}");
+        }
+        let shown = script_text(&cases[3]);
+        assert!(shown.contains("\"SecretName\": \"keep-me\""), "{shown}");
+        let shown = script_text(&cases[2]);
+        assert!(shown.contains("action='ResetPassword'"), "{shown}");
+        assert_eq!(
+            script_text("password = 'x'\nname = 'web'"),
+            "password = '****'\nname = 'web'"
+        );
+        for visible in [
+            "SecretName = 'prod-db'",
+            "d = {'KeyPairName': 'kp-1', 'AccessKeyId': 'LTAI1'}",
+            "result = call_cli(product='Kms', action='GetSecretValue', params={'SecretName': 'db'})",
+            "print('password')",
+            "x = 'token'",
+        ] {
+            assert_eq!(script_text(visible), visible);
+        }
+        let r = arguments(&json!({"script": format!("Password = '{C}'")}));
+        assert_eq!(r["script"], "Password = '****'");
+    }
+
+    /// Odd input never panics.
+    #[test]
+    fn odd_inputs_never_panic() {
+        let odd = [
+            "",
+            "'",
+            "\"",
+            "'''",
+            "\"\"\"",
+            "\\",
+            "#",
+            "#'",
+            "=",
+            "=''",
+            "a=",
+            "a='",
+            "r'",
+            "password=",
+            "password=(",
+            "password=((((('",
+            "]='x'",
+            "['a']='b'",
+            ":'x'",
+            "'x' 'y'",
+            "+'x'",
+            "é",
+            "password='é\\",
+            "\u{0}'\u{0}'",
+            "'\\\n'",
+            "a\\\n='b'",
+            "--",
+            "-",
+            "--=",
+            "--Password=",
+            "--Password",
+            "'--Password=a b'",
+            "\"\\",
+            "a\\",
+            "--x '",
+            "--x \"\\",
+        ];
+        for s in odd {
+            let _ = script_text(s);
+            let _ = cli_command(s);
+            let _ = arguments(&json!({"script": s, "command": s}));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        #[test]
+        fn any_text_is_masked_without_panicking(s in "\\PC{0,200}") {
+            let _ = script_text(&s);
+            let _ = cli_command(&s);
+        }
+
+        #[test]
+        fn python_like_text_never_panics(s in "[a-zA-Z_ =:'\"#\\\\()\\[\\]{},+\\né-]{0,120}") {
+            let _ = script_text(&s);
+            let _ = cli_command(&s);
+        }
+
+        /// A secret assigned anywhere in otherwise quote-free code is always masked.
+        #[test]
+        fn an_assigned_secret_never_shows(
+            before in "[^'\"\\n]{0,60}",
+            after in "[^'\"]{0,60}",
+            key in proptest::sample::select(vec!["Password", "AccessKeySecret", "token", "UserData"]),
+            op in proptest::sample::select(vec!["=", " = ", ": ", "=="]),
+            quote in proptest::sample::select(vec!["'", "\"", "'''", "r'", "b\""]),
+            secret in "[A-Za-z0-9 ]{0,20}",
+        ) {
+            let canary = format!("zqx{secret}qxz");
+            let close = quote.trim_start_matches(['r', 'b']);
+            let script = format!("{before}\n{key}{op}{quote}{canary}{close}\n{after}");
+            let shown = script_text(&script);
+            proptest::prop_assert!(!shown.contains(&canary), "{:?} -> {:?}", script, shown);
+        }
+
+        /// A quoted value with spaces after any flag never shows in a command, unless the flag
+        /// names a resource.
+        #[test]
+        fn a_free_text_value_never_shows(
+            flag in "[A-Za-z]{1,12}",
+            words in proptest::collection::vec("[a-z0-9]{1,6}", 2..5),
+            quote in proptest::sample::select(vec!["'", "\""]),
+        ) {
+            let value = words.join(" ");
+            let command = format!("aliyun ecs x --{flag} {quote}{value}{quote} --Next v");
+            let shown = cli_command(&command);
+            if names_a_resource(&flag) {
+                proptest::prop_assert_eq!(shown, command);
+            } else {
+                proptest::prop_assert!(!shown.contains(&value), "{} -> {}", command, shown);
+                proptest::prop_assert!(shown.contains(&format!("--{flag} ")), "{}", shown);
+            }
+        }
     }
 }

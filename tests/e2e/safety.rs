@@ -452,11 +452,22 @@ async fn audit_log_rolls_over_once() {
 }
 
 /// An audit log that cannot be written is reported once on stderr and never breaks the relay.
-#[cfg(target_os = "linux")]
+/// (A device such as `/dev/full` is refused at start, so the failure is a rollover whose
+/// `PATH.1` is a directory: every rename fails.)
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_audit_log_is_reported_once_and_calls_go_on() {
+    let dir = TempHome::new("safety-audit-fail");
+    let path = dir.file("audit.jsonl");
+    std::fs::write(&path, "x".repeat(4096)).unwrap();
+    std::fs::create_dir(format!("{path}.1")).unwrap();
+    std::fs::write(format!("{path}.1/keep"), "").unwrap();
     let server = OpsServer::start().await;
-    let mut b = bridge(&server, &["--audit-log", "/dev/full"]).await;
+    let mut b = bridge(
+        &server,
+        &["--audit-log", &path, "--audit-log-max-size", "1K"],
+    )
+    .await;
     for id in 1..=3 {
         let resp = b.call_tool(id, "DescribeRegions", json!({})).await;
         assert!(tool_text(&resp).starts_with("ran DescribeRegions"));
@@ -655,4 +666,105 @@ async fn an_unanswered_confirmation_times_out_as_not_confirmed() {
     b.close_stdin();
     assert_eq!(b.wait().await, 0);
     assert_eq!(server.executed_names(), ["DescribeRegions"]);
+}
+
+/// Issue 19 §7: a symbolic link at `--audit-log` (to a file, or dangling) stops the bridge at
+/// start with a usage error (exit 2) naming the path, said once; nothing is written through
+/// the link and its target is never created.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_audit_log_is_refused_at_start() {
+    let dir = TempHome::new("safety-audit-link");
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let nowhere = dir.path().join("created-through-the-link");
+    let server = OpsServer::start().await;
+    for (name, target) in [("audit.jsonl", &victim), ("dangling.jsonl", &nowhere)] {
+        let link = dir.file(name);
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        let args = [
+            server.url(),
+            "--transport".into(),
+            "http-only".into(),
+            "--auth".into(),
+            "none".into(),
+            "--audit-log".into(),
+            link.clone(),
+        ];
+        let (code, stderr) = Bridge::spawn(args).exited().await;
+        assert_eq!(code, 2, "{stderr}");
+        assert_eq!(stderr.matches(&link).count(), 1, "{stderr}");
+        assert_eq!(stderr.matches("alibridge: error:").count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("is a symbolic link") && stderr.contains("--audit-log"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+    assert!(!nowhere.exists(), "the dangling link's target was created");
+    assert!(server.executed().is_empty());
+}
+
+/// Issue 19 §7: the audit lines of a RunScript and a CallCLI call hide a canary secret in
+/// every form it takes (assigned or passed by a secret-looking name in the script; after a
+/// secret flag, as quoted free text, inside a JSON value in the command), while the
+/// `SecretName` the write targets stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_masks_script_and_command_secrets_but_not_names() {
+    const CANARY: &str = "zq-canary-5e1d";
+    let dir = TempHome::new("safety-audit-mask");
+    let path = dir.file("audit.jsonl");
+    let server = OpsServer::start().await;
+    let mut b = bridge(&server, &["--audit-log", &path]).await;
+    let script = format!(
+        "password = \"{CANARY}\"\n\
+         result = await call_cli(product='Kms', action='PutSecretValue',\n    \
+         params={{'SecretName': 'db-prod-name', 'SecretData': '{CANARY}'}},\n    \
+         Passphrase=r'{CANARY}')\n"
+    );
+    let ran = b
+        .call_tool(1, "AlibabaCloud___RunScript", json!({"script": script}))
+        .await;
+    assert!(
+        tool_text(&ran).starts_with("ran AlibabaCloud___RunScript"),
+        "{ran}"
+    );
+    let command = format!(
+        "aliyun kms put-secret-value --SecretName db-prod-name --SecretData {CANARY} \
+         --Description 'note {CANARY}' --Tags '[{{\"Key\":\"k\",\"Value\":\"{CANARY}\"}}]'"
+    );
+    let ran = b
+        .call_tool(2, "AlibabaCloud___CallCLI", json!({"command": command}))
+        .await;
+    assert!(
+        tool_text(&ran).starts_with("ran AlibabaCloud___CallCLI"),
+        "{ran}"
+    );
+    b.close_stdin();
+    assert_eq!(b.wait().await, 0);
+    // The server got the real arguments: only the log is masked.
+    assert!(format!("{:?}", server.executed()).contains(CANARY));
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains(CANARY),
+        "the canary reached the audit log:\n{text}"
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let shown = lines[0]["arguments"]["script"].as_str().unwrap();
+    assert!(
+        shown.contains("password = \"****\"")
+            && shown.contains("'SecretName': 'db-prod-name'")
+            && shown.contains("action='PutSecretValue'"),
+        "{shown}"
+    );
+    assert_eq!(
+        lines[1]["arguments"]["command"],
+        "aliyun kms put-secret-value --SecretName db-prod-name --SecretData **** \
+         --Description '****' --Tags '****'"
+    );
 }
