@@ -91,10 +91,11 @@ pub fn request(id: &Id, prompt: &Prompt<'_>) -> Bytes {
         .unwrap_or_else(|| "(none)".into());
     let message = format!(
         "alibridge: your agent wants to run a write.\n\
-         Tool: {tool}\nAPI action: {action}\nRegion: {region}\nArguments: {args}\n\
+         Tool: {tool}\nAPI action: {action}\nRegion: {region}\nArguments: {args}\n{script}\
          Why it counts as a write: {why}.\n\
          Tick \"confirm\" and accept to let it run once; decline to refuse it.",
         tool = prompt.tool,
+        script = whole_script(prompt.arguments),
         why = prompt.class.reason,
     );
     let shown = |title: &str, value: &str| json!({"type": "string", "title": title, "enum": [value], "default": value});
@@ -118,6 +119,22 @@ pub fn request(id: &Id, prompt: &Prompt<'_>) -> Bytes {
         r#"{{"jsonrpc":"2.0","id":{id},"method":"elicitation/create","params":{{"message":{},"requestedSchema":{{"type":"object","properties":{properties},"required":["confirm"]}}}}}}"#,
         Value::String(message)
     ))
+}
+
+/// A RunScript call's whole script (literal secrets masked, never cut: the person must see
+/// everything that would run) and its `costManifest`, when the arguments carry them.
+fn whole_script(args: Option<&Value>) -> String {
+    let Some(script) = args.and_then(|a| a.get("script")).and_then(Value::as_str) else {
+        return String::new();
+    };
+    let manifest = args
+        .and_then(|a| a.get("costManifest"))
+        .map(|m| format!("Cost manifest: {}\n", redact::arguments(m)))
+        .unwrap_or_default();
+    format!(
+        "The whole script:\n-----\n{}\n-----\n{manifest}",
+        redact::script_text(script)
+    )
 }
 
 /// `k=v, k=v` of the (already redacted) arguments, cut to [`MAX_ARGS_TEXT`].
@@ -271,6 +288,18 @@ mod tests {
             reason: "the API action DeleteInstance does not start with a read verb".into(),
         };
         let args = json!({"InstanceId": "i-123", "Password": "hunter2"});
+        let long = format!(
+            "{}\nawait call_cli(product='Ecs', action='DeleteInstance')\npassword = 'hunter3'",
+            "# x\n".repeat(600)
+        );
+        let script_args = json!({"script": long, "costManifest": {"steps": [{"product": "Ecs"}]}});
+        let shown = whole_script(Some(&script_args));
+        assert!(
+            shown.contains("action='DeleteInstance'") && shown.contains("Cost manifest"),
+            "the end of a long script is shown"
+        );
+        assert!(!shown.contains("hunter3"), "{shown}");
+        assert_eq!(whole_script(Some(&args)), "");
         let id = Id::from_json("\"alibridge-confirm-x-1\"");
         let req = request(
             &id,
