@@ -56,6 +56,12 @@ mod relay;
 /// Cloud-ops safety: tool policy, read-only, confirmation (TypeScript SDK client), default
 /// region, audit log.
 mod safety;
+/// Issue 19's adversarial safety suite: 40+ attempts to get a write past `--read-only`, API
+/// rules, `--confirm-writes` and the strict reader, through the stdio bridge and the proxy,
+/// against a recording Core-edition upstream.
+mod safety_adversarial;
+/// The attempts of `safety_adversarial`, one table per flag set.
+mod safety_adversarial_cases;
 /// Cloud-ops safety: `--safety-policy` against the Alibaba fake; the policy flags.
 mod safety_policy;
 /// Cloud-ops safety: the tool policy in `alibridge proxy`.

@@ -3,68 +3,13 @@
 
 use std::sync::{Arc, Mutex};
 
-use rmcp::model::{
-    CallToolRequestParams, ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction,
-};
-use rmcp::service::{RequestContext, RoleClient, RunningService};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::{ClientHandler, ErrorData, ServiceExt};
+use rmcp::model::{CallToolRequestParams, ElicitResult, ElicitationAction};
+use rmcp::service::{RoleClient, RunningService};
 use serde_json::{json, Value};
 
 use crate::support::home::TempHome;
-use crate::support::net::http_client as http;
 use crate::support::ops_server::OpsServer;
-use crate::support::proxy::Proxy;
-
-/// An MCP client that answers elicitation with the queued answers (when it declares the
-/// capability) and records what it was asked.
-#[derive(Clone, Default)]
-struct Client {
-    elicits: bool,
-    answers: Arc<Mutex<Vec<ElicitResult>>>,
-    asked: Arc<Mutex<Vec<Value>>>,
-}
-
-impl ClientHandler for Client {
-    async fn create_elicitation(
-        &self,
-        request: ElicitRequestParams,
-        _cx: RequestContext<RoleClient>,
-    ) -> Result<ElicitResult, ErrorData> {
-        self.asked
-            .lock()
-            .unwrap()
-            .push(serde_json::to_value(&request).unwrap());
-        let next = self.answers.lock().unwrap().pop();
-        Ok(next.unwrap_or(ElicitResult::new(ElicitationAction::Cancel)))
-    }
-
-    fn get_info(&self) -> ClientConfig {
-        let caps = if self.elicits {
-            json!({"elicitation": {}})
-        } else {
-            json!({})
-        };
-        serde_json::from_value(json!({
-            "protocolVersion": "2025-06-18",
-            "capabilities": caps,
-            "clientInfo": {"name": "alibridge-safety-proxy-tests", "version": "0"}
-        }))
-        .unwrap()
-    }
-}
-
-async fn connect(url: &str, client: Client) -> RunningService<RoleClient, Client> {
-    let transport = StreamableHttpClientTransport::with_client(
-        http(),
-        StreamableHttpClientTransportConfig::with_uri(url.to_string()),
-    );
-    client
-        .serve(transport)
-        .await
-        .expect("initialize through the proxy")
-}
+use crate::support::proxy::{connect, Client, Proxy};
 
 async fn call(
     c: &RunningService<RoleClient, Client>,

@@ -46,10 +46,20 @@ pub fn policy_refusal(resp: &Value) -> (String, String) {
     let e = &resp["error"];
     assert!(e.is_object(), "expected a refusal: {resp}");
     assert_eq!(e["data"]["alibridge"]["kind"], "policy", "{resp}");
-    (
-        e["data"]["alibridge"]["rule"].as_str().unwrap().to_string(),
-        e["message"].as_str().unwrap().to_string(),
-    )
+    as_policy_refusal(resp).unwrap_or_else(|| panic!("a refusal without rule or message: {resp}"))
+}
+
+/// [`policy_refusal`] for a test that collects failures: `None` unless `resp` is a refusal of
+/// the tool policy with a rule and a message.
+pub fn as_policy_refusal(resp: &Value) -> Option<(String, String)> {
+    let e = &resp["error"];
+    if e["data"]["alibridge"]["kind"] != "policy" {
+        return None;
+    }
+    Some((
+        e["data"]["alibridge"]["rule"].as_str()?.to_string(),
+        e["message"].as_str()?.to_string(),
+    ))
 }
 
 /// `initialize` parameters of a plain client (no capabilities), for tests that send the

@@ -2,7 +2,8 @@
 //! every helper more than one suite needs (one definition each).
 //!
 //! - Peers: [`mcp_server`] (rmcp), [`oauth_server`], [`aliyun_fake`], [`canary`], [`hostile`],
-//!   [`peers`] (the official npm packages).
+//!   [`ops_server`] and [`core_server`] (cloud-ops upstreams for the safety suites), [`peers`]
+//!   (the official npm packages).
 //! - Driving the binary: [`bridge`] (stdio bridge, isolated commands), [`proxy`] (`alibridge
 //!   proxy`), [`oauth_rig`] (the sign-in rig of the OAuth suites).
 //! - Plumbing: [`net`] (listeners on port 0, the one accept loop, a refusing port, the HTTP
@@ -17,6 +18,7 @@ pub mod aliyun_fake;
 pub mod bridge;
 pub mod canary;
 pub mod check;
+pub mod core_server;
 pub mod delay_proxy;
 pub mod home;
 pub mod hostile;

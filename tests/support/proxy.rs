@@ -1,14 +1,21 @@
 //! Drives `alibridge proxy`, the local HTTP proxy mode: [`Proxy`] starts the real binary on a
 //! port it picks itself (`--port 0`, read back from its banner), isolated from the machine's
 //! credentials and settings, and keeps its stderr; [`post`] sends one JSON-RPC message to it as
-//! an MCP client does, [`handshake`] opens a session that way, and [`plain_rig`] puts the proxy
-//! in front of the rmcp test server.
+//! an MCP client does ([`send`]: any method, any bytes), [`handshake`] opens a session that way,
+//! [`Client`] and [`connect`] are rmcp's client through it (answering elicitation), and
+//! [`plain_rig`] puts the proxy in front of the rmcp test server.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rmcp::model::{ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction};
+use rmcp::service::{RequestContext, RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, ErrorData, ServiceExt};
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Child;
 
@@ -175,12 +182,29 @@ impl Proxy {
 /// POSTs one JSON-RPC message as an MCP client does (with an Authorization of its own, which
 /// must never travel upstream).
 pub async fn post(url: &str, session: Option<&str>, body: &str) -> reqwest::Response {
+    send(
+        reqwest::Method::POST,
+        url,
+        session,
+        body.as_bytes().to_vec(),
+    )
+    .await
+}
+
+/// Like [`post`], with any HTTP method and any bytes as the body (not necessarily UTF-8 or
+/// JSON): what a hostile client can send.
+pub async fn send(
+    method: reqwest::Method,
+    url: &str,
+    session: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
     let mut rb = http_client()
-        .post(url)
+        .request(method, url)
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
         .header("authorization", "Bearer client-secret-must-not-travel")
-        .body(body.to_string());
+        .body(body);
     if let Some(s) = session {
         rb = rb
             .header("mcp-session-id", s)
@@ -213,4 +237,61 @@ pub async fn plain_rig(extra: &[&str]) -> (TestServer, Proxy) {
     args.extend_from_slice(extra);
     let proxy = Proxy::start(&args, &[]).await;
     (server, proxy)
+}
+
+/// An MCP client (rmcp) that answers elicitation with the queued answers, popped from the end
+/// (when it declares the capability; once they run out: decline if `decline_rest`, else
+/// cancel), and records what it was asked.
+#[derive(Clone, Default)]
+pub struct Client {
+    pub elicits: bool,
+    pub decline_rest: bool,
+    pub answers: Arc<Mutex<Vec<ElicitResult>>>,
+    pub asked: Arc<Mutex<Vec<Value>>>,
+}
+
+impl ClientHandler for Client {
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(serde_json::to_value(&request).unwrap());
+        let next = self.answers.lock().unwrap().pop();
+        let rest = if self.decline_rest {
+            ElicitationAction::Decline
+        } else {
+            ElicitationAction::Cancel
+        };
+        Ok(next.unwrap_or(ElicitResult::new(rest)))
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let caps = if self.elicits {
+            json!({"elicitation": {}})
+        } else {
+            json!({})
+        };
+        serde_json::from_value(json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": caps,
+            "clientInfo": {"name": "alibridge-safety-proxy-tests", "version": "0"}
+        }))
+        .unwrap()
+    }
+}
+
+/// Connects `client` to `url` (initialize through the proxy).
+pub async fn connect(url: &str, client: Client) -> RunningService<RoleClient, Client> {
+    let transport = StreamableHttpClientTransport::with_client(
+        http_client(),
+        StreamableHttpClientTransportConfig::with_uri(url.to_string()),
+    );
+    client
+        .serve(transport)
+        .await
+        .expect("initialize through the proxy")
 }
