@@ -47,6 +47,7 @@ impl Record<'_> {
             "tool": self.tool,
             "action": self.class.and_then(|c| c.action.clone()),
             "access": self.class.map(|c| c.access.as_str()),
+            "reason": self.class.map(|c| c.reason.as_str()),
             "decision": self.decision,
             "outcome": self.outcome,
             "durationMs": self.duration_ms,

@@ -361,3 +361,54 @@ async fn policy_flags_are_compiled_into_the_bound_policy() {
         }
     }
 }
+
+/// With AccessKeys and `--read-only`, a RunScript (which alibridge cannot judge from its text)
+/// is relayed for the server to judge, and the server, enforcing the policy compiled from the
+/// flag and bound to the token, refuses the write inside it and runs the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_write_is_refused_server_side_under_read_only() {
+    use crate::support::core_server::CoreServer;
+    let fake = AliyunFake::start().await;
+    fake.add_access_key(AK_ID, AK_SECRET);
+    let core = CoreServer::start_enforcing(fake.policy_judge()).await;
+    let home = TempHome::new("safety-script-server");
+    let audit = home.file("audit.jsonl");
+    let mut b = ak_bridge(&fake, &core.url(), &home, &["--read-only", "--audit-log", &audit]);
+    b.initialize().await;
+    let write = b
+        .call_tool(
+            1,
+            "AlibabaCloud___RunScript",
+            json!({"script": "r = await call_cli(product='Ecs', action='DeleteInstance', params={'InstanceId': 'i-1'})"}),
+        )
+        .await;
+    assert_eq!(write["result"]["isError"], true, "{write}");
+    assert!(
+        tool_text(&write).contains("Forbidden.SafetyPolicy"),
+        "refused by the server: {write}"
+    );
+    let read = b
+        .call_tool(
+            2,
+            "AlibabaCloud___RunScript",
+            json!({"script": "r = await call_cli(product='Ecs', action='DescribeInstances', params={})"}),
+        )
+        .await;
+    assert!(tool_text(&read).starts_with("ran AlibabaCloud___RunScript"), "{read}");
+    // What alibridge can read is still refused locally, before the server.
+    let (rule, _) = policy_refusal(
+        &b.call_tool(
+            3,
+            "AlibabaCloud___CallCLI",
+            json!({"command": "aliyun ecs delete-instance --InstanceId i-2"}),
+        )
+        .await,
+    );
+    assert_eq!(rule, "--read-only");
+    b.finish().await;
+    let executed = core.executed_calls();
+    assert_eq!(executed.len(), 1, "{executed:?}");
+    assert!(executed[0].1["script"].as_str().unwrap().contains("DescribeInstances"));
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(log.contains("server-side read-only policy"), "{log}");
+}

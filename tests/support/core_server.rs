@@ -48,11 +48,16 @@ pub struct Received {
     pub body: Bytes,
 }
 
+/// The server-side safety policy, as the OpenAPI MCP Server applies it to every API call a
+/// tool makes: `(bearer token, product, api in kebab-case) → allowed`.
+pub type Judge = Arc<dyn Fn(Option<&str>, &str, &str) -> bool + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     received: Mutex<Vec<Received>>,
     executed: Mutex<Vec<(String, Value)>>,
     sessions: AtomicU64,
+    judge: Option<Judge>,
 }
 
 /// The running server; dropping it stops it.
@@ -64,9 +69,23 @@ pub struct CoreServer {
 
 impl CoreServer {
     pub async fn start() -> CoreServer {
+        Self::start_with(None).await
+    }
+
+    /// A server that, like the real one with a policy bound to the token, runs the API calls
+    /// of CallCLI commands and RunScript scripts only when `judge` allows each of them; a
+    /// refused call answers a tool error and is not recorded as executed.
+    pub async fn start_enforcing(judge: Judge) -> CoreServer {
+        Self::start_with(Some(judge)).await
+    }
+
+    async fn start_with(judge: Option<Judge>) -> CoreServer {
         let listener = listen(LOOPBACK).await;
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            judge,
+            ..Shared::default()
+        });
         let kill = CancellationToken::new();
         let s = shared.clone();
         serve(listener, kill.clone(), move |req| handle(s.clone(), req));
@@ -140,8 +159,14 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
             body: body.clone(),
         });
     }
+    let bearer = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
     match method {
-        Method::POST => answer(&shared, &body),
+        Method::POST => answer(&shared, &body, bearer.as_deref()),
         Method::DELETE => status(StatusCode::OK),
         _ => status(StatusCode::METHOD_NOT_ALLOWED),
     }
@@ -168,7 +193,7 @@ fn error(id: &Value, code: i64, message: &str) -> Value {
 }
 
 /// The answer to one POSTed body.
-fn answer(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+fn answer(shared: &Shared, body: &[u8], bearer: Option<&str>) -> Response<Full<Bytes>> {
     let msg: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -213,6 +238,23 @@ fn answer(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
                 Value::Null => json!({}),
                 a => a.clone(),
             };
+            if let Some(judge) = &shared.judge {
+                if let Some(denied) = sandbox_apis(&name, &arguments)
+                    .into_iter()
+                    .find(|(p, a)| !judge(bearer, p, a))
+                {
+                    let text = format!(
+                        "Forbidden.SafetyPolicy: {}:{} is denied by the safety policy bound to \
+                         the token",
+                        denied.0, denied.1
+                    );
+                    let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
+                    return json_response(
+                        StatusCode::OK,
+                        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                    );
+                }
+            }
             let text = format!("ran {name} {arguments}");
             shared.executed.lock().unwrap().push((name, arguments));
             json!({"content": [{"type": "text", "text": text}]})
@@ -227,6 +269,49 @@ fn answer(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
         StatusCode::OK,
         &json!({"jsonrpc": "2.0", "id": id, "result": result}),
     )
+}
+
+/// The API calls a generic tool would make when the fake "runs" it, as `(product, kebab api)`:
+/// a CallCLI command's words 1 and 2; every `call_cli(product='P', action='A')` of a RunScript
+/// script with literal keyword arguments (the fake's sandbox only runs such scripts).
+fn sandbox_apis(tool: &str, args: &Value) -> Vec<(String, String)> {
+    let kebab = |a: &str| {
+        let mut out = String::new();
+        for (i, c) in a.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    };
+    match tool {
+        "AlibabaCloud___CallCLI" => {
+            let words: Vec<&str> = args["command"].as_str().unwrap_or("").split(' ').collect();
+            match words.as_slice() {
+                [_, product, api, ..] if !api.contains('-') => {
+                    vec![(product.to_lowercase(), kebab(api))]
+                }
+                [_, product, api, ..] => vec![(product.to_lowercase(), api.to_lowercase())],
+                _ => Vec::new(),
+            }
+        }
+        "AlibabaCloud___RunScript" => {
+            let script = args["script"].as_str().unwrap_or("");
+            let literal = |call: &str, key: &str| {
+                let at = call.find(&format!("{key}='"))? + key.len() + 2;
+                call[at..].split('\'').next().map(str::to_string)
+            };
+            script
+                .split("call_cli(")
+                .skip(1)
+                .filter_map(|call| {
+                    Some((literal(call, "product")?.to_lowercase(), kebab(&literal(call, "action")?)))
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 const REGION: &str = "x_mcp_region_id";

@@ -407,6 +407,23 @@ impl AliyunFake {
         }
     }
 
+    /// How the service judges one API call (`product`, kebab-case `api`) made with `token`:
+    /// allowed only for a valid token, under the safety policy bound to it
+    /// ([`safety::evaluate`]). What an enforcing MCP upstream asks before it runs anything.
+    pub fn policy_judge(&self) -> super::core_server::Judge {
+        let state = self.state.clone();
+        std::sync::Arc::new(move |token: Option<&str>, product: &str, api: &str| {
+            let st = state.lock().unwrap();
+            token.is_some_and(|t| {
+                valid(&st, t)
+                    && st
+                        .bound
+                        .get(t)
+                        .is_some_and(|b| safety::evaluate(&b.safe_policy, product, api))
+            })
+        })
+    }
+
     /// Every visit to the sign-in page.
     pub fn signins(&self) -> Vec<SignIn> {
         self.st().signins.clone()
