@@ -1051,7 +1051,6 @@ mod tests {
         let (body, _) = pp
             .await_confirmation(*c, std::future::pending())
             .await
-            .ok()
             .expect("confirmed");
         assert_eq!(body, WRITE.as_bytes());
         assert_eq!(
