@@ -208,7 +208,7 @@ pub struct Confirmation {
     ticket: Ticket,
 }
 
-/// How a confirmation's wait ended, other than with an answer.
+/// How a confirmation's wait ended.
 enum Ended {
     Answered(Answer),
     TimedOut(Duration),
