@@ -69,24 +69,50 @@ impl ProxyToken {
 
     /// Checks the request's `Authorization` header.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), TokenRefusal> {
-        let mut values = headers.get_all(AUTHORIZATION).iter();
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(if headers.contains_key(AUTHORIZATION) {
-                TokenRefusal::NotBearer // several: ambiguous
-            } else {
-                TokenRefusal::Missing
-            });
-        };
-        let value = value.as_bytes();
-        let presented = match value.iter().position(|b| *b == b' ') {
-            Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => value[i + 1..].trim_ascii(),
-            _ => return Err(TokenRefusal::NotBearer),
-        };
-        if equal(&sha256(presented), &self.digest) {
+        if equal(&presented(headers)?.0, &self.digest) {
             Ok(())
         } else {
             Err(TokenRefusal::Wrong)
         }
+    }
+}
+
+/// The digest of the bearer token a request presented: what a proxy confirmation is bound to
+/// (with the session), so the token itself is never kept. Compared in constant time; its
+/// `Debug` never shows it.
+#[derive(Clone, Copy)]
+pub struct Presented([u8; 32]);
+
+impl PartialEq for Presented {
+    fn eq(&self, other: &Self) -> bool {
+        equal(&self.0, &other.0)
+    }
+}
+
+impl Eq for Presented {}
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Presented(****)")
+    }
+}
+
+/// The bearer token in the request's one `Authorization` header, digested.
+pub fn presented(headers: &HeaderMap) -> Result<Presented, TokenRefusal> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(if headers.contains_key(AUTHORIZATION) {
+            TokenRefusal::NotBearer // several: ambiguous
+        } else {
+            TokenRefusal::Missing
+        });
+    };
+    let value = value.as_bytes();
+    match value.iter().position(|b| *b == b' ') {
+        Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => {
+            Ok(Presented(sha256(value[i + 1..].trim_ascii())))
+        }
+        _ => Err(TokenRefusal::NotBearer),
     }
 }
 
@@ -156,6 +182,18 @@ mod tests {
             ])),
             Err(TokenRefusal::NotBearer),
             "two Authorization headers are ambiguous"
+        );
+    }
+
+    #[test]
+    fn presented_tokens_compare_by_digest_and_never_print() {
+        let a = presented(&with_auth(&["Bearer token-a"])).unwrap();
+        assert_eq!(a, presented(&with_auth(&["bearer  token-a "])).unwrap());
+        assert_ne!(a, presented(&with_auth(&["Bearer token-b"])).unwrap());
+        assert_eq!(format!("{a:?}"), "Presented(****)");
+        assert_eq!(
+            presented(&HeaderMap::new()).unwrap_err(),
+            TokenRefusal::Missing
         );
     }
 

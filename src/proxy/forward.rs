@@ -34,7 +34,8 @@ use reqwest::Url;
 use serde_json::json;
 use tracing::{debug, warn};
 
-use super::tool_policy::{self, Inbound, Key, ProxyPolicy, SseRewriter, Tracked};
+use super::access;
+use super::tool_policy::{self, Caller, Inbound, Key, ProxyPolicy, SseRewriter, Tracked};
 use super::{json_response, Body, BoxError, Proxy};
 use crate::net::{display_url, read_body as read_answer};
 use crate::upstream::error::UpstreamError;
@@ -78,6 +79,18 @@ const NOT_FORWARDED: &[&str] = &[
 /// path (the server, for the tool policy).
 pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    // With a policy, sessions are keyed on the session id: one the proxy would not store is
+    // refused before anything is read or kept.
+    let session = match &proxy.policy {
+        Some(_) => match tool_policy::session_id(&parts.headers) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(path, reason = %e, "refused a request: unusable Mcp-Session-Id");
+                return rejected(StatusCode::BAD_REQUEST, tool_policy::session_id_refusal(&e));
+            }
+        },
+        None => String::new(),
+    };
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -99,17 +112,23 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
     let url = upstream_url(&proxy.upstream, &parts.uri);
     let headers = request_headers(&parts.headers);
     let method = parts.method.clone();
-    let key: Key = (
-        path.to_string(),
-        header_text(&parts.headers, "mcp-session-id").unwrap_or_default(),
-    );
+    let key: Key = (path.to_string(), session);
     let mut body = body;
     let (mut watch, mut initialize, mut tracked) = (false, None, None);
     if let Some(pp) = &proxy.policy {
-        if method == Method::POST {
+        // Every method that carries a body: a server may act on a PUT or PATCH as on a POST.
+        if !body.is_empty() {
             let accepts_sse = header_text(&parts.headers, "accept")
                 .is_some_and(|a| a.contains("text/event-stream"));
-            match pp.inbound(&key, body, accepts_sse) {
+            let caller = Caller {
+                key: key.clone(),
+                // The guard let the request through, so with a token set it presented one.
+                token: proxy
+                    .token
+                    .as_ref()
+                    .and_then(|_| access::presented(&parts.headers).ok()),
+            };
+            match pp.inbound(&caller, body, accepts_sse) {
                 Inbound::Forward {
                     body: b,
                     watch: w,
@@ -118,8 +137,15 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
                 } => (body, watch, initialize, tracked) = (b, w, i, t),
                 Inbound::Answer(answer) => return rpc_answer(answer),
                 Inbound::Consumed => return accepted(),
+                Inbound::Reject { status, body } => return rejected(status, body),
                 Inbound::Confirm(c) => {
-                    return confirm_stream(pp.clone(), proxy.http.clone(), url, headers, *c)
+                    let to = Outgoing {
+                        http: proxy.http.clone(),
+                        method,
+                        url,
+                        headers,
+                    };
+                    return confirm_stream(pp.clone(), to, *c);
                 }
             }
         }
@@ -151,12 +177,13 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
                 return response(resp);
             };
             if let Some(elicits) = initialize {
-                let sid = resp
-                    .headers()
-                    .get("mcp-session-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                pp.initialized(&(key.0.clone(), sid.to_string()), elicits);
+                match tool_policy::session_id(resp.headers()) {
+                    Ok(sid) => pp.initialized(&(key.0.clone(), sid), elicits),
+                    // Its clients will be refused too; nothing is stored.
+                    Err(e) => {
+                        warn!(path = %key.0, reason = %e, "the server named a session id the proxy does not key on")
+                    }
+                }
             }
             if method == Method::DELETE {
                 pp.end_session(&key);
@@ -191,6 +218,13 @@ fn rpc_answer(body: Bytes) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    r
+}
+
+/// The proxy's refusal of the request itself: `status` with a JSON-RPC error as the body.
+fn rejected(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = rpc_answer(body);
+    *r.status_mut() = status;
     r
 }
 
@@ -316,16 +350,28 @@ fn rewritten(
     })
 }
 
+/// Where a confirmed call goes: the client's method, URL and headers.
+struct Outgoing {
+    http: HttpClient,
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+}
+
 /// `--confirm-writes` through the proxy: answers the `tools/call` POST with an SSE stream that
 /// first carries the proxy's `elicitation/create`, then (once the client's reply, POSTed
 /// separately, says yes) the upstream's answer to the call, or the refusal.
 fn confirm_stream(
     pp: std::sync::Arc<ProxyPolicy>,
-    http: HttpClient,
-    url: Url,
-    headers: HeaderMap,
+    to: Outgoing,
     c: tool_policy::Confirmation,
 ) -> Response<Body> {
+    let Outgoing {
+        http,
+        method,
+        url,
+        headers,
+    } = to;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
     let event = |b: &Bytes| {
         let mut e = b"data: ".to_vec();
@@ -339,12 +385,15 @@ fn confirm_stream(
         if tx.send(first).await.is_err() {
             return;
         }
-        let (body, mut tracked) = match pp.await_confirmation(c).await {
+        // The answer stream's receiver is dropped when the client disconnects: that ends the
+        // confirmation at once instead of holding it (and the body) until the timeout.
+        let (body, mut tracked) = match pp.await_confirmation(c, tx.closed()).await {
             Ok(confirmed) => confirmed,
-            Err(refusal) => {
+            Err(Some(refusal)) => {
                 let _ = tx.send(event(&refusal)).await;
                 return;
             }
+            Err(None) => return,
         };
         if tx.is_closed() {
             return; // the client went away: nobody would see the answer
@@ -353,7 +402,7 @@ fn confirm_stream(
         let sent = http
             .send(&url, || {
                 client
-                    .post(url.clone())
+                    .request(method.clone(), url.clone())
                     .headers(headers.clone())
                     .body(body.clone())
             })

@@ -244,6 +244,7 @@ impl Proxy {
                 "upstreamErrors": s.upstream_errors.get(),
             },
             "connectionsRefused": s.over_capacity.get(),
+            "confirmationsWaiting": self.policy.as_ref().map_or(0, |p| p.waiting()),
             "uptimeSeconds": self.started.elapsed().as_secs(),
         });
         let status = if healthy {

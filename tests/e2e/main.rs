@@ -66,6 +66,9 @@ mod safety_adversarial_cases;
 mod safety_policy;
 /// Cloud-ops safety: the tool policy in `alibridge proxy`.
 mod safety_proxy;
+/// `alibridge proxy` against its own clients: session-bound confirmations, their timeout and
+/// cancellation, the session-id cap, the strict reader on every method.
+mod safety_proxy_confirm;
 /// `add` / `remove` / `list` against fixture files of every client and scope.
 mod setup;
 /// Warm starts: the AccessKey token cache and the protocol-era cache (issue 14), counted.

@@ -279,7 +279,7 @@ async fn json_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<Value>>>) {
 
 /// JSON answers (not only SSE) are filtered too; refused calls are answered by the proxy
 /// with HTTP 200 and the JSON-RPC error; the region is spliced into forwarded calls; a batch
-/// holding tools/call is refused as a whole.
+/// holding tools/call (strict reader, 400) or tools/list (policy) is refused as a whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_filters_json_answers_too() {
     use crate::support::proxy::{post, INIT};
@@ -335,10 +335,21 @@ async fn the_proxy_filters_json_answers_too() {
     let ok = post(&url, Some(&sid), r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"StartC","arguments":{"n":1.50}}}"#).await;
     let ok: Value = ok.json().await.unwrap();
     assert_eq!(ok["result"]["content"][0]["text"], "done");
+    // A batch holding a call fails the strict reader (400); one holding a listing is refused
+    // by the policy, which could not filter it message by message.
     let batch = post(
         &url,
         Some(&sid),
         r#"[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"DeleteB"}}]"#,
+    )
+    .await;
+    assert_eq!(batch.status(), 400);
+    let batch: Value = batch.json().await.unwrap();
+    assert_eq!(batch["error"]["data"]["alibridge"]["rule"], "strict-json");
+    let batch = post(
+        &url,
+        Some(&sid),
+        r#"[{"jsonrpc":"2.0","id":5,"method":"tools/list"}]"#,
     )
     .await;
     let batch: Value = batch.json().await.unwrap();
