@@ -86,7 +86,7 @@ impl From<io::Error> for WriteFailure {
 impl AuditLog {
     /// Opens (creating `0600`, or tightening an existing file to `0600`) the log at `path`,
     /// refusing a symbolic link, anything but a regular file, and a file of another user (see
-    /// [`open_checked`]).
+    /// `open_checked`).
     pub fn open(path: &Path, max_bytes: u64) -> Result<AuditLog, AuditFileError> {
         let file = open_checked(path)?;
         let size = file

@@ -260,7 +260,7 @@ fn hides_flag_value(flag: &str, value: &str) -> bool {
         || value.trim_start().starts_with(['{', '['])
 }
 
-/// A CLI command with the values of some flags masked (see [`hides_flag_value`]), flag names
+/// A CLI command with the values of some flags masked (see `hides_flag_value`), flag names
 /// kept: `--Password x` → `--Password ****`, `--token=x` → `--token=****`, `--Description 'a
 /// b'` → `--Description '****'`. The command is split into words as a shell would; the text
 /// between words is kept as it was.

@@ -158,7 +158,9 @@ pub struct ProxyPolicy {
     identity: Box<dyn Fn() -> Option<String> + Send + Sync>,
 }
 
-/// What to do with a client's request body.
+/// What to do with a client's request body. Made once per request and matched at once, so the
+/// size of the `Forward` variant (it carries the call to audit) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Inbound {
     /// Forward `body`; `watch` when its answer must be read (`tools/list`, `tools/call`);
     /// `initialize`: the client's elicitation support, to remember once the session id is known;
@@ -234,9 +236,10 @@ impl ProxyPolicy {
     }
 
     /// Whether client bodies go through the strict reader ([`crate::policy::strict`]) and fail
-    /// closed: when any policy flag is set (an audit log alone decides nothing).
+    /// closed: when any flag limits calls (an audit log or a default region alone decides
+    /// nothing).
     pub fn strict(&self) -> bool {
-        self.policy.is_active()
+        self.policy.constrains()
     }
 
     /// Confirmations asked and not answered yet (for `/health`).

@@ -298,7 +298,8 @@ async fn policy_flags_are_compiled_into_the_bound_policy() {
     ))
     .await;
     // (flags, [(product, api in kebab-case, allowed?)])
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str, bool)>)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str, bool)>);
+    let cases: Vec<Case> = vec![
         (
             vec!["--read-only"],
             vec![
@@ -373,7 +374,12 @@ async fn a_script_write_is_refused_server_side_under_read_only() {
     let core = CoreServer::start_enforcing(fake.policy_judge()).await;
     let home = TempHome::new("safety-script-server");
     let audit = home.file("audit.jsonl");
-    let mut b = ak_bridge(&fake, &core.url(), &home, &["--read-only", "--audit-log", &audit]);
+    let mut b = ak_bridge(
+        &fake,
+        &core.url(),
+        &home,
+        &["--read-only", "--audit-log", &audit],
+    );
     b.initialize().await;
     let write = b
         .call_tool(
@@ -394,7 +400,10 @@ async fn a_script_write_is_refused_server_side_under_read_only() {
             json!({"script": "r = await call_cli(product='Ecs', action='DescribeInstances', params={})"}),
         )
         .await;
-    assert!(tool_text(&read).starts_with("ran AlibabaCloud___RunScript"), "{read}");
+    assert!(
+        tool_text(&read).starts_with("ran AlibabaCloud___RunScript"),
+        "{read}"
+    );
     // What alibridge can read is still refused locally, before the server.
     let (rule, _) = policy_refusal(
         &b.call_tool(
@@ -408,7 +417,10 @@ async fn a_script_write_is_refused_server_side_under_read_only() {
     b.finish().await;
     let executed = core.executed_calls();
     assert_eq!(executed.len(), 1, "{executed:?}");
-    assert!(executed[0].1["script"].as_str().unwrap().contains("DescribeInstances"));
+    assert!(executed[0].1["script"]
+        .as_str()
+        .unwrap()
+        .contains("DescribeInstances"));
     let log = std::fs::read_to_string(&audit).unwrap();
     assert!(log.contains("server-side read-only policy"), "{log}");
 }

@@ -248,7 +248,8 @@ fn answer(shared: &Shared, body: &[u8], bearer: Option<&str>) -> Response<Full<B
                          the token",
                         denied.0, denied.1
                     );
-                    let result = json!({"content": [{"type": "text", "text": text}], "isError": true});
+                    let result =
+                        json!({"content": [{"type": "text", "text": text}], "isError": true});
                     return json_response(
                         StatusCode::OK,
                         &json!({"jsonrpc": "2.0", "id": id, "result": result}),
@@ -306,7 +307,10 @@ fn sandbox_apis(tool: &str, args: &Value) -> Vec<(String, String)> {
                 .split("call_cli(")
                 .skip(1)
                 .filter_map(|call| {
-                    Some((literal(call, "product")?.to_lowercase(), kebab(&literal(call, "action")?)))
+                    Some((
+                        literal(call, "product")?.to_lowercase(),
+                        kebab(&literal(call, "action")?),
+                    ))
                 })
                 .collect()
         }

@@ -410,7 +410,10 @@ impl AliyunFake {
     /// How the service judges one API call (`product`, kebab-case `api`) made with `token`:
     /// allowed only for a valid token, under the safety policy bound to it
     /// ([`safety::evaluate`]). What an enforcing MCP upstream asks before it runs anything.
-    pub fn policy_judge(&self) -> super::core_server::Judge {
+    #[allow(clippy::type_complexity)]
+    pub fn policy_judge(
+        &self,
+    ) -> std::sync::Arc<dyn Fn(Option<&str>, &str, &str) -> bool + Send + Sync> {
         let state = self.state.clone();
         std::sync::Arc::new(move |token: Option<&str>, product: &str, api: &str| {
             let st = state.lock().unwrap();
