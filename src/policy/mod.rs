@@ -138,13 +138,7 @@ pub struct Decision {
 impl Policy {
     /// Whether any flag of this module is set (else the relay skips it entirely).
     pub fn is_active(&self) -> bool {
-        !self.allow.is_empty()
-            || !self.deny.is_empty()
-            || !self.allow_api.is_empty()
-            || !self.deny_api.is_empty()
-            || self.read_only
-            || self.confirm_writes
-            || self.region.is_some()
+        self.constrains() || self.region.is_some()
     }
 
     /// Whether any flag limits what the agent may call (`--region` alone only adds a default):

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::support::home::TempHome;
 use crate::support::net::http_client;
 use crate::support::ops_server::OpsServer;
-use crate::support::proxy::{post, Proxy, INIT, STEP};
+use crate::support::proxy::{handshake_with, post, Proxy, INIT, STEP};
 use crate::support::wait::until;
 
 /// `initialize` from a client that can be asked (form-mode elicitation).
@@ -34,22 +34,6 @@ fn yes(id: &Value) -> String {
     json!({"jsonrpc": "2.0", "id": id,
            "result": {"action": "accept", "content": {"confirm": true}}})
     .to_string()
-}
-
-/// initialize (with `init`) + initialized; returns the session id.
-async fn open_session(url: &str, init: &str) -> String {
-    let r = post(url, None, init).await;
-    assert_eq!(r.status(), 200, "initialize through the proxy");
-    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
-    assert!(r.text().await.unwrap().contains("protocolVersion"));
-    let r = post(
-        url,
-        Some(&sid),
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-    )
-    .await;
-    assert_eq!(r.status(), 202);
-    sid
 }
 
 /// The next JSON-RPC message on an SSE answer (events without JSON data are skipped).
@@ -130,8 +114,8 @@ async fn a_confirmation_answers_only_to_its_own_session() {
     let server = OpsServer::start().await;
     let proxy = confirming_proxy(&server, &audit, &[]).await;
     let url = proxy.url("/ops/mcp");
-    let owner = open_session(&url, INIT_ELICITING).await;
-    let stranger = open_session(&url, INIT_ELICITING).await;
+    let owner = handshake_with(&url, INIT_ELICITING).await;
+    let stranger = handshake_with(&url, INIT_ELICITING).await;
 
     let (mut stream, mut buf, asked) = ask(&url, &owner, "i-owner").await;
     let our_id = asked["id"].clone();
@@ -191,7 +175,7 @@ async fn a_client_that_walks_away_frees_its_confirmation() {
     let server = OpsServer::start().await;
     let proxy = confirming_proxy(&server, &audit, &[]).await;
     let url = proxy.url("/ops/mcp");
-    let sid = open_session(&url, INIT_ELICITING).await;
+    let sid = handshake_with(&url, INIT_ELICITING).await;
     let (stream, _, asked) = ask(&url, &sid, "i-gone").await;
     assert_eq!(waiting(&proxy).await, 1);
     drop(stream);
@@ -222,7 +206,7 @@ async fn an_unanswered_confirmation_times_out() {
     let server = OpsServer::start().await;
     let proxy = confirming_proxy(&server, &audit, &["--confirm-timeout", "1"]).await;
     let url = proxy.url("/ops/mcp");
-    let sid = open_session(&url, INIT_ELICITING).await;
+    let sid = handshake_with(&url, INIT_ELICITING).await;
     let (mut stream, mut buf, _) = ask(&url, &sid, "i-late").await;
     let answer = next_message(&mut stream, &mut buf).await;
     assert_eq!(answer["id"], 7, "{answer}");
@@ -310,7 +294,7 @@ async fn the_strict_reader_refuses_what_it_cannot_read() {
     )
     .await;
     let url = proxy.url("/ops/mcp");
-    let sid = open_session(&url, INIT).await;
+    let sid = handshake_with(&url, INIT).await;
     let s = Some(sid.as_bytes());
     let repeated = br#"{"jsonrpc":"2.0","id":5,"method":"tools/list","method":"tools/call","params":{"name":"DeleteInstance","arguments":{"InstanceId":"i-dup"}}}"#;
     let mut bom = b"\xEF\xBB\xBF".to_vec();

@@ -215,7 +215,12 @@ pub async fn send(
 
 /// initialize + initialized; returns the session id.
 pub async fn handshake(url: &str) -> String {
-    let r = post(url, None, INIT).await;
+    handshake_with(url, INIT).await
+}
+
+/// initialize (with the request `init`) + initialized; returns the session id.
+pub async fn handshake_with(url: &str, init: &str) -> String {
+    let r = post(url, None, init).await;
     assert_eq!(r.status(), 200, "initialize through the proxy");
     let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
     assert!(r.text().await.unwrap().contains("protocolVersion"));
