@@ -75,6 +75,8 @@ pub struct Prompt<'a> {
     /// The region the call will act in, as far as it can be told.
     pub region: Option<&'a str>,
     pub arguments: Option<&'a Value>,
+    /// What the call would cost ([`super::quote::shown`]), when a quote was asked for.
+    pub price: Option<&'a str>,
 }
 
 /// Longest rendering of the arguments in the message.
@@ -91,11 +93,15 @@ pub fn request(id: &Id, prompt: &Prompt<'_>) -> Bytes {
         .unwrap_or_else(|| "(none)".into());
     let message = format!(
         "alibridge: your agent wants to run a write.\n\
-         Tool: {tool}\nAPI action: {action}\nRegion: {region}\nArguments: {args}\n{script}\
+         Tool: {tool}\nAPI action: {action}\nRegion: {region}\nArguments: {args}\n{price}{script}\
          Why it counts as a write: {why}.\n\
          Tick \"confirm\" and accept to let it run once; decline to refuse it.",
         tool = prompt.tool,
         script = whole_script(prompt.arguments),
+        price = prompt
+            .price
+            .map(|p| format!("Price: {p}\n"))
+            .unwrap_or_default(),
         why = prompt.class.reason,
     );
     let shown = |title: &str, value: &str| json!({"type": "string", "title": title, "enum": [value], "default": value});
@@ -307,6 +313,7 @@ mod tests {
                 tool: "DeleteInstance",
                 class: &class,
                 region: Some("cn-beijing"),
+                price: Some("0.52 CNY/hour (a quote)"),
                 arguments: Some(&args),
             },
         );

@@ -23,6 +23,7 @@ pub mod cli_command;
 pub mod confirm;
 pub mod glob;
 pub mod messages;
+pub mod quote;
 mod record;
 pub mod redact;
 pub mod server_side;

@@ -379,10 +379,20 @@ fn confirm_stream(
         e.extend_from_slice(b"\n\n");
         Ok(Frame::data(Bytes::from(e)))
     };
-    let first = event(&c.request);
     let (key, id) = (c.key.clone(), c.id.clone());
+    let mut c = c;
     tokio::spawn(async move {
-        if tx.send(first).await.is_err() {
+        if let Some((qid, q)) = c.quote.take() {
+            let answer = tokio::time::timeout(
+                crate::policy::quote::QUOTE_TIMEOUT,
+                ask_quote(&http, &url, &headers, &qid, q),
+            )
+            .await
+            .ok()
+            .flatten();
+            c.priced(&crate::policy::quote::shown(answer.as_deref()));
+        }
+        if tx.send(event(&c.request)).await.is_err() {
             return;
         }
         // The answer stream's receiver is dropped when the client disconnects: that ends the
@@ -459,6 +469,42 @@ fn confirm_stream(
 
 /// Reads the body, keeping at most `max` bytes; past that, reads on (dropping) up to
 /// [`DRAIN_AFTER_LIMIT`] more so the connection stays clean for the 413.
+/// Sends the bridge's own quote request (`--estimate-cost`) upstream with the client's headers
+/// and reads its answer, from a JSON body or an SSE stream (the message whose id is `qid`).
+async fn ask_quote(
+    http: &crate::upstream::http::HttpClient,
+    url: &reqwest::Url,
+    headers: &HeaderMap,
+    qid: &crate::jsonrpc::Id,
+    body: Bytes,
+) -> Option<Bytes> {
+    let client = http.client().clone();
+    let resp = http
+        .send(url, || {
+            client
+                .post(url.clone())
+                .headers(headers.clone())
+                .body(body.clone())
+        })
+        .await
+        .ok()?;
+    let sse = is_event_stream(&resp);
+    let bytes = crate::net::read_small(resp).await.ok()?;
+    if !sse {
+        return Some(bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    text.split("\n\n").find_map(|event| {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect();
+        let m = crate::jsonrpc::Message::parse(Bytes::from(data.join("\n"))).ok()?;
+        (m.id.as_ref() == Some(qid)).then_some(m.bytes)
+    })
+}
+
 async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
     let mut buf = BytesMut::new();
     let mut over = 0usize;

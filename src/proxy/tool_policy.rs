@@ -37,6 +37,7 @@ use super::access::Presented;
 use crate::jsonrpc::{self, Id, InvalidMessage, Kind, Message};
 use crate::policy::audit::AuditLog;
 use crate::policy::confirm::{self, Answer};
+use crate::policy::quote::{self, QuoteIds};
 use crate::policy::redact::call_arguments;
 use crate::policy::strict::{self, Malformed};
 use crate::policy::{
@@ -208,6 +209,29 @@ pub struct Confirmation {
     arguments: Value,
     started: Instant,
     ticket: Ticket,
+    /// The price quote to ask the server for before the person is asked (a CLI write), with
+    /// what is needed to ask again with the price: our request id, the raw arguments, the
+    /// region shown.
+    pub quote: Option<(Id, Bytes)>,
+    our_id: Id,
+    raw_arguments: Option<Value>,
+    shown_region: Option<String>,
+}
+
+impl Confirmation {
+    /// Puts the price line ([`crate::policy::quote::shown`]) into the question.
+    pub fn priced(&mut self, price: &str) {
+        self.request = confirm::request(
+            &self.our_id,
+            &confirm::Prompt {
+                tool: &self.tool,
+                class: &self.decision.class,
+                region: self.shown_region.as_deref(),
+                arguments: self.raw_arguments.as_ref(),
+                price: Some(price),
+            },
+        );
+    }
 }
 
 /// How a confirmation's wait ended.
@@ -512,6 +536,7 @@ impl ProxyPolicy {
                         class: &decision.class,
                         region: shown.as_deref(),
                         arguments: args,
+                        price: None,
                     },
                 );
                 Inbound::Confirm(Box::new(Confirmation {
@@ -526,6 +551,13 @@ impl ProxyPolicy {
                     region,
                     started,
                     ticket,
+                    quote: {
+                        let qid = QuoteIds.mint();
+                        quote::request(&qid, &call.name, args).map(|q| (qid, q))
+                    },
+                    our_id,
+                    raw_arguments: args.cloned(),
+                    shown_region: shown,
                 }))
             }
             Verdict::Relay => Inbound::Forward {

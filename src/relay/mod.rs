@@ -267,7 +267,7 @@ async fn on_line(
             let (kind, id) = (msg.kind, msg.id.clone());
             let sent = async {
                 let msg = match &guarded {
-                    Some(p) => match p.check_call(msg, &outbox).await {
+                    Some(p) => match p.check_call(msg, &outbox, &upstream).await {
                         Some(m) => m,
                         None => return Ok(()), // answered by the bridge
                     },

@@ -23,11 +23,12 @@ use super::Outbox;
 use crate::jsonrpc::{Id, Kind, Message};
 use crate::policy::audit::AuditLog;
 use crate::policy::confirm::{self, Answer, ConfirmIds};
+use crate::policy::quote::{self, QuoteIds};
 use crate::policy::redact::call_arguments;
 use crate::policy::{
     self, messages, Decision, Origin, Pending, Policy, Record, Rule, Session, Verdict,
 };
-use crate::upstream::UpstreamError;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// Who the calls are made as, for the audit log (`ak:LTAI****1234`, `oauth:<subject>`).
 pub type Identity = Box<dyn Fn() -> Option<String> + Send + Sync>;
@@ -40,6 +41,10 @@ pub struct ToolPolicy {
     ids: ConfirmIds,
     /// Confirmations asked and not yet answered: our request id → the waiting relay task.
     waiting: Mutex<HashMap<Id, oneshot::Sender<Bytes>>>,
+    /// Quotes asked (`--estimate-cost`) and not answered yet: our request id → the waiting
+    /// relay task.
+    quotes: Mutex<HashMap<Id, oneshot::Sender<Bytes>>>,
+    quote_ids: QuoteIds,
     /// Signalled when a confirmation is asked (the relay then reads stdin past its cap).
     asked: tokio::sync::Notify,
     /// The upstream's host (and port), for the audit log.
@@ -60,6 +65,8 @@ impl ToolPolicy {
             audit,
             ids: ConfirmIds::default(),
             waiting: Mutex::new(HashMap::new()),
+            quotes: Mutex::new(HashMap::new()),
+            quote_ids: QuoteIds,
             asked: tokio::sync::Notify::new(),
             upstream,
             identity,
@@ -124,7 +131,12 @@ impl ToolPolicy {
 
     /// Decides a `tools/call` before it is sent. `Some(message)` (maybe with a region added)
     /// to relay; `None` when the bridge has answered it itself (refused, or not confirmed).
-    pub async fn check_call(&self, msg: Message, outbox: &Outbox) -> Option<Message> {
+    pub async fn check_call(
+        &self,
+        msg: Message,
+        outbox: &Outbox,
+        upstream: &Upstream,
+    ) -> Option<Message> {
         let id = msg.id.clone()?;
         let started = Instant::now();
         let Some(call) = messages::read_call(&msg.bytes) else {
@@ -168,11 +180,13 @@ impl ToolPolicy {
             }
             Verdict::Confirm => {
                 let shown = policy::region_of(args, region.as_deref());
+                let price = self.quote(upstream, &call.name, args).await;
                 let prompt = confirm::Prompt {
                     tool: &call.name,
                     class: &decision.class,
                     region: shown.as_deref(),
                     arguments: args,
+                    price: price.as_deref(),
                 };
                 let answer = self.ask(outbox, &prompt).await;
                 if answer != Answer::Confirmed {
@@ -240,6 +254,36 @@ impl ToolPolicy {
         Some(msg)
     }
 
+    /// The price line of the confirmation form for a CallCLI write: the same command run with
+    /// `--estimate-cost` (the server quotes and executes nothing); `None` for calls that get no
+    /// quote ([`crate::policy::quote::request`]).
+    async fn quote(
+        &self,
+        upstream: &Upstream,
+        tool: &str,
+        args: Option<&serde_json::Value>,
+    ) -> Option<String> {
+        let id = self.quote_ids.mint();
+        let request = quote::request(&id, tool, args)?;
+        let msg = Message::parse(request).ok()?;
+        let (tx, rx) = oneshot::channel();
+        self.quotes.lock().unwrap().insert(id.clone(), tx);
+        debug!(
+            tool,
+            "asking the server for a quote before the confirmation"
+        );
+        let answer = async {
+            upstream.send(msg).await.ok()?;
+            rx.await.ok()
+        };
+        let answer = tokio::time::timeout(quote::QUOTE_TIMEOUT, answer)
+            .await
+            .ok()
+            .flatten();
+        self.quotes.lock().unwrap().remove(&id);
+        Some(quote::shown(answer.as_deref()))
+    }
+
     /// Sends the confirmation request and waits for the client's answer.
     async fn ask(&self, outbox: &Outbox, prompt: &confirm::Prompt<'_>) -> Answer {
         let our_id = self.ids.mint();
@@ -290,6 +334,14 @@ impl ToolPolicy {
                 let Some(id) = msg.id.as_ref() else {
                     return msg;
                 };
+                if self.quote_ids.owns(id) {
+                    // The bridge's own quote: taken here; the outbox drops it (no client
+                    // request has this id).
+                    if let Some(tx) = self.quotes.lock().unwrap().remove(id) {
+                        let _ = tx.send(msg.bytes.clone());
+                    }
+                    return msg;
+                }
                 let (list, call) = {
                     let mut s = self.session();
                     (s.take_list(id), s.take_call(id))

@@ -69,6 +69,8 @@ mod safety_proxy;
 /// `alibridge proxy` against its own clients: session-bound confirmations, their timeout and
 /// cancellation, the session-id cap, the strict reader on every method.
 mod safety_proxy_confirm;
+/// The price quote (`--estimate-cost`) shown before a CLI write is confirmed.
+mod safety_quote;
 /// `add` / `remove` / `list` against fixture files of every client and scope.
 mod setup;
 /// Warm starts: the AccessKey token cache and the protocol-era cache (issue 14), counted.

@@ -118,13 +118,24 @@ impl CoreServer {
     }
 
     /// The first recorded request whose raw body contains `canary` (bytes compared, so a body
-    /// that is not UTF-8 counts too), if any.
+    /// that is not UTF-8 counts too), if any. The bridge's price quotes (a CallCLI command with
+    /// `--estimate-cost`, which the real server answers with a quote and never runs) do not
+    /// count: they carry the command but execute nothing.
     pub fn reached(&self, canary: &str) -> Option<Received> {
         assert!(canary.len() >= 8, "{canary:?} is too short for a canary");
         let needle = canary.as_bytes();
         self.received()
             .into_iter()
+            .filter(|r| !is_quote(&r.body))
             .find(|r| r.body.windows(needle.len()).any(|w| w == needle))
+    }
+
+    /// The quote requests received (see [`CoreServer::reached`]).
+    pub fn quotes(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| is_quote(&r.body))
+            .collect()
     }
 
     /// Panics if any recorded body contains `canary`, showing the request that carried it.
@@ -238,6 +249,25 @@ fn answer(shared: &Shared, body: &[u8], bearer: Option<&str>) -> Response<Full<B
                 Value::Null => json!({}),
                 a => a.clone(),
             };
+            let command = arguments["command"].as_str().unwrap_or_default();
+            if name == "AlibabaCloud___CallCLI" && command.ends_with(" --estimate-cost") {
+                // As the real server: a quote, nothing run (and nothing recorded as executed).
+                if command.contains("delete-") {
+                    let text = "InvalidParameter.EstimateCost: this API has no price";
+                    let result =
+                        json!({"content": [{"type": "text", "text": text}], "isError": true});
+                    return json_response(
+                        StatusCode::OK,
+                        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                    );
+                }
+                let text = r#"{"costPreview":{"status":"ESTIMATED","total":"0.52 CNY/hour"}}"#;
+                let result = json!({"content": [{"type": "text", "text": text}]});
+                return json_response(
+                    StatusCode::OK,
+                    &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                );
+            }
             if let Some(judge) = &shared.judge {
                 if let Some(denied) = sandbox_apis(&name, &arguments)
                     .into_iter()
@@ -270,6 +300,22 @@ fn answer(shared: &Shared, body: &[u8], bearer: Option<&str>) -> Response<Full<B
         StatusCode::OK,
         &json!({"jsonrpc": "2.0", "id": id, "result": result}),
     )
+}
+
+/// A price quote: a well-formed `tools/call` of CallCLI under a bridge quote id whose command
+/// ends with `--estimate-cost`.
+fn is_quote(body: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    v["id"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("alibridge-quote-"))
+        && v["method"] == "tools/call"
+        && v["params"]["name"] == "AlibabaCloud___CallCLI"
+        && v["params"]["arguments"]["command"]
+            .as_str()
+            .is_some_and(|c| c.ends_with(" --estimate-cost"))
 }
 
 /// The API calls a generic tool would make when the fake "runs" it, as `(product, kebab api)`:
