@@ -37,6 +37,17 @@ impl Rig {
 
     /// `doctor <url> [--json] -- <flags pointing at the fake>` with AccessKeys in the env.
     async fn doctor(&self, url: &str, json: bool, secret: &str) -> (i32, String, String) {
+        self.doctor_with(url, json, secret, &[]).await
+    }
+
+    /// [`Rig::doctor`] with more bridge flags.
+    async fn doctor_with(
+        &self,
+        url: &str,
+        json: bool,
+        secret: &str,
+        extra: &[&str],
+    ) -> (i32, String, String) {
         let mut cmd = isolated_command(self.home.path());
         cmd.arg("doctor").arg(url);
         if json {
@@ -53,6 +64,7 @@ impl Rig {
             "--ims-endpoint",
             &self.fake.url(),
         ])
+        .args(extra)
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
         .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret);
         output(cmd).await
@@ -377,4 +389,35 @@ async fn a_stored_oauth_sign_in_is_shown() {
     );
     rig.assert_no_secrets(&out, "doctor stdout");
     rig.assert_no_secrets(&err, "doctor stderr");
+}
+
+/// With a safety flag set, doctor says which limits the server enforces: with AccessKeys,
+/// `--read-only` compiled into the policy bound to the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_which_limits_the_server_enforces() {
+    let rig = Rig::start("safety").await;
+    rig.fake.add_access_key(AK_ID, AK_SECRET);
+    let endpoint = rig.fake.url();
+    let (code, out, err) = rig
+        .doctor_with(
+            rig.server.url().as_str(),
+            false,
+            AK_SECRET,
+            &[
+                "--read-only",
+                "--confirm-writes",
+                "--safety-policy-endpoint",
+                &endpoint,
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(passed(&out, "safety"), "{out}");
+    let safety = line(&out, "safety");
+    assert!(
+        safety.contains("--read-only enforced by alibridge and server-side")
+            && safety.contains("--confirm-writes local only"),
+        "{safety}"
+    );
+    assert_eq!(rig.fake.safety_calls().len(), 1, "bound once");
 }

@@ -144,6 +144,13 @@ pub(super) async fn probe(r: &mut Report, command: &Path, args: &[String]) -> Pr
         "credential",
         auth_line.clone().unwrap_or_else(|| "none needed".into()),
     );
+    // Which limits the server enforces and which only the bridge does (a safety flag set).
+    if let Some(safety) = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("alibridge: safety: "))
+    {
+        r.ok("safety", safety.to_string());
+    }
     let version = init["result"]["protocolVersion"].as_str().unwrap_or("?");
     let server = init["result"]["serverInfo"]["name"].as_str().unwrap_or("?");
     match tools.as_ref().and_then(|t| t["result"]["tools"].as_array()) {
