@@ -118,22 +118,6 @@ fn tool_policy(
     cfg: &BridgeConfig,
     credential: Arc<dyn Credential>,
 ) -> anyhow::Result<Option<Arc<ToolPolicy>>> {
-    if cfg.policy.read_only || !cfg.policy.allow.is_empty() {
-        debug!(
-            allow = cfg.policy.allow.len(),
-            deny = cfg.policy.deny.len(),
-            read_only = cfg.policy.read_only,
-            "tool policy"
-        );
-    }
-    let audit = super::open_audit(cfg.audit.as_ref())?;
-    if !cfg.policy.is_active() && audit.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Arc::new(ToolPolicy::new(
-        cfg.policy.clone(),
-        audit,
-        super::host_port(&cfg.url),
-        Box::new(move || credential.identity()),
-    ))))
+    let parts = super::policy_parts(&cfg.policy, cfg.audit.as_ref(), &cfg.url, credential)?;
+    Ok(parts.map(|p| Arc::new(ToolPolicy::new(p.policy, p.audit, p.upstream, p.identity))))
 }

@@ -36,6 +36,35 @@ pub(crate) fn open_audit(
         })
 }
 
+/// What both front ends build their tool policy from (the relay's `ToolPolicy`, the proxy's
+/// `ProxyPolicy`): the flags, the opened audit log, the upstream as the log names it, and who
+/// the calls are made as. `None` when no policy flag and no `--audit-log` is set.
+pub(crate) struct PolicyParts {
+    pub policy: crate::policy::Policy,
+    pub audit: Option<crate::policy::audit::AuditLog>,
+    pub upstream: String,
+    pub identity: crate::policy::Identity,
+}
+
+pub(crate) fn policy_parts(
+    policy: &crate::policy::Policy,
+    audit: Option<&crate::policy::audit::AuditTarget>,
+    upstream: &reqwest::Url,
+    credential: std::sync::Arc<dyn crate::auth::Credential>,
+) -> anyhow::Result<Option<PolicyParts>> {
+    let audit = open_audit(audit)?;
+    if !policy.is_active() && audit.is_none() {
+        return Ok(None);
+    }
+    tracing::debug!(?policy, "tool policy");
+    Ok(Some(PolicyParts {
+        policy: policy.clone(),
+        audit,
+        upstream: host_port(upstream),
+        identity: Box::new(move || credential.identity()),
+    }))
+}
+
 /// `host[:port]` of the upstream, as the audit log names it.
 pub(crate) fn host_port(url: &reqwest::Url) -> String {
     match (url.host_str(), url.port()) {

@@ -157,16 +157,8 @@ fn tool_policy(
     cfg: &ProxyConfig,
     credential: Arc<dyn crate::auth::Credential>,
 ) -> anyhow::Result<Option<Arc<ProxyPolicy>>> {
-    let audit = super::open_audit(cfg.audit.as_ref())?;
-    if !cfg.policy.is_active() && audit.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Arc::new(ProxyPolicy::new(
-        cfg.policy.clone(),
-        audit,
-        super::host_port(&cfg.upstream),
-        Box::new(move || credential.identity()),
-    ))))
+    let parts = super::policy_parts(&cfg.policy, cfg.audit.as_ref(), &cfg.upstream, credential)?;
+    Ok(parts.map(|p| Arc::new(ProxyPolicy::new(p.policy, p.audit, p.upstream, p.identity))))
 }
 
 /// What binding to a non-loopback address means, said plainly.

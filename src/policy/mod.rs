@@ -41,6 +41,9 @@ use crate::jsonrpc::{self, Id};
 
 pub use self::record::{Origin, Record};
 
+/// Who the calls are made as, for the audit log (`ak:LTAI****1234`, `oauth:<subject>`).
+pub type Identity = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// The JSON-RPC error code of a refusal (the bridge's own range, as for upstream failures).
 pub const REFUSAL_CODE: i64 = jsonrpc::code::UPSTREAM_ERROR;
 

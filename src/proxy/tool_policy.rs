@@ -246,7 +246,7 @@ impl ProxyPolicy {
         policy: Policy,
         audit: Option<AuditLog>,
         upstream: String,
-        identity: Box<dyn Fn() -> Option<String> + Send + Sync>,
+        identity: crate::policy::Identity,
     ) -> Self {
         ProxyPolicy {
             policy,

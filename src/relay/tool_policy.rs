@@ -30,8 +30,7 @@ use crate::policy::{
 };
 use crate::upstream::{Upstream, UpstreamError};
 
-/// Who the calls are made as, for the audit log (`ak:LTAI****1234`, `oauth:<subject>`).
-pub type Identity = Box<dyn Fn() -> Option<String> + Send + Sync>;
+pub use crate::policy::Identity;
 
 /// The policy of one bridge session.
 pub struct ToolPolicy {
