@@ -26,7 +26,7 @@
 //!   errors), [`net`] (URL rules, error descriptions, bounded bodies, the one HTTP client
 //!   builder, the same-origin rule), [`logging`] (logs and notices, never stdout),
 //!   [`shutdown`] (signals), [`env`](mod@env) (environment variable names), [`private_fs`]
-//!   (secret-holding files), [`backoff`] (reconnect pacing).
+//!   (secret-holding files), [`backoff`] (reconnect pacing), [`random`] (the OS CSPRNG).
 
 pub mod auth;
 pub mod backoff;
@@ -42,6 +42,7 @@ pub mod net;
 pub mod policy;
 pub mod private_fs;
 pub mod proxy;
+pub mod random;
 pub mod relay;
 pub mod shutdown;
 pub mod signer;

@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
     // Leaves, and the leaves of leaves.
     &["signer", "stdio", "logging", "shutdown", "env", "policy"],
     &["jsonrpc", "private_fs", "net"],
-    &["backoff"],
+    &["backoff", "random"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

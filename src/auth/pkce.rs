@@ -5,16 +5,7 @@ use base64::Engine as _;
 
 use crate::auth::secret::Secret;
 
-/// `N` bytes from the operating system's CSPRNG.
-fn random_bytes<const N: usize>() -> [u8; N] {
-    use ring::rand::SecureRandom;
-    let mut buf = [0u8; N];
-    if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
-        // Without randomness a PKCE verifier or `state` would be guessable: never go on.
-        panic!("the operating system's random number generator failed");
-    }
-    buf
-}
+use crate::random::bytes as random_bytes;
 
 /// A verifier and its S256 challenge.
 pub struct Pkce {

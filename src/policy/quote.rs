@@ -30,10 +30,7 @@ impl QuoteIds {
     const PREFIX: &'static str = "alibridge-quote-";
 
     pub fn mint(&self) -> Id {
-        let hex: String = crate::signer::random_bytes::<16>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::random::hex::<16>();
         Id::from_json(&format!("\"{}{hex}\"", Self::PREFIX))
     }
 

@@ -811,7 +811,7 @@ impl ProxyPolicy {
 
 /// A fresh id for the proxy's own request: [`CONFIRM_PREFIX`] and 128 random bits.
 fn mint_confirm_id() -> Id {
-    let hex = crate::signer::hex_lower(&crate::signer::random_bytes::<16>());
+    let hex = crate::random::hex::<16>();
     Id::from_json(&format!("\"{CONFIRM_PREFIX}{hex}\""))
 }
 

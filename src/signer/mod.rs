@@ -238,17 +238,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// tests stay deterministic; production code passes `&generate_nonce()`. Drawn from the
 /// operating system's CSPRNG: a nonce the server has seen before is rejected.
 pub fn generate_nonce() -> String {
-    hex_lower(&random_bytes::<16>())
-}
-
-/// `N` bytes from the operating system's CSPRNG.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    use ring::rand::SecureRandom;
-    let mut buf = [0u8; N];
-    ring::rand::SystemRandom::new()
-        .fill(&mut buf)
-        .expect("the OS random number generator failed");
-    buf
+    crate::random::hex::<16>()
 }
 
 /// Checks that every name in `names` is unique, and none is in `reserved`
