@@ -84,6 +84,8 @@ pub const ALIBRIDGE_ALLOW_API: &str = "ALIBRIDGE_ALLOW_API";
 pub const ALIBRIDGE_DENY_API: &str = "ALIBRIDGE_DENY_API";
 /// Same as `--confirm-timeout`.
 pub const ALIBRIDGE_CONFIRM_TIMEOUT: &str = "ALIBRIDGE_CONFIRM_TIMEOUT";
+/// Same as `--pin-tools`.
+pub const ALIBRIDGE_PIN_TOOLS: &str = "ALIBRIDGE_PIN_TOOLS";
 /// Same as `--read-only`.
 pub const ALIBRIDGE_READ_ONLY: &str = "ALIBRIDGE_READ_ONLY";
 /// Same as `--confirm-writes`.

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
             Some(cli::Command::Remove(a)) => commands::remove::run(a),
             Some(cli::Command::List(a)) => commands::list::run(a),
             Some(cli::Command::Doctor(a)) => commands::doctor::run(a).await,
+            Some(cli::Command::Tools(a)) => commands::tools::run(a),
             None => commands::bridge::run(cli.bridge).await,
         }
     });

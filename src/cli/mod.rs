@@ -80,6 +80,32 @@ pub enum Command {
     /// credential, MCP initialize and tools, client configs. One line per check, ✓ or ✗ with
     /// the fix; exit 0 only when all pass.
     Doctor(DoctorArgs),
+    /// Show the pinned tool definitions of URL and the ones held back (--pin-tools) with what
+    /// changed; approve or forget them.
+    Tools(ToolsArgs),
+}
+
+/// `alibridge tools`.
+#[derive(Debug, Args)]
+#[command(after_help = "Docs: docs/pinning.md")]
+pub struct ToolsArgs {
+    /// The MCP endpoint, as the bridge was given it (for the proxy: the upstream URL a request
+    /// was forwarded to).
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Pin these held-back tools (their definitions as last seen).
+    #[arg(long, value_name = "NAME", num_args = 1.., conflicts_with_all = ["all", "forget"])]
+    pub approve: Vec<String>,
+    /// Pin every held-back tool.
+    #[arg(long, conflicts_with = "forget")]
+    pub all: bool,
+    /// Drop the endpoint's pins: the next listing is trusted on first use again.
+    #[arg(long)]
+    pub forget: bool,
+    /// Only the pins of this identity (`ak:LTAI****1234`, `oauth:<subject>`, `anonymous`), as
+    /// listed; default: every identity's.
+    #[arg(long, value_name = "ID")]
+    pub identity: Option<String>,
 }
 
 /// `alibridge doctor`.
@@ -531,6 +557,16 @@ pub struct PolicyArgs {
     /// (elicitation); a client without elicitation gets an error instead.
     #[arg(long, env = env::ALIBRIDGE_CONFIRM_WRITES)]
     pub confirm_writes: bool,
+
+    /// Pin tool definitions per endpoint and identity: a new or changed tool is held back from
+    /// the client until approved (in the client, or with `alibridge tools URL --approve`).
+    /// On by default with --confirm-writes.
+    #[arg(long, env = env::ALIBRIDGE_PIN_TOOLS, overrides_with = "no_pin_tools")]
+    pub pin_tools: bool,
+
+    /// Do not pin tool definitions, even with --confirm-writes.
+    #[arg(long, overrides_with = "pin_tools")]
+    pub no_pin_tools: bool,
 
     /// How long a confirmation waits for the person before it counts as declined.
     #[arg(long, value_name = "SECS", default_value = "300", value_parser = seconds(MAX_CONFIRM_TIMEOUT), env = env::ALIBRIDGE_CONFIRM_TIMEOUT)]

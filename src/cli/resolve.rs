@@ -178,6 +178,7 @@ impl PolicyArgs {
             region,
             server_enforced: false,
             confirm_timeout: Some(self.confirm_timeout),
+            pin_tools: !self.no_pin_tools && (self.pin_tools || self.confirm_writes),
         };
         let audit = self.audit_log.as_ref().map(|path| AuditTarget {
             path: path.clone(),

@@ -119,5 +119,11 @@ fn tool_policy(
     credential: Arc<dyn Credential>,
 ) -> anyhow::Result<Option<Arc<ToolPolicy>>> {
     let parts = super::policy_parts(&cfg.policy, cfg.audit.as_ref(), &cfg.url, credential)?;
-    Ok(parts.map(|p| Arc::new(ToolPolicy::new(p.policy, p.audit, p.upstream, p.identity))))
+    let pins = cfg.policy.pin_tools.then(|| {
+        (
+            crate::policy::pins::PinStore::new(&cfg.auth.oauth.home),
+            display_url(&cfg.url),
+        )
+    });
+    Ok(parts.map(|p| ToolPolicy::new(p.policy, p.audit, p.upstream, p.identity, pins)))
 }

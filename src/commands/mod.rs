@@ -11,6 +11,7 @@ pub mod pre_check;
 pub mod proxy;
 pub mod remove;
 pub mod status;
+pub mod tools;
 
 /// The state directory (`ALIBRIDGE_HOME` or the platform default), or a usage error saying
 /// how to set it.

@@ -143,6 +143,26 @@ fn whole_script(args: Option<&Value>) -> String {
     )
 }
 
+/// A plain yes/no question (`elicitation/create`, form mode) with the same `confirm` box as a
+/// write's confirmation, read back with [`answer`].
+pub fn yes_no(id: &Id, message: &str, title: &str) -> Bytes {
+    let id = serde_json::from_str::<Value>(id.as_json()).unwrap_or(Value::Null);
+    let v = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "elicitation/create",
+        "params": {
+            "message": message,
+            "requestedSchema": {
+                "type": "object",
+                "properties": {"confirm": {"type": "boolean", "title": title, "default": false}},
+                "required": ["confirm"]
+            }
+        }
+    });
+    Bytes::from(v.to_string())
+}
+
 /// `k=v, k=v` of the (already redacted) arguments, cut to [`MAX_ARGS_TEXT`].
 fn key_arguments(args: &Value) -> String {
     let text = match args {

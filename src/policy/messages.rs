@@ -19,6 +19,8 @@ pub struct Listed {
     /// Empty when the entry has no string `name`.
     pub name: String,
     pub info: ToolInfo,
+    /// The whole entry, as parsed (for pinning).
+    pub definition: Value,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +39,44 @@ struct ListResult<'a> {
 fn offset(outer: &[u8], inner: &str) -> Option<usize> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
     (start + inner.len() <= outer.len()).then_some(start)
+}
+
+impl Listed {
+    fn with_definition(mut self, v: Value) -> Listed {
+        self.definition = v;
+        self
+    }
+}
+
+/// Every entry of a `tools/list` answer's `result.tools`, parsed (empty when there is none).
+pub fn tool_definitions(bytes: &[u8]) -> Vec<Value> {
+    let Ok(answer) = serde_json::from_slice::<ListAnswer<'_>>(bytes) else {
+        return Vec::new();
+    };
+    answer
+        .result
+        .and_then(|r| r.tools)
+        .and_then(|t| serde_json::from_str::<Vec<Value>>(t.get()).ok())
+        .unwrap_or_default()
+}
+
+/// Whether a `tools/list` answer says more pages follow (`result.nextCursor`).
+pub fn has_next_cursor(bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct A<'a> {
+        #[serde(borrow, default)]
+        result: Option<R<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct R<'a> {
+        #[serde(borrow, default, rename = "nextCursor")]
+        next: Option<&'a RawValue>,
+    }
+    serde_json::from_slice::<A<'_>>(bytes)
+        .ok()
+        .and_then(|a| a.result)
+        .and_then(|r| r.next)
+        .is_some_and(|n| n.get() != "null")
 }
 
 /// What a tool entry says about itself.
@@ -60,6 +100,7 @@ pub fn tool_info(tool: &Value) -> Listed {
             read_only_hint,
             declares_region,
         },
+        definition: Value::Null,
     }
 }
 
@@ -77,10 +118,15 @@ pub fn filter_tools(
     let mut kept: Vec<&str> = Vec::with_capacity(tools.len());
     for raw in &tools {
         let listed = serde_json::from_str::<Value>(raw.get())
-            .map(|v| tool_info(&v))
+            .map(|v| Listed {
+                definition: Value::Null,
+                ..tool_info(&v)
+            }
+            .with_definition(v))
             .unwrap_or(Listed {
                 name: String::new(),
                 info: ToolInfo::default(),
+                definition: Value::Null,
             });
         seen(&listed);
         if keep(&listed) {

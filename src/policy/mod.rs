@@ -23,6 +23,7 @@ pub mod cli_command;
 pub mod confirm;
 pub mod glob;
 pub mod messages;
+pub mod pins;
 pub mod quote;
 mod record;
 pub mod redact;
@@ -72,6 +73,9 @@ pub struct Policy {
     /// `--confirm-timeout`: how long a confirmation waits for the person before it counts as
     /// declined (`None`: the default, [`DEFAULT_CONFIRM_TIMEOUT`]).
     pub confirm_timeout: Option<std::time::Duration>,
+    /// `--pin-tools` (on by default with `--confirm-writes`): new and changed tool definitions
+    /// are held back until approved ([`pins`]).
+    pub pin_tools: bool,
 }
 
 /// How long a confirmation waits when `--confirm-timeout` is not given.
@@ -97,6 +101,8 @@ pub enum Rule {
     ReadOnly,
     /// A write under `--confirm-writes`, and the client cannot be asked.
     CannotConfirm,
+    /// `--pin-tools`: the tool is new or changed since it was pinned (why).
+    Unpinned(String),
     /// The `tools/call` could not be read unambiguously.
     Unreadable,
     /// The call runs this API (`ecs:DeleteInstance`), which matches this `--deny-api` pattern.
@@ -115,6 +121,7 @@ impl Rule {
             Rule::NotAllowed => "--allow-tools".into(),
             Rule::ReadOnly => "--read-only".into(),
             Rule::CannotConfirm => "--confirm-writes".into(),
+            Rule::Unpinned(_) => "--pin-tools".into(),
             Rule::Unreadable => "unreadable tools/call".into(),
             Rule::DeniedApi { pattern, .. } => format!("--deny-api {pattern}"),
             Rule::ApiNotAllowed(_) => "--allow-api".into(),
@@ -154,6 +161,7 @@ impl Policy {
             || !self.deny_api.is_empty()
             || self.read_only
             || self.confirm_writes
+            || self.pin_tools
     }
 
     /// Whether tools are ever hidden (so `tools/list` answers must be read and filtered).
@@ -309,6 +317,12 @@ pub fn refusal(id: &Id, tool: &str, decision: &Decision, rule: &Rule) -> Bytes {
              --confirm-writes and limit the agent with --read-only or --allow-tools instead"
                 .to_string(),
         ),
+        Rule::Unpinned(why) => (
+            format!("{why}, and alibridge holds back tools until you approve them (--pin-tools)"),
+            "approve it when your client asks, or with `alibridge tools <URL> --approve NAME` \
+             (`alibridge tools <URL>` shows what changed); then list the tools again"
+                .to_string(),
+        ),
         Rule::DeniedApi { pattern, api } => (
             format!("it runs {api}, which matches --deny-api {pattern}"),
             "remove the pattern from --deny-api (ALIBRIDGE_DENY_API) to allow it".to_string(),
@@ -429,15 +443,37 @@ impl Session {
     }
 }
 
-/// Handles a `tools/list` answer for `session`: records every tool and drops the hidden ones.
-/// `None` when the answer goes out unchanged.
-pub fn filter_list(policy: &Policy, session: &mut Session, bytes: &[u8]) -> Option<Bytes> {
+/// Handles a `tools/list` answer for `session`: records every tool and drops the hidden ones,
+/// then, with `pins`, the ones held back until the person approves them (a tool the policy
+/// hides is never judged for pinning). `Ok(None)` when the answer goes out unchanged; an error
+/// when the listing cannot be pinned (too many tools, one too large) and must not be relayed.
+pub fn filter_list(
+    policy: &Policy,
+    session: &mut Session,
+    pins: Option<&mut pins::Pins>,
+    bytes: &[u8],
+) -> Result<Option<Bytes>, pins::PinError> {
     let filters = policy.filters();
-    messages::filter_tools(
+    let Some(pins) = pins else {
+        return Ok(messages::filter_tools(
+            bytes,
+            |l| session.record(&l.name, l.info),
+            |l| !filters || policy.hides(&l.name, &l.info).is_none(),
+        ));
+    };
+    pins.check_page(&messages::tool_definitions(bytes))?;
+    let out = messages::filter_tools(
         bytes,
         |l| session.record(&l.name, l.info),
-        |l| !filters || policy.hides(&l.name, &l.info).is_none(),
-    )
+        |l| {
+            (!filters || policy.hides(&l.name, &l.info).is_none())
+                && pins.judge(&l.definition) == pins::Judgement::Pass
+        },
+    );
+    if !messages::has_next_cursor(bytes) {
+        pins.listing_done();
+    }
+    Ok(out)
 }
 
 /// The region a call will act in, as far as it can be told (for the confirmation prompt).
@@ -628,7 +664,7 @@ mod tests {
         let p = policy("", "", true, false);
         let mut s = Session::default();
         let ans = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"DescribeA"},{"name":"DeleteB"},{"name":"C","annotations":{"readOnlyHint":true}}]}}"#;
-        let out = filter_list(&p, &mut s, ans).unwrap();
+        let out = filter_list(&p, &mut s, None, ans).unwrap().unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         let names: Vec<&str> = v["result"]["tools"]
             .as_array()
@@ -655,7 +691,7 @@ mod tests {
             ..Policy::default()
         };
         assert!(
-            filter_list(&region_only, &mut s, ans).is_none(),
+            filter_list(&region_only, &mut s, None, ans).unwrap().is_none(),
             "nothing hidden"
         );
         assert!(s.tool("C").is_some(), "but still recorded");

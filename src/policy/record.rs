@@ -151,6 +151,26 @@ impl<'a> Record<'a> {
         }
     }
 
+    /// The person's answer about a held-back tool (`--pin-tools`): `approved`, `declined`,
+    /// `cancelled` or `failed`.
+    pub fn pinning(at: Origin<'a>, tool: &'a str, decision: &'a str) -> Self {
+        Record {
+            tool,
+            class: None,
+            decision,
+            rule: Some("--pin-tools".into()),
+            confirmed: decision == "approved",
+            outcome: "not_sent",
+            error: None,
+            duration_ms: 0,
+            upstream: at.upstream,
+            server: at.server,
+            identity: at.identity,
+            region_added: None,
+            arguments: Value::Null,
+        }
+    }
+
     /// A relayed call whose answer (`outcome`, `error`) came, or never will.
     pub fn answered(
         at: Origin<'a>,

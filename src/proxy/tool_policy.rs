@@ -765,7 +765,7 @@ impl ProxyPolicy {
                     return None;
                 }
                 if has_tools_array(bytes) {
-                    return self.with_session(key, |s| policy::filter_list(&self.policy, s, bytes));
+                    return self.with_session(key, |s| policy::filter_list(&self.policy, s, None, bytes).ok().flatten());
                 }
                 None
             }

@@ -97,6 +97,9 @@ where
     let (tx, rx) = mpsc::channel::<Bytes>(stdio::STDOUT_QUEUE);
     let mut writer = tokio::spawn(stdio::write_lines(stdout, rx));
     let outbox = Arc::new(Outbox::new(tx).with_policy(policy.clone()));
+    if let Some(p) = &policy {
+        p.bind_outbox(&outbox);
+    }
     let upstream = Arc::new(connect(outbox.clone()));
     let mut reader = LineReader::new(stdin, limits.max_message_size);
     let mut tasks = InFlight::default();

@@ -32,6 +32,8 @@ use crate::upstream::{Upstream, UpstreamError};
 
 pub use crate::policy::Identity;
 
+mod pinning;
+
 /// The policy of one bridge session.
 pub struct ToolPolicy {
     policy: Policy,
@@ -49,16 +51,24 @@ pub struct ToolPolicy {
     /// The upstream's host (and port), for the audit log.
     upstream: String,
     identity: Identity,
+    /// `--pin-tools`.
+    pins: Option<pinning::PinSetup>,
+    /// This policy, for the tasks it starts (a pin question).
+    me: std::sync::Weak<ToolPolicy>,
 }
 
 impl ToolPolicy {
+    /// `pins`: the pin store and the endpoint as people see it, with `--pin-tools`.
     pub fn new(
         policy: Policy,
         audit: Option<AuditLog>,
         upstream: String,
         identity: Identity,
-    ) -> Self {
-        ToolPolicy {
+        pins: Option<(crate::policy::pins::PinStore, String)>,
+    ) -> std::sync::Arc<Self> {
+        std::sync::Arc::new_cyclic(|me| ToolPolicy {
+            pins: pins.map(|(store, endpoint)| pinning::PinSetup::new(store, endpoint)),
+            me: me.clone(),
             policy,
             session: Mutex::new(Session::default()),
             audit,
@@ -69,6 +79,13 @@ impl ToolPolicy {
             asked: tokio::sync::Notify::new(),
             upstream,
             identity,
+        })
+    }
+
+    /// Gives the pins the outbox they ask and announce through.
+    pub fn bind_outbox(&self, outbox: &std::sync::Arc<Outbox>) {
+        if let Some(ps) = &self.pins {
+            ps.bind_outbox(outbox);
         }
     }
 
@@ -102,7 +119,8 @@ impl ToolPolicy {
     pub fn from_client(&self, msg: &Message) -> bool {
         match msg.kind {
             Kind::Response => {
-                let Some(id) = msg.id.as_ref().filter(|id| self.ids.owns(id)) else {
+                let ours = |id: &&Id| self.ids.owns(id) || pinning::is_pin_id(id);
+                let Some(id) = msg.id.as_ref().filter(ours) else {
                     return false;
                 };
                 match self.waiting.lock().unwrap().remove(id) {
@@ -152,6 +170,14 @@ impl ToolPolicy {
             return None;
         };
         let args = call.arguments.as_ref();
+        if let Some(ps) = &self.pins {
+            if let Err(why) = self.pin_check(ps, &call.name) {
+                let decision = self.policy.decide(&call.name, None, args);
+                self.refuse(outbox, &id, &call.name, &decision, Rule::Unpinned(why), args)
+                    .await;
+                return None;
+            }
+        }
         let info = self.session().tool(&call.name).copied();
         let decision = self.policy.decide(&call.name, info.as_ref(), args);
         let region = self
@@ -346,8 +372,17 @@ impl ToolPolicy {
                     (s.take_list(id), s.take_call(id))
                 };
                 if list {
-                    let filtered =
-                        policy::filter_list(&self.policy, &mut self.session(), &msg.bytes);
+                    let filtered = match &self.pins {
+                        Some(ps) => match self.filter_pinned(ps, id, &msg.bytes) {
+                            Ok(f) => f,
+                            Err(refusal) => return Message::parse(refusal).unwrap_or(msg),
+                        },
+                        None => {
+                            policy::filter_list(&self.policy, &mut self.session(), None, &msg.bytes)
+                                .ok()
+                                .flatten()
+                        }
+                    };
                     if let Some(Ok(m)) = filtered.map(Message::parse) {
                         return m;
                     }

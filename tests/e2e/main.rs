@@ -53,6 +53,8 @@ mod proxy;
 mod proxy_sessions;
 /// Happy paths against the rmcp test server.
 mod relay;
+/// `--pin-tools`: trust on first use, held-back changes, `alibridge tools`.
+mod pinning_basics;
 /// Cloud-ops safety: tool policy, read-only, confirmation (TypeScript SDK client), default
 /// region, audit log.
 mod safety;
