@@ -158,7 +158,15 @@ fn tool_policy(
     credential: Arc<dyn crate::auth::Credential>,
 ) -> anyhow::Result<Option<Arc<ProxyPolicy>>> {
     let parts = super::policy_parts(&cfg.policy, cfg.audit.as_ref(), &cfg.upstream, credential)?;
-    Ok(parts.map(|p| Arc::new(ProxyPolicy::new(p.policy, p.audit, p.upstream, p.identity))))
+    let pins = cfg.policy.pin_tools.then(|| {
+        crate::proxy::tool_policy::ProxyPins::new(
+            crate::policy::pins::PinStore::new(&cfg.auth.oauth.home),
+            cfg.upstream.clone(),
+        )
+    });
+    Ok(parts.map(|p| {
+        Arc::new(ProxyPolicy::new(p.policy, p.audit, p.upstream, p.identity).with_pins(pins))
+    }))
 }
 
 /// What binding to a non-loopback address means, said plainly.

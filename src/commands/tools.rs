@@ -64,7 +64,11 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             let _ = writeln!(out, "  held back: none");
             continue;
         }
-        let _ = writeln!(out, "  held back, waiting for approval ({}):", f.pending.len());
+        let _ = writeln!(
+            out,
+            "  held back, waiting for approval ({}):",
+            f.pending.len()
+        );
         let asks: Vec<(String, Change)> = f
             .pending
             .iter()

@@ -118,11 +118,13 @@ pub fn filter_tools(
     let mut kept: Vec<&str> = Vec::with_capacity(tools.len());
     for raw in &tools {
         let listed = serde_json::from_str::<Value>(raw.get())
-            .map(|v| Listed {
-                definition: Value::Null,
-                ..tool_info(&v)
-            }
-            .with_definition(v))
+            .map(|v| {
+                Listed {
+                    definition: Value::Null,
+                    ..tool_info(&v)
+                }
+                .with_definition(v)
+            })
             .unwrap_or(Listed {
                 name: String::new(),
                 info: ToolInfo::default(),

@@ -691,7 +691,9 @@ mod tests {
             ..Policy::default()
         };
         assert!(
-            filter_list(&region_only, &mut s, None, ans).unwrap().is_none(),
+            filter_list(&region_only, &mut s, None, ans)
+                .unwrap()
+                .is_none(),
             "nothing hidden"
         );
         assert!(s.tool("C").is_some(), "but still recorded");

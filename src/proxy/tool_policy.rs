@@ -38,11 +38,14 @@ use crate::jsonrpc::{self, Id, InvalidMessage, Kind, Message};
 use crate::policy::audit::AuditLog;
 use crate::policy::confirm::{self, Answer};
 use crate::policy::quote::{self, QuoteIds};
+
+mod pinning;
 use crate::policy::redact::call_arguments;
 use crate::policy::strict::{self, Malformed};
 use crate::policy::{
     self, messages, Decision, Origin, Pending, Policy, Record, Rule, Session, Verdict,
 };
+pub use pinning::ProxyPins;
 
 /// Client sessions remembered per proxy; past this the oldest are forgotten (their calls are
 /// then judged by name alone, which only ever refuses more).
@@ -157,6 +160,8 @@ pub struct ProxyPolicy {
     /// Confirmations asked and not answered yet: our request id → its owner and exchange.
     waiting: Waiting,
     identity: Box<dyn Fn() -> Option<String> + Send + Sync>,
+    /// `--pin-tools`.
+    pins: Option<ProxyPins>,
 }
 
 /// What to do with a client's request body. Made once per request and matched at once, so the
@@ -249,6 +254,7 @@ impl ProxyPolicy {
         identity: crate::policy::Identity,
     ) -> Self {
         ProxyPolicy {
+            pins: None,
             policy,
             audit,
             upstream,
@@ -257,6 +263,12 @@ impl ProxyPolicy {
             waiting: Arc::new(Mutex::new(HashMap::new())),
             identity,
         }
+    }
+
+    /// With `--pin-tools`: the pins of the servers behind the proxy.
+    pub fn with_pins(mut self, pins: Option<ProxyPins>) -> Self {
+        self.pins = pins;
+        self
     }
 
     /// Whether client bodies go through the strict reader ([`crate::policy::strict`]) and fail
@@ -483,6 +495,19 @@ impl ProxyPolicy {
             ));
         };
         let args = call.arguments.as_ref();
+        if let Some(pp) = &self.pins {
+            if let Err(why) = self.pin_check(pp, key, &call.name) {
+                let d = self.policy.decide(&call.name, None, args);
+                return Inbound::Answer(self.refuse(
+                    key,
+                    &id,
+                    &call.name,
+                    &d,
+                    Rule::Unpinned(why),
+                    args,
+                ));
+            }
+        }
         let (info, elicits) =
             self.with_session(key, |s| (s.tool(&call.name).copied(), s.client_elicits));
         let decision = self.policy.decide(&call.name, info.as_ref(), args);
@@ -765,7 +790,14 @@ impl ProxyPolicy {
                     return None;
                 }
                 if has_tools_array(bytes) {
-                    return self.with_session(key, |s| policy::filter_list(&self.policy, s, None, bytes).ok().flatten());
+                    if let (Some(pp), Some(id)) = (&self.pins, msg.id.as_ref()) {
+                        return self.filter_pinned(pp, key, id, bytes);
+                    }
+                    return self.with_session(key, |s| {
+                        policy::filter_list(&self.policy, s, None, bytes)
+                            .ok()
+                            .flatten()
+                    });
                 }
                 None
             }

@@ -173,8 +173,15 @@ impl ToolPolicy {
         if let Some(ps) = &self.pins {
             if let Err(why) = self.pin_check(ps, &call.name) {
                 let decision = self.policy.decide(&call.name, None, args);
-                self.refuse(outbox, &id, &call.name, &decision, Rule::Unpinned(why), args)
-                    .await;
+                self.refuse(
+                    outbox,
+                    &id,
+                    &call.name,
+                    &decision,
+                    Rule::Unpinned(why),
+                    args,
+                )
+                .await;
                 return None;
             }
         }

@@ -42,6 +42,8 @@ mod oauth_concurrency;
 mod oauth_race;
 /// OAuth trust boundaries: `iss`, resource metadata, issuer-keyed sign-ins.
 mod oauth_trust;
+/// `--pin-tools`: trust on first use, held-back changes, `alibridge tools`.
+mod pinning_basics;
 /// `alibridge pre-check` against the fake sign-in page: authorized, denied, not installed,
 /// timeout; the verdict recorded for `doctor`.
 mod pre_check;
@@ -53,8 +55,6 @@ mod proxy;
 mod proxy_sessions;
 /// Happy paths against the rmcp test server.
 mod relay;
-/// `--pin-tools`: trust on first use, held-back changes, `alibridge tools`.
-mod pinning_basics;
 /// Cloud-ops safety: tool policy, read-only, confirmation (TypeScript SDK client), default
 /// region, audit log.
 mod safety;

@@ -61,7 +61,8 @@ async fn pins_are_trusted_once_then_held_until_approved() {
         .collect();
     assert_eq!(pins_lines.len(), 1, "{}", fin.stderr);
     assert!(
-        pins_lines[0].contains("first use of") && pins_lines[0].contains(&format!("pinned {} tools", first.len())),
+        pins_lines[0].contains("first use of")
+            && pins_lines[0].contains(&format!("pinned {} tools", first.len())),
         "{}",
         pins_lines[0]
     );
@@ -72,7 +73,10 @@ async fn pins_are_trusted_once_then_held_until_approved() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     // Unchanged: silent.
@@ -95,10 +99,21 @@ async fn pins_are_trusted_once_then_held_until_approved() {
     let resp = b.call_tool(2, "echo", json!({"text": "hi"})).await;
     let (rule, msg) = policy_refusal(&resp);
     assert_eq!(rule, "--pin-tools");
-    assert!(msg.contains("echo") && msg.contains("changed") && msg.contains("alibridge tools"), "{msg}");
+    assert!(
+        msg.contains("echo") && msg.contains("changed") && msg.contains("alibridge tools"),
+        "{msg}"
+    );
     let fin = b.finish().await;
-    assert!(fin.stderr.contains("alibridge: pins: withheld 1"), "{}", fin.stderr);
-    assert_eq!(server.calls("echo"), 0, "the refused call never reached the server");
+    assert!(
+        fin.stderr.contains("alibridge: pins: withheld 1"),
+        "{}",
+        fin.stderr
+    );
+    assert_eq!(
+        server.calls("echo"),
+        0,
+        "the refused call never reached the server"
+    );
 
     let (code, out, err) = tools_cli(&home, &[&url]).await;
     assert_eq!(code, 0, "{err}");
@@ -124,4 +139,44 @@ async fn pins_are_trusted_once_then_held_until_approved() {
     let (code, _, err) = tools_cli(&home, &[&url]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no pins"), "{err}");
+}
+
+/// The proxy pins per upstream server: its first listing is trusted and recorded, and a tool
+/// it has not seen listed is refused once something is pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_pins_each_server() {
+    use crate::support::proxy::{handshake, post, Proxy};
+    let server = TestServer::start().await;
+    let base = format!("http://{}", server.addr());
+    let proxy = Proxy::start(
+        &["--auth", "none", "--upstream-url", &base, "--pin-tools"],
+        &[],
+    )
+    .await;
+    let url = proxy.url("/mcp");
+    let sid = handshake(&url).await;
+    let r = post(
+        &url,
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#,
+    )
+    .await;
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"echo\""), "{text}");
+    let r = post(
+        &url,
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"not-listed","arguments":{}}}"#,
+    )
+    .await;
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("--pin-tools") && text.contains("not-listed is new"),
+        "{text}"
+    );
+    let stderr = proxy.stderr();
+    assert!(
+        stderr.contains(&format!("alibridge: pins: first use of {}", server.url())),
+        "{stderr}"
+    );
 }

@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
-use serde_json::json;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{Outbox, ToolPolicy};
-use crate::jsonrpc::{self, Id};
+use crate::jsonrpc::Id;
 use crate::policy::confirm::{self, Answer};
 use crate::policy::pins::{self, Change, PinError, PinStore, Pins};
 use crate::policy::{self, Record};
@@ -89,32 +88,20 @@ impl ToolPolicy {
             warn!(error = %e, "could not record the pins");
             crate::logging::notice(format_args!("warning: pins: {e}"));
         }
-        if was_first && !pins.is_first_use() {
-            crate::logging::notice(format_args!(
-                "pins: first use of {}: pinned {} tools in {} (trust on first use)",
-                pins.endpoint(),
-                pins.pinned_count(),
-                pins.path().display()
-            ));
-        }
         let asks = pins.to_ask();
+        for line in pins.notices(was_first, &asks) {
+            crate::logging::notice(format_args!("{line}"));
+        }
         drop(guard);
-        if !asks.is_empty() {
-            let names: Vec<&str> = asks.iter().map(|(n, _)| n.as_str()).collect();
-            crate::logging::notice(format_args!(
-                "pins: withheld {} new or changed tools ({}) until you approve them: in your \
-                 client, or with `alibridge tools {} --approve NAME`",
-                asks.len(),
-                names.join(", "),
-                ps.endpoint
-            ));
-            if self.session().client_elicits && !ps.asking.swap(true, Ordering::SeqCst) {
-                match (self.me.upgrade(), ps.outbox.get().and_then(Weak::upgrade)) {
-                    (Some(me), Some(outbox)) => {
-                        tokio::spawn(async move { me.ask_pins(outbox, asks).await });
-                    }
-                    _ => ps.asking.store(false, Ordering::SeqCst),
+        if !asks.is_empty()
+            && self.session().client_elicits
+            && !ps.asking.swap(true, Ordering::SeqCst)
+        {
+            match (self.me.upgrade(), ps.outbox.get().and_then(Weak::upgrade)) {
+                (Some(me), Some(outbox)) => {
+                    tokio::spawn(async move { me.ask_pins(outbox, asks).await });
                 }
+                _ => ps.asking.store(false, Ordering::SeqCst),
             }
         }
         Ok(out)
@@ -123,27 +110,14 @@ impl ToolPolicy {
     /// Whether `tool` may be called under the pins: `Err` says why not.
     pub(super) fn pin_check(&self, ps: &PinSetup, tool: &str) -> Result<(), String> {
         let guard = ps.open((self.identity)()).map_err(|e| e.to_string())?;
-        let pins = guard.as_ref().expect("opened");
-        if pins.is_first_use() && pins.pinned_count() == 0 {
-            // Nothing pinned yet: trust on first use covers calls made before any listing.
-            return Ok(());
-        }
-        pins.callable(tool).map_err(|c| match c {
-            Change::New => format!("{tool} is new: it is not among the pinned tools"),
-            c => format!("{tool}: {}", c.summary()),
-        })
+        guard.as_ref().expect("opened").check_call(tool)
     }
 
     /// The error answering a listing that cannot be pinned.
     fn pin_failure(&self, id: &Id, e: &PinError) -> Bytes {
         warn!(error = %e, "held back a tool listing");
         crate::logging::notice(format_args!("pins: {e}"));
-        jsonrpc::error_response(
-            Some(id),
-            policy::REFUSAL_CODE,
-            &format!("alibridge held back the tool list: {e}"),
-            Some(json!({"alibridge": {"kind": "policy", "rule": "--pin-tools"}})),
-        )
+        pins::listing_refusal(id, e)
     }
 
     /// Asks the person once about the held-back tools; approved, they are pinned and the
@@ -167,7 +141,11 @@ impl ToolPolicy {
             pins::describe(&asks)
         );
         outbox
-            .write(confirm::yes_no(&id, &message, "Trust these tool definitions?"))
+            .write(confirm::yes_no(
+                &id,
+                &message,
+                "Trust these tool definitions?",
+            ))
             .await;
         let limit = self
             .policy
@@ -194,7 +172,11 @@ impl ToolPolicy {
                 crate::logging::notice(format_args!("warning: pins: {e}"));
             }
         }
-        let decision = if approved { "approved" } else { answer.as_str() };
+        let decision = if approved {
+            "approved"
+        } else {
+            answer.as_str()
+        };
         info!(tools = ?names, decision, "pin question answered");
         for n in &names {
             self.audit(Record::pinning(self.origin(), n, decision));
