@@ -599,7 +599,7 @@ pub const MAX_CONFIRM_TIMEOUT: u32 = 24 * 3600;
 /// The exit codes, for `--help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 normal end (stdin closed, signal, or the \
     command did its job); 1 runtime failure (pre-check: denied or not installed; logout, remove: \
-    no such sign-in or entry; doctor: a check failed); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
+    no such sign-in or entry; doctor: a check failed; tools: no pins, or a name not held back); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
     not come back in time.\nDocs: https://github.com/alibridge/alibridge#readme";
 
 /// `pre-check`: the browser did not come back within `--timeout`.
