@@ -29,7 +29,7 @@ pub const MAX_TOOLS: usize = 10_000;
 /// Largest single tool definition (its canonical JSON) pinned.
 pub const MAX_DEFINITION: usize = 1 << 20;
 /// The pinned parts of a definition.
-const PINNED_KEYS: &[&str] = &[
+pub const PINNED_KEYS: &[&str] = &[
     "name",
     "title",
     "description",
