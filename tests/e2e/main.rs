@@ -44,6 +44,14 @@ mod oauth_race;
 mod oauth_trust;
 /// `--pin-tools`: trust on first use, held-back changes, `alibridge tools`.
 mod pinning_basics;
+/// Issue 20, tool pinning (`--pin-tools`) in the stdio bridge: first use, withheld changed and
+/// new tools, approval through elicitation, the local policy first, every page, the switches.
+mod pinning;
+/// Tool pinning on the command line (`alibridge tools`) and with bad input (corrupt pin file,
+/// listings over the limits).
+mod pinning_cli;
+/// Tool pinning in `alibridge proxy` and with the TypeScript SDK client's elicitation.
+mod pinning_peers;
 /// `alibridge pre-check` against the fake sign-in page: authorized, denied, not installed,
 /// timeout; the verdict recorded for `doctor`.
 mod pre_check;

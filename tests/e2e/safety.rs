@@ -8,28 +8,16 @@
 
 use serde_json::{json, Value};
 
-use crate::support::bridge::{bin, Bridge};
+use crate::support::bridge::Bridge;
 use crate::support::check::{policy_refusal, tool_text};
 use crate::support::home::TempHome;
 use crate::support::ops_server::OpsServer;
 
-/// Runs `node tests/peers/<script> <alibridge> <args…>` with an isolated `ALIBRIDGE_HOME`;
-/// returns its one-line JSON summary, failing the test unless it says `"ok": true`.
+/// Runs `node tests/peers/<script> <alibridge> <args…>` in a scratch home; returns its
+/// one-line JSON summary, failing the test unless it says `"ok": true`.
 fn run_node_script(script: &str, args: &[&str]) -> Value {
-    use crate::support::peers::{ensure_npm_peers, peers_dir, run_node_summary};
-    ensure_npm_peers();
     let home = TempHome::new("safety-node");
-    let mut cmd = std::process::Command::new("node");
-    cmd.arg(peers_dir().join(script))
-        .arg(bin())
-        .args(args)
-        .env("ALIBRIDGE_HOME", home.path());
-    let (success, summary, stderr) = run_node_summary(cmd, script);
-    assert!(
-        success && summary["ok"] == true,
-        "{script} failed: {summary:#}\nstderr:\n{stderr}"
-    );
-    summary
+    crate::support::peers::run_peer_script(script, args, &home)
 }
 
 /// `alibridge <ops url> --transport http-only --auth none <extra…>`, initialized.
@@ -44,25 +32,7 @@ async fn bridge(server: &OpsServer, extra: &[&str]) -> Bridge {
 
 /// Lists every page (ids `id`, `id + 1`, …); the tool names in order.
 async fn list_all(b: &mut Bridge, id: i64) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut cursor: Option<String> = None;
-    for n in 0.. {
-        let params = match &cursor {
-            Some(c) => json!({"cursor": c}),
-            None => json!({}),
-        };
-        b.request(id + n, "tools/list", params).await;
-        let resp = b.response(id + n).await;
-        let result = &resp["result"];
-        for t in result["tools"].as_array().expect("tools") {
-            names.push(t["name"].as_str().unwrap().to_string());
-        }
-        match result["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
-    names
+    b.list_all_names(id).await
 }
 
 /// `--allow-tools` and `--deny-tools` (and its alias `--ignore-tool`) shape both pages of the

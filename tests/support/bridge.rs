@@ -214,6 +214,79 @@ impl Bridge {
         self.response(id).await
     }
 
+    /// `initialize` + `initialized` as a client WITHOUT any capability (no elicitation, so
+    /// the bridge can ask nothing of it); returns the initialize result.
+    pub async fn initialize_plain(&mut self) -> Value {
+        self.request(0, "initialize", super::check::init_params())
+            .await;
+        let resp = self.response(0).await;
+        assert!(resp.get("result").is_some(), "initialize failed: {resp}");
+        self.notify("notifications/initialized", json!({})).await;
+        resp["result"].clone()
+    }
+
+    /// Lists every page of tools (request ids `id`, `id + 1`, …); the tools in order. Panics
+    /// on an error answer.
+    pub async fn list_all_tools(&mut self, id: i64) -> Vec<Value> {
+        let mut tools = Vec::new();
+        let mut cursor: Option<String> = None;
+        for n in 0.. {
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            self.request(id + n, "tools/list", params).await;
+            let resp = self.response(id + n).await;
+            let result = &resp["result"];
+            tools.extend(
+                result["tools"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("tools/list failed: {resp}"))
+                    .iter()
+                    .cloned(),
+            );
+            match result["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        tools
+    }
+
+    /// [`Bridge::list_all_tools`], the names only.
+    pub async fn list_all_names(&mut self, id: i64) -> Vec<String> {
+        self.list_all_tools(id)
+            .await
+            .iter()
+            .map(|t| t["name"].as_str().expect("a tool name").to_string())
+            .collect()
+    }
+
+    /// The first message from `seen[from..]` on that `matches`, reading more lines as needed
+    /// (a message may have arrived before the response a test waited for: it is in `seen`).
+    pub async fn seen_or_next(&mut self, from: usize, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            if let Some(v) = self.seen.iter().skip(from).find(|v| matches(v)) {
+                return v.clone();
+            }
+            if self.next().await.is_none() {
+                panic!(
+                    "stdout closed before the awaited message; seen: {:?}",
+                    self.seen
+                );
+            }
+        }
+    }
+
+    /// The messages of `seen` with this `method`.
+    pub fn seen_method(&self, method: &str) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter(|v| v["method"] == method)
+            .cloned()
+            .collect()
+    }
+
     /// Reads every remaining stdout line until EOF (stdin should be closed first).
     pub async fn drain(&mut self) -> Vec<Value> {
         let mut rest = Vec::new();

@@ -47,16 +47,17 @@ impl TempHome {
 
     /// The stored sign-in records (`*.json`), sorted.
     pub fn records(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.store_dir()) else {
-            return Vec::new();
-        };
-        let mut v: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        v.sort();
-        v
+        json_files(&self.store_dir())
+    }
+
+    /// `<ALIBRIDGE_HOME>/pins`, where `--pin-tools` keeps one file per endpoint and identity.
+    pub fn pins_dir(&self) -> PathBuf {
+        self.alibridge_home().join("pins")
+    }
+
+    /// The pin files (`pins/*.json`), sorted.
+    pub fn pin_files(&self) -> Vec<PathBuf> {
+        json_files(&self.pins_dir())
     }
 
     /// Writes `rel` (creating directories), as `aliyun configure` or a user would.
@@ -74,6 +75,20 @@ impl TempHome {
             &serde_json::to_string_pretty(config).unwrap(),
         )
     }
+}
+
+/// The `*.json` files directly in `dir`, sorted (none when it does not exist).
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    v.sort();
+    v
 }
 
 impl Drop for TempHome {

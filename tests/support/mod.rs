@@ -2,10 +2,12 @@
 //! every helper more than one suite needs (one definition each).
 //!
 //! - Peers: [`mcp_server`] (rmcp), [`oauth_server`], [`aliyun_fake`], [`canary`], [`hostile`],
-//!   [`ops_server`] and [`core_server`] (cloud-ops upstreams for the safety suites), [`peers`]
-//!   (the official npm packages).
+//!   [`ops_server`] and [`core_server`] (cloud-ops upstreams for the safety suites),
+//!   [`pin_server`] (tools that change, for the pinning suites), [`peers`] (the official npm
+//!   packages).
 //! - Driving the binary: [`bridge`] (stdio bridge, isolated commands), [`proxy`] (`alibridge
-//!   proxy`), [`oauth_rig`] (the sign-in rig of the OAuth suites).
+//!   proxy`), [`oauth_rig`] (the sign-in rig of the OAuth suites), [`pins`] (bridges and
+//!   `alibridge tools` sharing one pin store).
 //! - Plumbing: [`net`] (listeners on port 0, the one accept loop, a refusing port, the HTTP
 //!   client), [`wait`] (waiting on observable events), [`home`] (scratch `HOME`s), [`check`]
 //!   (reading answers, secrets that must not leak), and [`cases!`] (table-driven tests).
@@ -29,6 +31,8 @@ pub mod oauth_server;
 pub mod ops_server;
 pub mod peers;
 pub mod peers_modern;
+pub mod pin_server;
+pub mod pins;
 pub mod proxy;
 pub mod wait;
 

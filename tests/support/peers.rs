@@ -358,6 +358,32 @@ pub fn run_node_summary(mut cmd: Command, what: &str) -> (bool, Value, String) {
     (out.status.success(), summary, stderr.into_owned())
 }
 
+/// Runs `node tests/peers/<script> <alibridge> <args…>` isolated in `home` as
+/// [`super::bridge::isolated_command`] isolates the binary (`HOME` is `home`, `ALIBRIDGE_HOME`
+/// is `home/.alibridge`, no inherited credential or alibridge variable, OAuth tokens in a
+/// file), so the bridges it spawns share that home with the test; returns its one-line JSON
+/// summary, failing the test unless it exited 0 with `"ok": true`.
+pub fn run_peer_script(script: &str, args: &[&str], home: &TempHome) -> Value {
+    ensure_npm_peers();
+    let mut cmd = Command::new("node");
+    for name in super::bridge::inherited_vars_to_scrub() {
+        cmd.env_remove(name);
+    }
+    cmd.arg(peers_dir().join(script))
+        .arg(super::bridge::bin())
+        .args(args)
+        .env("HOME", home.path())
+        .env("ALIBRIDGE_HOME", home.alibridge_home())
+        .env("ALIBRIDGE_TOKEN_STORE", "file")
+        .env("BROWSER", "true");
+    let (success, summary, stderr) = run_node_summary(cmd, script);
+    assert!(
+        success && summary["ok"] == true,
+        "{script} failed: {summary:#}\nstderr:\n{stderr}"
+    );
+    summary
+}
+
 /// Runs `node tests/peers/sdk_client.mjs <args…>` (args: alibridge path, URL, extra bridge
 /// flags) with an isolated `ALIBRIDGE_HOME` and no proxy variables, and returns its summary.
 /// Panics, with the summary and stderr, unless it exited 0 with `"ok": true`.

@@ -40,14 +40,24 @@ pub struct Proxy {
     /// stdout up to and including `listening on …`.
     pub banner: String,
     stderr: Arc<Mutex<String>>,
-    _home: TempHome,
+    /// The scratch `HOME` of [`Proxy::start`] (none for [`Proxy::start_in`]), removed with it.
+    _home: Option<TempHome>,
 }
 
 impl Proxy {
     /// `alibridge proxy --port 0 <args…>` with `env`; returns once it listens.
     pub async fn start(args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let home = TempHome::new("proxy");
-        let mut cmd = isolated_command(home.path());
+        let mut proxy = Proxy::start_in(home.path(), args, env).await;
+        proxy._home = Some(home);
+        proxy
+    }
+
+    /// Like [`Proxy::start`] with `home` as its `HOME` (`ALIBRIDGE_HOME` is `home/.alibridge`),
+    /// which the test keeps: what the proxy stores there outlives it (a restarted proxy, or
+    /// another `alibridge` command, finds it).
+    pub async fn start_in(home: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let mut cmd = isolated_command(home);
         cmd.arg("proxy")
             .args(["--port", "0"])
             .args(args)
@@ -96,7 +106,7 @@ impl Proxy {
             addr,
             banner,
             stderr,
-            _home: home,
+            _home: None,
         }
     }
 
