@@ -44,7 +44,7 @@ pub struct Cli {
 
     /// Verbose logs (header names, never values; message ids and methods, never bodies or
     /// tokens).
-    #[arg(long, global = true, env = env::ALIBRIDGE_DEBUG)]
+    #[arg(long, global = true, env = env::ALIBRIDGE_DEBUG, value_parser = clap::builder::BoolishValueParser::new())]
     pub debug: bool,
 
     /// Append logs to this file (created 0600) instead of stderr (MCP hosts often hide
@@ -291,7 +291,7 @@ pub struct ProxyArgs {
 #[derive(Debug, Args)]
 pub struct UpstreamArgs {
     /// Allow a plain http:// upstream that is not loopback (traffic and tokens unencrypted).
-    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
+    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP, value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_http: bool,
 
     /// How to authenticate to the upstream (static --header values are always sent; the
@@ -340,7 +340,7 @@ pub struct LoginArgs {
     #[arg(value_name = "URL")]
     pub url: String,
     /// Allow a plain http:// URL to a host that is not loopback.
-    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP)]
+    #[arg(long, env = env::ALIBRIDGE_ALLOW_HTTP, value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_http: bool,
     #[command(flatten)]
     pub oauth: OAuthArgs,
@@ -399,7 +399,7 @@ pub struct OAuthArgs {
     pub token_store: StoreKind,
 
     /// Do not open a browser: print the sign-in URL (login also accepts the pasted redirect).
-    #[arg(long, env = env::ALIBRIDGE_NO_BROWSER)]
+    #[arg(long, env = env::ALIBRIDGE_NO_BROWSER, value_parser = clap::builder::BoolishValueParser::new())]
     pub no_browser: bool,
 }
 
@@ -550,18 +550,18 @@ pub struct PolicyArgs {
 
     /// Only tools classified as reads are listed and callable (readOnlyHint, or an API action
     /// such as Describe*/List*/Get*; generic tools such as CallCLI per call).
-    #[arg(long, env = env::ALIBRIDGE_READ_ONLY)]
+    #[arg(long, env = env::ALIBRIDGE_READ_ONLY, value_parser = clap::builder::BoolishValueParser::new())]
     pub read_only: bool,
 
     /// Before a write is relayed, ask the person to confirm it in their MCP client
     /// (elicitation); a client without elicitation gets an error instead.
-    #[arg(long, env = env::ALIBRIDGE_CONFIRM_WRITES)]
+    #[arg(long, env = env::ALIBRIDGE_CONFIRM_WRITES, value_parser = clap::builder::BoolishValueParser::new())]
     pub confirm_writes: bool,
 
     /// Pin tool definitions per endpoint and identity: a new or changed tool is held back from
     /// the client until approved (in the client, or with `alibridge tools URL --approve`).
     /// On by default with --confirm-writes.
-    #[arg(long, env = env::ALIBRIDGE_PIN_TOOLS, overrides_with = "no_pin_tools")]
+    #[arg(long, env = env::ALIBRIDGE_PIN_TOOLS, overrides_with = "no_pin_tools", value_parser = clap::builder::BoolishValueParser::new())]
     pub pin_tools: bool,
 
     /// Do not pin tool definitions, even with --confirm-writes.

@@ -61,12 +61,12 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             let _ = writeln!(out, "    {name}  {}  {}", &p.digest[..12], p.at);
         }
         if f.pending.is_empty() {
-            let _ = writeln!(out, "  held back: none");
+            let _ = writeln!(out, "  pending: none");
             continue;
         }
         let _ = writeln!(
             out,
-            "  held back, waiting for approval ({}):",
+            "  pending: held back until approved ({}):",
             f.pending.len()
         );
         let asks: Vec<(String, Change)> = f

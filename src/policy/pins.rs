@@ -284,11 +284,38 @@ pub enum Change {
 }
 
 impl Change {
-    /// One line for errors and logs.
+    /// One line for the refusal the model reads: which parts changed, never their new text
+    /// (a changed description is exactly what must not reach the model unapproved).
     pub fn summary(&self) -> String {
         match self {
             Change::New => "it is new since the tools were pinned".into(),
-            Change::Changed(lines) => format!("its definition changed ({})", lines.join("; ")),
+            Change::Changed(lines) => {
+                let mut parts: Vec<&str> = Vec::new();
+                for l in lines {
+                    let part = if l.starts_with("+ ") || l.starts_with("- ") {
+                        "description"
+                    } else if l.starts_with("title:") {
+                        "title"
+                    } else if l.starts_with("inputSchema") {
+                        "inputSchema"
+                    } else if l.starts_with("outputSchema") {
+                        "outputSchema"
+                    } else if l.starts_with("it was a read") {
+                        "it is now a write"
+                    } else if l.starts_with("name") {
+                        "name"
+                    } else {
+                        "annotations"
+                    };
+                    if !parts.contains(&part) {
+                        parts.push(part);
+                    }
+                }
+                format!(
+                    "its definition changed since it was pinned ({})",
+                    parts.join(", ")
+                )
+            }
         }
     }
 }

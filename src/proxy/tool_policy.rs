@@ -495,22 +495,22 @@ impl ProxyPolicy {
             ));
         };
         let args = call.arguments.as_ref();
-        if let Some(pp) = &self.pins {
+        let (info, elicits) =
+            self.with_session(key, |s| (s.tool(&call.name).copied(), s.client_elicits));
+        let decision = self.policy.decide(&call.name, info.as_ref(), args);
+        // The policy's own refusals come first: a tool it hides is never judged by the pins.
+        if let (Some(pp), false) = (&self.pins, matches!(decision.verdict, Verdict::Refuse(_))) {
             if let Err(why) = self.pin_check(pp, key, &call.name) {
-                let d = self.policy.decide(&call.name, None, args);
                 return Inbound::Answer(self.refuse(
                     key,
                     &id,
                     &call.name,
-                    &d,
+                    &decision,
                     Rule::Unpinned(why),
                     args,
                 ));
             }
         }
-        let (info, elicits) =
-            self.with_session(key, |s| (s.tool(&call.name).copied(), s.client_elicits));
-        let decision = self.policy.decide(&call.name, info.as_ref(), args);
         let region = self
             .policy
             .region_for(info.as_ref(), args)

@@ -170,9 +170,11 @@ impl ToolPolicy {
             return None;
         };
         let args = call.arguments.as_ref();
-        if let Some(ps) = &self.pins {
+        let info = self.session().tool(&call.name).copied();
+        let decision = self.policy.decide(&call.name, info.as_ref(), args);
+        // The policy's own refusals come first: a tool it hides is never judged by the pins.
+        if let (Some(ps), false) = (&self.pins, matches!(decision.verdict, Verdict::Refuse(_))) {
             if let Err(why) = self.pin_check(ps, &call.name) {
-                let decision = self.policy.decide(&call.name, None, args);
                 self.refuse(
                     outbox,
                     &id,
@@ -185,8 +187,6 @@ impl ToolPolicy {
                 return None;
             }
         }
-        let info = self.session().tool(&call.name).copied();
-        let decision = self.policy.decide(&call.name, info.as_ref(), args);
         let region = self
             .policy
             .region_for(info.as_ref(), args)

@@ -42,11 +42,11 @@ mod oauth_concurrency;
 mod oauth_race;
 /// OAuth trust boundaries: `iss`, resource metadata, issuer-keyed sign-ins.
 mod oauth_trust;
-/// `--pin-tools`: trust on first use, held-back changes, `alibridge tools`.
-mod pinning_basics;
 /// Issue 20, tool pinning (`--pin-tools`) in the stdio bridge: first use, withheld changed and
 /// new tools, approval through elicitation, the local policy first, every page, the switches.
 mod pinning;
+/// `--pin-tools`: trust on first use, held-back changes, `alibridge tools`.
+mod pinning_basics;
 /// Tool pinning on the command line (`alibridge tools`) and with bad input (corrupt pin file,
 /// listings over the limits).
 mod pinning_cli;

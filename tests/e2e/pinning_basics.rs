@@ -117,14 +117,17 @@ async fn pins_are_trusted_once_then_held_until_approved() {
 
     let (code, out, err) = tools_cli(&home, &[&url]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("held back, waiting for approval (1)"), "{out}");
+    assert!(
+        out.contains("pending: held back until approved (1)"),
+        "{out}"
+    );
     assert!(out.contains("- The old description."), "{out}");
     let (code, _, err) = tools_cli(&home, &[&url, "--approve", "nope"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("not held back"), "{err}");
     let (code, out, err) = tools_cli(&home, &[&url, "--approve", "echo"]).await;
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("held back: none"), "{out}");
+    assert!(out.contains("pending: none"), "{out}");
 
     let mut b = bridge(&server, &home);
     b.initialize().await;
