@@ -766,6 +766,18 @@ mod tests {
             "{",
             "left as it was"
         );
+        #[cfg(unix)]
+        {
+            // Another user's file (only root can make one here: skipped otherwise).
+            let foreign = store.path("https://foreign/mcp", "anonymous");
+            std::fs::write(&foreign, "{}").unwrap();
+            if std::os::unix::fs::chown(&foreign, Some(65534), None).is_ok() {
+                let e = Pins::open(store.clone(), "https://foreign/mcp", None)
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("another user") && e.contains("--forget"), "{e}");
+            }
+        }
         let p = Pins::open(store.clone(), "https://other/mcp", None).unwrap();
         let too_many: Vec<Value> = (0..MAX_TOOLS + 1)
             .map(|i| json!({"name": format!("t{i}")}))

@@ -88,10 +88,7 @@ async fn pins_are_trusted_once_then_held_until_approved() {
 
     // The pinned definition of `echo` differs from what the server lists now (as after a
     // server-side change): held back, refused, shown, approved.
-    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    file["pinned"]["echo"]["definition"]["description"] = json!("The old description.");
-    file["pinned"]["echo"]["digest"] = json!("0".repeat(64));
-    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+    tamper(&home, "echo");
     let mut b = bridge(&server, &home);
     b.initialize().await;
     let now = names(&mut b, 1).await;
@@ -181,5 +178,91 @@ async fn the_proxy_pins_each_server() {
     assert!(
         stderr.contains(&format!("alibridge: pins: first use of {}", server.url())),
         "{stderr}"
+    );
+}
+
+/// Makes the pinned definition of `tool` in the only pin file under `home` differ from what
+/// the server lists (as after a change on the server).
+fn tamper(home: &TempHome, tool: &str) {
+    let dir = home.alibridge_home().join("pins");
+    let path = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let mut file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    file["pinned"][tool]["definition"]["description"] = json!("The old description.");
+    file["pinned"][tool]["digest"] = json!("0".repeat(64));
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+}
+
+/// A modern-only server (MCP 2026-07-28; the older client is translated): its listing is
+/// pinned and a changed tool held back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modern_servers_tools_are_pinned_too() {
+    use crate::support::peers_modern::{Legacy, ModernServer};
+    use crate::support::pins::{assert_first_use, assert_withheld_line, list_run};
+    let server = ModernServer::start(Legacy::Reject);
+    let url = server.url();
+    let home = TempHome::new("pins-modern");
+    let (first, fin) = list_run(&url, &home, &[]).await;
+    assert!(!first.is_empty());
+    assert_first_use(&fin.stderr, first.len());
+    let victim = first[0].clone();
+    tamper(&home, &victim);
+    let (now, fin) = list_run(&url, &home, &[]).await;
+    assert!(!now.contains(&victim), "{victim} held back: {now:?}");
+    assert_eq!(now.len(), first.len() - 1);
+    assert_withheld_line(&fin.stderr);
+}
+
+/// The audit log records the person's answer about held-back tools and each refused call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_and_withheld_calls_are_audited() {
+    use crate::support::pins::{accept, answer, pin_question, pinned_bridge};
+    let server = TestServer::start().await;
+    let url = server.url();
+    let home = TempHome::new("pins-audit");
+    let audit = home.file("audit.jsonl");
+    let mut b = pinned_bridge(&url, &home, &["--audit-log", &audit]);
+    b.initialize().await;
+    names(&mut b, 1).await;
+    b.finish().await;
+    tamper(&home, "echo");
+    let mut b = pinned_bridge(&url, &home, &["--audit-log", &audit]);
+    b.initialize().await;
+    let from = b.seen.len();
+    names(&mut b, 1).await;
+    let refused = b.call_tool(2, "echo", json!({"text": "x"})).await;
+    assert_eq!(policy_refusal(&refused).0, "--pin-tools");
+    let q = pin_question(&mut b, from).await;
+    answer(&mut b, &q, accept()).await;
+    // Once approved, the client is told to list again, and the call passes.
+    loop {
+        let m = b.next().await.expect("list_changed");
+        if m["method"] == "notifications/tools/list_changed" {
+            break;
+        }
+    }
+    let ok = b.call_tool(3, "echo", json!({"text": "x"})).await;
+    assert!(ok.get("result").is_some(), "{ok}");
+    b.finish().await;
+    let lines: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["tool"] == "echo"
+            && l["decision"] == "denied"
+            && l["rule"] == "--pin-tools"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["tool"] == "echo"
+            && l["decision"] == "approved"
+            && l["rule"] == "--pin-tools"),
+        "{lines:?}"
     );
 }
