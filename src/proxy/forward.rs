@@ -35,7 +35,9 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use super::access;
-use super::tool_policy::{self, Caller, Inbound, Key, ProxyPolicy, SseRewriter, Tracked};
+use super::session_id::{session_id, session_id_refusal};
+use super::sse_rewrite::{SseRewriter, MAX_EVENT};
+use super::tool_policy::{self, Caller, Inbound, Key, ProxyPolicy, Tracked};
 use super::{json_response, Body, BoxError, Proxy};
 use crate::net::{display_url, read_body as read_answer};
 use crate::upstream::error::UpstreamError;
@@ -82,11 +84,11 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
     // With a policy, sessions are keyed on the session id: one the proxy would not store is
     // refused before anything is read or kept.
     let session = match &proxy.policy {
-        Some(_) => match tool_policy::session_id(&parts.headers) {
+        Some(_) => match session_id(&parts.headers) {
             Ok(s) => s,
             Err(e) => {
                 warn!(path, reason = %e, "refused a request: unusable Mcp-Session-Id");
-                return rejected(StatusCode::BAD_REQUEST, tool_policy::session_id_refusal(&e));
+                return rejected(StatusCode::BAD_REQUEST, session_id_refusal(&e));
             }
         },
         None => String::new(),
@@ -177,7 +179,7 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
                 return response(resp);
             };
             if let Some(elicits) = initialize {
-                match tool_policy::session_id(resp.headers()) {
+                match session_id(resp.headers()) {
                     Ok(sid) => pp.initialized(&(key.0.clone(), sid), elicits),
                     // Its clients will be refused too; nothing is stored.
                     Err(e) => {
@@ -254,7 +256,7 @@ async fn watched_response(
     }
     let mut out = response_head(&resp);
     out.headers_mut().remove(header::CONTENT_LENGTH);
-    let bytes = match read_answer(resp, tool_policy::MAX_EVENT).await {
+    let bytes = match read_answer(resp, MAX_EVENT).await {
         Ok(b) => b,
         Err(e) => {
             warn!(error = ?e, "could not read the upstream's answer for the tool policy");
@@ -434,7 +436,7 @@ fn confirm_stream(
             }
             return;
         }
-        let answer = match read_answer(resp, tool_policy::MAX_EVENT).await {
+        let answer = match read_answer(resp, MAX_EVENT).await {
             Ok(b) => {
                 let answer = pp.outbound(&key, &b, &mut tracked).unwrap_or(b);
                 pp.call_failed(&key, tracked, UNANSWERED.into());

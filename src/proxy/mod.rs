@@ -25,6 +25,8 @@ pub mod forward;
 pub mod guard;
 pub mod rules;
 pub mod servers;
+pub mod session_id;
+pub mod sse_rewrite;
 pub mod tool_policy;
 
 use std::convert::Infallible;

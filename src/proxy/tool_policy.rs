@@ -22,41 +22,38 @@
 //! SSE events that need no change keep their exact bytes (`id:`, `retry:`, comments).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use hyper::header::HeaderMap;
+use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::access::Presented;
 use crate::jsonrpc::{self, Id, InvalidMessage, Kind, Message};
 use crate::policy::audit::AuditLog;
-use crate::policy::confirm::{self, Answer};
+use crate::policy::confirm;
 use crate::policy::quote::{self, QuoteIds};
 
+mod confirmations;
 mod pinning;
 use crate::policy::redact::call_arguments;
 use crate::policy::strict::{self, Malformed};
 use crate::policy::{
     self, messages, Decision, Origin, Pending, Policy, Record, Rule, Session, Verdict,
 };
+pub use confirmations::Confirmation;
+use confirmations::{is_confirm_id, mint_confirm_id, Ticket, Waiter, Waiting};
 pub use pinning::ProxyPins;
 
 /// Client sessions remembered per proxy; past this the oldest are forgotten (their calls are
 /// then judged by name alone, which only ever refuses more).
 const MAX_SESSIONS: usize = 4096;
-/// Largest SSE event or JSON answer read for the policy (larger answers end the stream).
-pub const MAX_EVENT: usize = 64 << 20;
 /// Confirmations open at once per proxy. Each holds a request body, so past this a write that
 /// needs one is refused rather than letting clients grow the proxy's memory without bound.
 pub const MAX_WAITING: usize = 1024;
-/// Longest `Mcp-Session-Id` the proxy keys a session on.
-pub const MAX_SESSION_ID: usize = 256;
 /// How the proxy's own request ids start; 128 random bits (hex) follow, drawn per
 /// confirmation, so seeing one id tells nothing about the next.
 const CONFIRM_PREFIX: &str = "alibridge-proxy-confirm-";
@@ -76,78 +73,8 @@ pub struct Caller {
     pub token: Option<Presented>,
 }
 
-/// An open confirmation: who may answer it, and the exchange waiting for the answer.
-struct Waiter {
-    owner: Caller,
-    tool: String,
-    tx: oneshot::Sender<Bytes>,
-}
-
-type Waiting = Arc<Mutex<HashMap<Id, Waiter>>>;
-
-/// A confirmation's entry in the open ones, given up when the confirmation ends however it
-/// ends (answered, timed out, its client gone, its exchange dropped): no entry outlives it.
-struct Ticket {
-    waiting: Waiting,
-    id: Id,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        lock(&self.waiting).remove(&self.id);
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Why the proxy will not key a session on a request's `Mcp-Session-Id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BadSessionId {
-    #[error("its Mcp-Session-Id header is longer than {MAX_SESSION_ID} bytes")]
-    TooLong,
-    #[error("its Mcp-Session-Id header holds a character that is not visible ASCII (0x21-0x7E)")]
-    NotVisibleAscii,
-    #[error("it carries more than one Mcp-Session-Id header")]
-    Repeated,
-}
-
-/// The `Mcp-Session-Id` of a request (empty when it has none), if the proxy may key a session
-/// on it: one header, at most [`MAX_SESSION_ID`] bytes of visible ASCII (what MCP's Streamable
-/// HTTP transport allows). Anything else could grow the session table without bound or make
-/// two spellings of one session.
-pub fn session_id(headers: &HeaderMap) -> Result<String, BadSessionId> {
-    let mut values = headers.get_all("mcp-session-id").iter();
-    let Some(value) = values.next() else {
-        return Ok(String::new());
-    };
-    if values.next().is_some() {
-        return Err(BadSessionId::Repeated);
-    }
-    let raw = value.as_bytes();
-    if raw.len() > MAX_SESSION_ID {
-        return Err(BadSessionId::TooLong);
-    }
-    if !raw.iter().all(|b| (0x21..=0x7E).contains(b)) {
-        return Err(BadSessionId::NotVisibleAscii);
-    }
-    // Checked above: every byte is ASCII.
-    Ok(raw.iter().map(|&b| char::from(b)).collect())
-}
-
-/// The JSON-RPC error (id `null`) a request with an unusable `Mcp-Session-Id` gets, with HTTP
-/// 400.
-pub fn session_id_refusal(why: &BadSessionId) -> Bytes {
-    jsonrpc::error_response(
-        None,
-        jsonrpc::code::INVALID_REQUEST,
-        &format!(
-            "alibridge proxy refused the request: {why}. A session id is one header of at most \
-             {MAX_SESSION_ID} visible ASCII characters (0x21-0x7E); nothing was sent to the server"
-        ),
-        Some(json!({"alibridge": {"kind": "policy", "rule": "session-id"}})),
-    )
 }
 
 /// The policy of one running proxy.
@@ -197,53 +124,6 @@ impl Inbound {
             tracked: None,
         }
     }
-}
-
-/// A write waiting for the person's answer. Dropping it closes the confirmation.
-pub struct Confirmation {
-    pub key: Key,
-    pub id: Id,
-    pub tool: String,
-    /// The `elicitation/create` to send first.
-    pub request: Bytes,
-    answer: oneshot::Receiver<Bytes>,
-    /// What to forward once confirmed.
-    pub body: Bytes,
-    decision: Decision,
-    region: Option<String>,
-    arguments: Value,
-    started: Instant,
-    ticket: Ticket,
-    /// The price quote to ask the server for before the person is asked (a CLI write), with
-    /// what is needed to ask again with the price: our request id, the raw arguments, the
-    /// region shown.
-    pub quote: Option<(Id, Bytes)>,
-    our_id: Id,
-    raw_arguments: Option<Value>,
-    shown_region: Option<String>,
-}
-
-impl Confirmation {
-    /// Puts the price line ([`crate::policy::quote::shown`]) into the question.
-    pub fn priced(&mut self, price: &str) {
-        self.request = confirm::request(
-            &self.our_id,
-            &confirm::Prompt {
-                tool: &self.tool,
-                class: &self.decision.class,
-                region: self.shown_region.as_deref(),
-                arguments: self.raw_arguments.as_ref(),
-                price: Some(price),
-            },
-        );
-    }
-}
-
-/// How a confirmation's wait ended.
-enum Ended {
-    Answered(Answer),
-    TimedOut(Duration),
-    ClientGone,
 }
 
 impl ProxyPolicy {
@@ -397,64 +277,6 @@ impl ProxyPolicy {
         }
     }
 
-    /// The client's answer to confirmation `id`: taken when `caller` asked it; refused (and
-    /// the confirmation left open for its owner) when another session or token sends it.
-    fn answer(&self, caller: &Caller, id: &Id, bytes: Bytes) -> Inbound {
-        let mut waiting = lock(&self.waiting);
-        let Some(w) = waiting.get(id) else {
-            drop(waiting);
-            debug!(%id, "dropping an answer to no open confirmation (late, or a second one)");
-            return Inbound::Consumed;
-        };
-        if w.owner != *caller {
-            let tool = w.tool.clone();
-            drop(waiting);
-            return self.foreign_answer(caller, &tool);
-        }
-        if let Some(w) = waiting.remove(id) {
-            let _ = w.tx.send(bytes);
-        }
-        Inbound::Consumed
-    }
-
-    fn foreign_answer(&self, caller: &Caller, tool: &str) -> Inbound {
-        warn!(
-            server = %caller.key.0,
-            tool,
-            "refused an answer to a confirmation another client session asked for; it stays open for its owner"
-        );
-        self.audit(Record {
-            tool,
-            class: None,
-            decision: "denied",
-            rule: Some("confirmation-owner".into()),
-            confirmed: false,
-            outcome: "not_sent",
-            error: Some(
-                "an answer came from another client session (or proxy token) than the one that \
-                 made the call; the confirmation stays open"
-                    .into(),
-            ),
-            duration_ms: 0,
-            upstream: &self.upstream,
-            server: Some(&caller.key.0),
-            identity: (self.identity)(),
-            region_added: None,
-            arguments: Value::Null,
-        });
-        Inbound::Reject {
-            status: StatusCode::FORBIDDEN,
-            body: jsonrpc::error_response(
-                None,
-                jsonrpc::code::INVALID_REQUEST,
-                "alibridge proxy refused this answer: the confirmation it answers was asked by \
-                 another client session (Mcp-Session-Id and proxy token); only that session can \
-                 answer it",
-                Some(json!({"alibridge": {"kind": "policy", "rule": "confirmation-owner"}})),
-            ),
-        }
-    }
-
     fn batch(&self, body: Bytes) -> Inbound {
         let Ok(items) = serde_json::from_slice::<Vec<Value>>(&body) else {
             return Inbound::plain(body);
@@ -602,44 +424,6 @@ impl ProxyPolicy {
         }
     }
 
-    /// A write that needs a confirmation while [`MAX_WAITING`] are open: refused.
-    fn too_many(
-        &self,
-        key: &Key,
-        id: &Id,
-        tool: &str,
-        decision: &Decision,
-        args: Option<&Value>,
-    ) -> Bytes {
-        warn!(server = %key.0, tool, limit = MAX_WAITING, "refused a write: too many confirmations open");
-        let mut record = Record::denied(
-            self.origin(Some(&key.0)),
-            tool,
-            decision,
-            &Rule::CannotConfirm,
-            args,
-        );
-        record.rule = Some("confirmations-full".into());
-        self.audit(record);
-        jsonrpc::error_response(
-            Some(id),
-            policy::REFUSAL_CODE,
-            &format!(
-                "alibridge proxy refused to call {tool}: it is a write, --confirm-writes asks the \
-                 person to confirm it, and {MAX_WAITING} confirmations are already waiting for an \
-                 answer. Nothing was sent to the server; answer or cancel the open confirmations, \
-                 then try again."
-            ),
-            Some(json!({"alibridge": {
-                "kind": "policy",
-                "rule": "confirmations-full",
-                "tool": tool,
-                "action": decision.class.action,
-                "access": decision.class.access.as_str(),
-            }})),
-        )
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn track(
         &self,
@@ -697,81 +481,6 @@ impl ProxyPolicy {
             }
         }
         refusal
-    }
-
-    /// The person's answer to `c`: `Ok` with the body to forward (and the call to audit) when
-    /// confirmed; else `Err` with the tool result that tells the model no, or `Err(None)` when
-    /// `client_gone` completed first (nobody to tell). Waits at most `--confirm-timeout`;
-    /// however it ends, the confirmation is closed and its held body dropped.
-    pub async fn await_confirmation(
-        &self,
-        c: Confirmation,
-        client_gone: impl Future<Output = ()>,
-    ) -> Result<(Bytes, Tracked), Option<Bytes>> {
-        let Confirmation {
-            key,
-            id,
-            tool,
-            answer,
-            body,
-            decision,
-            region,
-            arguments,
-            started,
-            ticket,
-            ..
-        } = c;
-        let limit = self.confirm_timeout();
-        let ended = tokio::select! {
-            a = answer => Ended::Answered(match a {
-                Ok(bytes) => confirm::answer(&bytes),
-                Err(_) => Answer::Failed("no answer came".into()),
-            }),
-            _ = tokio::time::sleep(limit) => Ended::TimedOut(limit),
-            _ = client_gone => Ended::ClientGone,
-        };
-        // Closed before anything is logged, so whoever reads the log sees it closed.
-        drop(ticket);
-        let origin = self.origin(Some(&key.0));
-        let (answer, outcome) = match ended {
-            Ended::Answered(Answer::Confirmed) => {
-                info!(server = %key.0, tool = %tool, "write confirmed; relaying it");
-                let tracked = self.track(id, &tool, &decision, true, region, arguments, started);
-                return Ok((body, tracked));
-            }
-            Ended::Answered(answer) => (answer, None),
-            Ended::TimedOut(limit) => {
-                let why = format!(
-                    "nobody answered within {} (--confirm-timeout)",
-                    seconds(limit)
-                );
-                (Answer::Failed(why), Some("timeout"))
-            }
-            Ended::ClientGone => {
-                drop(body);
-                info!(server = %key.0, tool = %tool, "confirmation cancelled: the client disconnected");
-                let why = "the client disconnected before the person answered";
-                let mut record = Record::unconfirmed(
-                    origin,
-                    &tool,
-                    &decision.class,
-                    &Answer::Cancelled,
-                    started,
-                    arguments,
-                );
-                record.error = Some(why.into());
-                self.audit(record);
-                return Err(None);
-            }
-        };
-        info!(server = %key.0, tool = %tool, answer = answer.as_str(), "write not confirmed");
-        let mut record =
-            Record::unconfirmed(origin, &tool, &decision.class, &answer, started, arguments);
-        if let Some(o) = outcome {
-            record.outcome = o;
-        }
-        self.audit(record);
-        Err(Some(confirm::refused_result(&id, &tool, &answer)))
     }
 
     /// One message from the server on its way to the client; `Some` when it changed. `tracked`
@@ -841,29 +550,6 @@ impl ProxyPolicy {
     }
 }
 
-/// A fresh id for the proxy's own request: [`CONFIRM_PREFIX`] and 128 random bits.
-fn mint_confirm_id() -> Id {
-    let hex = crate::random::hex::<16>();
-    Id::from_json(&format!("\"{CONFIRM_PREFIX}{hex}\""))
-}
-
-/// Whether `id` has the shape of the proxy's own request ids (an answer to one is never
-/// forwarded, open or not).
-fn is_confirm_id(id: &Id) -> bool {
-    id.as_json()
-        .strip_prefix('"')
-        .is_some_and(|s| s.starts_with(CONFIRM_PREFIX))
-}
-
-/// `5 s`, `1.5 s`.
-fn seconds(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{} s", d.as_secs())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
-
 /// A `tools/list`-shaped result (`result.tools` is an array), tracked or not: answers that
 /// reach the client some other way (a resumed stream) are filtered too.
 fn has_tools_array(bytes: &[u8]) -> bool {
@@ -884,201 +570,18 @@ fn has_tools_array(bytes: &[u8]) -> bool {
         .is_some_and(|t| t.get().starts_with('['))
 }
 
-/// An SSE stream rewritten event by event: an event whose data `rewrite` changes gets new
-/// `data:` lines; every other event keeps its exact bytes.
-pub struct SseRewriter {
-    buf: BytesMut,
-    /// The current event's raw lines (with their line ends).
-    lines: Vec<Bytes>,
-    data: Vec<u8>,
-    has_data: bool,
-    size: usize,
-}
-
-/// The event being read grew past [`MAX_EVENT`].
-#[derive(Debug)]
-pub struct EventTooLarge;
-
-impl Default for SseRewriter {
-    fn default() -> Self {
-        SseRewriter {
-            buf: BytesMut::new(),
-            lines: Vec::new(),
-            data: Vec::new(),
-            has_data: false,
-            size: 0,
-        }
-    }
-}
-
-impl SseRewriter {
-    /// Feeds a chunk; returns what can be sent on now.
-    pub fn push(
-        &mut self,
-        chunk: &[u8],
-        rewrite: &mut impl FnMut(&[u8]) -> Option<Bytes>,
-    ) -> Result<Bytes, EventTooLarge> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = BytesMut::new();
-        while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
-            let raw = self.buf.split_to(nl + 1).freeze();
-            self.size += raw.len();
-            if self.size > MAX_EVENT {
-                return Err(EventTooLarge);
-            }
-            let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                self.end_event(raw, &mut out, rewrite);
-                continue;
-            }
-            if let Some(v) = line.strip_prefix(b"data:") {
-                let v = v.strip_prefix(b" ").unwrap_or(v);
-                if self.has_data {
-                    self.data.push(b'\n');
-                }
-                self.data.extend_from_slice(v);
-                self.has_data = true;
-            }
-            self.lines.push(raw);
-        }
-        if self.buf.len() + self.size > MAX_EVENT {
-            return Err(EventTooLarge);
-        }
-        Ok(out.freeze())
-    }
-
-    fn end_event(
-        &mut self,
-        blank: Bytes,
-        out: &mut BytesMut,
-        rewrite: &mut impl FnMut(&[u8]) -> Option<Bytes>,
-    ) {
-        let replaced = if self.has_data {
-            rewrite(&self.data)
-        } else {
-            None
-        };
-        for l in self.lines.drain(..) {
-            let is_data = l.starts_with(b"data:");
-            if replaced.is_none() || !is_data {
-                out.extend_from_slice(&l);
-            }
-        }
-        if let Some(new) = replaced {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(&jsonrpc::single_line(new));
-            out.extend_from_slice(b"\n");
-        }
-        out.extend_from_slice(&blank);
-        self.data.clear();
-        self.has_data = false;
-        self.size = 0;
-    }
-
-    /// What is left at the end of the stream (an unfinished event, as it was).
-    pub fn finish(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
-        for l in self.lines.drain(..) {
-            out.extend_from_slice(&l);
-        }
-        out.extend_from_slice(&self.buf.split());
-        out.freeze()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
 
-    fn headers(sids: &[&[u8]]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for s in sids {
-            h.append("mcp-session-id", HeaderValue::from_bytes(s).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn session_ids_are_one_short_visible_ascii_header() {
-        assert_eq!(session_id(&HeaderMap::new()), Ok(String::new()));
-        assert_eq!(session_id(&headers(&[b"a-B_9.~"])), Ok("a-B_9.~".into()));
-        let longest = "s".repeat(MAX_SESSION_ID);
-        assert_eq!(session_id(&headers(&[longest.as_bytes()])), Ok(longest));
-        let long = "s".repeat(MAX_SESSION_ID + 1);
-        assert_eq!(
-            session_id(&headers(&[long.as_bytes()])),
-            Err(BadSessionId::TooLong)
-        );
-        for bad in [b"a b".as_slice(), b"caf\xe9", b"tab\there"] {
-            assert_eq!(
-                session_id(&headers(&[bad])),
-                Err(BadSessionId::NotVisibleAscii),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(
-            session_id(&headers(&[b"a", b"b"])),
-            Err(BadSessionId::Repeated)
-        );
-        let v: Value = serde_json::from_slice(&session_id_refusal(&BadSessionId::TooLong)).unwrap();
-        assert_eq!(v["id"], Value::Null);
-        assert_eq!(v["error"]["data"]["alibridge"]["rule"], "session-id");
-    }
-
-    #[test]
-    fn confirm_ids_are_random_per_confirmation() {
-        let (a, b) = (mint_confirm_id(), mint_confirm_id());
-        assert_ne!(a, b);
-        assert!(is_confirm_id(&a) && is_confirm_id(&b));
-        let hex = a
-            .as_json()
-            .trim_matches('"')
-            .strip_prefix(CONFIRM_PREFIX)
-            .unwrap();
-        assert_eq!(hex.len(), 32, "128 bits");
-        assert!(!is_confirm_id(&Id::from_json("7")));
-        assert!(!is_confirm_id(&Id::from_json("\"alibridge-confirm-1\"")));
-    }
-
-    fn confirming(timeout: Option<Duration>) -> ProxyPolicy {
-        let policy = Policy {
-            confirm_writes: true,
-            confirm_timeout: timeout,
-            ..Policy::default()
-        };
-        ProxyPolicy::new(policy, None, "up".into(), Box::new(|| None))
-    }
-
-    fn caller(session: &str) -> Caller {
+    pub(super) fn caller(session: &str) -> Caller {
         Caller {
             key: ("/s/mcp".into(), session.into()),
             token: None,
         }
     }
 
-    const WRITE: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"DeleteInstance","arguments":{"InstanceId":"i-1"}}}"#;
-
-    /// Asks for a confirmation as `who` (whose client elicits).
-    fn ask(pp: &ProxyPolicy, who: &Caller) -> Box<Confirmation> {
-        pp.initialized(&who.key, true);
-        match pp.inbound(who, Bytes::from_static(WRITE.as_bytes()), true) {
-            Inbound::Confirm(c) => c,
-            _ => panic!("expected a confirmation"),
-        }
-    }
-
-    fn answer_to(c: &Confirmation) -> Bytes {
-        let req: Value = serde_json::from_slice(&c.request).unwrap();
-        let id = req["id"].as_str().unwrap();
-        Bytes::from(
-            json!({"jsonrpc": "2.0", "id": id, "result": {"action": "accept", "content": {"confirm": true}}})
-                .to_string(),
-        )
-    }
-
-    fn status(i: &Inbound) -> Option<StatusCode> {
+    pub(super) fn status(i: &Inbound) -> Option<StatusCode> {
         match i {
             Inbound::Reject { status, .. } => Some(*status),
             Inbound::Consumed => Some(StatusCode::ACCEPTED),
@@ -1086,100 +589,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn only_the_asking_session_and_token_can_answer() {
-        let pp = confirming(None);
-        let owner = Caller {
-            token: crate::proxy::access::presented(&{
-                let mut h = HeaderMap::new();
-                h.insert("authorization", HeaderValue::from_static("Bearer t1"));
-                h
-            })
-            .ok(),
-            ..caller("A")
-        };
-        let c = ask(&pp, &owner);
-        let yes = answer_to(&c);
-        let stranger = caller("B");
-        let other_token = Caller {
-            token: None,
-            ..owner.clone()
-        };
-        for who in [&stranger, &other_token] {
-            let r = pp.inbound(who, yes.clone(), true);
-            assert_eq!(status(&r), Some(StatusCode::FORBIDDEN));
-            assert_eq!(pp.waiting(), 1, "still open for its owner");
-        }
-        assert_eq!(
-            status(&pp.inbound(&owner, yes.clone(), true)),
-            Some(StatusCode::ACCEPTED)
-        );
-        assert_eq!(pp.waiting(), 0);
-        let (body, _) = pp
-            .await_confirmation(*c, std::future::pending())
-            .await
-            .expect("confirmed");
-        assert_eq!(body, WRITE.as_bytes());
-        assert_eq!(
-            status(&pp.inbound(&owner, yes, true)),
-            Some(StatusCode::ACCEPTED),
-            "a late answer is dropped, never forwarded"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unanswered_confirmation_times_out_and_is_closed() {
-        let pp = confirming(Some(Duration::from_secs(1)));
-        let c = ask(&pp, &caller("A"));
-        assert_eq!(pp.waiting(), 1);
-        let refused = pp
-            .await_confirmation(*c, std::future::pending())
-            .await
-            .err()
-            .flatten()
-            .expect("a tool result for the model");
-        let v: Value = serde_json::from_slice(&refused).unwrap();
-        assert_eq!(v["id"], 3);
-        assert_eq!(v["result"]["isError"], true);
-        assert!(v["result"]["content"][0]["text"]
-            .as_str()
-            .unwrap()
-            .contains("nobody answered within 1 s"));
-        assert_eq!(pp.waiting(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_departed_client_or_a_dropped_exchange_closes_the_confirmation() {
-        let pp = confirming(None);
-        let c = ask(&pp, &caller("A"));
-        assert!(matches!(
-            pp.await_confirmation(*c, std::future::ready(())).await,
-            Err(None)
-        ));
-        assert_eq!(pp.waiting(), 0);
-        drop(ask(&pp, &caller("A")));
-        assert_eq!(pp.waiting(), 0);
-    }
-
-    #[test]
-    fn open_confirmations_are_capped() {
-        let pp = confirming(None);
-        let open: Vec<_> = (0..MAX_WAITING).map(|_| ask(&pp, &caller("A"))).collect();
-        assert_eq!(pp.waiting(), MAX_WAITING);
-        match pp.inbound(&caller("A"), Bytes::from_static(WRITE.as_bytes()), true) {
-            Inbound::Answer(b) => {
-                let v: Value = serde_json::from_slice(&b).unwrap();
-                assert_eq!(v["id"], 3);
-                assert_eq!(
-                    v["error"]["data"]["alibridge"]["rule"],
-                    "confirmations-full"
-                );
-            }
-            _ => panic!("expected a refusal"),
-        }
-        drop(open);
-        assert_eq!(pp.waiting(), 0);
-    }
+    pub(super) const WRITE: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"DeleteInstance","arguments":{"InstanceId":"i-1"}}}"#;
 
     #[test]
     fn with_a_policy_unreadable_bodies_are_refused_with_400() {
@@ -1219,30 +629,5 @@ mod tests {
             audit_only.inbound(&who, Bytes::from_static(b"not json"), true),
             Inbound::Forward { .. }
         ));
-    }
-
-    #[test]
-    fn rewriter_keeps_untouched_events_exact_and_replaces_data() {
-        let mut r = SseRewriter::default();
-        let stream = b"id: 0\nretry: 300\ndata:\n\n: comment\nid: 1\r\nevent: message\ndata: {\"a\":1}\n\nid: 2\ndata: {\"b\":\ndata: 2}\n\ntail";
-        let mut rewrite =
-            |d: &[u8]| (d == b"{\"b\":\n2}").then(|| Bytes::from_static(b"{\"b\":3}"));
-        let mut out = Vec::new();
-        for chunk in stream.chunks(5) {
-            out.extend_from_slice(&r.push(chunk, &mut rewrite).unwrap());
-        }
-        out.extend_from_slice(&r.finish());
-        let s = String::from_utf8(out).unwrap();
-        assert_eq!(
-            s,
-            "id: 0\nretry: 300\ndata:\n\n: comment\nid: 1\r\nevent: message\ndata: {\"a\":1}\n\nid: 2\ndata: {\"b\":3}\n\ntail"
-        );
-    }
-
-    #[test]
-    fn rewriter_bounds_events() {
-        let mut r = SseRewriter::default();
-        let big = vec![b'x'; MAX_EVENT + 10];
-        assert!(r.push(&big, &mut |_| None).is_err());
     }
 }
