@@ -10,7 +10,7 @@
 //!   pending ones a bridge withheld (so `alibridge tools` can show and approve them offline).
 //! - [`Pins`]: one session's view: judges each listed tool, remembers what it withheld, and
 //!   records approvals.
-//! - [`diff`]: what changed, in a few lines a person can read.
+//! - [`diff()`]: what changed, in a few lines a person can read.
 //!
 //! A pin file that cannot be read (corrupt, a link, another user's) is an error naming the
 //! file and the fix, never a silent re-trust.
