@@ -31,6 +31,10 @@ const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
+    /// A pool of its own for long-lived streams ([`HttpClient::stream_client`]), built on
+    /// first use so start-up does not pay for it.
+    streams: Arc<std::sync::OnceLock<reqwest::Client>>,
+    connect_timeout: Duration,
     static_headers: Arc<HeaderMap>,
     credential: Arc<dyn Credential>,
     /// `--max-message-size`: the largest JSON body or SSE event read from the server.
@@ -46,18 +50,15 @@ impl HttpClient {
         headers: &[(HeaderName, HeaderValue)],
         credential: Arc<dyn Credential>,
     ) -> Result<Self, reqwest::Error> {
-        let client = crate::net::client_builder(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(30))
-            .gzip(true)
-            .build()?;
+        let client = Self::build(connect_timeout)?;
         let mut static_headers = HeaderMap::new();
         for (n, v) in headers {
             static_headers.append(n.clone(), v.clone());
         }
         Ok(HttpClient {
             client,
+            streams: Arc::new(std::sync::OnceLock::new()),
+            connect_timeout,
             static_headers: Arc::new(static_headers),
             credential,
             max_message_size: super::event_stream::DEFAULT_LIMIT,
@@ -75,9 +76,31 @@ impl HttpClient {
         self.max_message_size
     }
 
+    fn build(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+        crate::net::client_builder(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+            .gzip(true)
+            .build()
+    }
+
     /// The raw client, for building requests.
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// The client for long-lived streams (the GET stream): a connection pool of its own, so a
+    /// stream, which holds its HTTP/1.1 connection for as long as it is open, never takes the
+    /// warm connection the client's next request is about to use (that request would then pay
+    /// a new connect on the critical path). Built on first use, off the start-up path.
+    pub fn stream_client(&self) -> &reqwest::Client {
+        self.streams.get_or_init(|| {
+            Self::build(self.connect_timeout).unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "no separate stream pool; streams share the client's");
+                self.client.clone()
+            })
+        })
     }
 
     /// Sends the request `build` makes, decorated with static headers and the credential.

@@ -572,7 +572,7 @@ impl StreamableHttp {
     fn get_request(&self, last_event_id: Option<&str>, session: &Session) -> RequestBuilder {
         let mut rb = self
             .http
-            .client()
+            .stream_client()
             .get(self.url.clone())
             .header(ACCEPT, ACCEPT_SSE);
         if let Some(v) = last_event_id.and_then(|l| HeaderValue::from_str(l).ok()) {

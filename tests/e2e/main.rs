@@ -23,6 +23,8 @@ mod everything;
 mod external_token;
 /// Fault matrix: upstream failures, session loss, cut streams, bad stdin, shutdown.
 mod faults;
+/// Fast first contact (issue 21): which connection each request uses, in order.
+mod first_contact;
 /// Hostile peers: redirects, legacy endpoint events and host names that would steer
 /// credentials to another origin (a canary on 127.0.0.2 proves nothing arrives).
 mod hostile;

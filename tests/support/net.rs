@@ -43,6 +43,11 @@ pub async fn listen(ip: IpAddr) -> TcpListener {
 /// Serves HTTP/1.1 on `listener` with `handler`, one task per connection, until `kill` is
 /// cancelled: then the listener is dropped (the port refuses connections) and every open
 /// connection is dropped mid-flight, whatever it was doing.
+/// The connection a request arrived on, numbered from 1 in accept order (in the request's
+/// extensions), so a test can tell which requests shared a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId(pub u64);
+
 pub fn serve<H, F, B>(listener: TcpListener, kill: CancellationToken, handler: H)
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
@@ -53,6 +58,7 @@ where
 {
     let handler = Arc::new(handler);
     tokio::spawn(async move {
+        let mut accepted_count = 0u64;
         loop {
             let stream = tokio::select! {
                 _ = kill.cancelled() => return,
@@ -62,8 +68,11 @@ where
                 },
             };
             let (handler, kill) = (handler.clone(), kill.clone());
+            accepted_count += 1;
+            let conn_id = ConnId(accepted_count);
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(conn_id);
                     let answer = handler(req);
                     async move { Ok::<_, Infallible>(answer.await) }
                 });

@@ -67,6 +67,8 @@ pub struct SeenRequest {
     pub status: Option<u16>,
     /// The `Mcp-Session-Id` header of the answer, if it had one (initialize).
     pub issued_session: Option<String>,
+    /// The connection it arrived on ([`crate::support::net::ConnId`]), numbered in accept order.
+    pub conn: Option<u64>,
 }
 
 impl SeenRequest {
@@ -520,6 +522,10 @@ fn peek(parts: &http::request::Parts, body: Bytes) -> SeenRequest {
         body,
         status: None,
         issued_session: None,
+        conn: parts
+            .extensions
+            .get::<crate::support::net::ConnId>()
+            .map(|c| c.0),
     }
 }
 
