@@ -67,7 +67,7 @@ pub struct SeenRequest {
     pub status: Option<u16>,
     /// The `Mcp-Session-Id` header of the answer, if it had one (initialize).
     pub issued_session: Option<String>,
-    /// The connection it arrived on ([`crate::support::net::ConnId`]), numbered in accept order.
+    /// The connection it arrived on (`net::ConnId`), numbered in accept order.
     pub conn: Option<u64>,
 }
 
@@ -524,7 +524,7 @@ fn peek(parts: &http::request::Parts, body: Bytes) -> SeenRequest {
         issued_session: None,
         conn: parts
             .extensions
-            .get::<crate::support::net::ConnId>()
+            .get::<super::super::net::ConnId>()
             .map(|c| c.0),
     }
 }
