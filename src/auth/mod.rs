@@ -139,6 +139,12 @@ pub trait Credential: Send + Sync {
     /// never accepts its authorization server's tokens. Must be cheap: it runs per response.
     fn accepted(&self, _authorization: Option<&reqwest::header::HeaderValue>) {}
 
+    /// Runs `hook` once, when this credential first goes to the network for a token (an
+    /// AccessKey mint that the token cache could not spare): the bridge warms the upstream
+    /// connection then, so the mint overlaps the connect instead of preceding it. Credentials
+    /// that never fetch a token drop the hook.
+    fn on_first_network(&self, _hook: NetworkHook) {}
+
     /// Called once at start, before the client's first message: a credential that would make
     /// a round trip on first use (an AccessKey token mint) starts it now, so it overlaps the
     /// client's start. Never fails the start; a failure is reported on first use instead.
@@ -152,6 +158,9 @@ pub trait Credential: Send + Sync {
         None
     }
 }
+
+/// What [`Credential::on_first_network`] runs.
+pub type NetworkHook = Box<dyn FnOnce() + Send>;
 
 /// The chosen credential and the one line that tells the user why.
 pub struct Selection {

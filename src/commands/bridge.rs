@@ -55,16 +55,20 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         &selection.reason,
     )
     .await?;
-    // While the client is still starting: mint (or load) the token now (issue 14).
-    let warming = credential.clone();
-    tokio::spawn(async move { warming.warm_up().await });
     let tool_policy = tool_policy(&cfg, credential.clone())?;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
     debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, protocol = ?cfg.protocol, auth = credential.name(),
            headers = ?header_names, "starting");
-    let http = HttpClient::new(cfg.connect_timeout, &cfg.headers, credential)
+    let http = HttpClient::new(cfg.connect_timeout, &cfg.headers, credential.clone())
         .context("could not set up the HTTP client (TLS)")?
         .with_max_message_size(cfg.max_message_size);
+    // While the client is still starting: mint (or load) the token now (issue 14), and if the
+    // mint goes to the network, connect to the server meanwhile (issue 21).
+    let (preconnect, url) = (http.clone(), cfg.url.clone());
+    credential.on_first_network(Box::new(move || {
+        tokio::spawn(async move { preconnect.preconnect(&url).await });
+    }));
+    tokio::spawn(async move { credential.warm_up().await });
     let limits = Limits {
         request_timeout: cfg.request_timeout,
         shutdown_grace: cfg.shutdown_grace,

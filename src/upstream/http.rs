@@ -90,6 +90,24 @@ impl HttpClient {
         &self.client
     }
 
+    /// Opens a connection to `url`'s origin ahead of the first request, so a token mint in
+    /// progress overlaps the connect: a `HEAD` **without** the credential or the static headers
+    /// (nothing secret goes out; the server answers 401 or 405, which is ignored), whose
+    /// keep-alive connection the next request reuses.
+    pub async fn preconnect(&self, url: &Url) {
+        match self.client.head(url.clone()).send().await {
+            Ok(resp) => {
+                tracing::debug!(
+                    status = resp.status().as_u16(),
+                    "preconnected to the server"
+                );
+                // Read the (empty) body so the connection goes back to the pool.
+                let _ = resp.bytes().await;
+            }
+            Err(e) => tracing::debug!(error = %describe(&e), "preconnect failed (harmless)"),
+        }
+    }
+
     /// The client for long-lived streams (the GET stream): a connection pool of its own, so a
     /// stream, which holds its HTTP/1.1 connection for as long as it is open, never takes the
     /// warm connection the client's next request is about to use (that request would then pay

@@ -386,3 +386,35 @@ async fn the_token_is_minted_before_the_client_speaks() {
     b.finish().await;
     assert_eq!(rig.fake.mint_count(), 1);
 }
+
+/// Issue 21: a start that must mint a token connects to the server meanwhile (a `HEAD` without
+/// any credential, whose connection the first request reuses); a start that finds its token in
+/// the cache goes straight to the server and sends no such `HEAD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_at_start_overlaps_the_connect_and_carries_nothing() {
+    let rig = Rig::start("preconnect").await;
+    rig.session((AK_ID, AK_SECRET), &[]).await;
+    let seen = rig.server.all_requests();
+    let heads: Vec<_> = seen
+        .iter()
+        .filter(|r| r.method == reqwest::Method::HEAD)
+        .collect();
+    assert_eq!(heads.len(), 1, "one preconnect for the one mint");
+    assert!(
+        heads[0].header("authorization").is_none(),
+        "the preconnect carries no credential"
+    );
+    let token = rig.fake.minted_tokens()[0].clone();
+    assert!(!format!("{:?}", heads[0].headers).contains(&token));
+    // Whether the first request then reuses that connection depends on which finishes first,
+    // the mint or the HEAD; the simulated-WAN bench measures what the overlap saves.
+    rig.session((AK_ID, AK_SECRET), &[]).await;
+    let heads_after = rig
+        .server
+        .all_requests()
+        .iter()
+        .filter(|r| r.method == reqwest::Method::HEAD)
+        .count();
+    assert_eq!(heads_after, 1, "a cached token needs no preconnect");
+    assert_eq!(rig.fake.mint_count(), 1, "the second start used the cache");
+}

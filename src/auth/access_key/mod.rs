@@ -181,6 +181,8 @@ pub struct AccessKeyCredential {
     state: Mutex<State>,
     /// One mint at a time; others wait and reuse its token.
     mint_lock: tokio::sync::Mutex<()>,
+    /// Run before the first network mint ([`Credential::on_first_network`]).
+    network_hook: Mutex<Option<crate::auth::NetworkHook>>,
     /// The state directory that keeps minted tokens across runs ([`token_cache`]); `None`
     /// keeps them in memory only.
     pub token_home: Option<PathBuf>,
@@ -217,6 +219,7 @@ impl AccessKeyCredential {
                 warm_error: None,
             }),
             mint_lock: tokio::sync::Mutex::new(()),
+            network_hook: Mutex::new(None),
             token_home: None,
         })
     }
@@ -317,6 +320,9 @@ impl AccessKeyCredential {
                 return Ok(header);
             }
         }
+        if let Some(hook) = self.network_hook.lock().unwrap().take() {
+            hook();
+        }
         let keys = source.keys(&self.api).await?;
         let minted = self
             .exchange
@@ -408,6 +414,10 @@ impl AccessKeyCredential {
 impl Credential for AccessKeyCredential {
     fn name(&self) -> &'static str {
         "ak"
+    }
+
+    fn on_first_network(&self, hook: crate::auth::NetworkHook) {
+        *self.network_hook.lock().unwrap() = Some(hook);
     }
 
     fn warm_up(&self) -> BoxFuture<'_, ()> {

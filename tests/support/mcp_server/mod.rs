@@ -180,8 +180,17 @@ impl TestServer {
         self.counters.snapshot()
     }
 
-    /// Every HTTP request received so far, in arrival order.
+    /// Every MCP request received so far, in arrival order: all but the bridge's
+    /// credential-less preconnect (a `HEAD`, see [`TestServer::all_requests`]).
     pub fn requests(&self) -> Vec<SeenRequest> {
+        self.all_requests()
+            .into_iter()
+            .filter(|r| r.method != http::Method::HEAD)
+            .collect()
+    }
+
+    /// Every HTTP request received so far, in arrival order, the preconnect `HEAD` included.
+    pub fn all_requests(&self) -> Vec<SeenRequest> {
         self.layer.requests()
     }
 
