@@ -38,6 +38,8 @@ pub struct BridgeConfig {
     pub max_message_size: usize,
     /// `--max-in-flight`: client messages relayed at once before stdin reading pauses.
     pub max_in_flight: usize,
+    /// `--keep-alive`: how often to ping the server (`None`: never).
+    pub keep_alive: Option<Duration>,
     /// The tool policy (`--allow-tools`, `--read-only`, …).
     pub policy: Policy,
     /// `--audit-log`.

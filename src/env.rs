@@ -24,6 +24,8 @@ pub const ALIBRIDGE_CONNECT_TIMEOUT: &str = "ALIBRIDGE_CONNECT_TIMEOUT";
 pub const ALIBRIDGE_REQUEST_TIMEOUT: &str = "ALIBRIDGE_REQUEST_TIMEOUT";
 /// Same as `--shutdown-grace`.
 pub const ALIBRIDGE_SHUTDOWN_GRACE: &str = "ALIBRIDGE_SHUTDOWN_GRACE";
+/// Same as `--keep-alive`.
+pub const ALIBRIDGE_KEEP_ALIVE: &str = "ALIBRIDGE_KEEP_ALIVE";
 /// Same as `--max-message-size` (bytes, or with a K/M/G suffix).
 pub const ALIBRIDGE_MAX_MESSAGE_SIZE: &str = "ALIBRIDGE_MAX_MESSAGE_SIZE";
 /// Same as `--max-in-flight`.

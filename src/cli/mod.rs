@@ -471,6 +471,12 @@ pub struct BridgeArgs {
     #[arg(long, value_name = "SIZE", default_value = "32M", value_parser = byte_size(MIN_MESSAGE_SIZE, MAX_SIZE), env = env::ALIBRIDGE_MAX_MESSAGE_SIZE)]
     pub max_message_size: u64,
 
+    /// Send the server an MCP `ping` every SECS seconds (0 = off, the default; at most 3600),
+    /// so a connection that sat idle is still open when the next call comes (costs one small
+    /// request per interval; see docs/benchmarks.md).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = seconds(MAX_KEEP_ALIVE), env = env::ALIBRIDGE_KEEP_ALIVE)]
+    pub keep_alive: Duration,
+
     /// Most client messages relayed at once (1 to 65536). At the limit the bridge stops
     /// reading stdin until one finishes: later requests wait, none is refused.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536), env = env::ALIBRIDGE_MAX_IN_FLIGHT)]
@@ -595,6 +601,7 @@ pub const MAX_SHUTDOWN_GRACE: u32 = 3600;
 pub const MAX_AUTH_TIMEOUT: u32 = 24 * 3600;
 pub const MAX_TOKEN_REFRESH_SKEW: u32 = 24 * 3600;
 pub const MAX_CONFIRM_TIMEOUT: u32 = 24 * 3600;
+pub const MAX_KEEP_ALIVE: u32 = 3600;
 
 /// The exit codes, for `--help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 normal end (stdin closed, signal, or the \

@@ -70,6 +70,7 @@ impl BridgeArgs {
             // the 64-bit targets alibridge ships for; saturate rather than panic elsewhere.
             max_message_size: usize::try_from(self.max_message_size).unwrap_or(usize::MAX),
             max_in_flight: usize::try_from(self.max_in_flight).unwrap_or(usize::MAX),
+            keep_alive: Some(self.keep_alive).filter(|d| !d.is_zero()),
             policy,
             audit,
         })

@@ -74,6 +74,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: cfg.shutdown_grace,
         max_message_size: cfg.max_message_size,
         max_in_flight: cfg.max_in_flight,
+        keep_alive: cfg.keep_alive,
     };
     let stdin = BufReader::with_capacity(64 * 1024, crate::stdio::stdin());
     let (url, mode, protocol) = (cfg.url.clone(), cfg.transport, cfg.protocol);

@@ -61,6 +61,8 @@ pub struct Limits {
     pub max_message_size: usize,
     /// `--max-in-flight`: client messages relayed at once.
     pub max_in_flight: usize,
+    /// `--keep-alive`: ping the server this often (`None`: never).
+    pub keep_alive: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -69,6 +71,7 @@ impl Default for Limits {
             request_timeout: None,
             shutdown_grace: Duration::from_secs(5),
             max_message_size: 32 << 20,
+            keep_alive: None,
             max_in_flight: 256,
         }
     }
@@ -106,6 +109,11 @@ where
     let max_in_flight = limits.max_in_flight.max(1);
     let mut order = Order::new();
     tokio::pin!(shutdown);
+    let mut keep_alive = limits.keep_alive.map(|every| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
 
     let reason = loop {
         tokio::select! {
@@ -124,6 +132,7 @@ where
             Some(()) = tasks.join_next(&outbox), if !tasks.is_empty() => {}
             // A relay task started asking: look at the cap again.
             () = asked(&policy) => {}
+            _ = tick(&mut keep_alive) => ping(&upstream, &mut tasks),
             () = &mut shutdown => break QuitReason::Signal,
             _ = &mut writer => break QuitReason::OutputClosed,
         }
@@ -178,6 +187,33 @@ fn hold_large_messages_once() {
             mallopt(M_MMAP_THRESHOLD, 256 * 1024);
         }
     }
+}
+
+/// The next `--keep-alive` tick; never, without the flag.
+async fn tick(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the server an MCP `ping` of the bridge's own (`--keep-alive`): its answer is for no
+/// client request, so the outbox drops it. Keeps an idle connection (and any NAT or proxy on
+/// the path) from being closed under the next call.
+fn ping(upstream: &Arc<Upstream>, tasks: &mut InFlight) {
+    let id = format!("\"alibridge-ping-{}\"", crate::random::hex::<8>());
+    let bytes = Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+    let Ok(msg) = Message::parse(bytes) else {
+        return;
+    };
+    let upstream = upstream.clone();
+    tasks.spawn(None, async move {
+        if let Err(e) = upstream.send(msg).await {
+            debug!(error = %e, "keep-alive ping failed");
+        }
+    });
 }
 
 /// Completes when a relay task starts waiting for a confirmation (never without a policy).

@@ -58,3 +58,44 @@ async fn the_get_stream_never_takes_the_first_requests_connection() {
         "the client's order is kept: {order:?}"
     );
 }
+
+/// `--keep-alive`: the bridge pings the server at the interval with ids of its own, and the
+/// answers never reach the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_pings_the_server_and_keeps_the_answers() {
+    let server = TestServer::start().await;
+    let mut b = Bridge::spawn([
+        server.url().as_str(),
+        "--transport",
+        "http-only",
+        "--auth",
+        "none",
+        "--keep-alive",
+        "0.2",
+    ]);
+    b.initialize().await;
+    let pings = || {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| r.rpc_method.as_deref() == Some("ping"))
+            .collect::<Vec<_>>()
+    };
+    wait::until("two keep-alive pings", || pings().len() >= 2).await;
+    for p in pings() {
+        let id = p
+            .rpc_id
+            .as_ref()
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(id.starts_with("alibridge-ping-"), "{id}");
+    }
+    let fin = b.finish().await;
+    assert!(
+        !fin.seen.iter().any(|m| m["id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("alibridge-ping-"))),
+        "ping answers are the bridge's own"
+    );
+}
