@@ -69,6 +69,27 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         // The whole message: it lists every place that was looked at, in order.
         Err(e) => println!("AccessKeys (--auth ak/auto): none usable: {e}"),
     }
+    // Which guarantees hold where (issue 19): the same flags, a different enforcer.
+    println!(
+        "safety flags: with AccessKeys, --read-only and --allow-api/--deny-api are also bound to \
+         every token server-side (a safety policy the OpenAPI MCP Server enforces); with OAuth, \
+         --bearer-token or static headers they are enforced by alibridge only; --allow-tools/\
+         --deny-tools, --confirm-writes and --pin-tools are always local. `alibridge doctor \
+         <URL> -- <flags>` shows it for one entry"
+    );
+    let pins = crate::policy::pins::PinStore::new(&home);
+    let pinned = std::fs::read_dir(pins.dir())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
+        .unwrap_or(0);
+    println!(
+        "pinned tool definitions (--pin-tools): {pinned} endpoint/identity file(s) in {} \
+         (`alibridge tools <URL>` shows one)",
+        pins.dir().display()
+    );
     let checks = access_key::pre_check_record::load_all(&home);
     if checks.is_empty() {
         println!("pre-check: not run on this machine (`alibridge pre-check --site-type CN|INTL`)");

@@ -79,6 +79,20 @@ async fn pins_are_trusted_once_then_held_until_approved() {
         );
     }
 
+    // `status` counts the pin files and says where each safety guarantee holds.
+    let mut cmd = isolated_command(home.path());
+    cmd.arg("status");
+    let (code, out, err) = output(cmd).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("pinned tool definitions (--pin-tools): 1 endpoint/identity file(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("safety flags: with AccessKeys, --read-only"),
+        "{out}"
+    );
+
     // Unchanged: silent.
     let mut b = bridge(&server, &home);
     b.initialize().await;
