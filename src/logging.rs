@@ -16,6 +16,39 @@ pub fn notice(line: impl std::fmt::Display) {
     eprintln!("alibridge: {line}");
 }
 
+/// Writes part of a command's report (`status`, `doctor`, `list`, …) to stdout. When stdout is
+/// closed under it (`alibridge status | head -1`), the process ends quietly with exit 0, as Unix
+/// tools do, instead of panicking. Used through [`outln!`](crate::outln) and
+/// [`out!`](crate::out); never by the bridge, whose stdout is the protocol.
+pub fn report(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `println!` for a command's report: see [`report`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::logging::report(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::logging::report(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for a command's report: see [`report`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::logging::report(format_args!($($arg)*))
+    };
+}
+
 /// Installs the global subscriber. `debug` raises alibridge's own level to DEBUG.
 pub fn init(debug: bool, log_file: Option<&Path>) -> std::io::Result<()> {
     let own = if debug {

@@ -16,11 +16,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let home = super::state_home()?;
     let store = TokenStore::new(&home, StoreKind::File);
     let records = store.list();
-    println!("state directory: {}", home.display());
+    crate::outln!("state directory: {}", home.display());
     if records.is_empty() {
-        println!("OAuth sign-ins: none (run `alibridge login <URL>`)");
+        crate::outln!("OAuth sign-ins: none (run `alibridge login <URL>`)");
     } else {
-        println!("OAuth sign-ins:");
+        crate::outln!("OAuth sign-ins:");
     }
     for meta in records {
         // Secrets are loaded only to read the identity claims of a JWT access token.
@@ -48,15 +48,15 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             "file"
         };
-        println!("  {}", meta.server);
-        println!("    authorization server: {}", meta.issuer);
-        println!("    client: {} ({:?})", meta.client_id, meta.registration);
-        println!("    identity: {identity}");
-        println!(
+        crate::outln!("  {}", meta.server);
+        crate::outln!("    authorization server: {}", meta.issuer);
+        crate::outln!("    client: {} ({:?})", meta.client_id, meta.registration);
+        crate::outln!("    identity: {identity}");
+        crate::outln!(
             "    token: {expiry}, {renew}; scope: {}",
             meta.scope.as_deref().unwrap_or("(none)")
         );
-        println!("    stored in: {store_name}");
+        crate::outln!("    stored in: {store_name}");
     }
     let env = |k: &str| std::env::var(k).ok();
     let input = ChainInput {
@@ -65,12 +65,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         home: access_key::home_dir(),
     };
     match access_key::chain::resolve(&input) {
-        Ok(r) => println!("AccessKeys (--auth ak/auto): {}", r.source.describe()),
+        Ok(r) => crate::outln!("AccessKeys (--auth ak/auto): {}", r.source.describe()),
         // The whole message: it lists every place that was looked at, in order.
-        Err(e) => println!("AccessKeys (--auth ak/auto): none usable: {e}"),
+        Err(e) => crate::outln!("AccessKeys (--auth ak/auto): none usable: {e}"),
     }
     // Which guarantees hold where (issue 19): the same flags, a different enforcer.
-    println!(
+    crate::outln!(
         "safety flags: with AccessKeys, --read-only and --allow-api/--deny-api are also bound to \
          every token server-side (a safety policy the OpenAPI MCP Server enforces); with OAuth, \
          --bearer-token or static headers they are enforced by alibridge only; --allow-tools/\
@@ -85,18 +85,20 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .count()
         })
         .unwrap_or(0);
-    println!(
+    crate::outln!(
         "pinned tool definitions (--pin-tools): {pinned} endpoint/identity file(s) in {} \
          (`alibridge tools <URL>` shows one)",
         pins.dir().display()
     );
     let checks = access_key::pre_check_record::load_all(&home);
     if checks.is_empty() {
-        println!("pre-check: not run on this machine (`alibridge pre-check --site-type CN|INTL`)");
+        crate::outln!(
+            "pre-check: not run on this machine (`alibridge pre-check --site-type CN|INTL`)"
+        );
     }
     for c in checks {
         let ago = now_secs().saturating_sub(c.at);
-        println!(
+        crate::outln!(
             "pre-check: {} site, application {}: {} ({} ago)",
             c.site,
             c.client_id,
@@ -106,7 +108,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     // No live session here: the configured mode; the bridge logs the eras it finds.
     let protocol = env(crate::env::ALIBRIDGE_PROTOCOL);
-    println!(
+    crate::outln!(
         "protocol era toward servers: {} ({}); a running bridge logs which era each side speaks",
         protocol.as_deref().unwrap_or("auto"),
         if protocol.is_some() {

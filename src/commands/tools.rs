@@ -3,7 +3,6 @@
 //! definitions as last seen, `--forget` drops the endpoint's pins. Reads and writes the pin
 //! files only: no network.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -28,7 +27,6 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = &args.identity {
         files.retain(|(_, f)| &f.identity == id);
     }
-    let mut out = std::io::stdout().lock();
     if files.is_empty() {
         eprintln!(
             "alibridge: no pins for {endpoint}{} in {}: a bridge with --pin-tools records them \
@@ -44,7 +42,7 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
     if args.forget {
         for (path, f) in &files {
             store.forget(path)?;
-            let _ = writeln!(out, "forgot the pins of {} for {}", f.endpoint, f.identity);
+            crate::outln!("forgot the pins of {} for {}", f.endpoint, f.identity);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -55,20 +53,16 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             missing_anywhere.retain(|n| missing.contains(n));
             store.save(f).context("could not write the pins")?;
         }
-        let _ = writeln!(out, "{} ({}):", f.endpoint, f.identity);
-        let _ = writeln!(out, "  pinned ({}):", f.pinned.len());
+        crate::outln!("{} ({}):", f.endpoint, f.identity);
+        crate::outln!("  pinned ({}):", f.pinned.len());
         for (name, p) in &f.pinned {
-            let _ = writeln!(out, "    {name}  {}  {}", &p.digest[..12], p.at);
+            crate::outln!("    {name}  {}  {}", &p.digest[..12], p.at);
         }
         if f.pending.is_empty() {
-            let _ = writeln!(out, "  pending: none");
+            crate::outln!("  pending: none");
             continue;
         }
-        let _ = writeln!(
-            out,
-            "  pending: held back until approved ({}):",
-            f.pending.len()
-        );
+        crate::outln!("  pending: held back until approved ({}):", f.pending.len());
         let asks: Vec<(String, Change)> = f
             .pending
             .iter()
@@ -81,10 +75,9 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         for line in pins::describe(&asks).lines() {
-            let _ = writeln!(out, "    {line}");
+            crate::outln!("    {line}");
         }
-        let _ = writeln!(
-            out,
+        crate::outln!(
             "  approve with: alibridge tools {} --approve NAME… (or --all)",
             f.endpoint
         );

@@ -175,3 +175,21 @@ fn headers_from_the_environment_are_validated() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("Mcp-Session-Id"), "{}", stderr(&o));
 }
+
+/// A report whose reader went away (`alibridge status | head -0`) ends quietly with exit 0, as
+/// Unix tools do, instead of panicking with a backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_a_report_quietly() {
+    let home = crate::support::home::TempHome::new("closed-stdout");
+    let mut cmd = crate::support::bridge::isolated_command(home.path());
+    cmd.arg("status")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn alibridge status");
+    drop(child.stdout.take()); // the reader is gone before anything is written
+    let out = child.wait_with_output().await.expect("status ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -71,12 +71,14 @@ impl Report {
         };
         if self.json {
             let line = json!({"target": c.target, "check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix});
-            println!("{line}");
+            crate::outln!("{line}");
         } else {
             let mark = if c.ok { "✓" } else { "✗" };
             match &c.fix {
-                Some(fix) if !c.ok => println!("{mark} {}: {}\n    fix: {fix}", c.name, c.detail),
-                _ => println!("{mark} {}: {}", c.name, c.detail),
+                Some(fix) if !c.ok => {
+                    crate::outln!("{mark} {}: {}\n    fix: {fix}", c.name, c.detail)
+                }
+                _ => crate::outln!("{mark} {}: {}", c.name, c.detail),
             }
         }
         self.checks.push(c);
@@ -92,7 +94,7 @@ impl Report {
 
     fn section(&mut self, target: String) {
         if !self.json {
-            println!("── {target}");
+            crate::outln!("── {target}");
         }
         self.target = target;
     }
