@@ -18,8 +18,8 @@ pub fn notice(line: impl std::fmt::Display) {
 
 /// Writes part of a command's report (`status`, `doctor`, `list`, …) to stdout. When stdout is
 /// closed under it (`alibridge status | head -1`), the process ends quietly with exit 0, as Unix
-/// tools do, instead of panicking. Used through [`outln!`](crate::outln) and
-/// [`out!`](crate::out); never by the bridge, whose stdout is the protocol.
+/// tools do, instead of panicking. Used through `logging::outln!` and
+/// `logging::out!`; never by the bridge, whose stdout is the protocol.
 pub fn report(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -31,7 +31,6 @@ pub fn report(args: std::fmt::Arguments<'_>) {
 }
 
 /// `println!` for a command's report: see [`report`].
-#[macro_export]
 macro_rules! outln {
     () => {
         $crate::logging::report(format_args!("\n"))
@@ -42,12 +41,12 @@ macro_rules! outln {
 }
 
 /// `print!` for a command's report: see [`report`].
-#[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::logging::report(format_args!($($arg)*))
     };
 }
+pub(crate) use {out, outln};
 
 /// Installs the global subscriber. `debug` raises alibridge's own level to DEBUG.
 pub fn init(debug: bool, log_file: Option<&Path>) -> std::io::Result<()> {

@@ -80,7 +80,7 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
     }
     let after = clients::upsert(&target, &text, &name, &entry).map_err(clients_error)?;
     if args.dry_run {
-        crate::out!("{}", clients::diff(&target.file, &text, &after));
+        crate::logging::out!("{}", clients::diff(&target.file, &text, &after));
         notice("dry run: nothing written");
         return Ok(ExitCode::SUCCESS);
     }
@@ -112,18 +112,18 @@ fn print_for_gui(client: ClientKind, name: &str, launch: &Launch) {
             use base64::Engine;
             let link = base64::engine::general_purpose::STANDARD
                 .encode(serde_json::to_vec(&import).expect("JSON serializes"));
-            crate::outln!(
+            crate::logging::outln!(
                 "{}",
                 serde_json::to_string_pretty(&import).expect("JSON serializes")
             );
-            crate::outln!("cherrystudio://mcp/install?servers={link}");
+            crate::logging::outln!("cherrystudio://mcp/install?servers={link}");
             notice("Cherry Studio: Settings → MCP Servers → Add → Import from JSON, paste the JSON above (or open the link), then enable the server");
         }
         ClientKind::Lingma => {
-            crate::outln!("Name: {name}");
-            crate::outln!("Type: STDIO");
-            crate::outln!("Command: {}", launch.command);
-            crate::outln!("Arguments: {}", launch.args.join(" "));
+            crate::logging::outln!("Name: {name}");
+            crate::logging::outln!("Type: STDIO");
+            crate::logging::outln!("Command: {}", launch.command);
+            crate::logging::outln!("Arguments: {}", launch.args.join(" "));
             notice("Lingma: MCP tools → MCP Square/My Servers → Add, and fill in the fields above");
         }
         _ => {}

@@ -27,9 +27,9 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
                 "client": client.to_string(), "scope": scope.to_string(), "name": name,
                 "file": f.file, "url": url, "command": command, "command_exists": exists,
             });
-            crate::outln!("{line}");
+            crate::logging::outln!("{line}");
         } else {
-            crate::outln!(
+            crate::logging::outln!(
                 "{client} ({scope}) {name} → {} [{}]{}",
                 url.as_deref().unwrap_or("(no URL)"),
                 f.file.display(),

@@ -40,7 +40,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<ExitCode> {
     } else {
         ", not renewable"
     };
-    crate::outln!(
+    crate::logging::outln!(
         "signed in to {} (authorization server {}); {expiry}{refresh}; stored in {} ({})",
         rec.server,
         rec.issuer,

@@ -23,15 +23,15 @@ pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
         vec![canonical_resource(&url)]
     };
     if servers.is_empty() {
-        crate::outln!("no stored sign-ins");
+        crate::logging::outln!("no stored sign-ins");
         return Ok(ExitCode::SUCCESS);
     }
     let mut missing = false;
     for s in servers {
         if store.delete(&s, None)? {
-            crate::outln!("signed out of {s}");
+            crate::logging::outln!("signed out of {s}");
         } else {
-            crate::outln!("no stored sign-in for {s} (see `alibridge status`)");
+            crate::logging::outln!("no stored sign-in for {s} (see `alibridge status`)");
             missing = true;
         }
     }

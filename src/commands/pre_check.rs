@@ -63,7 +63,7 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
     let timeout = args.timeout;
     let outcome = match tokio::time::timeout(timeout, listener.wait(&state, |_| Ok(()))).await {
         Err(_) => {
-            crate::outln!("no answer: the browser did not come back within {wait} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", site.flag_value());
+            crate::logging::outln!("no answer: the browser did not come back within {wait} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", site.flag_value());
             return Ok(ExitCode::from(crate::cli::EXIT_TIMEOUT));
         }
         Ok(r) => r.context("the callback listener failed")?,
@@ -83,7 +83,7 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> (ExitCode, &'static str
     let site_flag = site.flag_value();
     match cb {
         Callback::Code { .. } => {
-            crate::outln!(
+            crate::logging::outln!(
                 "authorized: application {client_id} is authorized for this account. AccessKey \
                  credentials (--auth ak) can now mint OpenAPI MCP tokens; the RAM identity also \
                  needs the AliyunOpenAPIMCPServerStaticCredentialAccess policy."
@@ -91,7 +91,7 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> (ExitCode, &'static str
             (ExitCode::SUCCESS, "authorized")
         }
         Callback::Refused(why) => {
-            crate::outln!("failed: {why}. Run the check again.");
+            crate::logging::outln!("failed: {why}. Run the check again.");
             (ExitCode::from(1), "failed")
         }
         Callback::Error {
@@ -106,16 +106,16 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> (ExitCode, &'static str
                 _ => "failed",
             };
             match error.as_str() {
-                "access_denied" => crate::outln!(
+                "access_denied" => crate::logging::outln!(
                     "denied: the authorization was declined{detail}. Run `alibridge pre-check --site-type {site_flag}` again and click Authorize; \
                      if you cannot, ask an administrator to grant your RAM user access to the OpenAPI MCP Server."
                 ),
-                "invalid_client" | "unauthorized_client" | "unsupported_response_type" => crate::outln!(
+                "invalid_client" | "unauthorized_client" | "unsupported_response_type" => crate::logging::outln!(
                     "not installed: application {client_id} is not available to this account{detail}. \
                      Check --site-type (now {site_flag}: use INTL for alibabacloud.com accounts); for a custom --client-id, install the \
                      application in the RAM console (OAuth Applications) first. Console: {}", site.console_url()
                 ),
-                other => crate::outln!("failed: the sign-in page answered {other}{detail}. Check --site-type and --client-id, then run the check again."),
+                other => crate::logging::outln!("failed: the sign-in page answered {other}{detail}. Check --site-type and --client-id, then run the check again."),
             }
             (ExitCode::from(1), recorded)
         }

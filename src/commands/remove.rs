@@ -33,7 +33,7 @@ pub fn run(args: RemoveArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     if args.dry_run {
-        crate::out!("{}", clients::diff(&target.file, &before, &after));
+        crate::logging::out!("{}", clients::diff(&target.file, &before, &after));
         notice("dry run: nothing written");
         return Ok(ExitCode::SUCCESS);
     }

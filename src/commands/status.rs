@@ -16,11 +16,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let home = super::state_home()?;
     let store = TokenStore::new(&home, StoreKind::File);
     let records = store.list();
-    crate::outln!("state directory: {}", home.display());
+    crate::logging::outln!("state directory: {}", home.display());
     if records.is_empty() {
-        crate::outln!("OAuth sign-ins: none (run `alibridge login <URL>`)");
+        crate::logging::outln!("OAuth sign-ins: none (run `alibridge login <URL>`)");
     } else {
-        crate::outln!("OAuth sign-ins:");
+        crate::logging::outln!("OAuth sign-ins:");
     }
     for meta in records {
         // Secrets are loaded only to read the identity claims of a JWT access token.
@@ -48,15 +48,15 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         } else {
             "file"
         };
-        crate::outln!("  {}", meta.server);
-        crate::outln!("    authorization server: {}", meta.issuer);
-        crate::outln!("    client: {} ({:?})", meta.client_id, meta.registration);
-        crate::outln!("    identity: {identity}");
-        crate::outln!(
+        crate::logging::outln!("  {}", meta.server);
+        crate::logging::outln!("    authorization server: {}", meta.issuer);
+        crate::logging::outln!("    client: {} ({:?})", meta.client_id, meta.registration);
+        crate::logging::outln!("    identity: {identity}");
+        crate::logging::outln!(
             "    token: {expiry}, {renew}; scope: {}",
             meta.scope.as_deref().unwrap_or("(none)")
         );
-        crate::outln!("    stored in: {store_name}");
+        crate::logging::outln!("    stored in: {store_name}");
     }
     let env = |k: &str| std::env::var(k).ok();
     let input = ChainInput {
@@ -65,12 +65,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         home: access_key::home_dir(),
     };
     match access_key::chain::resolve(&input) {
-        Ok(r) => crate::outln!("AccessKeys (--auth ak/auto): {}", r.source.describe()),
+        Ok(r) => crate::logging::outln!("AccessKeys (--auth ak/auto): {}", r.source.describe()),
         // The whole message: it lists every place that was looked at, in order.
-        Err(e) => crate::outln!("AccessKeys (--auth ak/auto): none usable: {e}"),
+        Err(e) => crate::logging::outln!("AccessKeys (--auth ak/auto): none usable: {e}"),
     }
     // Which guarantees hold where (issue 19): the same flags, a different enforcer.
-    crate::outln!(
+    crate::logging::outln!(
         "safety flags: with AccessKeys, --read-only and --allow-api/--deny-api are also bound to \
          every token server-side (a safety policy the OpenAPI MCP Server enforces); with OAuth, \
          --bearer-token or static headers they are enforced by alibridge only; --allow-tools/\
@@ -85,20 +85,20 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .count()
         })
         .unwrap_or(0);
-    crate::outln!(
+    crate::logging::outln!(
         "pinned tool definitions (--pin-tools): {pinned} endpoint/identity file(s) in {} \
          (`alibridge tools <URL>` shows one)",
         pins.dir().display()
     );
     let checks = access_key::pre_check_record::load_all(&home);
     if checks.is_empty() {
-        crate::outln!(
+        crate::logging::outln!(
             "pre-check: not run on this machine (`alibridge pre-check --site-type CN|INTL`)"
         );
     }
     for c in checks {
         let ago = now_secs().saturating_sub(c.at);
-        crate::outln!(
+        crate::logging::outln!(
             "pre-check: {} site, application {}: {} ({} ago)",
             c.site,
             c.client_id,
@@ -108,7 +108,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     // No live session here: the configured mode; the bridge logs the eras it finds.
     let protocol = env(crate::env::ALIBRIDGE_PROTOCOL);
-    crate::outln!(
+    crate::logging::outln!(
         "protocol era toward servers: {} ({}); a running bridge logs which era each side speaks",
         protocol.as_deref().unwrap_or("auto"),
         if protocol.is_some() {

@@ -42,7 +42,7 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
     if args.forget {
         for (path, f) in &files {
             store.forget(path)?;
-            crate::outln!("forgot the pins of {} for {}", f.endpoint, f.identity);
+            crate::logging::outln!("forgot the pins of {} for {}", f.endpoint, f.identity);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -53,16 +53,16 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             missing_anywhere.retain(|n| missing.contains(n));
             store.save(f).context("could not write the pins")?;
         }
-        crate::outln!("{} ({}):", f.endpoint, f.identity);
-        crate::outln!("  pinned ({}):", f.pinned.len());
+        crate::logging::outln!("{} ({}):", f.endpoint, f.identity);
+        crate::logging::outln!("  pinned ({}):", f.pinned.len());
         for (name, p) in &f.pinned {
-            crate::outln!("    {name}  {}  {}", &p.digest[..12], p.at);
+            crate::logging::outln!("    {name}  {}  {}", &p.digest[..12], p.at);
         }
         if f.pending.is_empty() {
-            crate::outln!("  pending: none");
+            crate::logging::outln!("  pending: none");
             continue;
         }
-        crate::outln!("  pending: held back until approved ({}):", f.pending.len());
+        crate::logging::outln!("  pending: held back until approved ({}):", f.pending.len());
         let asks: Vec<(String, Change)> = f
             .pending
             .iter()
@@ -75,9 +75,9 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             })
             .collect();
         for line in pins::describe(&asks).lines() {
-            crate::outln!("    {line}");
+            crate::logging::outln!("    {line}");
         }
-        crate::outln!(
+        crate::logging::outln!(
             "  approve with: alibridge tools {} --approve NAME… (or --all)",
             f.endpoint
         );

@@ -71,14 +71,14 @@ impl Report {
         };
         if self.json {
             let line = json!({"target": c.target, "check": c.name, "ok": c.ok, "detail": c.detail, "fix": c.fix});
-            crate::outln!("{line}");
+            crate::logging::outln!("{line}");
         } else {
             let mark = if c.ok { "✓" } else { "✗" };
             match &c.fix {
                 Some(fix) if !c.ok => {
-                    crate::outln!("{mark} {}: {}\n    fix: {fix}", c.name, c.detail)
+                    crate::logging::outln!("{mark} {}: {}\n    fix: {fix}", c.name, c.detail)
                 }
-                _ => crate::outln!("{mark} {}: {}", c.name, c.detail),
+                _ => crate::logging::outln!("{mark} {}: {}", c.name, c.detail),
             }
         }
         self.checks.push(c);
@@ -94,7 +94,7 @@ impl Report {
 
     fn section(&mut self, target: String) {
         if !self.json {
-            crate::outln!("── {target}");
+            crate::logging::outln!("── {target}");
         }
         self.target = target;
     }
