@@ -387,7 +387,7 @@ fn confirm_stream(
         if let Some((qid, q)) = c.quote.take() {
             let answer = tokio::time::timeout(
                 crate::policy::quote::QUOTE_TIMEOUT,
-                ask_quote(&http, &url, &headers, &qid, q),
+                super::quote::ask(&http, &url, &headers, &qid, q),
             )
             .await
             .ok()
@@ -471,42 +471,6 @@ fn confirm_stream(
 
 /// Reads the body, keeping at most `max` bytes; past that, reads on (dropping) up to
 /// [`DRAIN_AFTER_LIMIT`] more so the connection stays clean for the 413.
-/// Sends the bridge's own quote request (`--estimate-cost`) upstream with the client's headers
-/// and reads its answer, from a JSON body or an SSE stream (the message whose id is `qid`).
-async fn ask_quote(
-    http: &crate::upstream::http::HttpClient,
-    url: &reqwest::Url,
-    headers: &HeaderMap,
-    qid: &crate::jsonrpc::Id,
-    body: Bytes,
-) -> Option<Bytes> {
-    let client = http.client().clone();
-    let resp = http
-        .send(url, || {
-            client
-                .post(url.clone())
-                .headers(headers.clone())
-                .body(body.clone())
-        })
-        .await
-        .ok()?;
-    let sse = is_event_stream(&resp);
-    let bytes = crate::net::read_small(resp).await.ok()?;
-    if !sse {
-        return Some(bytes);
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    text.split("\n\n").find_map(|event| {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|l| l.strip_prefix(' ').unwrap_or(l))
-            .collect();
-        let m = crate::jsonrpc::Message::parse(Bytes::from(data.join("\n"))).ok()?;
-        (m.id.as_ref() == Some(qid)).then_some(m.bytes)
-    })
-}
-
 async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
     let mut buf = BytesMut::new();
     let mut over = 0usize;

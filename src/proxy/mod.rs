@@ -23,6 +23,7 @@ pub mod access;
 pub mod config;
 pub mod forward;
 pub mod guard;
+pub mod quote;
 pub mod rules;
 pub mod servers;
 pub mod session_id;

@@ -9,16 +9,18 @@ use crate::support::bridge::Bridge;
 use crate::support::mcp_server::TestServer;
 use crate::support::wait;
 
+/// `alibridge <server> --transport http-only --auth none <extra…>`.
+fn bridge(server: &TestServer, extra: &[&str]) -> Bridge {
+    let url = server.url();
+    let mut args = vec![url.as_str(), "--transport", "http-only", "--auth", "none"];
+    args.extend_from_slice(extra);
+    Bridge::spawn(args)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_get_stream_never_takes_the_first_requests_connection() {
     let server = TestServer::start().await;
-    let mut b = Bridge::spawn([
-        server.url().as_str(),
-        "--transport",
-        "http-only",
-        "--auth",
-        "none",
-    ]);
+    let mut b = bridge(&server, &[]);
     b.initialize().await;
     // The GET stream is opened after notifications/initialized; wait until it is on the wire
     // so the listing below races it as a real client's would.
@@ -64,15 +66,7 @@ async fn the_get_stream_never_takes_the_first_requests_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_pings_the_server_and_keeps_the_answers() {
     let server = TestServer::start().await;
-    let mut b = Bridge::spawn([
-        server.url().as_str(),
-        "--transport",
-        "http-only",
-        "--auth",
-        "none",
-        "--keep-alive",
-        "0.2",
-    ]);
+    let mut b = bridge(&server, &["--keep-alive", "0.2"]);
     b.initialize().await;
     let pings = || {
         server

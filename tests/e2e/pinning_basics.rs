@@ -66,10 +66,9 @@ async fn pins_are_trusted_once_then_held_until_approved() {
         "{}",
         pins_lines[0]
     );
-    let dir = home.alibridge_home().join("pins");
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    let files = home.pin_files();
     assert_eq!(files.len(), 1);
-    let path = files[0].path();
+    let path = files[0].clone();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

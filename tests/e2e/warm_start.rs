@@ -74,17 +74,7 @@ impl Rig {
     }
 
     fn cache_files(&self) -> Vec<PathBuf> {
-        let dir = self.home.alibridge_home().join("ak-tokens");
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut v: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        v.sort();
-        v
+        crate::support::home::json_files(&self.home.alibridge_home().join("ak-tokens"))
     }
 
     fn only_cache_file(&self) -> PathBuf {

@@ -78,7 +78,7 @@ impl TempHome {
 }
 
 /// The `*.json` files directly in `dir`, sorted (none when it does not exist).
-fn json_files(dir: &Path) -> Vec<PathBuf> {
+pub fn json_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
