@@ -509,6 +509,23 @@ impl Pins {
     }
 }
 
+/// The person's question about held-back tools (form-mode `elicitation/create` with id `id`):
+/// each tool and what changed; accepting with `confirm` ticked pins them. The bridge and the
+/// proxy ask the same question.
+pub fn question(
+    id: &crate::jsonrpc::Id,
+    endpoint: &str,
+    asks: &[(String, Change)],
+) -> bytes::Bytes {
+    let message = format!(
+        "alibridge: the tools of {endpoint} changed since they were pinned. These are held back \
+         until you approve them:\n{}\nTick \"confirm\" and accept to trust these definitions \
+         from now on; decline to keep them held back in this session.",
+        describe(asks)
+    );
+    super::confirm::yes_no(id, &message, "Trust these tool definitions?")
+}
+
 /// The error answering a listing that cannot be pinned (the listing is not relayed).
 pub fn listing_refusal(id: &crate::jsonrpc::Id, e: &PinError) -> bytes::Bytes {
     crate::jsonrpc::error_response(

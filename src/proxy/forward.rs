@@ -37,11 +37,13 @@ use tracing::{debug, warn};
 use super::access;
 use super::session_id::{session_id, session_id_refusal};
 use super::sse_rewrite::{SseRewriter, MAX_EVENT};
-use super::tool_policy::{self, Caller, Inbound, Key, ProxyPolicy, Tracked};
+use super::tool_policy::{Caller, Inbound, Key, ProxyPolicy, Tracked};
 use super::{json_response, Body, BoxError, Proxy};
 use crate::net::{display_url, read_body as read_answer};
 use crate::upstream::error::UpstreamError;
 use crate::upstream::http::{is_event_stream, HttpClient};
+
+mod asking;
 
 /// Body bytes read and dropped past `--max-body-size` before answering 413.
 const DRAIN_AFTER_LIMIT: usize = 1 << 20;
@@ -116,7 +118,7 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
     let method = parts.method.clone();
     let key: Key = (path.to_string(), session);
     let mut body = body;
-    let (mut watch, mut initialize, mut tracked) = (false, None, None);
+    let (mut watch, mut initialize, mut tracked, mut ask) = (false, None, None, None);
     if let Some(pp) = &proxy.policy {
         // Every method that carries a body: a server may act on a PUT or PATCH as on a POST.
         if !body.is_empty() {
@@ -136,7 +138,8 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
                     watch: w,
                     initialize: i,
                     tracked: t,
-                } => (body, watch, initialize, tracked) = (b, w, i, t),
+                    ask: a,
+                } => (body, watch, initialize, tracked, ask) = (b, w, i, t, a),
                 Inbound::Answer(answer) => return rpc_answer(answer),
                 Inbound::Consumed => return accepted(),
                 Inbound::Reject { status, body } => return rejected(status, body),
@@ -147,7 +150,7 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
                         url,
                         headers,
                     };
-                    return confirm_stream(pp.clone(), to, *c);
+                    return asking::confirm_stream(pp.clone(), to, *c);
                 }
             }
         }
@@ -189,6 +192,9 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
             }
             if method == Method::DELETE {
                 pp.end_session(&key);
+            }
+            if let Some(asker) = ask {
+                return asking::pin_listing(resp, pp.clone(), asker).await;
             }
             watched_response(resp, pp.clone(), key, watch, tracked).await
         }
@@ -261,10 +267,7 @@ async fn watched_response(
         Err(e) => {
             warn!(error = ?e, "could not read the upstream's answer for the tool policy");
             pp.call_failed(&key, tracked, "the answer could not be read".into());
-            return json_response(
-                StatusCode::BAD_GATEWAY,
-                json!({"error": "upstream_failed", "message": "alibridge proxy could not read the upstream's answer (too large or cut)"}),
-            );
+            return unreadable_answer();
         }
     };
     let bytes = pp.outbound(&key, &bytes, &mut tracked).unwrap_or(bytes);
@@ -273,6 +276,14 @@ async fn watched_response(
         .map_err(|never| match never {})
         .boxed_unsync();
     out
+}
+
+/// 502: the upstream's answer could not be read for the tool policy (too large or cut).
+fn unreadable_answer() -> Response<Body> {
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        json!({"error": "upstream_failed", "message": "alibridge proxy could not read the upstream's answer (too large or cut)"}),
+    )
 }
 
 /// Audit note for a call whose answer never came through its exchange.
@@ -358,115 +369,6 @@ struct Outgoing {
     method: Method,
     url: Url,
     headers: HeaderMap,
-}
-
-/// `--confirm-writes` through the proxy: answers the `tools/call` POST with an SSE stream that
-/// first carries the proxy's `elicitation/create`, then (once the client's reply, POSTed
-/// separately, says yes) the upstream's answer to the call, or the refusal.
-fn confirm_stream(
-    pp: std::sync::Arc<ProxyPolicy>,
-    to: Outgoing,
-    c: tool_policy::Confirmation,
-) -> Response<Body> {
-    let Outgoing {
-        http,
-        method,
-        url,
-        headers,
-    } = to;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
-    let event = |b: &Bytes| {
-        let mut e = b"data: ".to_vec();
-        e.extend_from_slice(&crate::jsonrpc::single_line(b.clone()));
-        e.extend_from_slice(b"\n\n");
-        Ok(Frame::data(Bytes::from(e)))
-    };
-    let (key, id) = (c.key.clone(), c.id.clone());
-    let mut c = c;
-    tokio::spawn(async move {
-        if let Some((qid, q)) = c.quote.take() {
-            let answer = tokio::time::timeout(
-                crate::policy::quote::QUOTE_TIMEOUT,
-                super::quote::ask(&http, &url, &headers, &qid, q),
-            )
-            .await
-            .ok()
-            .flatten();
-            c.priced(&crate::policy::quote::shown(answer.as_deref()));
-        }
-        if tx.send(event(&c.request)).await.is_err() {
-            return;
-        }
-        // The answer stream's receiver is dropped when the client disconnects: that ends the
-        // confirmation at once instead of holding it (and the body) until the timeout.
-        let (body, mut tracked) = match pp.await_confirmation(c, tx.closed()).await {
-            Ok(confirmed) => confirmed,
-            Err(Some(refusal)) => {
-                let _ = tx.send(event(&refusal)).await;
-                return;
-            }
-            Err(None) => return,
-        };
-        if tx.is_closed() {
-            return; // the client went away: nobody would see the answer
-        }
-        let client = http.client().clone();
-        let sent = http
-            .send(&url, || {
-                client
-                    .request(method.clone(), url.clone())
-                    .headers(headers.clone())
-                    .body(body.clone())
-            })
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                pp.call_failed(&key, tracked, e.to_string());
-                let _ = tx.send(event(&e.to_response(&id))).await;
-                return;
-            }
-        };
-        if is_event_stream(&resp) {
-            let mut frames = std::pin::pin!(rewritten(resp, pp, key, tracked));
-            while let Some(f) = frames.next().await {
-                if tx.send(f).await.is_err() {
-                    return;
-                }
-            }
-            return;
-        }
-        let answer = match read_answer(resp, MAX_EVENT).await {
-            Ok(b) => {
-                let answer = pp.outbound(&key, &b, &mut tracked).unwrap_or(b);
-                pp.call_failed(&key, tracked, UNANSWERED.into());
-                answer
-            }
-            Err(e) => {
-                let err = UpstreamError::Malformed {
-                    url: display_url(&url),
-                    detail: format!("the answer could not be read: {e:?}"),
-                };
-                pp.call_failed(&key, tracked, err.to_string());
-                err.to_response(&id)
-            }
-        };
-        let _ = tx.send(event(&answer)).await;
-    });
-    let frames =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
-    let mut r = Response::new(StreamBody::new(frames).boxed_unsync());
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(
-        HeaderName::from_static("x-accel-buffering"),
-        HeaderValue::from_static("no"),
-    );
-    r
 }
 
 /// Reads the body, keeping at most `max` bytes; past that, reads on (dropping) up to

@@ -36,6 +36,37 @@ impl Default for SseRewriter {
     }
 }
 
+/// One whole SSE event as read: its raw lines (with their line ends), its data, and the blank
+/// line that ended it.
+pub struct Event {
+    lines: Vec<Bytes>,
+    data: Option<Vec<u8>>,
+    blank: Bytes,
+}
+
+impl Event {
+    /// The event's data (its `data:` lines joined), if it has any.
+    pub fn data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
+    }
+
+    /// Writes the event: its exact bytes, or with its `data:` lines replaced by `new` (one
+    /// line) and every other line (`id:`, `event:`, comments) kept.
+    pub fn write(self, new: Option<Bytes>, out: &mut BytesMut) {
+        for l in self.lines {
+            if new.is_none() || !l.starts_with(b"data:") {
+                out.extend_from_slice(&l);
+            }
+        }
+        if let Some(new) = new {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&jsonrpc::single_line(new));
+            out.extend_from_slice(b"\n");
+        }
+        out.extend_from_slice(&self.blank);
+    }
+}
+
 impl SseRewriter {
     /// Feeds a chunk; returns what can be sent on now.
     pub fn push(
@@ -43,8 +74,19 @@ impl SseRewriter {
         chunk: &[u8],
         rewrite: &mut impl FnMut(&[u8]) -> Option<Bytes>,
     ) -> Result<Bytes, EventTooLarge> {
-        self.buf.extend_from_slice(chunk);
         let mut out = BytesMut::new();
+        for e in self.events(chunk)? {
+            let replaced = e.data().and_then(&mut *rewrite);
+            e.write(replaced, &mut out);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Feeds a chunk; returns the events it completed, for a caller that must act between
+    /// events (ask the person before one is sent on).
+    pub fn events(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
+        self.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
         while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
             let raw = self.buf.split_to(nl + 1).freeze();
             self.size += raw.len();
@@ -54,7 +96,14 @@ impl SseRewriter {
             let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
-                self.end_event(raw, &mut out, rewrite);
+                events.push(Event {
+                    lines: std::mem::take(&mut self.lines),
+                    data: self.has_data.then(|| std::mem::take(&mut self.data)),
+                    blank: raw,
+                });
+                self.data.clear();
+                self.has_data = false;
+                self.size = 0;
                 continue;
             }
             if let Some(v) = line.strip_prefix(b"data:") {
@@ -70,35 +119,7 @@ impl SseRewriter {
         if self.buf.len() + self.size > MAX_EVENT {
             return Err(EventTooLarge);
         }
-        Ok(out.freeze())
-    }
-
-    fn end_event(
-        &mut self,
-        blank: Bytes,
-        out: &mut BytesMut,
-        rewrite: &mut impl FnMut(&[u8]) -> Option<Bytes>,
-    ) {
-        let replaced = if self.has_data {
-            rewrite(&self.data)
-        } else {
-            None
-        };
-        for l in self.lines.drain(..) {
-            let is_data = l.starts_with(b"data:");
-            if replaced.is_none() || !is_data {
-                out.extend_from_slice(&l);
-            }
-        }
-        if let Some(new) = replaced {
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(&jsonrpc::single_line(new));
-            out.extend_from_slice(b"\n");
-        }
-        out.extend_from_slice(&blank);
-        self.data.clear();
-        self.has_data = false;
-        self.size = 0;
+        Ok(events)
     }
 
     /// What is left at the end of the stream (an unfinished event, as it was).

@@ -16,12 +16,17 @@
 //! - answers are read on their way back, in JSON bodies and in SSE streams (POST answers and
 //!   GET streams alike): a `tools/list` result is filtered, a `tools/call` result audited,
 //!   `notifications/tools/list_changed` makes the session forget its listing;
+//! - with `--pin-tools`, a `tools/list` whose answer holds back new or changed tools asks the
+//!   client's person about them when the client declared elicitation and accepts SSE answers
+//!   ([`pinning`]): the answer becomes an SSE stream carrying the question, then the listing
+//!   judged again after the answer (approved tools in it). The question is owned like a
+//!   confirmation, and a decline holds for the rest of the client session;
 //! - a batch (JSON array, 2025-03-26) holding `tools/list` or `tools/call` is refused: it
 //!   could not be filtered message by message.
 //!
 //! SSE events that need no change keep their exact bytes (`id:`, `retry:`, comments).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -45,8 +50,8 @@ use crate::policy::{
     self, messages, Decision, Origin, Pending, Policy, Record, Rule, Session, Verdict,
 };
 pub use confirmations::Confirmation;
-use confirmations::{is_confirm_id, mint_confirm_id, Ticket, Waiter, Waiting};
-pub use pinning::ProxyPins;
+use confirmations::{is_own_id, mint_confirm_id, Ticket, Waiter, Waiting};
+pub use pinning::{Asker, Listing, PinQuestion, ProxyPins};
 
 /// Client sessions remembered per proxy; past this the oldest are forgotten (their calls are
 /// then judged by name alone, which only ever refuses more).
@@ -57,6 +62,9 @@ pub const MAX_WAITING: usize = 1024;
 /// How the proxy's own request ids start; 128 random bits (hex) follow, drawn per
 /// confirmation, so seeing one id tells nothing about the next.
 const CONFIRM_PREFIX: &str = "alibridge-proxy-confirm-";
+/// How the ids of the proxy's questions about held-back tools start (as the bridge's do);
+/// 128 random bits follow, as for confirmations.
+const PIN_PREFIX: &str = "alibridge-pin-";
 
 /// A session: the request path and its `Mcp-Session-Id` (empty for stateless servers).
 pub type Key = (String, String);
@@ -73,6 +81,17 @@ pub struct Caller {
     pub token: Option<Presented>,
 }
 
+/// What the proxy remembers of one client session.
+#[derive(Default)]
+struct SessionState {
+    /// When it was first seen (the oldest is forgotten first).
+    seq: u64,
+    policy: Session,
+    /// Digests of held-back tool definitions the person declined in this session: not asked
+    /// about again while it lasts (`--pin-tools`).
+    declined_pins: HashSet<String>,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -82,7 +101,7 @@ pub struct ProxyPolicy {
     policy: Policy,
     audit: Option<AuditLog>,
     upstream: String,
-    sessions: Mutex<HashMap<Key, (u64, Session)>>,
+    sessions: Mutex<HashMap<Key, SessionState>>,
     next_seq: std::sync::atomic::AtomicU64,
     /// Confirmations asked and not answered yet: our request id → its owner and exchange.
     waiting: Waiting,
@@ -97,12 +116,14 @@ pub struct ProxyPolicy {
 pub enum Inbound {
     /// Forward `body`; `watch` when its answer must be read (`tools/list`, `tools/call`);
     /// `initialize`: the client's elicitation support, to remember once the session id is known;
-    /// `tracked`: the call to audit when its answer passes.
+    /// `tracked`: the call to audit when its answer passes; `ask`: a `tools/list` whose client
+    /// can be asked about the tools the pins hold back from its answer.
     Forward {
         body: Bytes,
         watch: bool,
         initialize: Option<bool>,
         tracked: Tracked,
+        ask: Option<Asker>,
     },
     /// Answer here with this JSON-RPC message.
     Answer(Bytes),
@@ -122,6 +143,7 @@ impl Inbound {
             watch: false,
             initialize: None,
             tracked: None,
+            ask: None,
         }
     }
 }
@@ -169,13 +191,18 @@ impl ProxyPolicy {
             .unwrap_or(policy::DEFAULT_CONFIRM_TIMEOUT)
     }
 
-    /// Runs `f` on the session `key` (created when new).
+    /// Runs `f` on the session `key`'s policy state (created when new).
     fn with_session<T>(&self, key: &Key, f: impl FnOnce(&mut Session) -> T) -> T {
+        self.with_state(key, |s| f(&mut s.policy))
+    }
+
+    /// Runs `f` on all the proxy remembers of session `key` (created when new).
+    fn with_state<T>(&self, key: &Key, f: impl FnOnce(&mut SessionState) -> T) -> T {
         let mut map = lock(&self.sessions);
         if !map.contains_key(key) && map.len() >= MAX_SESSIONS {
             let oldest = map
                 .iter()
-                .min_by_key(|(_, (seq, _))| *seq)
+                .min_by_key(|(_, s)| s.seq)
                 .map(|(k, _)| k.clone());
             if let Some(k) = oldest {
                 map.remove(&k);
@@ -184,10 +211,11 @@ impl ProxyPolicy {
         let seq = self
             .next_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let entry = map
-            .entry(key.clone())
-            .or_insert_with(|| (seq, Session::default()));
-        f(&mut entry.1)
+        let entry = map.entry(key.clone()).or_insert_with(|| SessionState {
+            seq,
+            ..SessionState::default()
+        });
+        f(entry)
     }
 
     /// The client ended the session (`DELETE`).
@@ -219,7 +247,7 @@ impl ProxyPolicy {
             Err(e) => return self.unreadable(key, &e),
         };
         match msg.kind {
-            Kind::Response => match msg.id.as_ref().filter(|id| is_confirm_id(id)) {
+            Kind::Response => match msg.id.as_ref().filter(|id| is_own_id(id)) {
                 Some(id) => self.answer(caller, id, msg.bytes.clone()),
                 None => Inbound::plain(body),
             },
@@ -228,9 +256,11 @@ impl ProxyPolicy {
                 body,
                 watch: false,
                 tracked: None,
+                ask: None,
             },
             // Its answer is recognised by shape (`result.tools`), wherever it arrives.
             Kind::Request if msg.method_is("tools/list") => Inbound::Forward {
+                ask: self.asker(caller, msg.id.as_ref(), accepts_sse),
                 body,
                 watch: true,
                 initialize: None,
@@ -411,6 +441,7 @@ impl ProxyPolicy {
                 body,
                 watch: true,
                 initialize: None,
+                ask: None,
                 tracked: self.track(
                     id,
                     &call.name,

@@ -310,3 +310,33 @@ pub async fn connect(url: &str, client: Client) -> RunningService<RoleClient, Cl
         .await
         .expect("initialize through the proxy")
 }
+
+/// `initialize` from a client that can be asked (form-mode elicitation), as a raw client sends
+/// it.
+pub const INIT_ELICITING: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{"elicitation":{}},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+/// The next JSON-RPC message on an SSE answer `resp` (events without JSON data are skipped;
+/// `buf` keeps what was read past it). Panics when the stream ends or stalls for [`STEP`].
+pub async fn next_sse_message(resp: &mut reqwest::Response, buf: &mut Vec<u8>) -> Value {
+    loop {
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buf.drain(..end + 2).collect();
+            let data: Vec<&str> = std::str::from_utf8(&event)
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(str::trim_start)
+                .collect();
+            if let Ok(v) = serde_json::from_str::<Value>(&data.join("\n")) {
+                return v;
+            }
+        }
+        let chunk = tokio::time::timeout(STEP, resp.chunk())
+            .await
+            .expect("the proxy sent the next event in time")
+            .expect("the stream is readable")
+            .expect("the stream did not end");
+        // Line ends may be CRLF: events are split on blank lines either way.
+        buf.extend(chunk.iter().filter(|b| **b != b'\r'));
+    }
+}

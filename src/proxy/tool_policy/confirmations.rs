@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use super::{lock, Caller, Inbound, Key, ProxyPolicy, Tracked, CONFIRM_PREFIX, MAX_WAITING};
+use super::{
+    lock, Caller, Inbound, Key, ProxyPolicy, Tracked, CONFIRM_PREFIX, MAX_WAITING, PIN_PREFIX,
+};
 use crate::jsonrpc::{self, Id};
 use crate::policy::confirm::{self, Answer};
 use crate::policy::{self, Decision, Record, Rule};
@@ -89,22 +91,37 @@ enum Ended {
     ClientGone,
 }
 
-/// A fresh id for the proxy's own request: [`CONFIRM_PREFIX`] and 128 random bits.
-pub(super) fn mint_confirm_id() -> Id {
+/// A fresh id for one of the proxy's own requests: `prefix` and 128 random bits.
+pub(super) fn mint_id(prefix: &str) -> Id {
     let hex = crate::random::hex::<16>();
-    Id::from_json(&format!("\"{CONFIRM_PREFIX}{hex}\""))
+    Id::from_json(&format!("\"{prefix}{hex}\""))
 }
 
-/// Whether `id` has the shape of the proxy's own request ids (an answer to one is never
-/// forwarded, open or not).
-pub(super) fn is_confirm_id(id: &Id) -> bool {
+/// A fresh id for a confirmation ([`CONFIRM_PREFIX`]).
+pub(super) fn mint_confirm_id() -> Id {
+    mint_id(CONFIRM_PREFIX)
+}
+
+fn has_prefix(id: &Id, prefix: &str) -> bool {
     id.as_json()
         .strip_prefix('"')
-        .is_some_and(|s| s.starts_with(CONFIRM_PREFIX))
+        .is_some_and(|s| s.starts_with(prefix))
+}
+
+/// Whether `id` has the shape of a confirmation's id.
+#[cfg(test)]
+fn is_confirm_id(id: &Id) -> bool {
+    has_prefix(id, CONFIRM_PREFIX)
+}
+
+/// Whether `id` has the shape of the proxy's own request ids (confirmations and questions
+/// about held-back tools): an answer to one is never forwarded, open or not.
+pub(super) fn is_own_id(id: &Id) -> bool {
+    has_prefix(id, CONFIRM_PREFIX) || has_prefix(id, PIN_PREFIX)
 }
 
 /// `5 s`, `1.5 s`.
-fn seconds(d: Duration) -> String {
+pub(super) fn seconds(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{} s", d.as_secs())
     } else {
@@ -163,9 +180,9 @@ impl ProxyPolicy {
             body: jsonrpc::error_response(
                 None,
                 jsonrpc::code::INVALID_REQUEST,
-                "alibridge proxy refused this answer: the confirmation it answers was asked by \
-                 another client session (Mcp-Session-Id and proxy token); only that session can \
-                 answer it",
+                "alibridge proxy refused this answer: the confirmation (or question about \
+                 held-back tools) it answers was asked by another client session (Mcp-Session-Id \
+                 and proxy token); only that session can answer it",
                 Some(json!({"alibridge": {"kind": "policy", "rule": "confirmation-owner"}})),
             ),
         }

@@ -1,21 +1,33 @@
 //! `--pin-tools` in `alibridge proxy`: the pins of each upstream server (the upstream URL a
 //! request is forwarded to) and identity. `tools/list` answers, in JSON bodies and SSE streams
 //! alike, are judged against them; new and changed tools are held back and a call of one is
-//! refused. Approval is by `alibridge tools <upstream URL> --approve` (the proxy has no
-//! channel of its own to the person).
+//! refused.
+//!
+//! Approval: when the listing's client declared elicitation and accepts SSE answers ([`Asker`]),
+//! an answer that holds back tools becomes a question first ([`PinQuestion`]: form-mode
+//! `elicitation/create`, an `alibridge-pin-` id of 128 random bits, owned by the asking session
+//! and proxy token like a confirmation, within `--confirm-timeout`, ended by a departing
+//! client). Accepted, the tools shown are pinned and the listing, judged again, carries them;
+//! declined, it goes without them and this client session is not asked about those
+//! definitions again. Any client can also be served by `alibridge tools <upstream URL>
+//! --approve`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use reqwest::Url;
-use tracing::warn;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
 
-use super::{Key, ProxyPolicy};
-use crate::jsonrpc::Id;
+use super::confirmations::{mint_id, seconds};
+use super::{lock, Caller, Key, ProxyPolicy, Ticket, Waiter, MAX_WAITING, PIN_PREFIX};
+use crate::jsonrpc::{Id, Kind, Message};
 use crate::net::display_url;
-use crate::policy;
-use crate::policy::pins::{self, PinError, PinStore, Pins};
+use crate::policy::confirm::{self, Answer};
+use crate::policy::pins::{self, Change, PinError, PinStore, Pins};
+use crate::policy::{self, messages, Record};
 
 /// The pins of every server behind the proxy, opened on first use.
 pub struct ProxyPins {
@@ -58,6 +70,50 @@ impl ProxyPins {
     }
 }
 
+/// A `tools/list` exchange whose client can be asked about held-back tools (it declared
+/// elicitation and accepts SSE answers): who asked, and the listing request's id.
+#[derive(Debug, Clone)]
+pub struct Asker {
+    caller: Caller,
+    id: Id,
+}
+
+impl Asker {
+    pub fn key(&self) -> &Key {
+        &self.caller.key
+    }
+}
+
+/// What becomes of a message on a listing exchange that can ask.
+pub enum Listing {
+    /// Send it on: changed (`Some`) or as it came.
+    Ready(Option<Bytes>),
+    /// Ask the person first ([`ProxyPolicy::await_pins`] then gives the listing to send).
+    Ask(Box<PinQuestion>),
+}
+
+/// A question about held-back tools waiting for the person's answer. Dropping it closes it.
+pub struct PinQuestion {
+    key: Key,
+    /// The listing request's id.
+    id: Id,
+    /// The `elicitation/create` to send first.
+    pub request: Bytes,
+    answer: oneshot::Receiver<Bytes>,
+    ticket: Ticket,
+    /// The tools asked about, and the digests of the definitions shown.
+    names: Vec<String>,
+    digests: Vec<String>,
+    /// The server's listing as it came, judged again once answered.
+    listing: Bytes,
+}
+
+/// The tools of a listing page held back and not yet declined in its session: what to ask.
+struct Asks {
+    tools: Vec<(String, Change)>,
+    digests: Vec<String>,
+}
+
 impl ProxyPolicy {
     /// A `tools/list` answer for `key`, through the policy and the pins: the changed answer,
     /// or the error that replaces it.
@@ -68,6 +124,64 @@ impl ProxyPolicy {
         id: &Id,
         bytes: &[u8],
     ) -> Option<Bytes> {
+        match self.judge_listing(pp, key, id, bytes, false) {
+            Ok((out, _)) => out,
+            Err(refusal) => Some(refusal),
+        }
+    }
+
+    /// The listing exchange `asker` may ask about held-back tools, when its client is known to
+    /// take the question (pins set, elicitation declared, SSE accepted).
+    pub(super) fn asker(
+        &self,
+        caller: &Caller,
+        id: Option<&Id>,
+        accepts_sse: bool,
+    ) -> Option<Asker> {
+        let id = id?;
+        if self.pins.is_none() || !accepts_sse {
+            return None;
+        }
+        self.with_session(&caller.key, |s| s.client_elicits)
+            .then(|| Asker {
+                caller: caller.clone(),
+                id: id.clone(),
+            })
+    }
+
+    /// One message from the server on `asker`'s exchange: the answer to its listing may become
+    /// a question first; anything else goes through [`Self::outbound`].
+    pub fn outbound_asking(&self, asker: &Asker, bytes: &[u8]) -> Listing {
+        let key = asker.key();
+        let ours = Message::parse(Bytes::copy_from_slice(bytes))
+            .ok()
+            .filter(|m| m.kind == Kind::Response && m.id.as_ref() == Some(&asker.id));
+        let (Some(pp), Some(_)) = (&self.pins, ours) else {
+            return Listing::Ready(self.outbound(key, bytes, &mut None));
+        };
+        if !super::has_tools_array(bytes) {
+            return Listing::Ready(None);
+        }
+        match self.judge_listing(pp, key, &asker.id, bytes, true) {
+            Ok((out, Some(asks))) => match self.pin_question(pp, asker, asks, bytes) {
+                Some(q) => Listing::Ask(Box::new(q)),
+                None => Listing::Ready(out),
+            },
+            Ok((out, None)) => Listing::Ready(out),
+            Err(refusal) => Listing::Ready(Some(refusal)),
+        }
+    }
+
+    /// Judges a listing page against the pins (recording what it holds back); with `asking`,
+    /// also what of it to ask about. `Err` is the error that answers the listing instead.
+    fn judge_listing(
+        &self,
+        pp: &ProxyPins,
+        key: &Key,
+        id: &Id,
+        bytes: &[u8],
+        asking: bool,
+    ) -> Result<(Option<Bytes>, Option<Asks>), Bytes> {
         let identity = (self.identity)();
         let judged = pp.with(&key.0, identity, |pins| {
             let was_first = pins.is_first_use();
@@ -81,15 +195,190 @@ impl ProxyPolicy {
             for line in pins.notices(was_first, &pins.to_ask()) {
                 crate::logging::notice(format_args!("{line}"));
             }
+            let asks = asking.then(|| self.asks(key, pins, bytes)).flatten();
+            Ok::<_, PinError>((out, asks))
+        });
+        judged.and_then(|r| r).map_err(|e| {
+            warn!(server = %key.0, error = %e, "held back a tool listing");
+            crate::logging::notice(format_args!("pins: {e}"));
+            pins::listing_refusal(id, &e)
+        })
+    }
+
+    /// The tools of this page the pins hold back whose definitions session `key` has not
+    /// declined (`None`: nothing to ask). Only this page's: accepting puts them into this
+    /// very answer.
+    fn asks(&self, key: &Key, pins: &Pins, bytes: &[u8]) -> Option<Asks> {
+        let page: HashMap<String, String> = messages::tool_definitions(bytes)
+            .iter()
+            .filter_map(|t| {
+                let name = t.get("name")?.as_str()?.to_string();
+                Some((name, pins::digest(&pins::canonical(t))))
+            })
+            .collect();
+        let (tools, digests): (Vec<_>, Vec<_>) = self.with_state(key, |s| {
+            pins.to_ask()
+                .into_iter()
+                .filter_map(|(name, change)| {
+                    let d = page.get(&name)?;
+                    (!s.declined_pins.contains(d)).then(|| ((name, change), d.clone()))
+                })
+                .unzip()
+        });
+        (!tools.is_empty()).then_some(Asks { tools, digests })
+    }
+
+    /// Opens the question about `asks` for `asker`; `None` when [`MAX_WAITING`] questions and
+    /// confirmations are open (the listing then goes without the tools, as for a client that
+    /// cannot be asked).
+    fn pin_question(
+        &self,
+        pp: &ProxyPins,
+        asker: &Asker,
+        asks: Asks,
+        listing: &[u8],
+    ) -> Option<PinQuestion> {
+        let our_id = mint_id(PIN_PREFIX);
+        let names: Vec<String> = asks.tools.iter().map(|(n, _)| n.clone()).collect();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = lock(&self.waiting);
+            if waiting.len() >= MAX_WAITING {
+                warn!(server = %asker.key().0, limit = MAX_WAITING, "not asking about held-back tools: too many questions open");
+                return None;
+            }
+            let w = Waiter {
+                owner: asker.caller.clone(),
+                tool: names.join(", "),
+                tx,
+            };
+            waiting.insert(our_id.clone(), w);
+        }
+        let ticket = Ticket {
+            waiting: self.waiting.clone(),
+            id: our_id.clone(),
+        };
+        Some(PinQuestion {
+            key: asker.key().clone(),
+            id: asker.id.clone(),
+            request: pins::question(&our_id, &pp.endpoint(&asker.key().0), &asks.tools),
+            answer: rx,
+            ticket,
+            names,
+            digests: asks.digests,
+            listing: Bytes::copy_from_slice(listing),
+        })
+    }
+
+    /// The person's answer to `q`, and the listing to send then: judged again, with the tools
+    /// pinned when accepted; without them when not (declined, cancelled, no answer within
+    /// `--confirm-timeout`), and then this session is not asked about them again. `None` when
+    /// `client_gone` completed first (nobody to send it to).
+    pub async fn await_pins(
+        &self,
+        q: PinQuestion,
+        client_gone: impl Future<Output = ()>,
+    ) -> Option<Bytes> {
+        let PinQuestion {
+            key,
+            id,
+            answer,
+            ticket,
+            names,
+            digests,
+            listing,
+            ..
+        } = q;
+        let limit = self.confirm_timeout();
+        let answer = tokio::select! {
+            a = answer => match a {
+                Ok(bytes) => confirm::answer(&bytes),
+                Err(_) => Answer::Failed("no answer came".into()),
+            },
+            _ = tokio::time::sleep(limit) => Answer::Failed(format!(
+                "nobody answered within {} (--confirm-timeout)",
+                seconds(limit)
+            )),
+            _ = client_gone => {
+                drop(ticket);
+                info!(server = %key.0, tools = ?names, "question about held-back tools cancelled: the client disconnected");
+                self.audit_pins(&key, &names, "cancelled", Some("the client disconnected before the person answered"));
+                return None;
+            }
+        };
+        drop(ticket);
+        let approved = answer == Answer::Confirmed;
+        if !approved {
+            self.with_state(&key, |s| s.declined_pins.extend(digests));
+        }
+        let out = self.judge_again(&key, &id, &listing, approved.then_some(&names[..]));
+        let decision = if approved {
+            "approved"
+        } else {
+            answer.as_str()
+        };
+        let why = match &answer {
+            Answer::Failed(why) => Some(why.as_str()),
+            _ => None,
+        };
+        self.audit_pins(&key, &names, decision, why);
+        let held = if approved {
+            "pinned; the listing carries them"
+        } else {
+            "still held back for this client session"
+        };
+        crate::logging::notice(format_args!(
+            "pins: {} in the client ({decision}): {held}",
+            names.join(", ")
+        ));
+        Some(out)
+    }
+
+    /// `listing` judged again; with `approve`, those tools are pinned first, as the listing
+    /// showed them (judged once before, so a definition changed since the question is not
+    /// what gets pinned).
+    fn judge_again(
+        &self,
+        key: &Key,
+        id: &Id,
+        listing: &Bytes,
+        approve: Option<&[String]>,
+    ) -> Bytes {
+        let Some(pp) = &self.pins else {
+            return listing.clone();
+        };
+        let judged = pp.with(&key.0, (self.identity)(), |pins| {
+            let filter = |pins: &mut Pins| {
+                self.with_session(key, |s| {
+                    policy::filter_list(&self.policy, s, Some(pins), listing)
+                })
+            };
+            if let Some(names) = approve {
+                filter(pins)?;
+                pins.approve(names);
+            }
+            let out = filter(pins)?;
+            if let Err(e) = pins.commit() {
+                warn!(error = %e, "could not record the pins");
+                crate::logging::notice(format_args!("warning: pins: {e}"));
+            }
             Ok::<_, PinError>(out)
         });
         match judged.and_then(|r| r) {
-            Ok(out) => out,
+            Ok(out) => out.unwrap_or_else(|| listing.clone()),
             Err(e) => {
                 warn!(server = %key.0, error = %e, "held back a tool listing");
-                crate::logging::notice(format_args!("pins: {e}"));
-                Some(pins::listing_refusal(id, &e))
+                pins::listing_refusal(id, &e)
             }
+        }
+    }
+
+    /// One audit record per tool asked about (`decision`: `approved`, `declined`, …).
+    fn audit_pins(&self, key: &Key, names: &[String], decision: &str, why: Option<&str>) {
+        for n in names {
+            let mut r = Record::pinning(self.origin(Some(&key.0)), n, decision);
+            r.error = why.map(str::to_string);
+            self.audit(r);
         }
     }
 

@@ -133,20 +133,7 @@ impl ToolPolicy {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap().insert(id.clone(), tx);
         self.asked.notify_one();
-        let message = format!(
-            "alibridge: the tools of {} changed since they were pinned. These are held back \
-             until you approve them:\n{}\nTick \"confirm\" and accept to trust these \
-             definitions from now on; decline to keep them held back in this session.",
-            ps.endpoint,
-            pins::describe(&asks)
-        );
-        outbox
-            .write(confirm::yes_no(
-                &id,
-                &message,
-                "Trust these tool definitions?",
-            ))
-            .await;
+        outbox.write(pins::question(&id, &ps.endpoint, &asks)).await;
         let limit = self
             .policy
             .confirm_timeout
