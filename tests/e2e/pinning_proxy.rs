@@ -9,6 +9,8 @@
 //!   not asked again; another session is;
 //! - the question belongs to the session (and proxy token) that listed: anyone else's answer
 //!   is refused with 403 (raw HTTP);
+//! - a server that answers with JSON bodies gets the same: the proxy answers the listing with
+//!   an SSE stream of its own;
 //! - a client without elicitation is not asked: the listing comes without them, as before.
 
 use rmcp::model::{CallToolRequestParams, ElicitResult};
@@ -36,9 +38,12 @@ struct Rig {
 
 impl Rig {
     async fn start(tag: &str) -> Rig {
+        Rig::on(tag, PinServer::start(first_tools()).await).await
+    }
+
+    async fn on(tag: &str, server: PinServer) -> Rig {
         let home = TempHome::new(tag);
         let audit = home.file("audit.jsonl");
-        let server = PinServer::start(first_tools()).await;
         let upstream = format!("http://{}", server.addr());
         let proxy = Proxy::start_in(
             home.path(),
@@ -344,4 +349,23 @@ async fn a_client_without_elicitation_is_not_asked() {
     assert!(line.contains("alibridge tools"), "{line}");
     assert_eq!(rig.waiting().await, 0);
     assert!(rig.pin_decisions().is_empty());
+}
+
+/// A server that answers with JSON bodies (stateless): the proxy turns the listing's answer
+/// into an SSE stream of its own to ask, and the accepted tools are in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_answer_becomes_a_stream_that_asks() {
+    let rig = Rig::on("pin-proxy-json", PinServer::start_json(first_tools()).await).await;
+    let client = asking_client(Some(serde_json::from_value(accept()).unwrap()));
+    let c = connect(&rig.url(), client.clone()).await;
+    assert_eq!(
+        sorted(names(&c).await),
+        ["delete_all", "echo", "exfiltrate"]
+    );
+    assert_eq!(questions(&client).len(), 1);
+    let ran = call(&c, "exfiltrate").await;
+    assert_eq!(ran["isError"], false, "{ran}");
+    assert_eq!(rig.server.called_names(), ["exfiltrate"]);
+    assert!(rig.pin_file()["pending"].as_object().unwrap().is_empty());
+    c.cancel().await.ok();
 }

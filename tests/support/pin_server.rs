@@ -6,6 +6,7 @@
 //!   change a description, a schema, an annotation, a title) and sends
 //!   `notifications/tools/list_changed` to every session still open;
 //! - [`PinServer::set_page_size`] splits the listing into pages (`nextCursor` is the offset);
+//! - [`PinServer::start_json`]: the same server, stateless, answering with JSON bodies;
 //! - [`PinServer::calls`] records every tool call it executed (a call the bridge refused never
 //!   shows up there); every tool answers `ran <name> <arguments as JSON>`.
 //!
@@ -50,14 +51,29 @@ pub struct PinServer {
 impl PinServer {
     /// Starts a server listing `tools`.
     pub async fn start(tools: Vec<Value>) -> PinServer {
+        PinServer::start_with(tools, false).await
+    }
+
+    /// Starts a stateless server listing `tools` that answers requests with JSON bodies
+    /// (`application/json`) instead of SSE streams.
+    pub async fn start_json(tools: Vec<Value>) -> PinServer {
+        PinServer::start_with(tools, true).await
+    }
+
+    async fn start_with(tools: Vec<Value>, json: bool) -> PinServer {
         let listener = listen(LOOPBACK).await;
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
         *shared.tools.lock().unwrap() = to_tools(tools);
         let kill = CancellationToken::new();
         let s = shared.clone();
-        let config =
+        let mut config =
             StreamableHttpServerConfig::default().with_cancellation_token(kill.child_token());
+        if json {
+            config = config
+                .with_legacy_session_mode(false)
+                .with_json_response(true);
+        }
         let service = StreamableHttpService::new(
             move || Ok(PinTools { shared: s.clone() }),
             Arc::new(LocalSessionManager::default()),
