@@ -389,3 +389,123 @@ impl ProxyPolicy {
             .and_then(|r| r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::super::tests::{caller, status};
+    use super::super::Inbound;
+    use super::*;
+    use crate::policy::Policy;
+
+    fn listing(id: u64, description: &str) -> Bytes {
+        let tools = json!([{"name": "echo", "description": description, "inputSchema": {"type": "object"}}]);
+        Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}).to_string())
+    }
+
+    fn listed(bytes: &[u8]) -> Vec<String> {
+        let v: Value = serde_json::from_slice(bytes).unwrap();
+        v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["description"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// A definition that changes again while the person looks at the question: what gets
+    /// pinned on "accept" is the definition the question showed, never the newer one.
+    #[tokio::test]
+    async fn accepting_pins_what_the_question_showed() {
+        let home = std::env::temp_dir().join(format!(
+            "alibridge-proxy-pins-{}",
+            crate::random::hex::<8>()
+        ));
+        let store = PinStore::new(&home);
+        let base = Url::parse("http://up.example/").unwrap();
+        let pp = ProxyPolicy::new(Policy::default(), None, "up".into(), Box::new(|| None))
+            .with_pins(Some(ProxyPins::new(store.clone(), base)));
+        let (a, b) = (caller("A"), caller("B"));
+        pp.initialized(&a.key, true);
+        let list = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let Inbound::Forward {
+            ask: Some(asker), ..
+        } = pp.inbound(&a, list.clone(), true)
+        else {
+            panic!("a listing that can ask");
+        };
+        assert!(matches!(
+            pp.outbound_asking(&asker, &listing(1, "v1")),
+            Listing::Ready(None)
+        ));
+        let Listing::Ask(q) = pp.outbound_asking(&asker, &listing(1, "v2")) else {
+            panic!("asked about the changed definition");
+        };
+        let request: Value = serde_json::from_slice(&q.request).unwrap();
+        assert!(request["id"].as_str().unwrap().starts_with(PIN_PREFIX));
+        assert!(request["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("+ v2"));
+        assert_eq!(pp.waiting(), 1);
+        // Another session lists meanwhile: the server changed it again.
+        let v3 = pp.outbound(&b.key, &listing(2, "v3"), &mut None).unwrap();
+        assert!(listed(&v3).is_empty(), "held back");
+        let yes = json!({"jsonrpc": "2.0", "id": request["id"],
+                         "result": {"action": "accept", "content": {"confirm": true}}});
+        let r = pp.inbound(&a, Bytes::from(yes.to_string()), true);
+        assert_eq!(status(&r), Some(hyper::StatusCode::ACCEPTED));
+        let out = pp.await_pins(*q, std::future::pending()).await.unwrap();
+        assert_eq!(listed(&out), ["v2"]);
+        assert_eq!(pp.waiting(), 0);
+        let file = store
+            .load("http://up.example/s/mcp", "anonymous")
+            .unwrap()
+            .unwrap();
+        assert_eq!(file.pinned["echo"].definition["description"], "v2");
+        let v3 = pp.outbound(&b.key, &listing(2, "v3"), &mut None).unwrap();
+        assert!(listed(&v3).is_empty(), "v3 is still held back");
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+
+    /// A decline holds for its session: that session's next listing does not ask, another
+    /// session's does.
+    #[tokio::test]
+    async fn a_decline_holds_for_its_session() {
+        let home = std::env::temp_dir().join(format!(
+            "alibridge-proxy-pins-{}",
+            crate::random::hex::<8>()
+        ));
+        let base = Url::parse("http://up.example/").unwrap();
+        let pp = ProxyPolicy::new(Policy::default(), None, "up".into(), Box::new(|| None))
+            .with_pins(Some(ProxyPins::new(PinStore::new(&home), base)));
+        let list = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        let asker = |who: &Caller| {
+            pp.initialized(&who.key, true);
+            match pp.inbound(who, list.clone(), true) {
+                Inbound::Forward { ask: Some(a), .. } => a,
+                _ => panic!("a listing that can ask"),
+            }
+        };
+        let (a, b) = (asker(&caller("A")), asker(&caller("B")));
+        pp.outbound_asking(&a, &listing(1, "v1"));
+        let Listing::Ask(q) = pp.outbound_asking(&a, &listing(1, "v2")) else {
+            panic!("asked");
+        };
+        let request: Value = serde_json::from_slice(&q.request).unwrap();
+        let no = json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "decline"}});
+        pp.inbound(&caller("A"), Bytes::from(no.to_string()), true);
+        let out = pp.await_pins(*q, std::future::pending()).await.unwrap();
+        assert!(listed(&out).is_empty(), "declined: held back");
+        assert!(matches!(
+            pp.outbound_asking(&a, &listing(1, "v2")),
+            Listing::Ready(Some(_))
+        ));
+        assert!(matches!(
+            pp.outbound_asking(&b, &listing(1, "v2")),
+            Listing::Ask(_)
+        ));
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+}
