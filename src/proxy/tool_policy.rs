@@ -56,8 +56,10 @@ pub use pinning::{Asker, Listing, PinQuestion, ProxyPins};
 /// Client sessions remembered per proxy; past this the oldest are forgotten (their calls are
 /// then judged by name alone, which only ever refuses more).
 const MAX_SESSIONS: usize = 4096;
-/// Confirmations open at once per proxy. Each holds a request body, so past this a write that
-/// needs one is refused rather than letting clients grow the proxy's memory without bound.
+/// Confirmations (and questions about held-back tools) open at once per proxy. Each holds a
+/// request body or a listing, so past this a write that needs one is refused (a listing goes
+/// without the held-back tools, unasked) rather than letting clients grow the proxy's memory
+/// without bound.
 pub const MAX_WAITING: usize = 1024;
 /// How the proxy's own request ids start; 128 random bits (hex) follow, drawn per
 /// confirmation, so seeing one id tells nothing about the next.

@@ -369,3 +369,32 @@ async fn a_json_answer_becomes_a_stream_that_asks() {
     assert!(rig.pin_file()["pending"].as_object().unwrap().is_empty());
     c.cancel().await.ok();
 }
+
+/// A client that goes away while its question is open closes it at once (`/health` counts it
+/// no more, the audit log says cancelled), and nothing is pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departing_client_closes_its_question() {
+    let rig = Rig::start("pin-proxy-gone").await;
+    let url = rig.url();
+    let sid = handshake_with(&url, INIT_ELICITING).await;
+    let mut stream = post(
+        &url,
+        Some(&sid),
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+    )
+    .await;
+    let q = next_sse_message(&mut stream, &mut Vec::new()).await;
+    assert!(is_pin_question(&q), "{q}");
+    assert_eq!(rig.waiting().await, 1);
+    drop(stream);
+    until("the question is closed", || {
+        rig.pin_decisions()
+            == [
+                ("echo".to_string(), "cancelled".to_string()),
+                ("exfiltrate".to_string(), "cancelled".to_string()),
+            ]
+    })
+    .await;
+    assert_eq!(rig.waiting().await, 0);
+    assert!(rig.pin_file()["pinned"].get("exfiltrate").is_none());
+}

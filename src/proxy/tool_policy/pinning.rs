@@ -322,15 +322,18 @@ impl ProxyPolicy {
             _ => None,
         };
         self.audit_pins(&key, &names, decision, why);
-        let held = if approved {
-            "pinned; the listing carries them"
-        } else {
-            "still held back for this client session"
-        };
-        crate::logging::notice(format_args!(
-            "pins: {} in the client ({decision}): {held}",
-            names.join(", ")
-        ));
+        let names = names.join(", ");
+        match (approved, &self.pins) {
+            (true, _) => crate::logging::notice(format_args!(
+                "pins: approved in the client: {names} (pinned now)"
+            )),
+            (false, Some(pp)) => crate::logging::notice(format_args!(
+                "pins: not approved in the client ({decision}): {names} stay held back for that \
+                 client session; `alibridge tools {} --approve NAME` pins them",
+                pp.endpoint(&key.0)
+            )),
+            (false, None) => {}
+        }
         Some(out)
     }
 
