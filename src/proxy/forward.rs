@@ -20,6 +20,9 @@
 //! - Redirects are followed only within the upstream's origin; a cross-origin redirect is
 //!   never followed with the proxy's credential (nor handed to the client to follow): it is a
 //!   502 `upstream_redirect` naming both origins.
+//! - When the tool policy asks the client's person first (a write under `--confirm-writes`, a
+//!   listing the pins hold tools back from), the answer is an SSE stream of the proxy's own
+//!   ([`asking`]).
 //! - Failures the proxy itself answers carry a JSON body saying what failed and why: 502 when
 //!   the upstream cannot be reached, redirects elsewhere, or the credential cannot be obtained,
 //!   413 for a body over the limit.
