@@ -64,9 +64,10 @@ pub const MAX_WAITING: usize = 1024;
 /// How the proxy's own request ids start; 128 random bits (hex) follow, drawn per
 /// confirmation, so seeing one id tells nothing about the next.
 const CONFIRM_PREFIX: &str = "alibridge-proxy-confirm-";
-/// How the ids of the proxy's questions about held-back tools start (as the bridge's do);
-/// 128 random bits follow, as for confirmations.
-const PIN_PREFIX: &str = "alibridge-pin-";
+/// How the ids of the proxy's questions about held-back tools start; 128 random bits follow,
+/// as for confirmations. Not the bridge's `alibridge-pin-`: a bridge between the client and
+/// the proxy takes answers to its own ids for itself, so the proxy's must differ.
+const PIN_PREFIX: &str = "alibridge-proxy-pin-";
 
 /// A session: the request path and its `Mcp-Session-Id` (empty for stateless servers).
 pub type Key = (String, String);
@@ -105,7 +106,8 @@ pub struct ProxyPolicy {
     upstream: String,
     sessions: Mutex<HashMap<Key, SessionState>>,
     next_seq: std::sync::atomic::AtomicU64,
-    /// Confirmations asked and not answered yet: our request id → its owner and exchange.
+    /// Confirmations and pin questions asked and not answered yet: our request id → its owner
+    /// and exchange.
     waiting: Waiting,
     identity: Box<dyn Fn() -> Option<String> + Send + Sync>,
     /// `--pin-tools`.

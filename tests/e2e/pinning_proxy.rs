@@ -21,7 +21,7 @@ use crate::support::home::TempHome;
 use crate::support::pin_server::{
     delete_all, echo, echo_injected, exfiltrate, first_tools, PinServer, INJECTED_DESCRIPTION,
 };
-use crate::support::pins::{accept, is_pin_question, pin_refusal, sorted, FIRST_USE, WITHHELD};
+use crate::support::pins::{accept, pin_refusal, sorted, FIRST_USE, WITHHELD};
 use crate::support::proxy::{
     connect, handshake_with, next_sse_message, post, Client, Proxy, INIT, INIT_ELICITING,
 };
@@ -105,6 +105,15 @@ impl Rig {
             .as_u64()
             .expect("/health counts open questions")
     }
+}
+
+/// Whether `msg` is the proxy's question about held-back tools (its own id prefix, never the
+/// bridge's `alibridge-pin-`).
+fn is_pin_question(msg: &Value) -> bool {
+    msg["method"] == "elicitation/create"
+        && msg["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("alibridge-proxy-pin-") && id.len() == 20 + 32)
 }
 
 /// A client that declares elicitation and answers every question with `answer`.

@@ -5,7 +5,7 @@
 //!
 //! Approval: when the listing's client declared elicitation and accepts SSE answers ([`Asker`]),
 //! an answer that holds back tools becomes a question first ([`PinQuestion`]: form-mode
-//! `elicitation/create`, an `alibridge-pin-` id of 128 random bits, owned by the asking session
+//! `elicitation/create`, an `alibridge-proxy-pin-` id with 128 random bits, owned by the asking session
 //! and proxy token like a confirmation, within `--confirm-timeout`, ended by a departing
 //! client). Accepted, the tools shown are pinned and the listing, judged again, carries them;
 //! declined, it goes without them and this client session is not asked about those
