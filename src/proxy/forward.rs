@@ -22,7 +22,7 @@
 //!   502 `upstream_redirect` naming both origins.
 //! - When the tool policy asks the client's person first (a write under `--confirm-writes`, a
 //!   listing the pins hold tools back from), the answer is an SSE stream of the proxy's own
-//!   ([`asking`]).
+//!   (`forward/asking.rs`).
 //! - Failures the proxy itself answers carry a JSON body saying what failed and why: 502 when
 //!   the upstream cannot be reached, redirects elsewhere, or the credential cannot be obtained,
 //!   413 for a body over the limit.

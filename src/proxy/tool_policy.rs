@@ -18,9 +18,9 @@
 //!   `notifications/tools/list_changed` makes the session forget its listing;
 //! - with `--pin-tools`, a `tools/list` whose answer holds back new or changed tools asks the
 //!   client's person about them when the client declared elicitation and accepts SSE answers
-//!   ([`pinning`]): the answer becomes an SSE stream carrying the question, then the listing
-//!   judged again after the answer (approved tools in it). The question is owned like a
-//!   confirmation, and a decline holds for the rest of the client session;
+//!   (`tool_policy/pinning.rs`): the answer becomes an SSE stream carrying the question, then
+//!   the listing judged again after the answer (approved tools in it). The question is owned
+//!   like a confirmation, and a decline holds for the rest of the client session;
 //! - a batch (JSON array, 2025-03-26) holding `tools/list` or `tools/call` is refused: it
 //!   could not be filtered message by message.
 //!

@@ -3,14 +3,14 @@
 //! alike, are judged against them; new and changed tools are held back and a call of one is
 //! refused.
 //!
-//! Approval: when the listing's client declared elicitation and accepts SSE answers ([`Asker`]),
-//! an answer that holds back tools becomes a question first ([`PinQuestion`]: form-mode
-//! `elicitation/create`, an `alibridge-proxy-pin-` id with 128 random bits, owned by the asking session
-//! and proxy token like a confirmation, within `--confirm-timeout`, ended by a departing
-//! client). Accepted, the tools shown are pinned and the listing, judged again, carries them;
-//! declined, it goes without them and this client session is not asked about those
-//! definitions again. Any client can also be served by `alibridge tools <upstream URL>
-//! --approve`.
+//! Approval: when the listing's client declared elicitation and accepts SSE answers
+//! ([`Asker`]), an answer that holds back tools becomes a question first ([`PinQuestion`]:
+//! form-mode `elicitation/create`, an `alibridge-proxy-pin-` id with 128 random bits, owned by
+//! the asking session and proxy token like a confirmation, within `--confirm-timeout`, ended by
+//! a departing client). Accepted, the tools shown are pinned and the listing, judged again,
+//! carries them; declined, it goes without them and this client session is not asked about
+//! those definitions again. For clients that cannot be asked, `alibridge tools <upstream URL>
+//! --approve` pins them for the proxy's next start.
 
 use std::collections::HashMap;
 use std::future::Future;
