@@ -2,7 +2,8 @@
 //! the pin server, whose tools change after the first (trusted) listing, and a client that
 //! lists through it:
 //!
-//! - a client that declared elicitation (rmcp's Streamable HTTP client) is asked once, in the
+//! - a client that declared elicitation (rmcp's Streamable HTTP client, and the official
+//!   TypeScript SDK client: `tests/peers/pin_client.mjs http:…`) is asked once, in the
 //!   listing's own answer; accepting puts the changed and new tools into that very listing,
 //!   a call of one reaches the server, and the pin file holds the new definition;
 //! - declining keeps them withheld and refused (the server runs nothing), and the session is
@@ -18,6 +19,7 @@ use rmcp::service::{RoleClient, RunningService};
 use serde_json::{json, Value};
 
 use crate::support::home::TempHome;
+use crate::support::peers::run_peer_script;
 use crate::support::pin_server::{
     delete_all, echo, echo_injected, exfiltrate, first_tools, PinServer, INJECTED_DESCRIPTION,
 };
@@ -406,4 +408,56 @@ async fn a_departing_client_closes_its_question() {
     .await;
     assert_eq!(rig.waiting().await, 0);
     assert!(rig.pin_file()["pinned"].get("exfiltrate").is_none());
+}
+
+/// The official TypeScript SDK client over Streamable HTTP: the question arrives on its
+/// `tools/list` POST's answer; accepting, that listing already has the tools (no
+/// `notifications/tools/list_changed` needed) and `echo` runs; declining, it has not, the call
+/// is refused with the pin error and the server runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_client_answers_the_proxy() {
+    for mode in ["accept", "decline"] {
+        let rig = Rig::start(&format!("pin-proxy-sdk-{mode}")).await;
+        let url = rig.url();
+        let args = [format!("http:{mode}"), url];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let summary =
+            tokio::task::block_in_place(|| run_peer_script("pin_client.mjs", &args, &rig.home));
+        let asked = summary["asked"].as_array().expect("asked");
+        assert_eq!(asked.len(), 1, "{summary:#}");
+        assert!(
+            asked[0]["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("alibridge-proxy-pin-")),
+            "{summary:#}"
+        );
+        let message = asked[0]["message"].as_str().unwrap();
+        assert!(message.contains(INJECTED_DESCRIPTION), "{message}");
+        assert_eq!(summary["listChanged"], 0, "{summary:#}");
+        let sorted_names = |k: &str| -> Vec<String> {
+            sorted(serde_json::from_value(summary[k].clone()).unwrap())
+        };
+        if mode == "accept" {
+            for k in ["before", "after"] {
+                assert_eq!(sorted_names(k), ["delete_all", "echo", "exfiltrate"], "{k}");
+            }
+            assert_eq!(
+                summary["call"],
+                json!({"isError": false, "text": r#"ran echo {"text":"from-sdk"}"#}),
+                "{summary:#}"
+            );
+            assert_eq!(rig.server.called_names(), ["echo"]);
+        } else {
+            for k in ["before", "after"] {
+                assert_eq!(sorted_names(k), ["delete_all"], "{k}");
+            }
+            let err = summary["callError"].as_str().expect("the call failed");
+            assert!(
+                err.contains("echo") && err.contains("alibridge tools"),
+                "{err}"
+            );
+            assert!(rig.server.calls().is_empty(), "{:?}", rig.server.calls());
+            assert_eq!(asked.len(), 1, "the second listing did not ask");
+        }
+    }
 }

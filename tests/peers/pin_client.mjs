@@ -2,23 +2,29 @@
 // tests/e2e/pinning_peers.rs:
 //
 //   node pin_client.mjs <path-to-alibridge> <accept|decline> <url> [alibridge args…]
+//   node pin_client.mjs <path-to-alibridge> <http:accept|http:decline> <proxy url>
 //
 // Connects through the bridge (stdio) declaring elicitation, lists the tools, waits for the
 // bridge's `elicitation/create` about withheld tools and answers it (accept: `confirm` ticked;
 // decline). After accepting it waits for `notifications/tools/list_changed`; then it lists
-// again and calls `echo`. Prints ONE JSON object:
+// again and calls `echo`. With `http:` it connects to `alibridge proxy` over Streamable HTTP
+// instead: the proxy asks inside the listing's own answer, so `before` is the listing after
+// the answer and no list_changed is awaited. Prints ONE JSON object:
 // `{"ok":true, before:[names], asked:[{id,message,schema}], listChanged:n, after:[names],
 //   call:{isError,text}|null, callError:"…"|null}` (or `{"ok":false,…,"error":…}`, exit 1).
 // The bridge's stderr passes through.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import {
   ElicitRequestSchema,
   ToolListChangedNotificationSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 
-const [bridge, mode, ...bridgeArgs] = process.argv.slice(2);
-const summary = { mode, asked: [], listChanged: 0, call: null, callError: null };
+const [bridge, modeArg, ...bridgeArgs] = process.argv.slice(2);
+const http = modeArg.startsWith("http:");
+const mode = modeArg.replace(/^http:/, "");
+const summary = { mode, http, asked: [], listChanged: 0, call: null, callError: null };
 const STEP_MS = 20_000;
 
 /** A promise and its resolver. */
@@ -65,18 +71,20 @@ async function main() {
   });
   summary.step = "connect";
   await client.connect(
-    new StdioClientTransport({
-      command: bridge,
-      args: bridgeArgs,
-      env: { ...process.env },
-      stderr: "inherit",
-    }),
+    http
+      ? new StreamableHTTPClientTransport(new URL(bridgeArgs[0]))
+      : new StdioClientTransport({
+          command: bridge,
+          args: bridgeArgs,
+          env: { ...process.env },
+          stderr: "inherit",
+        }),
   );
   summary.step = "list";
   summary.before = names(await client.listTools());
   summary.step = "question";
   await within(asked.promise, "the bridge's elicitation/create");
-  if (mode === "accept") {
+  if (mode === "accept" && !http) {
     summary.step = "list_changed";
     await within(changed.promise, "notifications/tools/list_changed");
   }
