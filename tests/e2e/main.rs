@@ -54,8 +54,9 @@ mod pinning_basics;
 mod pinning_cli;
 /// Tool pinning in `alibridge proxy` and with the TypeScript SDK client's elicitation.
 mod pinning_peers;
-/// Tool pinning in `alibridge proxy`: approval by elicitation (accept, decline, the question's
-/// owner) and clients that cannot be asked.
+/// Tool pinning in `alibridge proxy`: approval by elicitation (rmcp and the TypeScript SDK
+/// client; accept, decline, the question's owner, a departing client) and clients that cannot
+/// be asked.
 mod pinning_proxy;
 /// `alibridge pre-check` against the fake sign-in page: authorized, denied, not installed,
 /// timeout; the verdict recorded for `doctor`.

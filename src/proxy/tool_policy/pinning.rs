@@ -395,6 +395,9 @@ impl ProxyPolicy {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
     use serde_json::{json, Value};
 
     use super::super::tests::{caller, status};
@@ -402,11 +405,74 @@ mod tests {
     use super::*;
     use crate::policy::Policy;
 
+    /// A proxy policy with pins in a scratch state directory (removed on drop), in front of
+    /// `http://up.example/`.
+    struct Rig {
+        home: PathBuf,
+        pp: ProxyPolicy,
+    }
+
+    impl Rig {
+        fn new(confirm_timeout: Option<Duration>) -> Rig {
+            let home = std::env::temp_dir().join(format!(
+                "alibridge-proxy-pins-{}",
+                crate::random::hex::<8>()
+            ));
+            let policy = Policy {
+                confirm_timeout,
+                ..Policy::default()
+            };
+            let base = Url::parse("http://up.example/").unwrap();
+            let pp = ProxyPolicy::new(policy, None, "up".into(), Box::new(|| None))
+                .with_pins(Some(ProxyPins::new(PinStore::new(&home), base)));
+            Rig { home, pp }
+        }
+
+        /// `who` (whose client elicits) lists: the exchange that can ask.
+        fn asker(&self, who: &Caller) -> Asker {
+            self.pp.initialized(&who.key, true);
+            let list = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+            match self.pp.inbound(who, list, true) {
+                Inbound::Forward { ask: Some(a), .. } => a,
+                _ => panic!("a listing that can ask"),
+            }
+        }
+
+        /// `who`'s first listing (`v1`, trusted) then `v2`: the question about it.
+        fn question(&self, who: &Asker) -> Box<PinQuestion> {
+            self.pp.outbound_asking(who, &listing(1, "v1"));
+            match self.pp.outbound_asking(who, &listing(1, "v2")) {
+                Listing::Ask(q) => q,
+                Listing::Ready(_) => panic!("asked about the changed definition"),
+            }
+        }
+
+        /// `who` answers `q` with `result`.
+        fn answer(
+            &self,
+            who: &Caller,
+            q: &PinQuestion,
+            result: Value,
+        ) -> Option<hyper::StatusCode> {
+            let request: Value = serde_json::from_slice(&q.request).unwrap();
+            let a = json!({"jsonrpc": "2.0", "id": request["id"], "result": result});
+            status(&self.pp.inbound(who, Bytes::from(a.to_string()), true))
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.home);
+        }
+    }
+
+    /// A listing of one tool, `echo`, described `description`.
     fn listing(id: u64, description: &str) -> Bytes {
         let tools = json!([{"name": "echo", "description": description, "inputSchema": {"type": "object"}}]);
         Bytes::from(json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}).to_string())
     }
 
+    /// The descriptions a listing carries.
     fn listed(bytes: &[u8]) -> Vec<String> {
         let v: Value = serde_json::from_slice(bytes).unwrap();
         v["result"]["tools"]
@@ -421,94 +487,73 @@ mod tests {
     /// pinned on "accept" is the definition the question showed, never the newer one.
     #[tokio::test]
     async fn accepting_pins_what_the_question_showed() {
-        let home = std::env::temp_dir().join(format!(
-            "alibridge-proxy-pins-{}",
-            crate::random::hex::<8>()
-        ));
-        let store = PinStore::new(&home);
-        let base = Url::parse("http://up.example/").unwrap();
-        let pp = ProxyPolicy::new(Policy::default(), None, "up".into(), Box::new(|| None))
-            .with_pins(Some(ProxyPins::new(store.clone(), base)));
+        let rig = Rig::new(None);
         let (a, b) = (caller("A"), caller("B"));
-        pp.initialized(&a.key, true);
-        let list = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
-        let Inbound::Forward {
-            ask: Some(asker), ..
-        } = pp.inbound(&a, list.clone(), true)
-        else {
-            panic!("a listing that can ask");
-        };
-        assert!(matches!(
-            pp.outbound_asking(&asker, &listing(1, "v1")),
-            Listing::Ready(None)
-        ));
-        let Listing::Ask(q) = pp.outbound_asking(&asker, &listing(1, "v2")) else {
-            panic!("asked about the changed definition");
-        };
+        let q = rig.question(&rig.asker(&a));
         let request: Value = serde_json::from_slice(&q.request).unwrap();
         assert!(request["id"].as_str().unwrap().starts_with(PIN_PREFIX));
         assert!(request["params"]["message"]
             .as_str()
             .unwrap()
             .contains("+ v2"));
-        assert_eq!(pp.waiting(), 1);
+        assert_eq!(rig.pp.waiting(), 1);
         // Another session lists meanwhile: the server changed it again.
-        let v3 = pp.outbound(&b.key, &listing(2, "v3"), &mut None).unwrap();
+        let v3 = rig
+            .pp
+            .outbound(&b.key, &listing(2, "v3"), &mut None)
+            .unwrap();
         assert!(listed(&v3).is_empty(), "held back");
-        let yes = json!({"jsonrpc": "2.0", "id": request["id"],
-                         "result": {"action": "accept", "content": {"confirm": true}}});
-        let r = pp.inbound(&a, Bytes::from(yes.to_string()), true);
-        assert_eq!(status(&r), Some(hyper::StatusCode::ACCEPTED));
-        let out = pp.await_pins(*q, std::future::pending()).await.unwrap();
+        let yes = json!({"action": "accept", "content": {"confirm": true}});
+        assert_eq!(rig.answer(&a, &q, yes), Some(hyper::StatusCode::ACCEPTED));
+        let out = rig.pp.await_pins(*q, std::future::pending()).await.unwrap();
         assert_eq!(listed(&out), ["v2"]);
-        assert_eq!(pp.waiting(), 0);
-        let file = store
+        assert_eq!(rig.pp.waiting(), 0);
+        let file = PinStore::new(&rig.home)
             .load("http://up.example/s/mcp", "anonymous")
             .unwrap()
             .unwrap();
         assert_eq!(file.pinned["echo"].definition["description"], "v2");
-        let v3 = pp.outbound(&b.key, &listing(2, "v3"), &mut None).unwrap();
+        let v3 = rig
+            .pp
+            .outbound(&b.key, &listing(2, "v3"), &mut None)
+            .unwrap();
         assert!(listed(&v3).is_empty(), "v3 is still held back");
-        std::fs::remove_dir_all(&home).unwrap();
     }
 
     /// A decline holds for its session: that session's next listing does not ask, another
     /// session's does.
     #[tokio::test]
     async fn a_decline_holds_for_its_session() {
-        let home = std::env::temp_dir().join(format!(
-            "alibridge-proxy-pins-{}",
-            crate::random::hex::<8>()
-        ));
-        let base = Url::parse("http://up.example/").unwrap();
-        let pp = ProxyPolicy::new(Policy::default(), None, "up".into(), Box::new(|| None))
-            .with_pins(Some(ProxyPins::new(PinStore::new(&home), base)));
-        let list = Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
-        let asker = |who: &Caller| {
-            pp.initialized(&who.key, true);
-            match pp.inbound(who, list.clone(), true) {
-                Inbound::Forward { ask: Some(a), .. } => a,
-                _ => panic!("a listing that can ask"),
-            }
-        };
-        let (a, b) = (asker(&caller("A")), asker(&caller("B")));
-        pp.outbound_asking(&a, &listing(1, "v1"));
-        let Listing::Ask(q) = pp.outbound_asking(&a, &listing(1, "v2")) else {
-            panic!("asked");
-        };
-        let request: Value = serde_json::from_slice(&q.request).unwrap();
-        let no = json!({"jsonrpc": "2.0", "id": request["id"], "result": {"action": "decline"}});
-        pp.inbound(&caller("A"), Bytes::from(no.to_string()), true);
-        let out = pp.await_pins(*q, std::future::pending()).await.unwrap();
+        let rig = Rig::new(None);
+        let (a, b) = (rig.asker(&caller("A")), rig.asker(&caller("B")));
+        let q = rig.question(&a);
+        let no = rig.answer(&caller("A"), &q, json!({"action": "decline"}));
+        assert_eq!(no, Some(hyper::StatusCode::ACCEPTED));
+        let out = rig.pp.await_pins(*q, std::future::pending()).await.unwrap();
         assert!(listed(&out).is_empty(), "declined: held back");
         assert!(matches!(
-            pp.outbound_asking(&a, &listing(1, "v2")),
+            rig.pp.outbound_asking(&a, &listing(1, "v2")),
             Listing::Ready(Some(_))
         ));
         assert!(matches!(
-            pp.outbound_asking(&b, &listing(1, "v2")),
+            rig.pp.outbound_asking(&b, &listing(1, "v2")),
             Listing::Ask(_)
         ));
-        std::fs::remove_dir_all(&home).unwrap();
+    }
+
+    /// No answer within `--confirm-timeout`: the listing goes without the tools, the question
+    /// is closed, and the session is not asked again.
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_question_times_out_as_not_approved() {
+        let rig = Rig::new(Some(Duration::from_secs(1)));
+        let a = rig.asker(&caller("A"));
+        let q = rig.question(&a);
+        let out = rig.pp.await_pins(*q, std::future::pending()).await.unwrap();
+        assert!(listed(&out).is_empty(), "held back");
+        assert_eq!(rig.pp.waiting(), 0, "closed");
+        assert!(matches!(
+            rig.pp.outbound_asking(&a, &listing(1, "v2")),
+            Listing::Ready(Some(_))
+        ));
     }
 }
