@@ -385,6 +385,7 @@ pub fn filter_list(
             |l| !filters || policy.hides(&l.name, &l.info).is_none(),
         ));
     };
+    pins.refresh()?;
     pins.check_page(&messages::tool_definitions(bytes))?;
     let out = messages::filter_tools(
         bytes,

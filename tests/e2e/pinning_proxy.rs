@@ -23,7 +23,7 @@ use crate::support::peers::run_peer_script;
 use crate::support::pin_server::{
     delete_all, echo, echo_injected, exfiltrate, first_tools, PinServer, INJECTED_DESCRIPTION,
 };
-use crate::support::pins::{accept, pin_refusal, sorted, FIRST_USE, WITHHELD};
+use crate::support::pins::{accept, pin_refusal, sorted, tools_cli, FIRST_USE, WITHHELD};
 use crate::support::proxy::{
     connect, handshake_with, next_sse_message, post, Client, Proxy, INIT, INIT_ELICITING,
 };
@@ -360,6 +360,43 @@ async fn a_client_without_elicitation_is_not_asked() {
     assert!(line.contains("alibridge tools"), "{line}");
     assert_eq!(rig.waiting().await, 0);
     assert!(rig.pin_decisions().is_empty());
+}
+
+/// `alibridge tools --approve` while the proxy runs: the next listing has the tool (no
+/// restart), a call of it reaches the server, and the proxy's own later writes keep the
+/// approval (the other tool stays pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_on_the_command_line_counts_without_a_restart() {
+    let rig = Rig::start("pin-proxy-cli").await;
+    let c = connect(&rig.url(), Client::default()).await;
+    assert_eq!(names(&c).await, ["delete_all"]);
+    let endpoint = format!("http://{}/mcp", rig.server.addr());
+    let (code, _, stderr) = tools_cli(&rig.home, &[&endpoint, "--approve", "echo"]).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    assert_eq!(sorted(names(&c).await), ["delete_all", "echo"]);
+    let ran = call(&c, "echo").await;
+    assert_eq!(ran["isError"], false, "{ran}");
+    assert_eq!(rig.server.called_names(), ["echo"]);
+    pin_refusal(&call(&c, "exfiltrate").await, "exfiltrate", "new");
+    assert_eq!(
+        rig.server.called_names(),
+        ["echo"],
+        "exfiltrate never reached it"
+    );
+    let file = rig.pin_file();
+    let digest =
+        |t: &Value| alibridge::policy::pins::digest(&alibridge::policy::pins::canonical(t));
+    assert_eq!(file["pinned"]["echo"]["digest"], digest(&echo_injected()));
+    assert_eq!(
+        file["pending"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["exfiltrate"]
+    );
+    c.cancel().await.ok();
 }
 
 /// A server that answers with JSON bodies (stateless): the proxy turns the listing's answer
