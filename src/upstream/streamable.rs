@@ -18,7 +18,7 @@ use super::error::UpstreamError;
 use super::event_stream::{parse_event, Event, EventStream, Parsed, TooLarge};
 use super::headers::{self, ToolFacts};
 use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_POST, ACCEPT_SSE};
-use super::{dropped, spawn_child, Deliver, Dropped};
+use super::transport::{dropped, spawn_child, Deliver, Dropped, Link};
 use crate::backoff::{retry_after, Backoff};
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 use crate::net::{describe, display_url, read_body, BodyError};
@@ -81,14 +81,15 @@ pub struct StreamableHttp {
 }
 
 impl StreamableHttp {
-    /// `cancel` is the parent of the transport's background tasks.
-    pub fn new(
-        url: Url,
-        http: HttpClient,
-        out: Arc<dyn Deliver>,
-        tools: Arc<ToolFacts>,
-        cancel: CancellationToken,
-    ) -> Self {
+    /// `link.cancel` is the parent of the transport's background tasks.
+    pub fn new(link: Link) -> Self {
+        let Link {
+            url,
+            http,
+            out,
+            tools,
+            cancel,
+        } = link;
         StreamableHttp {
             shown: display_url(&url),
             url,
@@ -542,6 +543,12 @@ impl StreamableHttp {
             Ok(Err(e)) => debug!(error = %e, "session DELETE failed"),
             Err(_) => debug!("session DELETE timed out"),
         }
+    }
+
+    /// Whether the server gave this transport a session (`Mcp-Session-Id`): a server that
+    /// serves the `initialize` era statelessly does not, and may be a modern one's fallback leg.
+    pub fn has_session(&self) -> bool {
+        self.session.lock().unwrap().id.is_some()
     }
 
     fn snapshot(&self) -> Session {
