@@ -139,7 +139,7 @@ async fn one(case: &Case, bridge: &PathBuf, idle: &Idle) -> super::super::Res<Sa
     let url = format!("http://{}/mcp", proxy.addr());
     let mut session: Box<dyn Session> = match case.client {
         Client::Alibridge => Box::new(Bridged::start(bridge, &url).await?),
-        Client::Passthrough => Box::new(Direct::start(&url).await?),
+        Client::Passthrough => Box::new(Direct::start(&url, None).await?),
     };
     tokio::time::sleep(idle.silence).await;
     let mark = server.all_requests().len();
@@ -245,14 +245,18 @@ impl Session for Bridged {
 
 /// The passthrough: a plain HTTP client speaking Streamable HTTP itself, its idle connections
 /// kept as long as the server keeps them.
-struct Direct {
+pub struct Direct {
     http: reqwest::Client,
     url: String,
     session: String,
+    /// `Authorization: Bearer …` on every request, when the server wants one.
+    bearer: Option<String>,
 }
 
 impl Direct {
-    async fn start(url: &str) -> super::super::Res<Direct> {
+    /// Connects and runs initialize, `notifications/initialized` and `tools/list`, each
+    /// waited on in turn, as an order-keeping client does.
+    pub async fn start(url: &str, bearer: Option<&str>) -> super::super::Res<Direct> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_idle_timeout(None)
@@ -262,6 +266,7 @@ impl Direct {
             http,
             url: url.to_string(),
             session: String::new(),
+            bearer: bearer.map(str::to_string),
         };
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": super::super::PROTOCOL, "capabilities": {},
@@ -288,6 +293,9 @@ impl Direct {
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
             .body(body.to_string());
+        if let Some(token) = &self.bearer {
+            req = req.bearer_auth(token);
+        }
         if !self.session.is_empty() {
             req = req
                 .header("mcp-session-id", &self.session)

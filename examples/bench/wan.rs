@@ -306,6 +306,31 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
             c.need_why
         );
     }
+    // The passthrough: the same three requests from a plain HTTP client, no bridge, no spawn.
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        mcp.reset_counts();
+        let mark = server.all_requests().len();
+        let t0 = Instant::now();
+        idle::Direct::start(&url, Some(STATIC_TOKEN)).await?;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let requests: Vec<String> = server.all_requests()[mark..]
+            .iter()
+            .map(|r| match &r.rpc_method {
+                Some(m) => format!("{} {m}", r.method),
+                None => r.method.to_string(),
+            })
+            .collect();
+        samples.push((ms, mcp.connections(), mcp.turns(), requests));
+    }
+    let min = samples.iter().map(|s| s.0).fold(f64::MAX, f64::min);
+    let max = samples.iter().map(|s| s.0).fold(0.0, f64::max);
+    let (_, c, t, requests) = samples.last().expect("at least one run");
+    println!(
+        "| passthrough (plain HTTP client, no bridge, no spawn) | {min:.0}–{max:.0} | {} ({c} + {t}) | 0 (0 + 0) | 3 + 0 ({static_why}; ≥ 300 ms) | {} |",
+        c + t,
+        requests.join(", ")
+    );
     println!();
     println!(
         "Turns are counted until the tools/list answer arrives, so requests off the critical \
