@@ -1,6 +1,6 @@
 //! What every transport shares, so none of them reaches into `upstream/mod.rs`: the
 //! [`Deliver`] sink their server messages go to, [`Link`] (the bundle each one is built from),
-//! [`spawn_child`] for background tasks tied to the cancellation tree, and [`dropped`], what
+//! `spawn_child` for background tasks tied to the cancellation tree, and `dropped`, what
 //! becomes of a server message over `--max-message-size`.
 
 use std::future::Future;
