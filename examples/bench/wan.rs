@@ -7,8 +7,12 @@
 //! alibridge with a static `Authorization` header (cold and warm era cache), with AccessKeys
 //! (cold and warm token cache), and mcp-remote (same static header; n/a without node). The
 //! round trips each needed are counted at the proxies (connections + client turns, up to the
-//! moment `tools/list` was answered) and set against the protocol's need. See
+//! moment `tools/list` was answered), with the requests the server saw in order, and set
+//! against the protocol's need. Then the after-idle figures (`idle.rs`). See
 //! `docs/benchmarks.md`, "Simulated WAN".
+
+#[path = "idle.rs"]
+mod idle;
 
 #[path = "../../tests/support/aliyun_fake/mod.rs"]
 #[allow(dead_code, unused_imports)]
@@ -59,8 +63,11 @@ pub fn main(quick: bool) {
         .build()
         .unwrap_or_else(|e| super::fail(1, e));
     let runs = if quick { 1 } else { 3 };
-    rt.block_on(run(runs, bridge, node))
-        .unwrap_or_else(|e| super::fail(1, e));
+    rt.block_on(async {
+        run(runs, bridge.clone(), node).await?;
+        idle::run(runs, bridge, idle::Idle::new(quick)).await
+    })
+    .unwrap_or_else(|e| super::fail(1, e));
 }
 
 /// A contender: how to start it, and the critical-path round trips the protocol needs.
@@ -79,6 +86,8 @@ struct Contender {
 
 struct Sample {
     ms: f64,
+    /// The requests the MCP server saw during the run, in order (`METHOD rpc-method`).
+    requests: Vec<String>,
     mcp: (usize, usize),
     mcp_oauth: (usize, usize),
     ims: (usize, usize),
@@ -232,9 +241,9 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
     }
     println!();
     println!(
-        "| contender | spawn → tools/list, ms (min–max of {runs}) | round trips to the MCP server (conn + turns) | to RAM-OAuth | protocol needs |"
+        "| contender | spawn → tools/list, ms (min–max of {runs}) | round trips to the MCP server (conn + turns) | to RAM-OAuth | protocol needs | requests in order (last run) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for c in &contenders {
         let home = scratch(c.name);
         if c.warm {
@@ -251,9 +260,18 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
             mcp.reset_counts();
             mcp_oauth.reset_counts();
             ims.reset_counts();
+            let mark = server.all_requests().len();
             let ms = start_once(c, &run_home).await?;
+            let requests = server.all_requests()[mark..]
+                .iter()
+                .map(|r| match &r.rpc_method {
+                    Some(m) => format!("{} {m}", r.method),
+                    None => r.method.to_string(),
+                })
+                .collect();
             samples.push(Sample {
                 ms,
+                requests,
                 mcp: (mcp.connections(), mcp.turns()),
                 mcp_oauth: (mcp_oauth.connections(), mcp_oauth.turns()),
                 ims: (ims.connections(), ims.turns()),
@@ -273,8 +291,13 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
             false => last.mcp,
         };
         let floor = (c.need.0 + c.need.1) as f64 * 2.0 * DELAY.as_secs_f64() * 1000.0;
+        // The OAuth contender's server is another one; the others share `server`.
+        let requests = match c.name.contains("OAuth") {
+            true => "(another server)".to_string(),
+            false => last.requests.join(", "),
+        };
         println!(
-            "| {} | {min:.0}–{max:.0} | {} | {} | {} + {} ({}; ≥ {floor:.0} ms) |",
+            "| {} | {min:.0}–{max:.0} | {} | {} | {} + {} ({}; ≥ {floor:.0} ms) | {requests} |",
             c.name,
             rt(last_mcp),
             rt(last.ims),
@@ -283,6 +306,31 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
             c.need_why
         );
     }
+    // The passthrough: the same three requests from a plain HTTP client, no bridge, no spawn.
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        mcp.reset_counts();
+        let mark = server.all_requests().len();
+        let t0 = Instant::now();
+        idle::Direct::start(&url, Some(STATIC_TOKEN)).await?;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let requests: Vec<String> = server.all_requests()[mark..]
+            .iter()
+            .map(|r| match &r.rpc_method {
+                Some(m) => format!("{} {m}", r.method),
+                None => r.method.to_string(),
+            })
+            .collect();
+        samples.push((ms, mcp.connections(), mcp.turns(), requests));
+    }
+    let min = samples.iter().map(|s| s.0).fold(f64::MAX, f64::min);
+    let max = samples.iter().map(|s| s.0).fold(0.0, f64::max);
+    let (_, c, t, requests) = samples.last().expect("at least one run");
+    println!(
+        "| passthrough (plain HTTP client, no bridge, no spawn) | {min:.0}–{max:.0} | {} ({c} + {t}) | 0 (0 + 0) | 3 + 0 ({static_why}; ≥ 300 ms) | {} |",
+        c + t,
+        requests.join(", ")
+    );
     println!();
     println!(
         "Turns are counted until the tools/list answer arrives, so requests off the critical \

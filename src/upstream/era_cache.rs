@@ -1,16 +1,17 @@
 //! The protocol-era cache: under `--protocol auto`, what the last run learned about an
-//! endpoint's era, so a warm start skips the `server/discover` probe (one round trip).
+//! endpoint's era, so a warm start pays no round trip the first one paid to learn it.
 //!
 //! One small file per endpoint, `<state dir>/eras/<digest>.json` (the digest is SHA-256 of the
 //! whole URL, whose query may hold a key; the file shows only the URL without its query). Not
-//! secret. Only one outcome is acted on: `legacy`, an endpoint that was served in the
-//! `initialize` era over Streamable HTTP. Then the client's `initialize` goes straight to the
-//! server; if the server refuses it as a server without a session would (400/404/405, which is
-//! how a modern-only server answers 2025 traffic with −32022), the entry is dropped and the
-//! probe runs once, as on a cold start, and its outcome is written again. `modern` is recorded
-//! for the record but still probed: there `server/discover` is not an extra round trip, its
-//! answer is what the translated `initialize` result is made of. Every failure to read or
-//! write is only logged: the cache can cost a round trip, never a start.
+//! secret. A cold start sends the client's `initialize` first (see `upstream::era`); the two
+//! entries save what that cannot: `modern` sends `server/discover` at once, skipping the
+//! `initialize` a modern-only server refuses; `legacy` (served in the `initialize` era over
+//! Streamable HTTP) takes an answer without a session as it is, skipping the probe a stateless
+//! server otherwise gets. When the server refuses the `initialize` it once took (400/404/405,
+//! or a modern era error), the entry is dropped and the probe runs, and its outcome is written
+//! again. [`EraCheck`] holds the answer to an `initialize` sent first until the era is known.
+//! Every failure to read or write is only logged: the cache can cost a round trip, never a
+//! start.
 
 use std::fs;
 use std::io::Read;
@@ -23,7 +24,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use super::Deliver;
+use super::transport::Deliver;
 use crate::jsonrpc::{Id, Kind, Message};
 
 /// Directory under the state directory.
@@ -34,9 +35,9 @@ const MAX_FILE: u64 = 16 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Learned {
-    /// The `initialize` era over Streamable HTTP: no probe needed.
+    /// The `initialize` era over Streamable HTTP: an answer without a session is taken as is.
     Legacy,
-    /// MCP 2026-07-28 (translated): probe as usual.
+    /// MCP 2026-07-28 (translated): `server/discover` goes first, no `initialize` is tried.
     Modern,
 }
 
@@ -119,14 +120,15 @@ impl EraCache {
     }
 }
 
-/// Sits between a transport tried on a remembered era and the relay: the answer to the
-/// client's `initialize` is held back when it is a modern server's era error (−32020…−32022),
-/// so the bridge can probe instead of handing the client a refusal. Every other message passes.
+/// Sits between the transport an `initialize` is sent first on and the relay: the answer to
+/// the client's `initialize` is held back, so the bridge can still probe (a modern server's era
+/// error, or a stateless answer that may come from a modern server's fallback leg) before the
+/// client sees anything. The caller then delivers it or drops it. Every other message passes.
 pub struct EraCheck {
     inner: Arc<dyn Deliver>,
     armed: AtomicBool,
     initialize: Mutex<Option<Id>>,
-    refused: AtomicBool,
+    held: Mutex<Option<Message>>,
 }
 
 impl EraCheck {
@@ -135,16 +137,27 @@ impl EraCheck {
             inner,
             armed: AtomicBool::new(initialize.is_some()),
             initialize: Mutex::new(initialize),
-            refused: AtomicBool::new(false),
+            held: Mutex::new(None),
         })
     }
 
-    /// True when the server refused `initialize` as a modern-only server does.
+    /// True when the held answer is a modern server's era error (−32020…−32022).
     pub fn refused(&self) -> bool {
-        self.refused.load(Ordering::Acquire)
+        self.held
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(is_era_refusal)
     }
 
-    fn is_era_refusal(&self, msg: &Message) -> bool {
+    /// The held answer to `initialize`, if it came; later ones are not held.
+    pub fn take(&self) -> Option<Message> {
+        self.armed.store(false, Ordering::Release);
+        self.held.lock().unwrap().take()
+    }
+
+    /// Whether `msg` is the awaited answer to `initialize` (then it is no longer awaited).
+    fn is_the_answer(&self, msg: &Message) -> bool {
         if msg.kind != Kind::Response {
             return false;
         }
@@ -153,18 +166,21 @@ impl EraCheck {
             return false;
         }
         *id = None;
-        self.armed.store(false, Ordering::Release);
-        let code = serde_json::from_slice::<serde_json::Value>(&msg.bytes)
-            .ok()
-            .and_then(|v| v["error"]["code"].as_i64());
-        code.is_some_and(|c| super::modern::MODERN_ERRORS.contains(&c))
+        true
     }
+}
+
+fn is_era_refusal(msg: &Message) -> bool {
+    let code = serde_json::from_slice::<serde_json::Value>(&msg.bytes)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_i64());
+    code.is_some_and(|c| super::modern::MODERN_ERRORS.contains(&c))
 }
 
 impl Deliver for EraCheck {
     fn deliver(&self, msg: Message) -> BoxFuture<'_, ()> {
-        if self.armed.load(Ordering::Acquire) && self.is_era_refusal(&msg) {
-            self.refused.store(true, Ordering::Release);
+        if self.armed.load(Ordering::Acquire) && self.is_the_answer(&msg) {
+            *self.held.lock().unwrap() = Some(msg);
             return Box::pin(async {});
         }
         self.inner.deliver(msg)
@@ -196,5 +212,51 @@ mod tests {
         a.forget();
         assert_eq!(a.load(), None);
         let _ = fs::remove_dir_all(&home);
+    }
+
+    /// Counts what reaches the relay.
+    struct Seen(Mutex<Vec<Message>>);
+    impl Deliver for Seen {
+        fn deliver(&self, msg: Message) -> BoxFuture<'_, ()> {
+            self.0.lock().unwrap().push(msg);
+            Box::pin(async {})
+        }
+    }
+
+    fn msg(s: &'static str) -> Message {
+        Message::parse(bytes::Bytes::from_static(s.as_bytes())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_initialize_answer_is_held_until_taken_and_nothing_else_is() {
+        let seen = Arc::new(Seen(Mutex::new(Vec::new())));
+        let check = EraCheck::new(seen.clone(), Some(Id::from_json("0")));
+        check
+            .deliver(msg(r#"{"jsonrpc":"2.0","method":"notifications/message"}"#))
+            .await;
+        check
+            .deliver(msg(
+                r#"{"jsonrpc":"2.0","id":0,"error":{"code":-32022,"message":"no"}}"#,
+            ))
+            .await;
+        assert_eq!(seen.0.lock().unwrap().len(), 1, "the answer is held");
+        assert!(check.refused(), "a modern era error");
+        let held = check.take().expect("held");
+        assert_eq!(held.id, Some(Id::from_json("0")));
+        assert!(!check.refused());
+        // Once taken, the check passes everything, even a repeat of the id.
+        check
+            .deliver(msg(r#"{"jsonrpc":"2.0","id":0,"result":{}}"#))
+            .await;
+        assert_eq!(seen.0.lock().unwrap().len(), 2);
+
+        let plain = EraCheck::new(seen.clone(), Some(Id::from_json("1")));
+        plain
+            .deliver(msg(
+                r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#,
+            ))
+            .await;
+        assert!(!plain.refused(), "a result is no refusal");
+        assert!(plain.take().is_some());
     }
 }

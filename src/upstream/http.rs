@@ -19,6 +19,10 @@ use super::error::UpstreamError;
 use crate::auth::{Credential, Rejection, Retry};
 use crate::net::{describe, display_url};
 
+/// How long an idle connection stays in the pool (issue 21: a `tools/call` after 120 s of
+/// silence must not pay a connect, which the 90 s kept before (reqwest's default) made it pay).
+pub const POOL_IDLE: Duration = Duration::from_secs(300);
+
 /// `Accept` for POSTs: the spec requires both JSON and SSE.
 pub const ACCEPT_POST: &str = "application/json, text/event-stream";
 /// `Accept` for the GET stream.
@@ -76,9 +80,13 @@ impl HttpClient {
         self.max_message_size
     }
 
+    /// Idle connections stay pooled for [`POOL_IDLE`]: a client's request after minutes of
+    /// silence then costs one round trip, not a new connect, where the server keeps the
+    /// connection open (one that closes it is noticed by the pool and a new one opened; TCP
+    /// keep-alive probes every 30 s keep middleboxes from dropping it silently).
     fn build(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
         crate::net::client_builder(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE)
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
             .gzip(true)

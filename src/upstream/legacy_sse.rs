@@ -30,7 +30,7 @@ use super::event_stream::EventStream;
 use super::event_stream::TooLarge;
 use super::event_stream::{parse_event, Parsed};
 use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_SSE};
-use super::{dropped, spawn_child, Deliver, Dropped};
+use super::transport::{dropped, spawn_child, Deliver, Dropped};
 use crate::backoff::Backoff;
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 use crate::net::origin::{origin_of, same_origin, ForeignOrigin};

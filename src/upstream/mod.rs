@@ -1,20 +1,24 @@
 //! The server side of the bridge: the remote MCP endpoint and its transports.
 //!
-//! [`Upstream`] first settles the protocol era of the run (`--protocol`): a client's
-//! `initialize` is preceded by a `server/discover` probe, and a modern server (MCP 2026-07-28)
-//! gets the [`modern`] transport, which translates for the `initialize`-era client; a modern
-//! client's first message is relayed as it is and its answer tells the era. Otherwise it picks
-//! a legacy transport (Streamable HTTP or the HTTP+SSE pair) according to `--transport`,
-//! falling back once when the first attempt shows the server speaks the other one. Each
-//! transport hands every message the server sends to a [`Deliver`] sink (the relay), never to
-//! stdout directly.
+//! [`Upstream`] first settles the protocol era of the run (`--protocol`, the state machine in
+//! [`era`]): a client's `initialize` goes to the server first, and only a refusal (or a
+//! stateless answer) is followed by a `server/discover` probe; a modern server (MCP
+//! 2026-07-28) gets the [`modern`] transport, which translates for the `initialize`-era client;
+//! a modern client's first message is relayed as it is and its answer tells the era. Otherwise
+//! it picks a legacy transport (Streamable HTTP or the HTTP+SSE pair) according to
+//! `--transport`, falling back once when the first attempt shows the server speaks the other
+//! one. Each transport hands every message the server sends to a [`Deliver`] sink (the relay),
+//! never to stdout directly.
 //!
-//! Layout: [`http`] (client, headers, credential, safe retries), [`headers`] (the request
+//! Layout: [`era`] (the era's states and decisions, no I/O), [`era_cache`] (what earlier runs
+//! learned), [`transport`] (what every transport shares: [`Deliver`], [`Link`], background
+//! tasks), [`http`] (client, headers, credential, safe retries), [`headers`] (the request
 //! metadata headers derived from each body, per-tool facts), [`event_stream`] (SSE parsing),
 //! [`streamable`] (Streamable HTTP sessions), [`legacy_sse`] (HTTP+SSE), [`modern`]
 //! (2026-07-28, sessionless), [`follow`] (a discovered endpoint that moves with the
 //! credential's identity), [`error`].
 
+pub mod era;
 pub mod era_cache;
 pub mod error;
 pub mod event_stream;
@@ -24,24 +28,25 @@ pub mod http;
 pub mod legacy_sse;
 pub mod modern;
 pub mod streamable;
+pub mod transport;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use self::era::ProtocolMode;
+use self::era::{AfterInitialize, Era, FirstContact, Found, Policy, Shape, Step, Tried, Verdict};
+use self::era_cache::{EraCheck, Learned};
 pub use self::error::UpstreamError;
-use self::event_stream::TooLarge;
 use self::headers::ToolFacts;
 use self::http::HttpClient;
 use self::legacy_sse::LegacySse;
 use self::modern::{First, Modern, Probe};
 use self::streamable::StreamableHttp;
+pub use self::transport::{Deliver, Link};
 use crate::jsonrpc::{self, Message};
-use futures_util::future::BoxFuture;
 
 /// `--transport` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,33 +73,7 @@ impl TransportMode {
     }
 }
 
-/// `--protocol` values: which MCP era the bridge may speak to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProtocolMode {
-    /// Probe with `server/discover` on the client's `initialize`: a modern server (2026-07-28)
-    /// is translated for, anything else gets the older protocol as before.
-    Auto,
-    /// The `initialize` era only (2025-11-25 and earlier); never probes.
-    Legacy,
-    /// MCP 2026-07-28 only: a server that does not speak it is refused with an error.
-    Modern,
-}
-
-/// The protocol era settled for the run.
-enum Era {
-    Undecided,
-    /// The `initialize`-era transports ([`Active`]).
-    Legacy,
-    Modern(Arc<Modern>),
-}
-
-/// Where server messages go. Implemented by the relay, which enforces "one answer per request".
-pub trait Deliver: Send + Sync + 'static {
-    /// Hands one message from the server to the client side; waits for room on stdout.
-    fn deliver(&self, msg: Message) -> BoxFuture<'_, ()>;
-}
-
-/// The chosen transport.
+/// The chosen `initialize`-era transport.
 enum Active {
     Undecided,
     Streamable(Arc<StreamableHttp>),
@@ -110,7 +89,7 @@ pub struct Upstream {
     mode: TransportMode,
     protocol: ProtocolMode,
     /// Held while the era is being decided, so concurrent messages wait for it.
-    era: Mutex<Era>,
+    era: Mutex<Era<Arc<Modern>>>,
     /// The modern transport whose first request is deciding the era (see [`Self::send_here`]).
     deciding: std::sync::Mutex<Option<Arc<Modern>>>,
     /// Per-tool facts from `tools/list` answers (header mirroring, idempotency).
@@ -182,7 +161,8 @@ impl Upstream {
         self.send_here(msg).await
     }
 
-    /// [`Self::send`] to the endpoint in use, without checking the identity.
+    /// [`Self::send`] to the endpoint in use, without checking the identity: a dispatch on
+    /// what the era machine says about the message ([`era::Step`]).
     async fn send_here(&self, msg: Message) -> Result<(), UpstreamError> {
         // A modern client's first request decides the era while holding it; cancelling that
         // request must not wait behind it.
@@ -191,141 +171,262 @@ impl Upstream {
             return m.send(msg).await;
         }
         let mut era = self.era.lock().await;
-        match &*era {
-            Era::Legacy => {
+        match era.on_message(self.policy(), Shape::of(&msg)) {
+            Step::Legacy => {
                 drop(era);
-                return self.send_legacy(msg).await;
+                self.send_legacy(msg).await
             }
-            Era::Modern(m) => {
-                let m = m.clone();
+            Step::Modern(m) => {
                 drop(era);
-                return m.send(msg).await;
+                m.send(msg).await
             }
-            Era::Undecided => {}
-        }
-        let legacy_only = self.protocol == ProtocolMode::Legacy
-            || (self.protocol == ProtocolMode::Auto
-                && matches!(self.mode, TransportMode::SseFirst | TransportMode::SseOnly));
-        if legacy_only {
-            info!("protocol: the initialize era (--protocol {:?}, --transport {:?}); no server/discover probe",
-                  self.protocol, self.mode);
-            *era = Era::Legacy;
-            drop(era);
-            return self.send_legacy(msg).await;
-        }
-        if msg.is_request() && msg.method_is("initialize") {
-            if let Some(done) = self.initialize_by_cached_era(&msg).await {
-                *era = Era::Legacy;
-                return done;
-            }
-            let (asked, client_info, caps) = modern::initialize_params(&msg.bytes);
-            match modern::probe(&self.url(), &self.http, &client_info, &caps).await? {
-                // A server that also lists versions of the initialize era is best served in it:
-                // no translation, and the server negotiates the version, keeps a session and
-                // sends its requests as the client expects.
-                Probe::Modern { discover, .. }
-                    if self.protocol == ProtocolMode::Auto && modern::lists_legacy(&discover) =>
-                {
-                    info!(client_version = %asked, "protocol: the server speaks both eras; using \
-                          the initialize era");
-                    *era = Era::Legacy;
-                    drop(era);
-                    return self.send_legacy_and_remember(msg).await;
-                }
-                Probe::Modern { discover, version } => {
-                    let m = Modern::translating(
-                        self.url(),
-                        self.http.clone(),
-                        self.out.clone(),
-                        self.tools.clone(),
-                        self.cancel.child_token(),
-                        version,
-                        discover,
-                    );
-                    *era = Era::Modern(m.clone());
-                    drop(era);
-                    self.remember(era_cache::Learned::Modern).await;
-                    return m.send(msg).await;
-                }
-                Probe::Legacy(why) => {
-                    if self.protocol == ProtocolMode::Modern {
-                        return Err(self.not_modern(why));
-                    }
-                    info!(reason = %why, "protocol: the server does not speak MCP {}; using the initialize era",
-                          modern::MODERN_VERSION);
-                    *era = Era::Legacy;
-                    drop(era);
-                    return self.send_legacy_and_remember(msg).await;
-                }
+            Step::Initialize => self.decide_by_initialize(&mut era, msg).await,
+            Step::ModernFirst => self.decide_by_modern_client(&mut era, msg).await,
+            Step::Refuse => {
+                warn!(method = ?msg.method, "--protocol modern: refusing a message sent before initialize");
+                Err(self.not_modern(format!(
+                    "the client sent {} before initialize or any modern request, so the server's \
+                     era is not known yet",
+                    msg.method.as_deref().unwrap_or("a response")
+                )))
             }
         }
-        if modern::is_modern_shaped(&msg) {
-            let m = Modern::passthrough(
-                self.url(),
-                self.http.clone(),
-                self.out.clone(),
-                self.tools.clone(),
-                self.cancel.child_token(),
-            );
-            let id = msg.id.clone();
-            *self.deciding.lock().unwrap() = Some(m.clone());
-            let first = m.send_first(msg).await;
-            *self.deciding.lock().unwrap() = None;
-            match first? {
-                First::Cancelled => {
-                    m.close();
-                    return Ok(());
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            protocol: self.protocol,
+            http_first: matches!(
+                self.mode,
+                TransportMode::HttpFirst | TransportMode::HttpOnly
+            ),
+        }
+    }
+
+    /// What the transports are built from, with `out` as their sink.
+    fn link(&self, out: Arc<dyn Deliver>) -> Link {
+        Link {
+            url: self.url(),
+            http: self.http.clone(),
+            out,
+            tools: self.tools.clone(),
+            cancel: self.cancel.child_token(),
+        }
+    }
+
+    // ---- the era decided by the client's `initialize` ----
+
+    /// The client's `initialize` while the era is open: sent first, or after a probe when the
+    /// server is remembered (or required) to be modern ([`era::first_contact`]).
+    async fn decide_by_initialize(
+        &self,
+        era: &mut Era<Arc<Modern>>,
+        msg: Message,
+    ) -> Result<(), UpstreamError> {
+        let remembered = match self.era_cache() {
+            Some(c) if self.protocol == ProtocolMode::Auto => {
+                tokio::task::spawn_blocking(move || c.load())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            _ => None,
+        };
+        match era::first_contact(self.protocol, remembered) {
+            FirstContact::ProbeFirst => {
+                if remembered == Some(Learned::Modern) {
+                    info!("protocol: the modern era, as learned on an earlier run; probing first");
                 }
-                First::Modern => {
+                self.probe_first(era, msg).await
+            }
+            FirstContact::InitializeFirst { trust_stateless } => {
+                self.initialize_first(era, msg, trust_stateless, remembered.is_some())
+                    .await
+            }
+        }
+    }
+
+    /// `server/discover` before the client's `initialize`: its result is what the translated
+    /// `initialize` answer is made of.
+    async fn probe_first(
+        &self,
+        era: &mut Era<Arc<Modern>>,
+        msg: Message,
+    ) -> Result<(), UpstreamError> {
+        let (_, client_info, caps) = modern::initialize_params(&msg.bytes);
+        let probe = modern::probe(&self.url(), &self.http, &client_info, &caps).await?;
+        match (era::after_probe(self.protocol, found(&probe), false), probe) {
+            (Verdict::Translate, Probe::Modern { discover, version }) => {
+                self.translate(era, version, discover, msg).await
+            }
+            (Verdict::NotModern, Probe::Legacy(why)) => Err(self.not_modern(why)),
+            (_, probe) => {
+                info!(found = ?found(&probe), "protocol: the server is served in the initialize era");
+                era.settle(Era::Legacy);
+                self.send_legacy_and_remember(msg).await
+            }
+        }
+    }
+
+    /// Sends the client's `initialize` to the server as it is, holding its answer back until
+    /// the era is known: an answer with a session settles the `initialize` era at no extra
+    /// round trip; a refusal or a stateless answer is followed by a probe.
+    async fn initialize_first(
+        &self,
+        era: &mut Era<Arc<Modern>>,
+        msg: Message,
+        trust_stateless: bool,
+        remembered: bool,
+    ) -> Result<(), UpstreamError> {
+        let check = EraCheck::new(self.out.clone(), msg.id.clone());
+        let t = Arc::new(StreamableHttp::new(self.link(check.clone())));
+        let sent = t.send(msg.clone()).await;
+        let tried = match &sent {
+            Err(UpstreamError::NotStreamable { .. }) => Tried::Refused,
+            Ok(()) if check.refused() => Tried::Refused,
+            Ok(()) if !t.has_session() => Tried::Stateless,
+            // No era shows before the server was reached and let the client in: decide later.
+            Err(
+                UpstreamError::Connect { .. }
+                | UpstreamError::Auth(_)
+                | UpstreamError::ForeignOrigin(_),
+            ) => {
+                t.abandon();
+                return sent;
+            }
+            _ => Tried::Session,
+        };
+        let probe = match era::after_initialize(tried, trust_stateless) {
+            AfterInitialize::Legacy => None,
+            AfterInitialize::Probe => {
+                if remembered && tried == Tried::Refused {
                     info!(
-                        "protocol: client and server speak the modern era (MCP {}); relaying",
-                        modern::MODERN_VERSION
+                        "protocol: the server refused initialize although it took it on an \
+                         earlier run; probing its era again"
                     );
-                    *era = Era::Modern(m);
-                    return Ok(());
+                    if let Some(c) = self.era_cache() {
+                        let _ = tokio::task::spawn_blocking(move || c.forget()).await;
+                    }
                 }
-                First::Legacy(why) => {
-                    m.close();
-                    if self.protocol == ProtocolMode::Modern {
-                        return Err(self.not_modern(why));
+                let (_, client_info, caps) = modern::initialize_params(&msg.bytes);
+                match modern::probe(&self.url(), &self.http, &client_info, &caps).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        t.abandon();
+                        return Err(e);
                     }
-                    info!(reason = %why, "protocol: the client speaks the modern era, the server does \
-                           not; answering with a non-modern error so the client falls back to initialize");
-                    *era = Era::Legacy;
-                    drop(era);
-                    // A JSON-RPC error whose code no modern server uses: the client's signal to
-                    // fall back to `initialize` (answered on the legacy path).
-                    if let Some(id) = id {
-                        let line = jsonrpc::error_response(
-                            Some(&id),
-                            jsonrpc::code::METHOD_NOT_FOUND,
-                            &format!(
-                                "alibridge: the MCP server at {} does not speak MCP {} ({why}); \
-                                 send initialize to use the older protocol",
-                                self.shown_url(),
-                                modern::MODERN_VERSION
-                            ),
-                            None,
-                        );
-                        if let Ok(m) = Message::parse(line) {
-                            self.out.deliver(m).await;
-                        }
-                    }
-                    return Ok(());
                 }
             }
+        };
+        let verdict = probe.as_ref().map_or(Verdict::Legacy, |p| {
+            era::after_probe(self.protocol, found(p), tried == Tried::Refused)
+        });
+        if let (Verdict::Translate, Some(Probe::Modern { discover, version })) = (verdict, probe) {
+            // Nothing of the initialize era is kept: a stateless answer left no session.
+            t.abandon();
+            drop(check.take());
+            return self.translate(era, version, discover, msg).await;
         }
-        if self.protocol == ProtocolMode::Modern {
-            warn!(method = ?msg.method, "--protocol modern: refusing a message sent before initialize");
-            return Err(self.not_modern(format!(
-                "the client sent {} before initialize or any modern request, so the server's era \
-                 is not known yet",
-                msg.method.as_deref().unwrap_or("a response")
-            )));
+        era.settle(Era::Legacy);
+        let active = self.active.lock().await;
+        match sent {
+            Err(UpstreamError::NotStreamable { status, url, body }) => {
+                info!(
+                    status,
+                    "protocol: the server does not speak MCP {}; POST refused",
+                    modern::MODERN_VERSION
+                );
+                self.after_refused_post(active, t, msg, status, url, body)
+                    .await
+            }
+            sent => {
+                info!(
+                    session = t.has_session(),
+                    "protocol: the server took initialize; the initialize era (no server/discover \
+                     before it)"
+                );
+                let mut active = active;
+                *active = Active::Streamable(t);
+                drop(active);
+                if let Some(answer) = check.take() {
+                    self.out.deliver(answer).await;
+                }
+                if sent.is_ok() {
+                    self.remember(Learned::Legacy).await;
+                }
+                sent
+            }
         }
-        *era = Era::Legacy;
-        drop(era);
-        self.send_legacy(msg).await
+    }
+
+    /// Settles the era on a translating [`Modern`] transport and answers `msg` (the client's
+    /// `initialize`) from the `discover` result.
+    async fn translate(
+        &self,
+        era: &mut Era<Arc<Modern>>,
+        version: String,
+        discover: serde_json::Value,
+        msg: Message,
+    ) -> Result<(), UpstreamError> {
+        let m = Modern::translating(self.link(self.out.clone()), version, discover);
+        era.settle(Era::Modern(m.clone()));
+        self.remember(Learned::Modern).await;
+        m.send(msg).await
+    }
+
+    /// A modern client's first message: relayed as it is; its answer decides.
+    async fn decide_by_modern_client(
+        &self,
+        era: &mut Era<Arc<Modern>>,
+        msg: Message,
+    ) -> Result<(), UpstreamError> {
+        let m = Modern::passthrough(self.link(self.out.clone()));
+        let id = msg.id.clone();
+        *self.deciding.lock().unwrap() = Some(m.clone());
+        let first = m.send_first(msg).await;
+        *self.deciding.lock().unwrap() = None;
+        match first? {
+            First::Cancelled => {
+                m.close();
+                Ok(())
+            }
+            First::Modern => {
+                info!(
+                    "protocol: client and server speak the modern era (MCP {}); relaying",
+                    modern::MODERN_VERSION
+                );
+                era.settle(Era::Modern(m));
+                Ok(())
+            }
+            First::Legacy(why) => {
+                m.close();
+                if self.protocol == ProtocolMode::Modern {
+                    return Err(self.not_modern(why));
+                }
+                info!(reason = %why, "protocol: the client speaks the modern era, the server does \
+                       not; answering with a non-modern error so the client falls back to initialize");
+                era.settle(Era::Legacy);
+                // A JSON-RPC error whose code no modern server uses: the client's signal to
+                // fall back to `initialize` (answered on the legacy path).
+                if let Some(id) = id {
+                    let line = jsonrpc::error_response(
+                        Some(&id),
+                        jsonrpc::code::METHOD_NOT_FOUND,
+                        &format!(
+                            "alibridge: the MCP server at {} does not speak MCP {} ({why}); \
+                             send initialize to use the older protocol",
+                            self.shown_url(),
+                            modern::MODERN_VERSION
+                        ),
+                        None,
+                    );
+                    if let Ok(m) = Message::parse(line) {
+                        self.out.deliver(m).await;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     // ---- era cache hook (see era_cache.rs) ----
@@ -336,82 +437,22 @@ impl Upstream {
         Some(era_cache::EraCache::new(home, &self.url()))
     }
 
-    /// With a cached `legacy` era (and `--protocol auto` over Streamable HTTP), sends the
-    /// client's `initialize` without probing. `None` when there is no such entry, or when the
-    /// server refused the message the way a modern-only server does: then the entry is dropped
-    /// and the caller probes as on a cold start.
-    async fn initialize_by_cached_era(&self, msg: &Message) -> Option<Result<(), UpstreamError>> {
-        let cache = self.era_cache()?;
-        if self.protocol != ProtocolMode::Auto
-            || !matches!(
-                self.mode,
-                TransportMode::HttpFirst | TransportMode::HttpOnly
-            )
-        {
-            return None;
-        }
-        let c = cache.clone();
-        let cached = tokio::task::spawn_blocking(move || c.load()).await.ok()??;
-        if cached != era_cache::Learned::Legacy {
-            return None;
-        }
-        let mut active = self.active.lock().await;
-        if !matches!(*active, Active::Undecided) {
-            return None;
-        }
-        let check = era_cache::EraCheck::new(self.out.clone(), msg.id.clone());
-        let t = Arc::new(StreamableHttp::new(
-            self.url(),
-            self.http.clone(),
-            check.clone(),
-            self.tools.clone(),
-            self.cancel.child_token(),
-        ));
-        let sent = t.send(msg.clone()).await;
-        if check.refused() && sent.is_ok() {
-            info!(
-                "protocol: the server refused initialize with a modern era error although it \
-                  took it on an earlier run; probing its era again"
-            );
-            t.close().await;
-            let c = cache.clone();
-            let _ = tokio::task::spawn_blocking(move || c.forget()).await;
-            return None;
-        }
-        match sent {
-            Err(UpstreamError::NotStreamable { status, .. }) => {
-                info!(
-                    status,
-                    "protocol: the server refused initialize although it took it on \
-                      an earlier run; probing its era again"
-                );
-                let c = cache.clone();
-                let _ = tokio::task::spawn_blocking(move || c.forget()).await;
-                None
-            }
-            Err(e @ UpstreamError::Connect { .. }) => Some(Err(e)),
-            other => {
-                info!("protocol: the initialize era, as learned on an earlier run (no server/discover probe)");
-                *active = Active::Streamable(t);
-                Some(other)
-            }
-        }
-    }
-
-    /// Sends through the legacy transports and, when that settled on Streamable HTTP, records
-    /// the era for the next start.
+    /// Sends through the legacy transports and records the era for the next start: `legacy`
+    /// when that settled on Streamable HTTP; otherwise the entry is dropped (HTTP+SSE
+    /// endpoints are never probed, and a remembered `modern` is wrong now).
     async fn send_legacy_and_remember(&self, msg: Message) -> Result<(), UpstreamError> {
         let sent = self.send_legacy(msg).await;
-        if self.era_home.is_some()
-            && sent.is_ok()
-            && matches!(*self.active.lock().await, Active::Streamable(_))
-        {
-            self.remember(era_cache::Learned::Legacy).await;
+        if self.era_home.is_some() && sent.is_ok() {
+            if matches!(*self.active.lock().await, Active::Streamable(_)) {
+                self.remember(Learned::Legacy).await;
+            } else if let Some(c) = self.era_cache() {
+                let _ = tokio::task::spawn_blocking(move || c.forget()).await;
+            }
         }
         sent
     }
 
-    async fn remember(&self, era: era_cache::Learned) {
+    async fn remember(&self, era: Learned) {
         if let Some(c) = self.era_cache() {
             let _ = tokio::task::spawn_blocking(move || c.store(era)).await;
         }
@@ -423,6 +464,8 @@ impl Upstream {
             detail,
         }
     }
+
+    // ---- the `initialize`-era transports ----
 
     /// Sends one message through the `initialize`-era transports, choosing one on first use.
     async fn send_legacy(&self, msg: Message) -> Result<(), UpstreamError> {
@@ -445,29 +488,8 @@ impl Upstream {
                 let t = Arc::new(self.streamable());
                 match t.send(msg.clone()).await {
                     Err(UpstreamError::NotStreamable { status, url, body }) => {
-                        if self.mode == TransportMode::HttpOnly {
-                            *active = Active::Streamable(t);
-                            return Err(UpstreamError::Status { status, url, body });
-                        }
-                        info!(
-                            status,
-                            "POST refused; falling back to the HTTP+SSE transport"
-                        );
-                        let sse = match LegacySse::connect(
-                            &self.url(),
-                            &self.http,
-                            &self.out,
-                            self.cancel.child_token(),
-                        )
-                        .await
-                        {
-                            Ok(sse) => sse,
-                            // Neither transport works: report the Streamable HTTP refusal too.
-                            Err(e) => return Err(both_failed(status, e)),
-                        };
-                        *active = Active::Sse(sse.clone());
-                        drop(active);
-                        sse.send(msg).await
+                        self.after_refused_post(active, t, msg, status, url, body)
+                            .await
                     }
                     Err(e @ UpstreamError::Connect { .. }) => Err(e),
                     other => {
@@ -508,6 +530,44 @@ impl Upstream {
         }
     }
 
+    /// The first POST of Streamable HTTP was refused as a server without it refuses
+    /// (400/404/405): under `http-first` the HTTP+SSE transport is tried once, under
+    /// `http-only` the refusal is the answer.
+    async fn after_refused_post(
+        &self,
+        mut active: MutexGuard<'_, Active>,
+        t: Arc<StreamableHttp>,
+        msg: Message,
+        status: u16,
+        url: String,
+        body: String,
+    ) -> Result<(), UpstreamError> {
+        if self.mode == TransportMode::HttpOnly {
+            *active = Active::Streamable(t);
+            return Err(UpstreamError::Status { status, url, body });
+        }
+        info!(
+            status,
+            "POST refused; falling back to the HTTP+SSE transport"
+        );
+        t.abandon();
+        let sse = match LegacySse::connect(
+            &self.url(),
+            &self.http,
+            &self.out,
+            self.cancel.child_token(),
+        )
+        .await
+        {
+            Ok(sse) => sse,
+            // Neither transport works: report the Streamable HTTP refusal too.
+            Err(e) => return Err(both_failed(status, e)),
+        };
+        *active = Active::Sse(sse.clone());
+        drop(active);
+        sse.send(msg).await
+    }
+
     /// The endpoint as shown in messages (no query string).
     pub fn shown_url(&self) -> String {
         crate::net::display_url(&self.url())
@@ -522,10 +582,9 @@ impl Upstream {
         if self.url() == *url {
             return false;
         }
-        if let Era::Modern(m) = &*era {
+        if let Some(m) = era.reset() {
             m.close();
         }
-        *era = Era::Undecided;
         let active = std::mem::replace(&mut *self.active.lock().await, Active::Undecided);
         match active {
             Active::Streamable(t) => t.abandon(),
@@ -538,7 +597,7 @@ impl Upstream {
 
     /// Ends the session politely (Streamable HTTP `DELETE`) and stops every background task.
     pub async fn close(&self) {
-        if let Era::Modern(m) = &*self.era.lock().await {
+        if let Some(m) = self.era.lock().await.reset() {
             m.close();
         }
         let active = std::mem::replace(&mut *self.active.lock().await, Active::Undecided);
@@ -551,13 +610,17 @@ impl Upstream {
     }
 
     fn streamable(&self) -> StreamableHttp {
-        StreamableHttp::new(
-            self.url(),
-            self.http.clone(),
-            self.out.clone(),
-            self.tools.clone(),
-            self.cancel.child_token(),
-        )
+        StreamableHttp::new(self.link(self.out.clone()))
+    }
+}
+
+/// What a probe found, for the era machine.
+fn found(p: &Probe) -> Found {
+    match p {
+        Probe::Modern { discover, .. } => Found::Modern {
+            lists_legacy: modern::lists_legacy(discover),
+        },
+        Probe::Legacy(_) => Found::Legacy,
     }
 }
 
@@ -567,59 +630,6 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
-}
-
-/// Spawns `task` as a child of `token`: once `token` or any ancestor is cancelled, the task is
-/// dropped at its next await.
-pub(crate) fn spawn_child(
-    token: &CancellationToken,
-    task: impl Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
-    let token = token.clone();
-    tokio::spawn(async move {
-        token.run_until_cancelled(task).await;
-    })
-}
-
-/// What becomes of a server message dropped for its size, other than the answer a POST is
-/// reading (that request simply fails with [`UpstreamError::TooLarge`]).
-pub(crate) enum Dropped {
-    /// A response: the client's request with that id gets this error instead (the relay drops
-    /// it if no such request is open).
-    AnswerClient(Message),
-    /// A request from the server: it gets this error response, so it does not wait forever for
-    /// an answer the client never saw.
-    RefuseServer(Message),
-    /// A notification, or nothing could be read: only logged.
-    Nothing,
-}
-
-pub(crate) fn dropped(t: &TooLarge, url: &str, limit: usize) -> Dropped {
-    tracing::warn!(size = t.size, limit, id = %t.id.as_ref().map(|i| i.as_json()).unwrap_or("-"),
-                   request = t.has_method, "discarded a server message over --max-message-size");
-    let Some(id) = &t.id else {
-        return Dropped::Nothing;
-    };
-    if t.has_method {
-        let refusal = jsonrpc::error_response(
-            Some(id),
-            jsonrpc::code::INVALID_REQUEST,
-            &format!(
-                "the request was {} and the client's bridge (alibridge) relays at most {} \
-                 (--max-message-size); it was not passed to the client",
-                jsonrpc::human_size(t.size),
-                jsonrpc::human_size(limit as u64)
-            ),
-            None,
-        );
-        return Message::parse(refusal).map_or(Dropped::Nothing, Dropped::RefuseServer);
-    }
-    let err = UpstreamError::TooLarge {
-        url: url.to_string(),
-        size: Some(t.size),
-        limit: limit as u64,
-    };
-    Message::parse(err.to_response(id)).map_or(Dropped::Nothing, Dropped::AnswerClient)
 }
 
 fn both_failed(status: u16, sse: UpstreamError) -> UpstreamError {
@@ -636,40 +646,5 @@ fn both_failed(status: u16, sse: UpstreamError) -> UpstreamError {
             ),
         },
         other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A task whose future was dropped (cancelled) closes its end of a channel it held.
-    async fn held(tx: tokio::sync::oneshot::Sender<()>) {
-        let _kept_until_dropped = tx;
-        std::future::pending::<()>().await
-    }
-
-    #[tokio::test]
-    async fn cancelling_the_root_stops_every_task_below_it() {
-        let root = CancellationToken::new();
-        let transport = root.child_token();
-        let stream = transport.child_token();
-        let (a, a_rx) = tokio::sync::oneshot::channel();
-        let (b, b_rx) = tokio::sync::oneshot::channel();
-        let (c, c_rx) = tokio::sync::oneshot::channel();
-        let tasks = [
-            spawn_child(&root, held(a)),
-            spawn_child(&transport, held(b)),
-            spawn_child(&stream, held(c)),
-        ];
-        // Stopping one stream leaves its parents' tasks running.
-        stream.cancel();
-        assert!(c_rx.await.is_err(), "the stream's task was dropped");
-        assert!(!tasks[0].is_finished() && !tasks[1].is_finished());
-        root.cancel();
-        for t in tasks {
-            t.await.expect("a cancelled task ends cleanly");
-        }
-        assert!(a_rx.await.is_err() && b_rx.await.is_err());
     }
 }

@@ -37,9 +37,7 @@ async fn initialize_echoes_session_id_and_protocol_version() {
     assert_eq!(responses_per_id(&seen).len(), 2);
 
     let reqs = server.requests();
-    // `--protocol auto` asks first (rmcp speaks both eras, so the initialize era follows).
-    assert_eq!(reqs[0].rpc_method.as_deref(), Some("server/discover"));
-    let reqs = &reqs[1..];
+    // `--protocol auto` sends the client's initialize first (issue 21); no probe before it.
     let init = &reqs[0];
     assert_eq!(init.rpc_method.as_deref(), Some("initialize"));
     assert_eq!(
@@ -86,10 +84,10 @@ async fn protocol_version_header_comes_from_the_initialize_result() {
     );
     bridge.finish().await;
     let reqs = server.requests();
-    assert!(reqs.len() >= 4);
-    // reqs[0]: the server/discover probe of `--protocol auto`; reqs[1]: initialize.
-    assert_eq!(reqs[1].rpc_method.as_deref(), Some("initialize"));
-    for r in &reqs[2..] {
+    assert!(reqs.len() >= 3);
+    // `--protocol auto` sends the client's initialize first (issue 21).
+    assert_eq!(reqs[0].rpc_method.as_deref(), Some("initialize"));
+    for r in &reqs[1..] {
         let what = format!("{} {:?}", r.method, r.rpc_method);
         assert_eq!(
             r.header("mcp-protocol-version"),

@@ -2,8 +2,8 @@
 //! first one already paid. AccessKeys: the minted token is reused from the 0600 cache (the
 //! fake's mint count proves it), but never past the refresh skew, never after a 401, never for
 //! another key, site or policy. `--protocol auto`: the era is remembered per endpoint, so the
-//! second run sends no `server/discover`, and a server that changed era behind the same URL is
-//! probed again. Counted, never timed.
+//! second run against a modern server sends no `initialize` it would refuse, and a server that
+//! changed era behind the same URL is probed again. Counted, never timed.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -254,30 +254,36 @@ async fn a_wrong_secret_does_not_unlock_a_cached_token() {
     assert_eq!(rig.server.requests().len(), before, "nothing sent upstream");
 }
 
-/// `--protocol auto`: the first run probes with `server/discover` and remembers the initialize
-/// era; the second sends its `initialize` straight away.
+/// `--protocol auto` against a modern-only server: the first run pays for its era (the
+/// client's `initialize`, refused, then `server/discover`) and remembers it; the second sends
+/// `server/discover` straight away and no `initialize` at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_warm_start_skips_server_discover() {
-    let server = TestServer::start().await;
+async fn a_warm_start_skips_the_trip_that_taught_the_era() {
+    let server = ModernServer::start(Legacy::Reject);
     let home = TempHome::new("warm-era");
+    let mut firsts = Vec::new();
     for _ in 0..2 {
+        let before = server.log().await.len();
         let mut b =
             Bridge::spawn_isolated([server.url()], [("ALIBRIDGE_AUTH", "none")], home.path());
         b.initialize().await;
         b.request(1, "tools/list", json!({})).await;
         assert!(b.response(1).await["result"]["tools"].is_array());
         b.finish().await;
+        let methods: Vec<String> = server.log().await[before..]
+            .iter()
+            .filter_map(|r| r["rpcMethod"].as_str().map(str::to_string))
+            .filter(|m| m == "server/discover" || m == "initialize")
+            .collect();
+        firsts.push(methods);
     }
-    let methods: Vec<String> = server
-        .requests()
-        .into_iter()
-        .filter_map(|r| r.rpc_method)
-        .filter(|m| m == "server/discover" || m == "initialize")
-        .collect();
     assert_eq!(
-        methods,
-        ["server/discover", "initialize", "initialize"],
-        "the second start probed again"
+        firsts,
+        [
+            vec!["initialize", "server/discover"],
+            vec!["server/discover"]
+        ],
+        "cold, then warm"
     );
 }
 
@@ -309,7 +315,8 @@ async fn a_remembered_era_the_server_left_is_probed_again() {
             .iter()
             .filter(|r| r.rpc_method.as_deref() == Some("server/discover"))
             .count(),
-        1
+        0,
+        "the initialize era needs no probe"
     );
     front.retarget(url_addr(&modern.url()));
     let stderr = session(&home).await;

@@ -8,6 +8,9 @@
 //! Counted per proxy: connections, and *turns*: client→server bursts that follow server data
 //! (or open the connection), i.e. the request/response exchanges a client waited on.
 //!
+//! [`DelayProxy::start_closing_idle`] also closes a connection that carried nothing either way
+//! for a while, as a server (or its load balancer) with an idle timeout does.
+//!
 //! Included by `examples/` as well as by the tests (uses only tokio).
 
 use std::net::SocketAddr;
@@ -38,6 +41,26 @@ pub struct DelayProxy {
 impl DelayProxy {
     /// Forwards `listener`'s connections to `target`, `delay` each way.
     pub fn start(listener: TcpListener, target: SocketAddr, delay: Duration) -> DelayProxy {
+        Self::start_with(listener, target, delay, None)
+    }
+
+    /// Like [`DelayProxy::start`], and a connection idle (no bytes either way) for `idle` is
+    /// closed both ways.
+    pub fn start_closing_idle(
+        listener: TcpListener,
+        target: SocketAddr,
+        delay: Duration,
+        idle: Duration,
+    ) -> DelayProxy {
+        Self::start_with(listener, target, delay, Some(idle))
+    }
+
+    fn start_with(
+        listener: TcpListener,
+        target: SocketAddr,
+        delay: Duration,
+        idle: Option<Duration>,
+    ) -> DelayProxy {
         let addr = listener.local_addr().expect("a bound listener");
         let target = Arc::new(Mutex::new(target));
         let counts = Arc::new(Counts::default());
@@ -53,7 +76,8 @@ impl DelayProxy {
                 let to = *t.lock().unwrap();
                 let (c, k) = (c.clone(), k.clone());
                 tokio::spawn(async move {
-                    k.run_until_cancelled(pipe(inbound, to, delay, c)).await;
+                    k.run_until_cancelled(pipe(inbound, to, delay, c, idle))
+                        .await;
                 });
             }
         });
@@ -94,20 +118,67 @@ impl Drop for DelayProxy {
     }
 }
 
-async fn pipe(inbound: TcpStream, to: SocketAddr, delay: Duration, counts: Arc<Counts>) {
+async fn pipe(
+    inbound: TcpStream,
+    to: SocketAddr,
+    delay: Duration,
+    counts: Arc<Counts>,
+    idle: Option<Duration>,
+) {
     let Ok(outbound) = TcpStream::connect(to).await else {
         return;
     };
+    let Some(idle) = idle else {
+        return forward(inbound, outbound, delay, counts, Arc::new(Mutex::new(None))).await;
+    };
+    let last = Arc::new(Mutex::new(Some(Instant::now())));
+    let watch = async {
+        loop {
+            let since = last.lock().unwrap().expect("set above");
+            if since.elapsed() >= idle {
+                return; // dropping the forwarder closes both sockets
+            }
+            tokio::time::sleep_until(since + idle).await;
+        }
+    };
+    tokio::select! {
+        _ = forward(inbound, outbound, delay, counts, last.clone()) => {}
+        _ = watch => {}
+    }
+}
+
+/// Forwards both ways until both ends are closed; every chunk stamps `last` when it is set.
+async fn forward(
+    inbound: TcpStream,
+    outbound: TcpStream,
+    delay: Duration,
+    counts: Arc<Counts>,
+    last: Arc<Mutex<Option<Instant>>>,
+) {
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
     let (cr, cw) = inbound.into_split();
     let (sr, sw) = outbound.into_split();
     // True while the last data seen went server → client: the next client chunk is a new turn.
     let server_spoke = Arc::new(AtomicBool::new(true));
-    let up = one_way(cr, sw, delay, Some((server_spoke.clone(), counts)));
+    let touch = |last: &Mutex<Option<Instant>>| {
+        let mut l = last.lock().unwrap();
+        if l.is_some() {
+            *l = Some(Instant::now());
+        }
+    };
+    let up_last = last.clone();
+    let up = one_way(
+        cr,
+        sw,
+        delay,
+        Some((server_spoke.clone(), counts)),
+        move || touch(&up_last),
+    );
     let down = async {
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = read_into(sr, tx, delay, Duration::ZERO, || {
+            touch(&last);
             server_spoke.store(true, Ordering::Relaxed)
         });
         tokio::join!(reader, write_from(rx, cw));
@@ -120,9 +191,11 @@ async fn one_way(
     w: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
     turns: Option<(Arc<AtomicBool>, Arc<Counts>)>,
+    on_chunk: impl Fn(),
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
     let reader = read_into(r, tx, delay, delay * 2, move || {
+        on_chunk();
         if let Some((spoke, counts)) = &turns {
             if spoke.swap(false, Ordering::Relaxed) {
                 counts.turns.fetch_add(1, Ordering::Relaxed);

@@ -18,7 +18,7 @@ use crate::upstream::error::UpstreamError;
 use crate::upstream::event_stream::{parse_event, EventStream, Parsed};
 use crate::upstream::headers::{self, ToolFacts};
 use crate::upstream::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_POST};
-use crate::upstream::{dropped, Dropped};
+use crate::upstream::transport::{dropped, Dropped};
 
 /// Re-issues of one request after broken response streams.
 const MAX_REISSUES: u32 = 2;

@@ -15,7 +15,7 @@ use crate::backoff::Backoff;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::upstream::event_stream::{parse_event, EventStream, Parsed};
 use crate::upstream::http::{error_snippet, is_event_stream};
-use crate::upstream::spawn_child;
+use crate::upstream::transport::spawn_child;
 
 /// Pacing of `subscriptions/listen` reopenings.
 const LISTEN_BACKOFF_BASE: Duration = Duration::from_secs(1);

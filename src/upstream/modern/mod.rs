@@ -49,7 +49,7 @@ use tracing::debug;
 use super::error::UpstreamError;
 use super::headers::ToolFacts;
 use super::http::{error_snippet, HttpClient};
-use super::Deliver;
+use super::transport::{Deliver, Link};
 use crate::jsonrpc::{Id, Kind, Message};
 use crate::net::display_url;
 
@@ -99,15 +99,14 @@ pub struct Modern {
 }
 
 impl Modern {
-    fn new(
-        url: Url,
-        http: HttpClient,
-        out: Arc<dyn Deliver>,
-        tools: Arc<ToolFacts>,
-        cancel: CancellationToken,
-        version: String,
-        discover: Value,
-    ) -> Arc<Self> {
+    fn new(link: Link, version: String, discover: Value) -> Arc<Self> {
+        let Link {
+            url,
+            http,
+            out,
+            tools,
+            cancel,
+        } = link;
         Arc::new(Modern {
             shown: display_url(&url),
             url,
@@ -126,37 +125,15 @@ impl Modern {
         })
     }
 
-    /// For a client of the `initialize` era, after a probe found a modern server.
-    #[allow(clippy::too_many_arguments)]
-    pub fn translating(
-        url: Url,
-        http: HttpClient,
-        out: Arc<dyn Deliver>,
-        tools: Arc<ToolFacts>,
-        cancel: CancellationToken,
-        version: String,
-        discover: Value,
-    ) -> Arc<Self> {
-        Self::new(url, http, out, tools, cancel, version, discover)
+    /// For a client of the `initialize` era, after a probe found a modern server: `discover`
+    /// is its `server/discover` result, `version` the modern revision chosen with it.
+    pub fn translating(link: Link, version: String, discover: Value) -> Arc<Self> {
+        Self::new(link, version, discover)
     }
 
     /// For a modern client: its messages are relayed as they are.
-    pub fn passthrough(
-        url: Url,
-        http: HttpClient,
-        out: Arc<dyn Deliver>,
-        tools: Arc<ToolFacts>,
-        cancel: CancellationToken,
-    ) -> Arc<Self> {
-        Self::new(
-            url,
-            http,
-            out,
-            tools,
-            cancel,
-            MODERN_VERSION.to_string(),
-            Value::Null,
-        )
+    pub fn passthrough(link: Link) -> Arc<Self> {
+        Self::new(link, MODERN_VERSION.to_string(), Value::Null)
     }
 
     fn translating_for(&self) -> Option<Arc<LegacyClient>> {

@@ -1,12 +1,16 @@
 //! Streamable HTTP (MCP 2025-06-18 and 2025-11-25): one POST per client message, answers as
 //! JSON or SSE, a session id to echo, a GET stream for server-initiated messages, resumption
 //! of cut streams with `Last-Event-ID`, re-initialisation when the server forgets the session,
-//! and `DELETE` on exit. POSTs also carry the request metadata headers derived from each body
+//! and `DELETE` on exit (the GET stream in `get_stream`, the replayed event a resume may bring
+//! in `replay`). POSTs also carry the request metadata headers derived from each body
 //! ([`super::headers`]), so a 2026-07-28 server reached through this transport sees them too.
+
+mod get_stream;
+mod replay;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -15,13 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::error::UpstreamError;
-use super::event_stream::{parse_event, Event, EventStream, Parsed, TooLarge};
+use super::event_stream::{parse_event, EventStream, Parsed, TooLarge};
 use super::headers::{self, ToolFacts};
 use super::http::{error_snippet, is_event_stream, HttpClient, ACCEPT_POST, ACCEPT_SSE};
-use super::{dropped, spawn_child, Deliver, Dropped};
-use crate::backoff::{retry_after, Backoff};
+use super::transport::{dropped, Deliver, Dropped, Link};
 use crate::jsonrpc::{self, single_line, Id, Kind, Message};
 use crate::net::{describe, display_url, read_body, BodyError};
+use replay::Replay;
 
 const SESSION_ID: &str = "mcp-session-id";
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -31,13 +35,6 @@ const LAST_EVENT_ID: &str = "last-event-id";
 const MAX_RESUMES: u32 = 5;
 /// Wait before resuming when the server sent no `retry:`.
 const DEFAULT_RETRY: Duration = Duration::from_millis(500);
-/// First and longest pause between GET-stream reconnects after failures (refusals, or streams
-/// that closed at once without delivering anything).
-const BACKOFF_BASE: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A GET stream that stayed open this long was healthy even if it delivered nothing (an idle
-/// stream closed by a proxy's timeout): reconnect promptly.
-const HEALTHY_STREAM: Duration = Duration::from_secs(30);
 /// `DELETE` on exit must not hold up the client that is closing us.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -81,14 +78,15 @@ pub struct StreamableHttp {
 }
 
 impl StreamableHttp {
-    /// `cancel` is the parent of the transport's background tasks.
-    pub fn new(
-        url: Url,
-        http: HttpClient,
-        out: Arc<dyn Deliver>,
-        tools: Arc<ToolFacts>,
-        cancel: CancellationToken,
-    ) -> Self {
+    /// `link.cancel` is the parent of the transport's background tasks.
+    pub fn new(link: Link) -> Self {
+        let Link {
+            url,
+            http,
+            out,
+            tools,
+            cancel,
+        } = link;
         StreamableHttp {
             shown: display_url(&url),
             url,
@@ -391,127 +389,6 @@ impl StreamableHttp {
         Ok(())
     }
 
-    /// Opens (or reopens) the standalone GET stream for server-initiated messages.
-    fn start_get_stream(self: &Arc<Self>) {
-        let token = self.cancel.child_token();
-        let me = self.clone();
-        spawn_child(&token, async move { me.run_get_stream().await });
-        if let Some(old) = self.get_stream.lock().unwrap().replace(token) {
-            old.cancel();
-        }
-    }
-
-    fn stop_get_stream(&self) {
-        if let Some(old) = self.get_stream.lock().unwrap().take() {
-            old.cancel();
-        }
-    }
-
-    /// Keeps the GET stream open for the life of the session, resuming from the last event id
-    /// after a break. Gives up on 405 (the server offers no stream) and on other refusals.
-    /// Reconnects back off exponentially (with jitter, up to [`MAX_BACKOFF`]) while streams
-    /// end at once without delivering anything, so a server that accepts and closes the GET
-    /// repeatedly gets a handful of requests, not a loop.
-    async fn run_get_stream(self: Arc<Self>) {
-        let mut last: Option<String> = None;
-        let mut retry: Option<u64> = None;
-        let mut backoff = Backoff::new(BACKOFF_BASE, MAX_BACKOFF);
-        let mut replay = Replay::default();
-        loop {
-            let session = self.snapshot();
-            let resp = match self
-                .http
-                .send(&self.url, || self.get_request(last.as_deref(), &session))
-                .await
-            {
-                Ok(r) => r,
-                Err(UpstreamError::ForeignOrigin(f)) => {
-                    warn!(error = %f, "GET stream refused; server-initiated messages will only arrive on responses");
-                    return;
-                }
-                Err(e) => {
-                    let wait = backoff.next_delay();
-                    debug!(error = %e, ?wait, "GET stream: connect failed; will retry");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            let status = resp.status().as_u16();
-            if resp.status().is_success() && is_event_stream(&resp) {
-                let opened = Instant::now();
-                let mut delivered = 0u64;
-                let mut events = self.events(resp).with_last_event_id(last.clone());
-                replay.resumed();
-                while let Some(Ok(ev)) = events.next().await {
-                    if replay.is_duplicate(&ev) {
-                        continue;
-                    }
-                    match parse_event(ev) {
-                        Some(Parsed::Message(m)) => {
-                            delivered += 1;
-                            self.out.deliver(m).await
-                        }
-                        Some(Parsed::Malformed(e)) => {
-                            warn!(error = %e, "dropping a malformed message from the GET stream")
-                        }
-                        Some(Parsed::TooLarge(t)) => {
-                            delivered += 1;
-                            self.on_dropped(&t, &session).await
-                        }
-                        None => {}
-                    }
-                }
-                last = events.last_event_id().map(str::to_string);
-                retry = events.retry_ms().or(retry);
-                let asked = retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY);
-                let wait = if delivered > 0 || opened.elapsed() >= HEALTHY_STREAM {
-                    backoff.reset();
-                    asked
-                } else {
-                    asked.max(backoff.next_delay())
-                };
-                debug!(
-                    resumable = last.is_some(),
-                    delivered,
-                    ?wait,
-                    "GET stream ended; reconnecting"
-                );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-            match status {
-                405 => debug!("the server offers no GET stream (405)"),
-                404 if session.id.is_some() => {
-                    info!("session expired (GET stream 404); starting a new one");
-                    let me = self.clone();
-                    // Beside this task, not in it: reinit stops this one.
-                    spawn_child(&self.cancel, async move {
-                        if let Err(e) = me.reinit(session.generation).await {
-                            warn!(error = %e, "could not start a new session");
-                        }
-                    });
-                }
-                408 | 429 | 500..=599 => {
-                    let asked = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(retry_after)
-                        .unwrap_or_default();
-                    let wait = backoff.next_delay().max(asked);
-                    debug!(status, ?wait, "GET stream refused for now; will retry");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                _ => warn!(
-                    status,
-                    "GET stream refused; server-initiated messages will only arrive on responses"
-                ),
-            }
-            return;
-        }
-    }
-
     /// Stops the GET stream and deletes the session, bounded by `DELETE_TIMEOUT`; then every
     /// task this transport started is cancelled.
     /// Stops every task of the session without telling the server: the credential in use now
@@ -542,6 +419,12 @@ impl StreamableHttp {
             Ok(Err(e)) => debug!(error = %e, "session DELETE failed"),
             Err(_) => debug!("session DELETE timed out"),
         }
+    }
+
+    /// Whether the server gave this transport a session (`Mcp-Session-Id`): a server that
+    /// serves the `initialize` era statelessly does not, and may be a modern one's fallback leg.
+    pub fn has_session(&self) -> bool {
+        self.session.lock().unwrap().id.is_some()
     }
 
     fn snapshot(&self) -> Session {
@@ -632,35 +515,6 @@ impl StreamableHttp {
     }
 }
 
-/// Drops the one event a server may repeat when a stream is resumed: some servers (rmcp 3.11
-/// among them) replay the event named in `Last-Event-ID` as well as those after it. Only an
-/// event that was already delivered with that very id is dropped, so nothing is lost when a
-/// server gives a priming event and a message the same id.
-#[derive(Default)]
-struct Replay {
-    /// Id of the last delivered event that carried an id.
-    delivered: Option<String>,
-    /// Set after a resume until the first event of the new stream has been seen.
-    checking: bool,
-}
-
-impl Replay {
-    fn resumed(&mut self) {
-        self.checking = self.delivered.is_some();
-    }
-
-    fn is_duplicate(&mut self, ev: &Event) -> bool {
-        let dup = self.checking && ev.id.is_some() && ev.id == self.delivered;
-        self.checking = false;
-        if dup {
-            debug!(id = ?ev.id, "dropping an event the server replayed on resume");
-        } else if ev.id.is_some() {
-            self.delivered = ev.id.clone();
-        }
-        dup
-    }
-}
-
 fn with_session(mut rb: RequestBuilder, session: &Session) -> RequestBuilder {
     if let Some(id) = &session.id {
         rb = rb.header(SESSION_ID, id.clone());
@@ -669,42 +523,4 @@ fn with_session(mut rb: RequestBuilder, session: &Session) -> RequestBuilder {
         rb = rb.header(PROTOCOL_VERSION, v.clone());
     }
     rb
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(id: Option<&str>) -> Event {
-        Event {
-            event: None,
-            id: id.map(str::to_string),
-            data: Bytes::from_static(b"{}"),
-            too_large: None,
-        }
-    }
-
-    #[test]
-    fn replay_drops_only_a_repeat_of_the_last_delivered_event() {
-        let mut r = Replay::default();
-        assert!(!r.is_duplicate(&ev(Some("0/1"))));
-        assert!(!r.is_duplicate(&ev(Some("1/1"))));
-        r.resumed();
-        assert!(
-            r.is_duplicate(&ev(Some("1/1"))),
-            "the replayed event is dropped"
-        );
-        assert!(!r.is_duplicate(&ev(Some("2/1"))));
-        r.resumed();
-        assert!(
-            !r.is_duplicate(&ev(Some("3/1"))),
-            "a new event after resume is kept"
-        );
-        let mut fresh = Replay::default();
-        fresh.resumed();
-        assert!(
-            !fresh.is_duplicate(&ev(Some("0"))),
-            "nothing delivered yet: nothing to drop"
-        );
-    }
 }
