@@ -12,6 +12,7 @@
 // `<placeholders>` stay as they are rather than as rustdoc markup.
 #![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
+pub mod exit;
 pub mod resolve;
 
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ use crate::upstream::{ProtocolMode, TransportMode};
 #[derive(Debug, Parser)]
 #[command(name = "alibridge", version, about, max_term_width = 100)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-#[command(after_help = EXIT_CODES_HELP)]
+#[command(after_help = exit::help())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -602,15 +603,6 @@ pub const MAX_AUTH_TIMEOUT: u32 = 24 * 3600;
 pub const MAX_TOKEN_REFRESH_SKEW: u32 = 24 * 3600;
 pub const MAX_CONFIRM_TIMEOUT: u32 = 24 * 3600;
 pub const MAX_KEEP_ALIVE: u32 = 3600;
-
-/// The exit codes, for `--help`.
-pub const EXIT_CODES_HELP: &str = "Exit codes: 0 normal end (stdin closed, signal, or the \
-    command did its job); 1 runtime failure (pre-check: denied or not installed; logout, remove: \
-    no such sign-in or entry; doctor: a check failed; tools: no pins, or a name not held back); 2 bad command line, configuration or credentials; 3 pre-check: the browser did \
-    not come back in time.\nDocs: https://github.com/alibridge/alibridge#readme";
-
-/// `pre-check`: the browser did not come back within `--timeout`.
-pub const EXIT_TIMEOUT: u8 = 3;
 
 /// Bounds of the size flags: `--max-message-size` (at least 1 KiB) and `proxy --max-body-size`;
 /// both are held in memory, so at most 4 GiB.

@@ -33,12 +33,12 @@ pub enum ClientsError {
     Conflict { file: PathBuf, name: String },
     #[error("cannot read {file}: {reason}; fix or move the file and try again")]
     Malformed { file: PathBuf, reason: String },
-    #[error("cannot {action} {file}: {source}")]
+    #[error("cannot {action} {file}: {cause}")]
     Io {
         action: &'static str,
         file: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Part of the message (this error has no separate source, so it is printed once).
+        cause: std::io::Error,
     },
 }
 
@@ -69,12 +69,12 @@ impl Places {
             .ok_or_else(|| ClientsError::Io {
                 action: "find",
                 file: PathBuf::from("the home directory"),
-                source: std::io::Error::other("set HOME (USERPROFILE on Windows)"),
+                cause: std::io::Error::other("set HOME (USERPROFILE on Windows)"),
             })?;
-        let project = std::env::current_dir().map_err(|source| ClientsError::Io {
+        let project = std::env::current_dir().map_err(|cause| ClientsError::Io {
             action: "read",
             file: PathBuf::from("the current directory"),
-            source,
+            cause,
         })?;
         Ok(Self {
             home,
@@ -368,10 +368,10 @@ pub fn read(file: &Path) -> Result<Option<String>, ClientsError> {
     match std::fs::read_to_string(file) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ClientsError::Io {
+        Err(cause) => Err(ClientsError::Io {
             action: "read",
             file: file.to_path_buf(),
-            source,
+            cause,
         }),
     }
 }
@@ -551,10 +551,10 @@ pub fn entry_url(entry: &Value) -> Option<String> {
 /// keeping the previous content in `<file>.bak` and the previous mode; a new file (and a new
 /// folder) is private (0600/0700), since client configs can hold tokens.
 pub fn write(file: &Path, text: &str, previous: Option<&str>) -> Result<(), ClientsError> {
-    let io = |action: &'static str, source: std::io::Error| ClientsError::Io {
+    let io = |action: &'static str, cause: std::io::Error| ClientsError::Io {
         action,
         file: file.to_path_buf(),
-        source,
+        cause,
     };
     let dir = file
         .parent()

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use crate::cli::exit::Exit;
+
 use crate::auth::oauth::discovery::canonical_resource;
 use crate::auth::oauth::store::TokenStore;
 use crate::cli::LogoutArgs;
@@ -36,7 +38,7 @@ pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if missing && !args.all {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Failure)
     } else {
         ExitCode::SUCCESS
     })

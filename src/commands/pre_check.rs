@@ -7,6 +7,8 @@
 
 use std::process::ExitCode;
 
+use crate::cli::exit::Exit;
+
 use anyhow::Context;
 use reqwest::Url;
 
@@ -64,7 +66,7 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
     let outcome = match tokio::time::timeout(timeout, listener.wait(&state, |_| Ok(()))).await {
         Err(_) => {
             crate::logging::outln!("no answer: the browser did not come back within {wait} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", site.flag_value());
-            return Ok(ExitCode::from(crate::cli::EXIT_TIMEOUT));
+            return Ok(ExitCode::from(Exit::Timeout));
         }
         Ok(r) => r.context("the callback listener failed")?,
     };
@@ -92,7 +94,7 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> (ExitCode, &'static str
         }
         Callback::Refused(why) => {
             crate::logging::outln!("failed: {why}. Run the check again.");
-            (ExitCode::from(1), "failed")
+            (ExitCode::from(Exit::Failure), "failed")
         }
         Callback::Error {
             error, description, ..
@@ -117,7 +119,7 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> (ExitCode, &'static str
                 ),
                 other => crate::logging::outln!("failed: the sign-in page answered {other}{detail}. Check --site-type and --client-id, then run the check again."),
             }
-            (ExitCode::from(1), recorded)
+            (ExitCode::from(Exit::Failure), recorded)
         }
     }
 }

@@ -51,19 +51,19 @@ pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
     };
     let (credential, reason) = build(cfg, site, site_why, url, why)?;
     Ok(Selection {
-        credential: Arc::new(credential),
-        reason,
-        warning: None,
+        site: Some(site),
+        ..Selection::new(Arc::new(credential), reason)
     })
 }
 
 const DEFAULT_SITE: &str = "default; pass --site-type INTL for international accounts";
 
 /// The URL-less start: the AccessKey credential, and the account's Core endpoint found with
-/// it (`--site-type` picks the site; `--discovery-endpoint` where to ask).
+/// it ([`Selection::endpoint`]; `--site-type` picks the site; `--discovery-endpoint` where to
+/// ask).
 pub async fn select_core(
     cfg: &AuthConfig,
-) -> Result<(Selection, Arc<discovery::CoreEndpoint>, Url), AuthError> {
+) -> Result<(Selection, Arc<discovery::CoreEndpoint>), AuthError> {
     let (site, site_why) = match cfg.site {
         Some(s) => (s, "--site-type"),
         None => (Site::Cn, DEFAULT_SITE),
@@ -79,16 +79,17 @@ pub async fn select_core(
     let (core, url) =
         discovery::CoreEndpoint::start(credential.clone(), site, cfg.discovery_endpoint.clone())
             .await?;
+    let reason = format!(
+        "{reason}; endpoint {} (the account's Core edition, {})",
+        crate::net::display_url(&url),
+        discovery::ACTION
+    );
     let selection = Selection {
-        credential,
-        reason: format!(
-            "{reason}; endpoint {} (the account's Core edition, {})",
-            crate::net::display_url(&url),
-            discovery::ACTION
-        ),
-        warning: None,
+        site: Some(site),
+        endpoint: Some(url),
+        ..Selection::new(credential, reason)
     };
-    Ok((selection, core, url))
+    Ok((selection, core))
 }
 
 /// The credential for `site`, binding safety policies for tokens used at `url`, and the
@@ -412,8 +413,8 @@ impl AccessKeyCredential {
 }
 
 impl Credential for AccessKeyCredential {
-    fn name(&self) -> &'static str {
-        "ak"
+    fn kind(&self) -> crate::auth::CredentialKind {
+        crate::auth::CredentialKind::AccessKey
     }
 
     fn on_first_network(&self, hook: crate::auth::NetworkHook) {
