@@ -14,7 +14,7 @@ use crate::net::parse_endpoint;
 
 pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let home = super::state_home()?;
-    let store = TokenStore::new(&home, args.token_store);
+    let store = TokenStore::new(&home, args.store.token_store);
     let servers: Vec<String> = if args.all {
         let mut all: Vec<String> = store.list().into_iter().map(|r| r.server).collect();
         all.dedup();

@@ -87,21 +87,27 @@ fn exit_codes_in_help_match_the_readme() {
     }
 }
 
-/// `pre-check --help` documents its flags; a missing `--site-type` is a usage error.
+/// `pre-check --help` documents its flags, named as everywhere else (its old `--timeout`
+/// still works, unlisted); a missing `--site-type` is a usage error.
 #[test]
 fn pre_check_help_and_usage() {
     let o = run(&["pre-check", "--help"], &[]);
     assert_eq!(o.status.code(), Some(0));
     let help = String::from_utf8_lossy(&o.stdout);
-    for flag in [
-        "--site-type",
-        "--client-id",
-        "--no-browser",
-        "--timeout",
-        "--callback-port",
+    for (flag, env) in [
+        ("--site-type", "ALIBRIDGE_SITE_TYPE"),
+        ("--client-id", "ALIBRIDGE_CLIENT_ID"),
+        ("--no-browser", "ALIBRIDGE_NO_BROWSER"),
+        ("--auth-timeout", "ALIBRIDGE_AUTH_TIMEOUT"),
+        ("--callback-port", "ALIBRIDGE_CALLBACK_PORT"),
     ] {
         assert!(help.contains(flag), "pre-check --help lacks {flag}");
+        assert!(
+            help.contains(&format!("[env: {env}]")),
+            "pre-check --help lacks [env: {env}]:\n{help}"
+        );
     }
+    assert!(!help.contains("=]"), "no empty values shown:\n{help}");
     assert_eq!(
         run(&["pre-check"], &[("ALIBRIDGE_SITE_TYPE", "")])
             .status
