@@ -30,6 +30,12 @@ pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
     error_chain(err).join(": ")
 }
 
+/// [`notice`] as a plain `fn`, for layers that may not name this module and take the channel
+/// as a value (the audit log's once-only warning).
+pub fn notice_args(line: std::fmt::Arguments<'_>) {
+    notice(line);
+}
+
 /// Writes part of a command's report (`status`, `doctor`, `list`, …) to stdout. When stdout is
 /// closed under it (`alibridge status | head -1`), the process ends quietly with exit 0, as Unix
 /// tools do, instead of panicking. Used through `logging::outln!` and

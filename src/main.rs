@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 
-use alibridge::{cli, commands, error, logging};
+use alibridge::{allocator, cli, commands, error, logging};
 
 fn main() -> ExitCode {
+    allocator::hold_large_messages();
     let cli = cli::parse();
     if let Err(e) = logging::init(cli.debug, cli.log_file.as_deref()) {
         return error::report(&error::UsageError::LogFile(e).into());

@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
     // Leaves, and the leaves of leaves.
     &["signer", "stdio", "logging", "shutdown", "env", "policy"],
     &["jsonrpc", "private_fs", "net"],
-    &["backoff", "random"],
+    &["backoff", "random", "allocator"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -30,7 +30,7 @@ pub(crate) fn open_audit(
     let Some(a) = target else {
         return Ok(None);
     };
-    crate::policy::audit::AuditLog::open(&a.path, a.max_bytes)
+    crate::policy::audit::AuditLog::open(&a.path, a.max_bytes, crate::logging::notice_args)
         .map(Some)
         .map_err(|e| {
             crate::error::UsageError::from(crate::config::ConfigError::Policy(e.to_string())).into()

@@ -116,7 +116,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     report.push_str(&format!(
         "limits: {} connections, {} per request body\n",
         cfg.max_connections,
-        crate::proxy::forward::human_size(cfg.max_body)
+        crate::jsonrpc::human_size(cfg.max_body as u64)
     ));
     report.push_str(&format!("listening on {base}\n"));
     print_flushed(&report);

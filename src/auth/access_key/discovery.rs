@@ -105,7 +105,7 @@ pub async fn discover(
     explicit_endpoint: bool,
 ) -> Result<Url, AuthError> {
     let body = api
-        .roa_get(endpoint, PATH, ACTION, VERSION, &[], keys)
+        .roa_get(endpoint, PATH, ACTION, VERSION, &[], &keys.api())
         .await
         .map_err(|e| explain(e, keys, site))?;
     let trusted = explicit_endpoint.then(|| endpoint.host_str()).flatten();

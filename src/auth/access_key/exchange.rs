@@ -68,7 +68,7 @@ impl Exchange {
             form: &[],
         };
         let body = api
-            .rpc(&self.endpoint, &call, Some(keys))
+            .rpc(&self.endpoint, &call, Some(&keys.api()))
             .await
             .map_err(|e| self.explain(e, keys, origin))?;
         parse(&body).ok_or_else(|| {

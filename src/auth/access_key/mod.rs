@@ -13,6 +13,7 @@ pub mod api;
 pub mod chain;
 pub mod discovery;
 pub mod exchange;
+pub mod input;
 pub mod keys;
 pub mod policy;
 pub mod pre_check_record;
