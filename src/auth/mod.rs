@@ -93,12 +93,17 @@ pub enum Retry {
 
 /// A credential failure the user must act on. Every message is a whole sentence that says what
 /// happened and what to do; the variant says what kind of problem it is, for callers that
-/// decide on it (`auto` falls back to OAuth on [`AuthError::NotFound`]).
+/// decide on it (`auto` falls back to OAuth when [`AuthError::failure`] is
+/// [`AuthFailure::NotFound`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// No credential of the asked kind was found; the message lists every place looked at.
-    #[error("{0}")]
-    NotFound(String),
+    /// No AccessKeys were found (the message lists every place looked at), or where they
+    /// were found cannot work.
+    #[error(transparent)]
+    Chain(#[from] access_key::chain::ChainError),
+    /// The account's Core endpoint could not be read from the discovery answer.
+    #[error(transparent)]
+    Core(#[from] access_key::discovery::CoreError),
     /// The credential's own configuration cannot work (an unsupported profile mode, an
     /// unreadable token file, a changed credentials file).
     #[error("{0}")]
@@ -173,7 +178,14 @@ impl AuthError {
     /// Which kind of problem this is.
     pub fn failure(&self) -> AuthFailure {
         match self {
-            AuthError::NotFound(_) => AuthFailure::NotFound,
+            AuthError::Chain(access_key::chain::ChainError::NotFound { .. }) => {
+                AuthFailure::NotFound
+            }
+            AuthError::Chain(_) => AuthFailure::Config,
+            AuthError::Core(access_key::discovery::CoreError::NoCores { .. }) => {
+                AuthFailure::Config
+            }
+            AuthError::Core(_) => AuthFailure::Protocol,
             AuthError::Config(_) => AuthFailure::Config,
             AuthError::Denied(_) => AuthFailure::Denied,
             AuthError::NotPermitted(_) => AuthFailure::NotPermitted,
@@ -315,7 +327,7 @@ pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Sele
                 return oauth(cfg, &why);
             }
             match access_key::select(cfg, url, "auto") {
-                Err(AuthError::NotFound(_)) => {
+                Err(e) if e.failure() == AuthFailure::NotFound => {
                     oauth(cfg, "auto: no Alibaba Cloud AccessKeys found")
                 }
                 other => other,

@@ -9,7 +9,7 @@ use tokio::io::BufReader;
 use tracing::debug;
 
 use crate::auth::access_key;
-use crate::auth::{AuthError, Credential};
+use crate::auth::{AuthError, AuthFailure, Credential};
 use crate::cli::BridgeArgs;
 use crate::config::{BridgeConfig, ConfigError};
 use crate::error::UsageError;
@@ -114,13 +114,13 @@ pub(crate) async fn select(
 /// A URL-less start that found no keys is a usage error (exit 2) whose message says what to
 /// pass; a refused or failed discovery is a runtime error (exit 1).
 fn core_error(e: AuthError) -> anyhow::Error {
-    match e {
-        AuthError::NotFound(m) => UsageError::from(ConfigError::NoUrl(format!(
-            "finding the account's Core endpoint needs AccessKeys, and none were found ({m})"
+    match e.failure() {
+        AuthFailure::NotFound => UsageError::from(ConfigError::NoUrl(format!(
+            "finding the account's Core endpoint needs AccessKeys, and none were found ({e})"
         )))
         .into(),
-        AuthError::Config(_) => UsageError::from(e).into(),
-        e => anyhow::Error::new(e),
+        AuthFailure::Config => UsageError::from(e).into(),
+        _ => anyhow::Error::new(e),
     }
 }
 

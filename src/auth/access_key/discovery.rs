@@ -109,10 +109,7 @@ pub async fn discover(
         .await
         .map_err(|e| explain(e, keys, site))?;
     let trusted = explicit_endpoint.then(|| endpoint.host_str()).flatten();
-    parse(&body, site, trusted).map_err(|e| match e {
-        CoreError::NoCores { .. } => AuthError::Config(format!("{e}")),
-        _ => AuthError::Protocol(format!("{e}")),
-    })
+    Ok(parse(&body, site, trusted)?)
 }
 
 /// Adds the likely fix to a failed call.

@@ -35,7 +35,7 @@ use reqwest::Url;
 use tracing::{debug, info};
 
 use self::api::ApiClient;
-use self::chain::{ChainError, ChainInput, Resolved};
+use self::chain::{ChainInput, Resolved};
 use self::exchange::Exchange;
 use self::keys::SharedSource;
 use self::site::{Site, OPENAPI_SCOPE};
@@ -108,10 +108,7 @@ fn build(
         env: &env,
         home: home_dir(),
     };
-    let resolved = chain::resolve(&input).map_err(|e| match e {
-        ChainError::NotFound { .. } => AuthError::NotFound(e.to_string()),
-        ChainError::Invalid(m) => AuthError::Config(m),
-    })?;
+    let resolved = chain::resolve(&input)?;
     debug!(site = site.flag_value(), reason = site_why, "site type");
     let endpoint = cfg.ims_endpoint.clone().unwrap_or_else(|| site.ims_url());
     let exchange = Exchange {
