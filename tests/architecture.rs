@@ -465,13 +465,6 @@ const PARSERS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Files that still decide on a message's text, each with the issue that removes it. The test
-/// fails when one of them no longer does (so the list only shrinks).
-const KNOWN: &[(&str, &str)] = &[(
-    "policy/pins.rs",
-    "Change::summary reads the diff's rendered lines (issue 22)",
-)];
-
 /// Every place in `code` (literals already blanked, so `x.contains("…")` reads `x.contains()`)
 /// where a string comparison (`starts_with`, `ends_with`, `contains`, `==`) against a literal
 /// is made on a message-named value or on an error's `to_string()`.
@@ -532,7 +525,6 @@ fn no_decision_on_the_text_of_a_message() {
     rust_files(&src, &mut files);
     files.sort();
     let mut violations = Vec::new();
-    let mut known_seen = Vec::new();
     for file in &files {
         let rel = file
             .strip_prefix(&src)
@@ -543,13 +535,6 @@ fn no_decision_on_the_text_of_a_message() {
             continue;
         }
         let found = text_decisions(&code_only(&std::fs::read_to_string(file).unwrap()));
-        if found.is_empty() {
-            continue;
-        }
-        if KNOWN.iter().any(|(p, _)| *p == rel) {
-            known_seen.push(rel);
-            continue;
-        }
         for f in found {
             violations.push(format!("{rel}:{f}"));
         }
@@ -559,12 +544,6 @@ fn no_decision_on_the_text_of_a_message() {
         "branches on the text of a message (decide on data: an enum, a code field):\n  {}",
         violations.join("\n  ")
     );
-    for (known, why) in KNOWN {
-        assert!(
-            known_seen.contains(&known.to_string()),
-            "{known} no longer decides on text ({why}): remove it from KNOWN"
-        );
-    }
 }
 
 #[test]
