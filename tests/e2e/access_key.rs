@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::support::ak_rig::{auth_line, env_keys, AkRig};
 use crate::support::aliyun_fake::{
     AliyunFake, Call, ASSUME_ROLE, ASSUME_ROLE_WITH_OIDC, CN_CLIENT_ID, GENERATE_ACCESS_TOKEN,
     IMS_VERSION, INTL_CLIENT_ID, MINT_POLICY, OPENAPI_SCOPE, STS_VERSION,
 };
 use crate::support::bridge::Bridge;
 use crate::support::check::{assert_no_secrets, auth_error, init_params, tool_text};
-use crate::support::home::TempHome;
 use crate::support::mcp_server::{ServerOptions, TestServer};
 use crate::support::wait::{until, WAIT};
 
@@ -28,48 +28,18 @@ const OTHER_SECRET: &str = "otherSecret-Hg5Tr8Ye2Uw6Iq9Oa3Sd7";
 pub(crate) const ROLE_ARN: &str = "acs:ram::1234567890123456:role/mcp-operator";
 const CHAINED_ROLE_ARN: &str = "acs:ram::1234567890123456:role/mcp-chained";
 
-/// The fake, an upstream that only accepts the fake's live tokens, and a temp `HOME`.
-struct Rig {
-    fake: AliyunFake,
-    server: TestServer,
-    home: TempHome,
-}
+/// The shared AccessKey rig ([`AkRig`]), with what these suites add.
+type Rig = AkRig;
 
-impl Rig {
-    async fn start(tag: &str) -> Rig {
-        let fake = AliyunFake::start().await;
-        let server =
-            TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
-        Rig {
-            fake,
-            server,
-            home: TempHome::new(&format!("ak-{tag}")),
-        }
-    }
-
-    /// `<mcp url> --transport http-only --auth ak --site-type SITE --ims-endpoint <fake>` + extra.
-    fn args(&self, site: &str, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            self.server.url().as_str(),
-            "--transport",
-            "http-only",
-            "--auth",
-            "ak",
-            "--site-type",
-            site,
-            "--ims-endpoint",
-            self.fake.url().as_str(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+impl AkRig {
+    /// `<mcp url> … --site-type SITE` + `extra` (see [`AkRig::args`]).
+    fn site_args(&self, site: &str, extra: &[&str]) -> Vec<String> {
+        self.args(&[&["--site-type", site][..], extra].concat())
     }
 
     fn spawn(&self, site: &str, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
         Bridge::spawn_isolated(
-            self.args(site, extra),
+            self.site_args(site, extra),
             env.iter().copied(),
             self.home.path(),
         )
@@ -85,21 +55,6 @@ impl Rig {
             })
             .collect()
     }
-}
-
-fn env_keys<'a>(id: &'a str, secret: &'a str) -> [(&'a str, &'a str); 2] {
-    [
-        ("ALIBABA_CLOUD_ACCESS_KEY_ID", id),
-        ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret),
-    ]
-}
-
-/// The `alibridge: auth: …` start-up line.
-fn auth_line(stderr: &str) -> &str {
-    stderr
-        .lines()
-        .find(|l| l.starts_with("alibridge: auth: "))
-        .unwrap_or_else(|| panic!("no `alibridge: auth:` line in stderr:\n{stderr}"))
 }
 
 /// The successful calls of `action` in `calls`.
