@@ -5,7 +5,7 @@
 //! `aliyun_fake_checks.rs`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -17,7 +17,7 @@ use crate::support::aliyun_fake::{
 use crate::support::bridge::Bridge;
 use crate::support::check::{assert_no_secrets, auth_error, init_params, tool_text};
 use crate::support::mcp_server::{ServerOptions, TestServer};
-use crate::support::wait::{until, WAIT};
+use crate::support::wait::until;
 
 pub(crate) const AK_ID: &str = "LTAI5tEnvKey000000000001";
 pub(crate) const AK_SECRET: &str = "envSecret-Q3v9Lk2Xw8Rt5Yp1Zn7Mb4Hc";
@@ -263,8 +263,8 @@ async fn cli_profiles_select_keys_and_ram_roles() {
 
 /// A token that expires during a live session is replaced before it expires, and the live
 /// session simply carries the new one: with a 4 s lifetime and `--token-refresh-skew 2`, a call
-/// 2.5 s after the mint already carries a new token, a call after that one has expired carries
-/// a third; the upstream never had to answer 401.
+/// once the token is inside the skew already carries a new token, a call after that one has
+/// expired carries a third; the upstream never had to answer 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_is_renewed_before_it_expires_without_a_401() {
     let rig = Rig::start("expiry").await;
@@ -281,7 +281,14 @@ async fn token_is_renewed_before_it_expires_without_a_401() {
         "1"
     );
     // Inside the skew, before expiry: the bridge renews.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let first = rig.fake.minted_tokens().last().unwrap().clone();
+    let expiry = rig.fake.token_expiry(&first).unwrap();
+    // Half a second into the 2 s skew: the bridge counts the lifetime from when it received
+    // the token, a little after the fake minted it.
+    until("the first token is well inside the refresh skew", || {
+        SystemTime::now() + Duration::from_millis(1500) >= expiry
+    })
+    .await;
     assert_eq!(
         tool_text(&bridge.call_tool(2, "echo", json!({"text": "2"})).await),
         "2"
@@ -428,21 +435,26 @@ async fn concurrent_rejections_share_one_new_token() {
 }
 
 /// STS keys from a RAM role are reused for later mints while they are fresh, and renewed (a
-/// new AssumeRole) once fewer than 180 s remain, so an expired SecurityToken is never used.
+/// new AssumeRole) once fewer than the renewal margin remain (180 s; 1 s here through the test
+/// knob), so an expired SecurityToken is never used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sts_keys_are_reused_then_renewed_before_they_expire() {
     let rig = Rig::start("sts-renew").await;
     rig.fake.add_access_key(ROLE_SRC_ID, ROLE_SRC_SECRET);
     rig.fake.set_token_lifetime(Duration::from_secs(3));
-    // Fresh for ~6 s by the 180 s rule: the 1st and 2nd mints share the keys, the 3rd renews.
-    rig.fake.set_sts_lifetime(Duration::from_secs(186));
+    // Fresh for ~6 s with a 1 s margin: the 1st and 2nd mints share the keys, the 3rd renews.
+    rig.fake.set_sts_lifetime(Duration::from_secs(7));
     rig.home.cli_config(&json!({
         "current": "ops",
         "profiles": [{"name": "ops", "mode": "RamRoleArn", "access_key_id": ROLE_SRC_ID,
                       "access_key_secret": ROLE_SRC_SECRET, "ram_role_arn": ROLE_ARN,
                       "ram_session_name": "renew", "sts_endpoint": rig.fake.url()}]
     }));
-    let mut bridge = rig.spawn("CN", &["--token-refresh-skew", "1"], &[]);
+    let mut bridge = rig.spawn(
+        "CN",
+        &["--token-refresh-skew", "1"],
+        &[("ALIBRIDGE_TEST_STS_RENEW_MARGIN", "1")],
+    );
     bridge.initialize().await;
     for id in [1, 2] {
         let last = rig.fake.minted_tokens().last().unwrap().clone();
@@ -776,7 +788,7 @@ async fn changed_credentials_file_is_used_for_the_next_token() {
         "profiles": [{"name": "first", "mode": "AK", "access_key_id": AK_ID,
                       "access_key_secret": AK_SECRET, "region_id": "cn-hangzhou"}]
     }));
-    let mut bridge = rig.spawn("CN", &[], &[]);
+    let mut bridge = rig.spawn("CN", &[], &[("ALIBRIDGE_TEST_FILE_CHECK_MS", "0")]);
     bridge.initialize().await;
     assert_eq!(
         tool_text(&bridge.call_tool(1, "echo", json!({"text": "1"})).await),
@@ -791,22 +803,8 @@ async fn changed_credentials_file_is_used_for_the_next_token() {
              "access_key_secret": OTHER_SECRET, "region_id": "cn-hangzhou"}
         ]
     }));
-    // The bridge looks at the files at most once a second: ping until it has noticed the change,
-    // which it shows by minting with the new key.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    for id in 100.. {
-        if rig.fake.calls_of(GENERATE_ACCESS_TOKEN).len() >= 2 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bridge never used the rewritten config.json"
-        );
-        bridge.request(id, "ping", json!({})).await;
-        let pong = bridge.response(id).await;
-        assert!(pong.get("result").is_some(), "{pong}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The files are looked at on every request here (the test knob; else once a second): the
+    // next call notices the change.
     assert_eq!(
         tool_text(&bridge.call_tool(2, "echo", json!({"text": "2"})).await),
         "2"

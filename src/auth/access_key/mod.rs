@@ -140,6 +140,15 @@ fn build(
 /// How often the credential files are stat'ed for changes.
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// [`FILE_CHECK_INTERVAL`], or the test knob [`crate::env::ALIBRIDGE_TEST_FILE_CHECK_MS`].
+fn file_check_interval() -> Duration {
+    static INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *INTERVAL.get_or_init(|| {
+        crate::env::test_knob(crate::env::ALIBRIDGE_TEST_FILE_CHECK_MS)
+            .map_or(FILE_CHECK_INTERVAL, Duration::from_millis)
+    })
+}
+
 /// What identifies a file's content without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FileSig(Option<(SystemTime, u64)>);
@@ -232,7 +241,7 @@ impl AccessKeyCredential {
     /// something unusable is an error: silently keeping the old identity would surprise.
     fn reload_if_changed(&self) -> Result<(), AuthError> {
         let mut st = self.state.lock().unwrap();
-        if st.checked.elapsed() < FILE_CHECK_INTERVAL {
+        if st.checked.elapsed() < file_check_interval() {
             return Ok(());
         }
         st.checked = Instant::now();
