@@ -604,7 +604,7 @@ fn siblings_inside_a_module_import_without_cycles() {
             if common == 0 || common >= path.len() || common >= to.len() {
                 continue;
             }
-            if !modules.contains(&to[..=common].to_vec()) {
+            if !modules.contains(&to[..=common]) {
                 continue;
             }
             seen += 1;

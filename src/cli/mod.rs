@@ -7,6 +7,10 @@
 //! Subcommands (`login`, `pre-check`, `proxy`, …) sit beside the positional URL:
 //! `alibridge <URL> [flags]` runs the bridge, `alibridge <COMMAND> …` runs a command.
 //! `--debug` and `--log-file` are global: they work with every command.
+//!
+//! Layout: this file (the top level, [`parse`], the value parsers and limits), [`commands`]
+//! (each command's arguments), [`flags`] (the groups several commands flatten in, each flag
+//! defined once), [`exit`] (the exit codes, also the `--help` epilogue), [`resolve`].
 
 // The doc comments of the flags below are `--help` text, written for a terminal: URLs and
 // `<placeholders>` stay as they are rather than as rustdoc markup.
