@@ -52,6 +52,15 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
     parts
 }
 
+/// `src/` and every `.rs` file below it, sorted.
+fn src_files() -> (PathBuf, Vec<PathBuf>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    (src, files)
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let p = entry.path();
@@ -321,10 +330,7 @@ fn path_tree(text: &str, base: &[String], out: &mut Vec<Vec<String>>) -> usize {
 
 #[test]
 fn imports_point_down_the_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
+    let (src, files) = src_files();
     let mut unknown = BTreeMap::new();
     let mut violations = Vec::new();
     let mut edges = 0;
@@ -520,10 +526,7 @@ fn decides_on_text(before: &str) -> bool {
 
 #[test]
 fn no_decision_on_the_text_of_a_message() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
+    let (src, files) = src_files();
     let mut violations = Vec::new();
     for file in &files {
         let rel = file
@@ -578,10 +581,7 @@ fn the_text_decision_scan_sees_what_it_should() {
 /// `oauth` to `access_key` inside `auth`).
 #[test]
 fn siblings_inside_a_module_import_without_cycles() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
+    let (src, files) = src_files();
     let paths: Vec<Vec<String>> = files.iter().map(|f| module_path(&src, f)).collect();
     // Every module that exists, so a path to an item (`super::AccessKeyCredential`) is not
     // taken for a sibling.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::flags::{
-    AllowHttpArg, BrowserArgs, ClientIdArg, ConnectionArgs, CredentialArgs, OAuthArgs, ProfileArg,
-    SafetyArgs, ShutdownArgs, SiteArg, TokenStoreArg,
+    AllowHttpArg, BrowserArgs, ClientIdArg, FrontEndArgs, OAuthArgs, ProfileArg, SiteArg,
+    TokenStoreArg,
 };
 use super::{byte_size, seconds, MAX_KEEP_ALIVE, MAX_REQUEST_TIMEOUT, MAX_SIZE, MIN_MESSAGE_SIZE};
 use crate::env;
@@ -45,16 +45,7 @@ pub struct BridgeArgs {
     pub protocol: ProtocolMode,
 
     #[command(flatten)]
-    pub connection: ConnectionArgs,
-
-    #[command(flatten)]
-    pub credential: CredentialArgs,
-
-    #[command(flatten)]
-    pub safety: SafetyArgs,
-
-    #[command(flatten)]
-    pub shutdown: ShutdownArgs,
+    pub front: FrontEndArgs,
 
     /// Seconds a request may wait for its answer before the bridge answers it with an error
     /// (0 = no limit; MCP clients usually apply their own; at most 604800, a week).
@@ -278,16 +269,7 @@ pub struct ProxyArgs {
     pub max_body_size: u64,
 
     #[command(flatten)]
-    pub connection: ConnectionArgs,
-
-    #[command(flatten)]
-    pub credential: CredentialArgs,
-
-    #[command(flatten)]
-    pub safety: SafetyArgs,
-
-    #[command(flatten)]
-    pub shutdown: ShutdownArgs,
+    pub front: FrontEndArgs,
 }
 
 /// `alibridge login`.

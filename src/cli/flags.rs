@@ -25,6 +25,23 @@ use crate::env;
 use crate::policy::api::ApiGlobList;
 use crate::policy::glob::GlobList;
 
+/// What the bridge and `proxy` both take: how to reach the upstream and authenticate to it,
+/// the safety flags, and the shutdown grace.
+#[derive(Debug, Args)]
+pub struct FrontEndArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    #[command(flatten)]
+    pub credential: CredentialArgs,
+
+    #[command(flatten)]
+    pub safety: SafetyArgs,
+
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
 /// How to reach the upstream (the bridge and `proxy`).
 #[derive(Debug, Args)]
 pub struct ConnectionArgs {

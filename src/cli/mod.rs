@@ -304,6 +304,7 @@ mod tests {
         assert_eq!(
             parse("--connect-timeout", "0.5")
                 .unwrap()
+                .front
                 .connection
                 .connect_timeout,
             Duration::from_millis(500)

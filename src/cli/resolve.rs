@@ -32,11 +32,17 @@ impl BridgeArgs {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<BridgeConfig, ConfigError> {
         let (url, discover_core) = match self.url.as_deref() {
-            Some(raw) => (parse_endpoint(raw, self.connection.http.allow_http)?, false),
+            Some(raw) => (
+                parse_endpoint(raw, self.front.connection.http.allow_http)?,
+                false,
+            ),
             None => (self.core_start()?, true),
         };
-        let auth = self.credential.auth_config(&self.safety, &url, &lookup)?;
-        let (policy, audit) = self.safety.resolve()?;
+        let auth = self
+            .front
+            .credential
+            .auth_config(&self.front.safety, &url, &lookup)?;
+        let (policy, audit) = self.front.safety.resolve()?;
         let headers = self
             .headers
             .iter()
@@ -64,9 +70,9 @@ impl BridgeArgs {
             transport,
             protocol: self.protocol,
             auth,
-            connect_timeout: self.connection.connect_timeout,
+            connect_timeout: self.front.connection.connect_timeout,
             request_timeout: Some(self.request_timeout).filter(|d| !d.is_zero()),
-            shutdown_grace: self.shutdown.shutdown_grace,
+            shutdown_grace: self.front.shutdown.shutdown_grace,
             // Both bounded by their parsers (4 GiB, 65536), so these conversions cannot fail on
             // the 64-bit targets alibridge ships for; saturate rather than panic elsewhere.
             max_message_size: usize::try_from(self.max_message_size).unwrap_or(usize::MAX),
@@ -83,16 +89,18 @@ impl BridgeArgs {
     /// ListApiMcpServerCores will be called (the bridge replaces it with the answer).
     fn core_start(&self) -> Result<Url, ConfigError> {
         let external = self
+            .front
             .credential
             .bearer_token
             .as_deref()
             .is_some_and(|t| !t.trim().is_empty())
             || self
+                .front
                 .credential
                 .token_command
                 .as_deref()
                 .is_some_and(|t| !t.trim().is_empty());
-        let refused = match self.credential.auth {
+        let refused = match self.front.credential.auth {
             _ if external => Some("--bearer-token/--token-command is given"),
             AuthMode::Auto | AuthMode::Ak => None,
             AuthMode::Oauth => Some("--auth oauth is given"),
@@ -103,10 +111,10 @@ impl BridgeArgs {
                 "{why}, and only AccessKeys can find the account's Core endpoint"
             )));
         }
-        match &self.credential.ak.discovery_endpoint {
+        match &self.front.credential.ak.discovery_endpoint {
             Some(e) => endpoint_url(e, "--discovery-endpoint").map_err(ConfigError::Credentials),
             None => Ok(discovery::default_endpoint(
-                self.credential.ak.site.site_type.unwrap_or(Site::Cn),
+                self.front.credential.ak.site.site_type.unwrap_or(Site::Cn),
             )),
         }
     }
@@ -289,10 +297,11 @@ impl ProxyArgs {
     ) -> Result<ProxyConfig, ConfigError> {
         let (upstream, upstream_note) = self.upstream_url()?;
         let auth = self
+            .front
             .credential
-            .auth_config(&self.safety, &upstream, &lookup)?;
-        let (policy, audit) = self.safety.resolve()?;
-        let list_servers = match self.credential.auth {
+            .auth_config(&self.front.safety, &upstream, &lookup)?;
+        let (policy, audit) = self.front.safety.resolve()?;
+        let list_servers = match self.front.credential.auth {
             AuthMode::None => false,
             AuthMode::Ak => true,
             // The listing is signed with AccessKeys: only the service's own hosts get it
@@ -340,8 +349,8 @@ impl ProxyArgs {
                 .collect(),
             auth,
             list_servers,
-            connect_timeout: self.connection.connect_timeout,
-            shutdown_grace: self.shutdown.shutdown_grace,
+            connect_timeout: self.front.connection.connect_timeout,
+            shutdown_grace: self.front.shutdown.shutdown_grace,
             token,
             max_connections: self.max_connections,
             // At most 4 GiB (the parser's bound): fits a usize on the 64-bit targets.
@@ -356,16 +365,15 @@ impl ProxyArgs {
     fn upstream_url(&self) -> Result<(Url, Option<String>), ConfigError> {
         let raw = match &self.upstream_url {
             Some(u) if !u.trim().is_empty() => u.trim().to_string(),
-            _ => {
-                default_upstream(self.credential.ak.site.site_type.unwrap_or(Site::Cn)).to_string()
-            }
+            _ => default_upstream(self.front.credential.ak.site.site_type.unwrap_or(Site::Cn))
+                .to_string(),
         };
         let with_scheme = if raw.contains("://") {
             raw
         } else {
             format!("https://{raw}")
         };
-        let mut url = parse_endpoint(&with_scheme, self.connection.http.allow_http)?;
+        let mut url = parse_endpoint(&with_scheme, self.front.connection.http.allow_http)?;
         let note = (url.path() != "/" || url.query().is_some()).then(|| {
             format!(
                 "--upstream-url: the path {:?} is ignored; each client's own path is forwarded \

@@ -103,7 +103,15 @@ async fn revoked_token_is_reminted_once_and_the_call_runs_once() {
     assert_eq!(posts[0].bearer(), Some(tokens[0].as_str()));
     assert_eq!(posts[1].status, Some(200));
     assert_eq!(posts[1].bearer(), Some(tokens[1].as_str()));
-    assert_eq!(rig.server.unauthorized().len(), 1);
+    // One JSON-RPC message was refused (the GET stream may also meet the revoked token when it
+    // reconnects under load; that is not a message and is not resent).
+    let refused: Vec<_> = rig
+        .server
+        .unauthorized()
+        .into_iter()
+        .filter(|r| r.rpc_method.is_some())
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(rig.server.calls("sleep"), 1, "the tool ran exactly once");
 }
 
