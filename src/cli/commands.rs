@@ -128,10 +128,14 @@ pub enum ClientKind {
 
 impl std::fmt::Display for ClientKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use clap::ValueEnum;
-        let v = self.to_possible_value().expect("no variant is skipped");
-        f.write_str(v.get_name())
+        f.write_str(&value_name(self))
     }
+}
+
+/// The name a value has on the command line (`claude-code`, `user`).
+fn value_name(v: &impl clap::ValueEnum) -> String {
+    let v = v.to_possible_value().expect("no variant is skipped");
+    v.get_name().to_string()
 }
 
 /// Which of a client's files: the user's own, the project's (in the current directory), or
@@ -145,9 +149,7 @@ pub enum Scope {
 
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use clap::ValueEnum;
-        let v = self.to_possible_value().expect("no variant is skipped");
-        f.write_str(v.get_name())
+        f.write_str(&value_name(self))
     }
 }
 
