@@ -106,3 +106,16 @@ pub const ALIBRIDGE_SAFETY_POLICY_ENDPOINT: &str = "ALIBRIDGE_SAFETY_POLICY_ENDP
 pub const ALIBRIDGE_BEARER_TOKEN: &str = "ALIBRIDGE_BEARER_TOKEN";
 /// `--token-command`.
 pub const ALIBRIDGE_TOKEN_COMMAND: &str = "ALIBRIDGE_TOKEN_COMMAND";
+
+/// For tests only: how often, in milliseconds, the AccessKey credential files are looked at
+/// for changes (default 1000). `0` looks on every request, so a test sees a rewritten file on
+/// its next request instead of polling.
+pub const ALIBRIDGE_TEST_FILE_CHECK_MS: &str = "ALIBRIDGE_TEST_FILE_CHECK_MS";
+/// For tests only: how many seconds before they expire temporary (STS) keys are renewed
+/// (default 180, the official SDKs' margin), so a test need not know the margin.
+pub const ALIBRIDGE_TEST_STS_RENEW_MARGIN: &str = "ALIBRIDGE_TEST_STS_RENEW_MARGIN";
+
+/// A test knob's value in `unit`s, when the variable is set to a number.
+pub fn test_knob(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}

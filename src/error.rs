@@ -1,17 +1,11 @@
-//! Exit codes and the one place errors reach the user.
-//!
-//! | code | meaning |
-//! |------|---------|
-//! | 0    | normal end: stdin closed, SIGINT/SIGTERM, or the client closed stdout; a command that did its job |
-//! | 1    | runtime failure (stdin unreadable, cannot listen, the service refused); `logout` of a URL with no sign-in; `remove` of an entry that is not there; `doctor` with a failed check; `pre-check` denied or not installed |
-//! | 2    | bad command line or configuration (clap errors use 2 as well), credentials that cannot be found or used |
-//! | 3    | `pre-check`: the browser did not come back in time |
-//!
-//! The same table is in `--help` ([`crate::cli::EXIT_CODES_HELP`]) and the README. [`report`]
-//! prints a failure and its causes (each once) and picks the code; everything else
-//! meant for the person at the terminal goes through [`crate::logging::notice`].
+//! The one place errors reach the user: [`report`] prints a failure and each of its causes
+//! once ([`crate::logging::error_chain`]) and picks the exit code from the one table,
+//! [`crate::cli::exit::Exit`] (also in `--help` and, checked by a test, the README). Everything
+//! else meant for the person at the terminal goes through [`crate::logging::notice`].
 
 use std::process::ExitCode;
+
+use crate::cli::exit::Exit;
 
 /// A mistake in the command line or configuration (including credentials that cannot be
 /// found or used): exit code 2.
@@ -23,17 +17,32 @@ pub enum UsageError {
     Credentials(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Clients(crate::clients::ClientsError),
+    /// `--log-file` cannot be opened.
+    #[error("cannot open the log file")]
+    LogFile(#[source] std::io::Error),
 }
 
-/// Prints `error: …` and each cause on stderr, and picks the exit code.
+/// Prints `error: …` and each cause on stderr, and picks the exit code: [`Exit::Usage`] for a
+/// [`UsageError`], else [`Exit::Failure`].
 pub fn report(err: &anyhow::Error) -> ExitCode {
-    eprintln!("alibridge: error: {err}");
-    for cause in err.chain().skip(1) {
+    let chain = crate::logging::error_chain(err.as_ref());
+    let mut lines = chain.iter();
+    if let Some(first) = lines.next() {
+        crate::logging::notice(format_args!("error: {first}"));
+    }
+    for cause in lines {
         eprintln!("  caused by: {cause}");
     }
-    if err.downcast_ref::<UsageError>().is_some() {
-        ExitCode::from(2)
+    let exit = if err.downcast_ref::<UsageError>().is_some() {
+        Exit::Usage
     } else {
-        ExitCode::from(1)
-    }
+        Exit::Failure
+    };
+    exit.into()
+}
+
+/// `err` and its causes on one line, for a report that shows a failure without ending the run
+/// (a `doctor` check).
+pub fn one_line(err: &anyhow::Error) -> String {
+    crate::logging::error_line(err.as_ref())
 }

@@ -98,8 +98,10 @@ impl std::fmt::Display for Id {
 /// Why a line could not be relayed.
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidMessage {
+    /// The parser's message is this error's own detail (where in the line), so it is part of
+    /// the message, not a separate cause.
     #[error("not valid JSON: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
     #[error("not a JSON-RPC message: {0}")]
     NotJsonRpc(&'static str, Option<Id>),
 }

@@ -26,8 +26,10 @@
 //!   errors), [`net`] (URL rules, error descriptions, bounded bodies, the one HTTP client
 //!   builder, the same-origin rule), [`logging`] (logs and notices, never stdout),
 //!   [`shutdown`] (signals), [`env`](mod@env) (environment variable names), [`private_fs`]
-//!   (secret-holding files), [`backoff`] (reconnect pacing), [`random`] (the OS CSPRNG).
+//!   (secret-holding files), [`backoff`] (reconnect pacing), [`random`] (the OS CSPRNG),
+//!   [`allocator`] (the allocator settings `main` applies at start).
 
+pub mod allocator;
 pub mod auth;
 pub mod backoff;
 pub mod cli;

@@ -16,6 +16,26 @@ pub fn notice(line: impl std::fmt::Display) {
     eprintln!("alibridge: {line}");
 }
 
+/// The message of `err` and of each of its sources, in order: the one place an error chain
+/// becomes text. Each error's message says only its own part (a variant with a source never
+/// repeats it), so every cause appears once.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    std::iter::successors(Some(err), |e| e.source())
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// [`error_chain`] on one line, `message: cause: cause` (a JSON-RPC error, a `doctor` check).
+pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
+    error_chain(err).join(": ")
+}
+
+/// [`notice`] as a plain `fn`, for layers that may not name this module and take the channel
+/// as a value (the audit log's once-only warning).
+pub fn notice_args(line: std::fmt::Arguments<'_>) {
+    notice(line);
+}
+
 /// Writes part of a command's report (`status`, `doctor`, `list`, …) to stdout. When stdout is
 /// closed under it (`alibridge status | head -1`), the process ends quietly with exit 0, as Unix
 /// tools do, instead of panicking. Used through `logging::outln!` and

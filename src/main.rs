@@ -3,13 +3,13 @@
 
 use std::process::ExitCode;
 
-use alibridge::{cli, commands, error, logging};
+use alibridge::{allocator, cli, commands, error, logging};
 
 fn main() -> ExitCode {
+    allocator::hold_large_messages();
     let cli = cli::parse();
     if let Err(e) = logging::init(cli.debug, cli.log_file.as_deref()) {
-        eprintln!("alibridge: error: cannot open the log file: {e}");
-        return ExitCode::from(2);
+        return error::report(&error::UsageError::LogFile(e).into());
     }
     // One thread: a bridge is I/O-bound, and a single-threaded runtime starts faster and uses
     // less memory than a pool (each desktop client runs one bridge per server). The proxy only

@@ -1,7 +1,9 @@
 //! The crate's module graph points one way. This test reads every `crate::…` path (and every
-//! `super::` chain that climbs to the crate root) in `src/`, maps each to its top-level module,
-//! and fails on any import that points up the order below or sideways within a layer, so the
-//! structure cannot quietly decay. Comments and string literals are ignored.
+//! `super::` chain that climbs to the crate root, and every group such as `crate::{auth, net}`)
+//! in `src/`, maps each to its top-level module, and fails on any import that points up the
+//! order below or sideways within a layer, so the structure cannot quietly decay. Inside each
+//! module, sibling files may not import each other in a loop. And no code branches on the text
+//! of a message. Comments and string literals are ignored.
 //!
 //! To add a module, put it in [`LAYERS`]: the layer it sits in says what it may use (anything
 //! in a later layer) and what may use it (anything in an earlier one).
@@ -30,7 +32,7 @@ const LAYERS: &[&[&str]] = &[
     // Leaves, and the leaves of leaves.
     &["signer", "stdio", "logging", "shutdown", "env", "policy"],
     &["jsonrpc", "private_fs", "net"],
-    &["backoff", "random"],
+    &["backoff", "random", "allocator"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
@@ -48,6 +50,15 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
         parts.pop();
     }
     parts
+}
+
+/// `src/` and every `.rs` file below it, sorted.
+fn src_files() -> (PathBuf, Vec<PathBuf>) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    (src, files)
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -206,53 +217,120 @@ fn is_ident(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 
-/// Every top-level module `line` refers to: `crate::x…`, and `super::` chains from `path` that
-/// climb to the crate root and name a module there.
+/// Every top-level module `line` refers to: `crate::x…` (also inside a group,
+/// `crate::{x, y::{z}}`), and `super::` chains from `path` that climb to the crate root and name
+/// a module there.
 fn targets(path: &[String], line: &str) -> Vec<String> {
-    let b = line.as_bytes();
-    let mut found = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if !line.is_char_boundary(i) || (i > 0 && (is_ident(b[i - 1]) || b[i - 1] == b':')) {
-            i += 1;
-            continue;
+    let mut found: Vec<String> = Vec::new();
+    for (_, full) in module_paths(path, line) {
+        if let Some(first) = full.into_iter().next() {
+            found.push(first);
         }
-        let rest = &line[i..];
-        let (ups, after) = if let Some(r) = rest.strip_prefix("crate::") {
-            (usize::MAX, r)
-        } else if rest.starts_with("super::") {
-            let mut n = 0;
-            let mut r = rest;
-            while let Some(x) = r.strip_prefix("super::") {
-                n += 1;
-                r = x;
-            }
-            (n, r)
-        } else {
-            i += 1;
-            continue;
-        };
-        if ups == usize::MAX || ups >= path.len() {
-            let name: String = after
-                .bytes()
-                .take_while(|&c| is_ident(c))
-                .map(char::from)
-                .collect();
-            if !name.is_empty() {
-                found.push(name);
-            }
-        }
-        i += 1;
     }
     found
 }
 
+/// Every path `code` names from the crate root, made absolute from the module at `path`:
+/// `crate::a::b`, `super::…` and `self::…` chains, each group `{x, y::{z}}` expanded into its
+/// paths; with the byte offset where each path starts. `super::` past the root is dropped.
+fn module_paths(path: &[String], code: &str) -> Vec<(usize, Vec<String>)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !code.is_char_boundary(i) || (i > 0 && (is_ident(b[i - 1]) || b[i - 1] == b':')) {
+            i += 1;
+            continue;
+        }
+        let rest = &code[i..];
+        let (base, after): (Vec<String>, &str) = if let Some(r) = rest.strip_prefix("crate::") {
+            (Vec::new(), r)
+        } else if rest.starts_with("super::") {
+            // `path` names the file's module; `super` is its parent.
+            let mut up = 0;
+            let mut r = rest;
+            while let Some(x) = r.strip_prefix("super::") {
+                up += 1;
+                r = x;
+            }
+            if up > path.len() {
+                i += 1;
+                continue;
+            }
+            (path[..path.len() - up].to_vec(), r)
+        } else if let Some(r) = rest.strip_prefix("self::") {
+            (path.to_vec(), r)
+        } else {
+            i += 1;
+            continue;
+        };
+        let start = i;
+        let mut paths = Vec::new();
+        let used = path_tree(after, &base, &mut paths);
+        out.extend(paths.into_iter().map(|p| (start, p)));
+        i = code.len() - after.len() + used.max(1);
+    }
+    out
+}
+
+/// Parses one use-tree at the start of `text` (`a::b`, `a::{b, c::{d}}`, `{a, b}`), pushing
+/// each path (prefixed by `base`) into `out`; returns how many bytes it read.
+fn path_tree(text: &str, base: &[String], out: &mut Vec<Vec<String>>) -> usize {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut cur = base.to_vec();
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if b.get(i) == Some(&b'{') {
+            i += 1;
+            loop {
+                while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b',') {
+                    i += 1;
+                }
+                if i >= b.len() || b[i] == b'}' {
+                    return i + 1;
+                }
+                let before = i;
+                i += path_tree(&text[i..], &cur, out);
+                // Skip `as name` and anything else up to the next item.
+                while i < b.len() && b[i] != b',' && b[i] != b'}' {
+                    i += 1;
+                }
+                if i == before {
+                    i += 1;
+                }
+            }
+        }
+        let start = i;
+        while i < b.len() && is_ident(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            if cur.len() > base.len() {
+                out.push(cur);
+            }
+            return i;
+        }
+        let name = &text[start..i];
+        if name != "self" {
+            cur.push(name.to_string());
+        }
+        if text[i..].starts_with("::") {
+            i += 2;
+        } else {
+            if cur.len() > base.len() || name == "self" {
+                out.push(cur);
+            }
+            return i;
+        }
+    }
+}
+
 #[test]
 fn imports_point_down_the_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.sort();
+    let (src, files) = src_files();
     let mut unknown = BTreeMap::new();
     let mut violations = Vec::new();
     let mut edges = 0;
@@ -269,9 +347,10 @@ fn imports_point_down_the_layers() {
             unknown.insert(from.clone(), file.display().to_string());
             continue;
         };
-        let text = std::fs::read_to_string(file).unwrap();
-        for (n, line) in code_only(&text).lines().enumerate() {
-            for to in targets(&path, line) {
+        let code = code_only(&std::fs::read_to_string(file).unwrap());
+        for (at, full) in module_paths(&path, &code) {
+            let n = code[..at].matches('\n').count();
+            if let Some(to) = full.into_iter().next() {
                 if to == from {
                     continue;
                 }
@@ -330,6 +409,267 @@ fn the_scanner_sees_through_comments_strings_and_super_chains() {
         ["auth", "net"],
         "test modules are not production imports"
     );
-    assert!(targets(&path, "use super::error;").is_empty());
+    assert_eq!(
+        targets(&path, "use super::error;"),
+        ["upstream"],
+        "a sibling, inside the module"
+    );
+    assert_eq!(
+        targets(&path, "use crate::{auth::{self, Selection}, shutdown};"),
+        ["auth", "auth", "shutdown"],
+        "grouped imports"
+    );
+    let multi = code_only("use crate::{\n    cli::Cli,\n    net::{self, origin},\n};\n");
+    let found: Vec<Vec<String>> = module_paths(&path, &multi)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(
+        found,
+        [vec!["cli", "Cli"], vec!["net"], vec!["net", "origin"]],
+        "a group over several lines"
+    );
     assert_eq!(layer_of("commands"), Some(0));
+}
+
+/// Names that hold the text of a message (an error's, a log line, another program's output):
+/// code that branches on what such a value *says* breaks when the wording changes, so
+/// decisions are made on data (an enum, a code field) instead.
+const MESSAGE_NAMES: &[&str] = &[
+    "msg",
+    "message",
+    "line",
+    "l",
+    "err",
+    "e",
+    "text",
+    "stderr",
+    "stdout",
+    "detail",
+    "reason",
+    "why",
+    "description",
+    "auth",
+    "hint",
+    "summary",
+];
+
+/// Files that parse text as their job, with what they parse: a match there is grammar, not a
+/// decision on a message.
+const PARSERS: &[(&str, &str)] = &[
+    (
+        "clients/jsonc.rs",
+        "JSON with comments: the file's own line endings",
+    ),
+    (
+        "auth/access_key/profile.rs",
+        "the INI grammar of the aliyun CLI's credentials file (comment lines)",
+    ),
+    (
+        "policy/messages.rs",
+        "a tools/call's JSON arguments object, spliced without re-serialising",
+    ),
+];
+
+/// Every place in `code` (literals already blanked, so `x.contains("…")` reads `x.contains()`)
+/// where a string comparison (`starts_with`, `ends_with`, `contains`, `==`) against a literal
+/// is made on a message-named value or on an error's `to_string()`.
+fn text_decisions(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (n, line) in code.lines().enumerate() {
+        for probe in [".starts_with()", ".ends_with()", ".contains()"] {
+            let mut from = 0;
+            while let Some(at) = line[from..].find(probe).map(|p| p + from) {
+                if decides_on_text(&line[..at]) {
+                    found.push(format!("{}: {}", n + 1, line.trim()));
+                }
+                from = at + probe.len();
+            }
+        }
+        let mut from = 0;
+        while let Some(at) = line[from..].find("==").map(|p| p + from) {
+            let after = line[at + 2..].trim_start();
+            // `x == "literal"` reads `x == ` followed by what came after the literal.
+            let literal = after.is_empty() || after.starts_with([')', '{', '|', '&', ';', ',']);
+            if literal && decides_on_text(line[..at].trim_end()) {
+                found.push(format!("{}: {}", n + 1, line.trim()));
+            }
+            from = at + 2;
+        }
+    }
+    found
+}
+
+/// Whether the expression ending `before` is a message-named value, or an error turned into
+/// text, possibly through `.trim()`-like calls.
+fn decides_on_text(before: &str) -> bool {
+    let mut rest = before;
+    let mut via_to_string = false;
+    // Peel `.method()` calls off the end: `msg.trim().to_lowercase()` → `msg`.
+    while let Some(stripped) = rest.strip_suffix("()") {
+        let dot = stripped.rfind('.').unwrap_or(0);
+        let method = &stripped[dot + 1..];
+        if dot == 0 || !method.bytes().all(is_ident) {
+            break;
+        }
+        via_to_string |= method == "to_string";
+        rest = &stripped[..dot];
+    }
+    let start = rest
+        .bytes()
+        .rposition(|c| !is_ident(c))
+        .map_or(0, |p| p + 1);
+    let name = &rest[start..];
+    let field = rest[..start].ends_with('.');
+    via_to_string || (!field && MESSAGE_NAMES.contains(&name))
+}
+
+#[test]
+fn no_decision_on_the_text_of_a_message() {
+    let (src, files) = src_files();
+    let mut violations = Vec::new();
+    for file in &files {
+        let rel = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        if PARSERS.iter().any(|(p, _)| *p == rel) {
+            continue;
+        }
+        let found = text_decisions(&code_only(&std::fs::read_to_string(file).unwrap()));
+        for f in found {
+            violations.push(format!("{rel}:{f}"));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "branches on the text of a message (decide on data: an enum, a code field):\n  {}",
+        violations.join("\n  ")
+    );
+}
+
+#[test]
+fn the_text_decision_scan_sees_what_it_should() {
+    let scan = |s: &str| text_decisions(&code_only(s));
+    assert_eq!(scan("if msg.starts_with(\"OAuth\") {}\n").len(), 1);
+    assert_eq!(scan("if auth.contains(\", site INTL \") {}\n").len(), 1);
+    assert_eq!(scan("let b = e.to_string().contains(\"x\");\n").len(), 1);
+    assert_eq!(scan("if line.trim() == \"ok\" {}\n").len(), 1);
+    assert_eq!(
+        scan("if kind == \"auth\" {}\n").len(),
+        0,
+        "not a message name"
+    );
+    assert_eq!(
+        scan("if self.line.contains(\"x\") {}\n").len(),
+        0,
+        "a field"
+    );
+    assert_eq!(scan("if msg == other {}\n").len(), 0, "not a literal");
+    assert_eq!(
+        scan("#[cfg(test)]\nmod tests {\n fn t() { assert!(msg.contains(\"x\")); }\n}\n").len(),
+        0,
+        "tests may look at messages"
+    );
+}
+
+/// Inside every module, the files (and folders) beside each other import one way: no two
+/// siblings use each other, directly or around a loop (`api.rs` → `keys.rs` → `api.rs`). What
+/// both need goes into a third sibling, or into their parent. A file's imports count for the
+/// sibling it sits in (`auth/oauth/flow.rs` using `auth::access_key::…` is an edge from
+/// `oauth` to `access_key` inside `auth`).
+#[test]
+fn siblings_inside_a_module_import_without_cycles() {
+    let (src, files) = src_files();
+    let paths: Vec<Vec<String>> = files.iter().map(|f| module_path(&src, f)).collect();
+    // Every module that exists, so a path to an item (`super::AccessKeyCredential`) is not
+    // taken for a sibling.
+    let mut modules = std::collections::BTreeSet::new();
+    for p in &paths {
+        for n in 1..=p.len() {
+            modules.insert(p[..n].to_vec());
+        }
+    }
+    // (parent module, from sibling) → sibling names it uses.
+    let mut edges: BTreeMap<(Vec<String>, String), std::collections::BTreeSet<String>> =
+        BTreeMap::new();
+    let mut seen = 0;
+    for (file, path) in files.iter().zip(&paths) {
+        let code = code_only(&std::fs::read_to_string(file).unwrap());
+        for (_, to) in module_paths(path, &code) {
+            let common = path.iter().zip(&to).take_while(|(a, b)| a == b).count();
+            // Top-level modules are the layer test's; a parent and its children are not
+            // siblings.
+            if common == 0 || common >= path.len() || common >= to.len() {
+                continue;
+            }
+            if !modules.contains(&to[..=common]) {
+                continue;
+            }
+            seen += 1;
+            edges
+                .entry((path[..common].to_vec(), path[common].clone()))
+                .or_default()
+                .insert(to[common].clone());
+        }
+    }
+    assert!(
+        seen > 50,
+        "only {seen} sibling imports found: is the scanner broken?"
+    );
+    let mut cycles = Vec::new();
+    for ((parent, from), tos) in &edges {
+        for to in tos {
+            // Is `from` reachable again from `to`?
+            let mut stack = vec![(to.clone(), vec![from.clone(), to.clone()])];
+            let mut visited = std::collections::BTreeSet::new();
+            while let Some((at, trail)) = stack.pop() {
+                if at == *from {
+                    let cycle = trail.join(" → ");
+                    let named = format!("{}: {cycle}", parent.join("::"));
+                    if !cycles.iter().any(|c: &String| {
+                        c.starts_with(&format!("{}:", parent.join("::"))) && same_loop(c, &named)
+                    }) {
+                        cycles.push(named);
+                    }
+                    break;
+                }
+                if !visited.insert(at.clone()) {
+                    continue;
+                }
+                for next in edges
+                    .get(&(parent.clone(), at.clone()))
+                    .into_iter()
+                    .flatten()
+                {
+                    let mut t = trail.clone();
+                    t.push(next.clone());
+                    stack.push((next.clone(), t));
+                }
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "sibling files that import each other (move what both need into a third file):\n  {}",
+        cycles.join("\n  ")
+    );
+}
+
+/// Whether two reported loops `parent: a → b → a` visit the same files.
+fn same_loop(a: &str, b: &str) -> bool {
+    let set = |s: &str| {
+        let mut v: Vec<String> = s
+            .split(": ")
+            .nth(1)
+            .unwrap_or_default()
+            .split(" → ")
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    set(a) == set(b)
 }

@@ -36,8 +36,8 @@ pub(super) fn header_for(token: &str, what: &str) -> Result<HeaderValue, AuthErr
 }
 
 impl Credential for BearerToken {
-    fn name(&self) -> &'static str {
-        "bearer"
+    fn kind(&self) -> crate::auth::CredentialKind {
+        crate::auth::CredentialKind::Bearer
     }
 
     fn apply<'a>(&'a self, headers: &'a mut HeaderMap) -> BoxFuture<'a, Result<(), AuthError>> {

@@ -93,20 +93,29 @@ pub enum Retry {
 
 /// A credential failure the user must act on. Every message is a whole sentence that says what
 /// happened and what to do; the variant says what kind of problem it is, for callers that
-/// decide on it (`auto` falls back to OAuth on [`AuthError::NotFound`]).
+/// decide on it (`auto` falls back to OAuth when [`AuthError::failure`] is
+/// [`AuthFailure::NotFound`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// No credential of the asked kind was found; the message lists every place looked at.
-    #[error("{0}")]
-    NotFound(String),
+    /// No AccessKeys were found (the message lists every place looked at), or where they
+    /// were found cannot work.
+    #[error(transparent)]
+    Chain(#[from] access_key::chain::ChainError),
+    /// The account's Core endpoint could not be read from the discovery answer.
+    #[error(transparent)]
+    Core(#[from] access_key::discovery::CoreError),
     /// The credential's own configuration cannot work (an unsupported profile mode, an
     /// unreadable token file, a changed credentials file).
     #[error("{0}")]
     Config(String),
-    /// The issuer refused: wrong key or secret, an application not authorized, a role that
-    /// may not be assumed, a server that keeps asking for more scope.
+    /// The issuer refused: wrong key or secret, a role that may not be assumed, a server that
+    /// keeps asking for more scope.
     #[error("{0}")]
     Denied(String),
+    /// The identity may not mint OpenAPI MCP tokens, or the OpenAPI MCP application is not yet
+    /// authorized for the account (what `alibridge pre-check` fixes).
+    #[error("{0}")]
+    NotPermitted(String),
     /// The credential service could not be reached.
     #[error("{0}")]
     Network(String),
@@ -121,10 +130,77 @@ pub enum AuthError {
     OAuth(#[from] OAuthError),
 }
 
+/// Which kind of credential a [`Credential`] is: what callers decide on (a safety policy binds
+/// only to AccessKey tokens; `doctor` looks at the stored sign-in or the pre-check verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// Static `--header` values only.
+    None,
+    /// `--bearer-token`.
+    Bearer,
+    /// `--token-command`.
+    TokenCommand,
+    /// OAuth 2.1 browser sign-in.
+    OAuth,
+    /// Alibaba Cloud AccessKeys exchanged for OpenAPI MCP tokens.
+    AccessKey,
+}
+
+impl CredentialKind {
+    /// Short name for logs and the proxy's status (`none`, `oauth`, `ak`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CredentialKind::None => "none",
+            CredentialKind::Bearer => "bearer",
+            CredentialKind::TokenCommand => "token-command",
+            CredentialKind::OAuth => "oauth",
+            CredentialKind::AccessKey => "ak",
+        }
+    }
+}
+
+/// What kind of problem an [`AuthError`] is, as data: the JSON-RPC error of a failed request
+/// carries it (`data.alibridge.credential`), and `doctor` decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthFailure {
+    NotFound,
+    Config,
+    Denied,
+    NotPermitted,
+    Network,
+    Protocol,
+    Tls,
+    OAuth,
+}
+
+impl AuthError {
+    /// Which kind of problem this is.
+    pub fn failure(&self) -> AuthFailure {
+        match self {
+            AuthError::Chain(access_key::chain::ChainError::NotFound { .. }) => {
+                AuthFailure::NotFound
+            }
+            AuthError::Chain(_) => AuthFailure::Config,
+            AuthError::Core(access_key::discovery::CoreError::NoCores { .. }) => {
+                AuthFailure::Config
+            }
+            AuthError::Core(_) => AuthFailure::Protocol,
+            AuthError::Config(_) => AuthFailure::Config,
+            AuthError::Denied(_) => AuthFailure::Denied,
+            AuthError::NotPermitted(_) => AuthFailure::NotPermitted,
+            AuthError::Network(_) => AuthFailure::Network,
+            AuthError::Protocol(_) => AuthFailure::Protocol,
+            AuthError::Tls(_) => AuthFailure::Tls,
+            AuthError::OAuth(_) => AuthFailure::OAuth,
+        }
+    }
+}
+
 /// One way of authenticating upstream requests.
 pub trait Credential: Send + Sync {
-    /// Short name for logs and `status` (`none`, `oauth`, `ak`).
-    fn name(&self) -> &'static str;
+    /// Which kind of credential this is.
+    fn kind(&self) -> CredentialKind;
 
     /// Adds this credential's headers (e.g. `Authorization`) to an outgoing request. May
     /// refresh first when the current token is about to expire.
@@ -162,13 +238,35 @@ pub trait Credential: Send + Sync {
 /// What [`Credential::on_first_network`] runs.
 pub type NetworkHook = Box<dyn FnOnce() + Send>;
 
-/// The chosen credential and the one line that tells the user why.
+/// The chosen credential, what it is as data (kind, site, endpoint) for callers that decide on
+/// it, and the one line that tells the user why.
 pub struct Selection {
     pub credential: Arc<dyn Credential>,
+    /// The credential's kind (the same as `credential.kind()`).
+    pub kind: CredentialKind,
+    /// The Alibaba Cloud site AccessKey tokens are minted for; `None` for other kinds.
+    pub site: Option<Site>,
+    /// The endpoint found for a URL-less start (the account's Core endpoint); `None` when the
+    /// URL was given.
+    pub endpoint: Option<Url>,
     pub reason: String,
     /// One more line for stderr, when the choice sends credentials somewhere the user should
     /// know about (an explicit `--auth ak` to a host that is not an OpenAPI MCP endpoint).
     pub warning: Option<String>,
+}
+
+impl Selection {
+    /// `credential`, chosen for `reason`; no site, endpoint or warning.
+    pub fn new(credential: Arc<dyn Credential>, reason: String) -> Selection {
+        Selection {
+            kind: credential.kind(),
+            credential,
+            site: None,
+            endpoint: None,
+            reason,
+            warning: None,
+        }
+    }
 }
 
 /// Picks the credential for `--auth`, looking for AccessKeys where the official tools do.
@@ -178,11 +276,7 @@ pub struct Selection {
 /// ([`site::is_openapi_mcp_host`]), whatever `--site-type` says: a token minted from them acts
 /// for the whole RAM identity, and other Alibaba Cloud hosts may run anyone's code.
 pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Selection, AuthError> {
-    let none = |reason: String| Selection {
-        credential: Arc::new(none::NoCredential),
-        reason,
-        warning: None,
-    };
+    let none = |reason: String| Selection::new(Arc::new(none::NoCredential), reason);
     if let Some(ext) = &cfg.external {
         if !matches!(cfg.mode, AuthMode::Auto) {
             return Err(AuthError::Config(
@@ -190,19 +284,17 @@ pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Sele
             ));
         }
         return Ok(match ext {
-            External::Bearer(t) => Selection {
-                credential: Arc::new(bearer::BearerToken::new(t)?),
-                reason: "bearer token (--bearer-token / ALIBRIDGE_BEARER_TOKEN)".into(),
-                warning: None,
-            },
-            External::Command(c) => Selection {
-                credential: Arc::new(token_command::TokenCommand::new(
+            External::Bearer(t) => Selection::new(
+                Arc::new(bearer::BearerToken::new(t)?),
+                "bearer token (--bearer-token / ALIBRIDGE_BEARER_TOKEN)".into(),
+            ),
+            External::Command(c) => Selection::new(
+                Arc::new(token_command::TokenCommand::new(
                     c.clone(),
                     cfg.refresh_skew,
                 )),
-                reason: "tokens from --token-command".into(),
-                warning: None,
-            },
+                "tokens from --token-command".into(),
+            ),
         });
     }
     match cfg.mode {
@@ -235,7 +327,7 @@ pub fn select(cfg: &AuthConfig, url: &Url, has_auth_header: bool) -> Result<Sele
                 return oauth(cfg, &why);
             }
             match access_key::select(cfg, url, "auto") {
-                Err(AuthError::NotFound(_)) => {
+                Err(e) if e.failure() == AuthFailure::NotFound => {
                     oauth(cfg, "auto: no Alibaba Cloud AccessKeys found")
                 }
                 other => other,
@@ -252,9 +344,8 @@ fn oauth(cfg: &AuthConfig, why: &str) -> Result<Selection, AuthError> {
     } else {
         "a browser sign-in starts if the server asks for one"
     };
-    Ok(Selection {
-        credential: Arc::new(credential),
-        reason: format!("OAuth ({why}; {state})"),
-        warning: None,
-    })
+    Ok(Selection::new(
+        Arc::new(credential),
+        format!("OAuth ({why}; {state})"),
+    ))
 }

@@ -11,8 +11,8 @@ use super::{AuthError, Credential, Rejection, Retry};
 pub struct NoCredential;
 
 impl Credential for NoCredential {
-    fn name(&self) -> &'static str {
-        "none"
+    fn kind(&self) -> crate::auth::CredentialKind {
+        crate::auth::CredentialKind::None
     }
 
     fn apply<'a>(&'a self, _headers: &'a mut HeaderMap) -> BoxFuture<'a, Result<(), AuthError>> {

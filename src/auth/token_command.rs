@@ -125,8 +125,8 @@ fn parse_output(out: &str) -> Result<Token, AuthError> {
 }
 
 impl Credential for TokenCommand {
-    fn name(&self) -> &'static str {
-        "token-command"
+    fn kind(&self) -> crate::auth::CredentialKind {
+        crate::auth::CredentialKind::TokenCommand
     }
 
     fn apply<'a>(&'a self, headers: &'a mut HeaderMap) -> BoxFuture<'a, Result<(), AuthError>> {

@@ -5,7 +5,8 @@
 
 use reqwest::Url;
 
-use super::{AccessKeyArgs, BridgeArgs, OAuthArgs, PolicyArgs, ProxyArgs, UpstreamArgs};
+use super::flags::{AccessKeyArgs, CredentialArgs, OAuthArgs, SafetyArgs};
+use super::{BridgeArgs, ProxyArgs};
 use crate::auth::access_key::chain::endpoint_url;
 use crate::auth::access_key::discovery;
 use crate::auth::access_key::policy;
@@ -31,11 +32,17 @@ impl BridgeArgs {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<BridgeConfig, ConfigError> {
         let (url, discover_core) = match self.url.as_deref() {
-            Some(raw) => (parse_endpoint(raw, self.upstream.allow_http)?, false),
+            Some(raw) => (
+                parse_endpoint(raw, self.front.connection.http.allow_http)?,
+                false,
+            ),
             None => (self.core_start()?, true),
         };
-        let auth = self.upstream.auth_config(&url, &lookup)?;
-        let (policy, audit) = self.upstream.policy.resolve()?;
+        let auth = self
+            .front
+            .credential
+            .auth_config(&self.front.safety, &url, &lookup)?;
+        let (policy, audit) = self.front.safety.resolve()?;
         let headers = self
             .headers
             .iter()
@@ -63,9 +70,9 @@ impl BridgeArgs {
             transport,
             protocol: self.protocol,
             auth,
-            connect_timeout: self.upstream.connect_timeout,
+            connect_timeout: self.front.connection.connect_timeout,
             request_timeout: Some(self.request_timeout).filter(|d| !d.is_zero()),
-            shutdown_grace: self.upstream.shutdown_grace,
+            shutdown_grace: self.front.shutdown.shutdown_grace,
             // Both bounded by their parsers (4 GiB, 65536), so these conversions cannot fail on
             // the 64-bit targets alibridge ships for; saturate rather than panic elsewhere.
             max_message_size: usize::try_from(self.max_message_size).unwrap_or(usize::MAX),
@@ -82,16 +89,18 @@ impl BridgeArgs {
     /// ListApiMcpServerCores will be called (the bridge replaces it with the answer).
     fn core_start(&self) -> Result<Url, ConfigError> {
         let external = self
-            .upstream
+            .front
+            .credential
             .bearer_token
             .as_deref()
             .is_some_and(|t| !t.trim().is_empty())
             || self
-                .upstream
+                .front
+                .credential
                 .token_command
                 .as_deref()
                 .is_some_and(|t| !t.trim().is_empty());
-        let refused = match self.upstream.auth {
+        let refused = match self.front.credential.auth {
             _ if external => Some("--bearer-token/--token-command is given"),
             AuthMode::Auto | AuthMode::Ak => None,
             AuthMode::Oauth => Some("--auth oauth is given"),
@@ -102,19 +111,20 @@ impl BridgeArgs {
                 "{why}, and only AccessKeys can find the account's Core endpoint"
             )));
         }
-        match &self.upstream.ak.discovery_endpoint {
+        match &self.front.credential.ak.discovery_endpoint {
             Some(e) => endpoint_url(e, "--discovery-endpoint").map_err(ConfigError::Credentials),
             None => Ok(discovery::default_endpoint(
-                self.upstream.ak.site_type.unwrap_or(Site::Cn),
+                self.front.credential.ak.site.site_type.unwrap_or(Site::Cn),
             )),
         }
     }
 }
 
-impl UpstreamArgs {
+impl CredentialArgs {
     /// The credential settings for the upstream `server`.
     fn auth_config(
         &self,
+        safety: &SafetyArgs,
         server: &Url,
         lookup: &impl Fn(&str) -> Option<String>,
     ) -> Result<AuthConfig, ConfigError> {
@@ -123,7 +133,7 @@ impl UpstreamArgs {
             Some(p) => policy::validate(p).map_err(ConfigError::Credentials)?,
             None => None,
         };
-        let boundary_policy = if self.policy.read_only {
+        let boundary_policy = if safety.read_only {
             Some(policy::with_read_only(boundary_policy.as_deref()).map_err(ConfigError::Policy)?)
         } else {
             boundary_policy
@@ -140,15 +150,15 @@ impl UpstreamArgs {
         };
         Ok(AuthConfig {
             mode: self.auth,
-            site: a.site_type,
-            profile: a.profile.clone(),
+            site: a.site.site_type,
+            profile: a.profile.profile.clone(),
             ims_endpoint,
             discovery_endpoint,
-            client_id: a.client_id.clone().filter(|c| !c.trim().is_empty()),
+            client_id: a.client.client_id.clone().filter(|c| !c.trim().is_empty()),
             boundary_policy,
             refresh_skew: a.token_refresh_skew,
             oauth: self.oauth.resolve(server, lookup)?,
-            safety: a.safety(&self.policy)?,
+            safety: a.safety(safety)?,
             external: match (&self.bearer_token, &self.token_command) {
                 (Some(t), _) if !t.trim().is_empty() => {
                     Some(crate::auth::External::Bearer(Secret::new(t.trim())))
@@ -162,7 +172,7 @@ impl UpstreamArgs {
     }
 }
 
-impl PolicyArgs {
+impl SafetyArgs {
     /// The tool policy and the audit log's place.
     fn resolve(&self) -> Result<(Policy, Option<AuditTarget>), ConfigError> {
         let region = match &self.region {
@@ -193,7 +203,7 @@ impl AccessKeyArgs {
     /// The server-side binding for AccessKey tokens: `--safety-policy`, and `--allow-tools` as a
     /// `toolPolicy` when every entry is an exact name (a pattern cannot be expressed there, so
     /// such a list is enforced locally only). `None` when nothing is to be bound.
-    fn safety(&self, p: &PolicyArgs) -> Result<Option<SafetyConfig>, ConfigError> {
+    fn safety(&self, p: &SafetyArgs) -> Result<Option<SafetyConfig>, ConfigError> {
         let user = match &self.safety_policy {
             Some(e) => safety::validate_expr(e).map_err(ConfigError::Policy)?,
             None => None,
@@ -269,11 +279,11 @@ impl OAuthArgs {
                 .filter(|s| !s.is_empty())
                 .map(Secret::new),
             client_metadata_url,
-            callback_port: self.callback_port,
-            auth_timeout: self.auth_timeout,
-            store: self.token_store,
+            callback_port: self.browser.callback_port,
+            auth_timeout: self.browser.auth_timeout,
+            store: self.store.token_store,
             home,
-            no_browser: self.no_browser,
+            no_browser: self.browser.no_browser,
             site: Site::infer(server),
         })
     }
@@ -286,9 +296,12 @@ impl ProxyArgs {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<ProxyConfig, ConfigError> {
         let (upstream, upstream_note) = self.upstream_url()?;
-        let auth = self.upstream.auth_config(&upstream, &lookup)?;
-        let (policy, audit) = self.upstream.policy.resolve()?;
-        let list_servers = match self.upstream.auth {
+        let auth = self
+            .front
+            .credential
+            .auth_config(&self.front.safety, &upstream, &lookup)?;
+        let (policy, audit) = self.front.safety.resolve()?;
+        let list_servers = match self.front.credential.auth {
             AuthMode::None => false,
             AuthMode::Ak => true,
             // The listing is signed with AccessKeys: only the service's own hosts get it
@@ -336,8 +349,8 @@ impl ProxyArgs {
                 .collect(),
             auth,
             list_servers,
-            connect_timeout: self.upstream.connect_timeout,
-            shutdown_grace: self.upstream.shutdown_grace,
+            connect_timeout: self.front.connection.connect_timeout,
+            shutdown_grace: self.front.shutdown.shutdown_grace,
             token,
             max_connections: self.max_connections,
             // At most 4 GiB (the parser's bound): fits a usize on the 64-bit targets.
@@ -352,14 +365,15 @@ impl ProxyArgs {
     fn upstream_url(&self) -> Result<(Url, Option<String>), ConfigError> {
         let raw = match &self.upstream_url {
             Some(u) if !u.trim().is_empty() => u.trim().to_string(),
-            _ => default_upstream(self.upstream.ak.site_type.unwrap_or(Site::Cn)).to_string(),
+            _ => default_upstream(self.front.credential.ak.site.site_type.unwrap_or(Site::Cn))
+                .to_string(),
         };
         let with_scheme = if raw.contains("://") {
             raw
         } else {
             format!("https://{raw}")
         };
-        let mut url = parse_endpoint(&with_scheme, self.upstream.allow_http)?;
+        let mut url = parse_endpoint(&with_scheme, self.front.connection.http.allow_http)?;
         let note = (url.path() != "/" || url.query().is_some()).then(|| {
             format!(
                 "--upstream-url: the path {:?} is ignored; each client's own path is forwarded \

@@ -1,13 +1,20 @@
 //! What alibridge knows about MCP clients' configuration files: where each client keeps its
 //! stdio server entries (per OS and scope), the shape of an entry, how it references an
 //! environment variable, and how to edit the file without disturbing anything else
-//! ([`jsonc`] for JSON/JSONC, `toml_edit` for Codex). Used by `add`, `remove` and `list`;
+//! ([`jsonc`] for JSON/JSONC, `toml_edit` for Codex). Used by `add`, `remove` and `list`.
+//! Layout: this file (where each client's file is, the shape of an entry), [`edit`] (reading
+//! and rewriting one file), [`found`] (alibridge's entries across every client);
 //! see `/work/shared/reference/clients.md` for the sources behind each rule.
 
+pub mod edit;
+pub mod found;
 pub mod jsonc;
 pub mod toml;
 
-use std::path::{Path, PathBuf};
+pub use edit::{diff, entries, read, remove, upsert, write};
+pub use found::{entry_url, find_all, is_alibridge, Found};
+
+use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
 
@@ -33,12 +40,12 @@ pub enum ClientsError {
     Conflict { file: PathBuf, name: String },
     #[error("cannot read {file}: {reason}; fix or move the file and try again")]
     Malformed { file: PathBuf, reason: String },
-    #[error("cannot {action} {file}: {source}")]
+    #[error("cannot {action} {file}: {cause}")]
     Io {
         action: &'static str,
         file: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Part of the message (this error has no separate source, so it is printed once).
+        cause: std::io::Error,
     },
 }
 
@@ -69,12 +76,12 @@ impl Places {
             .ok_or_else(|| ClientsError::Io {
                 action: "find",
                 file: PathBuf::from("the home directory"),
-                source: std::io::Error::other("set HOME (USERPROFILE on Windows)"),
+                cause: std::io::Error::other("set HOME (USERPROFILE on Windows)"),
             })?;
-        let project = std::env::current_dir().map_err(|source| ClientsError::Io {
+        let project = std::env::current_dir().map_err(|cause| ClientsError::Io {
             action: "read",
             file: PathBuf::from("the current directory"),
-            source,
+            cause,
         })?;
         Ok(Self {
             home,
@@ -363,292 +370,6 @@ pub fn name_from_url(url: &url::Url) -> String {
     }
 }
 
-/// The file's current text; `None` when it does not exist.
-pub fn read(file: &Path) -> Result<Option<String>, ClientsError> {
-    match std::fs::read_to_string(file) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ClientsError::Io {
-            action: "read",
-            file: file.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// The entries of `target` in `text`, as JSON values (Codex's tables converted).
-pub fn entries(target: &Target, text: &str) -> Result<Vec<(String, Value)>, ClientsError> {
-    let malformed = |reason: String| ClientsError::Malformed {
-        file: target.file.clone(),
-        reason,
-    };
-    match target.format {
-        Format::Toml => toml::entries(text).map_err(malformed),
-        Format::Json => {
-            let mut v = jsonc::parse(text).map_err(|e| malformed(e.to_string()))?;
-            for k in &target.path {
-                v = match v {
-                    Value::Object(mut m) => m.remove(k).unwrap_or(Value::Null),
-                    _ => Value::Null,
-                };
-            }
-            Ok(match v {
-                Value::Object(m) => m.into_iter().collect(),
-                _ => Vec::new(),
-            })
-        }
-    }
-}
-
-/// `text` with `name` set to `entry`.
-pub fn upsert(
-    target: &Target,
-    text: &str,
-    name: &str,
-    entry: &Value,
-) -> Result<String, ClientsError> {
-    let malformed = |reason: String| ClientsError::Malformed {
-        file: target.file.clone(),
-        reason,
-    };
-    match target.format {
-        Format::Toml => toml::upsert(text, name, entry).map_err(malformed),
-        Format::Json => {
-            let path: Vec<&str> = target.path.iter().map(String::as_str).collect();
-            jsonc::upsert(text, &path, name, entry).map_err(|e| malformed(e.to_string()))
-        }
-    }
-}
-
-/// `text` without `name`; `None` when there is no such entry.
-pub fn remove(target: &Target, text: &str, name: &str) -> Result<Option<String>, ClientsError> {
-    let malformed = |reason: String| ClientsError::Malformed {
-        file: target.file.clone(),
-        reason,
-    };
-    match target.format {
-        Format::Toml => toml::remove(text, name).map_err(malformed),
-        Format::Json => {
-            let path: Vec<&str> = target.path.iter().map(String::as_str).collect();
-            jsonc::remove(text, &path, name).map_err(|e| malformed(e.to_string()))
-        }
-    }
-}
-
-/// An alibridge entry found in a client's file.
-#[derive(Debug, Clone)]
-pub struct Found {
-    pub client: ClientKind,
-    pub scope: Scope,
-    pub name: String,
-    pub file: PathBuf,
-    pub entry: Value,
-}
-
-impl Found {
-    pub fn command(&self) -> &str {
-        self.entry["command"].as_str().unwrap_or_default()
-    }
-
-    /// The arguments after the command (URL and bridge flags).
-    pub fn args(&self) -> Vec<String> {
-        self.entry["args"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// Every alibridge entry of every client and scope; files that cannot be read are reported in
-/// the second list (file and reason) rather than failing the whole scan.
-pub fn find_all(at: &Places) -> (Vec<Found>, Vec<ClientsError>) {
-    let mut found = Vec::new();
-    let mut skipped = Vec::new();
-    for &client in ALL {
-        for &scope in scopes(client) {
-            let target = match target(client, scope, at) {
-                Ok(Some(t)) => t,
-                Ok(None) => continue,
-                Err(e) => {
-                    skipped.push(e);
-                    continue;
-                }
-            };
-            let text = match read(&target.file) {
-                Ok(Some(t)) => t,
-                Ok(None) => continue,
-                Err(e) => {
-                    skipped.push(e);
-                    continue;
-                }
-            };
-            match entries(&target, &text) {
-                Ok(list) => found.extend(list.into_iter().filter(|(_, e)| is_alibridge(e)).map(
-                    |(name, entry)| Found {
-                        client,
-                        scope,
-                        name,
-                        file: target.file.clone(),
-                        entry,
-                    },
-                )),
-                Err(e) => skipped.push(e),
-            }
-        }
-    }
-    (found, skipped)
-}
-
-/// Whether an entry runs alibridge (its command's file name is `alibridge[.exe]`).
-pub fn is_alibridge(entry: &Value) -> bool {
-    entry
-        .get("command")
-        .and_then(Value::as_str)
-        .and_then(|c| Path::new(c).file_stem().map(|s| s == "alibridge"))
-        .unwrap_or(false)
-}
-
-/// The endpoint an alibridge entry points at: its positional `http(s)://` argument; `None` for
-/// the URL-less form.
-pub fn entry_url(entry: &Value) -> Option<String> {
-    let args = entry.get("args")?.as_array()?;
-    // The URL is the positional argument: skip the values of flags that take one
-    // (`--ims-endpoint http://…` is not the endpoint), as the bridge's own parser would.
-    let cli = <crate::cli::Cli as clap::CommandFactory>::command();
-    let takes_value = |flag: &str| {
-        cli.get_arguments().any(|a| {
-            let named = match flag.strip_prefix("--") {
-                Some(long) => a.get_long() == Some(long),
-                None => flag
-                    .strip_prefix('-')
-                    .and_then(|s| s.chars().next())
-                    .is_some_and(|c| flag.len() == 2 && a.get_short() == Some(c)),
-            };
-            named && a.get_action().takes_values()
-        })
-    };
-    let mut skip = false;
-    for a in args.iter().filter_map(Value::as_str) {
-        if std::mem::take(&mut skip) {
-            continue;
-        }
-        if a.starts_with('-') {
-            skip = !a.contains('=') && takes_value(a);
-            continue;
-        }
-        if a.starts_with("https://") || a.starts_with("http://") {
-            return Some(a.to_string());
-        }
-    }
-    None
-}
-
-/// Replaces `file` with `text` atomically (temporary file in the same folder, synced, renamed),
-/// keeping the previous content in `<file>.bak` and the previous mode; a new file (and a new
-/// folder) is private (0600/0700), since client configs can hold tokens.
-pub fn write(file: &Path, text: &str, previous: Option<&str>) -> Result<(), ClientsError> {
-    let io = |action: &'static str, source: std::io::Error| ClientsError::Io {
-        action,
-        file: file.to_path_buf(),
-        source,
-    };
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.exists() {
-        let mut b = std::fs::DirBuilder::new();
-        b.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            b.mode(0o700);
-        }
-        b.create(dir).map_err(|e| io("create the folder of", e))?;
-    }
-    let mode = std::fs::metadata(file).ok().map(|m| m.permissions());
-    if let Some(prev) = previous {
-        let bak = with_suffix(file, ".bak");
-        std::fs::write(&bak, prev).map_err(|e| io("back up", e))?;
-        if let Some(p) = &mode {
-            std::fs::set_permissions(&bak, p.clone()).map_err(|e| io("back up", e))?;
-        }
-    }
-    let tmp = with_suffix(file, &format!(".alibridge-{}.tmp", std::process::id()));
-    let written = (|| {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        // `create_new`: never write through a file (or symlink) someone else put there.
-        let _ = std::fs::remove_file(&tmp);
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        if let Some(p) = &mode {
-            f.set_permissions(p.clone())?;
-        }
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, file)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io("write", e));
-    }
-    Ok(())
-}
-
-fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
-    let mut s = file.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// A one-hunk line diff of `before` → `after` (unchanged lines around it as context), for
-/// `--dry-run`.
-pub fn diff(file: &Path, before: &str, after: &str) -> String {
-    let a: Vec<&str> = before.lines().collect();
-    let b: Vec<&str> = after.lines().collect();
-    let pre = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let max_suf = a.len().min(b.len()) - pre;
-    let suf = a
-        .iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take(max_suf)
-        .take_while(|(x, y)| x == y)
-        .count();
-    let ctx = 2;
-    let from = pre.saturating_sub(ctx);
-    let mut out = format!(
-        "--- {f}\n+++ {f}\n@@ -{} +{} @@\n",
-        from + 1,
-        from + 1,
-        f = file.display()
-    );
-    for l in &a[from..pre] {
-        out.push_str(&format!(" {l}\n"));
-    }
-    for l in &a[pre..a.len() - suf] {
-        out.push_str(&format!("-{l}\n"));
-    }
-    for l in &b[pre..b.len() - suf] {
-        out.push_str(&format!("+{l}\n"));
-    }
-    for l in a[a.len() - suf..].iter().take(ctx) {
-        out.push_str(&format!(" {l}\n"));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,7 +389,11 @@ mod tests {
 
     #[test]
     fn diff_shows_only_the_changed_lines() {
-        let d = diff(Path::new("f"), "a\nb\nc\nd\ne\n", "a\nb\nX\nd\ne\n");
+        let d = diff(
+            std::path::Path::new("f"),
+            "a\nb\nc\nd\ne\n",
+            "a\nb\nX\nd\ne\n",
+        );
         assert!(d.contains("-c\n+X\n"), "{d}");
         assert!(!d.contains("-a"), "{d}");
     }

@@ -9,7 +9,7 @@ use tokio::io::BufReader;
 use tracing::debug;
 
 use crate::auth::access_key;
-use crate::auth::{AuthError, Credential};
+use crate::auth::{AuthError, AuthFailure, Credential};
 use crate::cli::BridgeArgs;
 use crate::config::{BridgeConfig, ConfigError};
 use crate::error::UsageError;
@@ -24,40 +24,23 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = args
         .resolve(|k| std::env::var(k).ok())
         .map_err(UsageError::from)?;
-    let has_auth_header = cfg
-        .headers
-        .iter()
-        .any(|(n, _)| n == reqwest::header::AUTHORIZATION);
-    let (selection, core) = if cfg.discover_core {
-        let (selection, core, url) = access_key::select_core(&cfg.auth)
-            .await
-            .map_err(core_error)?;
+    let (selection, core) = select(&cfg).await?;
+    if let Some(url) = &selection.endpoint {
         cfg.transport = args
             .transport
-            .unwrap_or_else(|| TransportMode::default_for(&url));
-        cfg.url = url;
-        (selection, Some(core))
-    } else {
-        let selection =
-            auth::select(&cfg.auth, &cfg.url, has_auth_header).map_err(UsageError::from)?;
-        (selection, None)
-    };
+            .unwrap_or_else(|| TransportMode::default_for(url));
+        cfg.url = url.clone();
+    }
     // The one line that tells the user which credential is used and why (never a secret).
     crate::logging::notice(format_args!("auth: {}", selection.reason));
     if let Some(w) = &selection.warning {
         crate::logging::notice(format_args!("warning: {w}"));
     }
+    super::set_up_safety(&mut cfg.policy, cfg.auth.safety.as_ref(), &selection).await?;
     let credential = selection.credential;
-    super::set_up_safety(
-        &mut cfg.policy,
-        cfg.auth.safety.as_ref(),
-        credential.as_ref(),
-        &selection.reason,
-    )
-    .await?;
     let tool_policy = tool_policy(&cfg, credential.clone())?;
     let header_names: Vec<&str> = cfg.headers.iter().map(|(n, _)| n.as_str()).collect();
-    debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, protocol = ?cfg.protocol, auth = credential.name(),
+    debug!(url = %display_url(&cfg.url), transport = ?cfg.transport, protocol = ?cfg.protocol, auth = credential.kind().name(),
            headers = ?header_names, "starting");
     let http = HttpClient::new(cfg.connect_timeout, &cfg.headers, credential.clone())
         .context("could not set up the HTTP client (TLS)")?
@@ -105,16 +88,39 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The credential the bridge's configuration picks, and for a URL-less start the account's
+/// Core endpoint found with it ([`auth::Selection::endpoint`] names it). `doctor` calls this
+/// too, so it reports the choice the bridge makes.
+pub(crate) async fn select(
+    cfg: &BridgeConfig,
+) -> anyhow::Result<(
+    auth::Selection,
+    Option<Arc<access_key::discovery::CoreEndpoint>>,
+)> {
+    if cfg.discover_core {
+        let (selection, core) = access_key::select_core(&cfg.auth)
+            .await
+            .map_err(core_error)?;
+        return Ok((selection, Some(core)));
+    }
+    let has_auth_header = cfg
+        .headers
+        .iter()
+        .any(|(n, _)| n == reqwest::header::AUTHORIZATION);
+    let selection = auth::select(&cfg.auth, &cfg.url, has_auth_header).map_err(UsageError::from)?;
+    Ok((selection, None))
+}
+
 /// A URL-less start that found no keys is a usage error (exit 2) whose message says what to
 /// pass; a refused or failed discovery is a runtime error (exit 1).
 fn core_error(e: AuthError) -> anyhow::Error {
-    match e {
-        AuthError::NotFound(m) => UsageError::from(ConfigError::NoUrl(format!(
-            "finding the account's Core endpoint needs AccessKeys, and none were found ({m})"
+    match e.failure() {
+        AuthFailure::NotFound => UsageError::from(ConfigError::NoUrl(format!(
+            "finding the account's Core endpoint needs AccessKeys, and none were found ({e})"
         )))
         .into(),
-        AuthError::Config(_) => UsageError::from(e).into(),
-        e => anyhow::Error::new(e),
+        AuthFailure::Config => UsageError::from(e).into(),
+        _ => anyhow::Error::new(e),
     }
 }
 

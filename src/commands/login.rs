@@ -14,7 +14,7 @@ use crate::error::UsageError;
 use crate::net::parse_endpoint;
 
 pub async fn run(args: LoginArgs) -> anyhow::Result<ExitCode> {
-    let url = parse_endpoint(&args.url, args.allow_http)
+    let url = parse_endpoint(&args.url, args.http.allow_http)
         .map_err(|e| UsageError::from(ConfigError::from(e)))?;
     let cfg = args
         .oauth

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use crate::cli::exit::Exit;
+
 use crate::auth::oauth::discovery::canonical_resource;
 use crate::auth::oauth::store::TokenStore;
 use crate::cli::LogoutArgs;
@@ -12,7 +14,7 @@ use crate::net::parse_endpoint;
 
 pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let home = super::state_home()?;
-    let store = TokenStore::new(&home, args.token_store);
+    let store = TokenStore::new(&home, args.store.token_store);
     let servers: Vec<String> = if args.all {
         let mut all: Vec<String> = store.list().into_iter().map(|r| r.server).collect();
         all.dedup();
@@ -36,7 +38,7 @@ pub async fn run(args: LogoutArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if missing && !args.all {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Failure)
     } else {
         ExitCode::SUCCESS
     })

@@ -30,7 +30,7 @@ pub(crate) fn open_audit(
     let Some(a) = target else {
         return Ok(None);
     };
-    crate::policy::audit::AuditLog::open(&a.path, a.max_bytes)
+    crate::policy::audit::AuditLog::open(&a.path, a.max_bytes, crate::logging::notice_args)
         .map(Some)
         .map_err(|e| {
             crate::error::UsageError::from(crate::config::ConfigError::Policy(e.to_string())).into()
@@ -92,10 +92,10 @@ pub fn clients_error(e: crate::clients::ClientsError) -> anyhow::Error {
 pub(crate) async fn set_up_safety(
     policy: &mut crate::policy::Policy,
     safety: Option<&crate::auth::access_key::safety::SafetyConfig>,
-    credential: &dyn crate::auth::Credential,
-    reason: &str,
+    selection: &crate::auth::Selection,
 ) -> anyhow::Result<()> {
-    let is_ak = credential.name() == "ak";
+    let is_ak = selection.kind == crate::auth::CredentialKind::AccessKey;
+    let reason = &selection.reason;
     if let Some(safety) = safety {
         if !is_ak && safety.from_user {
             return Err(
@@ -110,7 +110,8 @@ pub(crate) async fn set_up_safety(
         }
         if is_ak {
             let mut scratch = reqwest::header::HeaderMap::new();
-            credential
+            selection
+                .credential
                 .apply(&mut scratch)
                 .await
                 .map_err(anyhow::Error::new)?;
@@ -123,8 +124,9 @@ pub(crate) async fn set_up_safety(
     Ok(())
 }
 
-/// The start-up line naming which limits the server enforces and which only alibridge does.
-fn safety_line(policy: &crate::policy::Policy, is_ak: bool) -> Option<String> {
+/// The start-up line naming which limits the server enforces and which only alibridge does
+/// (`doctor` reports it too).
+pub(crate) fn safety_line(policy: &crate::policy::Policy, is_ak: bool) -> Option<String> {
     let mut flags = Vec::new();
     if policy.read_only {
         flags.push("--read-only");

@@ -7,6 +7,8 @@
 
 use std::process::ExitCode;
 
+use crate::cli::exit::Exit;
+
 use anyhow::Context;
 use reqwest::Url;
 
@@ -19,20 +21,21 @@ use crate::logging::notice;
 
 /// Runs the check and prints a verdict on stdout (progress goes to stderr).
 pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
-    let site = args.site_type;
+    let site = args.site.site_type.expect("clap requires --site-type");
     let client_id = args
+        .client
         .client_id
         .clone()
         .unwrap_or_else(|| site.client_id().to_string());
-    let scope = if args.client_id.is_some() {
+    let scope = if args.client.client_id.is_some() {
         CUSTOM_APP_SCOPE
     } else {
         OPENAPI_SCOPE
     };
-    let listener = Listener::bind(args.callback_port.unwrap_or(0)).await.with_context(|| {
+    let listener = Listener::bind(args.browser.callback_port.unwrap_or(0)).await.with_context(|| {
         format!(
             "cannot listen on 127.0.0.1:{} for the browser's redirect; pick another --callback-port",
-            args.callback_port.unwrap_or(0)
+            args.browser.callback_port.unwrap_or(0)
         )
     })?;
     let state = pkce::state();
@@ -46,13 +49,13 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
         &pkce.challenge,
     );
 
-    let wait = args.timeout.as_secs_f64();
+    let wait = args.browser.auth_timeout.as_secs_f64();
     notice(format_args!(
         "checking that application {client_id} is authorized for your {} account.",
         site.flag_value()
     ));
     notice(format_args!("open this URL in a browser signed in to Alibaba Cloud (as the RAM user that owns the AccessKey):\n\n  {url}\n"));
-    if !args.no_browser {
+    if !args.browser.no_browser {
         match browser::open(url.as_str()) {
             Some(how) => notice(format_args!("opened with {how}; waiting up to {wait} s")),
             None => notice(format_args!(
@@ -60,11 +63,11 @@ pub async fn run(args: PreCheckArgs) -> anyhow::Result<ExitCode> {
             )),
         }
     }
-    let timeout = args.timeout;
+    let timeout = args.browser.auth_timeout;
     let outcome = match tokio::time::timeout(timeout, listener.wait(&state, |_| Ok(()))).await {
         Err(_) => {
             crate::logging::outln!("no answer: the browser did not come back within {wait} s. Run `alibridge pre-check --site-type {}` again and click Authorize.", site.flag_value());
-            return Ok(ExitCode::from(crate::cli::EXIT_TIMEOUT));
+            return Ok(ExitCode::from(Exit::Timeout));
         }
         Ok(r) => r.context("the callback listener failed")?,
     };
@@ -92,7 +95,7 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> (ExitCode, &'static str
         }
         Callback::Refused(why) => {
             crate::logging::outln!("failed: {why}. Run the check again.");
-            (ExitCode::from(1), "failed")
+            (ExitCode::from(Exit::Failure), "failed")
         }
         Callback::Error {
             error, description, ..
@@ -117,7 +120,7 @@ fn verdict(cb: Callback, site: Site, client_id: &str) -> (ExitCode, &'static str
                 ),
                 other => crate::logging::outln!("failed: the sign-in page answered {other}{detail}. Check --site-type and --client-id, then run the check again."),
             }
-            (ExitCode::from(1), recorded)
+            (ExitCode::from(Exit::Failure), recorded)
         }
     }
 }

@@ -37,14 +37,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     if let Some(w) = &selection.warning {
         crate::logging::notice(format_args!("warning: {w}"));
     }
+    super::set_up_safety(&mut cfg.policy, cfg.auth.safety.as_ref(), &selection).await?;
     let credential = selection.credential;
-    super::set_up_safety(
-        &mut cfg.policy,
-        cfg.auth.safety.as_ref(),
-        credential.as_ref(),
-        &selection.reason,
-    )
-    .await?;
     let policy = tool_policy(&cfg, credential.clone())?;
     let http = HttpClient::new(cfg.connect_timeout, &[], credential.clone())
         .context("could not set up the HTTP client (TLS)")?;
@@ -122,7 +116,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     report.push_str(&format!(
         "limits: {} connections, {} per request body\n",
         cfg.max_connections,
-        crate::proxy::forward::human_size(cfg.max_body)
+        crate::jsonrpc::human_size(cfg.max_body as u64)
     ));
     report.push_str(&format!("listening on {base}\n"));
     print_flushed(&report);

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use crate::cli::exit::Exit;
+
 use crate::cli::RemoveArgs;
 use crate::clients::{self, Places};
 use crate::logging::notice;
@@ -17,7 +19,7 @@ pub fn run(args: RemoveArgs) -> anyhow::Result<ExitCode> {
             "{} keeps its servers in the app: remove {:?} there",
             args.client, args.name
         ));
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(Exit::Failure));
     };
     let before = clients::read(&target.file).map_err(clients_error)?;
     let after = match &before {
@@ -30,7 +32,7 @@ pub fn run(args: RemoveArgs) -> anyhow::Result<ExitCode> {
             target.file.display(),
             args.name
         ));
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(Exit::Failure));
     };
     if args.dry_run {
         crate::logging::out!("{}", clients::diff(&target.file, &before, &after));

@@ -60,7 +60,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let env = |k: &str| std::env::var(k).ok();
     let input = ChainInput {
-        profile: args.profile.as_deref(),
+        profile: args.profile.profile.as_deref(),
         env: &env,
         home: access_key::home_dir(),
     };

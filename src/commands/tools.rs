@@ -5,6 +5,8 @@
 
 use std::process::ExitCode;
 
+use crate::cli::exit::Exit;
+
 use anyhow::Context;
 
 use crate::cli::ToolsArgs;
@@ -37,7 +39,7 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default(),
             store.dir().display()
         );
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(Exit::Failure));
     }
     if args.forget {
         for (path, f) in &files {
@@ -87,7 +89,7 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             "alibridge: not held back for {endpoint}: {} (see the list above)",
             missing_anywhere.join(", ")
         );
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(Exit::Failure));
     }
     Ok(ExitCode::SUCCESS)
 }

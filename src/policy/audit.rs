@@ -61,7 +61,13 @@ pub struct AuditLog {
     path: PathBuf,
     max_bytes: u64,
     state: Mutex<State>,
+    /// Where the once-only warning goes: the caller's channel to the person at the terminal
+    /// (`policy` sits beside `logging` and does not print on its own).
+    warn: Warn,
 }
+
+/// Tells the person at the terminal about a failure that does not stop the run.
+pub type Warn = fn(std::fmt::Arguments<'_>);
 
 struct State {
     file: Option<File>,
@@ -86,8 +92,8 @@ impl From<io::Error> for WriteFailure {
 impl AuditLog {
     /// Opens (creating `0600`, or tightening an existing file to `0600`) the log at `path`,
     /// refusing a symbolic link, anything but a regular file, and a file of another user (see
-    /// `open_checked`).
-    pub fn open(path: &Path, max_bytes: u64) -> Result<AuditLog, AuditFileError> {
+    /// `open_checked`). A line that cannot be written later is reported once through `warn`.
+    pub fn open(path: &Path, max_bytes: u64, warn: Warn) -> Result<AuditLog, AuditFileError> {
         let file = open_checked(path)?;
         let size = file
             .metadata()
@@ -104,6 +110,7 @@ impl AuditLog {
                 size,
                 reported: false,
             }),
+            warn,
         })
     }
 
@@ -118,7 +125,8 @@ impl AuditLog {
         PathBuf::from(p)
     }
 
-    /// Appends `entry` as one line. Never fails: a failure is reported once on stderr.
+    /// Appends `entry` as one line. Never fails: a failure is reported once, through the
+    /// `warn` given to [`AuditLog::open`].
     pub fn append(&self, entry: &Value) {
         let mut line = entry.to_string().into_bytes();
         line.push(b'\n');
@@ -132,7 +140,9 @@ impl AuditLog {
             };
             tracing::debug!(error = %why, "audit log write failed");
             if !std::mem::replace(&mut st.reported, true) {
-                eprintln!("alibridge: warning: {why}; tool calls go on without it (reported once)");
+                (self.warn)(format_args!(
+                    "warning: {why}; tool calls go on without it (reported once)"
+                ));
             }
             st.file = None; // reopened on the next line
         }
@@ -420,6 +430,9 @@ mod tests {
     use serde_json::json;
     use std::time::Duration;
 
+    /// Tests check the files; the warning's words are the caller's.
+    fn quiet(_: std::fmt::Arguments<'_>) {}
+
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!(
             "alibridge-audit-{name}-{}-{:?}",
@@ -437,7 +450,7 @@ mod tests {
     fn appends_lines_privately_and_rolls_over_once() {
         let d = dir("roll");
         let path = d.join("audit.jsonl");
-        let log = AuditLog::open(&path, 1024).unwrap();
+        let log = AuditLog::open(&path, 1024, quiet).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -471,7 +484,7 @@ mod tests {
         let path = d.join("audit.jsonl");
         std::fs::write(&path, "").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let log = AuditLog::open(&path, 1 << 20).unwrap();
+        let log = AuditLog::open(&path, 1 << 20, quiet).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // The directory goes away: writes fail (reported once) and nothing panics.
@@ -492,7 +505,7 @@ mod tests {
         std::fs::write(&target, "untouched\n").unwrap();
         let link = d.join("audit.jsonl");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = AuditLog::open(&link, 1 << 20)
+        let e = AuditLog::open(&link, 1 << 20, quiet)
             .err()
             .expect("a link is refused");
         assert!(matches!(e, AuditFileError::Symlink { .. }), "{e:?}");
@@ -508,13 +521,15 @@ mod tests {
         let dangling = d.join("dangling.jsonl");
         let nowhere = d.join("created-through-the-link");
         std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
-        let e = AuditLog::open(&dangling, 1 << 20).err().expect("refused");
+        let e = AuditLog::open(&dangling, 1 << 20, quiet)
+            .err()
+            .expect("refused");
         assert!(matches!(e, AuditFileError::Symlink { .. }), "{e:?}");
         assert!(!nowhere.exists(), "a dangling link's target was created");
 
         // The file is swapped for a link while the log is open: the reopen refuses it.
         let path = d.join("swapped.jsonl");
-        let log = AuditLog::open(&path, 1 << 20).unwrap();
+        let log = AuditLog::open(&path, 1 << 20, quiet).unwrap();
         log.append(&json!({"n": 1}));
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink(&target, &path).unwrap();
@@ -534,7 +549,7 @@ mod tests {
         let path = d.join("audit.jsonl");
         let target = d.join("victim");
         std::fs::write(&target, "untouched\n").unwrap();
-        let log = AuditLog::open(&path, 1024).unwrap();
+        let log = AuditLog::open(&path, 1024, quiet).unwrap();
         std::os::unix::fs::symlink(&target, log.rolled_path()).unwrap();
         for i in 0..30 {
             log.append(&json!({"n": i, "pad": "x".repeat(80)}));
@@ -551,7 +566,9 @@ mod tests {
     #[test]
     fn directories_and_sockets_are_not_audit_logs() {
         let d = dir("kind");
-        let e = AuditLog::open(&d, 1 << 20).err().expect("a directory");
+        let e = AuditLog::open(&d, 1 << 20, quiet)
+            .err()
+            .expect("a directory");
         assert!(
             matches!(
                 e,
@@ -567,12 +584,14 @@ mod tests {
         {
             let sock = d.join("audit.sock");
             let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-            let e = AuditLog::open(&sock, 1 << 20).err().expect("a socket");
+            let e = AuditLog::open(&sock, 1 << 20, quiet)
+                .err()
+                .expect("a socket");
             assert!(matches!(e, AuditFileError::NotAFile { .. }), "{e:?}");
         }
         #[cfg(target_os = "linux")]
         {
-            let e = AuditLog::open(Path::new("/dev/null"), 1 << 20)
+            let e = AuditLog::open(Path::new("/dev/null"), 1 << 20, quiet)
                 .err()
                 .expect("a device");
             assert!(e.to_string().contains("a device, pipe or socket"), "{e}");
@@ -589,7 +608,7 @@ mod tests {
         let mine = d.join("mine.jsonl");
         // Learns this user's uid through an existing file of ours (the probe path).
         std::fs::write(&mine, "").unwrap();
-        AuditLog::open(&mine, 1 << 20).expect("our own existing file");
+        AuditLog::open(&mine, 1 << 20, quiet).expect("our own existing file");
         let theirs = d.join("theirs.jsonl");
         std::fs::write(&theirs, "theirs\n").unwrap();
         std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -599,7 +618,9 @@ mod tests {
             std::fs::remove_dir_all(&d).unwrap();
             return; // not root: no file of another user can be made here
         }
-        let e = AuditLog::open(&theirs, 1 << 20).err().expect("refused");
+        let e = AuditLog::open(&theirs, 1 << 20, quiet)
+            .err()
+            .expect("refused");
         assert!(
             matches!(e, AuditFileError::NotOwned { owner, .. } if owner == other),
             "{e:?}"

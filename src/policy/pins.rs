@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 mod diff;
-pub use diff::{describe, diff};
+pub use diff::{describe, diff, DiffLine, Part};
 
 /// Most tools a listing may hold for pinning.
 pub const MAX_TOOLS: usize = 10_000;
@@ -53,11 +53,11 @@ pub enum PinError {
         endpoint: String,
         why: String,
     },
-    #[error("cannot write the pin file {path}: {source}")]
+    #[error("cannot write the pin file {path}: {cause}")]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Part of the message (this error has no separate source, so it is printed once).
+        cause: std::io::Error,
     },
     #[error(
         "the server listed more than {MAX_TOOLS} tools; alibridge pins at most {MAX_TOOLS} and \
@@ -216,7 +216,7 @@ impl PinStore {
         let path = self.path(&file.endpoint, &file.identity);
         let write = |e| PinError::Write {
             path: path.clone(),
-            source: e,
+            cause: e,
         };
         crate::private_fs::create_private_dir(&self.dir).map_err(write)?;
         let text = serde_json::to_string_pretty(file).expect("pins serialize");
@@ -227,7 +227,7 @@ impl PinStore {
     pub fn forget(&self, path: &Path) -> Result<(), PinError> {
         std::fs::remove_file(path).map_err(|e| PinError::Write {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })
     }
 }
@@ -280,7 +280,7 @@ pub enum Judgement {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     New,
-    Changed(Vec<String>),
+    Changed(Vec<DiffLine>),
 }
 
 impl Change {
@@ -292,21 +292,7 @@ impl Change {
             Change::Changed(lines) => {
                 let mut parts: Vec<&str> = Vec::new();
                 for l in lines {
-                    let part = if l.starts_with("+ ") || l.starts_with("- ") {
-                        "description"
-                    } else if l.starts_with("title:") {
-                        "title"
-                    } else if l.starts_with("inputSchema") {
-                        "inputSchema"
-                    } else if l.starts_with("outputSchema") {
-                        "outputSchema"
-                    } else if l.starts_with("it was a read") {
-                        "it is now a write"
-                    } else if l.starts_with("name") {
-                        "name"
-                    } else {
-                        "annotations"
-                    };
+                    let part = l.part.summary();
                     if !parts.contains(&part) {
                         parts.push(part);
                     }

@@ -412,23 +412,13 @@ fn too_large(max: usize) -> Response<Body> {
             "message": format!(
                 "the request body is larger than this proxy accepts ({}); raise --max-body-size \
                  (ALIBRIDGE_PROXY_MAX_BODY_SIZE) if such requests are expected",
-                human_size(max)
+                crate::jsonrpc::human_size(max as u64)
             ),
         }),
     );
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
-}
-
-/// `32 MiB`, `2 KiB`, `1000 bytes`.
-pub fn human_size(n: usize) -> String {
-    match n {
-        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
-        n => format!("{n} bytes"),
-    }
 }
 
 /// The upstream's scheme and authority with the client's path and query.

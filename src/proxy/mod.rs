@@ -236,7 +236,7 @@ impl Proxy {
             "status": if healthy { "ok" } else { "degraded" },
             "version": env!("CARGO_PKG_VERSION"),
             "upstream": display_url(&self.upstream),
-            "auth": self.credential.name(),
+            "auth": self.credential.kind().name(),
             "token": token,
             "connections": s.connections.get(),
             "requests": {

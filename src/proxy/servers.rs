@@ -114,7 +114,7 @@ async fn fetch_page(
     next_token: Option<&str>,
 ) -> Result<Value, String> {
     let query: Vec<(&str, &str)> = next_token.map(|t| ("nextToken", t)).into_iter().collect();
-    api.roa_get(upstream, PATH, ACTION, VERSION, &query, keys)
+    api.roa_get(upstream, PATH, ACTION, VERSION, &query, &keys.api())
         .await
         .map_err(|e| {
             let hint = match &e {

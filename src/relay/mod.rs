@@ -65,18 +65,6 @@ pub struct Limits {
     pub keep_alive: Option<Duration>,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            request_timeout: None,
-            shutdown_grace: Duration::from_secs(5),
-            max_message_size: 32 << 20,
-            keep_alive: None,
-            max_in_flight: 256,
-        }
-    }
-}
-
 /// How long the stdout writer gets to flush after the relay is done.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -96,7 +84,6 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    hold_large_messages_once();
     let (tx, rx) = mpsc::channel::<Bytes>(stdio::STDOUT_QUEUE);
     let mut writer = tokio::spawn(stdio::write_lines(stdout, rx));
     let outbox = Arc::new(Outbox::new(tx).with_policy(policy.clone()));
@@ -161,32 +148,6 @@ where
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut writer).await;
     }
     reason
-}
-
-/// Fixes glibc's mmap threshold, so a large message's buffer always comes from its own mapping
-/// and goes back to the system when the message has been written.
-///
-/// By default glibc raises the threshold to the size of the last mapped block freed (up to
-/// 32 MiB): after one 16 MiB answer the next one is carved from the heap, which is not given
-/// back and fragments, and a run of such answers held about two copies' worth of resident
-/// memory at the peak instead of one (measured with `examples/bench.rs`). Only buffers of
-/// 256 KiB and more are affected; small allocations keep the heap's speed.
-fn hold_large_messages_once() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(
-                param: std::os::raw::c_int,
-                value: std::os::raw::c_int,
-            ) -> std::os::raw::c_int;
-        }
-        const M_MMAP_THRESHOLD: std::os::raw::c_int = -3;
-        // SAFETY: glibc's mallopt only changes the allocator's policy for later allocations;
-        // it takes the allocator's own lock and is safe to call at any time.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-        }
-    }
 }
 
 /// The next `--keep-alive` tick; never, without the flag.

@@ -174,22 +174,6 @@ impl UpstreamError {
         }
     }
 
-    /// The message with every cause after it, each once: a JSON-RPC error has one message,
-    /// and the cause ("connection refused") is what tells a person what to fix.
-    pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            let part = s.to_string();
-            if !text.contains(&part) {
-                text.push_str(": ");
-                text.push_str(&part);
-            }
-            source = s.source();
-        }
-        text
-    }
-
     pub fn http_status(&self) -> Option<u16> {
         match self {
             UpstreamError::Status { status, .. } | UpstreamError::NotStreamable { status, .. } => {
@@ -205,10 +189,13 @@ impl UpstreamError {
         if let Some(s) = self.http_status() {
             info["httpStatus"] = s.into();
         }
+        if let UpstreamError::Auth(e) = self {
+            info["credential"] = json!(e.failure());
+        }
         jsonrpc::error_response(
             Some(id),
             jsonrpc::code::UPSTREAM_ERROR,
-            &format!("alibridge: {}", self.chain()),
+            &format!("alibridge: {}", crate::logging::error_line(self)),
             Some(json!({ "alibridge": info })),
         )
     }

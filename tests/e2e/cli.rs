@@ -53,21 +53,61 @@ fn help_lists_every_flag_with_its_env_var() {
     assert!(help.contains("--profile"), "--help lists --profile");
 }
 
-/// `pre-check --help` documents its flags; a missing `--site-type` is a usage error.
+/// The exit-code table in `--help` (generated from `src/cli/exit.rs`) and the README's say the
+/// same, row for row.
+#[test]
+fn exit_codes_in_help_match_the_readme() {
+    let o = run(&["--help"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let help = words(&String::from_utf8_lossy(&o.stdout));
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table = readme
+        .split("## Exit codes")
+        .nth(1)
+        .expect("the README has an Exit codes section");
+    let rows: Vec<(&str, &str)> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("|---"))
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').splitn(2, '|').map(str::trim).collect();
+            (cells[0], cells[1].trim_end_matches('|').trim())
+        })
+        .collect();
+    assert_eq!(rows.len(), 4, "one README row per exit code: {rows:?}");
+    for (code, meaning) in rows {
+        let row = format!("{code} {}", words(meaning));
+        assert!(
+            help.contains(&row),
+            "--help lacks the README's row {row:?}:\n{help}"
+        );
+    }
+}
+
+/// `pre-check --help` documents its flags, named as everywhere else (its old `--timeout`
+/// still works, unlisted); a missing `--site-type` is a usage error.
 #[test]
 fn pre_check_help_and_usage() {
     let o = run(&["pre-check", "--help"], &[]);
     assert_eq!(o.status.code(), Some(0));
     let help = String::from_utf8_lossy(&o.stdout);
-    for flag in [
-        "--site-type",
-        "--client-id",
-        "--no-browser",
-        "--timeout",
-        "--callback-port",
+    for (flag, env) in [
+        ("--site-type", "ALIBRIDGE_SITE_TYPE"),
+        ("--client-id", "ALIBRIDGE_CLIENT_ID"),
+        ("--no-browser", "ALIBRIDGE_NO_BROWSER"),
+        ("--auth-timeout", "ALIBRIDGE_AUTH_TIMEOUT"),
+        ("--callback-port", "ALIBRIDGE_CALLBACK_PORT"),
     ] {
         assert!(help.contains(flag), "pre-check --help lacks {flag}");
+        assert!(
+            help.contains(&format!("[env: {env}]")),
+            "pre-check --help lacks [env: {env}]:\n{help}"
+        );
     }
+    assert!(!help.contains("=]"), "no empty values shown:\n{help}");
     assert_eq!(
         run(&["pre-check"], &[("ALIBRIDGE_SITE_TYPE", "")])
             .status

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 
+use crate::support::ak_rig::auth_line;
 use crate::support::aliyun_fake::{cores, AliyunFake, GENERATE_ACCESS_TOKEN, INTL_CLIENT_ID};
 use crate::support::bridge::{isolated_command, output, Bridge};
 use crate::support::canary::Canary;
@@ -82,11 +83,7 @@ async fn without_a_url_the_accounts_core_endpoint_is_found_and_used() {
         "core"
     );
     let done = bridge.finish().await;
-    let auth = done
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("alibridge: auth: "))
-        .unwrap_or_else(|| panic!("no auth line:\n{}", done.stderr));
+    let auth = auth_line(&done.stderr);
     assert!(
         auth.contains(&format!("endpoint {}", server.url()))
             && auth.contains("Core edition")

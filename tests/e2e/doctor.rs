@@ -8,33 +8,19 @@ use http_body_util::Full;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::aliyun_fake::{AliyunFake, ClientStatus, CN_CLIENT_ID};
+use crate::support::ak_rig::{env_keys, AkRig};
+use crate::support::aliyun_fake::{ClientStatus, CN_CLIENT_ID};
 use crate::support::bridge::{isolated_command, output};
 use crate::support::home::TempHome;
-use crate::support::mcp_server::{ServerOptions, TestServer};
+
 use crate::support::net::{listen, serve, ClosedPort, LOOPBACK};
 
 const AK_ID: &str = "LTAI5tDoctorKey000000001";
 const AK_SECRET: &str = "doctorSecret-Q3v9Lk2Xw8Rt5Yp1Zn7Mb4Hc";
 
-struct Rig {
-    fake: AliyunFake,
-    server: TestServer,
-    home: TempHome,
-}
+type Rig = AkRig;
 
-impl Rig {
-    async fn start(tag: &str) -> Rig {
-        let fake = AliyunFake::start().await;
-        let server =
-            TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
-        Rig {
-            fake,
-            server,
-            home: TempHome::new(&format!("doctor-{tag}")),
-        }
-    }
-
+impl AkRig {
     /// `doctor <url> [--json] -- <flags pointing at the fake>` with AccessKeys in the env.
     async fn doctor(&self, url: &str, json: bool, secret: &str) -> (i32, String, String) {
         self.doctor_with(url, json, secret, &[]).await
@@ -53,20 +39,10 @@ impl Rig {
         if json {
             cmd.arg("--json");
         }
-        cmd.args([
-            "--",
-            "--transport",
-            "http-only",
-            "--auth",
-            "ak",
-            "--site-type",
-            "CN",
-            "--ims-endpoint",
-            &self.fake.url(),
-        ])
-        .args(extra)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK_ID)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret);
+        cmd.arg("--")
+            .args(&self.args(&["--site-type", "CN"])[1..])
+            .args(extra)
+            .envs(env_keys(AK_ID, secret));
         output(cmd).await
     }
 }

@@ -546,8 +546,9 @@ async fn cut_sse_stream_is_resumed_by_rmcp_itself() {
     assert_eq!(server.calls("sample"), 1);
 }
 
-/// A slow upstream call does not hold back concurrent fast calls, even when one of them fails
-/// with 503: every request is answered once, the slow one last, nothing runs twice.
+/// 32 requests in flight at once: a slow upstream call does not hold back the 31 fast ones,
+/// even when one of them fails with 503; every request is answered once, the slow one last,
+/// nothing runs twice. (The one test of "a slow call does not block fast ones".)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_with_concurrent_fast_calls() {
     let server = TestServer::start().await;
@@ -564,18 +565,15 @@ async fn slow_upstream_with_concurrent_fast_calls() {
         .wait_for_request(|r| r.tool.as_deref() == Some("sleep"))
         .await;
     server.fail_next(Match::tool("echo"), 503, "busy");
-    for i in 1..=10 {
+    for i in 1..=31 {
+        let args = json!({"text": format!("fast {i}")});
         bridge
-            .request(
-                i,
-                "tools/call",
-                json!({"name": "echo", "arguments": {"text": "f"}}),
-            )
+            .request(i, "tools/call", json!({"name": "echo", "arguments": args}))
             .await;
     }
     let mut order = Vec::new();
     let mut failed = 0;
-    while order.len() < 11 {
+    while order.len() < 32 {
         let m = bridge.next().await.expect("stdout open");
         if m.get("method").is_some() {
             continue;
@@ -583,13 +581,20 @@ async fn slow_upstream_with_concurrent_fast_calls() {
         if m.get("error").is_some() {
             Answer::HttpStatus(503).check(&m);
             failed += 1;
+        } else if m["id"] != "slow" {
+            let i = m["id"].as_u64().unwrap();
+            assert_eq!(tool_text(&m), format!("fast {i}"));
         }
         order.push(m["id"].clone());
     }
     assert_eq!(failed, 1);
-    assert_eq!(order.last(), Some(&json!("slow")));
+    assert_eq!(
+        order.last(),
+        Some(&json!("slow")),
+        "a fast call waited for the slow one"
+    );
     bridge.finish().await;
-    assert_eq!(server.calls("echo"), 9);
+    assert_eq!(server.calls("echo"), 30);
     assert_eq!(server.calls("sleep"), 1);
 }
 

@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::{json, Value};
 
+use crate::support::ak_rig::auth_line;
 use crate::support::aliyun_fake::AliyunFake;
 use crate::support::bridge::Bridge;
 use crate::support::canary::Canary;
@@ -397,10 +398,7 @@ async fn auto_keeps_access_keys_from_hosts_that_are_not_openapi_mcp() {
         b.request(0, "initialize", init_params()).await;
         b.response(0).await; // the canary is no MCP server: some error
         let stderr = b.finish().await.stderr;
-        let auth = stderr
-            .lines()
-            .find(|l| l.starts_with("alibridge: auth: "))
-            .unwrap_or_else(|| panic!("no auth line:\n{stderr}"));
+        let auth = auth_line(&stderr);
         assert!(
             auth.contains("OAuth (auto: ")
                 && auth.contains(&format!("{host} is not an OpenAPI MCP endpoint")),
@@ -509,10 +507,7 @@ async fn auto_uses_access_keys_for_the_openapi_mcp_host() {
         .await;
     assert_eq!(tool_text(&resp), "via the service host");
     let stderr = b.finish().await.stderr;
-    let auth = stderr
-        .lines()
-        .find(|l| l.starts_with("alibridge: auth: "))
-        .unwrap();
+    let auth = auth_line(&stderr);
     assert!(
         auth.contains("AccessKey (auto)") && auth.contains("site CN (inferred"),
         "{auth}"

@@ -6,6 +6,8 @@ mod support;
 
 /// `--auth ak` against a local fake of RAM-OAuth/STS and a token-checking server.
 mod access_key;
+/// `--auth ak`: a token's life in a session (renewal, revocation, STS renewal).
+mod access_key_tokens;
 /// The Alibaba fake verifies signatures, keys, timestamps and nonces like the real services.
 mod aliyun_fake_checks;
 /// Command-line surface: flags, validation errors, exit codes.
@@ -78,6 +80,8 @@ mod safety;
 mod safety_adversarial;
 /// The attempts of `safety_adversarial`, one table per flag set.
 mod safety_adversarial_cases;
+/// The bridge's audit log: every call recorded without secrets, rollover, failures.
+mod safety_audit;
 /// Cloud-ops safety: `--safety-policy` against the Alibaba fake; the policy flags.
 mod safety_policy;
 /// Cloud-ops safety: the tool policy in `alibridge proxy`.

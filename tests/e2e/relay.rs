@@ -305,47 +305,6 @@ async fn get_stream_notifications_arrive() {
     assert_eq!(total, 5, "a GET-stream notification was duplicated");
 }
 
-/// 32 requests in flight at once: a slow `sleep` does not hold back the 31 fast `echo`s, whose
-/// answers all arrive before it; each request is answered once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_requests_in_flight_slow_one_does_not_block() {
-    let server = TestServer::start().await;
-    let mut bridge = bridge_for(&server, &[]);
-    bridge.initialize().await;
-    bridge
-        .request(
-            "slow",
-            "tools/call",
-            json!({"name": "sleep", "arguments": {"ms": 4000}}),
-        )
-        .await;
-    for i in 1..=31 {
-        let args = json!({"text": format!("fast {i}")});
-        bridge
-            .request(i, "tools/call", json!({"name": "echo", "arguments": args}))
-            .await;
-    }
-    let mut order = Vec::new();
-    while order.len() < 32 {
-        let m = bridge.next().await.expect("stdout open");
-        if m.get("method").is_none() {
-            if m["id"] != "slow" {
-                let i = m["id"].as_u64().unwrap();
-                assert_eq!(tool_text(&m), format!("fast {i}"));
-            }
-            order.push(m["id"].clone());
-        }
-    }
-    assert_eq!(
-        order.last(),
-        Some(&json!("slow")),
-        "a fast echo waited for the slow call"
-    );
-    bridge.finish().await;
-    assert_eq!(server.calls("echo"), 31);
-    assert_eq!(server.calls("sleep"), 1);
-}
-
 /// A 16 MiB tool result is relayed intact on one stdout line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_result_is_relayed_intact() {

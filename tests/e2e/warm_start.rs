@@ -10,11 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::support::aliyun_fake::AliyunFake;
+use crate::support::ak_rig::{env_keys, AkRig};
 use crate::support::bridge::Bridge;
 use crate::support::delay_proxy::DelayProxy;
 use crate::support::home::TempHome;
-use crate::support::mcp_server::{ServerOptions, TestServer};
+use crate::support::mcp_server::TestServer;
 use crate::support::net::{listen, LOOPBACK};
 use crate::support::peers_modern::{Legacy, ModernServer};
 
@@ -23,48 +23,32 @@ const AK_SECRET: &str = "warmSecret-Zk3Lq8Wv2Xr6Tn1Pm5Bc9Hd";
 const OTHER_ID: &str = "LTAI5tWarmOther000000002";
 const OTHER_SECRET: &str = "warmOther-Jf4Ks9Ld2Qw7Er1Ty6Ui3Op";
 
-struct Rig {
-    fake: AliyunFake,
-    server: TestServer,
-    home: TempHome,
+/// The shared AccessKey rig ([`AkRig`]) with two key pairs, and what these suites add.
+struct Rig(AkRig);
+
+impl std::ops::Deref for Rig {
+    type Target = AkRig;
+    fn deref(&self) -> &AkRig {
+        &self.0
+    }
 }
 
 impl Rig {
     async fn start(tag: &str) -> Rig {
-        let fake = AliyunFake::start().await;
-        fake.add_access_key(AK_ID, AK_SECRET);
-        fake.add_access_key(OTHER_ID, OTHER_SECRET);
-        let server =
-            TestServer::start_with(ServerOptions::requiring_bearer(fake.token_checker())).await;
-        Rig {
-            fake,
-            server,
-            home: TempHome::new(&format!("warm-{tag}")),
-        }
+        let rig = AkRig::start(&format!("warm-{tag}")).await;
+        rig.fake.add_access_key(AK_ID, AK_SECRET);
+        rig.fake.add_access_key(OTHER_ID, OTHER_SECRET);
+        Rig(rig)
     }
 
     /// One whole session: initialize, `tools/list`, exit. Returns its stderr.
     async fn session(&self, key: (&str, &str), extra: &[&str]) -> String {
-        let mut args: Vec<String> = [
-            self.server.url().as_str(),
-            "--transport",
-            "http-only",
-            "--auth",
-            "ak",
-            "--ims-endpoint",
-            self.fake.url().as_str(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = self.args(&[]);
         if !extra.contains(&"--site-type") {
             args.extend(["--site-type".to_string(), "CN".to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let env = [
-            ("ALIBABA_CLOUD_ACCESS_KEY_ID", key.0),
-            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", key.1),
-        ];
+        let env = env_keys(key.0, key.1);
         let mut b = Bridge::spawn_isolated(args, env, self.home.path());
         b.initialize().await;
         b.request(1, "tools/list", json!({})).await;

@@ -24,6 +24,7 @@ use http_body_util::Full;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use super::net::percent_encode;
 use super::net::{listen, read_body, serve};
 use super::wait::until_notified;
 
@@ -202,18 +203,4 @@ async fn record(
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (how secrets travel in
-/// queries and form bodies).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

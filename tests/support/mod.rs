@@ -5,7 +5,8 @@
 //!   [`ops_server`] and [`core_server`] (cloud-ops upstreams for the safety suites),
 //!   [`pin_server`] (tools that change, for the pinning suites), [`peers`] (the official npm
 //!   packages).
-//! - Driving the binary: [`bridge`] (stdio bridge, isolated commands), [`proxy`] (`alibridge
+//! - Driving the binary: [`bridge`] (stdio bridge, isolated commands), [`ak_rig`] (the
+//!   AccessKey suites' fake, server and `HOME`), [`proxy`] (`alibridge
 //!   proxy`), [`oauth_rig`] (the sign-in rig of the OAuth suites), [`pins`] (bridges and
 //!   `alibridge tools` sharing one pin store).
 //! - Plumbing: [`net`] (listeners on port 0, the one accept loop, a refusing port, the HTTP
@@ -16,6 +17,7 @@
 //! also usable from `examples/` (via `#[path]`), so a newcomer can run the servers the tests use.
 #![allow(dead_code)]
 
+pub mod ak_rig;
 pub mod aliyun_fake;
 pub mod bridge;
 pub mod canary;

@@ -10,7 +10,9 @@
 //! - [`fixed_port`]: a port number for a flag that takes one (`--callback-port`), from outside
 //!   the kernel's ephemeral range, so no `bind(0)` or outgoing connection can take it between
 //!   the check and the bridge's own bind;
-//! - [`http_client`]: a reqwest client that never goes through a system proxy.
+//! - [`http_client`]: a reqwest client that never goes through a system proxy;
+//! - [`percent_encode`] and [`random_b64url`]: how the fakes put values in queries and forms,
+//!   and make codes and tokens.
 //!
 //! Included by `examples/` (through the fakes) as well as by the tests.
 
@@ -152,4 +154,30 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
 /// [`http_client_builder`], built.
 pub fn http_client() -> reqwest::Client {
     http_client_builder().build().expect("a reqwest client")
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters: how values travel in queries
+/// and form bodies, and what Alibaba Cloud's V2 signature encodes.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// URL-safe base64 (no padding) of `n` random bytes: codes, tokens and client ids the fakes
+/// hand out.
+pub fn random_b64url(n: usize) -> String {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom;
+    let mut buf = vec![0u8; n];
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .expect("system randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }

@@ -12,10 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::Url;
 use serde_json::Value;
 
-use super::keys::AccessKeys;
 use crate::net::origin::foreign_redirect;
 use crate::net::{describe, read_small};
-use crate::signer::{self, acs3, rpc_v2, HttpMethod};
+use crate::signer::{self, acs3, rpc_v2, ApiCredentials, HttpMethod};
 
 /// How far the local clock may drift before errors mention it (the service allows 15 min).
 const CLOCK_WARNING: i64 = 300;
@@ -92,12 +91,12 @@ impl ApiClient {
         &self,
         endpoint: &Url,
         call: &rpc_v2::RpcCall<'_>,
-        keys: Option<&AccessKeys>,
+        keys: Option<&ApiCredentials<'_>>,
     ) -> Result<Value, ApiError> {
         let (query, body) = match keys {
             Some(keys) => {
                 let nonce = signer::generate_nonce();
-                let signed = rpc_v2::sign(call, &keys.api(), SystemTime::now(), &nonce)
+                let signed = rpc_v2::sign(call, keys, SystemTime::now(), &nonce)
                     .expect("the bridge's own calls use no reserved parameter names");
                 (signed.query, signed.body)
             }
@@ -126,7 +125,7 @@ impl ApiClient {
         action: &str,
         version: &str,
         query: &[(&str, &str)],
-        keys: &AccessKeys,
+        keys: &ApiCredentials<'_>,
     ) -> Result<Value, ApiError> {
         // What the signature covers as `host`: the URL's authority (the port only when it is
         // not the scheme's default, as HTTP clients send it).
@@ -146,13 +145,8 @@ impl ApiClient {
             body: b"",
             header_scope: acs3::HeaderScope::Standard,
         };
-        let signed = acs3::sign(
-            &req,
-            &keys.api(),
-            SystemTime::now(),
-            &signer::generate_nonce(),
-        )
-        .expect("the bridge's own calls use no reserved header names");
+        let signed = acs3::sign(&req, keys, SystemTime::now(), &signer::generate_nonce())
+            .expect("the bridge's own calls use no reserved header names");
         let mut url = endpoint.clone();
         url.set_path(&signed.path);
         url.set_query((!signed.query.is_empty()).then_some(signed.query.as_str()));
@@ -171,7 +165,7 @@ impl ApiClient {
         &self,
         rb: reqwest::RequestBuilder,
         endpoint: &Url,
-        keys: Option<&AccessKeys>,
+        keys: Option<&ApiCredentials<'_>>,
     ) -> Result<Value, ApiError> {
         let host = endpoint.host_str().unwrap_or_default().to_string();
         let resp = rb.send().await.map_err(|e| match foreign_redirect(&e) {
@@ -217,17 +211,17 @@ impl ApiClient {
 
 /// The service echoes its "string to sign" in signature errors, and that string carries the
 /// security token: cut it off, and blank any key material that still appears.
-fn redact_message(msg: &str, keys: Option<&AccessKeys>) -> String {
+fn redact_message(msg: &str, keys: Option<&ApiCredentials<'_>>) -> String {
     let lower = msg.to_ascii_lowercase();
     let mut out = match lower.find("string to sign") {
         Some(i) => format!("{}…", msg[..i].trim_end()),
         None => msg.to_string(),
     };
     if let Some(k) = keys {
-        let mut secrets = vec![k.secret.expose().to_string()];
-        if let Some(t) = &k.security_token {
-            secrets.push(t.expose().to_string());
-            secrets.push(crate::signer::percent_encode(t.expose()));
+        let mut secrets = vec![k.access_key_secret.to_string()];
+        if let Some(t) = k.security_token {
+            secrets.push(t.to_string());
+            secrets.push(crate::signer::percent_encode(t));
         }
         for s in secrets.iter().filter(|s| s.len() >= 4) {
             out = out.replace(s.as_str(), "****");

@@ -17,49 +17,17 @@ use std::sync::Arc;
 
 use reqwest::Url;
 
+pub use super::input::{
+    ecs_role, endpoint_url, session_name, sts_endpoint, ChainError, ChainInput, PROFILE_VARS,
+};
 use super::keys::{AccessKeys, SharedSource, StaticKeys};
 use super::profile::{self, Ini};
-use super::sources::{CredentialsUri, EcsRole, OidcRole, RoleSpec};
-
-/// What the chain reads from the outside world; injectable for tests.
-pub struct ChainInput<'a> {
-    /// `--profile`.
-    pub profile: Option<&'a str>,
-    pub env: &'a dyn Fn(&str) -> Option<String>,
-    pub home: Option<PathBuf>,
-}
-
-impl ChainInput<'_> {
-    /// The first non-empty of `names`.
-    pub fn var(&self, names: &[&str]) -> Option<String> {
-        names
-            .iter()
-            .find_map(|n| (self.env)(n).filter(|v| !v.trim().is_empty()))
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.var(&[name])
-            .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-    }
-}
+use super::sources::{CredentialsUri, OidcRole, RoleSpec};
 
 /// The source that won, and the files whose change means "re-resolve".
 pub struct Resolved {
     pub source: SharedSource,
     pub watched: Vec<PathBuf>,
-}
-
-/// Why no keys could be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ChainError {
-    #[error(
-        "no Alibaba Cloud AccessKey found. Looked at, in order:\n{}\nSet ALIBABA_CLOUD_ACCESS_KEY_ID \
-         and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or run `aliyun configure`",
-        .looked.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n")
-    )]
-    NotFound { looked: Vec<String> },
-    #[error("{0}")]
-    Invalid(String),
 }
 
 const ID_VARS: &[&str] = &[
@@ -77,13 +45,6 @@ const TOKEN_VARS: &[&str] = &[
     "ALIBABACLOUD_SECURITY_TOKEN",
     "ALICLOUD_SECURITY_TOKEN",
 ];
-/// Profile-name variables, in the CLI's order.
-pub const PROFILE_VARS: &[&str] = &[
-    "ALIBABACLOUD_PROFILE",
-    "ALIBABA_CLOUD_PROFILE",
-    "ALICLOUD_PROFILE",
-];
-
 /// Walks the chain and returns the first source that has keys.
 pub fn resolve(input: &ChainInput<'_>) -> Result<Resolved, ChainError> {
     let mut looked = Vec::new();
@@ -219,16 +180,6 @@ pub fn resolve(input: &ChainInput<'_>) -> Result<Resolved, ChainError> {
     Err(ChainError::NotFound { looked })
 }
 
-/// The ECS instance role source.
-pub fn ecs_role(role_name: Option<String>) -> EcsRole {
-    EcsRole {
-        role_name,
-        metadata: Url::parse("http://100.100.100.200").expect("static URL"),
-        origin: "the ECS instance RAM role".into(),
-        cache: Default::default(),
-    }
-}
-
 fn ini_paths(input: &ChainInput<'_>) -> Vec<PathBuf> {
     if let Some(p) = input.var(&["ALIBABA_CLOUD_CREDENTIALS_FILE"]) {
         return vec![PathBuf::from(p)];
@@ -243,64 +194,6 @@ fn ini_paths(input: &ChainInput<'_>) -> Vec<PathBuf> {
 /// The credential files a change of which should be picked up during a run.
 fn watched_files(input: &ChainInput<'_>, cli: Option<PathBuf>) -> Vec<PathBuf> {
     cli.into_iter().chain(ini_paths(input)).collect()
-}
-
-/// `ALIBABA_CLOUD_ROLE_SESSION_NAME`, else `alibridge-<unix seconds>`.
-pub fn session_name(input: &ChainInput<'_>) -> String {
-    input
-        .var(&["ALIBABA_CLOUD_ROLE_SESSION_NAME"])
-        .unwrap_or_else(|| {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            format!("alibridge-{secs}")
-        })
-}
-
-/// The STS endpoint, first match wins: the profile's `sts_endpoint`,
-/// `ALIBABA_CLOUD_STS_ENDPOINT`, `sts.<region>.aliyuncs.com` (profile `sts_region` or
-/// `ALIBABA_CLOUD_STS_REGION`), `sts.aliyuncs.com`. A bare host means https; plain http is
-/// accepted only for loopback (local test servers).
-pub fn sts_endpoint(
-    input: &ChainInput<'_>,
-    profile_endpoint: Option<&str>,
-    profile_region: Option<&str>,
-) -> Result<Url, ChainError> {
-    let raw = profile_endpoint
-        .filter(|s| !s.trim().is_empty())
-        .map(str::to_string)
-        .or_else(|| input.var(&["ALIBABA_CLOUD_STS_ENDPOINT"]))
-        .or_else(|| {
-            let region = profile_region
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .or_else(|| input.var(&["ALIBABA_CLOUD_STS_REGION"]))?;
-            let vpc = input.flag("ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED");
-            Some(format!(
-                "sts{}.{region}.aliyuncs.com",
-                if vpc { "-vpc" } else { "" }
-            ))
-        })
-        .unwrap_or_else(|| "sts.aliyuncs.com".to_string());
-    endpoint_url(&raw, "STS endpoint").map_err(ChainError::Invalid)
-}
-
-/// Parses `host`, `https://host` or (loopback only) `http://host:port` into an endpoint URL.
-pub fn endpoint_url(raw: &str, what: &str) -> Result<Url, String> {
-    let raw = raw.trim().trim_end_matches('/');
-    let with_scheme = if raw.contains("://") {
-        raw.to_string()
-    } else {
-        format!("https://{raw}")
-    };
-    let url = Url::parse(&with_scheme)
-        .map_err(|e| format!("the {what} {raw:?} is not a valid host or URL: {e}"))?;
-    if url.scheme() == "http" && !crate::net::is_loopback(&url) {
-        return Err(format!(
-            "the {what} {raw:?} uses plain http; only https is allowed (http only for loopback)"
-        ));
-    }
-    Ok(url)
 }
 
 #[cfg(test)]

@@ -105,14 +105,11 @@ pub async fn discover(
     explicit_endpoint: bool,
 ) -> Result<Url, AuthError> {
     let body = api
-        .roa_get(endpoint, PATH, ACTION, VERSION, &[], keys)
+        .roa_get(endpoint, PATH, ACTION, VERSION, &[], &keys.api())
         .await
         .map_err(|e| explain(e, keys, site))?;
     let trusted = explicit_endpoint.then(|| endpoint.host_str()).flatten();
-    parse(&body, site, trusted).map_err(|e| match e {
-        CoreError::NoCores { .. } => AuthError::Config(format!("{e}")),
-        _ => AuthError::Protocol(format!("{e}")),
-    })
+    Ok(parse(&body, site, trusted)?)
 }
 
 /// Adds the likely fix to a failed call.

@@ -68,7 +68,7 @@ impl Exchange {
             form: &[],
         };
         let body = api
-            .rpc(&self.endpoint, &call, Some(keys))
+            .rpc(&self.endpoint, &call, Some(&keys.api()))
             .await
             .map_err(|e| self.explain(e, keys, origin))?;
         parse(&body).ok_or_else(|| {
@@ -89,15 +89,8 @@ impl Exchange {
         };
         let id = &keys.id;
         let site = self.site.flag_value();
-        let hint = if code.starts_with("SignatureDoesNotMatch") {
-            format!("the AccessKey secret does not match AccessKey id {id} (from {origin}); check ALIBABA_CLOUD_ACCESS_KEY_SECRET or the profile's access_key_secret")
-        } else if code.starts_with("InvalidAccessKeyId") {
-            format!("AccessKey id {id} (from {origin}) does not exist or is disabled; check it in the RAM console (AccessKey management)")
-        } else if code.starts_with("InvalidSecurityToken") {
-            format!("the security token of {id} (from {origin}) is invalid or expired; get fresh STS credentials")
-        } else if code.starts_with("InvalidTimeStamp") || code.starts_with("SignatureNonceUsed") {
-            "the request was refused as stale or replayed; check that this computer's clock is right".to_string()
-        } else if status == 403
+        // The service's codes for "this identity or application may not do that".
+        let not_permitted = status == 403
             || [
                 "NoPermission",
                 "Forbidden",
@@ -106,8 +99,16 @@ impl Exchange {
                 "AccessDenied",
             ]
             .iter()
-            .any(|c| code.contains(c))
-        {
+            .any(|c| code.contains(c));
+        let hint = if code.starts_with("SignatureDoesNotMatch") {
+            format!("the AccessKey secret does not match AccessKey id {id} (from {origin}); check ALIBABA_CLOUD_ACCESS_KEY_SECRET or the profile's access_key_secret")
+        } else if code.starts_with("InvalidAccessKeyId") {
+            format!("AccessKey id {id} (from {origin}) does not exist or is disabled; check it in the RAM console (AccessKey management)")
+        } else if code.starts_with("InvalidSecurityToken") {
+            format!("the security token of {id} (from {origin}) is invalid or expired; get fresh STS credentials")
+        } else if code.starts_with("InvalidTimeStamp") || code.starts_with("SignatureNonceUsed") {
+            "the request was refused as stale or replayed; check that this computer's clock is right".to_string()
+        } else if not_permitted {
             format!(
                 "the RAM identity {id} may not mint OpenAPI MCP tokens, or the OpenAPI MCP application is not yet authorized for this account. \
                  Attach the system policy AliyunOpenAPIMCPServerStaticCredentialAccess to the RAM user or role, and run \
@@ -128,6 +129,7 @@ impl Exchange {
                 AuthError::Network(message)
             }
             ApiError::Malformed { .. } => AuthError::Protocol(message),
+            ApiError::Service { .. } if not_permitted => AuthError::NotPermitted(message),
             ApiError::Service { .. } => AuthError::Denied(message),
         }
     }

@@ -89,7 +89,16 @@ impl KeySource for StaticKeys {
 }
 
 /// How early temporary credentials are renewed (the official SDKs use 180 s).
-pub const STS_RENEW_MARGIN: Duration = Duration::from_secs(180);
+const STS_RENEW_MARGIN: Duration = Duration::from_secs(180);
+
+/// [`STS_RENEW_MARGIN`], or the test knob [`crate::env::ALIBRIDGE_TEST_STS_RENEW_MARGIN`].
+fn sts_renew_margin() -> Duration {
+    static MARGIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *MARGIN.get_or_init(|| {
+        crate::env::test_knob(crate::env::ALIBRIDGE_TEST_STS_RENEW_MARGIN)
+            .map_or(STS_RENEW_MARGIN, Duration::from_secs)
+    })
+}
 
 /// Caches temporary keys and renews them, one renewal at a time, when they near expiry.
 #[derive(Default)]
@@ -106,7 +115,7 @@ impl Renewing {
         let mut cached = self.cached.lock().await;
         if let Some(k) = cached
             .as_ref()
-            .filter(|k| !k.expires_within(STS_RENEW_MARGIN))
+            .filter(|k| !k.expires_within(sts_renew_margin()))
         {
             return Ok(k.clone());
         }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod chain;
 pub mod discovery;
 pub mod exchange;
+pub mod input;
 pub mod keys;
 pub mod policy;
 pub mod pre_check_record;
@@ -34,7 +35,7 @@ use reqwest::Url;
 use tracing::{debug, info};
 
 use self::api::ApiClient;
-use self::chain::{ChainError, ChainInput, Resolved};
+use self::chain::{ChainInput, Resolved};
 use self::exchange::Exchange;
 use self::keys::SharedSource;
 use self::site::{Site, OPENAPI_SCOPE};
@@ -51,19 +52,19 @@ pub fn select(cfg: &AuthConfig, url: &Url, why: &str) -> Result<Selection, AuthE
     };
     let (credential, reason) = build(cfg, site, site_why, url, why)?;
     Ok(Selection {
-        credential: Arc::new(credential),
-        reason,
-        warning: None,
+        site: Some(site),
+        ..Selection::new(Arc::new(credential), reason)
     })
 }
 
 const DEFAULT_SITE: &str = "default; pass --site-type INTL for international accounts";
 
 /// The URL-less start: the AccessKey credential, and the account's Core endpoint found with
-/// it (`--site-type` picks the site; `--discovery-endpoint` where to ask).
+/// it ([`Selection::endpoint`]; `--site-type` picks the site; `--discovery-endpoint` where to
+/// ask).
 pub async fn select_core(
     cfg: &AuthConfig,
-) -> Result<(Selection, Arc<discovery::CoreEndpoint>, Url), AuthError> {
+) -> Result<(Selection, Arc<discovery::CoreEndpoint>), AuthError> {
     let (site, site_why) = match cfg.site {
         Some(s) => (s, "--site-type"),
         None => (Site::Cn, DEFAULT_SITE),
@@ -79,16 +80,17 @@ pub async fn select_core(
     let (core, url) =
         discovery::CoreEndpoint::start(credential.clone(), site, cfg.discovery_endpoint.clone())
             .await?;
+    let reason = format!(
+        "{reason}; endpoint {} (the account's Core edition, {})",
+        crate::net::display_url(&url),
+        discovery::ACTION
+    );
     let selection = Selection {
-        credential,
-        reason: format!(
-            "{reason}; endpoint {} (the account's Core edition, {})",
-            crate::net::display_url(&url),
-            discovery::ACTION
-        ),
-        warning: None,
+        site: Some(site),
+        endpoint: Some(url),
+        ..Selection::new(credential, reason)
     };
-    Ok((selection, core, url))
+    Ok((selection, core))
 }
 
 /// The credential for `site`, binding safety policies for tokens used at `url`, and the
@@ -106,10 +108,7 @@ fn build(
         env: &env,
         home: home_dir(),
     };
-    let resolved = chain::resolve(&input).map_err(|e| match e {
-        ChainError::NotFound { .. } => AuthError::NotFound(e.to_string()),
-        ChainError::Invalid(m) => AuthError::Config(m),
-    })?;
+    let resolved = chain::resolve(&input)?;
     debug!(site = site.flag_value(), reason = site_why, "site type");
     let endpoint = cfg.ims_endpoint.clone().unwrap_or_else(|| site.ims_url());
     let exchange = Exchange {
@@ -140,6 +139,15 @@ fn build(
 
 /// How often the credential files are stat'ed for changes.
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// [`FILE_CHECK_INTERVAL`], or the test knob [`crate::env::ALIBRIDGE_TEST_FILE_CHECK_MS`].
+fn file_check_interval() -> Duration {
+    static INTERVAL: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *INTERVAL.get_or_init(|| {
+        crate::env::test_knob(crate::env::ALIBRIDGE_TEST_FILE_CHECK_MS)
+            .map_or(FILE_CHECK_INTERVAL, Duration::from_millis)
+    })
+}
 
 /// What identifies a file's content without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +241,7 @@ impl AccessKeyCredential {
     /// something unusable is an error: silently keeping the old identity would surprise.
     fn reload_if_changed(&self) -> Result<(), AuthError> {
         let mut st = self.state.lock().unwrap();
-        if st.checked.elapsed() < FILE_CHECK_INTERVAL {
+        if st.checked.elapsed() < file_check_interval() {
             return Ok(());
         }
         st.checked = Instant::now();
@@ -412,8 +420,8 @@ impl AccessKeyCredential {
 }
 
 impl Credential for AccessKeyCredential {
-    fn name(&self) -> &'static str {
-        "ak"
+    fn kind(&self) -> crate::auth::CredentialKind {
+        crate::auth::CredentialKind::AccessKey
     }
 
     fn on_first_network(&self, hook: crate::auth::NetworkHook) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::chain::{ecs_role, session_name, sts_endpoint, ChainError, ChainInput, PROFILE_VARS};
+use super::input::{ecs_role, session_name, sts_endpoint, ChainError, ChainInput, PROFILE_VARS};
 use super::keys::{AccessKeys, SharedSource, StaticKeys};
 use super::sources::{AssumeRole, CredentialsUri, External, OidcRole, RoleSpec};
 

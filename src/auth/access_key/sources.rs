@@ -81,7 +81,9 @@ impl KeySource for AssumeRole {
                 query: &[],
                 form: &form,
             };
-            let resp = api.rpc(&self.spec.sts_endpoint, &call, Some(&source)).await;
+            let resp = api
+                .rpc(&self.spec.sts_endpoint, &call, Some(&source.api()))
+                .await;
             sts_keys(resp, &self.spec.role_arn, &self.origin)
         }))
     }

@@ -228,8 +228,8 @@ impl OAuthCredential {
 }
 
 impl Credential for OAuthCredential {
-    fn name(&self) -> &'static str {
-        "oauth"
+    fn kind(&self) -> crate::auth::CredentialKind {
+        crate::auth::CredentialKind::OAuth
     }
 
     fn identity(&self) -> Option<String> {

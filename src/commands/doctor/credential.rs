@@ -1,37 +1,88 @@
-//! The credential's own state on this machine, after the bridge reported which one it uses:
-//! the stored OAuth sign-in for the endpoint, or the `pre-check` verdict recorded for the site.
+//! The credential, chosen in this process by the bridge's own code from the entry's flags
+//! ([`crate::commands::bridge::select`]), and its state on this machine: the stored OAuth
+//! sign-in for the endpoint, or the `pre-check` verdict recorded for the site.
 
 use std::path::Path;
 
+use clap::Parser;
 use url::Url;
 
-use super::probe::Probed;
+use super::probe::{Probed, Refusal};
 use super::{same_url, Report};
 use crate::auth::access_key::pre_check_record;
 use crate::auth::access_key::site::Site;
 use crate::auth::oauth::store::{StoreKind, TokenStore};
 use crate::auth::oauth::tokens::now_secs;
+use crate::auth::{CredentialKind, Selection};
+use crate::cli::Cli;
+use crate::error::UsageError;
+
+/// What the entry's bridge flags pick, as the bridge would pick it.
+pub(super) enum Choice {
+    /// The credential and the local policy the bridge would run with.
+    Picked(Box<Chosen>),
+    /// This binary cannot read the flags (an entry written for another version): only the
+    /// probe, which runs the entry's own binary, can tell.
+    Unreadable,
+    /// The bridge would stop at start with this error.
+    Failed(anyhow::Error),
+}
+
+/// The credential the bridge picks and the safety line it would print.
+pub(super) struct Chosen {
+    pub selection: Selection,
+    /// Which limits the server enforces and which only the bridge does, when a safety flag
+    /// is set.
+    pub safety: Option<String>,
+}
+
+/// Parses `args` (the bridge's command line, URL first when there is one) and picks the
+/// credential with the bridge's own code. For the URL-less form this asks the discovery
+/// service for the account's Core endpoint, as the bridge does.
+pub(super) async fn choose(args: &[String]) -> Choice {
+    let argv = std::iter::once("alibridge").chain(args.iter().map(String::as_str));
+    let bridge = match Cli::try_parse_from(argv) {
+        Ok(cli) if cli.command.is_none() => cli.bridge,
+        _ => return Choice::Unreadable,
+    };
+    let cfg = match bridge.resolve(|k| std::env::var(k).ok()) {
+        Ok(cfg) => cfg,
+        Err(e) => return Choice::Failed(UsageError::from(e).into()),
+    };
+    let (selection, _core) = match crate::commands::bridge::select(&cfg).await {
+        Ok(s) => s,
+        Err(e) => return Choice::Failed(e),
+    };
+    // The bridge binds a safety policy to its first token before it starts, and starts only
+    // when that works: a bridge that answers enforces what its configuration says.
+    let mut policy = cfg.policy;
+    let is_ak = selection.kind == CredentialKind::AccessKey;
+    policy.server_enforced = is_ak && cfg.auth.safety.as_ref().is_some_and(|s| s.enforces_flags);
+    let safety = crate::commands::safety_line(&policy, is_ak);
+    Choice::Picked(Box::new(Chosen { selection, safety }))
+}
 
 /// The credential's own state on this machine: the stored OAuth sign-in, or the recorded
 /// `pre-check` verdict for AccessKeys.
-pub(super) fn credential_state(r: &mut Report, url: Option<&Url>, probed: &Probed) {
-    let Some(auth) = probed.auth.as_deref() else {
-        return;
-    };
+pub(super) fn credential_state(
+    r: &mut Report,
+    url: Option<&Url>,
+    selection: &Selection,
+    probed: &Probed,
+) {
     let Ok(home) = crate::commands::state_home() else {
         return;
     };
-    if auth.starts_with("OAuth") {
-        if let Some(url) = url {
-            oauth_state(r, &home, url);
+    match (selection.kind, selection.site) {
+        (CredentialKind::OAuth, _) => {
+            if let Some(url) = url {
+                oauth_state(r, &home, url);
+            }
         }
-    } else if auth.starts_with("Alibaba Cloud AccessKey") {
-        let site = if auth.contains(", site INTL ") {
-            Site::Intl
-        } else {
-            Site::Cn
-        };
-        pre_check_state(r, &home, site, probed.credential_failure.as_deref());
+        (CredentialKind::AccessKey, Some(site)) => {
+            pre_check_state(r, &home, site, probed.credential_failure)
+        }
+        _ => {}
     }
 }
 
@@ -76,20 +127,10 @@ fn oauth_state(r: &mut Report, home: &Path, url: &Url) {
     }
 }
 
-fn pre_check_state(r: &mut Report, home: &Path, site: Site, failure: Option<&str>) {
+fn pre_check_state(r: &mut Report, home: &Path, site: Site, failure: Option<Refusal>) {
     let flag = site.flag_value();
     let record = pre_check_record::load(home, flag, site.client_id());
-    let refused = failure.is_some_and(|f| {
-        [
-            "Forbidden",
-            "NoPermission",
-            "NotAuthorized",
-            "not yet authorized",
-            "pre-check",
-        ]
-        .iter()
-        .any(|k| f.contains(k))
-    });
+    let refused = failure == Some(Refusal::NotPermitted);
     let fix = format!("run `alibridge pre-check --site-type {flag}` and click Authorize");
     match record {
         Some(rec) if rec.outcome == "authorized" => r.ok(

@@ -7,10 +7,12 @@
 //! binary and arguments; an entry without a URL (and `--core`) is the URL-less form, whose
 //! endpoint the bridge reports once it has found it. After the bridge, the credential's own
 //! state: the stored OAuth sign-in (issuer, expiry) or the recorded `pre-check` verdict.
-//! Layout: `network` (DNS, TCP, TLS, clock), `probe` (the bridge itself), `credential`
-//! (sign-in and pre-check state).
-//! Details come from the bridge's own messages, which never hold a secret; proxy URLs are
-//! shown without user info.
+//! Layout: `network` (DNS, TCP, TLS, clock), `credential` (the credential the entry's flags
+//! pick, chosen in this process by the bridge's own code, and its sign-in or pre-check state),
+//! `probe` (the bridge binary itself).
+//! Decisions are made on data (the selection's kind and site, the answer's error kind), never
+//! on the text of a message. Details come from the bridge's own messages, which never hold a
+//! secret; proxy URLs are shown without user info.
 
 mod credential;
 mod network;
@@ -18,14 +20,16 @@ mod probe;
 
 use std::path::Path;
 use std::process::ExitCode;
+
+use crate::cli::exit::Exit;
 use std::time::Duration;
 
 use serde_json::json;
 use url::Url;
 
-use self::credential::credential_state;
+use self::credential::{choose, credential_state, Choice};
 use self::network::check_network;
-use self::probe::probe;
+use self::probe::{probe, Probed};
 use crate::cli::DoctorArgs;
 use crate::clients::{self, Found, Places};
 use crate::config::ConfigError;
@@ -37,7 +41,7 @@ const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
 /// How long each network step and the whole MCP probe may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bytes of the probe's stderr kept (for the credential line).
+/// Bytes of the probe's stderr kept (for the message of a bridge that stops at start).
 const STDERR_LIMIT: u64 = 64 << 10;
 
 struct Check {
@@ -201,7 +205,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     Ok(if r.checks.iter().all(|c| c.ok) {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Failure)
     })
 }
 
@@ -248,16 +252,31 @@ async fn check_endpoint(r: &mut Report, url: &Url, command: &Path, args: &[Strin
     if !check_network(r, url).await {
         return;
     }
-    let probed = probe(r, command, args).await;
-    credential_state(r, Some(url), &probed);
+    let Some(chosen) = chosen(r, args).await else {
+        return;
+    };
+    let reason = chosen.as_ref().map(|c| c.selection.reason.as_str());
+    let probed = probe(r, command, args, reason).await;
+    if let Some(c) = &chosen {
+        report_safety(r, c, &probed);
+        credential_state(r, Some(url), &c.selection, &probed);
+    }
 }
 
-/// The URL-less form: the bridge finds the endpoint (its `auth:` line names it), then the
+/// The URL-less form: the bridge's own code finds the endpoint, the bridge is probed, then the
 /// network path to that endpoint is checked like any other.
 async fn check_core(r: &mut Report, command: &Path, args: &[String]) {
-    let probed = probe(r, command, args).await;
-    let url = probed.auth.as_deref().and_then(core_url_of);
-    credential_state(r, url.as_ref(), &probed);
+    let Some(chosen) = chosen(r, args).await else {
+        return;
+    };
+    let reason = chosen.as_ref().map(|c| c.selection.reason.as_str());
+    let probed = probe(r, command, args, reason).await;
+    let Some(c) = chosen else {
+        return;
+    };
+    report_safety(r, &c, &probed);
+    let url = c.selection.endpoint.clone();
+    credential_state(r, url.as_ref(), &c.selection, &probed);
     if let Some(url) = url {
         r.ok(
             "endpoint",
@@ -267,9 +286,26 @@ async fn check_core(r: &mut Report, command: &Path, args: &[String]) {
     }
 }
 
-/// The endpoint in the bridge's `auth:` line of a URL-less start.
-fn core_url_of(auth: &str) -> Option<Url> {
-    let rest = auth.split("; endpoint ").nth(1)?;
-    let raw = rest.split_whitespace().next()?;
-    Url::parse(raw).ok()
+/// The credential the entry's flags pick; `None` (after a failed check) when the bridge would
+/// not start, `Some(None)` when this binary cannot read the flags.
+async fn chosen(r: &mut Report, args: &[String]) -> Option<Option<Box<credential::Chosen>>> {
+    match choose(args).await {
+        Choice::Picked(c) => Some(Some(c)),
+        Choice::Unreadable => Some(None),
+        Choice::Failed(e) => {
+            r.fail(
+                "credential",
+                crate::error::one_line(&e),
+                "see the message; `alibridge status` shows what is configured",
+            );
+            None
+        }
+    }
+}
+
+/// Which limits the server enforces and which only the bridge does, once the bridge started.
+fn report_safety(r: &mut Report, chosen: &credential::Chosen, probed: &Probed) {
+    if let (true, Some(line)) = (probed.initialized, &chosen.safety) {
+        r.ok("safety", line.clone());
+    }
 }

@@ -1,6 +1,7 @@
 //! The real bridge, started with an entry's binary and arguments and asked `initialize` and
-//! `tools/list` as a client would: the credential it picks, token minting and the server are
-//! checked by the very code a client runs.
+//! `tools/list` as a client would: token minting and the server are checked by the very
+//! binary a client runs. What failed is read from the answer's data
+//! (`data.alibridge.kind`/`credential`), never from the text of a message.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -10,18 +11,44 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::{Report, PROBE_TIMEOUT, STDERR_LIMIT, STEP_TIMEOUT};
+use crate::auth::AuthFailure;
 
 /// What the bridge reported, for the checks that follow it.
 #[derive(Default)]
 pub(super) struct Probed {
-    /// The `auth:` line (which credential, from where).
-    pub auth: Option<String>,
-    /// The credential failed; the bridge's message.
-    pub credential_failure: Option<String>,
+    /// `initialize` was answered with a result.
+    pub initialized: bool,
+    /// The credential failed, and how.
+    pub credential_failure: Option<Refusal>,
 }
 
-/// Runs the bridge as a client would and asks `initialize` and `tools/list`.
-pub(super) async fn probe(r: &mut Report, command: &Path, args: &[String]) -> Probed {
+/// How a credential failed, as far as `doctor` decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The identity may not mint tokens, or the application is not authorized (pre-check).
+    NotPermitted,
+    /// Anything else (a wrong secret, the network, a bridge that stopped at start).
+    Other,
+}
+
+impl Refusal {
+    /// From the `data.alibridge.credential` of a JSON-RPC error, when there is one.
+    fn of(data: &Value) -> Refusal {
+        match serde_json::from_value::<AuthFailure>(data["alibridge"]["credential"].clone()) {
+            Ok(AuthFailure::NotPermitted) => Refusal::NotPermitted,
+            _ => Refusal::Other,
+        }
+    }
+}
+
+/// Runs the bridge as a client would and asks `initialize` and `tools/list`. `credential`:
+/// the line that says which credential the bridge uses (chosen in this process), when known.
+pub(super) async fn probe(
+    r: &mut Report,
+    command: &Path,
+    args: &[String],
+    credential: Option<&str>,
+) -> Probed {
     let mut child = match tokio::process::Command::new(command)
         .args(args)
         .stdin(Stdio::piped())
@@ -73,26 +100,24 @@ pub(super) async fn probe(r: &mut Report, command: &Path, args: &[String]) -> Pr
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    let auth_line = stderr
+    // A bridge that stops at start says why in its last line.
+    let last_words = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("alibridge: auth: "))
+        .rev()
+        .find(|l| !l.trim().is_empty())
         .map(str::to_string);
-    let usage_error = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("alibridge: error: "))
-        .map(str::to_string);
+    let credential = credential.unwrap_or("the bridge's choice");
     let (init, tools, rtt) = match outcome {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
-            let detail = usage_error.unwrap_or(e);
             r.fail(
                 "credential",
-                detail.clone(),
+                last_words.unwrap_or(e),
                 "see the message; `alibridge status` shows what is configured",
             );
             return Probed {
-                auth: auth_line,
-                credential_failure: Some(detail),
+                initialized: false,
+                credential_failure: Some(Refusal::Other),
             };
         }
         Err(_) => {
@@ -101,10 +126,7 @@ pub(super) async fn probe(r: &mut Report, command: &Path, args: &[String]) -> Pr
                 format!("no answer to initialize in {PROBE_TIMEOUT:?}"),
                 "check the server and the credential with --debug",
             );
-            return Probed {
-                auth: auth_line,
-                credential_failure: None,
-            };
+            return Probed::default();
         }
     };
     if let Some(err) = init.get("error") {
@@ -118,39 +140,24 @@ pub(super) async fn probe(r: &mut Report, command: &Path, args: &[String]) -> Pr
         if kind == "auth" {
             r.fail(
                 "credential",
-                format!("{}: {msg}", auth_line.as_deref().unwrap_or("?")),
+                format!("{credential}: {msg}"),
                 "see the message above",
             );
             return Probed {
-                auth: auth_line,
-                credential_failure: Some(msg),
+                initialized: false,
+                credential_failure: Some(Refusal::of(&err["data"])),
             };
         } else {
-            if let Some(a) = &auth_line {
-                r.ok("credential", a.clone());
-            }
+            r.ok("credential", credential);
             r.fail(
                 "MCP",
                 format!("initialize failed: {msg}"),
                 "see the message above; run the bridge with --debug for details",
             );
         }
-        return Probed {
-            auth: auth_line,
-            credential_failure: None,
-        };
+        return Probed::default();
     }
-    r.ok(
-        "credential",
-        auth_line.clone().unwrap_or_else(|| "none needed".into()),
-    );
-    // Which limits the server enforces and which only the bridge does (a safety flag set).
-    if let Some(safety) = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("alibridge: safety: "))
-    {
-        r.ok("safety", safety.to_string());
-    }
+    r.ok("credential", credential);
     let version = init["result"]["protocolVersion"].as_str().unwrap_or("?");
     let server = init["result"]["serverInfo"]["name"].as_str().unwrap_or("?");
     match tools.as_ref().and_then(|t| t["result"]["tools"].as_array()) {
@@ -175,7 +182,7 @@ pub(super) async fn probe(r: &mut Report, command: &Path, args: &[String]) -> Pr
         ),
     }
     Probed {
-        auth: auth_line,
+        initialized: true,
         credential_failure: None,
     }
 }

@@ -10,17 +10,65 @@ use serde_json::Value;
 use super::Change;
 use crate::policy::classify::{self, Shape};
 
+/// Which part of a tool's definition a diff line is about: what the refusal the model reads
+/// names (never the new text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Title,
+    Description,
+    InputSchema,
+    OutputSchema,
+    Annotations,
+    /// The tool was a read and is now a write.
+    NowWrite,
+    Name,
+}
+
+impl Part {
+    /// How the one-line summary names the part.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Part::Title => "title",
+            Part::Description => "description",
+            Part::InputSchema => "inputSchema",
+            Part::OutputSchema => "outputSchema",
+            Part::Annotations => "annotations",
+            Part::NowWrite => "it is now a write",
+            Part::Name => "name",
+        }
+    }
+}
+
+/// One line of a diff: the part it is about, and the line a person reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffLine {
+    pub part: Part,
+    pub text: String,
+}
+
+impl std::fmt::Display for DiffLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn line(part: Part, text: impl Into<String>) -> DiffLine {
+    DiffLine {
+        part,
+        text: text.into(),
+    }
+}
+
 /// What changed between two definitions, as short lines: description lines added and removed
 /// (`+ `/`- `), title, schema properties added/removed/retyped, annotation changes, and the
 /// tool turning from a read into a write under alibridge's classification.
-pub fn diff(old: &Value, new: &Value) -> Vec<String> {
+pub fn diff(old: &Value, new: &Value) -> Vec<DiffLine> {
     let mut out = Vec::new();
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     if text(old, "title") != text(new, "title") {
-        out.push(format!(
-            "title: {:?} → {:?}",
-            text(old, "title"),
-            text(new, "title")
+        out.push(line(
+            Part::Title,
+            format!("title: {:?} → {:?}", text(old, "title"), text(new, "title")),
         ));
     }
     let (od, nd) = (text(old, "description"), text(new, "description"));
@@ -28,13 +76,16 @@ pub fn diff(old: &Value, new: &Value) -> Vec<String> {
         let ol: Vec<&str> = od.lines().collect();
         let nl: Vec<&str> = nd.lines().collect();
         for l in ol.iter().filter(|l| !nl.contains(l)) {
-            out.push(format!("- {}", cut(l)));
+            out.push(line(Part::Description, format!("- {}", cut(l))));
         }
         for l in nl.iter().filter(|l| !ol.contains(l)) {
-            out.push(format!("+ {}", cut(l)));
+            out.push(line(Part::Description, format!("+ {}", cut(l))));
         }
     }
-    for schema in ["inputSchema", "outputSchema"] {
+    for (schema, part) in [
+        ("inputSchema", Part::InputSchema),
+        ("outputSchema", Part::OutputSchema),
+    ] {
         let props = |v: &Value| -> BTreeMap<String, Value> {
             v.pointer(&format!("/{schema}/properties"))
                 .and_then(Value::as_object)
@@ -49,18 +100,22 @@ pub fn diff(old: &Value, new: &Value) -> Vec<String> {
         };
         for (k, v) in &np {
             match op.get(k) {
-                None => out.push(format!("{schema}: property {k} added ({})", kind(v))),
-                Some(o) if kind(o) != kind(v) => out.push(format!(
-                    "{schema}: property {k} retyped {} → {}",
-                    kind(o),
-                    kind(v)
+                None => out.push(line(
+                    part,
+                    format!("{schema}: property {k} added ({})", kind(v)),
                 )),
-                Some(o) if o != v => out.push(format!("{schema}: property {k} changed")),
+                Some(o) if kind(o) != kind(v) => out.push(line(
+                    part,
+                    format!("{schema}: property {k} retyped {} → {}", kind(o), kind(v)),
+                )),
+                Some(o) if o != v => {
+                    out.push(line(part, format!("{schema}: property {k} changed")))
+                }
                 _ => {}
             }
         }
         for k in op.keys().filter(|k| !np.contains_key(*k)) {
-            out.push(format!("{schema}: property {k} removed"));
+            out.push(line(part, format!("{schema}: property {k} removed")));
         }
         let rest = |v: &Value| {
             let mut s = v.get(schema).cloned().unwrap_or(Value::Null);
@@ -70,7 +125,10 @@ pub fn diff(old: &Value, new: &Value) -> Vec<String> {
             s
         };
         if rest(old) != rest(new) {
-            out.push(format!("{schema}: changed (besides its properties)"));
+            out.push(line(
+                part,
+                format!("{schema}: changed (besides its properties)"),
+            ));
         }
     }
     let ann = |v: &Value| -> BTreeMap<String, Value> {
@@ -84,7 +142,10 @@ pub fn diff(old: &Value, new: &Value) -> Vec<String> {
     for k in keys {
         let show = |v: Option<&Value>| v.map(Value::to_string).unwrap_or_else(|| "unset".into());
         if oa.get(k) != na.get(k) {
-            out.push(format!("{k}: {} → {}", show(oa.get(k)), show(na.get(k))));
+            out.push(line(
+                Part::Annotations,
+                format!("{k}: {} → {}", show(oa.get(k)), show(na.get(k))),
+            ));
         }
     }
     let shape = |v: &Value| {
@@ -93,13 +154,14 @@ pub fn diff(old: &Value, new: &Value) -> Vec<String> {
         classify::shape(&name, hint)
     };
     if shape(old) == Shape::Read && shape(new) == Shape::Write {
-        out.push("it was a read and is now a write".into());
+        out.push(line(Part::NowWrite, "it was a read and is now a write"));
     }
     if text(old, "name") != text(new, "name") {
-        out.push("name changed".into());
+        out.push(line(Part::Name, "name changed"));
     }
     if out.is_empty() {
-        out.push("changed".into());
+        // Something else in the definition (named as its annotations, as before).
+        out.push(line(Part::Annotations, "changed"));
     }
     out
 }
@@ -142,7 +204,7 @@ mod tests {
             "inputSchema": {"properties": {"a": {"type": "string"}, "b": {"type": "string"}}}});
         let new = json!({"name": "Ecs-20140526-DescribeInstances",
             "inputSchema": {"properties": {"a": {"type": "integer"}, "c": {"type": "string"}}}});
-        let d = diff(&old, &new);
+        let d: Vec<String> = diff(&old, &new).into_iter().map(|l| l.text).collect();
         assert!(
             d.contains(&"inputSchema: property a retyped string → integer".to_string()),
             "{d:?}"
@@ -159,6 +221,8 @@ mod tests {
             &json!({"name": "echo", "annotations": {"readOnlyHint": true}}),
             &json!({"name": "echo"}),
         );
+        assert!(flip.iter().any(|l| l.part == Part::NowWrite), "{flip:?}");
+        let flip: Vec<String> = flip.into_iter().map(|l| l.text).collect();
         assert!(
             flip.contains(&"it was a read and is now a write".to_string()),
             "{flip:?}"

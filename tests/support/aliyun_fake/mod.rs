@@ -308,6 +308,11 @@ impl AliyunFake {
             .collect()
     }
 
+    /// When a token stops being accepted.
+    pub fn token_expiry(&self, token: &str) -> Option<SystemTime> {
+        self.st().tokens.get(token).map(|t| t.expires_at)
+    }
+
     /// The AccessKeyId a token was minted with.
     pub fn token_key(&self, token: &str) -> Option<String> {
         self.st().tokens.get(token).map(|t| t.key_id.clone())

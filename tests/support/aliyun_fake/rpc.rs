@@ -18,18 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 
-/// RFC 3986 percent-encoding as the V2 signature defines it.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use super::super::net::{percent_encode, random_b64url};
 
 /// The canonicalized query string: every parameter but `Signature`, sorted by name.
 pub fn canonicalize(params: &BTreeMap<String, String>) -> String {
@@ -155,11 +144,6 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
         .fill(&mut buf)
         .expect("OS randomness");
     buf
-}
-
-/// Random URL-safe text from `n` random bytes.
-pub fn random_b64url(n: usize) -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes(n))
 }
 
 /// Random upper-case hex from `n` random bytes.

@@ -48,7 +48,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 // `super`: the test support module in tests, the crate root in the example.
-use super::net::{listen, serve};
+use super::net::{listen, random_b64url, serve};
 
 #[allow(unused_imports)]
 pub use protected::{FrontRequest, ProtectedMcp, ProtectedOptions};
@@ -455,15 +455,6 @@ fn check(st: &State, token: &str, resource: Option<&str>, required: Option<&str>
     } else {
         TokenVerdict::InsufficientScope
     }
-}
-
-fn random_b64url(n: usize) -> String {
-    use ring::rand::SecureRandom;
-    let mut buf = vec![0u8; n];
-    ring::rand::SystemRandom::new()
-        .fill(&mut buf)
-        .expect("system randomness");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 fn now_secs() -> u64 {
