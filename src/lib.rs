@@ -47,4 +47,5 @@ pub mod relay;
 pub mod shutdown;
 pub mod signer;
 pub mod stdio;
+pub mod telemetry;
 pub mod upstream;

@@ -13,6 +13,7 @@
 #![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 pub mod resolve;
+pub mod telemetry;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -322,6 +323,9 @@ pub struct UpstreamArgs {
 
     #[command(flatten)]
     pub policy: PolicyArgs,
+
+    #[command(flatten)]
+    pub telemetry: telemetry::TelemetryArgs,
 
     /// Seconds to wait for a TCP/TLS connection to the upstream (at most 600).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds(MAX_CONNECT_TIMEOUT), env = env::ALIBRIDGE_CONNECT_TIMEOUT)]

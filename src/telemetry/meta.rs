@@ -1,0 +1,188 @@
+//! Trace context in MCP `params._meta` (W3C `traceparent` and `tracestate`, as the MCP
+//! semantic conventions say), and the few names a span needs from a message.
+//!
+//! The rewrite keeps every other value byte for byte: the message and its `params` are read
+//! as maps of raw JSON values, only `_meta` is parsed and written again.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// The `_meta` key of the modern era's protocol version.
+const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// A sender's trace context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carrier {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+/// What a span takes from a message: never an argument value.
+#[derive(Debug, Default)]
+pub struct Peek {
+    /// `params.name` (the tool or prompt name), when it is a string.
+    pub name: Option<String>,
+    /// `params.protocolVersion` (initialize) or the modern `_meta` protocol version.
+    pub protocol_version: Option<String>,
+    /// `params._meta.traceparent` (and `tracestate`).
+    pub parent: Option<Carrier>,
+}
+
+/// Reads the names and the trace context of `bytes`; empty when they are not there or not
+/// strings.
+pub fn peek(bytes: &[u8]) -> Peek {
+    #[derive(Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow)]
+        params: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        name: Option<&'a RawValue>,
+        #[serde(borrow, rename = "protocolVersion")]
+        protocol_version: Option<&'a RawValue>,
+        #[serde(borrow, rename = "_meta")]
+        meta: Option<&'a RawValue>,
+    }
+    let text = |raw: Option<&RawValue>| -> Option<String> {
+        serde_json::from_str::<Cow<'_, str>>(raw?.get())
+            .ok()
+            .map(Cow::into_owned)
+    };
+    let Some(params) = serde_json::from_slice::<Msg<'_>>(bytes)
+        .ok()
+        .and_then(|m| m.params)
+    else {
+        return Peek::default();
+    };
+    let Ok(p) = serde_json::from_str::<Params<'_>>(params.get()) else {
+        return Peek::default();
+    };
+    let meta: Map<String, Value> = p
+        .meta
+        .and_then(|m| serde_json::from_str(m.get()).ok())
+        .unwrap_or_default();
+    let string = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+    Peek {
+        name: text(p.name),
+        protocol_version: text(p.protocol_version).or_else(|| string(META_PROTOCOL_VERSION)),
+        parent: string("traceparent").map(|traceparent| Carrier {
+            traceparent,
+            tracestate: string("tracestate"),
+        }),
+    }
+}
+
+/// The context a sender's `traceparent` names (the remote parent of the next span); the
+/// current context when it cannot be read.
+pub fn extract(carrier: &Carrier) -> Context {
+    let mut map = HashMap::new();
+    map.insert("traceparent".to_string(), carrier.traceparent.clone());
+    if let Some(s) = &carrier.tracestate {
+        map.insert("tracestate".to_string(), s.clone());
+    }
+    TraceContextPropagator::new().extract(&map)
+}
+
+/// `bytes` with `cx`'s trace context written into `params._meta` (replacing a sender's own
+/// `traceparent`, whose span is the parent of `cx`'s). `None` when `params` is there but not
+/// an object, or the message is not a JSON object.
+pub fn inject(bytes: &[u8], cx: &Context) -> Option<Bytes> {
+    let mut fields = HashMap::new();
+    TraceContextPropagator::new().inject_context(cx, &mut fields);
+    let traceparent = fields.remove("traceparent")?;
+    let mut msg: BTreeMap<String, &RawValue> = serde_json::from_slice(bytes).ok()?;
+    let mut params: BTreeMap<String, &RawValue> = match msg.get("params") {
+        Some(p) => serde_json::from_str(p.get()).ok()?,
+        None => BTreeMap::new(),
+    };
+    let mut meta: Map<String, Value> = match params.get("_meta") {
+        Some(m) => serde_json::from_str(m.get()).ok()?,
+        None => Map::new(),
+    };
+    meta.insert("traceparent".into(), Value::String(traceparent));
+    match fields.remove("tracestate").filter(|s| !s.is_empty()) {
+        Some(s) => meta.insert("tracestate".into(), Value::String(s)),
+        None => meta.remove("tracestate"),
+    };
+    let meta = serde_json::value::to_raw_value(&meta).ok()?;
+    params.insert("_meta".into(), &meta);
+    let params = serde_json::value::to_raw_value(&params).ok()?;
+    msg.insert("params".into(), &params);
+    serde_json::to_vec(&msg).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn peeks_names_and_the_senders_context_but_no_arguments() {
+        let p = peek(
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"name":"secret"}},"_meta":{{"traceparent":"{PARENT}","tracestate":"a=1"}}}}}}"#
+            )
+            .as_bytes(),
+        );
+        assert_eq!(p.name.as_deref(), Some("echo"));
+        let c = p.parent.expect("the sender's traceparent");
+        assert_eq!(c.traceparent, PARENT);
+        assert_eq!(c.tracestate.as_deref(), Some("a=1"));
+        let p =
+            peek(br#"{"id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#);
+        assert_eq!(p.protocol_version.as_deref(), Some("2025-11-25"));
+        assert!(peek(br#"{"id":1,"method":"x","params":[1]}"#)
+            .name
+            .is_none());
+    }
+
+    #[test]
+    fn extracts_the_remote_parent() {
+        let cx = extract(&Carrier {
+            traceparent: PARENT.into(),
+            tracestate: None,
+        });
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_remote());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+    }
+
+    #[test]
+    fn injects_beside_the_senders_keys_and_keeps_arguments_byte_for_byte() {
+        let cx = extract(&Carrier {
+            traceparent: PARENT.into(),
+            tracestate: Some("a=1".into()),
+        });
+        let before = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"n":1.50,"big":123456789012345678901234567890},"_meta":{"progressToken":"p"}}}"#;
+        let after = inject(before, &cx).expect("rewritten");
+        let text = std::str::from_utf8(&after).unwrap();
+        assert!(text.contains(r#"{"n":1.50,"big":123456789012345678901234567890}"#));
+        let v: Value = serde_json::from_slice(&after).unwrap();
+        assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        assert_eq!(v["params"]["_meta"]["tracestate"], "a=1");
+        assert_eq!(v["params"]["_meta"]["progressToken"], "p");
+        let bare = inject(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, &cx).unwrap();
+        let v: Value = serde_json::from_slice(&bare).unwrap();
+        assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        assert!(inject(br#"{"id":3,"method":"x","params":[1]}"#, &cx).is_none());
+        assert!(
+            inject(before, &Context::new()).is_none(),
+            "no span, nothing to add"
+        );
+    }
+}

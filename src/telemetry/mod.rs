@@ -1,0 +1,283 @@
+//! OpenTelemetry traces and metrics (issue 23): setup from `--otlp-endpoint` and the standard
+//! `OTEL_*` variables, the export off the relay path, the metric instruments, and the small
+//! hooks the relay, the proxy, the upstream and the credentials call. See
+//! `docs/observability.md` for what is exported.
+//!
+//! Off by default and then free: every hook first reads one global that [`start`] sets only
+//! when a collector is configured, and returns. In a build without the `otel` cargo feature
+//! the hooks are empty functions.
+//!
+//! Names follow the OpenTelemetry semantic conventions for MCP (`mcp.method.name`,
+//! `jsonrpc.request.id`, `gen_ai.tool.name`, the `mcp.client.operation.duration` and
+//! `mcp.server.operation.duration` histograms, trace context in `params._meta`).
+//!
+//! **Never exported**: argument values, results, tokens, header values, session ids in clear
+//! (only a short hash), URLs' paths and queries. Attributes are tool names, method names,
+//! API actions, policy rules, hosts and ports, status codes and error kinds.
+//!
+//! Layout: [`setup`] (configuration, exporters, shutdown), [`meta`] (trace context in
+//! `params._meta`), [`spans`] (the span helpers the hooks use), [`instruments`] (metrics).
+
+#[cfg(feature = "otel")]
+pub mod instruments;
+#[cfg(feature = "otel")]
+pub mod meta;
+#[cfg(feature = "otel")]
+pub mod setup;
+#[cfg(feature = "otel")]
+mod spans;
+
+use std::future::Future;
+
+use crate::jsonrpc::Message;
+
+/// Which side of the wire the process is: sets the span kinds and the default service name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `alibridge <URL>`: an MCP client of the server (CLIENT spans).
+    Bridge,
+    /// `alibridge proxy`: receives MCP requests and forwards them (SERVER spans).
+    Proxy,
+}
+
+/// Keeps telemetry running; dropping it exports what is queued (bounded wait) and stops.
+#[must_use = "telemetry stops when the guard is dropped"]
+pub struct Guard {
+    #[cfg(feature = "otel")]
+    inner: Option<setup::Running>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(r) = self.inner.take() {
+            r.stop();
+        }
+    }
+}
+
+/// Starts telemetry when `--otlp-endpoint` (`flag`) or the standard variables name a
+/// collector; otherwise (and with `OTEL_SDK_DISABLED=true`) does nothing. A configuration
+/// that cannot be used is reported in one warning line and telemetry stays off: the bridge
+/// never fails to start because of it.
+pub fn start(flag: Option<&str>, role: Role) -> Guard {
+    #[cfg(feature = "otel")]
+    {
+        Guard {
+            inner: setup::start(flag, role, &|k| std::env::var(k).ok()),
+        }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = (flag, role);
+        Guard {}
+    }
+}
+
+/// The upstream every later span names in `server.address`/`server.port`.
+pub fn set_server(url: &url::Url) {
+    #[cfg(feature = "otel")]
+    spans::set_server(url);
+    #[cfg(not(feature = "otel"))]
+    let _ = url;
+}
+
+/// One MCP operation being traced: a client request or notification the bridge relays (CLIENT
+/// span), or one the proxy receives (SERVER span). Inert when telemetry is off.
+pub struct Operation {
+    #[cfg(feature = "otel")]
+    inner: Option<spans::Operation>,
+}
+
+impl Operation {
+    /// Starts the span of `msg` (a request or notification; `None` for responses), continuing
+    /// the trace of a `traceparent` the sender put in `params._meta`.
+    pub fn start(msg: &Message, role: Role) -> Operation {
+        #[cfg(feature = "otel")]
+        {
+            Operation {
+                inner: spans::Operation::start(msg, role),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (msg, role);
+            Operation {}
+        }
+    }
+
+    /// Runs `fut` with this operation's span as the current one, so the hooks called inside
+    /// (HTTP exchanges, token mints, the confirmation) become its children.
+    pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        #[cfg(feature = "otel")]
+        {
+            use opentelemetry::context::FutureExt;
+            let cx = self
+                .inner
+                .as_ref()
+                .map(spans::Operation::context)
+                .unwrap_or_else(opentelemetry::Context::current);
+            fut.with_context(cx)
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            fut
+        }
+    }
+
+    /// Runs `fut` as this operation ([`Self::scope`]) and ends the span when it is done; a
+    /// [`failed`] call inside gives the error.
+    pub fn run<F: Future<Output = ()>>(self, fut: F) -> impl Future<Output = ()> {
+        let scoped = self.scope(fut);
+        async move {
+            scoped.await;
+            #[cfg(feature = "otel")]
+            let failure = self.inner.as_ref().and_then(spans::Operation::failure);
+            #[cfg(not(feature = "otel"))]
+            let failure = None;
+            self.end(failure);
+        }
+    }
+
+    /// Ends the span and records the duration histogram; `error` is the error kind (a short
+    /// fixed word such as `timeout`), `None` on success.
+    pub fn end(self, error: Option<&str>) {
+        #[cfg(feature = "otel")]
+        if let Some(op) = self.inner {
+            op.end(error);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = error;
+    }
+}
+
+/// The current operation ended with the error kind `error` (`None`: it did not fail).
+pub fn failed(error: Option<&'static str>) {
+    #[cfg(feature = "otel")]
+    if let Some(kind) = error {
+        spans::failed(kind);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = error;
+}
+
+/// `msg` with the current span's trace context in `params._meta` (`traceparent`,
+/// `tracestate`), as the conventions say; `msg` itself when telemetry is off, there is no
+/// current span, or `params` is not an object.
+pub fn inject(msg: Message) -> Message {
+    #[cfg(feature = "otel")]
+    {
+        spans::inject(msg)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        msg
+    }
+}
+
+/// Runs `fut` inside a child span `name` of the current span (`alibridge.access_key.mint`,
+/// `alibridge.oauth.refresh`, `alibridge.era_probe`, `alibridge.confirmation`, …).
+pub fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Output = F::Output> {
+    #[cfg(feature = "otel")]
+    {
+        spans::traced(name, fut)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = name;
+        fut
+    }
+}
+
+/// One HTTP exchange with the upstream (one attempt: retries and replays get one each).
+pub struct HttpAttempt {
+    #[cfg(feature = "otel")]
+    inner: Option<spans::HttpAttempt>,
+}
+
+impl HttpAttempt {
+    /// Starts the span of attempt number `resend` (0 for the first) of a `method` request to
+    /// `url` (only its host and port are recorded).
+    pub fn start(method: &str, url: &url::Url, resend: u32) -> HttpAttempt {
+        #[cfg(feature = "otel")]
+        {
+            HttpAttempt {
+                inner: spans::HttpAttempt::start(method, url, resend),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (method, url, resend);
+            HttpAttempt {}
+        }
+    }
+
+    /// Ends the span with the response status (`Ok`) or an error kind (`Err`).
+    pub fn end(self, outcome: Result<u16, &str>) {
+        #[cfg(feature = "otel")]
+        if let Some(a) = self.inner {
+            a.end(outcome);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = outcome;
+    }
+}
+
+/// What the tool policy decided for the current call (`allow`, `deny`, `confirmed`,
+/// `declined`, …): an attribute of the current span.
+pub fn decision(decision: &'static str) {
+    #[cfg(feature = "otel")]
+    spans::set_attribute("alibridge.policy.decision", decision);
+    #[cfg(not(feature = "otel"))]
+    let _ = decision;
+}
+
+/// A call the policy refused under `rule` (a rule name, e.g. `read_only`): the current span's
+/// decision and error, and the refusal counter.
+pub fn refused(tool: &str, rule: &str) {
+    #[cfg(feature = "otel")]
+    spans::refused(tool, rule);
+    #[cfg(not(feature = "otel"))]
+    let _ = (tool, rule);
+}
+
+/// Things counted (see [`instruments`] for the metric names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An Alibaba Cloud AccessKey exchanged for a bearer token.
+    TokenMint,
+    /// An OAuth access token refreshed (or a new sign-in).
+    TokenRefresh,
+    /// The upstream's event stream reconnected.
+    Reconnect,
+    /// A reconnect that resumed the stream with `Last-Event-ID`.
+    Resumption,
+    /// A message over `--max-message-size`, dropped.
+    Oversized,
+    /// The person confirmed a write.
+    ConfirmAccepted,
+    /// The person declined (or cancelled) a write.
+    ConfirmDeclined,
+    /// Nobody answered the confirmation in time.
+    ConfirmTimedOut,
+}
+
+/// Counts one `event`.
+pub fn count(event: Event) {
+    #[cfg(feature = "otel")]
+    instruments::count(event);
+    #[cfg(not(feature = "otel"))]
+    let _ = event;
+}
+
+/// Whether telemetry was started (a collector is configured).
+pub fn enabled() -> bool {
+    #[cfg(feature = "otel")]
+    {
+        spans::enabled()
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        false
+    }
+}
