@@ -83,7 +83,8 @@ pub fn set_server(url: &url::Url) {
 }
 
 /// One MCP operation being traced: a client request or notification the bridge relays (CLIENT
-/// span), or one the proxy receives (SERVER span). Inert when telemetry is off.
+/// span), or one the proxy receives (SERVER span). Inert when telemetry is off. Dropping it
+/// ends it (with the error a [`failed`] call or [`Self::fail`] left, if any).
 pub struct Operation {
     #[cfg(feature = "otel")]
     inner: Option<spans::Operation>,
@@ -104,6 +105,44 @@ impl Operation {
             let _ = (msg, role);
             Operation {}
         }
+    }
+
+    /// The proxy's SERVER span of a request body it is about to forward (`body` is read only
+    /// when telemetry is on and it is one JSON-RPC message).
+    pub fn received(body: &bytes::Bytes) -> Operation {
+        #[cfg(feature = "otel")]
+        {
+            let msg = enabled()
+                .then(|| Message::parse(body.clone()).ok())
+                .flatten();
+            Operation {
+                inner: msg.and_then(|m| spans::Operation::start(&m, Role::Proxy)),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = body;
+            Operation {}
+        }
+    }
+
+    /// `body` with this operation's trace context in `params._meta` (the proxy forwards it).
+    pub fn inject(&self, body: bytes::Bytes) -> bytes::Bytes {
+        #[cfg(feature = "otel")]
+        if let Some(op) = &self.inner {
+            return meta::inject(&body, &op.context()).unwrap_or(body);
+        }
+        body
+    }
+
+    /// This operation failed with the error kind `kind`.
+    pub fn fail(&self, kind: &'static str) {
+        #[cfg(feature = "otel")]
+        if let Some(op) = &self.inner {
+            op.fail(kind);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = kind;
     }
 
     /// Runs `fut` with this operation's span as the current one, so the hooks called inside
@@ -131,23 +170,29 @@ impl Operation {
         let scoped = self.scope(fut);
         async move {
             scoped.await;
-            #[cfg(feature = "otel")]
-            let failure = self.inner.as_ref().and_then(spans::Operation::failure);
-            #[cfg(not(feature = "otel"))]
-            let failure = None;
-            self.end(failure);
+            drop(self);
         }
     }
 
     /// Ends the span and records the duration histogram; `error` is the error kind (a short
     /// fixed word such as `timeout`), `None` on success.
-    pub fn end(self, error: Option<&str>) {
+    pub fn end(mut self, error: Option<&str>) {
         #[cfg(feature = "otel")]
-        if let Some(op) = self.inner {
+        if let Some(op) = self.inner.take() {
             op.end(error);
         }
         #[cfg(not(feature = "otel"))]
-        let _ = error;
+        let _ = (&mut self, error);
+    }
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(op) = self.inner.take() {
+            let failure = op.failure();
+            op.end(failure);
+        }
     }
 }
 

@@ -88,7 +88,8 @@ impl Operation {
             return None;
         }
         let method = msg.method.as_deref()?;
-        let tracer = with_state(|s| s.tracer.clone());
+        // Off: nothing is read from the message.
+        let tracer = with_state(|s| Some(s.tracer.clone()))?;
         let peek = meta::peek(&msg.bytes);
         let mut common = vec![KeyValue::new("mcp.method.name", method.to_string())];
         let mut name = Cow::Borrowed(method);
@@ -151,6 +152,12 @@ impl Operation {
             role,
             common,
         })
+    }
+
+    pub(super) fn fail(&self, kind: &'static str) {
+        if let Some(Ok(mut slot)) = self.cx.get::<Failure>().map(|f| f.0.lock()) {
+            *slot = Some(kind);
+        }
     }
 
     pub(super) fn failure(&self) -> Option<&'static str> {

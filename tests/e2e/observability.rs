@@ -14,7 +14,9 @@ use crate::support::home::TempHome;
 use crate::support::mcp_server::{ServerOptions, TestServer};
 use crate::support::net::ClosedPort;
 use crate::support::otlp::{OtlpReceiver, Span};
+use crate::support::proxy::{handshake, plain_rig, post};
 
+const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 const ERROR: i32 = 2;
 /// The bucket boundaries the MCP conventions give for the duration histograms.
@@ -91,7 +93,7 @@ async fn each_request_is_one_client_span_with_the_mcp_attributes() {
     assert_eq!(posts[0].attr("http.response.status_code"), Some("200"));
     let init: Vec<_> = spans.iter().filter(|s| s.name == "initialize").collect();
     assert_eq!(init.len(), 1, "one span per request");
-    assert_eq!(init[0].attr("mcp.protocol.version").is_some(), true);
+    assert_eq!(init[0].attr("mcp.protocol.version"), Some("2025-06-18"));
     let calls = spans
         .iter()
         .filter(|s| s.attr("mcp.method.name") == Some("tools/call"))
@@ -317,4 +319,48 @@ async fn a_dead_collector_leaves_relaying_untouched() {
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("telemetry")).collect();
     assert_eq!(warnings.len(), 1, "one warning line:\n{stderr}");
     assert!(warnings[0].contains("collector"), "{}", warnings[0]);
+}
+
+/// `alibridge proxy`: each request it forwards is a SERVER span continuing the client's
+/// `_meta.traceparent`, with the upstream exchange as its child; the server gets the proxy's
+/// span as parent; the server-side duration histogram counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_traces_each_request_it_forwards() {
+    const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const PARENT: &str = "b7ad6b7169203331";
+    let otlp = OtlpReceiver::start().await;
+    let (server, mut proxy) = plain_rig(&["--otlp-endpoint", otlp.url()]).await;
+    let url = proxy.url("/mcp");
+    let sid = handshake(&url).await;
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "via-proxy"},
+                   "_meta": {"traceparent": format!("00-{TRACE}-{PARENT}-01")}}});
+    let r = post(&url, Some(&sid), &call.to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("via-proxy"));
+    proxy.sigterm();
+    proxy.wait().await;
+
+    let span = otlp
+        .span("proxy span", |s| s.name == "tools/call echo")
+        .await;
+    assert_eq!(span.kind, SERVER);
+    assert_eq!(span.trace_id, TRACE);
+    assert_eq!(span.parent_span_id, PARENT);
+    assert_eq!(span.service, "alibridge-proxy");
+    assert_eq!(span.attr("jsonrpc.request.id"), Some("9"));
+    let spans = otlp.spans();
+    let kids = children(&spans, &span);
+    assert_eq!(kids.len(), 1, "{kids:#?}");
+    assert_eq!(kids[0].attr("http.response.status_code"), Some("200"));
+    assert_eq!(
+        sent_traceparent(&server, 9),
+        format!("00-{TRACE}-{}-01", span.span_id)
+    );
+    let h = otlp
+        .point("mcp.server.operation.duration", |p| {
+            p.attributes.get("mcp.method.name").map(String::as_str) == Some("tools/call")
+        })
+        .await;
+    assert_eq!(h.value, 1.0);
 }
