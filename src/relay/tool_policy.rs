@@ -174,7 +174,11 @@ impl ToolPolicy {
         let decision = self.policy.decide(&call.name, info.as_ref(), args);
         // The policy's own refusals come first: a tool it hides is never judged by the pins.
         if let (Some(ps), false) = (&self.pins, matches!(decision.verdict, Verdict::Refuse(_))) {
-            if let Err(why) = self.pin_check(ps, &call.name) {
+            let checked = {
+                let _span = crate::telemetry::Child::start("alibridge.pin_check");
+                self.pin_check(ps, &call.name)
+            };
+            if let Err(why) = checked {
                 self.refuse(
                     outbox,
                     &id,

@@ -17,7 +17,8 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
-use super::{Event, Role};
+use super::spans::Side;
+use super::Event;
 
 /// The bucket boundaries the MCP conventions give for the duration histograms.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -100,10 +101,10 @@ impl Instruments {
         }
     }
 
-    pub(super) fn operation(&self, role: Role, secs: f64, attrs: &[KeyValue]) {
-        match role {
-            Role::Bridge => self.client_duration.record(secs, attrs),
-            Role::Proxy => self.server_duration.record(secs, attrs),
+    pub(super) fn operation(&self, side: Side, secs: f64, attrs: &[KeyValue]) {
+        match side {
+            Side::Sender => self.client_duration.record(secs, attrs),
+            Side::Receiver => self.server_duration.record(secs, attrs),
         }
     }
 

@@ -82,6 +82,55 @@ pub fn peek(bytes: &[u8]) -> Peek {
     }
 }
 
+/// How a response ended, for `error.type`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// A JSON-RPC error, with its code as text.
+    Error(String),
+    /// A `tools/call` result with `isError: true`.
+    ToolError,
+}
+
+/// Reads `error.code` or `result.isError` of a response (nothing else of the result).
+pub fn outcome(bytes: &[u8]) -> Outcome {
+    #[derive(Deserialize)]
+    struct Resp<'a> {
+        #[serde(borrow)]
+        error: Option<&'a RawValue>,
+        #[serde(borrow)]
+        result: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Error {
+        code: Option<i64>,
+    }
+    #[derive(Deserialize)]
+    struct Result {
+        #[serde(rename = "isError")]
+        is_error: Option<bool>,
+    }
+    let Ok(r) = serde_json::from_slice::<Resp<'_>>(bytes) else {
+        return Outcome::Ok;
+    };
+    if let Some(e) = r.error {
+        let code = serde_json::from_str::<Error>(e.get())
+            .ok()
+            .and_then(|e| e.code);
+        return Outcome::Error(code.map_or_else(|| "_OTHER".into(), |c| c.to_string()));
+    }
+    let tool_error = r
+        .result
+        .filter(|r| r.get().contains("isError"))
+        .and_then(|r| serde_json::from_str::<Result>(r.get()).ok())
+        .and_then(|r| r.is_error);
+    if tool_error == Some(true) {
+        Outcome::ToolError
+    } else {
+        Outcome::Ok
+    }
+}
+
 /// The context a sender's `traceparent` names (the remote parent of the next span); the
 /// current context when it cannot be read.
 pub fn extract(carrier: &Carrier) -> Context {

@@ -96,8 +96,12 @@ impl Operation {
     pub fn start(msg: &Message, role: Role) -> Operation {
         #[cfg(feature = "otel")]
         {
+            let side = match role {
+                Role::Bridge => spans::Side::Sender,
+                Role::Proxy => spans::Side::Receiver,
+            };
             Operation {
-                inner: spans::Operation::start(msg, role),
+                inner: spans::Operation::start(msg, side),
             }
         }
         #[cfg(not(feature = "otel"))]
@@ -116,12 +120,35 @@ impl Operation {
                 .then(|| Message::parse(body.clone()).ok())
                 .flatten();
             Operation {
-                inner: msg.and_then(|m| spans::Operation::start(&m, Role::Proxy)),
+                inner: msg.and_then(|m| spans::Operation::start(&m, spans::Side::Receiver)),
             }
         }
         #[cfg(not(feature = "otel"))]
         {
             let _ = body;
+            Operation {}
+        }
+    }
+
+    /// A message from the server, as the bridge hands it to the client: its request or
+    /// notification is a SERVER span (the bridge receives it) until it is written; a response
+    /// gives the current request span its JSON-RPC error code or `tool_error`.
+    pub fn delivered(msg: &Message) -> Operation {
+        #[cfg(feature = "otel")]
+        {
+            if msg.kind == crate::jsonrpc::Kind::Response {
+                if enabled() {
+                    spans::answered(msg);
+                }
+                return Operation { inner: None };
+            }
+            Operation {
+                inner: spans::Operation::start(msg, spans::Side::Receiver),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = msg;
             Operation {}
         }
     }
@@ -191,7 +218,7 @@ impl Drop for Operation {
         #[cfg(feature = "otel")]
         if let Some(op) = self.inner.take() {
             let failure = op.failure();
-            op.end(failure);
+            op.end(failure.as_deref());
         }
     }
 }
@@ -231,6 +258,39 @@ pub fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Output = F::
     {
         let _ = name;
         fut
+    }
+}
+
+/// A span around synchronous work (a pin check), child of the current span; ended on drop.
+#[must_use = "the span ends when this is dropped"]
+pub struct Child {
+    #[cfg(feature = "otel")]
+    cx: Option<opentelemetry::Context>,
+}
+
+impl Child {
+    pub fn start(name: &'static str) -> Child {
+        #[cfg(feature = "otel")]
+        {
+            Child {
+                cx: spans::child(name),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = name;
+            Child {}
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(cx) = self.cx.take() {
+            use opentelemetry::trace::TraceContextExt;
+            cx.span().end();
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 use super::instruments::Instruments;
-use super::{meta, Role};
+use super::meta;
 use crate::jsonrpc::{Kind, Message};
 
 /// What the hooks need, set once by [`install`].
@@ -77,13 +77,13 @@ pub(super) struct Operation {
     /// The span's context, which also holds the [`Failure`] slot.
     cx: Context,
     started: Instant,
-    role: Role,
+    side: Side,
     /// Low-cardinality attributes shared by the span and the histogram.
     common: Vec<KeyValue>,
 }
 
 impl Operation {
-    pub(super) fn start(msg: &Message, role: Role) -> Option<Operation> {
+    pub(super) fn start(msg: &Message, side: Side) -> Option<Operation> {
         if msg.kind == Kind::Response {
             return None;
         }
@@ -112,7 +112,7 @@ impl Operation {
         }
         common.push(KeyValue::new("network.transport", "tcp"));
         common.push(KeyValue::new("network.protocol.name", "http"));
-        if role == Role::Bridge {
+        if side == Side::Sender {
             if let Some((host, port)) = server() {
                 common.push(KeyValue::new("server.address", host));
                 common.push(KeyValue::new("server.port", port));
@@ -123,7 +123,10 @@ impl Operation {
             .as_ref()
             .map(meta::extract)
             .unwrap_or_else(Context::current);
-        let parent = parent.with_value(Failure::default());
+        let parent = parent.with_value(Failure {
+            id: msg.id.as_ref().map(|id| id.as_json().to_string()),
+            slot: Arc::default(),
+        });
         let cx = match tracer {
             Some(tracer) => {
                 let mut attrs = common.clone();
@@ -133,9 +136,9 @@ impl Operation {
                         request_id(id.as_json()),
                     ));
                 }
-                let kind = match role {
-                    Role::Bridge => SpanKind::Client,
-                    Role::Proxy => SpanKind::Server,
+                let kind = match side {
+                    Side::Sender => SpanKind::Client,
+                    Side::Receiver => SpanKind::Server,
                 };
                 let span = tracer
                     .span_builder(name.into_owned())
@@ -149,19 +152,19 @@ impl Operation {
         Some(Operation {
             cx,
             started: Instant::now(),
-            role,
+            side,
             common,
         })
     }
 
-    pub(super) fn fail(&self, kind: &'static str) {
-        if let Some(Ok(mut slot)) = self.cx.get::<Failure>().map(|f| f.0.lock()) {
-            *slot = Some(kind);
+    pub(super) fn fail(&self, kind: &str) {
+        if let Some(f) = self.cx.get::<Failure>() {
+            f.set(kind);
         }
     }
 
-    pub(super) fn failure(&self) -> Option<&'static str> {
-        *self.cx.get::<Failure>()?.0.lock().ok()?
+    pub(super) fn failure(&self) -> Option<String> {
+        self.cx.get::<Failure>()?.slot.lock().ok()?.clone()
     }
 
     pub(super) fn context(&self) -> Context {
@@ -178,19 +181,60 @@ impl Operation {
         }
         span.end();
         let secs = self.started.elapsed().as_secs_f64();
-        with_instruments(|i| i.operation(self.role, secs, &self.common));
+        with_instruments(|i| i.operation(self.side, secs, &self.common));
     }
 }
 
-/// Where [`failed`] leaves the error kind of the operation it runs in.
-#[derive(Default)]
-struct Failure(Arc<Mutex<Option<&'static str>>>);
+/// Which end of the message the process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// It sends the request or notification and waits for the answer (CLIENT span).
+    Sender,
+    /// It received it (SERVER span): the proxy, or the bridge for the server's own messages.
+    Receiver,
+}
 
-pub(super) fn failed(kind: &'static str) {
-    if let Some(f) = Context::current().get::<Failure>() {
-        if let Ok(mut slot) = f.0.lock() {
-            *slot = Some(kind);
+/// Where [`failed`] (or the JSON-RPC error answering the request) leaves the error kind of
+/// the operation it runs in.
+struct Failure {
+    /// The request's id as JSON text (`None` for a notification).
+    id: Option<String>,
+    slot: Arc<Mutex<Option<String>>>,
+}
+
+impl Failure {
+    fn set(&self, kind: &str) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(kind.to_string());
         }
+    }
+}
+
+pub(super) fn failed(kind: &str) {
+    if let Some(f) = Context::current().get::<Failure>() {
+        f.set(kind);
+    }
+}
+
+/// The server's answer to the current operation's request: a JSON-RPC error is its
+/// `error.type` and `rpc.response.status_code` (the code), a tool result with `isError` is
+/// `tool_error`, as the conventions say. Answers to other requests are not looked at.
+pub(super) fn answered(msg: &Message) {
+    let cx = Context::current();
+    let Some(f) = cx.get::<Failure>() else {
+        return;
+    };
+    if f.id.as_deref() != msg.id.as_ref().map(|i| i.as_json()) {
+        return;
+    }
+    match meta::outcome(&msg.bytes) {
+        meta::Outcome::Error(code) => {
+            cx.span()
+                .set_attribute(KeyValue::new("rpc.response.status_code", code.clone()));
+            f.set(&code);
+        }
+        meta::Outcome::ToolError => f.set("tool_error"),
+        meta::Outcome::Ok => {}
     }
 }
 
@@ -213,19 +257,23 @@ pub(super) fn inject(msg: Message) -> Message {
     }
 }
 
-pub(super) fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Output = F::Output> {
+/// A child span `name` of the current span; `None` without one (a mint the warm-up starts on
+/// its own is not a trace of its own).
+pub(super) fn child(name: &'static str) -> Option<Context> {
+    let tracer = with_state(|s| s.tracer.clone())?;
     let parent = Context::current();
-    let cx = match with_state(|s| s.tracer.clone()) {
-        // Only below a span: a mint the warm-up starts on its own is not a trace of its own.
-        Some(tracer) if parent.span().span_context().is_valid() => {
-            let span = tracer
-                .span_builder(name)
-                .with_kind(SpanKind::Internal)
-                .start_with_context(&tracer, &parent);
-            Some(parent.with_span(span))
-        }
-        _ => None,
-    };
+    if !parent.span().span_context().is_valid() {
+        return None;
+    }
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Internal)
+        .start_with_context(&tracer, &parent);
+    Some(parent.with_span(span))
+}
+
+pub(super) fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Output = F::Output> {
+    let cx = child(name);
     async move {
         match cx {
             Some(cx) => {

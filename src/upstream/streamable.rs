@@ -317,6 +317,7 @@ impl StreamableHttp {
                 );
             }
             resumes += 1;
+            crate::telemetry::count(crate::telemetry::Event::Resumption);
             let retry = events.retry_ms();
             tokio::time::sleep(retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY)).await;
             debug!(last_event_id = %last, attempt = resumes, "resuming the response stream");
@@ -476,6 +477,7 @@ impl StreamableHttp {
                     ?wait,
                     "GET stream ended; reconnecting"
                 );
+                crate::telemetry::count(crate::telemetry::Event::Reconnect);
                 tokio::time::sleep(wait).await;
                 continue;
             }

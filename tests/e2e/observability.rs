@@ -68,6 +68,23 @@ async fn each_request_is_one_client_span_with_the_mcp_attributes() {
     b.initialize().await;
     let resp = b.call_tool(7, "echo", json!({"text": "hi"})).await;
     assert_eq!(tool_text(&resp), "hi");
+    b.request(
+        8,
+        "tools/call",
+        json!({"name": "no-such-tool", "arguments": {}}),
+    )
+    .await;
+    let code = b.response(8).await["error"]["code"]
+        .as_i64()
+        .expect("a JSON-RPC error")
+        .to_string();
+    b.request(
+        9,
+        "tools/call",
+        json!({"name": "progress", "arguments": {"steps": 2}, "_meta": {"progressToken": "p"}}),
+    )
+    .await;
+    assert_eq!(tool_text(&b.response(9).await), "done 2");
     b.finish().await;
 
     let call = otlp
@@ -96,24 +113,48 @@ async fn each_request_is_one_client_span_with_the_mcp_attributes() {
     assert_eq!(init[0].attr("mcp.protocol.version"), Some("2025-06-18"));
     let calls = spans
         .iter()
-        .filter(|s| s.attr("mcp.method.name") == Some("tools/call"))
+        .filter(|s| s.attr("jsonrpc.request.id") == Some("7"))
         .count();
     assert_eq!(calls, 1, "one span per request");
+
+    let probe = children(&spans, init[0]);
+    assert!(
+        probe.iter().any(|s| s.name == "alibridge.era_probe"),
+        "the era probe is a child of initialize: {probe:#?}"
+    );
+
+    let failed = otlp
+        .span("failed call", |s| s.name == "tools/call no-such-tool")
+        .await;
+    assert_eq!(failed.attr("error.type"), Some(code.as_str()));
+    assert_eq!(failed.attr("rpc.response.status_code"), Some(code.as_str()));
+    assert_eq!(failed.status, ERROR);
+
+    let progress: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 2, "one SERVER span per server notification");
+    assert!(progress.iter().all(|s| s.kind == SERVER));
 
     let sent = sent_traceparent(&server, 7);
     assert_eq!(sent, format!("00-{}-{}-01", call.trace_id, call.span_id));
 
     let h = otlp
         .point("mcp.client.operation.duration", |p| {
-            p.attributes.get("mcp.method.name").map(String::as_str) == Some("tools/call")
+            p.attributes.get("gen_ai.tool.name").map(String::as_str) == Some("echo")
         })
         .await;
     assert_eq!(h.unit, "s");
     assert_eq!(h.value, 1.0, "one call recorded");
     assert_eq!(h.bounds, BUCKETS);
     assert_eq!(
-        h.attributes.get("gen_ai.tool.name").map(String::as_str),
-        Some("echo")
+        h.attributes.get("mcp.method.name").map(String::as_str),
+        Some("tools/call")
+    );
+    assert_eq!(
+        h.attributes.get("server.address").map(String::as_str),
+        Some("127.0.0.1")
     );
 }
 
