@@ -74,6 +74,29 @@ pub fn start(flag: Option<&str>, role: Role) -> Guard {
     }
 }
 
+/// The OTLP/HTTP traces endpoint telemetry would export to (`--otlp-endpoint` `flag`, else
+/// the `OTEL_*` variables read through `env`), and whether it speaks `http/json`; `None` when
+/// none is configured or `OTEL_SDK_DISABLED=true`. For `alibridge doctor`.
+pub fn traces_endpoint(
+    flag: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, bool)> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let base = |b: &str| format!("{}/v1/traces", b.trim().trim_end_matches('/'));
+    let url = match flag.filter(|f| !f.trim().is_empty()) {
+        Some(f) => base(f),
+        None => set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|b| base(&b)))?,
+    };
+    let protocol = set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_default();
+    Some((url, protocol.trim() == "http/json"))
+}
+
 /// The upstream every later span names in `server.address`/`server.port`.
 pub fn set_server(url: &url::Url) {
     #[cfg(feature = "otel")]

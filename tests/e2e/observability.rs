@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::access_key::{AK_ID, AK_SECRET};
 use crate::support::aliyun_fake::AliyunFake;
-use crate::support::bridge::Bridge;
+use crate::support::bridge::{isolated_command, output, Bridge};
 use crate::support::check::{assert_no_secrets, tool_text};
 use crate::support::home::TempHome;
 use crate::support::mcp_server::{ServerOptions, TestServer};
@@ -404,4 +404,43 @@ async fn the_proxy_traces_each_request_it_forwards() {
         })
         .await;
     assert_eq!(h.value, 1.0);
+}
+
+/// `alibridge doctor -- --otlp-endpoint URL` sends the collector an empty export: a live one
+/// passes the check, a dead one fails it (exit 1) with a fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_configured_collector() {
+    let otlp = OtlpReceiver::start().await;
+    let dead = ClosedPort::new();
+    let dead_url = format!("http://{}", dead.addr());
+    let server = TestServer::start().await;
+    let home = TempHome::new("otel-doctor");
+    for (collector, ok) in [(otlp.url(), true), (dead_url.as_str(), false)] {
+        let mut cmd = isolated_command(home.path());
+        cmd.args([
+            "doctor",
+            &server.url(),
+            "--json",
+            "--",
+            "--transport",
+            "http-only",
+        ])
+        .args(["--otlp-endpoint", collector]);
+        let (code, stdout, stderr) = output(cmd).await;
+        let check: Value = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["check"] == "telemetry")
+            .unwrap_or_else(|| panic!("no telemetry check:\n{stdout}\n{stderr}"));
+        assert_eq!(check["ok"], ok, "{check}");
+        assert_eq!(code, if ok { 0 } else { 1 }, "{stdout}\n{stderr}");
+        if !ok {
+            assert!(check["fix"].is_string(), "{check}");
+        }
+    }
+    assert_eq!(
+        otlp.empty_exports(),
+        1,
+        "the live collector got the empty export"
+    );
 }

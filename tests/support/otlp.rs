@@ -67,6 +67,8 @@ struct Shared {
     raw: Mutex<Vec<u8>>,
     /// `Content-Type` of each export, in order.
     content_types: Mutex<Vec<String>>,
+    /// Exports with an empty body (an empty protobuf message: `alibridge doctor`'s check).
+    empty: Mutex<usize>,
     changed: Notify,
 }
 
@@ -128,6 +130,11 @@ impl OtlpReceiver {
         self.shared.raw.lock().unwrap().clone()
     }
 
+    /// How many exports had an empty body.
+    pub fn empty_exports(&self) -> usize {
+        *self.shared.empty.lock().unwrap()
+    }
+
     pub fn content_types(&self) -> Vec<String> {
         self.shared.content_types.lock().unwrap().clone()
     }
@@ -160,6 +167,9 @@ impl Shared {
             return StatusCode::UNSUPPORTED_MEDIA_TYPE;
         }
         self.raw.lock().unwrap().extend_from_slice(body);
+        if body.is_empty() {
+            *self.empty.lock().unwrap() += 1;
+        }
         self.content_types
             .lock()
             .unwrap()
