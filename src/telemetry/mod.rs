@@ -16,7 +16,7 @@
 //! API actions, policy rules, hosts and ports, status codes and error kinds.
 //!
 //! Layout: [`setup`] (configuration, exporters, shutdown), [`meta`] (trace context in
-//! `params._meta`), [`spans`] (the span helpers the hooks use), [`instruments`] (metrics).
+//! `params._meta`), `spans` (the span helpers the hooks use), [`instruments`] (metrics).
 
 #[cfg(feature = "otel")]
 pub mod instruments;

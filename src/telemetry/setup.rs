@@ -69,7 +69,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Exports what is queued and stops, waiting at most [`SHUTDOWN_WAIT`] per signal.
+    /// Exports what is queued and stops, waiting at most `SHUTDOWN_WAIT` per signal.
     pub fn stop(self) {
         super::spans::clear();
         if let Some(t) = &self.traces {
