@@ -30,7 +30,7 @@ async fn run(quick: bool) -> Res<()> {
     let bridge = bridge_bin()?;
     let addr = start_upstream(MIB)?;
     let (sink, exports) = start_sink()?;
-    let (calls, rounds) = if quick { (500, 3) } else { (2000, 7) };
+    let (calls, rounds) = if quick { (1000, 3) } else { (10_000, 5) };
     let off = vec![
         format!("http://{addr}/mcp"),
         "--transport".into(),

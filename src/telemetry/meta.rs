@@ -5,10 +5,11 @@
 //! as maps of raw JSON values, only `_meta` is parsed and written again.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde::Deserialize;
@@ -143,37 +144,91 @@ pub fn extract(carrier: &Carrier) -> Context {
 }
 
 /// `bytes` with `cx`'s trace context written into `params._meta` (replacing a sender's own
-/// `traceparent`, whose span is the parent of `cx`'s). `None` when `params` is there but not
-/// an object, or the message is not a JSON object.
+/// `traceparent`, whose span is the parent of `cx`'s). `None` when `cx` has no span, `params`
+/// or `_meta` is there but not an object, or the message is not a JSON object.
+///
+/// Spliced, not re-serialised: the message is read once with borrowed raw values, and the new
+/// `_meta` goes in at the byte offset of the old one (or at the start of `params`), so every
+/// other byte stays as the sender wrote it.
 pub fn inject(bytes: &[u8], cx: &Context) -> Option<Bytes> {
-    let mut fields = HashMap::new();
-    TraceContextPropagator::new().inject_context(cx, &mut fields);
-    let traceparent = fields.remove("traceparent")?;
-    let mut msg: BTreeMap<String, &RawValue> = serde_json::from_slice(bytes).ok()?;
-    let mut params: BTreeMap<String, &RawValue> = match msg.get("params") {
-        Some(p) => serde_json::from_str(p.get()).ok()?,
-        None => BTreeMap::new(),
-    };
-    let mut meta: Map<String, Value> = match params.get("_meta") {
-        Some(m) => serde_json::from_str(m.get()).ok()?,
-        None => Map::new(),
+    #[derive(Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow)]
+        params: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow, rename = "_meta")]
+        meta: Option<&'a RawValue>,
+    }
+    let sc = cx.span().span_context().clone();
+    if !sc.is_valid() {
+        return None;
+    }
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    );
+    let tracestate = sc.trace_state().header();
+    let text = std::str::from_utf8(bytes).ok()?;
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let msg: Msg<'_> = serde_json::from_str(text).ok()?;
+    // Where a borrowed raw value starts in `text`.
+    let at = |raw: &RawValue| raw.get().as_ptr() as usize - text.as_ptr() as usize;
+    let mut meta = Map::new();
+    let mut out = String::with_capacity(text.len() + 160);
+    let (cut, rest, wrap) = match msg.params {
+        None => {
+            // `"params":{"_meta":…}` before the message's closing brace.
+            let end = text.rfind('}')?;
+            let head = text[..end].trim_end();
+            out.push_str(head);
+            if !head.ends_with('{') {
+                out.push(',');
+            }
+            out.push_str(r#""params":{"_meta":"#);
+            (end, end, "}")
+        }
+        Some(p) if p.get().starts_with('{') => {
+            let params: Params<'_> = serde_json::from_str(p.get()).ok()?;
+            match params.meta {
+                Some(m) => {
+                    meta = serde_json::from_str(m.get()).ok()?;
+                    (at(m), at(m) + m.get().len(), "")
+                }
+                None => {
+                    let open = at(p) + 1;
+                    let empty = p.get()[1..].trim_start().starts_with('}');
+                    out.push_str(&text[..open]);
+                    out.push_str(r#""_meta":"#);
+                    (open, open, if empty { "" } else { "," })
+                }
+            }
+        }
+        Some(_) => return None,
     };
     meta.insert("traceparent".into(), Value::String(traceparent));
-    match fields.remove("tracestate").filter(|s| !s.is_empty()) {
-        Some(s) => meta.insert("tracestate".into(), Value::String(s)),
-        None => meta.remove("tracestate"),
-    };
-    let meta = serde_json::value::to_raw_value(&meta).ok()?;
-    params.insert("_meta".into(), &meta);
-    let params = serde_json::value::to_raw_value(&params).ok()?;
-    msg.insert("params".into(), &params);
-    serde_json::to_vec(&msg).ok().map(Bytes::from)
+    if tracestate.is_empty() {
+        meta.remove("tracestate");
+    } else {
+        meta.insert("tracestate".into(), Value::String(tracestate));
+    }
+    if out.is_empty() {
+        out.push_str(&text[..cut]);
+    }
+    out.push_str(&serde_json::to_string(&meta).ok()?);
+    out.push_str(wrap);
+    out.push_str(&text[rest..]);
+    Some(Bytes::from(out))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::TraceContextExt;
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -229,6 +284,21 @@ mod tests {
         let v: Value = serde_json::from_slice(&bare).unwrap();
         assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
         assert!(inject(br#"{"id":3,"method":"x","params":[1]}"#, &cx).is_none());
+        for (before, params) in [
+            (r#"{"id":4,"method":"x","params":{}}"#, 1),
+            (r#"{"id":5,"method":"x","params":{"a":[1, 2]}}"#, 2),
+            (
+                r#"{"id":6,"method":"x","params":{"_meta":{"k":1},"a":2}}"#,
+                2,
+            ),
+            (r#"{ "id" : 7 , "method":"x" }"#, 1),
+        ] {
+            let after = inject(before.as_bytes(), &cx).expect(before);
+            let v: Value = serde_json::from_slice(&after)
+                .unwrap_or_else(|e| panic!("{before} -> {after:?}: {e}"));
+            assert_eq!(v["params"]["_meta"]["traceparent"], PARENT, "{before}");
+            assert_eq!(v["params"].as_object().unwrap().len(), params, "{before}");
+        }
         assert!(
             inject(before, &Context::new()).is_none(),
             "no span, nothing to add"

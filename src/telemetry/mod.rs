@@ -200,13 +200,13 @@ impl Operation {
     pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
         #[cfg(feature = "otel")]
         {
+            use futures_util::future::Either;
             use opentelemetry::context::FutureExt;
-            let cx = self
-                .inner
-                .as_ref()
-                .map(spans::Operation::context)
-                .unwrap_or_else(opentelemetry::Context::current);
-            fut.with_context(cx)
+            // Off (or a response): the future runs as it is, with nothing around it.
+            match self.inner.as_ref().map(spans::Operation::context) {
+                Some(cx) => Either::Left(fut.with_context(cx)),
+                None => Either::Right(fut),
+            }
         }
         #[cfg(not(feature = "otel"))]
         {

@@ -247,6 +247,9 @@ fn request_id(json: &str) -> String {
 }
 
 pub(super) fn inject(msg: Message) -> Message {
+    if !enabled() {
+        return msg;
+    }
     let cx = Context::current();
     if !cx.span().span_context().is_valid() || msg.kind == Kind::Response {
         return msg;
