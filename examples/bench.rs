@@ -44,6 +44,8 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
+#[path = "bench/otel.rs"]
+mod otel;
 #[path = "bench/upstream.rs"]
 mod upstream;
 #[path = "bench/wan.rs"]
@@ -93,6 +95,9 @@ fn main() {
     }
     if flag("--wan") {
         return wan::main(flag("--quick"));
+    }
+    if flag("--otel") {
+        return otel::main(flag("--quick"));
     }
     if args.first().is_some_and(|a| a == "--upstream") {
         return serve_until_eof().unwrap_or_else(|e| fail(1, e));

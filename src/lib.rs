@@ -49,4 +49,5 @@ pub mod relay;
 pub mod shutdown;
 pub mod signer;
 pub mod stdio;
+pub mod telemetry;
 pub mod upstream;

@@ -30,7 +30,15 @@ const LAYERS: &[&[&str]] = &[
     // Credentials.
     &["auth"],
     // Leaves, and the leaves of leaves.
-    &["signer", "stdio", "logging", "shutdown", "env", "policy"],
+    &[
+        "signer",
+        "stdio",
+        "logging",
+        "shutdown",
+        "env",
+        "policy",
+        "telemetry",
+    ],
     &["jsonrpc", "private_fs", "net"],
     &["backoff", "random", "allocator"],
 ];

@@ -26,7 +26,7 @@ use crate::policy::api::ApiGlobList;
 use crate::policy::glob::GlobList;
 
 /// What the bridge and `proxy` both take: how to reach the upstream and authenticate to it,
-/// the safety flags, and the shutdown grace.
+/// the safety flags, the shutdown grace, and where telemetry goes.
 #[derive(Debug, Args)]
 pub struct FrontEndArgs {
     #[command(flatten)]
@@ -40,6 +40,9 @@ pub struct FrontEndArgs {
 
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
+
+    #[command(flatten)]
+    pub telemetry: super::telemetry::TelemetryArgs,
 }
 
 /// How to reach the upstream (the bridge and `proxy`).

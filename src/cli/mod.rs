@@ -20,6 +20,7 @@ pub mod commands;
 pub mod exit;
 pub mod flags;
 pub mod resolve;
+pub mod telemetry;
 
 pub use commands::{
     AddArgs, BridgeArgs, ClientKind, DoctorArgs, ListArgs, LoginArgs, LogoutArgs, PreCheckArgs,

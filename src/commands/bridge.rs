@@ -21,6 +21,8 @@ use crate::{auth, shutdown};
 
 /// Resolves the configuration, then relays until the client goes away or a signal arrives.
 pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
+    let otlp = args.front.telemetry.otlp_endpoint.as_deref();
+    let _telemetry = crate::telemetry::start(otlp, crate::telemetry::Role::Bridge);
     let mut cfg = args
         .resolve(|k| std::env::var(k).ok())
         .map_err(UsageError::from)?;
@@ -31,6 +33,7 @@ pub async fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| TransportMode::default_for(url));
         cfg.url = url.clone();
     }
+    crate::telemetry::set_server(&cfg.url);
     // The one line that tells the user which credential is used and why (never a secret).
     crate::logging::notice(format_args!("auth: {}", selection.reason));
     if let Some(w) = &selection.warning {

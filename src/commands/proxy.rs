@@ -26,6 +26,8 @@ use crate::{auth, shutdown};
 
 /// Runs the proxy; exit 0 after a signal, 2 for a bad configuration, 1 when it cannot listen.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let otlp = args.front.telemetry.otlp_endpoint.as_deref();
+    let _telemetry = crate::telemetry::start(otlp, crate::telemetry::Role::Proxy);
     let mut cfg = args
         .resolve(|k| std::env::var(k).ok())
         .map_err(UsageError::from)?;

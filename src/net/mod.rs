@@ -27,7 +27,7 @@ pub fn client_builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
 
 /// rustls needs one process-wide crypto provider; installing it here, once, means no client
 /// can be built before it (which would panic) whatever order the commands run in.
-fn install_tls_provider() {
+pub fn install_tls_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -120,7 +120,9 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
     let headers = request_headers(&parts.headers);
     let method = parts.method.clone();
     let key: Key = (path.to_string(), session);
-    let mut body = body;
+    // The SERVER span of the request, ended when its answer's head is returned.
+    let op = crate::telemetry::Operation::received(&body);
+    let mut body = op.inject(body);
     let (mut watch, mut initialize, mut tracked, mut ask) = (false, None, None, None);
     if let Some(pp) = &proxy.policy {
         // Every method that carries a body: a server may act on a PUT or PATCH as on a POST.
@@ -164,19 +166,17 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
             Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
         );
     let client = proxy.http.client();
-    let sent = proxy
-        .http
-        .send(&url, || {
-            let rb = client
-                .request(method.clone(), url.clone())
-                .headers(headers.clone());
-            if with_body {
-                rb.body(body.clone())
-            } else {
-                rb
-            }
-        })
-        .await;
+    let sent = proxy.http.send(&url, || {
+        let rb = client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone());
+        if with_body {
+            rb.body(body.clone())
+        } else {
+            rb
+        }
+    });
+    let sent = op.scope(sent).await;
     match sent {
         Ok(resp) => {
             proxy.stats.forwarded.inc();
@@ -203,6 +203,7 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
         }
         Err(e) => {
             proxy.stats.upstream_errors.inc();
+            op.fail(e.kind());
             warn!(method = %method, path = parts.uri.path(), error = %e, "upstream request failed");
             if let Some(pp) = &proxy.policy {
                 pp.call_failed(&key, tracked, e.to_string());

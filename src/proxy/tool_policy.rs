@@ -492,6 +492,7 @@ impl ProxyPolicy {
         args: Option<&Value>,
     ) -> Bytes {
         warn!(server = %key.0, tool, rule = %rule.name(), "refused a tool call");
+        crate::telemetry::refused(tool, &rule.name());
         self.audit(Record::denied(
             self.origin(Some(&key.0)),
             tool,

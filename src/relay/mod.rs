@@ -251,6 +251,7 @@ async fn on_line(
         }
         _ => {}
     }
+    let op = crate::telemetry::Operation::start(&msg, crate::telemetry::Role::Bridge);
     let span = tracing::debug_span!("msg", id = %msg.id.as_ref().map(Id::as_json).unwrap_or("-"),
                                     method = msg.method.as_deref().unwrap_or("(response)"));
     let upstream = upstream.clone();
@@ -259,8 +260,9 @@ async fn on_line(
     let request = (msg.kind == Kind::Request)
         .then(|| msg.id.clone())
         .flatten();
-    tasks.spawn(
+    tasks.spawn_traced(
         request,
+        op,
         async move {
             ticket.wait().await;
             debug!(bytes = msg.bytes.len(), "forwarding");
@@ -273,7 +275,7 @@ async fn on_line(
                     },
                     None => msg,
                 };
-                upstream.send(msg).await
+                upstream.send(crate::telemetry::inject(msg)).await
             };
             let result =
                 match limits.request_timeout {
@@ -284,6 +286,7 @@ async fn on_line(
                         })),
                     _ => sent.await,
                 };
+            crate::telemetry::failed(result.as_ref().err().map(UpstreamError::kind));
             match (kind, id) {
                 (Kind::Request, Some(id)) => {
                     outbox
@@ -314,6 +317,7 @@ async fn on_oversized(
     tasks: &mut InFlight,
 ) {
     let limit = limits.max_message_size as u64;
+    crate::telemetry::count(crate::telemetry::Event::Oversized);
     warn!(size = o.size, limit, id = %o.id.as_ref().map(Id::as_json).unwrap_or("-"),
           "discarded a stdin message over --max-message-size");
     match &o.id {
@@ -369,6 +373,16 @@ impl InFlight {
         if let Some(id) = request {
             self.requests.insert(handle.id(), id);
         }
+    }
+
+    /// [`Self::spawn`] inside the telemetry span of `op`, ended when the task is.
+    pub(crate) fn spawn_traced(
+        &mut self,
+        request: Option<Id>,
+        op: crate::telemetry::Operation,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.spawn(request, op.run(task));
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -148,6 +148,7 @@ impl Deliver for Outbox {
                     return;
                 }
             }
+            let _traced = crate::telemetry::Operation::delivered(&msg);
             self.write(msg.bytes).await;
         })
     }

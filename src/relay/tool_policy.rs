@@ -174,7 +174,11 @@ impl ToolPolicy {
         let decision = self.policy.decide(&call.name, info.as_ref(), args);
         // The policy's own refusals come first: a tool it hides is never judged by the pins.
         if let (Some(ps), false) = (&self.pins, matches!(decision.verdict, Verdict::Refuse(_))) {
-            if let Err(why) = self.pin_check(ps, &call.name) {
+            let checked = {
+                let _span = crate::telemetry::Child::start("alibridge.pin_check");
+                self.pin_check(ps, &call.name)
+            };
+            if let Err(why) = checked {
                 self.refuse(
                     outbox,
                     &id,
@@ -220,7 +224,9 @@ impl ToolPolicy {
                     arguments: args,
                     price: price.as_deref(),
                 };
-                let answer = self.ask(outbox, &prompt).await;
+                let asked = self.ask(outbox, &prompt);
+                let answer = crate::telemetry::traced("alibridge.confirmation", asked).await;
+                confirmation_outcome(&answer);
                 if answer != Answer::Confirmed {
                     info!(tool = %call.name, answer = answer.as_str(), "write not confirmed; not relayed");
                     self.audit(Record::unconfirmed(
@@ -270,6 +276,7 @@ impl ToolPolicy {
             },
             None => msg,
         };
+        crate::telemetry::decision(if confirmed { "confirmed" } else { "allow" });
         if self.audit.is_some() {
             self.session().expect_call(
                 id,
@@ -334,6 +341,7 @@ impl ToolPolicy {
             Err(_) => {
                 // A late answer is then dropped as a second answer would be.
                 self.waiting.lock().unwrap().remove(&our_id);
+                crate::telemetry::count(crate::telemetry::Event::ConfirmTimedOut);
                 Answer::Failed(format!(
                     "nobody answered within --confirm-timeout ({} s)",
                     limit.as_secs_f64()
@@ -352,6 +360,7 @@ impl ToolPolicy {
         args: Option<&serde_json::Value>,
     ) {
         warn!(tool, rule = %rule.name(), "refused a tool call");
+        crate::telemetry::refused(tool, &rule.name());
         self.audit(Record::denied(self.origin(), tool, decision, &rule, args));
         outbox
             .answer(id, policy::refusal(id, tool, decision, &rule))
@@ -435,5 +444,18 @@ impl ToolPolicy {
         if let Some(log) = &self.audit {
             log.append(&r.to_json());
         }
+    }
+}
+
+/// Counts the person's answer to a confirmation (a timeout is counted where it happens).
+fn confirmation_outcome(answer: &Answer) {
+    use crate::telemetry::{count, decision, Event};
+    match answer {
+        Answer::Confirmed => count(Event::ConfirmAccepted),
+        Answer::Declined | Answer::Cancelled => {
+            count(Event::ConfirmDeclined);
+            decision("declined");
+        }
+        Answer::Failed(_) => decision("not_confirmed"),
     }
 }

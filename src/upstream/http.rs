@@ -138,11 +138,14 @@ impl HttpClient {
     ) -> Result<Response, UpstreamError> {
         let mut connect_retried = false;
         let mut auth_retried = false;
+        let mut resend = 0;
         loop {
             let mut headers = (*self.static_headers).clone();
             self.credential.apply(&mut headers).await?;
             let sent_auth = headers.get(reqwest::header::AUTHORIZATION).cloned();
-            match build().headers(headers).send().await {
+            let sent = traced_send(build().headers(headers), url, resend).await;
+            resend += 1;
+            match sent {
                 Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) && !auth_retried => {
                     let rejection = Rejection {
                         authorization: sent_auth,
@@ -187,6 +190,26 @@ impl HttpClient {
             }
         }
     }
+}
+
+/// Sends one attempt inside its own telemetry span (method, host, port, status; never the
+/// path, query or headers).
+async fn traced_send(
+    request: RequestBuilder,
+    url: &Url,
+    resend: u32,
+) -> Result<Response, reqwest::Error> {
+    let (client, request) = request.build_split();
+    let request = request?;
+    let span = crate::telemetry::HttpAttempt::start(request.method().as_str(), url, resend);
+    let sent = client.execute(request).await;
+    span.end(match &sent {
+        Ok(r) => Ok(r.status().as_u16()),
+        Err(e) if e.is_connect() => Err("connect"),
+        Err(e) if e.is_timeout() => Err("timeout"),
+        Err(_) => Err("_OTHER"),
+    });
+    sent
 }
 
 /// True when the response is an SSE stream.

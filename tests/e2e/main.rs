@@ -46,6 +46,8 @@ mod oauth_concurrency;
 mod oauth_race;
 /// OAuth trust boundaries: `iss`, resource metadata, issuer-keyed sign-ins.
 mod oauth_trust;
+/// OpenTelemetry export (issue 23) to a real OTLP/HTTP receiver: spans, metrics, privacy.
+mod observability;
 /// Issue 20, tool pinning (`--pin-tools`) in the stdio bridge: first use, withheld changed and
 /// new tools, approval through elicitation, the local policy first, every page, the switches.
 mod pinning;

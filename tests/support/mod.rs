@@ -31,6 +31,7 @@ pub mod net;
 pub mod oauth_rig;
 pub mod oauth_server;
 pub mod ops_server;
+pub mod otlp;
 pub mod peers;
 pub mod peers_modern;
 pub mod pin_server;

@@ -332,10 +332,10 @@ impl AccessKeyCredential {
             hook();
         }
         let keys = source.keys(&self.api).await?;
-        let minted = self
-            .exchange
-            .mint(&self.api, &keys, &source.describe())
-            .await?;
+        let described = source.describe();
+        let mint = self.exchange.mint(&self.api, &keys, &described);
+        let minted = crate::telemetry::traced("alibridge.access_key.mint", mint).await?;
+        crate::telemetry::count(crate::telemetry::Event::TokenMint);
         if let Some(binding) = &self.exchange.safety {
             binding.apply(&self.api, &minted.token).await?;
         }

@@ -92,8 +92,12 @@ impl OAuthCredential {
 
         let mut refused_refresh = false;
         if !matches!(need, Need::StepUp(_)) {
-            match self.refresh(base.as_ref(), need.challenge()).await {
-                Ok(Some(rec)) => return Ok(Some(rec)),
+            let refresh = self.refresh(base.as_ref(), need.challenge());
+            match crate::telemetry::traced("alibridge.oauth.refresh", refresh).await {
+                Ok(Some(rec)) => {
+                    crate::telemetry::count(crate::telemetry::Event::TokenRefresh);
+                    return Ok(Some(rec));
+                }
                 Ok(None) => {}
                 Err(e) if e.is_invalid_grant() || e.is_invalid_client() => {
                     info!(error = %e, "the refresh token was refused; a new sign-in is needed");
@@ -108,7 +112,10 @@ impl OAuthCredential {
             // Bounded by MAX_STEP_UPS instead.
             Need::StepUp(_) => {}
         }
-        self.sign_in_locked(need.challenge(), false).await.map(Some)
+        let sign_in = self.sign_in_locked(need.challenge(), false);
+        crate::telemetry::traced("alibridge.oauth.sign_in", sign_in)
+            .await
+            .map(Some)
     }
 
     /// Refreshes `base` when it can be refreshed with the authorization server the server

@@ -17,6 +17,7 @@
 mod credential;
 mod network;
 mod probe;
+mod telemetry;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -133,6 +134,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             Vec::new()
         }
     };
+    telemetry::check_collector(&mut r, &args.bridge_flags).await;
     let command = exe.unwrap_or_else(|| "alibridge".into());
     let core = args.core || (args.url.is_none() && !args.bridge_flags.is_empty());
     match args.url {

@@ -44,6 +44,17 @@ pub async fn probe(
     client_info: &Value,
     capabilities: &Value,
 ) -> Result<Probe, UpstreamError> {
+    let discover = discover(url, http, client_info, capabilities);
+    crate::telemetry::traced("alibridge.era_probe", discover).await
+}
+
+/// [`probe`] without its telemetry span.
+async fn discover(
+    url: &Url,
+    http: &HttpClient,
+    client_info: &Value,
+    capabilities: &Value,
+) -> Result<Probe, UpstreamError> {
     let mut version = MODERN_VERSION.to_string();
     // One retry when the server names a modern version it prefers (−32022 with `supported`).
     for _ in 0..2 {

@@ -109,6 +109,7 @@ impl StreamableHttp {
                     ?wait,
                     "GET stream ended; reconnecting"
                 );
+                crate::telemetry::count(crate::telemetry::Event::Reconnect);
                 tokio::time::sleep(wait).await;
                 continue;
             }

@@ -315,6 +315,7 @@ impl StreamableHttp {
                 );
             }
             resumes += 1;
+            crate::telemetry::count(crate::telemetry::Event::Resumption);
             let retry = events.retry_ms();
             tokio::time::sleep(retry.map(Duration::from_millis).unwrap_or(DEFAULT_RETRY)).await;
             debug!(last_event_id = %last, attempt = resumes, "resuming the response stream");

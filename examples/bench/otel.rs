@@ -1,0 +1,141 @@
+//! `bench --otel [--quick]`: what exporting telemetry costs (issue 23). alibridge relays the
+//! same sequential `echo` calls to the bench's upstream twice per round, once with telemetry
+//! off and once with `--otlp-endpoint` pointing at a local OTLP/HTTP sink (answers 200 to
+//! every export); the batch span processor is set to export every 100 ms and the metric
+//! reader every second, so the export work falls inside the measured window (the defaults,
+//! 5 s and 60 s, would hide it). Measured: CPU time of the alibridge process (all threads,
+//! export threads included) per 1000 calls; the medians over the rounds and their ratio,
+//! against the issue's target of at most 1.1×. See `docs/observability.md`.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use super::{
+    bridge_bin, cpu_time, echo, fail, ms, runtime, start_upstream, Res, StdioPeer, Target,
+    INITIALIZED, MIB,
+};
+
+pub fn main(quick: bool) {
+    // Read by the bridges this process spawns; they matter only with an endpoint set.
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "1000");
+    let rt = runtime().unwrap_or_else(|e| fail(1, e));
+    rt.block_on(run(quick)).unwrap_or_else(|e| fail(1, e));
+}
+
+async fn run(quick: bool) -> Res<()> {
+    let bridge = bridge_bin()?;
+    let addr = start_upstream(MIB)?;
+    let (sink, exports) = start_sink()?;
+    let (calls, rounds) = if quick { (1000, 3) } else { (10_000, 5) };
+    let off = vec![
+        format!("http://{addr}/mcp"),
+        "--transport".into(),
+        "http-only".into(),
+    ];
+    let mut on = off.clone();
+    on.extend(["--otlp-endpoint".into(), format!("http://{sink}")]);
+    println!("alibridge bench --otel: {calls} sequential calls × {rounds} rounds, off then on");
+    let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let a = cpu_per_1k(&bridge, &off, calls).await?;
+        let b = cpu_per_1k(&bridge, &on, calls).await?;
+        println!("  round {round}: off {a:.1} ms, on {b:.1} ms per 1000 calls");
+        cpu_off.push(a);
+        cpu_on.push(b);
+    }
+    let (off_ms, on_ms) = (median(&mut cpu_off), median(&mut cpu_on));
+    let ratio = on_ms / off_ms;
+    let verdict = if ratio <= 1.1 { "met" } else { "NOT met" };
+    println!();
+    println!("| CPU per 1k seq. calls (ms, median) | export off | export on | on ÷ off | target |");
+    println!("|---|---:|---:|---:|---|");
+    println!("| alibridge | {off_ms:.1} | {on_ms:.1} | {ratio:.2} | ≤ 1.1 ({verdict}) |");
+    println!("  exports the sink received: {}", exports.load(Relaxed));
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// CPU milliseconds of one fresh bridge per 1000 sequential `echo` calls, after a warm-up.
+async fn cpu_per_1k(program: &std::path::Path, args: &[String], calls: usize) -> Res<f64> {
+    let peer = StdioPeer::spawn(program, args)?;
+    peer.initialize().await?;
+    peer.write_line(INITIALIZED.to_vec()).await?;
+    let t = Arc::new(Target::Stdio(Box::new(peer)));
+    for _ in 0..calls / 10 {
+        echo(&t).await?;
+    }
+    let before = t
+        .pid()
+        .and_then(cpu_time)
+        .ok_or("no CPU time (Linux only)")?;
+    for _ in 0..calls {
+        echo(&t).await?;
+    }
+    let after = t
+        .pid()
+        .and_then(cpu_time)
+        .ok_or("no CPU time (Linux only)")?;
+    if let Some(Target::Stdio(peer)) = Arc::into_inner(t) {
+        peer.close().await;
+    }
+    Ok(ms(after - before) * 1000.0 / calls as f64)
+}
+
+/// A local OTLP/HTTP sink on its own thread: reads each request (Content-Length bodies, keep
+/// alive) and answers 200 with an empty body; counts the requests.
+fn start_sink() -> Res<(std::net::SocketAddr, Arc<AtomicUsize>)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let rt = runtime()?;
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(listener).expect("a tokio listener");
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    loop {
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let line = line.trim_end();
+                            if line.is_empty() {
+                                break;
+                            }
+                            if let Some((k, v)) = line.split_once(':') {
+                                if k.eq_ignore_ascii_case("content-length") {
+                                    length = v.trim().parse().unwrap_or(0);
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if read.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        seen.fetch_add(1, Relaxed);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if write.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    });
+    Ok((addr, count))
+}

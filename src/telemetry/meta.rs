@@ -1,0 +1,305 @@
+//! Trace context in MCP `params._meta` (W3C `traceparent` and `tracestate`, as the MCP
+//! semantic conventions say), and the few names a span needs from a message.
+//!
+//! The rewrite keeps every other value byte for byte: the message and its `params` are read
+//! as maps of raw JSON values, only `_meta` is parsed and written again.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// The `_meta` key of the modern era's protocol version.
+const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// A sender's trace context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Carrier {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+/// What a span takes from a message: never an argument value.
+#[derive(Debug, Default)]
+pub struct Peek {
+    /// `params.name` (the tool or prompt name), when it is a string.
+    pub name: Option<String>,
+    /// `params.protocolVersion` (initialize) or the modern `_meta` protocol version.
+    pub protocol_version: Option<String>,
+    /// `params._meta.traceparent` (and `tracestate`).
+    pub parent: Option<Carrier>,
+}
+
+/// Reads the names and the trace context of `bytes`; empty when they are not there or not
+/// strings.
+pub fn peek(bytes: &[u8]) -> Peek {
+    #[derive(Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow)]
+        params: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        name: Option<&'a RawValue>,
+        #[serde(borrow, rename = "protocolVersion")]
+        protocol_version: Option<&'a RawValue>,
+        #[serde(borrow, rename = "_meta")]
+        meta: Option<&'a RawValue>,
+    }
+    let text = |raw: Option<&RawValue>| -> Option<String> {
+        serde_json::from_str::<Cow<'_, str>>(raw?.get())
+            .ok()
+            .map(Cow::into_owned)
+    };
+    let Some(params) = serde_json::from_slice::<Msg<'_>>(bytes)
+        .ok()
+        .and_then(|m| m.params)
+    else {
+        return Peek::default();
+    };
+    let Ok(p) = serde_json::from_str::<Params<'_>>(params.get()) else {
+        return Peek::default();
+    };
+    let meta: Map<String, Value> = p
+        .meta
+        .and_then(|m| serde_json::from_str(m.get()).ok())
+        .unwrap_or_default();
+    let string = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+    Peek {
+        name: text(p.name),
+        protocol_version: text(p.protocol_version).or_else(|| string(META_PROTOCOL_VERSION)),
+        parent: string("traceparent").map(|traceparent| Carrier {
+            traceparent,
+            tracestate: string("tracestate"),
+        }),
+    }
+}
+
+/// How a response ended, for `error.type`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// A JSON-RPC error, with its code as text.
+    Error(String),
+    /// A `tools/call` result with `isError: true`.
+    ToolError,
+}
+
+/// Reads `error.code` or `result.isError` of a response (nothing else of the result).
+pub fn outcome(bytes: &[u8]) -> Outcome {
+    #[derive(Deserialize)]
+    struct Resp<'a> {
+        #[serde(borrow)]
+        error: Option<&'a RawValue>,
+        #[serde(borrow)]
+        result: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Error {
+        code: Option<i64>,
+    }
+    #[derive(Deserialize)]
+    struct Result {
+        #[serde(rename = "isError")]
+        is_error: Option<bool>,
+    }
+    let Ok(r) = serde_json::from_slice::<Resp<'_>>(bytes) else {
+        return Outcome::Ok;
+    };
+    if let Some(e) = r.error {
+        let code = serde_json::from_str::<Error>(e.get())
+            .ok()
+            .and_then(|e| e.code);
+        return Outcome::Error(code.map_or_else(|| "_OTHER".into(), |c| c.to_string()));
+    }
+    let tool_error = r
+        .result
+        .filter(|r| r.get().contains("isError"))
+        .and_then(|r| serde_json::from_str::<Result>(r.get()).ok())
+        .and_then(|r| r.is_error);
+    if tool_error == Some(true) {
+        Outcome::ToolError
+    } else {
+        Outcome::Ok
+    }
+}
+
+/// The context a sender's `traceparent` names (the remote parent of the next span); the
+/// current context when it cannot be read.
+pub fn extract(carrier: &Carrier) -> Context {
+    let mut map = HashMap::new();
+    map.insert("traceparent".to_string(), carrier.traceparent.clone());
+    if let Some(s) = &carrier.tracestate {
+        map.insert("tracestate".to_string(), s.clone());
+    }
+    TraceContextPropagator::new().extract(&map)
+}
+
+/// `bytes` with `cx`'s trace context written into `params._meta` (replacing a sender's own
+/// `traceparent`, whose span is the parent of `cx`'s). `None` when `cx` has no span, `params`
+/// or `_meta` is there but not an object, or the message is not a JSON object.
+///
+/// Spliced, not re-serialised: the message is read once with borrowed raw values, and the new
+/// `_meta` goes in at the byte offset of the old one (or at the start of `params`), so every
+/// other byte stays as the sender wrote it.
+pub fn inject(bytes: &[u8], cx: &Context) -> Option<Bytes> {
+    #[derive(Deserialize)]
+    struct Msg<'a> {
+        #[serde(borrow)]
+        params: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow, rename = "_meta")]
+        meta: Option<&'a RawValue>,
+    }
+    let sc = cx.span().span_context().clone();
+    if !sc.is_valid() {
+        return None;
+    }
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    );
+    let tracestate = sc.trace_state().header();
+    // Not an object (an array, a scalar): `Msg` does not deserialize from it.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let msg: Msg<'_> = serde_json::from_str(text).ok()?;
+    // Where a borrowed raw value starts in `text`.
+    let at = |raw: &RawValue| raw.get().as_ptr() as usize - text.as_ptr() as usize;
+    let mut meta = Map::new();
+    let mut out = String::with_capacity(text.len() + 160);
+    let (cut, rest, wrap) = match msg.params {
+        None => {
+            // `"params":{"_meta":…}` before the message's closing brace.
+            let end = text.rfind('}')?;
+            let head = text[..end].trim_end();
+            out.push_str(head);
+            if !head.ends_with('{') {
+                out.push(',');
+            }
+            out.push_str(r#""params":{"_meta":"#);
+            (end, end, "}")
+        }
+        Some(p) if p.get().starts_with('{') => {
+            let params: Params<'_> = serde_json::from_str(p.get()).ok()?;
+            match params.meta {
+                Some(m) => {
+                    meta = serde_json::from_str(m.get()).ok()?;
+                    (at(m), at(m) + m.get().len(), "")
+                }
+                None => {
+                    let open = at(p) + 1;
+                    let empty = p.get()[1..].trim_start().starts_with('}');
+                    out.push_str(&text[..open]);
+                    out.push_str(r#""_meta":"#);
+                    (open, open, if empty { "" } else { "," })
+                }
+            }
+        }
+        Some(_) => return None,
+    };
+    meta.insert("traceparent".into(), Value::String(traceparent));
+    if tracestate.is_empty() {
+        meta.remove("tracestate");
+    } else {
+        meta.insert("tracestate".into(), Value::String(tracestate));
+    }
+    if out.is_empty() {
+        out.push_str(&text[..cut]);
+    }
+    out.push_str(&serde_json::to_string(&meta).ok()?);
+    out.push_str(wrap);
+    out.push_str(&text[rest..]);
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn peeks_names_and_the_senders_context_but_no_arguments() {
+        let p = peek(
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"name":"secret"}},"_meta":{{"traceparent":"{PARENT}","tracestate":"a=1"}}}}}}"#
+            )
+            .as_bytes(),
+        );
+        assert_eq!(p.name.as_deref(), Some("echo"));
+        let c = p.parent.expect("the sender's traceparent");
+        assert_eq!(c.traceparent, PARENT);
+        assert_eq!(c.tracestate.as_deref(), Some("a=1"));
+        let p =
+            peek(br#"{"id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#);
+        assert_eq!(p.protocol_version.as_deref(), Some("2025-11-25"));
+        assert!(peek(br#"{"id":1,"method":"x","params":[1]}"#)
+            .name
+            .is_none());
+    }
+
+    #[test]
+    fn extracts_the_remote_parent() {
+        let cx = extract(&Carrier {
+            traceparent: PARENT.into(),
+            tracestate: None,
+        });
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_remote());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+    }
+
+    #[test]
+    fn injects_beside_the_senders_keys_and_keeps_arguments_byte_for_byte() {
+        let cx = extract(&Carrier {
+            traceparent: PARENT.into(),
+            tracestate: Some("a=1".into()),
+        });
+        let before = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"n":1.50,"big":123456789012345678901234567890},"_meta":{"progressToken":"p"}}}"#;
+        let after = inject(before, &cx).expect("rewritten");
+        let text = std::str::from_utf8(&after).unwrap();
+        assert!(text.contains(r#"{"n":1.50,"big":123456789012345678901234567890}"#));
+        let v: Value = serde_json::from_slice(&after).unwrap();
+        assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        assert_eq!(v["params"]["_meta"]["tracestate"], "a=1");
+        assert_eq!(v["params"]["_meta"]["progressToken"], "p");
+        let bare = inject(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, &cx).unwrap();
+        let v: Value = serde_json::from_slice(&bare).unwrap();
+        assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
+        assert!(inject(br#"{"id":3,"method":"x","params":[1]}"#, &cx).is_none());
+        for (before, params) in [
+            (r#"{"id":4,"method":"x","params":{}}"#, 1),
+            (r#"{"id":5,"method":"x","params":{"a":[1, 2]}}"#, 2),
+            (
+                r#"{"id":6,"method":"x","params":{"_meta":{"k":1},"a":2}}"#,
+                2,
+            ),
+            (r#"{ "id" : 7 , "method":"x" }"#, 1),
+        ] {
+            let after = inject(before.as_bytes(), &cx).expect(before);
+            let v: Value = serde_json::from_slice(&after)
+                .unwrap_or_else(|e| panic!("{before} -> {after:?}: {e}"));
+            assert_eq!(v["params"]["_meta"]["traceparent"], PARENT, "{before}");
+            assert_eq!(v["params"].as_object().unwrap().len(), params, "{before}");
+        }
+        assert!(
+            inject(before, &Context::new()).is_none(),
+            "no span, nothing to add"
+        );
+    }
+}

@@ -1,0 +1,421 @@
+//! OpenTelemetry traces and metrics (issue 23): setup from `--otlp-endpoint` and the standard
+//! `OTEL_*` variables, the export off the relay path, the metric instruments, and the small
+//! hooks the relay, the proxy, the upstream and the credentials call. See
+//! `docs/observability.md` for what is exported.
+//!
+//! Off by default and then free: every hook first reads one global that [`start`] sets only
+//! when a collector is configured, and returns. In a build without the `otel` cargo feature
+//! the hooks are empty functions.
+//!
+//! Names follow the OpenTelemetry semantic conventions for MCP (`mcp.method.name`,
+//! `jsonrpc.request.id`, `gen_ai.tool.name`, the `mcp.client.operation.duration` and
+//! `mcp.server.operation.duration` histograms, trace context in `params._meta`).
+//!
+//! **Never exported**: argument values, results, tokens, header values, session ids in clear
+//! (only a short hash), URLs' paths and queries. Attributes are tool names, method names,
+//! API actions, policy rules, hosts and ports, status codes and error kinds.
+//!
+//! Layout: [`setup`] (configuration, exporters, shutdown), [`meta`] (trace context in
+//! `params._meta`), `spans` (the span helpers the hooks use), [`instruments`] (metrics).
+
+#[cfg(feature = "otel")]
+pub mod instruments;
+#[cfg(feature = "otel")]
+pub mod meta;
+#[cfg(feature = "otel")]
+pub mod setup;
+#[cfg(feature = "otel")]
+mod spans;
+
+/// Which end of the message the process is.
+#[cfg(feature = "otel")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// It sends the request or notification and waits for the answer (CLIENT span).
+    Sender,
+    /// It received it (SERVER span): the proxy, or the bridge for the server's own messages.
+    Receiver,
+}
+
+use std::future::Future;
+
+use crate::jsonrpc::Message;
+
+/// Which side of the wire the process is: sets the span kinds and the default service name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `alibridge <URL>`: an MCP client of the server (CLIENT spans).
+    Bridge,
+    /// `alibridge proxy`: receives MCP requests and forwards them (SERVER spans).
+    Proxy,
+}
+
+/// Keeps telemetry running; dropping it exports what is queued (bounded wait) and stops.
+#[must_use = "telemetry stops when the guard is dropped"]
+pub struct Guard {
+    #[cfg(feature = "otel")]
+    inner: Option<setup::Running>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(r) = self.inner.take() {
+            r.stop();
+        }
+    }
+}
+
+/// Starts telemetry when `--otlp-endpoint` (`flag`) or the standard variables name a
+/// collector; otherwise (and with `OTEL_SDK_DISABLED=true`) does nothing. A configuration
+/// that cannot be used is reported in one warning line and telemetry stays off: the bridge
+/// never fails to start because of it.
+pub fn start(flag: Option<&str>, role: Role) -> Guard {
+    #[cfg(feature = "otel")]
+    {
+        Guard {
+            inner: setup::start(flag, role, &|k| std::env::var(k).ok()),
+        }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = (flag, role);
+        Guard {}
+    }
+}
+
+/// The OTLP/HTTP traces endpoint telemetry would export to (`--otlp-endpoint` `flag`, else
+/// the `OTEL_*` variables read through `env`), and whether it speaks `http/json`; `None` when
+/// none is configured or `OTEL_SDK_DISABLED=true`. For `alibridge doctor`.
+pub fn traces_endpoint(
+    flag: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, bool)> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    let base = |b: &str| format!("{}/v1/traces", b.trim().trim_end_matches('/'));
+    let url = match flag.filter(|f| !f.trim().is_empty()) {
+        Some(f) => base(f),
+        None => set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|b| base(&b)))?,
+    };
+    let protocol = set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_default();
+    Some((url, protocol.trim() == "http/json"))
+}
+
+/// The upstream every later span names in `server.address`/`server.port`.
+pub fn set_server(url: &url::Url) {
+    #[cfg(feature = "otel")]
+    spans::set_server(url);
+    #[cfg(not(feature = "otel"))]
+    let _ = url;
+}
+
+/// One MCP operation being traced: a client request or notification the bridge relays (CLIENT
+/// span), or one the proxy receives (SERVER span). Inert when telemetry is off. Dropping it
+/// ends it (with the error a [`failed`] call or [`Self::fail`] left, if any).
+pub struct Operation {
+    #[cfg(feature = "otel")]
+    inner: Option<spans::Operation>,
+}
+
+impl Operation {
+    /// Starts the span of `msg` (a request or notification; `None` for responses), continuing
+    /// the trace of a `traceparent` the sender put in `params._meta`.
+    pub fn start(msg: &Message, role: Role) -> Operation {
+        #[cfg(feature = "otel")]
+        {
+            let side = match role {
+                Role::Bridge => Side::Sender,
+                Role::Proxy => Side::Receiver,
+            };
+            Operation {
+                inner: spans::Operation::start(msg, side),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (msg, role);
+            Operation {}
+        }
+    }
+
+    /// The proxy's SERVER span of a request body it is about to forward (`body` is read only
+    /// when telemetry is on and it is one JSON-RPC message).
+    pub fn received(body: &bytes::Bytes) -> Operation {
+        #[cfg(feature = "otel")]
+        {
+            let msg = enabled()
+                .then(|| Message::parse(body.clone()).ok())
+                .flatten();
+            Operation {
+                inner: msg.and_then(|m| spans::Operation::start(&m, Side::Receiver)),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = body;
+            Operation {}
+        }
+    }
+
+    /// A message from the server, as the bridge hands it to the client: its request or
+    /// notification is a SERVER span (the bridge receives it) until it is written; a response
+    /// gives the current request span its JSON-RPC error code or `tool_error`.
+    pub fn delivered(msg: &Message) -> Operation {
+        #[cfg(feature = "otel")]
+        {
+            if msg.kind == crate::jsonrpc::Kind::Response {
+                if enabled() {
+                    spans::answered(msg);
+                }
+                return Operation { inner: None };
+            }
+            Operation {
+                inner: spans::Operation::start(msg, Side::Receiver),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = msg;
+            Operation {}
+        }
+    }
+
+    /// `body` with this operation's trace context in `params._meta` (the proxy forwards it).
+    pub fn inject(&self, body: bytes::Bytes) -> bytes::Bytes {
+        #[cfg(feature = "otel")]
+        if let Some(op) = &self.inner {
+            return meta::inject(&body, &op.context()).unwrap_or(body);
+        }
+        body
+    }
+
+    /// This operation failed with the error kind `kind`.
+    pub fn fail(&self, kind: &'static str) {
+        #[cfg(feature = "otel")]
+        if let Some(op) = &self.inner {
+            op.fail(kind);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = kind;
+    }
+
+    /// Runs `fut` with this operation's span as the current one, so the hooks called inside
+    /// (HTTP exchanges, token mints, the confirmation) become its children.
+    pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        #[cfg(feature = "otel")]
+        {
+            use futures_util::future::Either;
+            use opentelemetry::context::FutureExt;
+            // Off (or a response): the future runs as it is, with nothing around it.
+            match self.inner.as_ref().map(spans::Operation::context) {
+                Some(cx) => Either::Left(fut.with_context(cx)),
+                None => Either::Right(fut),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            fut
+        }
+    }
+
+    /// Runs `fut` as this operation ([`Self::scope`]) and ends the span when it is done; a
+    /// [`failed`] call inside gives the error.
+    pub fn run<F: Future<Output = ()>>(self, fut: F) -> impl Future<Output = ()> {
+        let scoped = self.scope(fut);
+        async move {
+            scoped.await;
+            drop(self);
+        }
+    }
+
+    /// Ends the span and records the duration histogram; `error` is the error kind (a short
+    /// fixed word such as `timeout`), `None` on success.
+    pub fn end(mut self, error: Option<&str>) {
+        #[cfg(feature = "otel")]
+        if let Some(op) = self.inner.take() {
+            op.end(error);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = (&mut self, error);
+    }
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(op) = self.inner.take() {
+            let failure = op.failure();
+            op.end(failure.as_deref());
+        }
+    }
+}
+
+/// The current operation ended with the error kind `error` (`None`: it did not fail).
+pub fn failed(error: Option<&'static str>) {
+    #[cfg(feature = "otel")]
+    if let Some(kind) = error {
+        spans::failed(kind);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = error;
+}
+
+/// `msg` with the current span's trace context in `params._meta` (`traceparent`,
+/// `tracestate`), as the conventions say; `msg` itself when telemetry is off, there is no
+/// current span, or `params` is not an object.
+pub fn inject(msg: Message) -> Message {
+    #[cfg(feature = "otel")]
+    {
+        spans::inject(msg)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        msg
+    }
+}
+
+/// Runs `fut` inside a child span `name` of the current span (`alibridge.access_key.mint`,
+/// `alibridge.oauth.refresh`, `alibridge.era_probe`, `alibridge.confirmation`, …).
+pub fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Output = F::Output> {
+    #[cfg(feature = "otel")]
+    {
+        spans::traced(name, fut)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = name;
+        fut
+    }
+}
+
+/// A span around synchronous work (a pin check), child of the current span; ended on drop.
+#[must_use = "the span ends when this is dropped"]
+pub struct Child {
+    #[cfg(feature = "otel")]
+    cx: Option<opentelemetry::Context>,
+}
+
+impl Child {
+    pub fn start(name: &'static str) -> Child {
+        #[cfg(feature = "otel")]
+        {
+            Child {
+                cx: spans::child(name),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = name;
+            Child {}
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(cx) = self.cx.take() {
+            use opentelemetry::trace::TraceContextExt;
+            cx.span().end();
+        }
+    }
+}
+
+/// One HTTP exchange with the upstream (one attempt: retries and replays get one each).
+pub struct HttpAttempt {
+    #[cfg(feature = "otel")]
+    inner: Option<spans::HttpAttempt>,
+}
+
+impl HttpAttempt {
+    /// Starts the span of attempt number `resend` (0 for the first) of a `method` request to
+    /// `url` (only its host and port are recorded).
+    pub fn start(method: &str, url: &url::Url, resend: u32) -> HttpAttempt {
+        #[cfg(feature = "otel")]
+        {
+            HttpAttempt {
+                inner: spans::HttpAttempt::start(method, url, resend),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = (method, url, resend);
+            HttpAttempt {}
+        }
+    }
+
+    /// Ends the span with the response status (`Ok`) or an error kind (`Err`).
+    pub fn end(self, outcome: Result<u16, &str>) {
+        #[cfg(feature = "otel")]
+        if let Some(a) = self.inner {
+            a.end(outcome);
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = outcome;
+    }
+}
+
+/// What the tool policy decided for the current call (`allow`, `deny`, `confirmed`,
+/// `declined`, …): an attribute of the current span.
+pub fn decision(decision: &'static str) {
+    #[cfg(feature = "otel")]
+    spans::set_attribute("alibridge.policy.decision", decision);
+    #[cfg(not(feature = "otel"))]
+    let _ = decision;
+}
+
+/// A call the policy refused under `rule` (a rule name, e.g. `read_only`): the current span's
+/// decision and error, and the refusal counter.
+pub fn refused(tool: &str, rule: &str) {
+    #[cfg(feature = "otel")]
+    spans::refused(tool, rule);
+    #[cfg(not(feature = "otel"))]
+    let _ = (tool, rule);
+}
+
+/// Things counted (see [`instruments`] for the metric names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An Alibaba Cloud AccessKey exchanged for a bearer token.
+    TokenMint,
+    /// An OAuth access token refreshed (or a new sign-in).
+    TokenRefresh,
+    /// The upstream's event stream reconnected.
+    Reconnect,
+    /// A reconnect that resumed the stream with `Last-Event-ID`.
+    Resumption,
+    /// A message over `--max-message-size`, dropped.
+    Oversized,
+    /// The person confirmed a write.
+    ConfirmAccepted,
+    /// The person declined (or cancelled) a write.
+    ConfirmDeclined,
+    /// Nobody answered the confirmation in time.
+    ConfirmTimedOut,
+}
+
+/// Counts one `event`.
+pub fn count(event: Event) {
+    #[cfg(feature = "otel")]
+    spans::count(event);
+    #[cfg(not(feature = "otel"))]
+    let _ = event;
+}
+
+/// Whether telemetry was started (a collector is configured).
+pub fn enabled() -> bool {
+    #[cfg(feature = "otel")]
+    {
+        spans::enabled()
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        false
+    }
+}
