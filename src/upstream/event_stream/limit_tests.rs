@@ -208,3 +208,20 @@ fn an_oversized_answer_is_reported_with_its_id_and_the_stream_goes_on() {
     );
     assert_eq!(&evs[1].data[..], b"{\"id\":42}");
 }
+
+/// Found by the property above: growing the joined data with `reserve` let the allocation
+/// double past the limit (capacity 36 → 72 with a 40-byte limit). Three data lines that
+/// make exactly that growth: the buffer never holds more than the limit.
+#[test]
+fn joined_data_never_allocates_past_the_limit() {
+    let mut s = EventStream::new(stream::iter(Vec::<Result<Bytes, ()>>::new())).with_limit(40);
+    for line in [&[b'x'; 18][..], b"y", &[b'z'; 17]] {
+        s.add_data(Bytes::copy_from_slice(line));
+        let Data::Many(m) = &s.data else { continue };
+        assert!(m.capacity() <= 40, "capacity {} > limit 40", m.capacity());
+    }
+    assert!(
+        matches!(&s.data, Data::Many(m) if m.len() == 38),
+        "all three lines kept"
+    );
+}

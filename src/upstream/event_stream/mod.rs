@@ -289,8 +289,12 @@ where
             }
             Data::Many(mut m) => {
                 if needed > m.capacity() {
+                    // A copy into an exact allocation, not `reserve`: that may round up past
+                    // the limit (it doubles), and the limit is what bounds memory per event.
                     let target = needed.max(2 * m.capacity()).min(self.limit);
-                    m.reserve(target - m.len());
+                    let mut grown = BytesMut::with_capacity(target);
+                    grown.extend_from_slice(&m);
+                    m = grown;
                 }
                 m.extend_from_slice(b"\n");
                 m.extend_from_slice(&value);
