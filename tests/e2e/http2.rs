@@ -38,7 +38,10 @@ async fn every_request_and_the_get_stream_share_one_http2_connection() {
     assert_eq!(call["result"]["content"][0]["text"], "over h2", "{call}");
 
     let seen = server.seen();
-    let rpc: Vec<_> = seen.iter().filter_map(|s| s.rpc_method.as_deref()).collect();
+    let rpc: Vec<_> = seen
+        .iter()
+        .filter_map(|s| s.rpc_method.as_deref())
+        .collect();
     assert_eq!(
         rpc,
         [
@@ -55,7 +58,11 @@ async fn every_request_and_the_get_stream_share_one_http2_connection() {
         .count();
     assert_eq!(gets, 1, "one GET stream, held open: {seen:#?}");
     for s in &seen {
-        assert_eq!(s.conn, ConnId(1), "every request on the one connection: {seen:#?}");
+        assert_eq!(
+            s.conn,
+            ConnId(1),
+            "every request on the one connection: {seen:#?}"
+        );
         assert_eq!(s.version, http::Version::HTTP_2, "{seen:#?}");
     }
     for method in ["tools/list", "tools/call"] {
@@ -63,7 +70,10 @@ async fn every_request_and_the_get_stream_share_one_http2_connection() {
             .iter()
             .find(|s| s.rpc_method.as_deref() == Some(method))
             .unwrap();
-        assert_eq!(s.streams_open, 1, "{method} beside the open GET stream: {seen:#?}");
+        assert_eq!(
+            s.streams_open, 1,
+            "{method} beside the open GET stream: {seen:#?}"
+        );
     }
     assert_eq!(server.connections(), 1, "one TCP connection: {seen:#?}");
     assert_eq!(server.alpn(), [Some(b"h2".to_vec())], "negotiated by ALPN");

@@ -152,7 +152,13 @@ impl TlsServer {
     /// Waits until a request matching `pred` has arrived; returns it.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&Seen) -> bool) -> Seen {
         super::wait::until_notified(&self.state.changed, what, || {
-            self.state.seen.lock().unwrap().iter().find(|s| pred(s)).cloned()
+            self.state
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| pred(s))
+                .cloned()
         })
         .await
     }
@@ -179,7 +185,8 @@ fn certificates() -> (String, rustls::ServerConfig) {
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
 
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_key = KeyPair::generate().unwrap();
     let leaf = leaf.signed_by(&leaf_key, &ca).unwrap();
