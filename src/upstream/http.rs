@@ -8,6 +8,7 @@
 //! written, or when the credential refreshed after a 401/403 (the server refused it without
 //! running it). Anything else that fails after sending is reported, never repeated.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ pub struct HttpClient {
     /// A pool of its own for long-lived streams ([`HttpClient::stream_client`]), built on
     /// first use so start-up does not pay for it.
     streams: Arc<std::sync::OnceLock<reqwest::Client>>,
+    /// Set once a response came back over HTTP/2: the server multiplexes, so streams share
+    /// the client's connection instead of opening their own (issue 21).
+    speaks_h2: Arc<AtomicBool>,
     connect_timeout: Duration,
     static_headers: Arc<HeaderMap>,
     credential: Arc<dyn Credential>,
@@ -62,6 +66,7 @@ impl HttpClient {
         Ok(HttpClient {
             client,
             streams: Arc::new(std::sync::OnceLock::new()),
+            speaks_h2: Arc::new(AtomicBool::new(false)),
             connect_timeout,
             static_headers: Arc::new(static_headers),
             credential,
@@ -105,6 +110,7 @@ impl HttpClient {
     pub async fn preconnect(&self, url: &Url) {
         match self.client.head(url.clone()).send().await {
             Ok(resp) => {
+                self.note_version(&resp);
                 tracing::debug!(
                     status = resp.status().as_u16(),
                     "preconnected to the server"
@@ -116,17 +122,33 @@ impl HttpClient {
         }
     }
 
-    /// The client for long-lived streams (the GET stream): a connection pool of its own, so a
-    /// stream, which holds its HTTP/1.1 connection for as long as it is open, never takes the
-    /// warm connection the client's next request is about to use (that request would then pay
-    /// a new connect on the critical path). Built on first use, off the start-up path.
+    /// The client for long-lived streams (the GET stream). Over HTTP/1.1: a connection pool of
+    /// its own, so a stream, which holds its connection for as long as it is open, never takes
+    /// the warm connection the client's next request is about to use (that request would then
+    /// pay a new connect on the critical path); built on first use, off the start-up path.
+    /// Once the server answered over HTTP/2 (ALPN `h2`): the client itself, because a stream
+    /// is one more multiplexed stream on the connection everything else uses, and a pool of
+    /// its own would only cost a second TLS connection.
     pub fn stream_client(&self) -> &reqwest::Client {
+        if self.speaks_h2.load(Ordering::Relaxed) {
+            return &self.client;
+        }
         self.streams.get_or_init(|| {
             Self::build(self.connect_timeout).unwrap_or_else(|e| {
                 tracing::debug!(error = %e, "no separate stream pool; streams share the client's");
                 self.client.clone()
             })
         })
+    }
+
+    /// Remembers that the server speaks HTTP/2 when `resp` came over it (see
+    /// [`HttpClient::stream_client`]). Never unset: a server that negotiated `h2` once keeps
+    /// offering it (should one stop, a stream on the shared pool costs the next request a connect,
+    /// nothing worse).
+    fn note_version(&self, resp: &Response) {
+        if resp.version() == reqwest::Version::HTTP_2 {
+            self.speaks_h2.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Sends the request `build` makes, decorated with static headers and the credential.
@@ -145,6 +167,9 @@ impl HttpClient {
             let sent_auth = headers.get(reqwest::header::AUTHORIZATION).cloned();
             let sent = traced_send(build().headers(headers), url, resend).await;
             resend += 1;
+            if let Ok(resp) = &sent {
+                self.note_version(resp);
+            }
             match sent {
                 Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) && !auth_retried => {
                     let rejection = Rejection {
@@ -258,4 +283,37 @@ async fn read_limited(mut resp: Response, max: usize) -> bytes::Bytes {
         }
     }
     out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered_over(version: reqwest::Version) -> Response {
+        Response::from(
+            http::Response::builder()
+                .version(version)
+                .body(Vec::<u8>::new())
+                .unwrap(),
+        )
+    }
+
+    /// Streams get a pool of their own until the server is seen answering over HTTP/2, and
+    /// share the client's from then on; an HTTP/1.1 answer changes nothing.
+    #[test]
+    fn streams_share_the_clients_pool_once_the_server_spoke_http2() {
+        let http = HttpClient::new(
+            Duration::from_secs(1),
+            &[],
+            Arc::new(crate::auth::none::NoCredential),
+        )
+        .unwrap();
+        // A clone made before (each transport task holds one) learns it too.
+        let earlier = http.clone();
+        http.note_version(&answered_over(reqwest::Version::HTTP_11));
+        assert!(!std::ptr::eq(http.stream_client(), http.client()));
+        http.note_version(&answered_over(reqwest::Version::HTTP_2));
+        assert!(std::ptr::eq(http.stream_client(), http.client()));
+        assert!(std::ptr::eq(earlier.stream_client(), earlier.client()));
+    }
 }

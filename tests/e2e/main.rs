@@ -30,6 +30,8 @@ mod first_contact;
 /// Hostile peers: redirects, legacy endpoint events and host names that would steer
 /// credentials to another origin (a canary on 127.0.0.2 proves nothing arrives).
 mod hostile;
+/// Issue 21 over HTTPS + HTTP/2 (ALPN `h2`): every request, the GET stream too, on one connection.
+mod http2;
 /// The OAuth token store on a real keychain (gnome-keyring's Secret Service, `--ignored`
 /// under `.ci/run`), and the 0600 file fallback without one.
 mod keyring;

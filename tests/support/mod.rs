@@ -37,6 +37,7 @@ pub mod peers_modern;
 pub mod pin_server;
 pub mod pins;
 pub mod proxy;
+pub mod tls_server;
 pub mod wait;
 
 /// Declares table-driven tests: each row `name => case,` becomes a `#[tokio::test]` of that
