@@ -16,6 +16,7 @@ pub mod oauth;
 pub mod pkce;
 pub mod secret;
 pub mod token_command;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -186,7 +186,7 @@ impl TokenStore {
                 Ok(Some(s)) => rec.secrets = s,
                 Ok(None) => rec.secrets = Secrets::default(),
                 Err(e) => {
-                    return Err(OAuthError::Store(format!(
+                    return Err(OAuthError::Keychain(format!(
                         "the sign-in for {server} is in the OS keychain, which is not available now ({e}); \
                          unlock it, or run `alibridge logout {server}` and sign in again with --token-store file"
                     )))
@@ -216,10 +216,11 @@ impl TokenStore {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(OAuthError::Store(format!(
-                "cannot read {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(OAuthError::Store {
+                action: "read",
+                path: path.to_path_buf(),
+                source: e,
+            }),
         }
     }
 
@@ -244,7 +245,7 @@ impl TokenStore {
                     None
                 }
                 Err(e) if self.kind == StoreKind::Keyring => {
-                    return Err(OAuthError::Store(format!(
+                    return Err(OAuthError::Keychain(format!(
                         "cannot write to the OS keychain ({e}); unlock it, or use --token-store file (ALIBRIDGE_TOKEN_STORE=file) on machines without one"
                     )))
                 }
@@ -296,10 +297,11 @@ impl TokenStore {
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(OAuthError::Store(format!(
-                "cannot delete {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(OAuthError::Store {
+                action: "delete",
+                path: path.to_path_buf(),
+                source: e,
+            }),
         }
     }
 
@@ -340,14 +342,20 @@ fn hex_digest(s: &str, bytes: usize) -> String {
 /// [`crate::private_fs`]: unique temporary file, fsync, rename, directory fsync; loose modes
 /// tightened or refused).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), OAuthError> {
-    crate::private_fs::write_private(path, bytes)
-        .map_err(|e| OAuthError::Store(format!("cannot write {}: {e}", path.display())))
+    crate::private_fs::write_private(path, bytes).map_err(|e| OAuthError::Store {
+        action: "write",
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 /// Creates `dir` (and parents) with mode 0700 on Unix, or makes an existing one private.
 pub fn create_private_dir(dir: &Path) -> Result<(), OAuthError> {
-    crate::private_fs::create_private_dir(dir)
-        .map_err(|e| OAuthError::Store(format!("cannot use {}: {e}", dir.display())))
+    crate::private_fs::create_private_dir(dir).map_err(|e| OAuthError::Store {
+        action: "use",
+        path: dir.to_path_buf(),
+        source: e,
+    })
 }
 
 /// Says once per process that sign-ins go to a file because the keychain cannot be used
