@@ -145,17 +145,15 @@ fn sts_keys(
     origin: &str,
 ) -> Result<AccessKeys, AuthError> {
     let v = resp.map_err(|e| {
-        let message = format!(
-            "could not assume the RAM role {role} (credentials from {origin}): {e}. Check that the \
-             role exists, trusts the caller, and that the caller may call sts:AssumeRole"
-        );
-        match e {
-            ApiError::Service { .. } => AuthError::Denied(message),
-            ApiError::Malformed { .. } => AuthError::Protocol(message),
-            ApiError::Unreachable { .. } | ApiError::ForeignOrigin(_) => {
-                AuthError::Network(message)
-            }
-        }
+        AuthError::api(
+            format!(
+                "could not assume the RAM role {role} with the credentials from {origin} (check \
+                 that the role exists, trusts the caller, and that the caller may call \
+                 sts:AssumeRole)"
+            ),
+            e,
+            false,
+        )
     })?;
     parse_temporary(v.get("Credentials").unwrap_or(&Value::Null)).ok_or_else(|| {
         AuthError::Protocol(format!(
