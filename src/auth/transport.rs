@@ -13,6 +13,8 @@ pub enum Transport {
     Http(reqwest::Error),
     /// The answer passed [`MAX_SERVICE_ANSWER`] bytes.
     TooLarge,
+    /// The answer, read whole, is not JSON (the parser's finding is the source).
+    NotJson(serde_json::Error),
 }
 
 impl Transport {
@@ -20,7 +22,7 @@ impl Transport {
     pub fn reqwest(&self) -> Option<&reqwest::Error> {
         match self {
             Transport::Http(e) => Some(e),
-            Transport::TooLarge => None,
+            Transport::TooLarge | Transport::NotJson(_) => None,
         }
     }
 }
@@ -49,14 +51,28 @@ impl std::fmt::Display for Transport {
                 "the answer is larger than {MAX_SERVICE_ANSWER} bytes, which no credential or \
                  authorization service sends"
             ),
+            Transport::NotJson(_) => f.write_str("the answer is not JSON"),
         }
     }
 }
 
-impl std::error::Error for Transport {}
+impl std::error::Error for Transport {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Transport::NotJson(e) => Some(e),
+            Transport::Http(_) | Transport::TooLarge => None,
+        }
+    }
+}
 
 /// [`crate::net::read_small`] with its failure typed: reads an answer of at most
 /// [`MAX_SERVICE_ANSWER`] bytes.
 pub async fn read_small(resp: reqwest::Response) -> Result<bytes::Bytes, Transport> {
     Ok(crate::net::read_body(resp, MAX_SERVICE_ANSWER).await?)
+}
+
+/// [`read_small`], parsed as JSON.
+pub async fn read_small_json(resp: reqwest::Response) -> Result<serde_json::Value, Transport> {
+    let bytes = read_small(resp).await?;
+    serde_json::from_slice(&bytes).map_err(Transport::NotJson)
 }
