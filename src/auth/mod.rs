@@ -18,6 +18,9 @@ pub mod secret;
 pub mod token_command;
 pub mod transport;
 
+#[cfg(test)]
+mod chain_tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
