@@ -79,11 +79,14 @@ pub enum OAuthError {
         #[source]
         source: std::io::Error,
     },
-    /// The OS keychain could not be used; the text says which sign-in and what to do. The
-    /// keychain's own reason is part of it: the optional `keyring` backend reports it as
-    /// text only.
-    #[error("token store: {0}")]
-    Keychain(String),
+    /// The OS keychain could not be used: `what` says which sign-in and what to do, `source`
+    /// why the keychain failed.
+    #[error("token store: {what}")]
+    Keychain {
+        what: String,
+        #[source]
+        source: super::store::KeychainError,
+    },
     /// The blocking task that runs the token store did not finish (it panicked or was
     /// cancelled at shutdown).
     #[error("token store: the store task did not finish")]
