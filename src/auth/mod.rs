@@ -105,6 +105,10 @@ pub enum AuthError {
     /// were found cannot work.
     #[error(transparent)]
     Chain(#[from] access_key::chain::ChainError),
+    /// A watched credential file changed into something that cannot be used (the chain's
+    /// finding is the source); the old identity is not kept silently.
+    #[error("the Alibaba Cloud credentials changed on disk and can no longer be used")]
+    Changed(#[source] access_key::chain::ChainError),
     /// The account's Core endpoint could not be read from the discovery answer.
     #[error(transparent)]
     Core(#[from] access_key::discovery::CoreError),
@@ -212,7 +216,7 @@ impl AuthError {
             AuthError::Chain(access_key::chain::ChainError::NotFound { .. }) => {
                 AuthFailure::NotFound
             }
-            AuthError::Chain(_) => AuthFailure::Config,
+            AuthError::Chain(_) | AuthError::Changed(_) => AuthFailure::Config,
             AuthError::Core(access_key::discovery::CoreError::NoCores { .. }) => {
                 AuthFailure::Config
             }
