@@ -135,12 +135,13 @@ pub enum AuthError {
     /// A call to an Alibaba Cloud API (STS, RAM-OAuth, OpenAPI Explorer) failed: `message` says
     /// what alibridge was doing and what to do, `source` what the service or the network said.
     /// `failure` is the kind ([`AuthFailure::Network`], `Protocol`, `Denied`, `NotPermitted`).
+    /// Boxed: an API error is large, and every `Result<_, AuthError>` would carry its size.
     #[error("{message}")]
     Api {
         failure: AuthFailure,
         message: String,
         #[source]
-        source: access_key::api::ApiError,
+        source: Box<access_key::api::ApiError>,
     },
     /// A credential service (instance metadata, a credentials URI) could not be reached or
     /// its answer not read: `message` says which and what to do.
@@ -251,7 +252,7 @@ impl AuthError {
         AuthError::Api {
             failure,
             message,
-            source,
+            source: Box::new(source),
         }
     }
 }

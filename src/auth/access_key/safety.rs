@@ -156,7 +156,7 @@ impl Binding {
         let failed = |source: ApiError| AuthError::Api {
             failure: AuthFailure::Denied,
             message: format!("{context} ({advice})"),
-            source,
+            source: Box::new(source),
         };
         let mut url = self.endpoint.clone();
         url.set_path(PATH);

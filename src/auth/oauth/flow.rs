@@ -159,7 +159,7 @@ async fn register(
         .await
         .map_err(|e| OAuthError::Unreachable {
             what: format!("registration endpoint {endpoint}"),
-            source: e.into(),
+            source: e,
         })?;
     let r: Registered = serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed {
         what: "the registration answer has no client_id".into(),

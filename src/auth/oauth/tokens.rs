@@ -188,7 +188,7 @@ async fn post(
         .await
         .map_err(|e| OAuthError::Unreachable {
             what: format!("token endpoint {endpoint}"),
-            source: e.into(),
+            source: e,
         })?;
     if (200..300).contains(&status) {
         let raw: Raw = serde_json::from_slice(&bytes).map_err(|e| OAuthError::Malformed {
