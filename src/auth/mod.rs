@@ -16,6 +16,10 @@ pub mod oauth;
 pub mod pkce;
 pub mod secret;
 pub mod token_command;
+pub mod transport;
+
+#[cfg(test)]
+mod chain_tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,27 +105,59 @@ pub enum AuthError {
     /// were found cannot work.
     #[error(transparent)]
     Chain(#[from] access_key::chain::ChainError),
+    /// A watched credential file changed into something that cannot be used (the chain's
+    /// finding is the source); the old identity is not kept silently.
+    #[error("the Alibaba Cloud credentials changed on disk and can no longer be used")]
+    Changed(#[source] access_key::chain::ChainError),
     /// The account's Core endpoint could not be read from the discovery answer.
     #[error(transparent)]
     Core(#[from] access_key::discovery::CoreError),
-    /// The credential's own configuration cannot work (an unsupported profile mode, an
-    /// unreadable token file, a changed credentials file).
+    /// The credential's own configuration cannot work (an unsupported profile mode, a
+    /// changed credentials file). The text is our own finding and advice; a failure with an
+    /// underlying error is [`AuthError::Io`], [`AuthError::Api`] or [`AuthError::Unreachable`].
     #[error("{0}")]
     Config(String),
     /// The issuer refused: wrong key or secret, a role that may not be assumed, a server that
-    /// keeps asking for more scope.
+    /// keeps asking for more scope. Our own text (a refusal by an API is [`AuthError::Api`]).
     #[error("{0}")]
     Denied(String),
     /// The identity may not mint OpenAPI MCP tokens, or the OpenAPI MCP application is not yet
-    /// authorized for the account (what `alibridge pre-check` fixes).
+    /// authorized for the account (what `alibridge pre-check` fixes). Our own text.
     #[error("{0}")]
     NotPermitted(String),
-    /// The credential service could not be reached.
+    /// The credential service could not be reached in time; our own text (a command that did
+    /// not finish). A transport failure is [`AuthError::Unreachable`].
     #[error("{0}")]
     Network(String),
-    /// The credential service answered something unusable.
+    /// The credential service answered something unusable; our own text (what was missing).
     #[error("{0}")]
     Protocol(String),
+    /// A call to an Alibaba Cloud API (STS, RAM-OAuth, OpenAPI Explorer) failed: `message` says
+    /// what alibridge was doing and what to do, `source` what the service or the network said.
+    /// `failure` is the kind ([`AuthFailure::Network`], `Protocol`, `Denied`, `NotPermitted`).
+    /// Boxed: an API error is large, and every `Result<_, AuthError>` would carry its size.
+    #[error("{message}")]
+    Api {
+        failure: AuthFailure,
+        message: String,
+        #[source]
+        source: Box<access_key::api::ApiError>,
+    },
+    /// A credential service (instance metadata, a credentials URI) could not be reached or
+    /// its answer not read: `message` says which and what to do.
+    #[error("{message}")]
+    Unreachable {
+        message: String,
+        #[source]
+        source: transport::Transport,
+    },
+    /// A local file or command the credential needs failed (a token file, `--token-command`).
+    #[error("{message}")]
+    Io {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP client could not be set up.
     #[error("cannot set up the HTTPS client")]
     Tls(#[source] reqwest::Error),
@@ -181,7 +217,7 @@ impl AuthError {
             AuthError::Chain(access_key::chain::ChainError::NotFound { .. }) => {
                 AuthFailure::NotFound
             }
-            AuthError::Chain(_) => AuthFailure::Config,
+            AuthError::Chain(_) | AuthError::Changed(_) => AuthFailure::Config,
             AuthError::Core(access_key::discovery::CoreError::NoCores { .. }) => {
                 AuthFailure::Config
             }
@@ -191,8 +227,32 @@ impl AuthError {
             AuthError::NotPermitted(_) => AuthFailure::NotPermitted,
             AuthError::Network(_) => AuthFailure::Network,
             AuthError::Protocol(_) => AuthFailure::Protocol,
+            AuthError::Api { failure, .. } => *failure,
+            AuthError::Unreachable { .. } => AuthFailure::Network,
+            AuthError::Io { .. } => AuthFailure::Config,
             AuthError::Tls(_) => AuthFailure::Tls,
             AuthError::OAuth(_) => AuthFailure::OAuth,
+        }
+    }
+}
+
+impl AuthError {
+    /// A failed API call, as the kind its error is: the network ([`AuthFailure::Network`]), an
+    /// unreadable answer (`Protocol`), a refusal (`Denied`, or `NotPermitted` when the caller
+    /// found the refusal to be about permissions). `message` is the context and the advice;
+    /// the API error itself is the source, shown once after it.
+    pub fn api(message: String, source: access_key::api::ApiError, not_permitted: bool) -> Self {
+        use access_key::api::ApiError;
+        let failure = match &source {
+            ApiError::Unreachable { .. } | ApiError::ForeignOrigin(_) => AuthFailure::Network,
+            ApiError::Malformed { .. } => AuthFailure::Protocol,
+            ApiError::Service { .. } if not_permitted => AuthFailure::NotPermitted,
+            ApiError::Service { .. } => AuthFailure::Denied,
+        };
+        AuthError::Api {
+            failure,
+            message,
+            source: Box::new(source),
         }
     }
 }

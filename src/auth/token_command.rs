@@ -55,10 +55,9 @@ impl TokenCommand {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            AuthError::Config(format!(
-                "cannot run --token-command: {e}; check the command"
-            ))
+        let mut child = cmd.spawn().map_err(|source| AuthError::Io {
+            message: "cannot run --token-command (check the command)".into(),
+            source,
         })?;
         let mut stdout = child.stdout.take().expect("piped");
         let outcome = tokio::time::timeout(RUN_TIMEOUT, async {
@@ -75,14 +74,20 @@ impl TokenCommand {
             ))
         })?;
         let (out, status) = outcome;
-        let status = status.map_err(|e| AuthError::Config(format!("--token-command: {e}")))?;
+        let status = status.map_err(|source| AuthError::Io {
+            message: "cannot wait for --token-command".into(),
+            source,
+        })?;
         if !status.success() {
             return Err(AuthError::Denied(format!(
                 "--token-command failed ({status}); its messages are above (stderr). Run it in a \
                  terminal to fix it (signed out of the SSO helper? vault locked?)"
             )));
         }
-        let out = out.map_err(|e| AuthError::Config(format!("--token-command output: {e}")))?;
+        let out = out.map_err(|source| AuthError::Io {
+            message: "cannot read the output of --token-command".into(),
+            source,
+        })?;
         parse_output(&String::from_utf8_lossy(&out))
     }
 }

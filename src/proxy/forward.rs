@@ -204,9 +204,10 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
         Err(e) => {
             proxy.stats.upstream_errors.inc();
             op.fail(e.kind());
-            warn!(method = %method, path = parts.uri.path(), error = %e, "upstream request failed");
+            let why = crate::logging::error_line(&e);
+            warn!(method = %method, path = parts.uri.path(), error = %why, "upstream request failed");
             if let Some(pp) = &proxy.policy {
-                pp.call_failed(&key, tracked, e.to_string());
+                pp.call_failed(&key, tracked, why);
             }
             error_response(&e, &url)
         }
@@ -502,7 +503,10 @@ fn error_response(e: &UpstreamError, url: &Url) -> Response<Body> {
         UpstreamError::Auth(a) => json!({
             "error": "credential_failed",
             "upstream": upstream,
-            "message": format!("alibridge proxy could not get credentials for the upstream: {a}"),
+            "message": format!(
+                "alibridge proxy could not get credentials for the upstream: {}",
+                crate::logging::error_line(a)
+            ),
         }),
         UpstreamError::ForeignOrigin(f) => json!({
             "error": "upstream_redirect",

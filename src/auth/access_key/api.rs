@@ -13,7 +13,6 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::net::origin::foreign_redirect;
-use crate::net::{describe, read_small};
 use crate::signer::{self, acs3, rpc_v2, ApiCredentials, HttpMethod};
 
 /// How far the local clock may drift before errors mention it (the service allows 15 min).
@@ -28,8 +27,13 @@ pub struct ApiClient {
 /// A failed API call.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("could not reach {host}: {detail}")]
-    Unreachable { host: String, detail: String },
+    /// `host` could not be reached, or its answer not read.
+    #[error("could not reach {host}")]
+    Unreachable {
+        host: String,
+        #[source]
+        source: crate::auth::transport::Transport,
+    },
     #[error("{host} answered HTTP {status} {code}: {message} (RequestId {request_id}){}", skew_note(*clock_skew_secs))]
     Service {
         host: String,
@@ -42,11 +46,12 @@ pub enum ApiError {
     },
     #[error(transparent)]
     ForeignOrigin(#[from] crate::net::origin::ForeignOrigin),
-    #[error("{host} sent an answer that is not JSON (HTTP {status}): {detail}")]
+    #[error("{host} sent an answer that is not JSON (HTTP {status})")]
     Malformed {
         host: String,
         status: u16,
-        detail: String,
+        #[source]
+        source: serde_json::Error,
     },
 }
 
@@ -172,22 +177,23 @@ impl ApiClient {
             Some(refused) => ApiError::ForeignOrigin(refused),
             None => ApiError::Unreachable {
                 host: host.clone(),
-                detail: describe(&e),
+                source: e.into(),
             },
         })?;
         let status = resp.status().as_u16();
         let skew = clock_skew(resp.headers().get(reqwest::header::DATE));
-        let bytes = read_small(resp)
+        let bytes = crate::auth::transport::read_small(resp)
             .await
-            .map_err(|detail| ApiError::Unreachable {
+            .map_err(|source| ApiError::Unreachable {
                 host: host.clone(),
-                detail,
+                source,
             })?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed {
-            host: host.clone(),
-            status,
-            detail: e.to_string(),
-        })?;
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|source| ApiError::Malformed {
+                host: host.clone(),
+                status,
+                source,
+            })?;
         let text = |k: &str| {
             value
                 .get(k)

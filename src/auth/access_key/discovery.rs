@@ -140,14 +140,13 @@ fn explain(e: ApiError, keys: &AccessKeys, site: Site) -> AuthError {
             site.console_url()
         )
     };
-    let message = format!(
-        "could not find this account's OpenAPI MCP Core endpoint (no URL was given): {e}. {hint}"
-    );
-    match e {
-        ApiError::Unreachable { .. } | ApiError::ForeignOrigin(_) => AuthError::Network(message),
-        ApiError::Malformed { .. } => AuthError::Protocol(message),
-        ApiError::Service { .. } => AuthError::Denied(message),
-    }
+    AuthError::api(
+        format!(
+            "could not find this account's OpenAPI MCP Core endpoint, as no URL was given ({hint})"
+        ),
+        e,
+        false,
+    )
 }
 
 /// The Core endpoint of whichever identity the AccessKey credential holds now.

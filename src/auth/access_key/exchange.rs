@@ -123,15 +123,11 @@ impl Exchange {
         } else {
             format!("check --site-type (now {site}) and --client-id")
         };
-        let message = format!("could not get an OpenAPI MCP token: {e}. {hint}");
-        match e {
-            ApiError::Unreachable { .. } | ApiError::ForeignOrigin(_) => {
-                AuthError::Network(message)
-            }
-            ApiError::Malformed { .. } => AuthError::Protocol(message),
-            ApiError::Service { .. } if not_permitted => AuthError::NotPermitted(message),
-            ApiError::Service { .. } => AuthError::Denied(message),
-        }
+        AuthError::api(
+            format!("could not get an OpenAPI MCP token ({hint})"),
+            e,
+            not_permitted,
+        )
     }
 }
 

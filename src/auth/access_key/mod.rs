@@ -254,11 +254,7 @@ impl AccessKeyCredential {
             env: &env,
             home: home_dir(),
         };
-        let resolved = chain::resolve(&input).map_err(|e| {
-            AuthError::Config(format!(
-                "the Alibaba Cloud credentials changed on disk and can no longer be used: {e}"
-            ))
-        })?;
+        let resolved = chain::resolve(&input).map_err(AuthError::Changed)?;
         info!(source = %resolved.source.describe(), "credential files changed; using the new credentials");
         st.watched = resolved
             .watched

@@ -17,12 +17,12 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, DATE};
 use reqwest::Url;
 use serde_json::{json, Value};
 
-use super::api::ApiClient;
+use super::api::{ApiClient, ApiError};
 use super::site::is_openapi_mcp_host;
 use crate::auth::secret::Secret;
-use crate::auth::AuthError;
+use crate::auth::transport::read_small;
+use crate::auth::{AuthError, AuthFailure};
 use crate::net::origin::foreign_redirect;
-use crate::net::{describe, read_small};
 
 pub const ACTION: &str = "UpdateBearerTokenSafetyPolicy";
 pub const VERSION: &str = "2024-11-30";
@@ -144,13 +144,19 @@ impl Binding {
     /// Binds the policy to `token`. The error never contains the token.
     pub async fn apply(&self, api: &ApiClient, token: &Secret) -> Result<(), AuthError> {
         let host = self.endpoint.host_str().unwrap_or_default().to_string();
-        let fail = |detail: String| {
-            AuthError::Denied(format!(
-                "could not bind the safety policy to the new OpenAPI MCP token ({ACTION} at \
-                 {host}): {detail}. alibridge does not use a token without the policy you asked \
-                 for; check --safety-policy (e.g. ecs:describe-*=allow,*=deny) and \
-                 --allow-tools, or --safety-policy-endpoint"
-            ))
+        let context = format!(
+            "could not bind the safety policy to the new OpenAPI MCP token ({ACTION} at {host})"
+        );
+        let advice = "alibridge does not use a token without the policy you asked for; check \
+                      --safety-policy (e.g. ecs:describe-*=allow,*=deny) and --allow-tools, or \
+                      --safety-policy-endpoint";
+        let fail = |detail: String| AuthError::Denied(format!("{context}: {detail}. {advice}"));
+        // A failed exchange keeps its cause typed; the kind stays `Denied`, as for a refusal:
+        // either way no token is used.
+        let failed = |source: ApiError| AuthError::Api {
+            failure: AuthFailure::Denied,
+            message: format!("{context} ({advice})"),
+            source: Box::new(source),
         };
         let mut url = self.endpoint.clone();
         url.set_path(PATH);
@@ -181,11 +187,19 @@ impl Binding {
         // The body holds the token: drop our copy as soon as it is sent.
         body.clear();
         let resp = resp.map_err(|e| match foreign_redirect(&e) {
-            Some(refused) => fail(refused.to_string()),
-            None => fail(format!("could not reach {host}: {}", describe(&e))),
+            Some(refused) => failed(ApiError::ForeignOrigin(refused)),
+            None => failed(ApiError::Unreachable {
+                host: host.clone(),
+                source: e.into(),
+            }),
         })?;
         let status = resp.status().as_u16();
-        let bytes = read_small(resp).await.map_err(fail)?;
+        let bytes = read_small(resp).await.map_err(|source| {
+            failed(ApiError::Unreachable {
+                host: host.clone(),
+                source,
+            })
+        })?;
         let answer: Value = if bytes.is_empty() {
             Value::Null
         } else {

@@ -10,11 +10,10 @@ use serde_json::Value;
 
 use super::api::{ApiClient, ApiError};
 use super::keys::{parse_utc, AccessKeys, KeySource, Renewing, SharedSource};
-use crate::net::{read_small, read_small_json};
+use crate::auth::transport::{read_small, read_small_json, Transport};
 use futures_util::future::BoxFuture;
 
 use crate::auth::AuthError;
-use crate::net::describe;
 use crate::signer::rpc_v2::RpcCall;
 use crate::signer::HttpMethod;
 
@@ -108,11 +107,12 @@ impl KeySource for OidcRole {
         Box::pin(self.cache.get(move || async move {
             let token = tokio::fs::read_to_string(&self.token_file)
                 .await
-                .map_err(|e| {
-                    AuthError::Config(format!(
-                        "cannot read the OIDC token file {} ({e}); check ALIBABA_CLOUD_OIDC_TOKEN_FILE or the profile's oidc_token_file",
+                .map_err(|source| AuthError::Io {
+                    message: format!(
+                        "cannot read the OIDC token file {} (check ALIBABA_CLOUD_OIDC_TOKEN_FILE or the profile's oidc_token_file)",
                         self.token_file.display()
-                    ))
+                    ),
+                    source,
                 })?;
             let duration = self.spec.duration_secs.to_string();
             let mut form = vec![
@@ -145,17 +145,15 @@ fn sts_keys(
     origin: &str,
 ) -> Result<AccessKeys, AuthError> {
     let v = resp.map_err(|e| {
-        let message = format!(
-            "could not assume the RAM role {role} (credentials from {origin}): {e}. Check that the \
-             role exists, trusts the caller, and that the caller may call sts:AssumeRole"
-        );
-        match e {
-            ApiError::Service { .. } => AuthError::Denied(message),
-            ApiError::Malformed { .. } => AuthError::Protocol(message),
-            ApiError::Unreachable { .. } | ApiError::ForeignOrigin(_) => {
-                AuthError::Network(message)
-            }
-        }
+        AuthError::api(
+            format!(
+                "could not assume the RAM role {role} with the credentials from {origin} (check \
+                 that the role exists, trusts the caller, and that the caller may call \
+                 sts:AssumeRole)"
+            ),
+            e,
+            false,
+        )
     })?;
     parse_temporary(v.get("Credentials").unwrap_or(&Value::Null)).ok_or_else(|| {
         AuthError::Protocol(format!(
@@ -191,11 +189,12 @@ impl KeySource for EcsRole {
 
     fn keys<'a>(&'a self, api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>> {
         Box::pin(self.cache.get(move || async move {
-            let fail = |what: String| {
-                AuthError::Network(format!(
-                    "could not get the ECS instance role credentials ({what}); this only works on \
-                     an ECS instance with a RAM role attached"
-                ))
+            const ECS: &str = "could not get the ECS instance role credentials (this only works \
+                               on an ECS instance with a RAM role attached)";
+            let fail = |what: String| AuthError::Network(format!("{ECS}: {what}"));
+            let unreachable = |source: Transport| AuthError::Unreachable {
+                message: ECS.into(),
+                source,
             };
             let http = api.http();
             let t = Duration::from_secs(2);
@@ -231,15 +230,15 @@ impl KeySource for EcsRole {
             let role = match &self.role_name {
                 Some(r) => r.clone(),
                 None => {
-                    let resp = get(base.clone()).await.map_err(|e| fail(describe(&e)))?;
-                    let name = read_small(resp).await.map_err(fail)?;
+                    let resp = get(base.clone()).await.map_err(|e| unreachable(e.into()))?;
+                    let name = read_small(resp).await.map_err(unreachable)?;
                     String::from_utf8_lossy(&name).trim().to_string()
                 }
             };
             let resp = get(format!("{base}{role}"))
                 .await
-                .map_err(|e| fail(describe(&e)))?;
-            let v: Value = read_small_json(resp).await.map_err(fail)?;
+                .map_err(|e| unreachable(e.into()))?;
+            let v: Value = read_small_json(resp).await.map_err(unreachable)?;
             parse_temporary(&v)
                 .ok_or_else(|| fail(format!("role {role}: no credentials in the answer")))
         }))
@@ -260,22 +259,22 @@ impl KeySource for CredentialsUri {
 
     fn keys<'a>(&'a self, api: &'a ApiClient) -> BoxFuture<'a, Result<AccessKeys, AuthError>> {
         Box::pin(self.cache.get(move || async move {
-            let fail = |what: String| {
-                AuthError::Network(format!(
-                    "the credentials URI from {} failed: {what}",
-                    self.origin
-                ))
+            let context = || format!("the credentials URI from {} failed", self.origin);
+            let fail = |what: String| AuthError::Network(format!("{}: {what}", context()));
+            let unreachable = |source: Transport| AuthError::Unreachable {
+                message: context(),
+                source,
             };
             let resp = api
                 .http()
                 .get(self.uri.clone())
                 .send()
                 .await
-                .map_err(|e| fail(describe(&e)))?;
+                .map_err(|e| unreachable(e.into()))?;
             if !resp.status().is_success() {
                 return Err(fail(format!("HTTP {}", resp.status().as_u16())));
             }
-            let v: Value = read_small_json(resp).await.map_err(fail)?;
+            let v: Value = read_small_json(resp).await.map_err(unreachable)?;
             parse_temporary(&v)
                 .ok_or_else(|| fail("no AccessKeyId/AccessKeySecret in the answer".into()))
         }))
@@ -317,7 +316,13 @@ impl KeySource for External {
             let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
                 .await
                 .map_err(|_| fail("timed out after 60 s".into()))?
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(|source| AuthError::Io {
+                    message: format!(
+                        "cannot run the External profile's process_command ({})",
+                        self.origin
+                    ),
+                    source,
+                })?;
             if !out.status.success() {
                 return Err(fail(format!("exit status {}", out.status)));
             }

@@ -171,8 +171,9 @@ pub async fn discover(
         }
     }
     let issuer = match prm.as_ref().and_then(|p| p.authorization_servers.first()) {
-        Some(i) => Url::parse(i).map_err(|e| {
-            OAuthError::Discovery(format!("authorization server {i:?} is not a URL: {e}"))
+        Some(i) => Url::parse(i).map_err(|e| OAuthError::BadIssuer {
+            issuer: i.clone(),
+            source: e,
         })?,
         None => origin(server),
     };
@@ -383,11 +384,10 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     {
         Ok(r) => r,
         Err(e) => {
-            return Err(OAuthError::Unreachable(format!(
-                "{}: {}",
-                crate::net::display_url(url),
-                crate::net::describe(&e)
-            )))
+            return Err(OAuthError::Unreachable {
+                what: crate::net::display_url(url),
+                source: e.into(),
+            })
         }
     };
     if !resp.status().is_success() {

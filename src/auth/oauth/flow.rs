@@ -53,9 +53,7 @@ pub async fn bind(ports: &[u16]) -> Result<Listener, OAuthError> {
         }
     }
     let (p, e) = last.expect("at least one port");
-    Err(OAuthError::Callback(format!(
-        "cannot listen on 127.0.0.1:{p} for the sign-in redirect ({e}); free the port or pass another --callback-port"
-    )))
+    Err(OAuthError::Listen { port: p, source: e })
 }
 
 /// Picks the client identity, in the spec's order: pre-registered (flag/env), a Client ID
@@ -139,15 +137,15 @@ async fn register(
         .timeout(Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| {
-            OAuthError::Unreachable(format!(
-                "registration endpoint {endpoint}: {}",
-                crate::net::describe(&e)
-            ))
+        .map_err(|e| OAuthError::Unreachable {
+            what: format!("registration endpoint {endpoint}"),
+            source: e.into(),
         })?;
     let status = resp.status().as_u16();
     if !resp.status().is_success() {
-        let body = crate::net::read_small(resp).await.unwrap_or_default();
+        let body = crate::auth::transport::read_small(resp)
+            .await
+            .unwrap_or_default();
         return Err(OAuthError::Registration(format!(
             "dynamic client registration at {endpoint} failed with HTTP {status}: {}. {}",
             String::from_utf8_lossy(&body)
@@ -157,11 +155,15 @@ async fn register(
             "Register an application yourself and pass --oauth-client-id"
         )));
     }
-    let body = crate::net::read_small(resp)
+    let body = crate::auth::transport::read_small(resp)
         .await
-        .map_err(|e| OAuthError::Unreachable(format!("registration endpoint {endpoint}: {e}")))?;
-    let r: Registered = serde_json::from_slice(&body).map_err(|e| {
-        OAuthError::Registration(format!("the registration answer has no client_id ({e})"))
+        .map_err(|e| OAuthError::Unreachable {
+            what: format!("registration endpoint {endpoint}"),
+            source: e,
+        })?;
+    let r: Registered = serde_json::from_slice(&body).map_err(|e| OAuthError::Malformed {
+        what: "the registration answer has no client_id".into(),
+        source: e,
     })?;
     info!("registered this client with the authorization server");
     Ok(ClientIdentity {
@@ -238,7 +240,7 @@ pub async fn authorize(
     let check = |cb: &Callback| check_issuer(disc, cb);
     let waited = tokio::time::timeout(cfg.auth_timeout, async {
         tokio::select! {
-            r = listener.wait(&state, check) => r.map_err(|e| OAuthError::Callback(e.to_string())),
+            r = listener.wait(&state, check) => r.map_err(OAuthError::Redirect),
             r = read_pasted(&state, &check), if paste => r,
         }
     })

@@ -33,8 +33,10 @@ impl ServerLock {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| {
-                OAuthError::Store(format!("cannot open the lock {}: {e}", path.display()))
+            .map_err(|e| OAuthError::Store {
+                action: "open the lock",
+                path: path.to_path_buf(),
+                source: e,
             })?;
         // No deadline when `timeout` is too large to add (it then cannot end anyway).
         let deadline = Instant::now().checked_add(timeout);
@@ -53,7 +55,11 @@ impl ServerLock {
                     )))
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(OAuthError::Store(format!("cannot lock {}: {e}", path.display())))
+                    return Err(OAuthError::Store {
+                        action: "lock",
+                        path: path.to_path_buf(),
+                        source: e,
+                    })
                 }
             }
         }

@@ -174,7 +174,7 @@ impl OAuthCredential {
         let resource = self.resource.clone();
         tokio::task::spawn_blocking(move || f(&store, &resource))
             .await
-            .map_err(|e| OAuthError::Store(format!("the token store task failed: {e}")))?
+            .map_err(OAuthError::StoreTask)?
     }
 
     async fn load(&self, issuer: Option<String>) -> Result<Option<Record>, OAuthError> {

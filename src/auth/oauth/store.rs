@@ -185,11 +185,14 @@ impl TokenStore {
             match keyring_get(&stem) {
                 Ok(Some(s)) => rec.secrets = s,
                 Ok(None) => rec.secrets = Secrets::default(),
-                Err(e) => {
-                    return Err(OAuthError::Store(format!(
-                        "the sign-in for {server} is in the OS keychain, which is not available now ({e}); \
-                         unlock it, or run `alibridge logout {server}` and sign in again with --token-store file"
-                    )))
+                Err(source) => {
+                    return Err(OAuthError::Keychain {
+                        what: format!(
+                            "the sign-in for {server} is in the OS keychain, which is not available now \
+                             (unlock it, or run `alibridge logout {server}` and sign in again with --token-store file)"
+                        ),
+                        source,
+                    })
                 }
             }
         }
@@ -216,10 +219,11 @@ impl TokenStore {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(OAuthError::Store(format!(
-                "cannot read {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(OAuthError::Store {
+                action: "read",
+                path: path.to_path_buf(),
+                source: e,
+            }),
         }
     }
 
@@ -243,10 +247,14 @@ impl TokenStore {
                     on_disk.secrets = Secrets::default();
                     None
                 }
-                Err(e) if self.kind == StoreKind::Keyring => {
-                    return Err(OAuthError::Store(format!(
-                        "cannot write to the OS keychain ({e}); unlock it, or use --token-store file (ALIBRIDGE_TOKEN_STORE=file) on machines without one"
-                    )))
+                Err(source) if self.kind == StoreKind::Keyring => {
+                    return Err(OAuthError::Keychain {
+                        what:
+                            "cannot write to the OS keychain; unlock it, or use --token-store file \
+                               (ALIBRIDGE_TOKEN_STORE=file) on machines without one"
+                                .into(),
+                        source,
+                    })
                 }
                 Err(e) => Some(e),
             },
@@ -296,10 +304,11 @@ impl TokenStore {
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(OAuthError::Store(format!(
-                "cannot delete {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(OAuthError::Store {
+                action: "delete",
+                path: path.to_path_buf(),
+                source: e,
+            }),
         }
     }
 
@@ -340,20 +349,26 @@ fn hex_digest(s: &str, bytes: usize) -> String {
 /// [`crate::private_fs`]: unique temporary file, fsync, rename, directory fsync; loose modes
 /// tightened or refused).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), OAuthError> {
-    crate::private_fs::write_private(path, bytes)
-        .map_err(|e| OAuthError::Store(format!("cannot write {}: {e}", path.display())))
+    crate::private_fs::write_private(path, bytes).map_err(|e| OAuthError::Store {
+        action: "write",
+        path: path.to_path_buf(),
+        source: e,
+    })
 }
 
 /// Creates `dir` (and parents) with mode 0700 on Unix, or makes an existing one private.
 pub fn create_private_dir(dir: &Path) -> Result<(), OAuthError> {
-    crate::private_fs::create_private_dir(dir)
-        .map_err(|e| OAuthError::Store(format!("cannot use {}: {e}", dir.display())))
+    crate::private_fs::create_private_dir(dir).map_err(|e| OAuthError::Store {
+        action: "use",
+        path: dir.to_path_buf(),
+        source: e,
+    })
 }
 
 /// Says once per process that sign-ins go to a file because the keychain cannot be used
 /// (headless Linux without a Secret Service, SSH sessions, a locked keychain that cannot
 /// prompt), so a user who expected the keychain learns why and where the tokens are.
-fn file_fallback_notice(dir: &Path, why: &str) {
+fn file_fallback_notice(dir: &Path, why: &KeychainError) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         warn!(
@@ -363,56 +378,70 @@ fn file_fallback_notice(dir: &Path, why: &str) {
     });
 }
 
+/// Why the OS keychain could not be used: the keychain's own error, or a build without one.
+#[derive(Debug, thiserror::Error)]
+pub enum KeychainError {
+    #[cfg(feature = "keyring")]
+    #[error(transparent)]
+    Keyring(#[from] keyring::Error),
+    /// The keychain backend failed to start. The backend keeps that error and lends it
+    /// (`Entry::store_status`), so only its text can be kept here.
+    #[cfg(feature = "keyring")]
+    #[error("{0}")]
+    Start(String),
+    #[error("this build has no keychain support (cargo feature `keyring`)")]
+    NotBuilt,
+}
+
 #[cfg(feature = "keyring")]
-fn keyring_available() -> Result<(), String> {
+fn keyring_available() -> Result<(), KeychainError> {
     keyring::Entry::new(SERVICE, "probe").map(|_| ()).map_err(
         |e| match keyring::Entry::store_status() {
-            Err(init) => init.to_string(),
-            Ok(()) => e.to_string(),
+            Err(init) => KeychainError::Start(init.to_string()),
+            Ok(()) => e.into(),
         },
     )
 }
 
 #[cfg(feature = "keyring")]
-fn keyring_set(key: &str, s: &Secrets) -> Result<(), String> {
-    let e = keyring::Entry::new(SERVICE, key).map_err(|e| e.to_string())?;
-    e.set_password(&serde_json::to_string(s).expect("serialisable"))
-        .map_err(|e| e.to_string())
+fn keyring_set(key: &str, s: &Secrets) -> Result<(), KeychainError> {
+    let e = keyring::Entry::new(SERVICE, key)?;
+    Ok(e.set_password(&serde_json::to_string(s).expect("serialisable"))?)
 }
 
 #[cfg(feature = "keyring")]
-fn keyring_get(key: &str) -> Result<Option<Secrets>, String> {
-    let e = keyring::Entry::new(SERVICE, key).map_err(|e| e.to_string())?;
+fn keyring_get(key: &str) -> Result<Option<Secrets>, KeychainError> {
+    let e = keyring::Entry::new(SERVICE, key)?;
     match e.get_password() {
         Ok(p) => Ok(serde_json::from_str(&p).ok()),
         Err(keyring::Error::NoEntry) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
 #[cfg(feature = "keyring")]
-fn keyring_delete(key: &str) -> Result<(), String> {
-    let e = keyring::Entry::new(SERVICE, key).map_err(|e| e.to_string())?;
-    e.delete_credential().map_err(|e| e.to_string())
+fn keyring_delete(key: &str) -> Result<(), KeychainError> {
+    let e = keyring::Entry::new(SERVICE, key)?;
+    Ok(e.delete_credential()?)
 }
 
 #[cfg(not(feature = "keyring"))]
-fn keyring_available() -> Result<(), String> {
-    Err("this build has no keychain support (cargo feature `keyring`)".into())
+fn keyring_available() -> Result<(), KeychainError> {
+    Err(KeychainError::NotBuilt)
 }
 
 #[cfg(not(feature = "keyring"))]
-fn keyring_set(_: &str, _: &Secrets) -> Result<(), String> {
-    Err("this build has no keychain support (cargo feature `keyring`)".into())
+fn keyring_set(_: &str, _: &Secrets) -> Result<(), KeychainError> {
+    Err(KeychainError::NotBuilt)
 }
 
 #[cfg(not(feature = "keyring"))]
-fn keyring_get(_: &str) -> Result<Option<Secrets>, String> {
-    Err("this build has no keychain support (cargo feature `keyring`)".into())
+fn keyring_get(_: &str) -> Result<Option<Secrets>, KeychainError> {
+    Err(KeychainError::NotBuilt)
 }
 
 #[cfg(not(feature = "keyring"))]
-fn keyring_delete(_: &str) -> Result<(), String> {
+fn keyring_delete(_: &str) -> Result<(), KeychainError> {
     Ok(())
 }
 

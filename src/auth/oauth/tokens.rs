@@ -179,22 +179,21 @@ async fn post(
         .timeout(Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| {
-            OAuthError::Unreachable(format!(
-                "token endpoint {}: {}",
-                endpoint,
-                crate::net::describe(&e)
-            ))
+        .map_err(|e| OAuthError::Unreachable {
+            what: format!("token endpoint {endpoint}"),
+            source: e.into(),
         })?;
     let status = resp.status().as_u16();
-    let bytes = crate::net::read_small(resp)
+    let bytes = crate::auth::transport::read_small(resp)
         .await
-        .map_err(|e| OAuthError::Unreachable(format!("token endpoint {endpoint}: {e}")))?;
+        .map_err(|e| OAuthError::Unreachable {
+            what: format!("token endpoint {endpoint}"),
+            source: e,
+        })?;
     if (200..300).contains(&status) {
-        let raw: Raw = serde_json::from_slice(&bytes).map_err(|e| {
-            OAuthError::Protocol(format!(
-                "the token endpoint answered without a usable access_token ({e})"
-            ))
+        let raw: Raw = serde_json::from_slice(&bytes).map_err(|e| OAuthError::Malformed {
+            what: "the token endpoint answered without a usable access_token".into(),
+            source: e,
         })?;
         if raw
             .token_type

@@ -109,7 +109,7 @@ pub(super) fn confirm_stream(
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                pp.call_failed(&key, tracked, e.to_string());
+                pp.call_failed(&key, tracked, crate::logging::error_line(&e));
                 let _ = tx.send(event(&e.to_response(&id))).await;
                 return;
             }
