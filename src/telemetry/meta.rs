@@ -16,9 +16,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// The `_meta` key of the modern era's protocol version.
-const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-
 /// A sender's trace context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Carrier {
@@ -26,24 +23,39 @@ pub struct Carrier {
     pub tracestate: Option<String>,
 }
 
-/// What a span takes from a message: never an argument value.
+/// What a span takes from a message: never an argument value. Borrowed from the message's
+/// bytes (copied only where the JSON text has escapes).
 #[derive(Debug, Default)]
-pub struct Peek {
+pub struct Peek<'a> {
     /// `params.name` (the tool or prompt name), when it is a string.
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     /// `params.protocolVersion` (initialize) or the modern `_meta` protocol version.
-    pub protocol_version: Option<String>,
+    pub protocol_version: Option<Cow<'a, str>>,
     /// `params._meta.traceparent` (and `tracestate`).
     pub parent: Option<Carrier>,
 }
 
+/// A JSON string as text; `None` for any other value (read, not failed on).
+fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let raw = raw?.get();
+    if !raw.starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<Cow<'_, str>>(raw).ok()
+}
+
 /// Reads the names and the trace context of `bytes`; empty when they are not there or not
 /// strings.
-pub fn peek(bytes: &[u8]) -> Peek {
+///
+/// One pass over the message (this runs for every relayed request when telemetry is on):
+/// `params` is read in place with its three keys as borrowed raw values, everything else
+/// (the arguments) is skipped without being copied; `_meta`, which clients rarely send, is
+/// read only when it is there.
+pub fn peek(bytes: &[u8]) -> Peek<'_> {
     #[derive(Deserialize)]
     struct Msg<'a> {
         #[serde(borrow)]
-        params: Option<&'a RawValue>,
+        params: Option<Params<'a>>,
     }
     #[derive(Deserialize)]
     struct Params<'a> {
@@ -54,31 +66,36 @@ pub fn peek(bytes: &[u8]) -> Peek {
         #[serde(borrow, rename = "_meta")]
         meta: Option<&'a RawValue>,
     }
-    let text = |raw: Option<&RawValue>| -> Option<String> {
-        serde_json::from_str::<Cow<'_, str>>(raw?.get())
-            .ok()
-            .map(Cow::into_owned)
-    };
-    let Some(params) = serde_json::from_slice::<Msg<'_>>(bytes)
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow)]
+        traceparent: Option<&'a RawValue>,
+        #[serde(borrow)]
+        tracestate: Option<&'a RawValue>,
+        /// The modern era's protocol version.
+        #[serde(borrow, rename = "io.modelcontextprotocol/protocolVersion")]
+        protocol_version: Option<&'a RawValue>,
+    }
+    // `params` that is not an object (an array) fails `Params`, as it should: no names.
+    let Some(p) = serde_json::from_slice::<Msg<'_>>(bytes)
         .ok()
         .and_then(|m| m.params)
     else {
         return Peek::default();
     };
-    let Ok(p) = serde_json::from_str::<Params<'_>>(params.get()) else {
-        return Peek::default();
-    };
-    let meta: Map<String, Value> = p
+    let meta = p
         .meta
-        .and_then(|m| serde_json::from_str(m.get()).ok())
-        .unwrap_or_default();
-    let string = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+        .and_then(|m| serde_json::from_str::<Meta<'_>>(m.get()).ok());
+    let owned = |raw| text(raw).map(Cow::into_owned);
     Peek {
         name: text(p.name),
-        protocol_version: text(p.protocol_version).or_else(|| string(META_PROTOCOL_VERSION)),
-        parent: string("traceparent").map(|traceparent| Carrier {
-            traceparent,
-            tracestate: string("tracestate"),
+        protocol_version: text(p.protocol_version)
+            .or_else(|| text(meta.as_ref()?.protocol_version)),
+        parent: meta.as_ref().and_then(|m| {
+            Some(Carrier {
+                traceparent: owned(m.traceparent)?,
+                tracestate: owned(m.tracestate),
+            })
         }),
     }
 }
@@ -177,7 +194,8 @@ pub fn inject(bytes: &[u8], cx: &Context) -> Option<Bytes> {
     let msg: Msg<'_> = serde_json::from_str(text).ok()?;
     // Where a borrowed raw value starts in `text`.
     let at = |raw: &RawValue| raw.get().as_ptr() as usize - text.as_ptr() as usize;
-    let mut meta = Map::new();
+    // The sender's own `_meta`, when there is one (rare): its other keys are kept.
+    let mut meta: Option<Map<String, Value>> = None;
     let mut out = String::with_capacity(text.len() + 160);
     let (cut, rest, wrap) = match msg.params {
         None => {
@@ -195,7 +213,7 @@ pub fn inject(bytes: &[u8], cx: &Context) -> Option<Bytes> {
             let params: Params<'_> = serde_json::from_str(p.get()).ok()?;
             match params.meta {
                 Some(m) => {
-                    meta = serde_json::from_str(m.get()).ok()?;
+                    meta = Some(serde_json::from_str(m.get()).ok()?);
                     (at(m), at(m) + m.get().len(), "")
                 }
                 None => {
@@ -209,16 +227,32 @@ pub fn inject(bytes: &[u8], cx: &Context) -> Option<Bytes> {
         }
         Some(_) => return None,
     };
-    meta.insert("traceparent".into(), Value::String(traceparent));
-    if tracestate.is_empty() {
-        meta.remove("tracestate");
-    } else {
-        meta.insert("tracestate".into(), Value::String(tracestate));
-    }
     if out.is_empty() {
         out.push_str(&text[..cut]);
     }
-    out.push_str(&serde_json::to_string(&meta).ok()?);
+    match meta {
+        Some(mut meta) => {
+            meta.insert("traceparent".into(), Value::String(traceparent));
+            if tracestate.is_empty() {
+                meta.remove("tracestate");
+            } else {
+                meta.insert("tracestate".into(), Value::String(tracestate));
+            }
+            out.push_str(&serde_json::to_string(&meta).ok()?);
+        }
+        None => {
+            // Written directly: the traceparent is hex digits and dashes; the tracestate
+            // (printable ASCII, quotes allowed) is escaped as JSON.
+            out.push_str(r#"{"traceparent":""#);
+            out.push_str(&traceparent);
+            out.push('"');
+            if !tracestate.is_empty() {
+                out.push_str(r#","tracestate":"#);
+                out.push_str(&serde_json::to_string(&tracestate).ok()?);
+            }
+            out.push('}');
+        }
+    }
     out.push_str(wrap);
     out.push_str(&text[rest..]);
     Some(Bytes::from(out))
@@ -232,12 +266,10 @@ mod tests {
 
     #[test]
     fn peeks_names_and_the_senders_context_but_no_arguments() {
-        let p = peek(
-            format!(
-                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"name":"secret"}},"_meta":{{"traceparent":"{PARENT}","tracestate":"a=1"}}}}}}"#
-            )
-            .as_bytes(),
+        let msg = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"name":"secret"}},"_meta":{{"traceparent":"{PARENT}","tracestate":"a=1"}}}}}}"#
         );
+        let p = peek(msg.as_bytes());
         assert_eq!(p.name.as_deref(), Some("echo"));
         let c = p.parent.expect("the sender's traceparent");
         assert_eq!(c.traceparent, PARENT);
@@ -248,6 +280,19 @@ mod tests {
         assert!(peek(br#"{"id":1,"method":"x","params":[1]}"#)
             .name
             .is_none());
+        // The modern era's version in `_meta`; an escaped name; a name that is not a string
+        // does not hide the rest.
+        let p = peek(
+            br#"{"id":2,"method":"tools/call","params":{"name":"e\u0063ho","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-06-30"}}}"#,
+        );
+        assert_eq!(p.name.as_deref(), Some("echo"));
+        assert_eq!(p.protocol_version.as_deref(), Some("2026-06-30"));
+        let msg = format!(
+            r#"{{"id":3,"method":"x","params":{{"name":7,"_meta":{{"traceparent":"{PARENT}"}}}}}}"#
+        );
+        let p = peek(msg.as_bytes());
+        assert!(p.name.is_none());
+        assert_eq!(p.parent.map(|c| c.traceparent).as_deref(), Some(PARENT));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use opentelemetry::context::FutureExt;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
@@ -26,8 +26,12 @@ struct State {
 }
 
 static STATE: RwLock<Option<State>> = RwLock::new(None);
-/// `server.address` and `server.port` of the upstream.
-static SERVER: OnceLock<RwLock<Option<(String, i64)>>> = OnceLock::new();
+/// `server.address` and `server.port` of the upstream; the host is shared, not copied, by
+/// every span and histogram point that names it.
+static SERVER: OnceLock<RwLock<Option<Server>>> = OnceLock::new();
+
+/// The upstream's host and port.
+type Server = (Arc<str>, i64);
 
 pub(super) fn install(traces: Option<&SdkTracerProvider>, metrics: Option<&SdkMeterProvider>) {
     let tracer = traces.map(|t| t.tracer("alibridge"));
@@ -65,11 +69,50 @@ pub(super) fn set_server(url: &url::Url) {
         return;
     };
     let cell = SERVER.get_or_init(|| RwLock::new(None));
-    *cell.write().unwrap_or_else(|e| e.into_inner()) = Some((host.to_string(), port.into()));
+    *cell.write().unwrap_or_else(|e| e.into_inner()) = Some((host.into(), port.into()));
 }
 
-fn server() -> Option<(String, i64)> {
+fn server() -> Option<Server> {
     SERVER.get()?.read().ok()?.clone()
+}
+
+/// The MCP methods, so that `mcp.method.name` of the usual messages is a static string
+/// rather than a copy per span.
+const METHODS: [&str; 26] = [
+    "tools/call",
+    "tools/list",
+    "initialize",
+    "ping",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/message",
+    "notifications/roots/list_changed",
+    "notifications/tools/list_changed",
+    "notifications/prompts/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/resources/updated",
+    "prompts/get",
+    "prompts/list",
+    "resources/read",
+    "resources/list",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "server/discover",
+];
+
+/// `text` as a span name or attribute value: one of `known` without a copy, else a copy.
+fn interned(text: &str, known: &[&'static str]) -> Cow<'static, str> {
+    match known.iter().find(|k| **k == text) {
+        Some(k) => Cow::Borrowed(*k),
+        None => Cow::Owned(text.to_string()),
+    }
 }
 
 /// The span of one MCP request or notification, and what its duration metric is recorded
@@ -79,7 +122,8 @@ pub(super) struct Operation {
     cx: Context,
     started: Instant,
     side: Side,
-    /// Low-cardinality attributes shared by the span and the histogram.
+    /// Low-cardinality attributes shared by the span and the histogram (their string values
+    /// static or shared, so the copy for the span costs no string copies).
     common: Vec<KeyValue>,
 }
 
@@ -92,24 +136,25 @@ impl Operation {
         // Off: nothing is read from the message.
         let tracer = with_state(|s| Some(s.tracer.clone()))?;
         let peek = meta::peek(&msg.bytes);
-        let mut common = vec![KeyValue::new("mcp.method.name", method.to_string())];
-        let mut name = Cow::Borrowed(method);
-        if let Some(target) = &peek.name {
-            match method {
-                "tools/call" => {
-                    common.push(KeyValue::new("gen_ai.tool.name", target.clone()));
-                    common.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
-                    name = Cow::Owned(format!("{method} {target}"));
-                }
-                "prompts/get" => {
-                    common.push(KeyValue::new("gen_ai.prompt.name", target.clone()));
-                    name = Cow::Owned(format!("{method} {target}"));
-                }
-                _ => {}
+        let mut common = Vec::with_capacity(9);
+        let method_name = interned(method, &METHODS);
+        common.push(KeyValue::new("mcp.method.name", method_name.clone()));
+        let mut name = method_name;
+        let target = match method {
+            "tools/call" => Some(("gen_ai.tool.name", true)),
+            "prompts/get" => Some(("gen_ai.prompt.name", false)),
+            _ => None,
+        };
+        if let (Some((key, tool)), Some(target)) = (target, &peek.name) {
+            let shared: Arc<str> = Arc::from(&**target);
+            common.push(KeyValue::new(key, shared));
+            if tool {
+                common.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
             }
+            name = Cow::Owned(format!("{method} {target}"));
         }
         if let Some(v) = &peek.protocol_version {
-            common.push(KeyValue::new("mcp.protocol.version", v.clone()));
+            common.push(KeyValue::new("mcp.protocol.version", v.to_string()));
         }
         common.push(KeyValue::new("network.transport", "tcp"));
         common.push(KeyValue::new("network.protocol.name", "http"));
@@ -126,11 +171,12 @@ impl Operation {
             .unwrap_or_else(Context::current);
         let parent = parent.with_value(Failure {
             id: msg.id.as_ref().map(|id| id.as_json().to_string()),
-            slot: Arc::default(),
+            slot: Mutex::default(),
         });
         let cx = match tracer {
             Some(tracer) => {
-                let mut attrs = common.clone();
+                let mut attrs = Vec::with_capacity(common.len() + 1);
+                attrs.extend_from_slice(&common);
                 if let Some(id) = &msg.id {
                     attrs.push(KeyValue::new(
                         "jsonrpc.request.id",
@@ -142,7 +188,7 @@ impl Operation {
                     Side::Receiver => SpanKind::Server,
                 };
                 let span = tracer
-                    .span_builder(name.into_owned())
+                    .span_builder(name)
                     .with_kind(kind)
                     .with_attributes(attrs)
                     .start_with_context(&tracer, &parent);
@@ -191,7 +237,8 @@ impl Operation {
 struct Failure {
     /// The request's id as JSON text (`None` for a notification).
     id: Option<String>,
-    slot: Arc<Mutex<Option<String>>>,
+    /// The context holds the `Failure` behind an `Arc` already: the slot needs no other.
+    slot: Mutex<Option<String>>,
 }
 
 impl Failure {
@@ -232,10 +279,12 @@ pub(super) fn answered(msg: &Message) {
 
 /// `jsonrpc.request.id`: the id as a string (a string id without its quotes).
 fn request_id(json: &str) -> String {
-    match serde_json::from_str::<String>(json) {
-        Ok(s) => s,
-        Err(_) => json.to_string(),
+    // A number (the usual id) is its own text: no failed string parse (whose error value is
+    // an allocation of its own) for every request.
+    if !json.starts_with('"') {
+        return json.to_string();
     }
+    serde_json::from_str::<String>(json).unwrap_or_else(|_| json.to_string())
 }
 
 pub(super) fn inject(msg: Message) -> Message {
@@ -246,9 +295,11 @@ pub(super) fn inject(msg: Message) -> Message {
     if !cx.span().span_context().is_valid() || msg.kind == Kind::Response {
         return msg;
     }
-    match meta::inject(&msg.bytes, &cx).map(Message::parse) {
-        Some(Ok(m)) => m,
-        _ => msg,
+    // Only `params._meta` changed, and it is valid JSON: the kind, id and method stay those
+    // already parsed, the message is not parsed again.
+    match meta::inject(&msg.bytes, &cx) {
+        Some(bytes) => Message { bytes, ..msg },
+        None => msg,
     }
 }
 
@@ -293,9 +344,16 @@ impl HttpAttempt {
         if !parent.span().span_context().is_valid() {
             return None;
         }
-        let mut attrs = vec![KeyValue::new("http.request.method", method.to_string())];
+        let method = interned(method, &["POST", "GET", "DELETE"]);
+        let mut attrs = Vec::with_capacity(4);
+        attrs.push(KeyValue::new("http.request.method", method.clone()));
         if let Some(host) = url.host_str() {
-            attrs.push(KeyValue::new("server.address", host.to_string()));
+            // The upstream's host (the usual case) is shared with the operation spans.
+            let value = match server() {
+                Some((known, _)) if *known == *host => Value::from(known),
+                _ => Value::from(host.to_string()),
+            };
+            attrs.push(KeyValue::new("server.address", value));
         }
         if let Some(port) = url.port_or_known_default() {
             attrs.push(KeyValue::new("server.port", i64::from(port)));
@@ -307,7 +365,7 @@ impl HttpAttempt {
             ));
         }
         let span = tracer
-            .span_builder(method.to_string())
+            .span_builder(method)
             .with_kind(SpanKind::Client)
             .with_attributes(attrs)
             .start_with_context(&tracer, &parent);
