@@ -13,6 +13,7 @@ use crate::support::check::{assert_no_secrets, tool_text};
 use crate::support::home::TempHome;
 use crate::support::mcp_server::{ServerOptions, TestServer};
 use crate::support::net::ClosedPort;
+use crate::support::ops_server::OpsServer;
 use crate::support::otlp::{OtlpReceiver, Span};
 use crate::support::peers_modern::{Legacy, ModernServer};
 use crate::support::proxy::{handshake, plain_rig, post};
@@ -470,4 +471,74 @@ async fn doctor_checks_the_configured_collector() {
         1,
         "the live collector got the empty export"
     );
+}
+
+/// `--confirm-writes` (which turns pinning on): a write's span has the pin check, the wait
+/// for the person's answer and then the exchange as children, and the confirmations counter
+/// says `accepted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_and_a_pin_check_are_children_of_their_requests() {
+    let otlp = OtlpReceiver::start().await;
+    let server = OpsServer::start().await;
+    let mut b = Bridge::spawn(vec![
+        server.url(),
+        "--transport".into(),
+        "http-only".into(),
+        "--auth".into(),
+        "none".into(),
+        "--confirm-writes".into(),
+        "--otlp-endpoint".into(),
+        otlp.url().into(),
+    ]);
+    b.initialize().await;
+    b.request(1, "tools/list", json!({})).await;
+    b.response(1).await;
+    b.request(
+        2,
+        "tools/call",
+        json!({"name": "DeleteInstance", "arguments": {"InstanceId": "i-otel"}}),
+    )
+    .await;
+    let ask = loop {
+        let m = b.next().await.expect("the bridge asks");
+        if m["method"] == "elicitation/create" {
+            break m;
+        }
+    };
+    b.send(&json!({"jsonrpc": "2.0", "id": ask["id"],
+                   "result": {"action": "accept", "content": {"confirm": true}}}))
+        .await;
+    let resp = b.response(2).await;
+    assert_eq!(resp["result"]["isError"], false, "{resp}");
+    b.finish().await;
+    assert_eq!(server.executed_names(), ["DeleteInstance"]);
+
+    let call = otlp
+        .span("the write's span", |s| {
+            s.name == "tools/call DeleteInstance"
+        })
+        .await;
+    let spans = otlp.spans();
+    let names = |parent: &Span| -> Vec<String> {
+        children(&spans, parent)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    let under_call = names(&call);
+    for child in ["alibridge.pin_check", "alibridge.confirmation", "POST"] {
+        assert!(
+            under_call.iter().any(|n| n == child),
+            "{child}: {under_call:?}"
+        );
+    }
+    let accepted = otlp
+        .point("alibridge.confirmations", |p| {
+            p.attributes
+                .get("alibridge.confirmation.outcome")
+                .map(String::as_str)
+                == Some("accepted")
+        })
+        .await;
+    assert_eq!(accepted.value, 1.0);
 }
