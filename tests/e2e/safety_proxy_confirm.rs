@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::support::home::TempHome;
 use crate::support::net::http_client;
 use crate::support::ops_server::OpsServer;
-use crate::support::proxy::{handshake_with, post, Proxy, INIT, STEP};
+use crate::support::proxy::{handshake_with, next_sse_message, post, Proxy, INIT};
 use crate::support::wait::until;
 
 /// `initialize` from a client that can be asked (form-mode elicitation).
@@ -36,31 +36,6 @@ fn yes(id: &Value) -> String {
     .to_string()
 }
 
-/// The next JSON-RPC message on an SSE answer (events without JSON data are skipped).
-async fn next_message(resp: &mut reqwest::Response, buf: &mut Vec<u8>) -> Value {
-    loop {
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = buf.drain(..end + 2).collect();
-            let data: Vec<&str> = std::str::from_utf8(&event)
-                .unwrap()
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            if let Ok(v) = serde_json::from_str::<Value>(&data.join("\n")) {
-                return v;
-            }
-        }
-        let chunk = tokio::time::timeout(STEP, resp.chunk())
-            .await
-            .expect("the proxy sent the next event in time")
-            .expect("the stream is readable")
-            .expect("the stream did not end");
-        // Line ends may be CRLF: events are split on blank lines either way.
-        buf.extend(chunk.iter().filter(|b| **b != b'\r'));
-    }
-}
-
 /// POSTs a write on session `sid`; returns the open SSE answer and the proxy's
 /// `elicitation/create` read from it.
 async fn ask(url: &str, sid: &str, instance: &str) -> (reqwest::Response, Vec<u8>, Value) {
@@ -71,7 +46,7 @@ async fn ask(url: &str, sid: &str, instance: &str) -> (reqwest::Response, Vec<u8
         .unwrap()
         .starts_with("text/event-stream"));
     let mut buf = Vec::new();
-    let asked = next_message(&mut resp, &mut buf).await;
+    let asked = next_sse_message(&mut resp, &mut buf).await;
     assert_eq!(asked["method"], "elicitation/create", "{asked}");
     (resp, buf, asked)
 }
@@ -137,7 +112,7 @@ async fn a_confirmation_answers_only_to_its_own_session() {
 
     let r = post(&url, Some(&owner), &yes(&our_id)).await;
     assert_eq!(r.status(), 202);
-    let answer = next_message(&mut stream, &mut buf).await;
+    let answer = next_sse_message(&mut stream, &mut buf).await;
     assert_eq!(answer["id"], 7, "{answer}");
     assert!(answer["result"]["content"][0]["text"]
         .as_str()
@@ -208,7 +183,7 @@ async fn an_unanswered_confirmation_times_out() {
     let url = proxy.url("/ops/mcp");
     let sid = handshake_with(&url, INIT_ELICITING).await;
     let (mut stream, mut buf, _) = ask(&url, &sid, "i-late").await;
-    let answer = next_message(&mut stream, &mut buf).await;
+    let answer = next_sse_message(&mut stream, &mut buf).await;
     assert_eq!(answer["id"], 7, "{answer}");
     assert_eq!(answer["result"]["isError"], true, "{answer}");
     let text = answer["result"]["content"][0]["text"].as_str().unwrap();
@@ -329,7 +304,7 @@ async fn the_strict_reader_refuses_what_it_cannot_read() {
     let read = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"DescribeRegions","arguments":{}}}"#;
     let mut ok = post(&url, Some(&sid), read).await;
     assert_eq!(ok.status(), 200);
-    let answer = next_message(&mut ok, &mut Vec::new()).await;
+    let answer = next_sse_message(&mut ok, &mut Vec::new()).await;
     assert!(
         answer["result"]["content"][0]["text"]
             .as_str()
