@@ -18,7 +18,7 @@ use tokio::time::timeout;
 
 use super::delay_proxy::DelayProxy;
 use super::mcp_server::TestServer;
-use super::{addr_of, answer, net, scratch, DELAY};
+use super::{addr_of, answer, net, requests_since, scratch, DELAY};
 
 /// The silence, and the server's idle timeout when it closes connections.
 pub struct Idle {
@@ -148,13 +148,7 @@ async fn one(case: &Case, bridge: &PathBuf, idle: &Idle) -> super::super::Res<Sa
     session.call().await?;
     let ms = t0.elapsed().as_secs_f64() * 1000.0;
     let (connections, turns) = (proxy.connections(), proxy.turns());
-    let requests = server.all_requests()[mark..]
-        .iter()
-        .map(|r| match &r.rpc_method {
-            Some(m) => format!("{} {m}", r.method),
-            None => r.method.to_string(),
-        })
-        .collect();
+    let requests = requests_since(&server, mark);
     session.end().await;
     Ok(Sample {
         ms,

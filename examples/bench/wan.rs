@@ -262,13 +262,7 @@ async fn run(runs: usize, bridge: PathBuf, node: Result<PathBuf, String>) -> sup
             ims.reset_counts();
             let mark = server.all_requests().len();
             let ms = start_once(c, &run_home).await?;
-            let requests = server.all_requests()[mark..]
-                .iter()
-                .map(|r| match &r.rpc_method {
-                    Some(m) => format!("{} {m}", r.method),
-                    None => r.method.to_string(),
-                })
-                .collect();
+            let requests = requests_since(&server, mark);
             samples.push(Sample {
                 ms,
                 requests,
@@ -455,4 +449,16 @@ fn addr_of(url: &str) -> super::Res<std::net::SocketAddr> {
     let rest = url.split("://").nth(1).ok_or("no scheme")?;
     let host = rest.split('/').next().ok_or("no host")?;
     Ok(host.parse()?)
+}
+
+/// The requests `server` saw after the first `mark`, as `POST tools/list` (or the bare HTTP
+/// method for a request without a JSON-RPC method, e.g. the preconnect `HEAD`).
+fn requests_since(server: &TestServer, mark: usize) -> Vec<String> {
+    server.all_requests()[mark..]
+        .iter()
+        .map(|r| match &r.rpc_method {
+            Some(m) => format!("{} {m}", r.method),
+            None => r.method.to_string(),
+        })
+        .collect()
 }
