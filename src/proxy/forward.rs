@@ -120,8 +120,12 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
     let headers = request_headers(&parts.headers);
     let method = parts.method.clone();
     let key: Key = (path.to_string(), session);
-    // The SERVER span of the request, ended when its answer's head is returned.
-    let op = crate::telemetry::Operation::received(&body);
+    // The SERVER span of the request, ended when its answer has been sent (`spanned`).
+    let client_session = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok());
+    let op = crate::telemetry::Operation::received(&body, client_session);
     let mut body = op.inject(body);
     let (mut watch, mut initialize, mut tracked, mut ask) = (false, None, None, None);
     if let Some(pp) = &proxy.policy {
@@ -137,7 +141,7 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
                     .as_ref()
                     .and_then(|_| access::presented(&parts.headers).ok()),
             };
-            match pp.inbound(&caller, body, accepts_sse) {
+            match op.in_scope(|| pp.inbound(&caller, body, accepts_sse)) {
                 Inbound::Forward {
                     body: b,
                     watch: w,
@@ -177,40 +181,88 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
         }
     });
     let sent = op.scope(sent).await;
-    match sent {
-        Ok(resp) => {
-            proxy.stats.forwarded.inc();
-            debug!(method = %method, path = parts.uri.path(), status = resp.status().as_u16(), "forwarded");
-            let Some(pp) = &proxy.policy else {
-                return response(resp);
-            };
-            if let Some(elicits) = initialize {
-                match session_id(resp.headers()) {
-                    Ok(sid) => pp.initialized(&(key.0.clone(), sid), elicits),
-                    // Its clients will be refused too; nothing is stored.
-                    Err(e) => {
-                        warn!(path = %key.0, reason = %e, "the server named a session id the proxy does not key on")
+    let answer = async {
+        match sent {
+            Ok(resp) => {
+                proxy.stats.forwarded.inc();
+                debug!(method = %method, path = parts.uri.path(), status = resp.status().as_u16(), "forwarded");
+                let Some(pp) = &proxy.policy else {
+                    return response(resp);
+                };
+                if let Some(elicits) = initialize {
+                    match session_id(resp.headers()) {
+                        Ok(sid) => pp.initialized(&(key.0.clone(), sid), elicits),
+                        // Its clients will be refused too; nothing is stored.
+                        Err(e) => {
+                            warn!(path = %key.0, reason = %e, "the server named a session id the proxy does not key on")
+                        }
                     }
                 }
+                if method == Method::DELETE {
+                    pp.end_session(&key);
+                }
+                if let Some(asker) = ask {
+                    return asking::pin_listing(resp, pp.clone(), asker).await;
+                }
+                watched_response(resp, pp.clone(), key, watch, tracked).await
             }
-            if method == Method::DELETE {
-                pp.end_session(&key);
+            Err(e) => {
+                proxy.stats.upstream_errors.inc();
+                op.fail(e.kind());
+                let why = crate::logging::error_line(&e);
+                warn!(method = %method, path = parts.uri.path(), error = %why, "upstream request failed");
+                if let Some(pp) = &proxy.policy {
+                    pp.call_failed(&key, tracked, why);
+                }
+                error_response(&e, &url)
             }
-            if let Some(asker) = ask {
-                return asking::pin_listing(resp, pp.clone(), asker).await;
-            }
-            watched_response(resp, pp.clone(), key, watch, tracked).await
         }
-        Err(e) => {
-            proxy.stats.upstream_errors.inc();
-            op.fail(e.kind());
-            let why = crate::logging::error_line(&e);
-            warn!(method = %method, path = parts.uri.path(), error = %why, "upstream request failed");
-            if let Some(pp) = &proxy.policy {
-                pp.call_failed(&key, tracked, why);
-            }
-            error_response(&e, &url)
+    }
+    .await;
+    spanned(answer, op)
+}
+
+/// The response with the request's span ending when its body ends (or is dropped), so that
+/// an SSE answer's span covers the whole stream, not only its head.
+fn spanned(resp: Response<Body>, op: crate::telemetry::Operation) -> Response<Body> {
+    if !op.is_recording() {
+        return resp;
+    }
+    resp.map(|inner| {
+        Spanned {
+            inner,
+            op: Some(op),
         }
+        .boxed_unsync()
+    })
+}
+
+struct Spanned {
+    inner: Body,
+    op: Option<crate::telemetry::Operation>,
+}
+
+impl hyper::body::Body for Spanned {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None | Some(Err(_))) = &polled {
+            self.op.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -354,6 +354,7 @@ impl ProxyPolicy {
         let (info, elicits) =
             self.with_session(key, |s| (s.tool(&call.name).copied(), s.client_elicits));
         let decision = self.policy.decide(&call.name, info.as_ref(), args);
+        crate::telemetry::api_actions(decision.class.apis.iter().flatten().map(|a| a.label()));
         // The policy's own refusals come first: a tool it hides is never judged by the pins.
         if let (Some(pp), false) = (&self.pins, matches!(decision.verdict, Verdict::Refuse(_))) {
             if let Err(why) = self.pin_check(pp, key, &call.name) {

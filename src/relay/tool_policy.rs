@@ -172,6 +172,7 @@ impl ToolPolicy {
         let args = call.arguments.as_ref();
         let info = self.session().tool(&call.name).copied();
         let decision = self.policy.decide(&call.name, info.as_ref(), args);
+        crate::telemetry::api_actions(decision.class.apis.iter().flatten().map(|a| a.label()));
         // The policy's own refusals come first: a tool it hides is never judged by the pins.
         if let (Some(ps), false) = (&self.pins, matches!(decision.verdict, Verdict::Refuse(_))) {
             let checked = {

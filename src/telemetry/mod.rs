@@ -15,13 +15,29 @@
 //! (only a short hash), URLs' paths and queries. Attributes are tool names, method names,
 //! API actions, policy rules, hosts and ports, status codes and error kinds.
 //!
-//! Layout: [`setup`] (configuration, exporters, shutdown), [`meta`] (trace context in
-//! `params._meta`), `spans` (the span helpers the hooks use), [`instruments`] (metrics).
+//! alibridge records and exports these itself (no OpenTelemetry SDK): a span is one small
+//! allocation that ends into a bounded queue, and one export thread encodes OTLP/HTTP
+//! (protobuf or JSON) straight from it; docs/observability.md "What it costs" says why.
+//!
+//! Layout: [`config`] (the flag and the `OTEL_*` variables), [`setup`] (start and stop),
+//! [`context`] (ids, `traceparent`, the current span of a task, the sampler), `spans` (the
+//! span helpers the hooks use), [`meta`] (trace context in `params._meta`), [`instruments`]
+//! (metrics), [`record`] (what is exported, as data), [`otlp`] (its encoding) and
+//! [`export`] (the queue and the export thread).
 
+pub mod config;
+#[cfg(feature = "otel")]
+pub mod context;
+#[cfg(feature = "otel")]
+pub mod export;
 #[cfg(feature = "otel")]
 pub mod instruments;
 #[cfg(feature = "otel")]
 pub mod meta;
+#[cfg(feature = "otel")]
+pub mod otlp;
+#[cfg(feature = "otel")]
+pub mod record;
 #[cfg(feature = "otel")]
 pub mod setup;
 #[cfg(feature = "otel")]
@@ -85,26 +101,13 @@ pub fn start(flag: Option<&str>, role: Role) -> Guard {
 }
 
 /// The OTLP/HTTP traces endpoint telemetry would export to (`--otlp-endpoint` `flag`, else
-/// the `OTEL_*` variables read through `env`), and whether it speaks `http/json`; `None` when
-/// none is configured or `OTEL_SDK_DISABLED=true`. For `alibridge doctor`.
+/// the `OTEL_*` variables read through `env`), with its protocol and headers; `None` when none
+/// is configured or `OTEL_SDK_DISABLED=true`. For `alibridge doctor`.
 pub fn traces_endpoint(
     flag: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Option<(String, bool)> {
-    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
-        return None;
-    }
-    let base = |b: &str| format!("{}/v1/traces", b.trim().trim_end_matches('/'));
-    let url = match flag.filter(|f| !f.trim().is_empty()) {
-        Some(f) => base(f),
-        None => set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|b| base(&b)))?,
-    };
-    let protocol = set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|| set("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_default();
-    Some((url, protocol.trim() == "http/json"))
+) -> Option<config::Signal> {
+    config::read(flag, env)?.traces
 }
 
 /// The upstream every later span names in `server.address`/`server.port`.
@@ -113,6 +116,15 @@ pub fn set_server(url: &url::Url) {
     spans::set_server(url);
     #[cfg(not(feature = "otel"))]
     let _ = url;
+}
+
+/// The bridge's upstream session changed (`None`: it has none): later spans carry its
+/// hash as `mcp.session.id`.
+pub fn set_session(id: Option<&str>) {
+    #[cfg(feature = "otel")]
+    spans::set_session(id);
+    #[cfg(not(feature = "otel"))]
+    let _ = id;
 }
 
 /// One MCP operation being traced: a client request or notification the bridge relays (CLIENT
@@ -134,7 +146,7 @@ impl Operation {
                 Role::Proxy => Side::Receiver,
             };
             Operation {
-                inner: spans::Operation::start(msg, side),
+                inner: spans::Operation::start(msg, side, None),
             }
         }
         #[cfg(not(feature = "otel"))]
@@ -144,21 +156,22 @@ impl Operation {
         }
     }
 
-    /// The proxy's SERVER span of a request body it is about to forward (`body` is read only
-    /// when telemetry is on and it is one JSON-RPC message).
-    pub fn received(body: &bytes::Bytes) -> Operation {
+    /// The proxy's SERVER span of a request body it is about to forward in the client's
+    /// `session` (`body` is read only when telemetry is on and it is one JSON-RPC message).
+    pub fn received(body: &bytes::Bytes, session: Option<&str>) -> Operation {
         #[cfg(feature = "otel")]
         {
             let msg = enabled()
                 .then(|| Message::parse(body.clone()).ok())
                 .flatten();
+            let session = session.map(spans::session_hash);
             Operation {
-                inner: msg.and_then(|m| spans::Operation::start(&m, Side::Receiver)),
+                inner: msg.and_then(|m| spans::Operation::start(&m, Side::Receiver, session)),
             }
         }
         #[cfg(not(feature = "otel"))]
         {
-            let _ = body;
+            let _ = (body, session);
             Operation {}
         }
     }
@@ -176,7 +189,7 @@ impl Operation {
                 return Operation { inner: None };
             }
             Operation {
-                inner: spans::Operation::start(msg, Side::Receiver),
+                inner: spans::Operation::start(msg, Side::Receiver, None),
             }
         }
         #[cfg(not(feature = "otel"))]
@@ -190,9 +203,33 @@ impl Operation {
     pub fn inject(&self, body: bytes::Bytes) -> bytes::Bytes {
         #[cfg(feature = "otel")]
         if let Some(op) = &self.inner {
-            return meta::inject(&body, &op.context()).unwrap_or(body);
+            if let Some(cx) = op.span_context() {
+                return meta::inject(&body, cx).unwrap_or(body);
+            }
         }
         body
+    }
+
+    /// Whether there is a span (telemetry is on and this is a request or notification).
+    pub fn is_recording(&self) -> bool {
+        #[cfg(feature = "otel")]
+        {
+            self.inner.is_some()
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            false
+        }
+    }
+
+    /// Runs `f` (synchronous work such as the proxy's policy check) as this operation, so
+    /// what it records lands on this operation's span.
+    pub fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        #[cfg(feature = "otel")]
+        if let Some(op) = &self.inner {
+            return context::in_scope(op.scope(), f);
+        }
+        f()
     }
 
     /// This operation failed with the error kind `kind`.
@@ -211,10 +248,9 @@ impl Operation {
         #[cfg(feature = "otel")]
         {
             use futures_util::future::Either;
-            use opentelemetry::context::FutureExt;
             // Off (or a response): the future runs as it is, with nothing around it.
-            match self.inner.as_ref().map(spans::Operation::context) {
-                Some(cx) => Either::Left(fut.with_context(cx)),
+            match self.inner.as_ref().map(spans::Operation::scope) {
+                Some(scope) => Either::Left(context::Scoped::new(scope, fut)),
                 None => Either::Right(fut),
             }
         }
@@ -239,7 +275,7 @@ impl Operation {
     pub fn end(mut self, error: Option<&str>) {
         #[cfg(feature = "otel")]
         if let Some(op) = self.inner.take() {
-            op.end(error);
+            op.end(error.map(|e| record::Text::from(e.to_string())));
         }
         #[cfg(not(feature = "otel"))]
         let _ = (&mut self, error);
@@ -251,7 +287,7 @@ impl Drop for Operation {
         #[cfg(feature = "otel")]
         if let Some(op) = self.inner.take() {
             let failure = op.failure();
-            op.end(failure.as_deref());
+            op.end(failure);
         }
     }
 }
@@ -298,7 +334,7 @@ pub fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Output = F::
 #[must_use = "the span ends when this is dropped"]
 pub struct Child {
     #[cfg(feature = "otel")]
-    cx: Option<opentelemetry::Context>,
+    scope: Option<context::Scope>,
 }
 
 impl Child {
@@ -306,7 +342,7 @@ impl Child {
         #[cfg(feature = "otel")]
         {
             Child {
-                cx: spans::child(name),
+                scope: spans::child(name),
             }
         }
         #[cfg(not(feature = "otel"))]
@@ -320,9 +356,8 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         #[cfg(feature = "otel")]
-        if let Some(cx) = self.cx.take() {
-            use opentelemetry::trace::TraceContextExt;
-            cx.span().end();
+        if let Some(span) = self.scope.take().and_then(|s| s.span) {
+            span.end();
         }
     }
 }
@@ -368,6 +403,19 @@ pub fn decision(decision: &'static str) {
     spans::set_attribute("alibridge.policy.decision", decision);
     #[cfg(not(feature = "otel"))]
     let _ = decision;
+}
+
+/// The Alibaba Cloud API actions the current call runs, as the policy parsed them
+/// (`ecs:DescribeInstances`; CallCLI's command included): the span's `alibridge.api.action`,
+/// comma-separated. Labels that are not shaped like API names are left out: they come from
+/// the agent's arguments. Consumed only when telemetry is on.
+pub fn api_actions(labels: impl IntoIterator<Item = String>) {
+    #[cfg(feature = "otel")]
+    if enabled() {
+        spans::api_actions(labels);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = labels;
 }
 
 /// A call the policy refused under `rule` (a rule name, e.g. `read_only`): the current span's

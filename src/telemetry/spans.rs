@@ -1,28 +1,25 @@
-//! The spans: the MCP operation span (named and attributed per the MCP conventions), the
-//! HTTP exchange span, and child spans for everything else that takes time. Parenting goes
-//! through OpenTelemetry's ambient [`Context`], which [`super::Operation::scope`] carries
-//! across the `await`s of one relay task.
+//! The spans the hooks make: the MCP operation span (named and attributed per the MCP
+//! conventions), the HTTP exchange span, and child spans for everything else that takes time.
+//! Parenting goes through the task's current [`Scope`], which [`super::Operation::scope`]
+//! carries across the `await`s of one relay task.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
-use opentelemetry::context::FutureExt;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
-use opentelemetry::{Context, KeyValue, Value};
-use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-
+use super::context::{self, Outcome, Sampler, Scope, Scoped, Span, SpanContext};
 use super::instruments::Instruments;
 use super::meta;
+use super::record::{Attribute, SpanKind, Text, Value};
 use super::{Event, Side};
 use crate::jsonrpc::{Kind, Message};
 
 /// What the hooks need, set once by [`install`].
 struct State {
-    tracer: Option<SdkTracer>,
-    instruments: Option<Instruments>,
+    /// Traces are exported (else only the metrics are kept).
+    traces: bool,
+    sampler: Sampler,
+    instruments: Option<Arc<Instruments>>,
 }
 
 static STATE: RwLock<Option<State>> = RwLock::new(None);
@@ -33,16 +30,34 @@ static SERVER: OnceLock<RwLock<Option<Server>>> = OnceLock::new();
 /// The upstream's host and port.
 type Server = (Arc<str>, i64);
 
-pub(super) fn install(traces: Option<&SdkTracerProvider>, metrics: Option<&SdkMeterProvider>) {
-    let tracer = traces.map(|t| t.tracer("alibridge"));
-    let instruments = metrics.map(Instruments::new);
+/// `mcp.session.id` of the bridge's upstream session, hashed ([`session_hash`]).
+static SESSION: RwLock<Option<Arc<str>>> = RwLock::new(None);
+
+pub(super) fn set_session(id: Option<&str>) {
+    let hashed = id.map(|id| Arc::from(session_hash(id)));
+    *SESSION.write().unwrap_or_else(|e| e.into_inner()) = hashed;
+}
+
+/// What `mcp.session.id` holds: the first 16 hex digits of the SHA-256 of the session id.
+/// The id itself lets whoever holds it speak in the session, so it is never exported; the
+/// hash still ties a session's spans together.
+pub(super) fn session_hash(id: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(super) fn install(traces: bool, sampler: Sampler, instruments: Option<Arc<Instruments>>) {
     *STATE.write().unwrap_or_else(|e| e.into_inner()) = Some(State {
-        tracer,
+        traces,
+        sampler,
         instruments,
     });
 }
 
-/// Stops the hooks (at shutdown, before the providers go).
+/// Stops the hooks (at shutdown, before the last export).
 pub(super) fn clear() {
     *STATE.write().unwrap_or_else(|e| e.into_inner()) = None;
 }
@@ -57,11 +72,16 @@ fn with_state<T>(f: impl FnOnce(&State) -> Option<T>) -> Option<T> {
     f(guard.as_ref()?)
 }
 
-pub(super) fn with_instruments(f: impl FnOnce(&Instruments)) {
+fn with_instruments(f: impl FnOnce(&Instruments)) {
     with_state(|s| {
-        f(s.instruments.as_ref()?);
+        f(s.instruments.as_deref()?);
         Some(())
     });
+}
+
+/// The sampler, when traces are on.
+fn tracing_on() -> Option<Sampler> {
+    with_state(|s| s.traces.then_some(s.sampler))
 }
 
 pub(super) fn set_server(url: &url::Url) {
@@ -108,37 +128,38 @@ const METHODS: [&str; 26] = [
 ];
 
 /// `text` as a span name or attribute value: one of `known` without a copy, else a copy.
-fn interned(text: &str, known: &[&'static str]) -> Cow<'static, str> {
+fn interned(text: &str, known: &[&'static str]) -> Text {
     match known.iter().find(|k| **k == text) {
-        Some(k) => Cow::Borrowed(*k),
-        None => Cow::Owned(text.to_string()),
+        Some(k) => Text::Static(k),
+        None => Text::from(text.to_string()),
     }
 }
 
 /// The span of one MCP request or notification, and what its duration metric is recorded
 /// with.
 pub(super) struct Operation {
-    /// The span's context, which also holds the [`Failure`] slot.
-    cx: Context,
+    scope: Scope,
     started: Instant,
     side: Side,
     /// Low-cardinality attributes shared by the span and the histogram (their string values
     /// static or shared, so the copy for the span costs no string copies).
-    common: Vec<KeyValue>,
+    common: Vec<Attribute>,
 }
 
 impl Operation {
-    pub(super) fn start(msg: &Message, side: Side) -> Option<Operation> {
+    /// `session` is the hashed session id of a request the proxy received (the bridge's own
+    /// comes from [`set_session`]).
+    pub(super) fn start(msg: &Message, side: Side, session: Option<String>) -> Option<Operation> {
         if msg.kind == Kind::Response {
             return None;
         }
         let method = msg.method.as_deref()?;
         // Off: nothing is read from the message.
-        let tracer = with_state(|s| Some(s.tracer.clone()))?;
+        let sampler = with_state(|s| Some(s.traces.then_some(s.sampler)))?;
         let peek = meta::peek(&msg.bytes);
         let mut common = Vec::with_capacity(9);
         let method_name = interned(method, &METHODS);
-        common.push(KeyValue::new("mcp.method.name", method_name.clone()));
+        common.push(Attribute::new("mcp.method.name", method_name.clone()));
         let mut name = method_name;
         let target = match method {
             "tools/call" => Some(("gen_ai.tool.name", true)),
@@ -147,134 +168,134 @@ impl Operation {
         };
         if let (Some((key, tool)), Some(target)) = (target, &peek.name) {
             let shared: Arc<str> = Arc::from(&**target);
-            common.push(KeyValue::new(key, shared));
+            common.push(Attribute::new(key, Text::Shared(shared)));
             if tool {
-                common.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+                common.push(Attribute::new("gen_ai.operation.name", "execute_tool"));
             }
-            name = Cow::Owned(format!("{method} {target}"));
+            name = Text::from(format!("{method} {target}"));
         }
         if let Some(v) = &peek.protocol_version {
-            common.push(KeyValue::new("mcp.protocol.version", v.to_string()));
+            common.push(Attribute::new(
+                "mcp.protocol.version",
+                Text::from(v.to_string()),
+            ));
         }
-        common.push(KeyValue::new("network.transport", "tcp"));
-        common.push(KeyValue::new("network.protocol.name", "http"));
+        common.push(Attribute::new("network.transport", "tcp"));
+        common.push(Attribute::new("network.protocol.name", "http"));
         if side == Side::Sender {
             if let Some((host, port)) = server() {
-                common.push(KeyValue::new("server.address", host));
-                common.push(KeyValue::new("server.port", port));
+                common.push(Attribute::new("server.address", Text::Shared(host)));
+                common.push(Attribute::new("server.port", port));
             }
         }
-        let parent = peek
-            .parent
-            .as_ref()
-            .map(meta::extract)
-            .unwrap_or_else(Context::current);
-        let parent = parent.with_value(Failure {
-            id: msg.id.as_ref().map(|id| id.as_json().to_string()),
-            slot: Mutex::default(),
-        });
-        let cx = match tracer {
-            Some(tracer) => {
-                let mut attrs = Vec::with_capacity(common.len() + 1);
-                attrs.extend_from_slice(&common);
-                if let Some(id) = &msg.id {
-                    attrs.push(KeyValue::new(
-                        "jsonrpc.request.id",
-                        request_id(id.as_json()),
-                    ));
-                }
-                let kind = match side {
-                    Side::Sender => SpanKind::Client,
-                    Side::Receiver => SpanKind::Server,
-                };
-                let span = tracer
-                    .span_builder(name)
-                    .with_kind(kind)
-                    .with_attributes(attrs)
-                    .start_with_context(&tracer, &parent);
-                parent.with_span(span)
+        let span = sampler.map(|sampler| {
+            let remote = peek.parent.as_ref().and_then(|c| {
+                SpanContext::parse(&c.traceparent, c.tracestate.as_deref())
+            });
+            let parent = remote.or_else(|| {
+                context::with_current(|s| s.span.as_ref().map(|p| p.context().clone())).flatten()
+            });
+            let mut attrs = Vec::with_capacity(common.len() + 1);
+            attrs.extend_from_slice(&common);
+            if let Some(id) = &msg.id {
+                attrs.push(Attribute::new(
+                    "jsonrpc.request.id",
+                    Text::from(request_id(id.as_json())),
+                ));
             }
-            None => parent,
-        };
+            let session = match session {
+                Some(hashed) => Some(Text::from(hashed)),
+                None if side == Side::Sender => SESSION.read().ok().and_then(|s| s.clone()).map(Text::Shared),
+                None => None,
+            };
+            if let Some(session) = session {
+                attrs.push(Attribute::new("mcp.session.id", session));
+            }
+            let kind = match side {
+                Side::Sender => SpanKind::Client,
+                Side::Receiver => SpanKind::Server,
+            };
+            Arc::new(Span::start(sampler, parent.as_ref(), name, kind, attrs))
+        });
         Some(Operation {
-            cx,
+            scope: Scope {
+                span,
+                outcome: Some(Arc::new(Outcome {
+                    id: msg.id.as_ref().map(|id| id.as_json().into()),
+                    failure: Mutex::default(),
+                })),
+            },
             started: Instant::now(),
             side,
             common,
         })
     }
 
-    pub(super) fn fail(&self, kind: &str) {
-        if let Some(f) = self.cx.get::<Failure>() {
-            f.set(kind);
+    pub(super) fn fail(&self, kind: &'static str) {
+        if let Some(o) = &self.scope.outcome {
+            o.set(Text::Static(kind));
         }
     }
 
-    pub(super) fn failure(&self) -> Option<String> {
-        self.cx.get::<Failure>()?.slot.lock().ok()?.clone()
+    pub(super) fn failure(&self) -> Option<Text> {
+        self.scope.outcome.as_ref()?.get()
     }
 
-    pub(super) fn context(&self) -> Context {
-        self.cx.clone()
+    pub(super) fn scope(&self) -> Scope {
+        self.scope.clone()
     }
 
-    pub(super) fn end(mut self, error: Option<&str>) {
-        let span = self.cx.span();
+    /// The context `inject` writes into the forwarded message.
+    pub(super) fn span_context(&self) -> Option<&SpanContext> {
+        self.scope.span.as_deref().map(Span::context)
+    }
+
+    pub(super) fn end(mut self, error: Option<Text>) {
         if let Some(kind) = error {
-            span.set_attribute(KeyValue::new("error.type", kind.to_string()));
-            span.set_status(Status::error(kind.to_string()));
-            self.common
-                .push(KeyValue::new("error.type", kind.to_string()));
+            if let Some(span) = &self.scope.span {
+                span.fail(kind.clone());
+            }
+            self.common.push(Attribute::new("error.type", kind));
         }
-        span.end();
+        if let Some(span) = &self.scope.span {
+            span.end();
+        }
         let secs = self.started.elapsed().as_secs_f64();
         with_instruments(|i| i.operation(self.side, secs, &self.common));
     }
 }
 
-/// Where [`failed`] (or the JSON-RPC error answering the request) leaves the error kind of
-/// the operation it runs in.
-struct Failure {
-    /// The request's id as JSON text (`None` for a notification).
-    id: Option<String>,
-    /// The context holds the `Failure` behind an `Arc` already: the slot needs no other.
-    slot: Mutex<Option<String>>,
-}
-
-impl Failure {
-    fn set(&self, kind: &str) {
-        if let Ok(mut slot) = self.slot.lock() {
-            *slot = Some(kind.to_string());
+pub(super) fn failed(kind: &'static str) {
+    context::with_current(|s| {
+        if let Some(o) = &s.outcome {
+            o.set(Text::Static(kind));
         }
-    }
-}
-
-pub(super) fn failed(kind: &str) {
-    if let Some(f) = Context::current().get::<Failure>() {
-        f.set(kind);
-    }
+    });
 }
 
 /// The server's answer to the current operation's request: a JSON-RPC error is its
 /// `error.type` and `rpc.response.status_code` (the code), a tool result with `isError` is
 /// `tool_error`, as the conventions say. Answers to other requests are not looked at.
 pub(super) fn answered(msg: &Message) {
-    let cx = Context::current();
-    let Some(f) = cx.get::<Failure>() else {
-        return;
-    };
-    if f.id.as_deref() != msg.id.as_ref().map(|i| i.as_json()) {
-        return;
-    }
-    match meta::outcome(&msg.bytes) {
-        meta::Outcome::Error(code) => {
-            cx.span()
-                .set_attribute(KeyValue::new("rpc.response.status_code", code.clone()));
-            f.set(&code);
+    context::with_current(|s| {
+        let Some(o) = &s.outcome else {
+            return;
+        };
+        if o.id.as_deref() != msg.id.as_ref().map(|i| i.as_json()) {
+            return;
         }
-        meta::Outcome::ToolError => f.set("tool_error"),
-        meta::Outcome::Ok => {}
-    }
+        match meta::outcome(&msg.bytes) {
+            meta::Outcome::Error(code) => {
+                let code = Text::from(code);
+                if let Some(span) = &s.span {
+                    span.set(Attribute::new("rpc.response.status_code", code.clone()));
+                }
+                o.set(code);
+            }
+            meta::Outcome::ToolError => o.set(Text::Static("tool_error")),
+            meta::Outcome::Ok => {}
+        }
+    });
 }
 
 /// `jsonrpc.request.id`: the id as a string (a string id without its quotes).
@@ -288,13 +309,13 @@ fn request_id(json: &str) -> String {
 }
 
 pub(super) fn inject(msg: Message) -> Message {
-    if !enabled() {
+    if msg.kind == Kind::Response {
         return msg;
     }
-    let cx = Context::current();
-    if !cx.span().span_context().is_valid() || msg.kind == Kind::Response {
+    let cx = context::with_current(|s| s.span.as_ref().map(|span| span.context().clone()));
+    let Some(Some(cx)) = cx else {
         return msg;
-    }
+    };
     // Only `params._meta` changed, and it is valid JSON: the kind, id and method stay those
     // already parsed, the message is not parsed again.
     match meta::inject(&msg.bytes, &cx) {
@@ -303,28 +324,40 @@ pub(super) fn inject(msg: Message) -> Message {
     }
 }
 
-/// A child span `name` of the current span; `None` without one (a mint the warm-up starts on
-/// its own is not a trace of its own).
-pub(super) fn child(name: &'static str) -> Option<Context> {
-    let tracer = with_state(|s| s.tracer.clone())?;
-    let parent = Context::current();
-    if !parent.span().span_context().is_valid() {
-        return None;
-    }
-    let span = tracer
-        .span_builder(name)
-        .with_kind(SpanKind::Internal)
-        .start_with_context(&tracer, &parent);
-    Some(parent.with_span(span))
+/// A child span `name` of the current span (in the same operation); `None` without one (a
+/// mint the warm-up starts on its own is not a trace of its own).
+fn child_with(name: Text, kind: SpanKind, attrs: Vec<Attribute>) -> Option<Scope> {
+    let sampler = tracing_on()?;
+    context::with_current(|s| {
+        let parent = s.span.as_ref()?;
+        Some(Scope {
+            span: Some(Arc::new(Span::start(
+                sampler,
+                Some(parent.context()),
+                name,
+                kind,
+                attrs,
+            ))),
+            outcome: s.outcome.clone(),
+        })
+    })
+    .flatten()
+}
+
+pub(super) fn child(name: &'static str) -> Option<Scope> {
+    child_with(Text::Static(name), SpanKind::Internal, Vec::new())
 }
 
 pub(super) fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Output = F::Output> {
-    let cx = child(name);
+    let scope = child(name);
     async move {
-        match cx {
-            Some(cx) => {
-                let out = fut.with_context(cx.clone()).await;
-                cx.span().end();
+        match scope {
+            Some(scope) => {
+                let span = scope.span.clone();
+                let out = Scoped::new(scope, fut).await;
+                if let Some(span) = span {
+                    span.end();
+                }
                 out
             }
             None => fut.await,
@@ -334,84 +367,95 @@ pub(super) fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Outpu
 
 /// One HTTP exchange with the upstream.
 pub(super) struct HttpAttempt {
-    cx: Context,
+    span: Arc<Span>,
 }
 
 impl HttpAttempt {
     pub(super) fn start(method: &str, url: &url::Url, resend: u32) -> Option<HttpAttempt> {
-        let tracer = with_state(|s| s.tracer.clone())?;
-        let parent = Context::current();
-        if !parent.span().span_context().is_valid() {
-            return None;
-        }
         let method = interned(method, &["POST", "GET", "DELETE"]);
         let mut attrs = Vec::with_capacity(4);
-        attrs.push(KeyValue::new("http.request.method", method.clone()));
+        attrs.push(Attribute::new("http.request.method", method.clone()));
         if let Some(host) = url.host_str() {
             // The upstream's host (the usual case) is shared with the operation spans.
             let value = match server() {
-                Some((known, _)) if *known == *host => Value::from(known),
-                _ => Value::from(host.to_string()),
+                Some((known, _)) if *known == *host => Text::Shared(known),
+                _ => Text::from(host.to_string()),
             };
-            attrs.push(KeyValue::new("server.address", value));
+            attrs.push(Attribute::new("server.address", value));
         }
         if let Some(port) = url.port_or_known_default() {
-            attrs.push(KeyValue::new("server.port", i64::from(port)));
+            attrs.push(Attribute::new("server.port", i64::from(port)));
         }
         if resend > 0 {
-            attrs.push(KeyValue::new(
+            attrs.push(Attribute::new(
                 "http.request.resend_count",
                 i64::from(resend),
             ));
         }
-        let span = tracer
-            .span_builder(method)
-            .with_kind(SpanKind::Client)
-            .with_attributes(attrs)
-            .start_with_context(&tracer, &parent);
-        Some(HttpAttempt {
-            cx: parent.with_span(span),
-        })
+        let scope = child_with(method, SpanKind::Client, attrs)?;
+        Some(HttpAttempt { span: scope.span? })
     }
 
     pub(super) fn end(self, outcome: Result<u16, &str>) {
-        let span = self.cx.span();
         match outcome {
             Ok(status) => {
-                span.set_attribute(KeyValue::new(
+                self.span.set(Attribute::new(
                     "http.response.status_code",
                     i64::from(status),
                 ));
                 if status >= 400 {
-                    span.set_attribute(KeyValue::new("error.type", status.to_string()));
-                    span.set_status(Status::error(status.to_string()));
+                    self.span.fail(Text::from(status.to_string()));
                 }
             }
-            Err(kind) => {
-                span.set_attribute(KeyValue::new("error.type", kind.to_string()));
-                span.set_status(Status::error(kind.to_string()));
-            }
+            Err(kind) => self.span.fail(Text::from(kind.to_string())),
         }
-        span.end();
+        self.span.end();
     }
 }
 
 pub(super) fn set_attribute(key: &'static str, value: &'static str) {
-    if enabled() {
-        Context::current()
-            .span()
-            .set_attribute(KeyValue::new(key, value));
+    context::with_current(|s| {
+        if let Some(span) = &s.span {
+            span.set(Attribute::new(key, Value::from(value)));
+        }
+    });
+}
+
+pub(super) fn api_actions(labels: impl IntoIterator<Item = String>) {
+    // `product:Action` (or `Action`, `plan`): an argument-borne text of another shape is not
+    // exported.
+    let shaped = |l: &String| {
+        !l.is_empty()
+            && l.len() <= 128
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b":_-.".contains(&b))
+    };
+    let labels: Vec<String> = labels.into_iter().filter(shaped).take(16).collect();
+    if labels.is_empty() {
+        return;
     }
+    context::with_current(|s| {
+        if let Some(span) = &s.span {
+            span.set(Attribute::new(
+                "alibridge.api.action",
+                Text::from(labels.join(",")),
+            ));
+        }
+    });
 }
 
 pub(super) fn refused(tool: &str, rule: &str) {
     if !enabled() {
         return;
     }
-    let cx = Context::current();
-    let span = cx.span();
-    span.set_attribute(KeyValue::new("alibridge.policy.decision", "deny"));
-    span.set_attribute(KeyValue::new("alibridge.policy.rule", rule.to_string()));
+    context::with_current(|s| {
+        if let Some(span) = &s.span {
+            span.set(Attribute::new("alibridge.policy.decision", "deny"));
+            span.set(Attribute::new(
+                "alibridge.policy.rule",
+                Text::from(rule.to_string()),
+            ));
+        }
+    });
     failed("policy_refused");
     with_instruments(|i| i.refusal(tool, rule));
 }

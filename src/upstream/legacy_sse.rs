@@ -268,6 +268,7 @@ impl LegacySse {
                 return;
             }
             warn!(reason = %end, "SSE stream lost; reconnecting");
+            crate::telemetry::count(crate::telemetry::Event::Reconnect);
             self.endpoint.send_replace(Endpoint::Reconnecting);
             let detail = format!(
                 "the SSE stream broke before the answer arrived ({end}); the request was not sent again"

@@ -11,7 +11,7 @@ use crate::net::{describe, display_url};
 pub(super) async fn check_collector(r: &mut Report, bridge_flags: &[String]) {
     let env = |k: &str| std::env::var(k).ok();
     let flag = flag_value(bridge_flags, "--otlp-endpoint");
-    let Some((raw, json)) = crate::telemetry::traces_endpoint(flag, &env) else {
+    let Some(signal) = crate::telemetry::traces_endpoint(flag, &env) else {
         return;
     };
     if !cfg!(feature = "otel") {
@@ -22,7 +22,7 @@ pub(super) async fn check_collector(r: &mut Report, bridge_flags: &[String]) {
         );
         return;
     }
-    let Ok(url) = url::Url::parse(&raw) else {
+    let Ok(url) = url::Url::parse(&signal.url) else {
         r.fail(
             "telemetry",
             "the OTLP endpoint is not a valid URL",
@@ -40,7 +40,7 @@ pub(super) async fn check_collector(r: &mut Report, bridge_flags: &[String]) {
         return;
     };
     // An empty ExportTraceServiceRequest: no bytes in protobuf, `{}` in JSON.
-    let (content_type, body) = if json {
+    let (content_type, body) = if signal.json {
         ("application/json", "{}")
     } else {
         ("application/x-protobuf", "")
@@ -50,9 +50,7 @@ pub(super) async fn check_collector(r: &mut Report, bridge_flags: &[String]) {
         .header(CONTENT_TYPE, content_type)
         .body(body)
         .timeout(STEP_TIMEOUT);
-    for (name, value) in headers(
-        env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")),
-    ) {
+    for (name, value) in headers(&signal.headers) {
         req = req.header(name, value);
     }
     match req.send().await {
@@ -98,21 +96,15 @@ fn flag_value<'a>(flags: &'a [String], name: &str) -> Option<&'a str> {
     None
 }
 
-/// `OTEL_EXPORTER_OTLP_HEADERS`: `k1=v1,k2=v2` (values percent-encoded, per the spec); pairs
-/// that are not valid headers are skipped.
-fn headers(raw: Option<String>) -> Vec<(HeaderName, HeaderValue)> {
-    let Some(raw) = raw else {
-        return Vec::new();
-    };
-    raw.split(',')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            let v = url::form_urlencoded::parse(format!("v={}", v.trim()).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())?;
-            let mut value = HeaderValue::from_str(&v).ok()?;
+/// The configured headers as HTTP headers, marked sensitive (they are API keys); pairs that
+/// are not valid headers are skipped.
+fn headers(pairs: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            let mut value = HeaderValue::from_str(v).ok()?;
             value.set_sensitive(true);
-            Some((HeaderName::from_bytes(k.trim().as_bytes()).ok()?, value))
+            Some((HeaderName::from_bytes(k.as_bytes()).ok()?, value))
         })
         .collect()
 }
@@ -132,10 +124,15 @@ mod tests {
     }
 
     #[test]
-    fn parses_the_headers_variable() {
-        let h = headers(Some("api-key=a%20b, x-team = t1,broken".into()));
-        assert_eq!(h.len(), 2);
+    fn invalid_header_pairs_are_skipped() {
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let h = headers(&pairs(&[("api-key", "a b"), ("bad name", "x"), ("x", "\n")]));
+        assert_eq!(h.len(), 1, "a name with a space and a value with a newline are not headers");
         assert_eq!(h[0].0.as_str(), "api-key");
-        assert_eq!(h[0].1.to_str().unwrap(), "a b");
+        assert!(h[0].1.is_sensitive());
     }
 }

@@ -164,6 +164,7 @@ impl StreamableHttp {
         let version = jsonrpc::negotiated_protocol_version(&answer.bytes)
             .and_then(|v| HeaderValue::from_str(&v).ok());
         debug!(session = session_id.is_some(), version = ?version, "initialize answered");
+        crate::telemetry::set_session(session_id.as_ref().and_then(|v| v.to_str().ok()));
         let mut s = self.session.lock().unwrap();
         s.id = session_id;
         s.protocol_version = version;

@@ -1,0 +1,275 @@
+//! The export, off the relay path: spans end into a bounded queue ([`push_span`]: a lock and
+//! a push), and one thread of its own batches them, encodes them ([`super::otlp`]) and posts
+//! them to the collector; the metrics go on their own interval from the same thread.
+//!
+//! When the collector is slow or gone the queue fills and spans are dropped, never waited
+//! for; dropped spans and failed exports are counted and reported in **one** warning line.
+//! Each export is a single attempt (no retry loop), within the OTLP timeout. At exit what is
+//! queued is exported, waiting at most [`SHUTDOWN_WAIT`].
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::config::Signal;
+use super::context::now_unix_nano;
+use super::instruments::Instruments;
+use super::otlp::{self, Format};
+use super::record::{Resource, SpanRecord};
+
+/// How long exit waits for the last export: a dead or slow collector must not hold the
+/// process (the client is waiting for it to go).
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// The spans waiting for export, shared by every thread that ends one.
+struct Queue {
+    spans: Mutex<Vec<SpanRecord>>,
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`; 0 while no export runs (spans are then not kept).
+    max: std::sync::atomic::AtomicUsize,
+    /// A batch is full: the export thread need not wait for its timer.
+    batch: std::sync::atomic::AtomicUsize,
+    wake: Notify,
+    stopping: AtomicBool,
+    health: Health,
+}
+
+static QUEUE: OnceLock<Queue> = OnceLock::new();
+
+fn queue() -> &'static Queue {
+    QUEUE.get_or_init(|| Queue {
+        spans: Mutex::new(Vec::new()),
+        max: 0.into(),
+        batch: usize::MAX.into(),
+        wake: Notify::new(),
+        stopping: AtomicBool::new(false),
+        health: Health::default(),
+    })
+}
+
+/// Queues an ended span for export; drops it (counted) when the queue is full.
+pub fn push_span(span: SpanRecord) {
+    let q = queue();
+    let Ok(mut spans) = q.spans.lock() else {
+        return;
+    };
+    if spans.len() >= q.max.load(Ordering::Relaxed) {
+        drop(spans);
+        // A span ending while the process exits is not the collector's fault.
+        if !q.stopping.load(Ordering::Relaxed) {
+            q.health.dropped(1);
+        }
+        return;
+    }
+    spans.push(span);
+    if spans.len() == q.batch.load(Ordering::Relaxed) {
+        q.wake.notify_one();
+    }
+}
+
+/// What the export thread needs.
+pub struct Exporter {
+    pub traces: Option<Signal>,
+    pub metrics: Option<(Signal, Arc<Instruments>)>,
+    pub resource: Resource,
+    pub schedule_delay: Duration,
+    pub metric_interval: Duration,
+    pub max_queue: usize,
+    pub max_batch: usize,
+}
+
+/// The running export thread; [`Running::stop`] exports what is left and ends it.
+pub struct Running {
+    done: mpsc::Receiver<()>,
+}
+
+impl Exporter {
+    /// Starts the export thread. Fails only if the thread or its HTTP client cannot be made.
+    pub fn spawn(self) -> std::io::Result<Running> {
+        let client = http_client(&self)?;
+        let q = queue();
+        q.stopping.store(false, Ordering::Relaxed);
+        if self.traces.is_some() {
+            q.batch.store(self.max_batch, Ordering::Relaxed);
+            q.max.store(self.max_queue, Ordering::Relaxed);
+        }
+        let (tx, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("alibridge-otlp".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(self.run(client));
+                }
+                let _ = tx.send(());
+            })?;
+        Ok(Running { done })
+    }
+
+    async fn run(self, client: reqwest::Client) {
+        let q = queue();
+        let mut body = Vec::new();
+        let mut next_spans = Instant::now() + self.schedule_delay;
+        let mut next_metrics = Instant::now() + self.metric_interval;
+        loop {
+            let stopping = q.stopping.load(Ordering::Relaxed);
+            if !stopping {
+                let wake = if self.traces.is_some() {
+                    next_spans.min(next_metrics)
+                } else {
+                    next_metrics
+                };
+                tokio::select! {
+                    _ = q.wake.notified() => {}
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+            }
+            let stopping = stopping || q.stopping.load(Ordering::Relaxed);
+            let now = Instant::now();
+            if let Some(signal) = &self.traces {
+                let full = q.spans.lock().map(|s| s.len() >= self.max_batch).unwrap_or(false);
+                if stopping || full || now >= next_spans {
+                    next_spans = now + self.schedule_delay;
+                    while let Some(batch) = take(self.max_batch) {
+                        otlp::traces(&self.resource, &batch, format(signal), &mut body);
+                        self.post(&client, signal, &body, batch.len(), stopping).await;
+                    }
+                }
+            }
+            if let Some((signal, instruments)) = &self.metrics {
+                if stopping || now >= next_metrics {
+                    next_metrics = now + self.metric_interval;
+                    let record = instruments.collect(now_unix_nano());
+                    if !record.metrics.is_empty() {
+                        otlp::metrics(&self.resource, &record, format(signal), &mut body);
+                        self.post(&client, signal, &body, 1, stopping).await;
+                    }
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// One export: a single attempt; a failure counts the `items` as dropped.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        signal: &Signal,
+        body: &[u8],
+        items: usize,
+        stopping: bool,
+    ) {
+        let timeout = if stopping {
+            signal.timeout.min(SHUTDOWN_WAIT)
+        } else {
+            signal.timeout
+        };
+        let mut req = client
+            .post(&signal.url)
+            .header(reqwest::header::CONTENT_TYPE, format(signal).content_type())
+            .body(body.to_vec())
+            .timeout(timeout);
+        for (name, value) in &signal.headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let ok = match req.send().await {
+            Ok(resp) => resp.status().is_success(),
+            Err(_) => false,
+        };
+        if !ok {
+            queue().health.failed(items);
+        }
+    }
+}
+
+impl Running {
+    /// Exports what is queued and ends the thread, waiting at most [`SHUTDOWN_WAIT`].
+    pub fn stop(self) {
+        let q = queue();
+        q.stopping.store(true, Ordering::Relaxed);
+        q.wake.notify_one();
+        let _ = self.done.recv_timeout(SHUTDOWN_WAIT);
+        // Spans ending after this are not kept.
+        q.max.store(0, Ordering::Relaxed);
+        let dropped = q.health.lost.load(Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::debug!(dropped, "telemetry items the collector did not take");
+        }
+    }
+}
+
+fn format(signal: &Signal) -> Format {
+    if signal.json {
+        Format::Json
+    } else {
+        Format::Protobuf
+    }
+}
+
+/// Up to `max` queued spans, oldest first; `None` when none wait.
+fn take(max: usize) -> Option<Vec<SpanRecord>> {
+    let mut spans = queue().spans.lock().ok()?;
+    if spans.is_empty() {
+        return None;
+    }
+    if spans.len() <= max {
+        return Some(std::mem::take(&mut *spans));
+    }
+    let rest = spans.split_off(max);
+    Some(std::mem::replace(&mut *spans, rest))
+}
+
+/// The collector's client: alibridge's client builder (proxy variables, same-origin
+/// redirects). A plain-http collector (the usual local one) gets no trust store at all, which
+/// spares loading the system's root certificates.
+fn http_client(e: &Exporter) -> std::io::Result<reqwest::Client> {
+    let urls = e
+        .traces
+        .iter()
+        .chain(e.metrics.iter().map(|(s, _)| s))
+        .map(|s| s.url.as_str());
+    let mut b = crate::net::client_builder(Duration::from_secs(5)).pool_max_idle_per_host(1);
+    if urls.clone().all(|u| u.starts_with("http://")) {
+        b = b.tls_certs_only([]);
+    }
+    b.build().map_err(std::io::Error::other)
+}
+
+/// Lost telemetry: counted, and the first loss warned about.
+#[derive(Default)]
+struct Health {
+    warned: AtomicBool,
+    lost: AtomicU64,
+}
+
+impl Health {
+    /// Records a failed export of `items`. The error text is not shown: it can hold the
+    /// collector URL with credentials in it.
+    fn failed(&self, items: usize) {
+        self.lost.fetch_add(items as u64, Ordering::Relaxed);
+        self.warn();
+    }
+
+    /// Records spans dropped because the queue was full (the collector is slower than the
+    /// spans come).
+    fn dropped(&self, items: u64) {
+        self.lost.fetch_add(items, Ordering::Relaxed);
+        self.warn();
+    }
+
+    fn warn(&self) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            warn!(
+                "telemetry: the OTLP collector did not take an export; telemetry is being \
+                 dropped (relaying is not affected). `alibridge doctor` checks the collector"
+            );
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! OTLP in binary protobuf, written by hand: varints, one-byte tags (two for `Span.flags`),
+//! length-delimited nested messages, little-endian fixed64/double.
+//!
+//! A nested message's length must precede it, so every message has a `*_len` function that
+//! computes its encoded size from the record (string lengths, varint widths) without
+//! encoding anything, and a `put_*` function that writes it. The request's outer lengths need
+//! the sum of the span sizes, so a span's size is computed twice (once for that sum, once for
+//! its own prefix) and its bytes written once; nothing is allocated. Every `put_*` writes
+//! exactly the bytes its `*_len` counted (checked by a debug assertion on the whole request).
+//!
+//! Field numbers and wire types are the prost tags of the generated code in
+//! `opentelemetry-proto` 0.33 (`src/proto/tonic/opentelemetry.proto.*.rs`), the
+//! `opentelemetry-proto` v1 `.proto` files. Fields equal to their default are left out
+//! (proto3), except the few every reader expects (name, kind, timestamps, count, sum).
+
+use crate::telemetry::record::{
+    Attribute, MetricData, MetricsRecord, Resource, SCOPE_NAME, SCOPE_VERSION, SpanRecord,
+    Value,
+};
+
+/// Wire type of varints (`int64`, `bool`, enums).
+const VARINT: u8 = 0;
+/// Wire type of `fixed64`, `sfixed64` and `double`.
+const I64: u8 = 1;
+/// Wire type of strings, bytes, nested messages and packed repeated scalars.
+const LEN: u8 = 2;
+
+/// The one-byte tag of field `number` (1..=15) with wire type `wire`.
+const fn tag(number: u8, wire: u8) -> u8 {
+    (number << 3) | wire
+}
+
+// ExportTraceServiceRequest.resource_spans = 1, ExportMetricsServiceRequest.resource_metrics = 1.
+const REQUEST_RESOURCE: u8 = tag(1, LEN);
+// ResourceSpans / ResourceMetrics: resource = 1, scope_spans / scope_metrics = 2.
+const RESOURCE_RESOURCE: u8 = tag(1, LEN);
+const RESOURCE_SCOPE: u8 = tag(2, LEN);
+// Resource.attributes = 1.
+const RESOURCE_ATTRIBUTES: u8 = tag(1, LEN);
+// ScopeSpans / ScopeMetrics: scope = 1, spans / metrics = 2.
+const SCOPE_SCOPE: u8 = tag(1, LEN);
+const SCOPE_ITEMS: u8 = tag(2, LEN);
+// InstrumentationScope: name = 1, version = 2.
+const INSTRUMENTATION_NAME: u8 = tag(1, LEN);
+const INSTRUMENTATION_VERSION: u8 = tag(2, LEN);
+// KeyValue: key = 1, value = 2.
+const KEY_VALUE_KEY: u8 = tag(1, LEN);
+const KEY_VALUE_VALUE: u8 = tag(2, LEN);
+// AnyValue oneof: string_value = 1, bool_value = 2, int_value = 3 (int64).
+const ANY_STRING: u8 = tag(1, LEN);
+const ANY_BOOL: u8 = tag(2, VARINT);
+const ANY_INT: u8 = tag(3, VARINT);
+// Span: trace_id = 1, span_id = 2, trace_state = 3, parent_span_id = 4, name = 5,
+// kind = 6, start_time_unix_nano = 7 (fixed64), end_time_unix_nano = 8 (fixed64),
+// attributes = 9, status = 15, flags = 16 (fixed32).
+const SPAN_TRACE_ID: u8 = tag(1, LEN);
+const SPAN_SPAN_ID: u8 = tag(2, LEN);
+const SPAN_TRACE_STATE: u8 = tag(3, LEN);
+const SPAN_PARENT_SPAN_ID: u8 = tag(4, LEN);
+const SPAN_NAME: u8 = tag(5, LEN);
+const SPAN_KIND: u8 = tag(6, VARINT);
+const SPAN_START: u8 = tag(7, I64);
+const SPAN_END: u8 = tag(8, I64);
+const SPAN_ATTRIBUTES: u8 = tag(9, LEN);
+const SPAN_STATUS: u8 = tag(15, LEN);
+/// Field 16, wire type 5 (fixed32): `(16 << 3) | 5` = 133 as a varint.
+const SPAN_FLAGS: [u8; 2] = [0x85, 0x01];
+// Status: message = 2, code = 3 (STATUS_CODE_ERROR = 2).
+const STATUS_MESSAGE: u8 = tag(2, LEN);
+const STATUS_CODE: u8 = tag(3, VARINT);
+const STATUS_CODE_ERROR: u8 = 2;
+// Metric: name = 1, description = 2, unit = 3, sum = 7, histogram = 9.
+const METRIC_NAME: u8 = tag(1, LEN);
+const METRIC_DESCRIPTION: u8 = tag(2, LEN);
+const METRIC_UNIT: u8 = tag(3, LEN);
+const METRIC_SUM: u8 = tag(7, LEN);
+const METRIC_HISTOGRAM: u8 = tag(9, LEN);
+// Sum / Histogram: data_points = 1, aggregation_temporality = 2; Sum.is_monotonic = 3.
+const DATA_POINTS: u8 = tag(1, LEN);
+const DATA_TEMPORALITY: u8 = tag(2, VARINT);
+const SUM_MONOTONIC: u8 = tag(3, VARINT);
+/// AGGREGATION_TEMPORALITY_CUMULATIVE.
+const CUMULATIVE: u8 = 2;
+// NumberDataPoint / HistogramDataPoint: start_time_unix_nano = 2, time_unix_nano = 3
+// (fixed64); NumberDataPoint: as_int = 6 (sfixed64), attributes = 7.
+const POINT_START: u8 = tag(2, I64);
+const POINT_TIME: u8 = tag(3, I64);
+const NUMBER_AS_INT: u8 = tag(6, I64);
+const NUMBER_ATTRIBUTES: u8 = tag(7, LEN);
+// HistogramDataPoint: count = 4 (fixed64), sum = 5, bucket_counts = 6 (packed fixed64),
+// explicit_bounds = 7 (packed double), attributes = 9, min = 11, max = 12.
+const HISTOGRAM_COUNT: u8 = tag(4, I64);
+const HISTOGRAM_SUM: u8 = tag(5, I64);
+const HISTOGRAM_BUCKET_COUNTS: u8 = tag(6, LEN);
+const HISTOGRAM_EXPLICIT_BOUNDS: u8 = tag(7, LEN);
+const HISTOGRAM_ATTRIBUTES: u8 = tag(9, LEN);
+const HISTOGRAM_MIN: u8 = tag(11, I64);
+const HISTOGRAM_MAX: u8 = tag(12, I64);
+
+/// Size of a one-byte-tagged `fixed64`/`double` field.
+const FIXED64_FIELD: usize = 1 + 8;
+
+/// Writes the `ExportTraceServiceRequest`.
+pub(super) fn traces(resource: &Resource, spans: &[SpanRecord], out: &mut Vec<u8>) {
+    let spans_len: usize = spans.iter().map(|s| field_len(span_len(s))).sum();
+    let scope_spans = field_len(scope_len()) + spans_len;
+    let resource_len = attributes_len(&resource.attributes);
+    let resource_spans = field_len(resource_len) + field_len(scope_spans);
+    let total = field_len(resource_spans);
+    out.reserve(total);
+
+    put_len(out, REQUEST_RESOURCE, resource_spans);
+    put_resource(out, resource, resource_len);
+    put_len(out, RESOURCE_SCOPE, scope_spans);
+    put_scope(out);
+    for span in spans {
+        put_len(out, SCOPE_ITEMS, span_len(span));
+        put_span(out, span);
+    }
+    debug_assert_eq!(out.len(), total, "the traces sizes disagree with the bytes");
+}
+
+/// Writes the `ExportMetricsServiceRequest`.
+pub(super) fn metrics(resource: &Resource, record: &MetricsRecord, out: &mut Vec<u8>) {
+    let metrics_len: usize = record
+        .metrics
+        .iter()
+        .map(|m| field_len(metric_head_len(m) + field_len(data_len(&m.data))))
+        .sum();
+    let scope_metrics = field_len(scope_len()) + metrics_len;
+    let resource_len = attributes_len(&resource.attributes);
+    let resource_metrics = field_len(resource_len) + field_len(scope_metrics);
+    let total = field_len(resource_metrics);
+    out.reserve(total);
+
+    put_len(out, REQUEST_RESOURCE, resource_metrics);
+    put_resource(out, resource, resource_len);
+    put_len(out, RESOURCE_SCOPE, scope_metrics);
+    put_scope(out);
+    for metric in &record.metrics {
+        let data = data_len(&metric.data);
+        put_len(out, SCOPE_ITEMS, metric_head_len(metric) + field_len(data));
+        put_str(out, METRIC_NAME, metric.name);
+        put_str_nonempty(out, METRIC_DESCRIPTION, metric.description);
+        put_str_nonempty(out, METRIC_UNIT, metric.unit);
+        let times = (record.start_unix_nano, record.time_unix_nano);
+        match &metric.data {
+            MetricData::Histogram { bounds, points } => {
+                put_len(out, METRIC_HISTOGRAM, data);
+                for p in points {
+                    put_len(out, DATA_POINTS, histogram_point_len(p, bounds));
+                    put_attributes(out, HISTOGRAM_ATTRIBUTES, &p.attributes);
+                    put_fixed64(out, POINT_START, times.0);
+                    put_fixed64(out, POINT_TIME, times.1);
+                    put_fixed64(out, HISTOGRAM_COUNT, p.count);
+                    put_fixed64(out, HISTOGRAM_SUM, p.sum.to_bits());
+                    put_packed_fixed64(out, HISTOGRAM_BUCKET_COUNTS, &p.bucket_counts, |c| c);
+                    put_packed_fixed64(out, HISTOGRAM_EXPLICIT_BOUNDS, bounds, f64::to_bits);
+                    if p.count > 0 {
+                        put_fixed64(out, HISTOGRAM_MIN, p.min.to_bits());
+                        put_fixed64(out, HISTOGRAM_MAX, p.max.to_bits());
+                    }
+                }
+                out.extend_from_slice(&[DATA_TEMPORALITY, CUMULATIVE]);
+            }
+            MetricData::Counter { points } => {
+                put_len(out, METRIC_SUM, data);
+                for p in points {
+                    put_len(out, DATA_POINTS, number_point_len(&p.attributes));
+                    put_attributes(out, NUMBER_ATTRIBUTES, &p.attributes);
+                    put_fixed64(out, POINT_START, times.0);
+                    put_fixed64(out, POINT_TIME, times.1);
+                    put_fixed64(out, NUMBER_AS_INT, counter_value(p.value) as u64);
+                }
+                out.extend_from_slice(&[DATA_TEMPORALITY, CUMULATIVE, SUM_MONOTONIC, 1]);
+            }
+        }
+    }
+    debug_assert_eq!(out.len(), total, "the metrics sizes disagree with the bytes");
+}
+
+/// A counter's value as OTLP's `as_int` (an `int64`): a count past `i64::MAX` cannot happen
+/// in practice, and saturating keeps it monotonic.
+pub(super) fn counter_value(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+// ---- sizes ----
+
+/// Bytes of `v` as a varint: 7 bits a byte.
+fn varint_len(v: u64) -> usize {
+    // 1 + (index of the highest set bit) / 7, with 0 taking one byte.
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+/// Size of a one-byte-tagged length-delimited field whose content is `len` bytes.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// Size of an `InstrumentationScope` (name and version; both constants).
+fn scope_len() -> usize {
+    field_len(SCOPE_NAME.len()) + str_nonempty_len(SCOPE_VERSION)
+}
+
+/// Size of a string field that is left out when empty.
+fn str_nonempty_len(s: &str) -> usize {
+    if s.is_empty() { 0 } else { field_len(s.len()) }
+}
+
+/// Size of an `AnyValue` holding `value`.
+fn any_value_len(value: &Value) -> usize {
+    match value {
+        Value::Text(t) => field_len(t.as_str().len()),
+        Value::Int(i) => 1 + varint_len(*i as u64),
+        Value::Bool(_) => 2,
+    }
+}
+
+/// Size of a `KeyValue`, given the size of its `AnyValue`.
+fn key_value_len(key: &str, value_len: usize) -> usize {
+    field_len(key.len()) + field_len(value_len)
+}
+
+/// Size of a repeated `KeyValue` field holding `attributes`.
+fn attributes_len(attributes: &[Attribute]) -> usize {
+    attributes
+        .iter()
+        .map(|a| field_len(key_value_len(a.key, any_value_len(&a.value))))
+        .sum()
+}
+
+/// Size of a `Span`.
+fn span_len(s: &SpanRecord) -> usize {
+    // trace_id (16 bytes), span_id (8), kind (values 1..=3: one byte), start and end.
+    let fixed = field_len(16) + field_len(8) + 2 + 2 * FIXED64_FIELD;
+    fixed
+        + s.trace_state.as_deref().map_or(0, str_nonempty_len)
+        + s.parent_span_id.map_or(0, |_| field_len(8))
+        + field_len(s.name.as_str().len())
+        + attributes_len(&s.attributes)
+        + s.error
+            .as_ref()
+            .map_or(0, |m| field_len(status_len(m.as_str())))
+        + if s.flags == 0 { 0 } else { SPAN_FLAGS.len() + 4 }
+}
+
+/// Size of an error `Status` with `message`.
+fn status_len(message: &str) -> usize {
+    str_nonempty_len(message) + 2
+}
+
+/// Size of a `Metric` without its data field.
+fn metric_head_len(m: &crate::telemetry::record::Metric) -> usize {
+    field_len(m.name.len()) + str_nonempty_len(m.description) + str_nonempty_len(m.unit)
+}
+
+/// Size of a `Histogram` or `Sum` message.
+fn data_len(data: &MetricData) -> usize {
+    match data {
+        MetricData::Histogram { bounds, points } => {
+            let points: usize = points
+                .iter()
+                .map(|p| field_len(histogram_point_len(p, bounds)))
+                .sum();
+            points + 2
+        }
+        MetricData::Counter { points } => {
+            let points: usize = points
+                .iter()
+                .map(|p| field_len(number_point_len(&p.attributes)))
+                .sum();
+            points + 4
+        }
+    }
+}
+
+/// Size of a `HistogramDataPoint`.
+fn histogram_point_len(p: &crate::telemetry::record::HistogramPoint, bounds: &[f64]) -> usize {
+    attributes_len(&p.attributes)
+        + 4 * FIXED64_FIELD
+        + packed_fixed64_len(p.bucket_counts.len())
+        + packed_fixed64_len(bounds.len())
+        + if p.count > 0 { 2 * FIXED64_FIELD } else { 0 }
+}
+
+/// Size of a `NumberDataPoint` with an `as_int` value.
+fn number_point_len(attributes: &[Attribute]) -> usize {
+    attributes_len(attributes) + 3 * FIXED64_FIELD
+}
+
+/// Size of a packed repeated 8-byte field of `n` elements (left out when empty).
+fn packed_fixed64_len(n: usize) -> usize {
+    if n == 0 { 0 } else { field_len(8 * n) }
+}
+
+// ---- writers ----
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field's tag and length; its `len` bytes follow.
+fn put_len(out: &mut Vec<u8>, tag: u8, len: usize) {
+    out.push(tag);
+    put_varint(out, len as u64);
+}
+
+fn put_str(out: &mut Vec<u8>, tag: u8, s: &str) {
+    put_len(out, tag, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_str_nonempty(out: &mut Vec<u8>, tag: u8, s: &str) {
+    if !s.is_empty() {
+        put_str(out, tag, s);
+    }
+}
+
+fn put_fixed64(out: &mut Vec<u8>, tag: u8, v: u64) {
+    out.push(tag);
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+/// A packed repeated `fixed64`/`double` field (nothing when `items` is empty).
+fn put_packed_fixed64<T: Copy>(out: &mut Vec<u8>, tag: u8, items: &[T], bits: impl Fn(T) -> u64) {
+    if items.is_empty() {
+        return;
+    }
+    put_len(out, tag, 8 * items.len());
+    for &item in items {
+        out.extend_from_slice(&bits(item).to_le_bytes());
+    }
+}
+
+/// The `Resource` field of a `ResourceSpans`/`ResourceMetrics` (`len`: its attributes' size).
+fn put_resource(out: &mut Vec<u8>, resource: &Resource, len: usize) {
+    put_len(out, RESOURCE_RESOURCE, len);
+    put_attributes(out, RESOURCE_ATTRIBUTES, &resource.attributes);
+}
+
+/// The `scope` field of a `ScopeSpans`/`ScopeMetrics`.
+fn put_scope(out: &mut Vec<u8>) {
+    put_len(out, SCOPE_SCOPE, scope_len());
+    put_str(out, INSTRUMENTATION_NAME, SCOPE_NAME);
+    put_str_nonempty(out, INSTRUMENTATION_VERSION, SCOPE_VERSION);
+}
+
+/// `attributes` as repeated `KeyValue` field `tag`.
+fn put_attributes(out: &mut Vec<u8>, tag: u8, attributes: &[Attribute]) {
+    for a in attributes {
+        let value_len = any_value_len(&a.value);
+        put_len(out, tag, key_value_len(a.key, value_len));
+        put_str(out, KEY_VALUE_KEY, a.key);
+        put_len(out, KEY_VALUE_VALUE, value_len);
+        match &a.value {
+            Value::Text(t) => put_str(out, ANY_STRING, t.as_str()),
+            Value::Int(i) => {
+                out.push(ANY_INT);
+                // int64: a negative value is its two's complement, ten bytes.
+                put_varint(out, *i as u64);
+            }
+            Value::Bool(b) => out.extend_from_slice(&[ANY_BOOL, u8::from(*b)]),
+        }
+    }
+}
+
+/// A `Span`'s fields (its tag and length are the caller's).
+fn put_span(out: &mut Vec<u8>, s: &SpanRecord) {
+    put_len(out, SPAN_TRACE_ID, 16);
+    out.extend_from_slice(&s.trace_id);
+    put_len(out, SPAN_SPAN_ID, 8);
+    out.extend_from_slice(&s.span_id);
+    if let Some(state) = s.trace_state.as_deref() {
+        put_str_nonempty(out, SPAN_TRACE_STATE, state);
+    }
+    if let Some(parent) = &s.parent_span_id {
+        put_len(out, SPAN_PARENT_SPAN_ID, 8);
+        out.extend_from_slice(parent);
+    }
+    put_str(out, SPAN_NAME, s.name.as_str());
+    out.extend_from_slice(&[SPAN_KIND, s.kind as u8]);
+    put_fixed64(out, SPAN_START, s.start_unix_nano);
+    put_fixed64(out, SPAN_END, s.end_unix_nano);
+    put_attributes(out, SPAN_ATTRIBUTES, &s.attributes);
+    if let Some(message) = &s.error {
+        let message = message.as_str();
+        put_len(out, SPAN_STATUS, status_len(message));
+        put_str_nonempty(out, STATUS_MESSAGE, message);
+        out.extend_from_slice(&[STATUS_CODE, STATUS_CODE_ERROR]);
+    }
+    if s.flags != 0 {
+        // Only the W3C trace flags (bits 0-7): whether the parent is remote is not recorded,
+        // so bits 8-9 stay "unknown".
+        out.extend_from_slice(&SPAN_FLAGS);
+        out.extend_from_slice(&u32::from(s.flags).to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn varint_len_matches_put_varint_at_every_width() {
+        for v in [0, 1, 127, 128, 16383, 16384, (1 << 21) - 1, 1 << 21, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v), "{v}");
+        }
+        assert_eq!(varint_len(u64::MAX), 10);
+    }
+
+    #[test]
+    fn the_flags_tag_is_field_16_fixed32() {
+        let mut out = Vec::new();
+        put_varint(&mut out, (16 << 3) | 5);
+        assert_eq!(out, SPAN_FLAGS);
+    }
+}
