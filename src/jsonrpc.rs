@@ -39,6 +39,9 @@ pub struct Message {
     /// The `id` as canonical JSON text (e.g. `1`, `"abc"`), for matching responses to requests.
     pub id: Option<Id>,
     pub method: Option<String>,
+    /// Where the `params` value is in `bytes` (found by the same parse, so readers of the
+    /// params need not parse the whole message again).
+    pub params: Option<std::ops::Range<usize>>,
 }
 
 /// A request id in canonical JSON form: equal ids compare equal even if the peer wrote them
@@ -129,6 +132,8 @@ struct Peek<'a> {
     id: Option<&'a RawValue>,
     #[serde(default)]
     method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
 }
 
 impl Message {
@@ -149,6 +154,11 @@ impl Message {
         let peek: Peek<'_> = serde_json::from_slice(&bytes).map_err(InvalidMessage::Json)?;
         let id = peek.id.filter(|r| r.get() != "null").map(Id::from_raw);
         let method = peek.method.map(|m| m.into_owned());
+        // The raw value borrows from `bytes`: its offset is the distance between the two.
+        let params = peek.params.map(|p| {
+            let start = p.get().as_ptr() as usize - bytes.as_ptr() as usize;
+            start..start + p.get().len()
+        });
         let kind = match (&method, &id) {
             (Some(_), Some(_)) => Kind::Request,
             (Some(_), None) => Kind::Notification,
@@ -165,6 +175,7 @@ impl Message {
             kind,
             id,
             method,
+            params,
         })
     }
 
@@ -471,6 +482,16 @@ mod tests {
         );
         let m = parse(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#).unwrap();
         assert_eq!(m.kind, Kind::Notification);
+    }
+
+    #[test]
+    fn knows_where_params_are() {
+        let text = r#"{"id":1, "params" : {"name":"x","a":[1,2]} ,"method":"m"}"#;
+        let m = parse(text).unwrap();
+        assert_eq!(&text[m.params.unwrap()], r#"{"name":"x","a":[1,2]}"#);
+        assert_eq!(parse(r#"{"id":1,"method":"m"}"#).unwrap().params, None);
+        let m = parse(r#"{"id":1,"method":"m","params":[3]}"#).unwrap();
+        assert_eq!(m.params, Some(30..33));
     }
 
     #[test]

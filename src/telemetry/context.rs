@@ -14,6 +14,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::export;
+use super::meta::Site;
 use super::record::{Attribute, SpanKind, SpanRecord, Text};
 
 /// W3C trace flag: the trace is sampled (recorded).
@@ -313,17 +314,21 @@ impl Drop for Span {
     }
 }
 
-/// What a request's operation records about its outcome, shared by its child spans' scopes
-/// so that a failure anywhere inside is the operation's.
+/// What the spans of one operation share (through their scopes): the request's id and its
+/// failure, so that a failure anywhere inside is the operation's, and where its trace context
+/// goes in the message.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Shared {
     /// The request's id as JSON text (`None` for a notification): answers are matched on it.
     pub id: Option<Box<str>>,
     /// The error kind, once something failed.
     pub failure: Mutex<Option<Text>>,
+    /// The message as the operation started, and where `_meta` goes in it: the injection of
+    /// these same bytes (the usual case) needs no second parse.
+    pub site: Mutex<Option<(bytes::Bytes, Site)>>,
 }
 
-impl Outcome {
+impl Shared {
     pub fn set(&self, kind: Text) {
         if let Ok(mut slot) = self.failure.lock() {
             *slot = Some(kind);
@@ -340,7 +345,7 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Scope {
     pub span: Option<Arc<Span>>,
-    pub outcome: Option<Arc<Outcome>>,
+    pub shared: Option<Arc<Shared>>,
 }
 
 thread_local! {
@@ -488,7 +493,7 @@ mod tests {
         let id = span.context().span_id;
         let scope = Scope {
             span: Some(span),
-            outcome: None,
+            shared: None,
         };
         let inside = futures_util::FutureExt::now_or_never(Scoped::new(scope, async {
             with_current(|s| s.span.as_ref().map(|s| s.context().span_id)).flatten()

@@ -1,17 +1,18 @@
 //! Trace context in MCP `params._meta` (W3C `traceparent` and `tracestate`, as the MCP
 //! semantic conventions say), and the few names a span needs from a message.
 //!
-//! The rewrite keeps every other value byte for byte: the message and its `params` are read
-//! as maps of raw JSON values, only `_meta` is parsed and written again.
+//! The rewrite keeps every other value byte for byte: `params` is read as a map of raw JSON
+//! values, only `_meta` is parsed and written again. Plain JSON work: nothing here knows
+//! about spans.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::context::SpanContext;
 
 /// A sender's trace context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,30 @@ pub struct Peek<'a> {
     pub protocol_version: Option<Cow<'a, str>>,
     /// `params._meta.traceparent` (and `tracestate`).
     pub parent: Option<Carrier>,
+    /// Where trace context would be written into this message.
+    pub site: Option<Site>,
+}
+
+/// Where trace context goes in a message, as the parse found it: byte offsets into the
+/// message, so that [`inject`] need not parse it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// No `params`: `"params":{"_meta":…}` goes before the message's closing brace at `close`.
+    NoParams { close: usize, empty: bool },
+    /// A `params` object without `_meta` at `open..close`: `"_meta":…` goes right after its
+    /// `{`.
+    Params {
+        open: usize,
+        close: usize,
+        empty: bool,
+    },
+    /// The sender's own `_meta` object at `start..end` (in `params` at `params`): written
+    /// again with the context in it.
+    Meta {
+        start: usize,
+        end: usize,
+        params: (usize, usize),
+    },
 }
 
 /// A JSON string as text; `None` for any other value (read, not failed on).
@@ -41,19 +66,19 @@ fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
     serde_json::from_str::<Cow<'_, str>>(raw).ok()
 }
 
-/// Reads the names and the trace context of `bytes`; empty when they are not there or not
+/// The offset of `raw` (borrowed from `bytes`) in `bytes`.
+fn offset(bytes: &[u8], raw: &RawValue) -> usize {
+    raw.get().as_ptr() as usize - bytes.as_ptr() as usize
+}
+
+/// Reads the names and the trace context of `bytes`, whose `params` value is at `params` (as
+/// [`crate::jsonrpc::Message::parse`] found it); empty when they are not there or not
 /// strings.
 ///
-/// One pass over the message (this runs for every relayed request when telemetry is on):
-/// `params` is read in place with its three keys as borrowed raw values, everything else
-/// (the arguments) is skipped without being copied; `_meta`, which clients rarely send, is
-/// read only when it is there.
-pub fn peek(bytes: &[u8]) -> Peek<'_> {
-    #[derive(Deserialize)]
-    struct Msg<'a> {
-        #[serde(borrow)]
-        params: Option<Params<'a>>,
-    }
+/// Only `params` is read (this runs for every relayed request when telemetry is on): its
+/// three keys as borrowed raw values, everything else (the arguments) skipped without being
+/// copied; `_meta`, which clients rarely send, is read only when it is there.
+pub fn peek(bytes: &[u8], params: Option<Range<usize>>) -> Peek<'_> {
     #[derive(Deserialize)]
     struct Params<'a> {
         #[serde(borrow)]
@@ -73,16 +98,42 @@ pub fn peek(bytes: &[u8]) -> Peek<'_> {
         #[serde(borrow, rename = "io.modelcontextprotocol/protocolVersion")]
         protocol_version: Option<&'a RawValue>,
     }
-    // `params` that is not an object (an array) fails `Params`, as it should: no names.
-    let Some(p) = serde_json::from_slice::<Msg<'_>>(bytes)
-        .ok()
-        .and_then(|m| m.params)
+    let Some(range) = params else {
+        return Peek {
+            site: no_params(bytes),
+            ..Peek::default()
+        };
+    };
+    // `params` that is not an object (an array) fails `Params`, as it should: no names, and
+    // no place for `_meta`.
+    let Some(p) = bytes
+        .get(range.clone())
+        .and_then(|b| serde_json::from_slice::<Params<'_>>(b).ok())
     else {
         return Peek::default();
     };
     let meta = p
         .meta
         .and_then(|m| serde_json::from_str::<Meta<'_>>(m.get()).ok());
+    let site = match p.meta {
+        Some(m) if m.get().starts_with('{') => {
+            let start = offset(bytes, m);
+            Some(Site::Meta {
+                start,
+                end: start + m.get().len(),
+                params: (range.start, range.end),
+            })
+        }
+        Some(_) => None,
+        None => Some(Site::Params {
+            open: range.start,
+            close: range.end,
+            empty: bytes[range.start + 1..range.end]
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                == Some(&b'}'),
+        }),
+    };
     let owned = |raw| text(raw).map(Cow::into_owned);
     Peek {
         name: text(p.name),
@@ -94,7 +145,15 @@ pub fn peek(bytes: &[u8]) -> Peek<'_> {
                 tracestate: owned(m.tracestate),
             })
         }),
+        site,
     }
+}
+
+/// The site of a message without `params` (known to be one JSON object): its closing brace.
+fn no_params(bytes: &[u8]) -> Option<Site> {
+    let close = bytes.iter().rposition(|b| *b == b'}')?;
+    let empty = bytes[..close].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    Some(Site::NoParams { close, empty })
 }
 
 /// How a response ended, for `error.type`.
@@ -109,6 +168,13 @@ pub enum Outcome {
 
 /// Reads `error.code` or `result.isError` of a response (nothing else of the result).
 pub fn outcome(bytes: &[u8]) -> Outcome {
+    // Most answers are neither. An `error` or `isError` key spells `rror` in the text, unless
+    // it is written with escapes, and then a backslash is there: without either, a parse
+    // could only find `Ok`, so it is skipped. With either, the parse decides.
+    if memchr::memmem::find(bytes, b"rror").is_none() && memchr::memchr(b'\\', bytes).is_none()
+    {
+        return Outcome::Ok;
+    }
     #[derive(Deserialize)]
     struct Resp<'a> {
         #[serde(borrow)]
@@ -136,7 +202,6 @@ pub fn outcome(bytes: &[u8]) -> Outcome {
     }
     let tool_error = r
         .result
-        .filter(|r| r.get().contains("isError"))
         .and_then(|r| serde_json::from_str::<Result>(r.get()).ok())
         .and_then(|r| r.is_error);
     if tool_error == Some(true) {
@@ -146,160 +211,197 @@ pub fn outcome(bytes: &[u8]) -> Outcome {
     }
 }
 
-/// `bytes` with `cx`'s trace context written into `params._meta` (replacing a sender's own
-/// `traceparent`, whose span is the parent of `cx`'s). `None` when `params` or `_meta` is
-/// there but not an object, or the message is not a JSON object.
+/// `bytes` with the trace context (`traceparent`, and `tracestate` unless empty) written
+/// into `params._meta` at `site` (from [`peek`] of these same bytes), replacing a sender's
+/// own `traceparent`, whose span is the parent of the new one, and where `params` now is.
+/// `None` when the sender's `_meta` cannot be read.
 ///
-/// Spliced, not re-serialised: the message is read once with borrowed raw values, and the new
-/// `_meta` goes in at the byte offset of the old one (or at the start of `params`), so every
-/// other byte stays as the sender wrote it.
-pub fn inject(bytes: &[u8], cx: &SpanContext) -> Option<Bytes> {
-    #[derive(Deserialize)]
-    struct Msg<'a> {
-        #[serde(borrow)]
-        params: Option<&'a RawValue>,
-    }
-    #[derive(Deserialize)]
-    struct Params<'a> {
-        #[serde(borrow, rename = "_meta")]
-        meta: Option<&'a RawValue>,
-    }
-    let traceparent = cx.traceparent();
-    let tracestate = cx.trace_state.as_deref().unwrap_or("");
-    let text = std::str::from_utf8(bytes).ok()?;
-    let msg: Msg<'_> = serde_json::from_str(text).ok()?;
-    // Where a borrowed raw value starts in `text`.
-    let at = |raw: &RawValue| raw.get().as_ptr() as usize - text.as_ptr() as usize;
-    // The sender's own `_meta`, when there is one (rare): its other keys are kept.
-    let mut meta: Option<Map<String, Value>> = None;
-    let mut out = String::with_capacity(text.len() + 160);
-    let (cut, rest, wrap) = match msg.params {
-        None => {
-            // `"params":{"_meta":…}` before the message's closing brace.
-            let end = text.rfind('}')?;
-            let head = text[..end].trim_end();
-            out.push_str(head);
-            if !head.ends_with('{') {
-                out.push(',');
+/// Spliced, not re-serialised: the new `_meta` goes in at the byte offset of the old one (or
+/// at the start of `params`), so every other byte stays as the sender wrote it.
+pub fn inject(
+    bytes: &[u8],
+    site: Site,
+    traceparent: &str,
+    tracestate: &str,
+) -> Option<(Bytes, Range<usize>)> {
+    let mut out = Vec::with_capacity(bytes.len() + 128);
+    let mut params_start = 0;
+    let (cut, rest, wrap) = match site {
+        Site::NoParams { close, empty } => {
+            let head = bytes[..close].trim_ascii_end();
+            out.extend_from_slice(head);
+            if !empty {
+                out.push(b',');
             }
-            out.push_str(r#""params":{"_meta":"#);
-            (end, end, "}")
+            out.extend_from_slice(br#""params":"#);
+            params_start = out.len();
+            out.extend_from_slice(br#"{"_meta":"#);
+            (head.len(), close, &b"}"[..])
         }
-        Some(p) if p.get().starts_with('{') => {
-            let params: Params<'_> = serde_json::from_str(p.get()).ok()?;
-            match params.meta {
-                Some(m) => {
-                    meta = Some(serde_json::from_str(m.get()).ok()?);
-                    (at(m), at(m) + m.get().len(), "")
-                }
-                None => {
-                    let open = at(p) + 1;
-                    let empty = p.get()[1..].trim_start().starts_with('}');
-                    out.push_str(&text[..open]);
-                    out.push_str(r#""_meta":"#);
-                    (open, open, if empty { "" } else { "," })
-                }
-            }
+        Site::Params { open, empty, .. } => {
+            out.extend_from_slice(&bytes[..=open]);
+            out.extend_from_slice(br#""_meta":"#);
+            (open + 1, open + 1, if empty { &b""[..] } else { &b","[..] })
         }
-        Some(_) => return None,
+        Site::Meta { start, end, .. } => (start, end, &b""[..]),
     };
     if out.is_empty() {
-        out.push_str(&text[..cut]);
+        out.extend_from_slice(&bytes[..cut]);
     }
-    match meta {
-        Some(mut meta) => {
-            meta.insert("traceparent".into(), Value::String(traceparent));
+    match site {
+        Site::Meta { start, end, .. } => {
+            let mut meta: Map<String, Value> = serde_json::from_slice(&bytes[start..end]).ok()?;
+            meta.insert("traceparent".into(), Value::String(traceparent.into()));
             if tracestate.is_empty() {
                 meta.remove("tracestate");
             } else {
-                meta.insert("tracestate".into(), Value::String(tracestate.to_string()));
+                meta.insert("tracestate".into(), Value::String(tracestate.into()));
             }
-            out.push_str(&serde_json::to_string(&meta).ok()?);
+            serde_json::to_writer(&mut out, &meta).ok()?;
         }
-        None => {
+        _ => {
             // Written directly: the traceparent is hex digits and dashes; the tracestate
             // (printable ASCII, quotes allowed) is escaped as JSON.
-            out.push_str(r#"{"traceparent":""#);
-            out.push_str(&traceparent);
-            out.push('"');
+            out.extend_from_slice(br#"{"traceparent":""#);
+            out.extend_from_slice(traceparent.as_bytes());
+            out.push(b'"');
             if !tracestate.is_empty() {
-                out.push_str(r#","tracestate":"#);
-                out.push_str(&serde_json::to_string(&tracestate).ok()?);
+                out.extend_from_slice(br#","tracestate":"#);
+                serde_json::to_writer(&mut out, tracestate).ok()?;
             }
-            out.push('}');
+            out.push(b'}');
         }
     }
-    out.push_str(wrap);
-    out.push_str(&text[rest..]);
-    Some(Bytes::from(out))
+    out.extend_from_slice(wrap);
+    let params_end = out.len();
+    out.extend_from_slice(&bytes[rest..]);
+    // What follows the insertion kept its bytes, so `params` ends as far from the end.
+    let grown = |end: usize| out.len() - (bytes.len() - end);
+    let params = match site {
+        Site::NoParams { .. } => params_start..params_end,
+        Site::Params { open, close, .. } => open..grown(close),
+        Site::Meta { params, .. } => params.0..grown(params.1),
+    };
+    Some((Bytes::from(out), params))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jsonrpc::Message;
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn peeked(text: &str) -> (Message, Option<Site>) {
+        let m = Message::parse(Bytes::copy_from_slice(text.as_bytes())).expect(text);
+        let site = peek(&m.bytes, m.params.clone()).site;
+        (m, site)
+    }
+
+    fn injected(text: &str) -> Option<Value> {
+        let (m, site) = peeked(text);
+        let (after, params) = inject(&m.bytes, site?, PARENT, "a=1")?;
+        // Where `params` now is, as a parse of the new bytes finds it.
+        let again = Message::parse(after.clone()).expect("still a message");
+        assert_eq!(again.params, Some(params), "{text}");
+        Some(serde_json::from_slice(&after).unwrap_or_else(|e| panic!("{text} -> {after:?}: {e}")))
+    }
 
     #[test]
     fn peeks_names_and_the_senders_context_but_no_arguments() {
         let msg = format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"name":"secret"}},"_meta":{{"traceparent":"{PARENT}","tracestate":"a=1"}}}}}}"#
         );
-        let p = peek(msg.as_bytes());
+        let (m, _) = peeked(&msg);
+        let p = peek(&m.bytes, m.params.clone());
         assert_eq!(p.name.as_deref(), Some("echo"));
         let c = p.parent.expect("the sender's traceparent");
         assert_eq!(c.traceparent, PARENT);
         assert_eq!(c.tracestate.as_deref(), Some("a=1"));
-        let p =
-            peek(br#"{"id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#);
-        assert_eq!(p.protocol_version.as_deref(), Some("2025-11-25"));
-        assert!(peek(br#"{"id":1,"method":"x","params":[1]}"#)
-            .name
-            .is_none());
+        let (m, _) = peeked(r#"{"id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#);
+        assert_eq!(
+            peek(&m.bytes, m.params.clone()).protocol_version.as_deref(),
+            Some("2025-11-25")
+        );
+        let (m, site) = peeked(r#"{"id":1,"method":"x","params":[1]}"#);
+        assert!(peek(&m.bytes, m.params.clone()).name.is_none());
+        assert_eq!(site, None, "no place for _meta in an array");
         // The modern era's version in `_meta`; an escaped name; a name that is not a string
         // does not hide the rest.
-        let p = peek(
-            br#"{"id":2,"method":"tools/call","params":{"name":"e\u0063ho","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-06-30"}}}"#,
+        let (m, _) = peeked(
+            r#"{"id":2,"method":"tools/call","params":{"name":"e\u0063ho","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-06-30"}}}"#,
         );
+        let p = peek(&m.bytes, m.params.clone());
         assert_eq!(p.name.as_deref(), Some("echo"));
         assert_eq!(p.protocol_version.as_deref(), Some("2026-06-30"));
         let msg = format!(
             r#"{{"id":3,"method":"x","params":{{"name":7,"_meta":{{"traceparent":"{PARENT}"}}}}}}"#
         );
-        let p = peek(msg.as_bytes());
+        let (m, _) = peeked(&msg);
+        let p = peek(&m.bytes, m.params.clone());
         assert!(p.name.is_none());
         assert_eq!(p.parent.map(|c| c.traceparent).as_deref(), Some(PARENT));
     }
 
     #[test]
     fn injects_beside_the_senders_keys_and_keeps_arguments_byte_for_byte() {
-        let cx = SpanContext::parse(PARENT, Some("a=1")).unwrap();
-        let before = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"n":1.50,"big":123456789012345678901234567890},"_meta":{"progressToken":"p"}}}"#;
-        let after = inject(before, &cx).expect("rewritten");
+        let before = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"n":1.50,"big":123456789012345678901234567890},"_meta":{"progressToken":"p"}}}"#;
+        let (m, site) = peeked(before);
+        let (after, _) = inject(&m.bytes, site.unwrap(), PARENT, "a=1").expect("rewritten");
         let text = std::str::from_utf8(&after).unwrap();
         assert!(text.contains(r#"{"n":1.50,"big":123456789012345678901234567890}"#));
         let v: Value = serde_json::from_slice(&after).unwrap();
         assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
         assert_eq!(v["params"]["_meta"]["tracestate"], "a=1");
         assert_eq!(v["params"]["_meta"]["progressToken"], "p");
-        let bare = inject(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, &cx).unwrap();
-        let v: Value = serde_json::from_slice(&bare).unwrap();
+        let v = injected(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#).unwrap();
         assert_eq!(v["params"]["_meta"]["traceparent"], PARENT);
-        assert!(inject(br#"{"id":3,"method":"x","params":[1]}"#, &cx).is_none());
+        assert!(injected(r#"{"id":3,"method":"x","params":[1]}"#).is_none());
+        assert!(injected(r#"{"id":3,"method":"x","params":{"_meta":7}}"#).is_none());
         for (before, params) in [
             (r#"{"id":4,"method":"x","params":{}}"#, 1),
+            (r#"{"id":4,"method":"x","params":{ }}"#, 1),
             (r#"{"id":5,"method":"x","params":{"a":[1, 2]}}"#, 2),
             (
                 r#"{"id":6,"method":"x","params":{"_meta":{"k":1},"a":2}}"#,
                 2,
             ),
             (r#"{ "id" : 7 , "method":"x" }"#, 1),
+            (r#"{ "id" : 7 , "method":"x" } "#, 1),
+            (r#"{"id":8,"params":{"_meta":{"a":1,  "b":[2]}},"method":"x"}"#, 1),
+            (r#"{"id":9,"params":{"_meta":{}} ,"method":"x"}"#, 1),
         ] {
-            let after = inject(before.as_bytes(), &cx).expect(before);
-            let v: Value = serde_json::from_slice(&after)
-                .unwrap_or_else(|e| panic!("{before} -> {after:?}: {e}"));
+            let v = injected(before).expect(before);
             assert_eq!(v["params"]["_meta"]["traceparent"], PARENT, "{before}");
+            assert_eq!(v["params"]["_meta"]["tracestate"], "a=1", "{before}");
             assert_eq!(v["params"].as_object().unwrap().len(), params, "{before}");
         }
+    }
+
+    #[test]
+    fn an_answers_outcome_is_read_only_when_it_can_be_an_error() {
+        assert_eq!(outcome(br#"{"id":1,"result":{"content":[]}}"#), Outcome::Ok);
+        assert_eq!(
+            outcome(br#"{"id":1,"error":{"code":-32602,"message":"m"}}"#),
+            Outcome::Error("-32602".into())
+        );
+        assert_eq!(
+            outcome(br#"{"id":1,"result":{"isError":true,"content":[]}}"#),
+            Outcome::ToolError
+        );
+        // Keys written with escapes still count: the parse decides.
+        assert_eq!(
+            outcome(br#"{"id":1,"\u0065rror":{"code":7}}"#),
+            Outcome::Error("7".into())
+        );
+        assert_eq!(
+            outcome(br#"{"id":1,"result":{"is\u0045rror":true}}"#),
+            Outcome::ToolError
+        );
+        // The word elsewhere is not an error.
+        assert_eq!(
+            outcome(br#"{"id":1,"result":{"text":"no error","isError":false}}"#),
+            Outcome::Ok
+        );
     }
 }

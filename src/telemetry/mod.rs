@@ -203,9 +203,7 @@ impl Operation {
     pub fn inject(&self, body: bytes::Bytes) -> bytes::Bytes {
         #[cfg(feature = "otel")]
         if let Some(op) = &self.inner {
-            if let Some(cx) = op.span_context() {
-                return meta::inject(&body, cx).unwrap_or(body);
-            }
+            return op.inject(&body).unwrap_or(body);
         }
         body
     }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
-use super::context::{self, Outcome, Sampler, Scope, Scoped, Span, SpanContext};
+use super::context::{self, Sampler, Scope, Scoped, Shared, Span, SpanContext};
 use super::instruments::Instruments;
 use super::meta;
 use super::record::{Attribute, SpanKind, Text, Value};
@@ -156,7 +156,7 @@ impl Operation {
         let method = msg.method.as_deref()?;
         // Off: nothing is read from the message.
         let sampler = with_state(|s| Some(s.traces.then_some(s.sampler)))?;
-        let peek = meta::peek(&msg.bytes);
+        let peek = meta::peek(&msg.bytes, msg.params.clone());
         let mut common = Vec::with_capacity(9);
         let method_name = interned(method, &METHODS);
         common.push(Attribute::new("mcp.method.name", method_name.clone()));
@@ -220,9 +220,10 @@ impl Operation {
         Some(Operation {
             scope: Scope {
                 span,
-                outcome: Some(Arc::new(Outcome {
+                shared: Some(Arc::new(Shared {
                     id: msg.id.as_ref().map(|id| id.as_json().into()),
                     failure: Mutex::default(),
+                    site: Mutex::new(peek.site.map(|site| (msg.bytes.clone(), site))),
                 })),
             },
             started: Instant::now(),
@@ -232,22 +233,23 @@ impl Operation {
     }
 
     pub(super) fn fail(&self, kind: &'static str) {
-        if let Some(o) = &self.scope.outcome {
+        if let Some(o) = &self.scope.shared {
             o.set(Text::Static(kind));
         }
     }
 
     pub(super) fn failure(&self) -> Option<Text> {
-        self.scope.outcome.as_ref()?.get()
+        self.scope.shared.as_ref()?.get()
     }
 
     pub(super) fn scope(&self) -> Scope {
         self.scope.clone()
     }
 
-    /// The context `inject` writes into the forwarded message.
-    pub(super) fn span_context(&self) -> Option<&SpanContext> {
-        self.scope.span.as_deref().map(Span::context)
+    /// `body` (the message this operation started with) with its trace context in
+    /// `params._meta`; `None` when there is nothing to write or nowhere to write it.
+    pub(super) fn inject(&self, body: &bytes::Bytes) -> Option<bytes::Bytes> {
+        inject_in(&self.scope, body, None).map(|(bytes, _)| bytes)
     }
 
     pub(super) fn end(mut self, error: Option<Text>) {
@@ -267,7 +269,7 @@ impl Operation {
 
 pub(super) fn failed(kind: &'static str) {
     context::with_current(|s| {
-        if let Some(o) = &s.outcome {
+        if let Some(o) = &s.shared {
             o.set(Text::Static(kind));
         }
     });
@@ -278,7 +280,7 @@ pub(super) fn failed(kind: &'static str) {
 /// `tool_error`, as the conventions say. Answers to other requests are not looked at.
 pub(super) fn answered(msg: &Message) {
     context::with_current(|s| {
-        let Some(o) = &s.outcome else {
+        let Some(o) = &s.shared else {
             return;
         };
         if o.id.as_deref() != msg.id.as_ref().map(|i| i.as_json()) {
@@ -312,16 +314,38 @@ pub(super) fn inject(msg: Message) -> Message {
     if msg.kind == Kind::Response {
         return msg;
     }
-    let cx = context::with_current(|s| s.span.as_ref().map(|span| span.context().clone()));
-    let Some(Some(cx)) = cx else {
-        return msg;
-    };
     // Only `params._meta` changed, and it is valid JSON: the kind, id and method stay those
     // already parsed, the message is not parsed again.
-    match meta::inject(&msg.bytes, &cx) {
-        Some(bytes) => Message { bytes, ..msg },
+    match context::with_current(|s| inject_in(s, &msg.bytes, msg.params.clone())).flatten() {
+        Some((bytes, params)) => Message {
+            bytes,
+            params: Some(params),
+            ..msg
+        },
         None => msg,
     }
+}
+
+/// `bytes` with `scope`'s trace context in `params._meta`. Where it goes was found when the
+/// operation started, if these are the same bytes (held since, so the same content); else
+/// `params` (at `params`) is read again.
+fn inject_in(
+    scope: &Scope,
+    bytes: &bytes::Bytes,
+    params: Option<std::ops::Range<usize>>,
+) -> Option<(bytes::Bytes, std::ops::Range<usize>)> {
+    let cx = scope.span.as_ref()?.context();
+    let known = scope.shared.as_ref().and_then(|s| {
+        let site = s.site.lock().ok()?;
+        let (seen, site) = site.as_ref()?;
+        (seen.as_ptr() == bytes.as_ptr() && seen.len() == bytes.len()).then_some(*site)
+    });
+    let site = match known {
+        Some(site) => site,
+        None => meta::peek(bytes, params).site?,
+    };
+    let tracestate = cx.trace_state.as_deref().unwrap_or("");
+    meta::inject(bytes, site, &cx.traceparent(), tracestate)
 }
 
 /// A child span `name` of the current span (in the same operation); `None` without one (a
@@ -338,7 +362,7 @@ fn child_with(name: Text, kind: SpanKind, attrs: Vec<Attribute>) -> Option<Scope
                 kind,
                 attrs,
             ))),
-            outcome: s.outcome.clone(),
+            shared: s.shared.clone(),
         })
     })
     .flatten()

@@ -10,8 +10,7 @@
 use std::io::Write as _;
 
 use crate::telemetry::record::{
-    Attribute, MetricData, MetricsRecord, Resource, SCOPE_NAME, SCOPE_VERSION, SpanRecord,
-    Value,
+    Attribute, MetricData, MetricsRecord, Resource, SpanRecord, Value, SCOPE_NAME, SCOPE_VERSION,
 };
 
 /// Writes the `ExportTraceServiceRequest`.
@@ -215,6 +214,25 @@ fn put_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
+/// What each byte needs in a JSON string: 0 nothing, `u` a `\u00XX` escape, else the letter
+/// of its short escape (`\n`, `\"`, …). Bytes of multi-byte UTF-8 characters need nothing.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
 /// `s` as a JSON string: runs that need no escape are copied whole.
 fn put_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -222,23 +240,16 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0x08 => b'b',
-            0x0c => b'f',
-            0x00..=0x1f => 0,
-            _ => continue,
-        };
+        let escape = ESCAPE[usize::from(b)];
+        if escape == 0 {
+            continue;
+        }
         out.extend_from_slice(&bytes[start..i]);
-        if short == 0 {
+        if escape == b'u' {
             out.extend_from_slice(b"\\u00");
             out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
         } else {
-            out.extend_from_slice(&[b'\\', short]);
+            out.extend_from_slice(&[b'\\', escape]);
         }
         start = i + 1;
     }

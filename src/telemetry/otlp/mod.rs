@@ -1,7 +1,7 @@
 //! OTLP/HTTP request bodies from the plain records of [`super::record`]: an
 //! `ExportTraceServiceRequest` for a batch of finished spans and an
 //! `ExportMetricsServiceRequest` for one metrics collection, in binary protobuf
-//! ([`proto`]) or OTLP/JSON ([`json`]).
+//! (`proto`) or OTLP/JSON (`json`).
 //!
 //! Owns the wire format only: it sends nothing, keeps no state and allocates nothing beyond
 //! growing the caller's reused `out` buffer. Both encoders are hand-written so the main build
@@ -13,6 +13,8 @@
 //! [`SCOPE_VERSION`](super::record::SCOPE_VERSION)). Metrics are cumulative.
 
 mod json;
+#[cfg(test)]
+mod properties;
 mod proto;
 #[cfg(test)]
 mod tests;

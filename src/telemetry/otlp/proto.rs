@@ -3,10 +3,13 @@
 //!
 //! A nested message's length must precede it, so every message has a `*_len` function that
 //! computes its encoded size from the record (string lengths, varint widths) without
-//! encoding anything, and a `put_*` function that writes it. The request's outer lengths need
-//! the sum of the span sizes, so a span's size is computed twice (once for that sum, once for
-//! its own prefix) and its bytes written once; nothing is allocated. Every `put_*` writes
-//! exactly the bytes its `*_len` counted (checked by a debug assertion on the whole request).
+//! encoding anything, and a `put_*` function that writes it. A span is sized once and written
+//! once. The request's outer lengths need the spans' total, so the spans are written first
+//! and the few header fields after them, then rotated to the front (one move of the body);
+//! nothing is allocated but `out`'s growth. Each span, metric and the header is written
+//! into bytes appended beforehand at its computed size ([`Writer`]), so every `put_*` must
+//! write exactly what its `*_len` counted (a debug assertion checks each; the tests decode
+//! every body with prost).
 //!
 //! Field numbers and wire types are the prost tags of the generated code in
 //! `opentelemetry-proto` 0.33 (`src/proto/tonic/opentelemetry.proto.*.rs`), the
@@ -14,8 +17,7 @@
 //! (proto3), except the few every reader expects (name, kind, timestamps, count, sum).
 
 use crate::telemetry::record::{
-    Attribute, MetricData, MetricsRecord, Resource, SCOPE_NAME, SCOPE_VERSION, SpanRecord,
-    Value,
+    Attribute, MetricData, MetricsRecord, Resource, SpanRecord, Value, SCOPE_NAME, SCOPE_VERSION,
 };
 
 /// Wire type of varints (`int64`, `bool`, enums).
@@ -102,48 +104,29 @@ const FIXED64_FIELD: usize = 1 + 8;
 
 /// Writes the `ExportTraceServiceRequest`.
 pub(super) fn traces(resource: &Resource, spans: &[SpanRecord], out: &mut Vec<u8>) {
-    let spans_len: usize = spans.iter().map(|s| field_len(span_len(s))).sum();
-    let scope_spans = field_len(scope_len()) + spans_len;
-    let resource_len = attributes_len(&resource.attributes);
-    let resource_spans = field_len(resource_len) + field_len(scope_spans);
-    let total = field_len(resource_spans);
-    out.reserve(total);
-
-    put_len(out, REQUEST_RESOURCE, resource_spans);
-    put_resource(out, resource, resource_len);
-    put_len(out, RESOURCE_SCOPE, scope_spans);
-    put_scope(out);
+    // The spans first, each sized once; then the header (whose lengths need the spans'
+    // total), moved in front by one rotation.
     for span in spans {
-        put_len(out, SCOPE_ITEMS, span_len(span));
-        put_span(out, span);
+        let len = span_len(span);
+        let mut w = Writer::append(out, field_len(len));
+        put_len(&mut w, SCOPE_ITEMS, len);
+        put_span(&mut w, span);
+        w.done();
     }
-    debug_assert_eq!(out.len(), total, "the traces sizes disagree with the bytes");
+    put_header(out, resource);
 }
 
 /// Writes the `ExportMetricsServiceRequest`.
 pub(super) fn metrics(resource: &Resource, record: &MetricsRecord, out: &mut Vec<u8>) {
-    let metrics_len: usize = record
-        .metrics
-        .iter()
-        .map(|m| field_len(metric_head_len(m) + field_len(data_len(&m.data))))
-        .sum();
-    let scope_metrics = field_len(scope_len()) + metrics_len;
-    let resource_len = attributes_len(&resource.attributes);
-    let resource_metrics = field_len(resource_len) + field_len(scope_metrics);
-    let total = field_len(resource_metrics);
-    out.reserve(total);
-
-    put_len(out, REQUEST_RESOURCE, resource_metrics);
-    put_resource(out, resource, resource_len);
-    put_len(out, RESOURCE_SCOPE, scope_metrics);
-    put_scope(out);
+    let times = (record.start_unix_nano, record.time_unix_nano);
     for metric in &record.metrics {
         let data = data_len(&metric.data);
-        put_len(out, SCOPE_ITEMS, metric_head_len(metric) + field_len(data));
+        let len = metric_head_len(metric) + field_len(data);
+        let out = &mut Writer::append(out, field_len(len));
+        put_len(out, SCOPE_ITEMS, len);
         put_str(out, METRIC_NAME, metric.name);
         put_str_nonempty(out, METRIC_DESCRIPTION, metric.description);
         put_str_nonempty(out, METRIC_UNIT, metric.unit);
-        let times = (record.start_unix_nano, record.time_unix_nano);
         match &metric.data {
             MetricData::Histogram { bounds, points } => {
                 put_len(out, METRIC_HISTOGRAM, data);
@@ -175,8 +158,29 @@ pub(super) fn metrics(resource: &Resource, record: &MetricsRecord, out: &mut Vec
                 out.extend_from_slice(&[DATA_TEMPORALITY, CUMULATIVE, SUM_MONOTONIC, 1]);
             }
         }
+        out.done();
     }
-    debug_assert_eq!(out.len(), total, "the metrics sizes disagree with the bytes");
+    put_header(out, resource);
+}
+
+/// `out` holds the encoded items (spans or metrics, each with its tag and length) of the
+/// `ScopeSpans`/`ScopeMetrics`: appends the fields that enclose them (the request's
+/// `ResourceSpans`/`ResourceMetrics` tag and length, the resource, the `ScopeSpans`/
+/// `ScopeMetrics` tag and length, the scope) and rotates them to the front. The two
+/// requests have the same shape and field numbers at these levels.
+fn put_header(out: &mut Vec<u8>, resource: &Resource) {
+    let items = out.len();
+    let resource_len = attributes_len(&resource.attributes);
+    let scope = field_len(scope_len()) + items;
+    let resource_items = field_len(resource_len) + field_len(scope);
+    let header = field_len(resource_items) - items;
+    let mut w = Writer::append(out, header);
+    put_len(&mut w, REQUEST_RESOURCE, resource_items);
+    put_resource(&mut w, resource, resource_len);
+    put_len(&mut w, RESOURCE_SCOPE, scope);
+    put_scope(&mut w);
+    w.done();
+    out.rotate_right(header);
 }
 
 /// A counter's value as OTLP's `as_int` (an `int64`): a count past `i64::MAX` cannot happen
@@ -188,12 +192,19 @@ pub(super) fn counter_value(value: u64) -> i64 {
 // ---- sizes ----
 
 /// Bytes of `v` as a varint: 7 bits a byte.
+#[inline]
 fn varint_len(v: u64) -> usize {
-    // 1 + (index of the highest set bit) / 7, with 0 taking one byte.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    // Lengths and attribute integers are mostly small: one compare for them.
+    if v < 1 << 7 {
+        1
+    } else {
+        // The number of significant bits, 7 a byte.
+        (64 - v.leading_zeros() as usize).div_ceil(7)
+    }
 }
 
 /// Size of a one-byte-tagged length-delimited field whose content is `len` bytes.
+#[inline]
 fn field_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
@@ -205,10 +216,15 @@ fn scope_len() -> usize {
 
 /// Size of a string field that is left out when empty.
 fn str_nonempty_len(s: &str) -> usize {
-    if s.is_empty() { 0 } else { field_len(s.len()) }
+    if s.is_empty() {
+        0
+    } else {
+        field_len(s.len())
+    }
 }
 
 /// Size of an `AnyValue` holding `value`.
+#[inline]
 fn any_value_len(value: &Value) -> usize {
     match value {
         Value::Text(t) => field_len(t.as_str().len()),
@@ -218,6 +234,7 @@ fn any_value_len(value: &Value) -> usize {
 }
 
 /// Size of a `KeyValue`, given the size of its `AnyValue`.
+#[inline]
 fn key_value_len(key: &str, value_len: usize) -> usize {
     field_len(key.len()) + field_len(value_len)
 }
@@ -242,7 +259,11 @@ fn span_len(s: &SpanRecord) -> usize {
         + s.error
             .as_ref()
             .map_or(0, |m| field_len(status_len(m.as_str())))
-        + if s.flags == 0 { 0 } else { SPAN_FLAGS.len() + 4 }
+        + if s.flags == 0 {
+            0
+        } else {
+            SPAN_FLAGS.len() + 4
+        }
 }
 
 /// Size of an error `Status` with `message`.
@@ -291,12 +312,55 @@ fn number_point_len(attributes: &[Attribute]) -> usize {
 
 /// Size of a packed repeated 8-byte field of `n` elements (left out when empty).
 fn packed_fixed64_len(n: usize) -> usize {
-    if n == 0 { 0 } else { field_len(8 * n) }
+    if n == 0 {
+        0
+    } else {
+        field_len(8 * n)
+    }
 }
 
 // ---- writers ----
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Writes into bytes appended to the request and sized beforehand by the `*_len` functions:
+/// no capacity check or length update of the `Vec` per byte.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    /// Bytes of `buf` written so far.
+    at: usize,
+}
+
+impl<'a> Writer<'a> {
+    /// `len` zero bytes appended to `out`, to be written.
+    fn append(out: &'a mut Vec<u8>, len: usize) -> Writer<'a> {
+        let start = out.len();
+        out.resize(start + len, 0);
+        Writer {
+            buf: &mut out[start..],
+            at: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        self.buf[self.at] = byte;
+        self.at += 1;
+    }
+
+    #[inline]
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+
+    /// Every byte sized was written (a `*_len` function disagreeing with its `put_*` would
+    /// leave zeros, or panic on the bounds check above).
+    fn done(&self) {
+        debug_assert_eq!(self.at, self.buf.len(), "the sizes disagree with the bytes");
+    }
+}
+
+#[inline]
+fn put_varint(out: &mut Writer<'_>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -305,29 +369,37 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// A length-delimited field's tag and length; its `len` bytes follow.
-fn put_len(out: &mut Vec<u8>, tag: u8, len: usize) {
+#[inline]
+fn put_len(out: &mut Writer<'_>, tag: u8, len: usize) {
     out.push(tag);
     put_varint(out, len as u64);
 }
 
-fn put_str(out: &mut Vec<u8>, tag: u8, s: &str) {
+#[inline]
+fn put_str(out: &mut Writer<'_>, tag: u8, s: &str) {
     put_len(out, tag, s.len());
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_str_nonempty(out: &mut Vec<u8>, tag: u8, s: &str) {
+fn put_str_nonempty(out: &mut Writer<'_>, tag: u8, s: &str) {
     if !s.is_empty() {
         put_str(out, tag, s);
     }
 }
 
-fn put_fixed64(out: &mut Vec<u8>, tag: u8, v: u64) {
+#[inline]
+fn put_fixed64(out: &mut Writer<'_>, tag: u8, v: u64) {
     out.push(tag);
     out.extend_from_slice(&v.to_le_bytes());
 }
 
 /// A packed repeated `fixed64`/`double` field (nothing when `items` is empty).
-fn put_packed_fixed64<T: Copy>(out: &mut Vec<u8>, tag: u8, items: &[T], bits: impl Fn(T) -> u64) {
+fn put_packed_fixed64<T: Copy>(
+    out: &mut Writer<'_>,
+    tag: u8,
+    items: &[T],
+    bits: impl Fn(T) -> u64,
+) {
     if items.is_empty() {
         return;
     }
@@ -338,23 +410,46 @@ fn put_packed_fixed64<T: Copy>(out: &mut Vec<u8>, tag: u8, items: &[T], bits: im
 }
 
 /// The `Resource` field of a `ResourceSpans`/`ResourceMetrics` (`len`: its attributes' size).
-fn put_resource(out: &mut Vec<u8>, resource: &Resource, len: usize) {
+fn put_resource(out: &mut Writer<'_>, resource: &Resource, len: usize) {
     put_len(out, RESOURCE_RESOURCE, len);
     put_attributes(out, RESOURCE_ATTRIBUTES, &resource.attributes);
 }
 
 /// The `scope` field of a `ScopeSpans`/`ScopeMetrics`.
-fn put_scope(out: &mut Vec<u8>) {
+fn put_scope(out: &mut Writer<'_>) {
     put_len(out, SCOPE_SCOPE, scope_len());
     put_str(out, INSTRUMENTATION_NAME, SCOPE_NAME);
     put_str_nonempty(out, INSTRUMENTATION_VERSION, SCOPE_VERSION);
 }
 
 /// `attributes` as repeated `KeyValue` field `tag`.
-fn put_attributes(out: &mut Vec<u8>, tag: u8, attributes: &[Attribute]) {
+fn put_attributes(out: &mut Writer<'_>, tag: u8, attributes: &[Attribute]) {
     for a in attributes {
         let value_len = any_value_len(&a.value);
-        put_len(out, tag, key_value_len(a.key, value_len));
+        let len = key_value_len(a.key, value_len);
+        if len < 0x80 {
+            // The usual attribute: every length inside is below 128 too, so each is one
+            // byte, and the tags and lengths go in as a few fixed-size copies.
+            out.extend_from_slice(&[tag, len as u8, KEY_VALUE_KEY, a.key.len() as u8]);
+            out.extend_from_slice(a.key.as_bytes());
+            match &a.value {
+                Value::Text(t) => {
+                    let s = t.as_str();
+                    out.extend_from_slice(&[KEY_VALUE_VALUE, value_len as u8, ANY_STRING]);
+                    out.push(s.len() as u8);
+                    out.extend_from_slice(s.as_bytes());
+                }
+                Value::Int(i) => {
+                    out.extend_from_slice(&[KEY_VALUE_VALUE, value_len as u8, ANY_INT]);
+                    put_varint(out, *i as u64);
+                }
+                Value::Bool(b) => {
+                    out.extend_from_slice(&[KEY_VALUE_VALUE, 2, ANY_BOOL, u8::from(*b)])
+                }
+            }
+            continue;
+        }
+        put_len(out, tag, len);
         put_str(out, KEY_VALUE_KEY, a.key);
         put_len(out, KEY_VALUE_VALUE, value_len);
         match &a.value {
@@ -370,7 +465,7 @@ fn put_attributes(out: &mut Vec<u8>, tag: u8, attributes: &[Attribute]) {
 }
 
 /// A `Span`'s fields (its tag and length are the caller's).
-fn put_span(out: &mut Vec<u8>, s: &SpanRecord) {
+fn put_span(out: &mut Writer<'_>, s: &SpanRecord) {
     put_len(out, SPAN_TRACE_ID, 16);
     out.extend_from_slice(&s.trace_id);
     put_len(out, SPAN_SPAN_ID, 8);
@@ -407,10 +502,27 @@ mod unit {
 
     #[test]
     fn varint_len_matches_put_varint_at_every_width() {
-        for v in [0, 1, 127, 128, 16383, 16384, (1 << 21) - 1, 1 << 21, u64::MAX] {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16383,
+            16384,
+            (1 << 21) - 1,
+            1 << 21,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v), "{v}");
+            let mut w = Writer::append(&mut out, varint_len(v));
+            put_varint(&mut w, v);
+            w.done();
+            assert_eq!(w.at, varint_len(v), "{v}");
+            assert_eq!(
+                out.last().map(|b| b & 0x80),
+                Some(0),
+                "{v}: the last byte ends it"
+            );
         }
         assert_eq!(varint_len(u64::MAX), 10);
     }
@@ -418,7 +530,7 @@ mod unit {
     #[test]
     fn the_flags_tag_is_field_16_fixed32() {
         let mut out = Vec::new();
-        put_varint(&mut out, (16 << 3) | 5);
+        put_varint(&mut Writer::append(&mut out, 2), (16 << 3) | 5);
         assert_eq!(out, SPAN_FLAGS);
     }
 }

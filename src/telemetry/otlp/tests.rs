@@ -6,21 +6,20 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1 as pm;
 use opentelemetry_proto::tonic::resource::v1::Resource as PbResource;
 use opentelemetry_proto::tonic::trace::v1 as pt;
-use proptest::prelude::*;
 use prost::Message as _;
 use serde_json::Value as Json;
 
-use super::{Format, metrics, traces};
+use super::{metrics, traces, Format};
 use crate::telemetry::record::{
-    Attribute, CounterPoint, HistogramPoint, Metric, MetricData, MetricsRecord, Resource,
-    SCOPE_NAME, SCOPE_VERSION, SpanKind, SpanRecord, Text, Value,
+    Attribute, CounterPoint, HistogramPoint, Metric, MetricData, MetricsRecord, Resource, SpanKind,
+    SpanRecord, Text, Value, SCOPE_NAME, SCOPE_VERSION,
 };
 
-const BOTH: [Format; 2] = [Format::Protobuf, Format::Json];
+pub(super) const BOTH: [Format; 2] = [Format::Protobuf, Format::Json];
 
 // ---- the expected messages ----
 
@@ -76,7 +75,7 @@ fn expected_span(s: &SpanRecord) -> pt::Span {
     }
 }
 
-fn expected_traces(r: &Resource, spans: &[SpanRecord]) -> ExportTraceServiceRequest {
+pub(super) fn expected_traces(r: &Resource, spans: &[SpanRecord]) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![pt::ResourceSpans {
             resource: pb_resource(r),
@@ -90,7 +89,7 @@ fn expected_traces(r: &Resource, spans: &[SpanRecord]) -> ExportTraceServiceRequ
     }
 }
 
-fn expected_metrics(r: &Resource, rec: &MetricsRecord) -> ExportMetricsServiceRequest {
+pub(super) fn expected_metrics(r: &Resource, rec: &MetricsRecord) -> ExportMetricsServiceRequest {
     let cumulative = pm::AggregationTemporality::Cumulative as i32;
     let metric = |m: &Metric| pm::Metric {
         name: m.name.to_owned(),
@@ -152,7 +151,11 @@ fn expected_metrics(r: &Resource, rec: &MetricsRecord) -> ExportMetricsServiceRe
 
 // ---- encode, then decode with the official definitions ----
 
-fn decode_traces(r: &Resource, spans: &[SpanRecord], format: Format) -> ExportTraceServiceRequest {
+pub(super) fn decode_traces(
+    r: &Resource,
+    spans: &[SpanRecord],
+    format: Format,
+) -> ExportTraceServiceRequest {
     let mut out = b"left over from the last export".to_vec();
     traces(r, spans, format, &mut out);
     match format {
@@ -162,7 +165,11 @@ fn decode_traces(r: &Resource, spans: &[SpanRecord], format: Format) -> ExportTr
     }
 }
 
-fn decode_metrics(r: &Resource, rec: &MetricsRecord, format: Format) -> ExportMetricsServiceRequest {
+pub(super) fn decode_metrics(
+    r: &Resource,
+    rec: &MetricsRecord,
+    format: Format,
+) -> ExportMetricsServiceRequest {
     let mut out = b"left over from the last export".to_vec();
     metrics(r, rec, format, &mut out);
     match format {
@@ -200,7 +207,7 @@ fn json_of(r: &Resource, spans: &[SpanRecord]) -> Json {
 
 // ---- fixtures ----
 
-fn resource() -> Resource {
+pub(super) fn resource() -> Resource {
     Resource {
         attributes: vec![
             Attribute::new("service.name", "alibridge"),
@@ -224,7 +231,10 @@ fn root_span() -> SpanRecord {
         end_unix_nano: 1_765_000_000_223_456_789,
         attributes: vec![
             Attribute::new("mcp.method.name", "tools/call"),
-            Attribute::new("gen_ai.tool.name", Text::Shared(Arc::from("list_instances"))),
+            Attribute::new(
+                "gen_ai.tool.name",
+                Text::Shared(Arc::from("list_instances")),
+            ),
             Attribute::new("jsonrpc.request.id", Text::from("17".to_owned())),
             Attribute::new("server.port", 443_i64),
             Attribute::new("alibridge.retry", -1_i64),
@@ -261,7 +271,7 @@ fn child_span() -> SpanRecord {
     }
 }
 
-fn histogram() -> Metric {
+pub(super) fn histogram() -> Metric {
     Metric {
         name: "mcp.client.operation.duration",
         description: "How long an MCP operation took, as the client saw it.",
@@ -331,7 +341,7 @@ fn counters() -> [Metric; 2] {
     ]
 }
 
-fn record(metrics: Vec<Metric>) -> MetricsRecord {
+pub(super) fn record(metrics: Vec<Metric>) -> MetricsRecord {
     MetricsRecord {
         start_unix_nano: 1_765_000_000_000_000_000,
         time_unix_nano: (1 << 62) + 3,
@@ -359,7 +369,11 @@ fn no_spans_is_one_resource_and_scope_with_an_empty_list() {
     let decoded = decode_traces(&r, &[], Format::Protobuf);
     assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 0);
     assert_eq!(
-        decoded.resource_spans[0].scope_spans[0].scope.as_ref().unwrap().name,
+        decoded.resource_spans[0].scope_spans[0]
+            .scope
+            .as_ref()
+            .unwrap()
+            .name,
         "alibridge"
     );
 }
@@ -374,7 +388,11 @@ fn an_empty_resource_still_names_the_scope() {
 fn many_spans_each_different() {
     let spans: Vec<SpanRecord> = (0..300_u16)
         .map(|i| {
-            let mut s = if i % 3 == 0 { root_span() } else { child_span() };
+            let mut s = if i % 3 == 0 {
+                root_span()
+            } else {
+                child_span()
+            };
             s.span_id[..2].copy_from_slice(&i.to_be_bytes());
             s.name = Text::from(format!("span {i}"));
             s.attributes.truncate(usize::from(i % 11));
@@ -408,10 +426,21 @@ fn strings_needing_escapes_and_long_ones_round_trip() {
     let mut out = Vec::new();
     traces(&r, &[s], Format::Json, &mut out);
     let text = String::from_utf8(out).expect("UTF-8");
-    for escaped in [r#"q\"uote"#, r#"\\back"#, r"\n", r"\r", r"\t", r"\u0000", r"\u001f"] {
+    for escaped in [
+        r#"q\"uote"#,
+        r#"\\back"#,
+        r"\n",
+        r"\r",
+        r"\t",
+        r"\u0000",
+        r"\u001f",
+    ] {
         assert!(text.contains(escaped), "{escaped} missing");
     }
-    assert!(text.contains("é 漢字 🦀"), "non-ASCII passes through as UTF-8");
+    assert!(
+        text.contains("é 漢字 🦀"),
+        "non-ASCII passes through as UTF-8"
+    );
 }
 
 #[test]
@@ -424,12 +453,18 @@ fn json_uses_otlp_shapes_strings_for_64_bit_integers_and_numbers_for_enums() {
     assert_eq!(child["parentSpanId"], "00f067aa0ba902b7");
     assert!(root.get("parentSpanId").is_none(), "a root has no parent");
     assert!(root.get("traceState").is_none(), "no tracestate, no field");
-    assert!(root.get("status").is_none(), "success leaves the status unset");
+    assert!(
+        root.get("status").is_none(),
+        "success leaves the status unset"
+    );
     assert_eq!(root["startTimeUnixNano"], "1765000000123456789");
     assert_eq!(child["endTimeUnixNano"], u64::MAX.to_string());
     assert_eq!(root["kind"], 3);
     assert_eq!(root["flags"], 1);
-    assert_eq!(child["status"], serde_json::json!({"message": "http_5xx", "code": 2}));
+    assert_eq!(
+        child["status"],
+        serde_json::json!({"message": "http_5xx", "code": 2})
+    );
     let attrs = &root["attributes"];
     assert_eq!(
         attrs[0],
@@ -453,7 +488,10 @@ fn protobuf_flags_carry_only_the_w3c_byte() {
     s.flags = 0xff;
     let decoded = decode_traces(&resource(), &[s], Format::Protobuf);
     let flags = decoded.resource_spans[0].scope_spans[0].spans[0].flags;
-    assert_eq!(flags, 0xff, "no is-remote bits: whether the parent is remote is unknown");
+    assert_eq!(
+        flags, 0xff,
+        "no is-remote bits: whether the parent is remote is unknown"
+    );
 }
 
 #[test]
@@ -492,9 +530,16 @@ fn histogram_fields_are_where_the_spec_puts_them() {
     };
     assert_eq!(h.aggregation_temporality, 2, "cumulative");
     let p = &h.data_points[0];
-    assert_eq!(p.bucket_counts, [1, 0, 3, 2, 1, 2], "with the overflow bucket");
+    assert_eq!(
+        p.bucket_counts,
+        [1, 0, 3, 2, 1, 2],
+        "with the overflow bucket"
+    );
     assert_eq!(p.explicit_bounds, [0.005, 0.01, 0.1, 1.0, 10.0]);
-    assert_eq!((p.count, p.sum, p.min, p.max), (9, Some(42.125), Some(0.002), Some(30.5)));
+    assert_eq!(
+        (p.count, p.sum, p.min, p.max),
+        (9, Some(42.125), Some(0.002), Some(30.5))
+    );
     assert_eq!(p.time_unix_nano, (1 << 62) + 3);
     let empty = &h.data_points[1];
     assert_eq!((empty.count, empty.min, empty.max), (0, None, None));
@@ -512,165 +557,26 @@ fn json_metrics_write_counts_as_strings() {
     assert_eq!(h["aggregationTemporality"], 2);
     let p = &h["dataPoints"][0];
     assert_eq!(p["count"], "9");
-    assert_eq!(p["bucketCounts"], serde_json::json!(["1", "0", "3", "2", "1", "2"]));
-    assert_eq!(p["explicitBounds"], serde_json::json!([0.005, 0.01, 0.1, 1.0, 10.0]));
+    assert_eq!(
+        p["bucketCounts"],
+        serde_json::json!(["1", "0", "3", "2", "1", "2"])
+    );
+    assert_eq!(
+        p["explicitBounds"],
+        serde_json::json!([0.005, 0.01, 0.1, 1.0, 10.0])
+    );
     assert_eq!(p["startTimeUnixNano"], "1765000000000000000");
     let sum = &ms[2]["sum"];
     assert_eq!(sum["isMonotonic"], true);
     assert_eq!(sum["aggregationTemporality"], 2);
-    assert_eq!(sum["dataPoints"][0]["asInt"], ((1_u64 << 60) + 7).to_string());
-    assert_eq!(sum["dataPoints"][1]["asInt"], i64::MAX.to_string());
-    assert_eq!(ms[1]["sum"]["dataPoints"][0]["attributes"], serde_json::json!([]));
-    assert!(ms[1].get("unit").is_none(), "an empty unit is left out");
-}
-
-// ---- properties ----
-
-fn text() -> impl Strategy<Value = Text> {
-    prop_oneof![
-        any::<String>().prop_map(Text::from),
-        any::<String>().prop_map(|s| Text::Shared(Arc::from(s))),
-        Just(Text::Static("static")),
-        "[\\x00-\\x7f]{0,300}".prop_map(Text::from),
-    ]
-}
-
-fn attribute() -> impl Strategy<Value = Attribute> {
-    let value = prop_oneof![
-        text().prop_map(Value::Text),
-        any::<i64>().prop_map(Value::Int),
-        any::<bool>().prop_map(Value::Bool),
-    ];
-    // Keys are 'static in the records; leaking a few test strings is fine.
-    (any::<String>(), value).prop_map(|(k, value)| Attribute {
-        key: Box::leak(k.into_boxed_str()),
-        value,
-    })
-}
-
-fn span() -> impl Strategy<Value = SpanRecord> {
-    let ids = (any::<[u8; 16]>(), any::<[u8; 8]>(), any::<Option<[u8; 8]>>());
-    let kind = prop_oneof![
-        Just(SpanKind::Internal),
-        Just(SpanKind::Server),
-        Just(SpanKind::Client)
-    ];
-    let meta = (any::<Option<String>>(), any::<u8>(), text(), kind);
-    let times = (any::<u64>(), any::<u64>());
-    let rest = (
-        prop::collection::vec(attribute(), 0..12),
-        prop::option::of(text()),
+    assert_eq!(
+        sum["dataPoints"][0]["asInt"],
+        ((1_u64 << 60) + 7).to_string()
     );
-    (ids, meta, times, rest).prop_map(
-        |((trace_id, span_id, parent), (state, flags, name, kind), (start, end), (attrs, error))| {
-            SpanRecord {
-                trace_id,
-                span_id,
-                parent_span_id: parent,
-                trace_state: state.map(Arc::from),
-                flags,
-                name,
-                kind,
-                start_unix_nano: start,
-                end_unix_nano: end,
-                attributes: attrs,
-                error,
-            }
-        },
-    )
-}
-
-/// Doubles that any JSON reader reads back exactly (serde_json without `float_roundtrip`
-/// may be one ulp off on long decimals); the protobuf property covers all finite ones.
-fn short_double() -> impl Strategy<Value = f64> {
-    (-1_000_000_i64..1_000_000).prop_map(|n| n as f64 / 1024.0)
-}
-
-fn metric() -> impl Strategy<Value = Metric> {
-    let attrs = || prop::collection::vec(attribute(), 0..4);
-    let hist = prop::collection::vec(
-        (
-            attrs(),
-            any::<u64>(),
-            (short_double(), short_double(), short_double()),
-            prop::collection::vec(any::<u64>(), 4),
-        ),
-        0..3,
-    )
-    .prop_map(|points| MetricData::Histogram {
-        bounds: &[0.25, 1.0, 2.5],
-        points: points
-            .into_iter()
-            .map(|(attributes, count, (sum, min, max), bucket_counts)| HistogramPoint {
-                attributes,
-                count,
-                sum,
-                min,
-                max,
-                bucket_counts,
-            })
-            .collect(),
-    });
-    let counter = prop::collection::vec((attrs(), any::<u64>()), 0..3).prop_map(|points| {
-        MetricData::Counter {
-            points: points
-                .into_iter()
-                .map(|(attributes, value)| CounterPoint { attributes, value })
-                .collect(),
-        }
-    });
-    (prop_oneof![hist, counter], any::<bool>()).prop_map(|(data, described)| Metric {
-        name: "m",
-        description: if described { "described" } else { "" },
-        unit: if described { "ms" } else { "" },
-        data,
-    })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
-
-    #[test]
-    fn any_spans_round_trip(
-        spans in prop::collection::vec(span(), 0..6),
-        resource_attrs in prop::collection::vec(attribute(), 0..4),
-    ) {
-        let r = Resource { attributes: resource_attrs };
-        for format in BOTH {
-            prop_assert_eq!(decode_traces(&r, &spans, format), expected_traces(&r, &spans));
-        }
-    }
-
-    #[test]
-    fn any_metrics_round_trip(
-        ms in prop::collection::vec(metric(), 0..4),
-        start in any::<u64>(),
-        time in any::<u64>(),
-    ) {
-        let rec = MetricsRecord { start_unix_nano: start, time_unix_nano: time, metrics: ms };
-        let r = resource();
-        for format in BOTH {
-            prop_assert_eq!(decode_metrics(&r, &rec, format), expected_metrics(&r, &rec));
-        }
-    }
-
-    #[test]
-    fn any_finite_doubles_round_trip_in_protobuf(
-        sum in any::<f64>().prop_filter("finite", |v| v.is_finite()),
-        min in any::<f64>(),
-        max in any::<f64>(),
-    ) {
-        let mut h = histogram();
-        if let MetricData::Histogram { points, .. } = &mut h.data {
-            (points[0].sum, points[0].min, points[0].max) = (sum, min, max);
-        }
-        let rec = record(vec![h]);
-        let decoded = decode_metrics(&resource(), &rec, Format::Protobuf);
-        let m = &decoded.resource_metrics[0].scope_metrics[0].metrics[0];
-        let Some(pm::metric::Data::Histogram(h)) = &m.data else { panic!("{m:?}") };
-        let p = &h.data_points[0];
-        prop_assert_eq!(p.sum.map(f64::to_bits), Some(sum.to_bits()));
-        prop_assert_eq!(p.min.map(f64::to_bits), Some(min.to_bits()));
-        prop_assert_eq!(p.max.map(f64::to_bits), Some(max.to_bits()));
-    }
+    assert_eq!(sum["dataPoints"][1]["asInt"], i64::MAX.to_string());
+    assert_eq!(
+        ms[1]["sum"]["dataPoints"][0]["attributes"],
+        serde_json::json!([])
+    );
+    assert!(ms[1].get("unit").is_none(), "an empty unit is left out");
 }
