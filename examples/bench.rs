@@ -97,14 +97,14 @@ fn main() {
         return wan::main(flag("--quick"));
     }
     if flag("--otel") {
-        return otel::main(flag("--quick"));
+        return otel::main(flag("--quick"), flag("--instructions"));
     }
     if args.first().is_some_and(|a| a == "--upstream") {
         return serve_until_eof().unwrap_or_else(|e| fail(1, e));
     }
     if flag("-h") || flag("--help") {
         println!(
-            "usage: cargo run --release --example bench -- [--quick] [--no-mcp-remote] [--wan]"
+            "usage: cargo run --release --example bench -- [--quick] [--no-mcp-remote] [--wan] [--otel [--instructions]]"
         );
         return;
     }

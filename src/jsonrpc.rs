@@ -136,6 +136,21 @@ struct Peek<'a> {
     params: Option<&'a RawValue>,
 }
 
+/// Whether `json` (one JSON text) can hold the object key `key` (or text containing it):
+/// `false` only when those bytes appear nowhere in it and it has no escape (`\`) that could
+/// spell them. Readers that run on every message use it to skip a parse that could only find
+/// nothing; `true` answers nothing, the parse decides.
+pub fn may_hold_key(json: &[u8], key: &str) -> bool {
+    let key = key.as_bytes();
+    let Some(&first) = key.first() else {
+        return true;
+    };
+    // Messages are short and keys few: finding the first byte and comparing the rest beats
+    // setting up a substring searcher on every call.
+    memchr::memchr(b'\\', json).is_some()
+        || memchr::memchr_iter(first, json).any(|at| json[at..].starts_with(key))
+}
+
 impl Message {
     /// Classifies `bytes` (one complete JSON text) without copying it.
     pub fn parse(bytes: Bytes) -> Result<Message, InvalidMessage> {
@@ -482,6 +497,14 @@ mod tests {
         );
         let m = parse(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#).unwrap();
         assert_eq!(m.kind, Kind::Notification);
+    }
+
+    #[test]
+    fn a_key_is_ruled_out_only_when_nothing_could_spell_it() {
+        assert!(!may_hold_key(br#"{"a":1}"#, "isError"));
+        assert!(may_hold_key(br#"{"isError":true}"#, "isError"));
+        assert!(may_hold_key(br#"{"is\u0045rror":true}"#, "isError"));
+        assert!(may_hold_key(br#"{"text":"isError"}"#, "isError"));
     }
 
     #[test]

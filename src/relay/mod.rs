@@ -252,6 +252,9 @@ async fn on_line(
         _ => {}
     }
     let op = crate::telemetry::Operation::start(&msg, crate::telemetry::Role::Bridge);
+    // The trace context goes into `params._meta` now, where the span begins: the policy
+    // and the upstream see the message as it will be sent.
+    let msg = op.inject_message(msg);
     let span = tracing::debug_span!("msg", id = %msg.id.as_ref().map(Id::as_json).unwrap_or("-"),
                                     method = msg.method.as_deref().unwrap_or("(response)"));
     let upstream = upstream.clone();
@@ -275,7 +278,7 @@ async fn on_line(
                     },
                     None => msg,
                 };
-                upstream.send(crate::telemetry::inject(msg)).await
+                upstream.send(msg).await
             };
             let result =
                 match limits.request_timeout {

@@ -65,7 +65,8 @@ pub fn read(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Option<
         .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"));
     let signal = |name: &str, path: &str| -> Option<Signal> {
         let own = |suffix: &str| set(&format!("OTEL_EXPORTER_OTLP_{name}_{suffix}"));
-        let both = |suffix: &str| own(suffix).or_else(|| set(&format!("OTEL_EXPORTER_OTLP_{suffix}")));
+        let both =
+            |suffix: &str| own(suffix).or_else(|| set(&format!("OTEL_EXPORTER_OTLP_{suffix}")));
         // The flag wins over the variables; a per-signal endpoint is used as given.
         let url = match (flag.filter(|f| !f.trim().is_empty()), own("ENDPOINT")) {
             (None, Some(exact)) => exact.trim().to_string(),
@@ -108,10 +109,17 @@ pub fn read(flag: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Option<
         )),
         max_queue: number(set("OTEL_BSP_MAX_QUEUE_SIZE"), DEFAULT_MAX_QUEUE as u64)
             .clamp(1, 1 << 20) as usize,
-        max_batch: number(set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"), DEFAULT_MAX_BATCH as u64)
-            .clamp(1, 1 << 16) as usize,
+        max_batch: number(
+            set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+            DEFAULT_MAX_BATCH as u64,
+        )
+        .clamp(1, 1 << 16) as usize,
         metric_interval: Duration::from_millis(
-            number(set("OTEL_METRIC_EXPORT_INTERVAL"), DEFAULT_METRIC_INTERVAL_MS).max(1),
+            number(
+                set("OTEL_METRIC_EXPORT_INTERVAL"),
+                DEFAULT_METRIC_INTERVAL_MS,
+            )
+            .max(1),
         ),
     })
 }
@@ -144,7 +152,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 out.push((h * 16 + l) as u8);
                 i += 3;
@@ -222,9 +234,15 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
                 ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
-                ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b+c, x-team = t1,broken,=v"),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "api-key=a%20b+c, x-team = t1,broken,=v",
+                ),
                 ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "250"),
-                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,service.name=from-res"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment=ci,service.name=from-res",
+                ),
             ]),
         )
         .unwrap();

@@ -14,7 +14,6 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::export;
-use super::meta::Site;
 use super::record::{Attribute, SpanKind, SpanRecord, Text};
 
 /// W3C trace flag: the trace is sampled (recorded).
@@ -34,15 +33,13 @@ impl SpanContext {
         self.flags & SAMPLED != 0
     }
 
-    /// The `traceparent` header value (version 00).
-    pub fn traceparent(&self) -> String {
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        hex_into(&mut out, &self.trace_id);
-        out.push('-');
-        hex_into(&mut out, &self.span_id);
-        out.push('-');
-        hex_into(&mut out, &[self.flags]);
+    /// The `traceparent` header value (version 00), as bytes (no allocation).
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        hex_into(&mut out[3..35], &self.trace_id);
+        hex_into(&mut out[36..52], &self.span_id);
+        hex_into(&mut out[53..55], &[self.flags]);
         out
     }
 
@@ -56,8 +53,7 @@ impl SpanContext {
         }
         let version = unhex::<1>(&t[0..2])?[0];
         // Version 00 is exactly 55 characters; a later version may append fields after a dash.
-        if version == 0xff || (version == 0 && t.len() != 55) || (t.len() > 55 && t[55] != b'-')
-        {
+        if version == 0xff || (version == 0 && t.len() != 55) || (t.len() > 55 && t[55] != b'-') {
             return None;
         }
         let trace_id = unhex::<16>(&t[3..35])?;
@@ -75,11 +71,12 @@ impl SpanContext {
     }
 }
 
-fn hex_into(out: &mut String, bytes: &[u8]) {
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 
@@ -106,7 +103,10 @@ fn valid_tracestate(s: &str) -> bool {
         && s.split(',')
             .map(str::trim)
             .filter(|m| !m.is_empty())
-            .all(|m| m.split_once('=').is_some_and(|(k, v)| !k.is_empty() && !v.is_empty()))
+            .all(|m| {
+                m.split_once('=')
+                    .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
+            })
 }
 
 /// Nanoseconds since the Unix epoch, as OTLP timestamps are.
@@ -267,10 +267,12 @@ impl Span {
 
     /// Sets an attribute (replacing one of the same key).
     pub fn set(&self, attribute: Attribute) {
-        self.with(|p| match p.attributes.iter_mut().find(|a| a.key == attribute.key) {
-            Some(a) => *a = attribute,
-            None => p.attributes.push(attribute),
-        });
+        self.with(
+            |p| match p.attributes.iter_mut().find(|a| a.key == attribute.key) {
+                Some(a) => *a = attribute,
+                None => p.attributes.push(attribute),
+            },
+        );
     }
 
     /// Marks the span failed: status Error with `kind` as its description, and `error.type`.
@@ -315,17 +317,13 @@ impl Drop for Span {
 }
 
 /// What the spans of one operation share (through their scopes): the request's id and its
-/// failure, so that a failure anywhere inside is the operation's, and where its trace context
-/// goes in the message.
+/// failure, so that a failure anywhere inside is the operation's.
 #[derive(Debug)]
 pub struct Shared {
     /// The request's id as JSON text (`None` for a notification): answers are matched on it.
     pub id: Option<Box<str>>,
     /// The error kind, once something failed.
     pub failure: Mutex<Option<Text>>,
-    /// The message as the operation started, and where `_meta` goes in it: the injection of
-    /// these same bytes (the usual case) needs no second parse.
-    pub site: Mutex<Option<(bytes::Bytes, Site)>>,
 }
 
 impl Shared {
@@ -420,7 +418,7 @@ mod tests {
     #[test]
     fn traceparent_reads_and_writes_back_the_same() {
         let cx = SpanContext::parse(PARENT, Some("congo=t61rcWkgMzE")).expect("valid");
-        assert_eq!(cx.traceparent(), PARENT);
+        assert_eq!(&cx.traceparent_bytes()[..], PARENT.as_bytes());
         assert!(cx.sampled());
         assert_eq!(cx.trace_state.as_deref(), Some("congo=t61rcWkgMzE"));
     }

@@ -7,7 +7,8 @@
 //! Each export is a single attempt (no retry loop), within the OTLP timeout. At exit what is
 //! queued is exported, waiting at most [`SHUTDOWN_WAIT`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -25,47 +26,92 @@ use super::record::{Resource, SpanRecord};
 /// process (the client is waiting for it to go).
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
-/// The spans waiting for export, shared by every thread that ends one.
+/// The spans waiting for export, encoded, shared by every thread that ends one.
 struct Queue {
-    spans: Mutex<Vec<SpanRecord>>,
+    pending: Mutex<Pending>,
     /// `OTEL_BSP_MAX_QUEUE_SIZE`; 0 while no export runs (spans are then not kept).
-    max: std::sync::atomic::AtomicUsize,
-    /// A batch is full: the export thread need not wait for its timer.
-    batch: std::sync::atomic::AtomicUsize,
+    max: AtomicUsize,
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+    batch: AtomicUsize,
+    /// The traces' encoding.
+    json: AtomicBool,
     wake: Notify,
     stopping: AtomicBool,
     health: Health,
 }
 
+/// Batches of encoded spans ([`otlp::push_span`]): full ones wait in `full`, the one being
+/// filled is `current`; the export thread hands emptied buffers back in `spare`, so neither
+/// side allocates a buffer per batch.
+#[derive(Default)]
+struct Pending {
+    full: VecDeque<Batch>,
+    current: Batch,
+    spare: Vec<Vec<u8>>,
+    /// Spans in `full` and `current`.
+    spans: usize,
+    /// Their encoded bytes.
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    spans: usize,
+}
+
+/// The encoded spans kept at most, whatever their number: a tool name is as long as a peer
+/// makes it.
+const MAX_QUEUE_BYTES: usize = 16 << 20;
+
 static QUEUE: OnceLock<Queue> = OnceLock::new();
 
 fn queue() -> &'static Queue {
     QUEUE.get_or_init(|| Queue {
-        spans: Mutex::new(Vec::new()),
-        max: 0.into(),
-        batch: usize::MAX.into(),
+        pending: Mutex::default(),
+        max: AtomicUsize::new(0),
+        batch: AtomicUsize::new(usize::MAX),
+        json: AtomicBool::new(false),
         wake: Notify::new(),
         stopping: AtomicBool::new(false),
         health: Health::default(),
     })
 }
 
-/// Queues an ended span for export; drops it (counted) when the queue is full.
+/// Queues an ended span for export, encoded here (so what the span allocated is freed by
+/// the thread that allocated it); drops it (counted) when the queue is full.
 pub fn push_span(span: SpanRecord) {
     let q = queue();
-    let Ok(mut spans) = q.spans.lock() else {
+    let format = if q.json.load(Ordering::Relaxed) {
+        Format::Json
+    } else {
+        Format::Protobuf
+    };
+    let Ok(mut p) = q.pending.lock() else {
         return;
     };
-    if spans.len() >= q.max.load(Ordering::Relaxed) {
-        drop(spans);
+    if p.spans >= q.max.load(Ordering::Relaxed) || p.bytes >= MAX_QUEUE_BYTES {
+        drop(p);
         // A span ending while the process exits is not the collector's fault.
         if !q.stopping.load(Ordering::Relaxed) {
             q.health.dropped(1);
         }
         return;
     }
-    spans.push(span);
-    if spans.len() == q.batch.load(Ordering::Relaxed) {
+    let before = p.current.bytes.len();
+    otlp::push_span(&span, format, &mut p.current.bytes);
+    let added = p.current.bytes.len() - before;
+    p.current.spans += 1;
+    p.spans += 1;
+    p.bytes += added;
+    if p.current.spans >= q.batch.load(Ordering::Relaxed) {
+        let next = Batch {
+            bytes: p.spare.pop().unwrap_or_default(),
+            spans: 0,
+        };
+        let full = std::mem::replace(&mut p.current, next);
+        p.full.push_back(full);
+        drop(p);
         q.wake.notify_one();
     }
 }
@@ -92,7 +138,8 @@ impl Exporter {
         let client = http_client(&self)?;
         let q = queue();
         q.stopping.store(false, Ordering::Relaxed);
-        if self.traces.is_some() {
+        if let Some(t) = &self.traces {
+            q.json.store(t.json, Ordering::Relaxed);
             q.batch.store(self.max_batch, Ordering::Relaxed);
             q.max.store(self.max_queue, Ordering::Relaxed);
         }
@@ -132,12 +179,24 @@ impl Exporter {
             let stopping = stopping || q.stopping.load(Ordering::Relaxed);
             let now = Instant::now();
             if let Some(signal) = &self.traces {
-                let full = q.spans.lock().map(|s| s.len() >= self.max_batch).unwrap_or(false);
-                if stopping || full || now >= next_spans {
-                    next_spans = now + self.schedule_delay;
-                    while let Some(batch) = take(self.max_batch) {
-                        otlp::traces(&self.resource, &batch, format(signal), &mut body);
-                        self.post(&client, signal, &body, batch.len(), stopping).await;
+                let full = q.pending.lock().is_ok_and(|p| !p.full.is_empty());
+                let timer = now >= next_spans;
+                if stopping || full || timer {
+                    if timer {
+                        next_spans = now + self.schedule_delay;
+                    }
+                    // A full batch goes at once; the one being filled when the timer says.
+                    while let Some(batch) = take(timer || stopping) {
+                        otlp::traces_from_batch(
+                            &self.resource,
+                            &batch.bytes,
+                            format(signal),
+                            &mut body,
+                        );
+                        let sent = std::mem::take(&mut body);
+                        self.post(&client, signal, sent, batch.spans, stopping)
+                            .await;
+                        give_back(batch.bytes);
                     }
                 }
             }
@@ -147,7 +206,8 @@ impl Exporter {
                     let record = instruments.collect(now_unix_nano());
                     if !record.metrics.is_empty() {
                         otlp::metrics(&self.resource, &record, format(signal), &mut body);
-                        self.post(&client, signal, &body, 1, stopping).await;
+                        let sent = std::mem::take(&mut body);
+                        self.post(&client, signal, sent, 1, stopping).await;
                     }
                 }
             }
@@ -162,7 +222,7 @@ impl Exporter {
         &self,
         client: &reqwest::Client,
         signal: &Signal,
-        body: &[u8],
+        body: Vec<u8>,
         items: usize,
         stopping: bool,
     ) {
@@ -174,7 +234,7 @@ impl Exporter {
         let mut req = client
             .post(&signal.url)
             .header(reqwest::header::CONTENT_TYPE, format(signal).content_type())
-            .body(body.to_vec())
+            .body(body)
             .timeout(timeout);
         for (name, value) in &signal.headers {
             req = req.header(name.as_str(), value.as_str());
@@ -213,17 +273,34 @@ fn format(signal: &Signal) -> Format {
     }
 }
 
-/// Up to `max` queued spans, oldest first; `None` when none wait.
-fn take(max: usize) -> Option<Vec<SpanRecord>> {
-    let mut spans = queue().spans.lock().ok()?;
-    if spans.is_empty() {
-        return None;
+/// The oldest full batch, or (`partial`: the timer ran out, or exit) the one being filled;
+/// `None` when none waits.
+fn take(partial: bool) -> Option<Batch> {
+    let mut p = queue().pending.lock().ok()?;
+    let batch = match p.full.pop_front() {
+        Some(b) => b,
+        None if partial && p.current.spans > 0 => {
+            let next = Batch {
+                bytes: p.spare.pop().unwrap_or_default(),
+                spans: 0,
+            };
+            std::mem::replace(&mut p.current, next)
+        }
+        None => return None,
+    };
+    p.spans -= batch.spans;
+    p.bytes -= batch.bytes.len();
+    Some(batch)
+}
+
+/// Hands an exported batch's buffer back for a later batch (a few are kept).
+fn give_back(mut bytes: Vec<u8>) {
+    bytes.clear();
+    if let Ok(mut p) = queue().pending.lock() {
+        if p.spare.len() < 2 {
+            p.spare.push(bytes);
+        }
     }
-    if spans.len() <= max {
-        return Some(std::mem::take(&mut *spans));
-    }
-    let rest = spans.split_off(max);
-    Some(std::mem::replace(&mut *spans, rest))
 }
 
 /// The collector's client: alibridge's client builder (proxy variables, same-origin

@@ -130,8 +130,16 @@ impl Instruments {
     pub fn collect(&self, now_unix_nano: u64) -> MetricsRecord {
         let mut metrics = Vec::new();
         for (name, about, series) in [
-            ("mcp.client.operation.duration", CLIENT_DURATION, &self.client),
-            ("mcp.server.operation.duration", SERVER_DURATION, &self.server),
+            (
+                "mcp.client.operation.duration",
+                CLIENT_DURATION,
+                &self.client,
+            ),
+            (
+                "mcp.server.operation.duration",
+                SERVER_DURATION,
+                &self.server,
+            ),
         ] {
             let points = series.lock().map(|p| p.clone()).unwrap_or_default();
             if !points.is_empty() {
@@ -179,11 +187,31 @@ impl Instruments {
             confirmations,
         );
         for (name, about, n) in [
-            ("alibridge.token.mints", "AccessKey-to-bearer token mints.", &self.mints),
-            ("alibridge.token.refreshes", "OAuth token refreshes and sign-ins.", &self.refreshes),
-            ("alibridge.stream.reconnects", "Reconnects of the server's event stream.", &self.reconnects),
-            ("alibridge.stream.resumptions", "Reconnects that resumed with Last-Event-ID.", &self.resumptions),
-            ("alibridge.messages.oversized", "Messages over --max-message-size, dropped.", &self.oversized),
+            (
+                "alibridge.token.mints",
+                "AccessKey-to-bearer token mints.",
+                &self.mints,
+            ),
+            (
+                "alibridge.token.refreshes",
+                "OAuth token refreshes and sign-ins.",
+                &self.refreshes,
+            ),
+            (
+                "alibridge.stream.reconnects",
+                "Reconnects of the server's event stream.",
+                &self.reconnects,
+            ),
+            (
+                "alibridge.stream.resumptions",
+                "Reconnects that resumed with Last-Event-ID.",
+                &self.resumptions,
+            ),
+            (
+                "alibridge.messages.oversized",
+                "Messages over --max-message-size, dropped.",
+                &self.oversized,
+            ),
         ] {
             let value = n.load(Ordering::Relaxed);
             let points = if value > 0 {
@@ -211,7 +239,7 @@ fn point_for<'a, P: Point>(
     attrs: &[Attribute],
     empty: impl Fn() -> P,
 ) -> &'a mut P {
-    let found = points.iter().position(|p| p.attributes() == attrs);
+    let found = points.iter().position(|p| same(p.attributes(), attrs));
     let at = match found {
         Some(i) => i,
         None if points.len() < MAX_SERIES => {
@@ -234,6 +262,14 @@ fn point_for<'a, P: Point>(
         }
     };
     &mut points[at]
+}
+
+/// Equal attribute lists; keys are static, so the same key is usually the same pointer.
+fn same(a: &[Attribute], b: &[Attribute]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (std::ptr::eq(x.key, y.key) || x.key == y.key) && x.value == y.value)
 }
 
 trait Point {
@@ -288,7 +324,10 @@ mod tests {
         assert_eq!(call.bucket_counts[1], 1);
         assert_eq!(call.bucket_counts[14], 1, "above the last bound");
         assert_eq!((call.min, call.max), (0.005, 400.0));
-        assert!(r.metrics.iter().all(|m| m.name != "mcp.server.operation.duration"));
+        assert!(r
+            .metrics
+            .iter()
+            .all(|m| m.name != "mcp.server.operation.duration"));
     }
 
     #[test]
@@ -303,7 +342,10 @@ mod tests {
         i.operation(
             Side::Receiver,
             0.1,
-            &[Attribute::new("gen_ai.tool.name", Text::from("echo".to_string()))],
+            &[Attribute::new(
+                "gen_ai.tool.name",
+                Text::from("echo".to_string()),
+            )],
         );
         let r = i.collect(1);
         let MetricData::Histogram { points, .. } = &r.metrics[0].data else {

@@ -13,7 +13,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-
 /// A sender's trace context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Carrier {
@@ -63,7 +62,11 @@ fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
     if !raw.starts_with('"') {
         return None;
     }
-    serde_json::from_str::<Cow<'_, str>>(raw).ok()
+    // Borrowed when it has no escapes (serde's `Cow` would always copy).
+    match serde_json::from_str::<&str>(raw) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
+    }
 }
 
 /// The offset of `raw` (borrowed from `bytes`) in `bytes`.
@@ -152,7 +155,11 @@ pub fn peek(bytes: &[u8], params: Option<Range<usize>>) -> Peek<'_> {
 /// The site of a message without `params` (known to be one JSON object): its closing brace.
 fn no_params(bytes: &[u8]) -> Option<Site> {
     let close = bytes.iter().rposition(|b| *b == b'}')?;
-    let empty = bytes[..close].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let empty = bytes[..close]
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        == Some(&b'{');
     Some(Site::NoParams { close, empty })
 }
 
@@ -171,8 +178,7 @@ pub fn outcome(bytes: &[u8]) -> Outcome {
     // Most answers are neither. An `error` or `isError` key spells `rror` in the text, unless
     // it is written with escapes, and then a backslash is there: without either, a parse
     // could only find `Ok`, so it is skipped. With either, the parse decides.
-    if memchr::memmem::find(bytes, b"rror").is_none() && memchr::memchr(b'\\', bytes).is_none()
-    {
+    if !crate::jsonrpc::may_hold_key(bytes, "rror") {
         return Outcome::Ok;
     }
     #[derive(Deserialize)]
@@ -318,7 +324,8 @@ mod tests {
         let c = p.parent.expect("the sender's traceparent");
         assert_eq!(c.traceparent, PARENT);
         assert_eq!(c.tracestate.as_deref(), Some("a=1"));
-        let (m, _) = peeked(r#"{"id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#);
+        let (m, _) =
+            peeked(r#"{"id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#);
         assert_eq!(
             peek(&m.bytes, m.params.clone()).protocol_version.as_deref(),
             Some("2025-11-25")
@@ -368,7 +375,10 @@ mod tests {
             ),
             (r#"{ "id" : 7 , "method":"x" }"#, 1),
             (r#"{ "id" : 7 , "method":"x" } "#, 1),
-            (r#"{"id":8,"params":{"_meta":{"a":1,  "b":[2]}},"method":"x"}"#, 1),
+            (
+                r#"{"id":8,"params":{"_meta":{"a":1,  "b":[2]}},"method":"x"}"#,
+                1,
+            ),
             (r#"{"id":9,"params":{"_meta":{}} ,"method":"x"}"#, 1),
         ] {
             let v = injected(before).expect(before);

@@ -199,13 +199,30 @@ impl Operation {
         }
     }
 
-    /// `body` with this operation's trace context in `params._meta` (the proxy forwards it).
+    /// `body` (the request this operation started with) with this operation's trace context
+    /// in `params._meta`: the proxy forwards it.
     pub fn inject(&self, body: bytes::Bytes) -> bytes::Bytes {
         #[cfg(feature = "otel")]
         if let Some(op) = &self.inner {
-            return op.inject(&body).unwrap_or(body);
+            return op.inject(&body).map_or(body, |(bytes, _)| bytes);
         }
         body
+    }
+
+    /// `msg` (the message this operation started with) with this operation's trace context
+    /// in `params._meta`, as the conventions say; `msg` itself when telemetry is off or
+    /// `params` is not an object. Only `params._meta` changes, and it is valid JSON: the
+    /// kind, id and method stay those already parsed, the message is not parsed again.
+    pub fn inject_message(&self, msg: Message) -> Message {
+        #[cfg(feature = "otel")]
+        if let Some((bytes, params)) = self.inner.as_ref().and_then(|op| op.inject(&msg.bytes)) {
+            return Message {
+                bytes,
+                params: Some(params),
+                ..msg
+            };
+        }
+        msg
     }
 
     /// Whether there is a span (telemetry is on and this is a request or notification).
@@ -298,20 +315,6 @@ pub fn failed(error: Option<&'static str>) {
     }
     #[cfg(not(feature = "otel"))]
     let _ = error;
-}
-
-/// `msg` with the current span's trace context in `params._meta` (`traceparent`,
-/// `tracestate`), as the conventions say; `msg` itself when telemetry is off, there is no
-/// current span, or `params` is not an object.
-pub fn inject(msg: Message) -> Message {
-    #[cfg(feature = "otel")]
-    {
-        spans::inject(msg)
-    }
-    #[cfg(not(feature = "otel"))]
-    {
-        msg
-    }
 }
 
 /// Runs `fut` inside a child span `name` of the current span (`alibridge.access_key.mint`,

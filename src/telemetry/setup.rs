@@ -122,7 +122,11 @@ mod tests {
     #[test]
     fn the_resource_names_the_role_unless_the_user_does() {
         let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         let cfg = config::read(Some("http://c"), &env(&[])).unwrap();
         let r = resource(Role::Proxy, &cfg);
@@ -133,10 +137,24 @@ mod tests {
         )
         .unwrap();
         let r = resource(Role::Bridge, &cfg);
-        let get = |k: &str| r.attributes.iter().find(|a| a.key == k).map(|a| a.value.clone());
+        let get = |k: &str| {
+            r.attributes
+                .iter()
+                .find(|a| a.key == k)
+                .map(|a| a.value.clone())
+        };
         assert_eq!(get("service.name"), Some("alibridge".into()));
-        assert_eq!(get("service.version"), Some(Text::from("9".to_string()).into()));
+        assert_eq!(
+            get("service.version"),
+            Some(Text::from("9".to_string()).into())
+        );
         assert_eq!(get("team"), Some(Text::from("ops".to_string()).into()));
-        assert_eq!(r.attributes.iter().filter(|a| a.key == "service.version").count(), 1);
+        assert_eq!(
+            r.attributes
+                .iter()
+                .filter(|a| a.key == "service.version")
+                .count(),
+            1
+        );
     }
 }

@@ -139,6 +139,8 @@ fn interned(text: &str, known: &[&'static str]) -> Text {
 /// with.
 pub(super) struct Operation {
     scope: Scope,
+    /// Where trace context goes in the message the operation started with.
+    site: Option<meta::Site>,
     started: Instant,
     side: Side,
     /// Low-cardinality attributes shared by the span and the histogram (their string values
@@ -172,7 +174,11 @@ impl Operation {
             if tool {
                 common.push(Attribute::new("gen_ai.operation.name", "execute_tool"));
             }
-            name = Text::from(format!("{method} {target}"));
+            let mut full = String::with_capacity(method.len() + 1 + target.len());
+            full.push_str(method);
+            full.push(' ');
+            full.push_str(target);
+            name = Text::from(full);
         }
         if let Some(v) = &peek.protocol_version {
             common.push(Attribute::new(
@@ -189,13 +195,14 @@ impl Operation {
             }
         }
         let span = sampler.map(|sampler| {
-            let remote = peek.parent.as_ref().and_then(|c| {
-                SpanContext::parse(&c.traceparent, c.tracestate.as_deref())
-            });
+            let remote = peek
+                .parent
+                .as_ref()
+                .and_then(|c| SpanContext::parse(&c.traceparent, c.tracestate.as_deref()));
             let parent = remote.or_else(|| {
                 context::with_current(|s| s.span.as_ref().map(|p| p.context().clone())).flatten()
             });
-            let mut attrs = Vec::with_capacity(common.len() + 1);
+            let mut attrs = Vec::with_capacity(common.len() + 5);
             attrs.extend_from_slice(&common);
             if let Some(id) = &msg.id {
                 attrs.push(Attribute::new(
@@ -205,7 +212,11 @@ impl Operation {
             }
             let session = match session {
                 Some(hashed) => Some(Text::from(hashed)),
-                None if side == Side::Sender => SESSION.read().ok().and_then(|s| s.clone()).map(Text::Shared),
+                None if side == Side::Sender => SESSION
+                    .read()
+                    .ok()
+                    .and_then(|s| s.clone())
+                    .map(Text::Shared),
                 None => None,
             };
             if let Some(session) = session {
@@ -223,9 +234,9 @@ impl Operation {
                 shared: Some(Arc::new(Shared {
                     id: msg.id.as_ref().map(|id| id.as_json().into()),
                     failure: Mutex::default(),
-                    site: Mutex::new(peek.site.map(|site| (msg.bytes.clone(), site))),
                 })),
             },
+            site: peek.site,
             started: Instant::now(),
             side,
             common,
@@ -246,10 +257,15 @@ impl Operation {
         self.scope.clone()
     }
 
-    /// `body` (the message this operation started with) with its trace context in
-    /// `params._meta`; `None` when there is nothing to write or nowhere to write it.
-    pub(super) fn inject(&self, body: &bytes::Bytes) -> Option<bytes::Bytes> {
-        inject_in(&self.scope, body, None).map(|(bytes, _)| bytes)
+    /// `bytes` (the message this operation started with: where to write was found in it)
+    /// with the trace context in `params._meta`, and where `params` now is; `None` when
+    /// there is nothing to write or nowhere to write it.
+    pub(super) fn inject(&self, bytes: &[u8]) -> Option<(bytes::Bytes, std::ops::Range<usize>)> {
+        let cx = self.scope.span.as_ref()?.context();
+        let tracestate = cx.trace_state.as_deref().unwrap_or("");
+        let traceparent = cx.traceparent_bytes();
+        let traceparent = std::str::from_utf8(&traceparent).ok()?;
+        meta::inject(bytes, self.site?, traceparent, tracestate)
     }
 
     pub(super) fn end(mut self, error: Option<Text>) {
@@ -310,44 +326,6 @@ fn request_id(json: &str) -> String {
     serde_json::from_str::<String>(json).unwrap_or_else(|_| json.to_string())
 }
 
-pub(super) fn inject(msg: Message) -> Message {
-    if msg.kind == Kind::Response {
-        return msg;
-    }
-    // Only `params._meta` changed, and it is valid JSON: the kind, id and method stay those
-    // already parsed, the message is not parsed again.
-    match context::with_current(|s| inject_in(s, &msg.bytes, msg.params.clone())).flatten() {
-        Some((bytes, params)) => Message {
-            bytes,
-            params: Some(params),
-            ..msg
-        },
-        None => msg,
-    }
-}
-
-/// `bytes` with `scope`'s trace context in `params._meta`. Where it goes was found when the
-/// operation started, if these are the same bytes (held since, so the same content); else
-/// `params` (at `params`) is read again.
-fn inject_in(
-    scope: &Scope,
-    bytes: &bytes::Bytes,
-    params: Option<std::ops::Range<usize>>,
-) -> Option<(bytes::Bytes, std::ops::Range<usize>)> {
-    let cx = scope.span.as_ref()?.context();
-    let known = scope.shared.as_ref().and_then(|s| {
-        let site = s.site.lock().ok()?;
-        let (seen, site) = site.as_ref()?;
-        (seen.as_ptr() == bytes.as_ptr() && seen.len() == bytes.len()).then_some(*site)
-    });
-    let site = match known {
-        Some(site) => site,
-        None => meta::peek(bytes, params).site?,
-    };
-    let tracestate = cx.trace_state.as_deref().unwrap_or("");
-    meta::inject(bytes, site, &cx.traceparent(), tracestate)
-}
-
 /// A child span `name` of the current span (in the same operation); `None` without one (a
 /// mint the warm-up starts on its own is not a trace of its own).
 fn child_with(name: Text, kind: SpanKind, attrs: Vec<Attribute>) -> Option<Scope> {
@@ -397,7 +375,8 @@ pub(super) struct HttpAttempt {
 impl HttpAttempt {
     pub(super) fn start(method: &str, url: &url::Url, resend: u32) -> Option<HttpAttempt> {
         let method = interned(method, &["POST", "GET", "DELETE"]);
-        let mut attrs = Vec::with_capacity(4);
+        // Room for the status code and an error type set at the end.
+        let mut attrs = Vec::with_capacity(7);
         attrs.push(Attribute::new("http.request.method", method.clone()));
         if let Some(host) = url.host_str() {
             // The upstream's host (the usual case) is shared with the operation spans.
@@ -451,7 +430,8 @@ pub(super) fn api_actions(labels: impl IntoIterator<Item = String>) {
     let shaped = |l: &String| {
         !l.is_empty()
             && l.len() <= 128
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b":_-.".contains(&b))
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":_-.".contains(&b))
     };
     let labels: Vec<String> = labels.into_iter().filter(shaped).take(16).collect();
     if labels.is_empty() {

@@ -103,7 +103,9 @@ pub enum Step<M> {
 impl<M: Clone> Era<M> {
     /// The event "a client message arrived": settled states route it; `Undecided` either
     /// settles on legacy at once (nothing to probe) or says which decision the message starts.
-    pub fn on_message(&mut self, policy: Policy, shape: Shape) -> Step<M> {
+    /// `shape` is asked only while the era is undecided (reading a message's shape is a
+    /// parse; once the era is settled, no message needs one).
+    pub fn on_message(&mut self, policy: Policy, shape: impl FnOnce() -> Shape) -> Step<M> {
         match self {
             Era::Legacy => return Step::Legacy,
             Era::Modern(m) => return Step::Modern(m.clone()),
@@ -122,7 +124,7 @@ impl<M: Clone> Era<M> {
             *self = Era::Legacy;
             return Step::Legacy;
         }
-        match shape {
+        match shape() {
             Shape::Initialize => Step::Initialize,
             Shape::Modern => Step::ModernFirst,
             Shape::Other if policy.protocol == ProtocolMode::Modern => Step::Refuse,
@@ -272,12 +274,19 @@ mod tests {
     fn settled_states_route_every_message_there() {
         let mut era: Era<u8> = Era::Legacy;
         for s in [Shape::Initialize, Shape::Modern, Shape::Other] {
-            assert_eq!(era.on_message(AUTO_HTTP, s), Step::Legacy);
+            assert_eq!(era.on_message(AUTO_HTTP, || s), Step::Legacy);
         }
         let mut era: Era<u8> = Era::Modern(7);
         for s in [Shape::Initialize, Shape::Modern, Shape::Other] {
-            assert_eq!(era.on_message(AUTO_HTTP, s), Step::Modern(7));
+            assert_eq!(era.on_message(AUTO_HTTP, || s), Step::Modern(7));
         }
+        // A settled era reads no message's shape.
+        let unread = || -> Shape { panic!("the shape was read after the era was settled") };
+        assert_eq!(era.on_message(AUTO_HTTP, unread), Step::Modern(7));
+        assert_eq!(
+            Era::<u8>::Legacy.on_message(AUTO_HTTP, unread),
+            Step::Legacy
+        );
         assert_eq!(era.reset(), Some(7));
         assert!(matches!(era, Era::Undecided));
     }
@@ -287,12 +296,15 @@ mod tests {
         let fresh = || Era::<u8>::Undecided;
         let mut era = fresh();
         assert_eq!(
-            era.on_message(AUTO_HTTP, Shape::Initialize),
+            era.on_message(AUTO_HTTP, || Shape::Initialize),
             Step::Initialize
         );
         assert!(matches!(era, Era::Undecided), "decided by the caller");
-        assert_eq!(era.on_message(AUTO_HTTP, Shape::Modern), Step::ModernFirst);
-        assert_eq!(era.on_message(AUTO_HTTP, Shape::Other), Step::Legacy);
+        assert_eq!(
+            era.on_message(AUTO_HTTP, || Shape::Modern),
+            Step::ModernFirst
+        );
+        assert_eq!(era.on_message(AUTO_HTTP, || Shape::Other), Step::Legacy);
         assert!(matches!(era, Era::Legacy), "nothing to probe with: legacy");
 
         let sse = Policy {
@@ -305,7 +317,11 @@ mod tests {
         };
         for p in [sse, legacy] {
             let mut era = fresh();
-            assert_eq!(era.on_message(p, Shape::Initialize), Step::Legacy, "{p:?}");
+            assert_eq!(
+                era.on_message(p, || Shape::Initialize),
+                Step::Legacy,
+                "{p:?}"
+            );
             assert!(matches!(era, Era::Legacy));
         }
 
@@ -314,11 +330,14 @@ mod tests {
             http_first: false,
         };
         let mut era = fresh();
-        assert_eq!(era.on_message(modern, Shape::Other), Step::Refuse);
+        assert_eq!(era.on_message(modern, || Shape::Other), Step::Refuse);
         assert!(matches!(era, Era::Undecided), "a refusal decides nothing");
-        assert_eq!(era.on_message(modern, Shape::Initialize), Step::Initialize);
+        assert_eq!(
+            era.on_message(modern, || Shape::Initialize),
+            Step::Initialize
+        );
         era.settle(Era::Modern(1));
-        assert_eq!(era.on_message(modern, Shape::Other), Step::Modern(1));
+        assert_eq!(era.on_message(modern, || Shape::Other), Step::Modern(1));
     }
 
     #[test]

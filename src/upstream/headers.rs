@@ -340,7 +340,12 @@ impl<'a> Fields<'a> {
         }
         let top: Top<'a> = serde_json::from_slice(body).ok()?;
         let params: Option<Params<'a>> = object(top.params)?;
-        let meta: Option<Meta<'a>> = object(params.as_ref().and_then(|p| p.meta))?;
+        // `_meta` (it carries trace context) is read only when it can hold the version.
+        let meta_raw = params
+            .as_ref()
+            .and_then(|p| p.meta)
+            .filter(|m| crate::jsonrpc::may_hold_key(m.get().as_bytes(), META_PROTOCOL_VERSION));
+        let meta: Option<Meta<'a>> = object(meta_raw)?;
         Some(Fields {
             method: text(top.method),
             version: text(meta.and_then(|m| m.version)),

@@ -171,7 +171,7 @@ impl Upstream {
             return m.send(msg).await;
         }
         let mut era = self.era.lock().await;
-        match era.on_message(self.policy(), Shape::of(&msg)) {
+        match era.on_message(self.policy(), || Shape::of(&msg)) {
             Step::Legacy => {
                 drop(era);
                 self.send_legacy(msg).await

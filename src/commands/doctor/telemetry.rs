@@ -130,8 +130,16 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<Vec<_>>()
         };
-        let h = headers(&pairs(&[("api-key", "a b"), ("bad name", "x"), ("x", "\n")]));
-        assert_eq!(h.len(), 1, "a name with a space and a value with a newline are not headers");
+        let h = headers(&pairs(&[
+            ("api-key", "a b"),
+            ("bad name", "x"),
+            ("x", "\n"),
+        ]));
+        assert_eq!(
+            h.len(),
+            1,
+            "a name with a space and a value with a newline are not headers"
+        );
         assert_eq!(h[0].0.as_str(), "api-key");
         assert!(h[0].1.is_sensitive());
     }

@@ -20,12 +20,30 @@ pub(super) fn traces(resource: &Resource, spans: &[SpanRecord], out: &mut Vec<u8
     out.extend_from_slice(b",\"scopeSpans\":[{");
     put_scope(out);
     out.extend_from_slice(b",\"spans\":[");
-    for (i, span) in spans.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        put_span(out, span);
+    let start = out.len();
+    for span in spans {
+        span_item(span, start, out);
     }
+    out.extend_from_slice(b"]}]}]}");
+}
+
+/// Appends `span` to the spans list that starts at `start` in `out` (a comma before every
+/// span but the first).
+pub(super) fn span_item(span: &SpanRecord, start: usize, out: &mut Vec<u8>) {
+    if out.len() > start {
+        out.push(b',');
+    }
+    put_span(out, span);
+}
+
+/// The whole request around `items` (spans written by [`span_item`] from 0), into `out`.
+pub(super) fn wrap_spans(resource: &Resource, items: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"resourceSpans\":[{");
+    put_resource(out, resource);
+    out.extend_from_slice(b",\"scopeSpans\":[{");
+    put_scope(out);
+    out.extend_from_slice(b",\"spans\":[");
+    out.extend_from_slice(items);
     out.extend_from_slice(b"]}]}]}");
 }
 

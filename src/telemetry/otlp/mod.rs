@@ -52,6 +52,28 @@ pub fn traces(resource: &Resource, spans: &[SpanRecord], format: Format, out: &m
     }
 }
 
+/// Appends `span` to `batch`, a batch of spans in `format` that [`traces_from_batch`] makes a
+/// request of. The relay side encodes each span as it ends, so that nothing it allocated for
+/// the span is freed by the export thread (which would empty the relay thread's allocator
+/// cache: measured, it cost more than the encoding).
+pub fn push_span(span: &SpanRecord, format: Format, batch: &mut Vec<u8>) {
+    match format {
+        Format::Protobuf => proto::span_item(span, batch),
+        Format::Json => json::span_item(span, 0, batch),
+    }
+}
+
+/// The `ExportTraceServiceRequest` of a `batch` made by [`push_span`] (in the same
+/// `format`), written to `out` (cleared first); the same bytes [`traces`] writes for those
+/// spans.
+pub fn traces_from_batch(resource: &Resource, batch: &[u8], format: Format, out: &mut Vec<u8>) {
+    out.clear();
+    match format {
+        Format::Protobuf => proto::wrap_spans(resource, batch, out),
+        Format::Json => json::wrap_spans(resource, batch, out),
+    }
+}
+
 /// An `ExportMetricsServiceRequest` holding every metric of `record` under one
 /// `ResourceMetrics` (`resource`) and one `ScopeMetrics`, written to `out` (cleared first).
 pub fn metrics(resource: &Resource, record: &MetricsRecord, format: Format, out: &mut Vec<u8>) {

@@ -107,13 +107,26 @@ pub(super) fn traces(resource: &Resource, spans: &[SpanRecord], out: &mut Vec<u8
     // The spans first, each sized once; then the header (whose lengths need the spans'
     // total), moved in front by one rotation.
     for span in spans {
-        let len = span_len(span);
-        let mut w = Writer::append(out, field_len(len));
-        put_len(&mut w, SCOPE_ITEMS, len);
-        put_span(&mut w, span);
-        w.done();
+        span_item(span, out);
     }
     put_header(out, resource);
+}
+
+/// Appends `span` as one item (tag, length, `Span`) of a `ScopeSpans`.
+pub(super) fn span_item(span: &SpanRecord, out: &mut Vec<u8>) {
+    let len = span_len(span);
+    let mut w = Writer::append(out, field_len(len));
+    put_len(&mut w, SCOPE_ITEMS, len);
+    put_span(&mut w, span);
+    w.done();
+}
+
+/// The whole request around `items` (spans written by [`span_item`]), into `out`: the
+/// header, then the items (one copy).
+pub(super) fn wrap_spans(resource: &Resource, items: &[u8], out: &mut Vec<u8>) {
+    out.reserve(items.len() + 64);
+    put_header_for(out, resource, items.len());
+    out.extend_from_slice(items);
 }
 
 /// Writes the `ExportMetricsServiceRequest`.
@@ -170,6 +183,13 @@ pub(super) fn metrics(resource: &Resource, record: &MetricsRecord, out: &mut Vec
 /// requests have the same shape and field numbers at these levels.
 fn put_header(out: &mut Vec<u8>, resource: &Resource) {
     let items = out.len();
+    let header = put_header_for(out, resource, items);
+    out.rotate_right(header);
+}
+
+/// Appends the fields that enclose `items` bytes of items (see [`put_header`]), to be
+/// followed by those items; returns the header's length.
+fn put_header_for(out: &mut Vec<u8>, resource: &Resource, items: usize) -> usize {
     let resource_len = attributes_len(&resource.attributes);
     let scope = field_len(scope_len()) + items;
     let resource_items = field_len(resource_len) + field_len(scope);
@@ -180,7 +200,7 @@ fn put_header(out: &mut Vec<u8>, resource: &Resource) {
     put_len(&mut w, RESOURCE_SCOPE, scope);
     put_scope(&mut w);
     w.done();
-    out.rotate_right(header);
+    header
 }
 
 /// A counter's value as OTLP's `as_int` (an `int64`): a count past `i64::MAX` cannot happen

@@ -186,6 +186,16 @@ fn assert_traces_round_trip(r: &Resource, spans: &[SpanRecord]) {
             expected_traces(r, spans),
             "{format:?}"
         );
+        // Spans encoded one by one as they end, then wrapped: the same request.
+        let mut whole = Vec::new();
+        super::traces(r, spans, format, &mut whole);
+        let mut batch = Vec::new();
+        for span in spans {
+            super::push_span(span, format, &mut batch);
+        }
+        let mut wrapped = vec![1, 2, 3];
+        super::traces_from_batch(r, &batch, format, &mut wrapped);
+        assert_eq!(wrapped, whole, "{format:?}: batch and whole differ");
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::{Response, Url};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::debug;
 
@@ -205,19 +206,38 @@ pub fn is_modern_shaped(msg: &Message) -> bool {
         return true;
     }
     #[derive(Deserialize)]
-    struct Peek<'a> {
-        #[serde(borrow)]
-        params: Option<Params<'a>>,
-    }
-    #[derive(Deserialize)]
     struct Params<'a> {
         #[serde(borrow, rename = "_meta")]
-        meta: Option<HashMap<&'a str, serde::de::IgnoredAny>>,
+        meta: Option<&'a RawValue>,
     }
-    serde_json::from_slice::<Peek<'_>>(&msg.bytes)
+    #[derive(Deserialize)]
+    struct Meta {
+        #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
+        version: Option<serde::de::IgnoredAny>,
+    }
+    // Only `params` is read (every relayed message comes here), and `_meta` only when it is
+    // an object; a `_meta` with a key twice is read as a map, where the last one counts.
+    let Some(params) = msg.params.clone().and_then(|r| msg.bytes.get(r)) else {
+        return false;
+    };
+    if params.first() != Some(&b'{') {
+        return false;
+    }
+    let Some(meta) = serde_json::from_slice::<Params<'_>>(params)
         .ok()
-        .and_then(|p| p.params?.meta)
-        .is_some_and(|m| m.contains_key(headers::META_PROTOCOL_VERSION))
+        .and_then(|p| p.meta)
+        .filter(|m| m.get().starts_with('{'))
+    else {
+        return false;
+    };
+    if !crate::jsonrpc::may_hold_key(meta.get().as_bytes(), headers::META_PROTOCOL_VERSION) {
+        return false;
+    }
+    match serde_json::from_str::<Meta>(meta.get()) {
+        Ok(m) => m.version.is_some(),
+        Err(_) => serde_json::from_str::<HashMap<&str, serde::de::IgnoredAny>>(meta.get())
+            .is_ok_and(|m| m.contains_key(headers::META_PROTOCOL_VERSION)),
+    }
 }
 
 impl Modern {
