@@ -265,6 +265,22 @@ impl Span {
         &self.cx
     }
 
+    /// Whether this span is recorded (its trace is sampled and it has not ended).
+    pub fn is_recording(&self) -> bool {
+        self.data.lock().is_ok_and(|d| d.is_some())
+    }
+
+    /// Replaces the attributes (the span was started without them).
+    pub fn set_all(&self, attributes: Vec<Attribute>) {
+        self.with(|p| p.attributes = attributes);
+    }
+
+    /// Runs `f` on the recorded attributes; `None` when nothing is recorded.
+    pub fn read_attributes<T>(&self, f: impl FnOnce(&[Attribute]) -> T) -> Option<T> {
+        let data = self.data.lock().ok()?;
+        Some(f(&data.as_ref()?.attributes))
+    }
+
     /// Sets an attribute (replacing one of the same key).
     pub fn set(&self, attribute: Attribute) {
         self.with(
@@ -321,7 +337,7 @@ impl Drop for Span {
 #[derive(Debug)]
 pub struct Shared {
     /// The request's id as JSON text (`None` for a notification): answers are matched on it.
-    pub id: Option<Box<str>>,
+    pub id: Option<Text>,
     /// The error kind, once something failed.
     pub failure: Mutex<Option<Text>>,
 }

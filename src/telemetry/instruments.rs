@@ -70,8 +70,14 @@ impl Instruments {
         }
     }
 
-    /// Records one operation's duration under `attrs`.
-    pub(super) fn operation(&self, side: Side, secs: f64, attrs: &[Attribute]) {
+    /// Records one operation's duration under `attrs` (and `extra`, the error type).
+    pub(super) fn operation(
+        &self,
+        side: Side,
+        secs: f64,
+        attrs: &[Attribute],
+        extra: Option<&Attribute>,
+    ) {
         let series = match side {
             Side::Sender => &self.client,
             Side::Receiver => &self.server,
@@ -79,7 +85,7 @@ impl Instruments {
         let Ok(mut points) = series.lock() else {
             return;
         };
-        let point = point_for(&mut points, attrs, || HistogramPoint {
+        let point = point_for(&mut points, attrs, extra, || HistogramPoint {
             attributes: Vec::new(),
             count: 0,
             sum: 0.0,
@@ -104,7 +110,7 @@ impl Instruments {
             Attribute::new("gen_ai.tool.name", Text::from(tool.to_string())),
             Attribute::new("alibridge.policy.rule", Text::from(rule.to_string())),
         ];
-        point_for(&mut points, &attrs, || CounterPoint {
+        point_for(&mut points, &attrs, None, || CounterPoint {
             attributes: Vec::new(),
             value: 0,
         })
@@ -232,25 +238,33 @@ impl Instruments {
     }
 }
 
-/// A point of a metric with its attributes (`attributes` is the first field of both point
-/// types), found by value or added; past [`MAX_SERIES`] the overflow point.
+/// A point of a metric with its attributes (`attrs` and `extra`), found by value or added;
+/// past [`MAX_SERIES`] the overflow point.
 fn point_for<'a, P: Point>(
     points: &'a mut Vec<P>,
     attrs: &[Attribute],
+    extra: Option<&Attribute>,
     empty: impl Fn() -> P,
 ) -> &'a mut P {
-    let found = points.iter().position(|p| same(p.attributes(), attrs));
+    let found = points
+        .iter()
+        .position(|p| same(p.attributes(), attrs, extra));
     let at = match found {
         Some(i) => i,
         None if points.len() < MAX_SERIES => {
             let mut p = empty();
-            *p.attributes_mut() = attrs.to_vec();
+            let kept = p.attributes_mut();
+            kept.extend_from_slice(attrs);
+            kept.extend(extra.cloned());
             points.push(p);
             points.len() - 1
         }
         None => {
             let overflow = [Attribute::new("otel.metric.overflow", Value::Bool(true))];
-            match points.iter().position(|p| p.attributes() == overflow) {
+            match points
+                .iter()
+                .position(|p| same(p.attributes(), &overflow, None))
+            {
                 Some(i) => i,
                 None => {
                     let mut p = empty();
@@ -264,12 +278,15 @@ fn point_for<'a, P: Point>(
     &mut points[at]
 }
 
-/// Equal attribute lists; keys are static, so the same key is usually the same pointer.
-fn same(a: &[Attribute], b: &[Attribute]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (std::ptr::eq(x.key, y.key) || x.key == y.key) && x.value == y.value)
+/// `kept` is `attrs` followed by `extra`. Keys are static, so the same key is usually the
+/// same pointer.
+fn same(kept: &[Attribute], attrs: &[Attribute], extra: Option<&Attribute>) -> bool {
+    let eq = |x: &Attribute, y: &Attribute| {
+        (std::ptr::eq(x.key, y.key) || x.key == y.key) && x.value == y.value
+    };
+    kept.len() == attrs.len() + usize::from(extra.is_some())
+        && kept.iter().zip(attrs).all(|(x, y)| eq(x, y))
+        && extra.is_none_or(|e| kept.last().is_some_and(|k| eq(k, e)))
 }
 
 trait Point {
@@ -307,9 +324,9 @@ mod tests {
     fn durations_fall_into_the_conventions_buckets() {
         let i = Instruments::new(1);
         for secs in [0.005, 0.01, 0.011, 400.0] {
-            i.operation(Side::Sender, secs, &method("tools/call"));
+            i.operation(Side::Sender, secs, &method("tools/call"), None);
         }
-        i.operation(Side::Sender, 0.3, &method("tools/list"));
+        i.operation(Side::Sender, 0.3, &method("tools/list"), None);
         let r = i.collect(2);
         assert_eq!((r.start_unix_nano, r.time_unix_nano), (1, 2));
         let MetricData::Histogram { bounds, points } = &r.metrics[0].data else {
@@ -338,6 +355,7 @@ mod tests {
             Side::Receiver,
             0.1,
             &[Attribute::new("gen_ai.tool.name", Text::Shared(shared))],
+            None,
         );
         i.operation(
             Side::Receiver,
@@ -346,12 +364,22 @@ mod tests {
                 "gen_ai.tool.name",
                 Text::from("echo".to_string()),
             )],
+            None,
+        );
+        // The error type makes a series of its own.
+        let error = Attribute::new("error.type", "timeout");
+        i.operation(
+            Side::Receiver,
+            0.2,
+            &[Attribute::new("gen_ai.tool.name", Text::copy("echo"))],
+            Some(&error),
         );
         let r = i.collect(1);
         let MetricData::Histogram { points, .. } = &r.metrics[0].data else {
             panic!()
         };
-        assert_eq!((points.len(), points[0].count), (1, 2));
+        assert_eq!((points.len(), points[0].count, points[1].count), (2, 2, 1));
+        assert_eq!(points[1].attributes.last(), Some(&error));
     }
 
     #[test]

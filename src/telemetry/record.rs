@@ -12,6 +12,49 @@ pub enum Text {
     Static(&'static str),
     Shared(Arc<str>),
     Owned(Box<str>),
+    /// A short text kept in place (request ids, tool names, `tools/call echo`): no
+    /// allocation for the texts most spans carry.
+    Inline(Inline),
+}
+
+/// Up to [`Inline::CAPACITY`] bytes of UTF-8, in place.
+#[derive(Clone, Copy)]
+pub struct Inline {
+    len: u8,
+    bytes: [u8; Inline::CAPACITY],
+}
+
+impl Inline {
+    pub const CAPACITY: usize = 22;
+
+    /// `parts` joined, when they fit.
+    fn of(parts: &[&str]) -> Option<Inline> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > Self::CAPACITY {
+            return None;
+        }
+        let mut bytes = [0; Self::CAPACITY];
+        let mut at = 0;
+        for p in parts {
+            bytes[at..at + p.len()].copy_from_slice(p.as_bytes());
+            at += p.len();
+        }
+        Some(Inline {
+            len: len as u8,
+            bytes,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        // Whole `&str`s were copied in: always UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Inline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
 }
 
 impl Text {
@@ -20,6 +63,28 @@ impl Text {
             Text::Static(s) => s,
             Text::Shared(s) => s,
             Text::Owned(s) => s,
+            Text::Inline(s) => s.as_str(),
+        }
+    }
+
+    /// The text's UTF-8 bytes (what the encoders write; no check needed).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline(s) => &s.bytes[..usize::from(s.len)],
+            other => other.as_str().as_bytes(),
+        }
+    }
+
+    /// A copy of `s`: in place when short, else on the heap.
+    pub fn copy(s: &str) -> Text {
+        Text::joined(&[s])
+    }
+
+    /// `parts` joined into one text: in place when short, else on the heap.
+    pub fn joined(parts: &[&str]) -> Text {
+        match Inline::of(parts) {
+            Some(i) => Text::Inline(i),
+            None => Text::Owned(parts.concat().into_boxed_str()),
         }
     }
 }
@@ -31,7 +96,7 @@ impl PartialEq for Text {
         match (self, other) {
             (Text::Static(a), Text::Static(b)) if std::ptr::eq(*a, *b) => true,
             (Text::Shared(a), Text::Shared(b)) if Arc::ptr_eq(a, b) => true,
-            _ => self.as_str() == other.as_str(),
+            _ => self.as_bytes() == other.as_bytes(),
         }
     }
 }
@@ -52,7 +117,10 @@ impl From<Arc<str>> for Text {
 
 impl From<String> for Text {
     fn from(s: String) -> Text {
-        Text::Owned(s.into_boxed_str())
+        match Inline::of(&[&s]) {
+            Some(i) => Text::Inline(i),
+            None => Text::Owned(s.into_boxed_str()),
+        }
     }
 }
 
@@ -199,4 +267,27 @@ pub struct MetricsRecord {
     pub start_unix_nano: u64,
     pub time_unix_nano: u64,
     pub metrics: Vec<Metric>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_texts_stay_in_place_and_equal_text_is_equal() {
+        let short = Text::joined(&["tools/call", " ", "echo"]);
+        assert!(matches!(short, Text::Inline(_)));
+        assert_eq!(short.as_str(), "tools/call echo");
+        let long = Text::copy("a tool name that is longer than twenty-two bytes");
+        assert!(matches!(long, Text::Owned(_)));
+        assert_eq!(Text::copy("é✓"), Text::Static("é✓"));
+        assert_eq!(
+            Text::Shared(Arc::from("echo")),
+            Text::from("echo".to_string())
+        );
+        assert_ne!(Text::copy("echo"), Text::copy("echo2"));
+        let exactly = "x".repeat(Inline::CAPACITY);
+        assert!(matches!(Text::copy(&exactly), Text::Inline(_)));
+        assert!(matches!(Text::copy(&format!("{exactly}y")), Text::Owned(_)));
+    }
 }

@@ -143,9 +143,11 @@ pub(super) struct Operation {
     site: Option<meta::Site>,
     started: Instant,
     side: Side,
-    /// Low-cardinality attributes shared by the span and the histogram (their string values
-    /// static or shared, so the copy for the span costs no string copies).
-    common: Vec<Attribute>,
+    /// The low-cardinality attributes the duration histogram is recorded with: the first
+    /// `common` of the span's own (read from the span at the end, not copied), or these when
+    /// no span records them (traces off or not sampled).
+    common: usize,
+    unrecorded: Vec<Attribute>,
 }
 
 impl Operation {
@@ -159,9 +161,9 @@ impl Operation {
         // Off: nothing is read from the message.
         let sampler = with_state(|s| Some(s.traces.then_some(s.sampler)))?;
         let peek = meta::peek(&msg.bytes, msg.params.clone());
-        let mut common = Vec::with_capacity(9);
+        let mut attrs = Vec::with_capacity(14);
         let method_name = interned(method, &METHODS);
-        common.push(Attribute::new("mcp.method.name", method_name.clone()));
+        attrs.push(Attribute::new("mcp.method.name", method_name.clone()));
         let mut name = method_name;
         let target = match method {
             "tools/call" => Some(("gen_ai.tool.name", true)),
@@ -169,31 +171,24 @@ impl Operation {
             _ => None,
         };
         if let (Some((key, tool)), Some(target)) = (target, &peek.name) {
-            let shared: Arc<str> = Arc::from(&**target);
-            common.push(Attribute::new(key, Text::Shared(shared)));
+            attrs.push(Attribute::new(key, Text::copy(target)));
             if tool {
-                common.push(Attribute::new("gen_ai.operation.name", "execute_tool"));
+                attrs.push(Attribute::new("gen_ai.operation.name", "execute_tool"));
             }
-            let mut full = String::with_capacity(method.len() + 1 + target.len());
-            full.push_str(method);
-            full.push(' ');
-            full.push_str(target);
-            name = Text::from(full);
+            name = Text::joined(&[method, " ", target]);
         }
         if let Some(v) = &peek.protocol_version {
-            common.push(Attribute::new(
-                "mcp.protocol.version",
-                Text::from(v.to_string()),
-            ));
+            attrs.push(Attribute::new("mcp.protocol.version", Text::copy(v)));
         }
-        common.push(Attribute::new("network.transport", "tcp"));
-        common.push(Attribute::new("network.protocol.name", "http"));
+        attrs.push(Attribute::new("network.transport", "tcp"));
+        attrs.push(Attribute::new("network.protocol.name", "http"));
         if side == Side::Sender {
             if let Some((host, port)) = server() {
-                common.push(Attribute::new("server.address", Text::Shared(host)));
-                common.push(Attribute::new("server.port", port));
+                attrs.push(Attribute::new("server.address", Text::Shared(host)));
+                attrs.push(Attribute::new("server.port", port));
             }
         }
+        let common = attrs.len();
         let span = sampler.map(|sampler| {
             let remote = peek
                 .parent
@@ -202,37 +197,42 @@ impl Operation {
             let parent = remote.or_else(|| {
                 context::with_current(|s| s.span.as_ref().map(|p| p.context().clone())).flatten()
             });
-            let mut attrs = Vec::with_capacity(common.len() + 5);
-            attrs.extend_from_slice(&common);
-            if let Some(id) = &msg.id {
-                attrs.push(Attribute::new(
-                    "jsonrpc.request.id",
-                    Text::from(request_id(id.as_json())),
-                ));
-            }
-            let session = match session {
-                Some(hashed) => Some(Text::from(hashed)),
-                None if side == Side::Sender => SESSION
-                    .read()
-                    .ok()
-                    .and_then(|s| s.clone())
-                    .map(Text::Shared),
-                None => None,
-            };
-            if let Some(session) = session {
-                attrs.push(Attribute::new("mcp.session.id", session));
-            }
-            let kind = match side {
-                Side::Sender => SpanKind::Client,
-                Side::Receiver => SpanKind::Server,
-            };
-            Arc::new(Span::start(sampler, parent.as_ref(), name, kind, attrs))
+            (sampler, parent)
         });
+        let span = span.and_then(|(sampler, parent)| {
+            let span = Span::start(sampler, parent.as_ref(), name, kind_of(side), Vec::new());
+            span.is_recording().then_some(span)
+        });
+        let mut unrecorded = Vec::new();
+        match &span {
+            Some(span) => {
+                if let Some(id) = &msg.id {
+                    attrs.push(Attribute::new(
+                        "jsonrpc.request.id",
+                        request_id(id.as_json()),
+                    ));
+                }
+                let session = match session {
+                    Some(hashed) => Some(Text::from(hashed)),
+                    None if side == Side::Sender => SESSION
+                        .read()
+                        .ok()
+                        .and_then(|s| s.clone())
+                        .map(Text::Shared),
+                    None => None,
+                };
+                if let Some(session) = session {
+                    attrs.push(Attribute::new("mcp.session.id", session));
+                }
+                span.set_all(attrs);
+            }
+            None => unrecorded = attrs,
+        }
         Some(Operation {
             scope: Scope {
-                span,
+                span: span.map(Arc::new),
                 shared: Some(Arc::new(Shared {
-                    id: msg.id.as_ref().map(|id| id.as_json().into()),
+                    id: msg.id.as_ref().map(|id| Text::copy(id.as_json())),
                     failure: Mutex::default(),
                 })),
             },
@@ -240,6 +240,7 @@ impl Operation {
             started: Instant::now(),
             side,
             common,
+            unrecorded,
         })
     }
 
@@ -268,18 +269,33 @@ impl Operation {
         meta::inject(bytes, self.site?, traceparent, tracestate)
     }
 
-    pub(super) fn end(mut self, error: Option<Text>) {
-        if let Some(kind) = error {
-            if let Some(span) = &self.scope.span {
-                span.fail(kind.clone());
-            }
-            self.common.push(Attribute::new("error.type", kind));
+    pub(super) fn end(self, error: Option<Text>) {
+        let span = self.scope.span.as_deref();
+        if let (Some(kind), Some(span)) = (&error, span) {
+            span.fail(kind.clone());
         }
-        if let Some(span) = &self.scope.span {
+        let error = error.map(|kind| Attribute::new("error.type", kind));
+        let secs = self.started.elapsed().as_secs_f64();
+        with_instruments(|i| {
+            let record = |attrs: &[Attribute]| {
+                let common = attrs.get(..self.common).unwrap_or(attrs);
+                i.operation(self.side, secs, common, error.as_ref());
+            };
+            if span.and_then(|s| s.read_attributes(record)).is_none() {
+                record(&self.unrecorded);
+            }
+        });
+        if let Some(span) = span {
             span.end();
         }
-        let secs = self.started.elapsed().as_secs_f64();
-        with_instruments(|i| i.operation(self.side, secs, &self.common));
+    }
+}
+
+/// The span kind of an operation on `side`.
+fn kind_of(side: Side) -> SpanKind {
+    match side {
+        Side::Sender => SpanKind::Client,
+        Side::Receiver => SpanKind::Server,
     }
 }
 
@@ -299,7 +315,7 @@ pub(super) fn answered(msg: &Message) {
         let Some(o) = &s.shared else {
             return;
         };
-        if o.id.as_deref() != msg.id.as_ref().map(|i| i.as_json()) {
+        if o.id.as_ref().map(Text::as_str) != msg.id.as_ref().map(|i| i.as_json()) {
             return;
         }
         match meta::outcome(&msg.bytes) {
@@ -317,13 +333,18 @@ pub(super) fn answered(msg: &Message) {
 }
 
 /// `jsonrpc.request.id`: the id as a string (a string id without its quotes).
-fn request_id(json: &str) -> String {
+fn request_id(json: &str) -> Text {
     // A number (the usual id) is its own text: no failed string parse (whose error value is
     // an allocation of its own) for every request.
     if !json.starts_with('"') {
-        return json.to_string();
+        return Text::copy(json);
     }
-    serde_json::from_str::<String>(json).unwrap_or_else(|_| json.to_string())
+    match serde_json::from_str::<&str>(json) {
+        Ok(s) => Text::copy(s),
+        Err(_) => {
+            serde_json::from_str::<String>(json).map_or_else(|_| Text::copy(json), Text::from)
+        }
+    }
 }
 
 /// A child span `name` of the current span (in the same operation); `None` without one (a

@@ -22,6 +22,7 @@ fn text() -> impl Strategy<Value = Text> {
         any::<String>().prop_map(Text::from),
         any::<String>().prop_map(|s| Text::Shared(Arc::from(s))),
         Just(Text::Static("static")),
+        "\\PC{0,8}".prop_map(|s| Text::copy(&s)),
         "[\\x00-\\x7f]{0,300}".prop_map(Text::from),
     ]
 }

@@ -247,7 +247,7 @@ fn str_nonempty_len(s: &str) -> usize {
 #[inline]
 fn any_value_len(value: &Value) -> usize {
     match value {
-        Value::Text(t) => field_len(t.as_str().len()),
+        Value::Text(t) => field_len(t.as_bytes().len()),
         Value::Int(i) => 1 + varint_len(*i as u64),
         Value::Bool(_) => 2,
     }
@@ -274,7 +274,7 @@ fn span_len(s: &SpanRecord) -> usize {
     fixed
         + s.trace_state.as_deref().map_or(0, str_nonempty_len)
         + s.parent_span_id.map_or(0, |_| field_len(8))
-        + field_len(s.name.as_str().len())
+        + field_len(s.name.as_bytes().len())
         + attributes_len(&s.attributes)
         + s.error
             .as_ref()
@@ -395,6 +395,13 @@ fn put_len(out: &mut Writer<'_>, tag: u8, len: usize) {
     put_varint(out, len as u64);
 }
 
+/// A string (or bytes) field.
+#[inline]
+fn put_bytes(out: &mut Writer<'_>, tag: u8, s: &[u8]) {
+    put_len(out, tag, s.len());
+    out.extend_from_slice(s);
+}
+
 #[inline]
 fn put_str(out: &mut Writer<'_>, tag: u8, s: &str) {
     put_len(out, tag, s.len());
@@ -454,10 +461,10 @@ fn put_attributes(out: &mut Writer<'_>, tag: u8, attributes: &[Attribute]) {
             out.extend_from_slice(a.key.as_bytes());
             match &a.value {
                 Value::Text(t) => {
-                    let s = t.as_str();
+                    let s = t.as_bytes();
                     out.extend_from_slice(&[KEY_VALUE_VALUE, value_len as u8, ANY_STRING]);
                     out.push(s.len() as u8);
-                    out.extend_from_slice(s.as_bytes());
+                    out.extend_from_slice(s);
                 }
                 Value::Int(i) => {
                     out.extend_from_slice(&[KEY_VALUE_VALUE, value_len as u8, ANY_INT]);
@@ -473,7 +480,7 @@ fn put_attributes(out: &mut Writer<'_>, tag: u8, attributes: &[Attribute]) {
         put_str(out, KEY_VALUE_KEY, a.key);
         put_len(out, KEY_VALUE_VALUE, value_len);
         match &a.value {
-            Value::Text(t) => put_str(out, ANY_STRING, t.as_str()),
+            Value::Text(t) => put_bytes(out, ANY_STRING, t.as_bytes()),
             Value::Int(i) => {
                 out.push(ANY_INT);
                 // int64: a negative value is its two's complement, ten bytes.
@@ -497,7 +504,7 @@ fn put_span(out: &mut Writer<'_>, s: &SpanRecord) {
         put_len(out, SPAN_PARENT_SPAN_ID, 8);
         out.extend_from_slice(parent);
     }
-    put_str(out, SPAN_NAME, s.name.as_str());
+    put_bytes(out, SPAN_NAME, s.name.as_bytes());
     out.extend_from_slice(&[SPAN_KIND, s.kind as u8]);
     put_fixed64(out, SPAN_START, s.start_unix_nano);
     put_fixed64(out, SPAN_END, s.end_unix_nano);
