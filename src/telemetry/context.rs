@@ -11,10 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::export;
-use super::record::{Attribute, SpanKind, SpanRecord, Text};
+use super::record::{now_unix_nano, Attribute, SpanKind, SpanRecord, Text};
 
 /// W3C trace flag: the trace is sampled (recorded).
 const SAMPLED: u8 = 0x01;
@@ -107,13 +106,6 @@ fn valid_tracestate(s: &str) -> bool {
                 m.split_once('=')
                     .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
             })
-}
-
-/// Nanoseconds since the Unix epoch, as OTLP timestamps are.
-pub fn now_unix_nano() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 thread_local! {

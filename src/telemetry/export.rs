@@ -17,10 +17,9 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::config::Signal;
-use super::context::now_unix_nano;
 use super::instruments::Instruments;
 use super::otlp::{self, Format};
-use super::record::{Resource, SpanRecord};
+use super::record::{now_unix_nano, Resource, SpanRecord};
 
 /// How long exit waits for the last export: a dead or slow collector must not hold the
 /// process (the client is waiting for it to go).

@@ -215,6 +215,13 @@ pub struct Resource {
     pub attributes: Vec<Attribute>,
 }
 
+/// Nanoseconds since the Unix epoch, as OTLP timestamps are.
+pub fn now_unix_nano() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The instrumentation scope every span and metric is exported under.
 pub const SCOPE_NAME: &str = "alibridge";
 /// The scope's version.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::config::{self, Config};
-use super::context::{now_unix_nano, Sampler};
+use super::context::Sampler;
 use super::export::{self, Exporter};
 use super::instruments::Instruments;
-use super::record::{Attribute, Resource, Text};
+use super::record::{now_unix_nano, Attribute, Resource, Text};
 use super::spans;
 use super::Role;
 
