@@ -50,6 +50,8 @@ mod oauth_race;
 mod oauth_trust;
 /// OpenTelemetry export (issue 23) to a real OTLP/HTTP receiver: spans, metrics, privacy.
 mod observability;
+/// More of issue 23's export: hashed session ids, reconnect and refresh counters, API actions.
+mod observability_more;
 /// Issue 20, tool pinning (`--pin-tools`) in the stdio bridge: first use, withheld changed and
 /// new tools, approval through elicitation, the local policy first, every page, the switches.
 mod pinning;

@@ -39,6 +39,8 @@ pub struct Span {
     pub status: i32,
     /// `service.name` of the resource.
     pub service: String,
+    /// When the span ended, nanoseconds since the Unix epoch.
+    pub end_time_unix_nano: u64,
 }
 
 impl Span {
@@ -57,6 +59,8 @@ pub struct Point {
     pub value: f64,
     /// The histogram's bucket boundaries (empty for sums).
     pub bounds: Vec<f64>,
+    /// A sum declared monotonic (a counter); false for histograms.
+    pub monotonic: bool,
 }
 
 #[derive(Default)]
@@ -240,6 +244,7 @@ fn spans_of(req: ExportTraceServiceRequest) -> Vec<Span> {
                     attributes: attrs(&s.attributes),
                     status: s.status.map(|st| st.code).unwrap_or(0),
                     service: service.clone(),
+                    end_time_unix_nano: s.end_time_unix_nano,
                 });
             }
         }
@@ -252,12 +257,14 @@ fn points_of(req: ExportMetricsServiceRequest) -> Vec<Point> {
     for rm in req.resource_metrics {
         for sm in rm.scope_metrics {
             for m in sm.metrics {
+                let monotonic = matches!(&m.data, Some(Data::Sum(s)) if s.is_monotonic);
                 let point = |attributes: &[KeyValue], value: f64, bounds: Vec<f64>| Point {
                     metric: m.name.clone(),
                     unit: m.unit.clone(),
                     attributes: attrs(attributes),
                     value,
                     bounds,
+                    monotonic,
                 };
                 match &m.data {
                     Some(Data::Sum(s)) => {
