@@ -200,7 +200,7 @@ impl Instruments {
             ),
             (
                 "alibridge.token.refreshes",
-                "OAuth token refreshes and sign-ins.",
+                "OAuth access tokens renewed with a refresh token.",
                 &self.refreshes,
             ),
             (

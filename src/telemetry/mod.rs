@@ -433,7 +433,7 @@ pub fn refused(tool: &str, rule: &str) {
 pub enum Event {
     /// An Alibaba Cloud AccessKey exchanged for a bearer token.
     TokenMint,
-    /// An OAuth access token refreshed (or a new sign-in).
+    /// An OAuth access token renewed with a refresh token (a sign-in is not one).
     TokenRefresh,
     /// The upstream's event stream reconnected.
     Reconnect,

@@ -91,7 +91,11 @@ impl OAuthCredential {
         let base = self.state.lock().unwrap().record.clone();
 
         let mut refused_refresh = false;
-        if !matches!(need, Need::StepUp(_)) {
+        // Only a stored refresh token makes an attempt (and a span for it).
+        let refreshable = base
+            .as_ref()
+            .is_some_and(|r| r.secrets.refresh_token.is_some());
+        if refreshable && !matches!(need, Need::StepUp(_)) {
             let refresh = self.refresh(base.as_ref(), need.challenge());
             match crate::telemetry::traced("alibridge.oauth.refresh", refresh).await {
                 Ok(Some(rec)) => {
