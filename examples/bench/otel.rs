@@ -50,17 +50,13 @@ async fn count_instructions(quick: bool) -> Res<()> {
     }
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "5000");
     std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
-    let bridge = bridge_bin()?;
-    let addr = start_upstream(MIB)?;
-    let (sink, exports) = start_sink()?;
+    let Setup {
+        bridge,
+        off,
+        on,
+        exports,
+    } = set_up()?;
     let (short, long) = if quick { (100, 600) } else { (200, 1200) };
-    let off = vec![
-        format!("http://{addr}/mcp"),
-        "--transport".into(),
-        "http-only".into(),
-    ];
-    let mut on = off.clone();
-    on.extend(["--otlp-endpoint".into(), format!("http://{sink}")]);
     let dir = std::env::temp_dir().join(format!("alibridge-bench-cg-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     println!(
@@ -123,11 +119,19 @@ async fn instructions(
         .ok_or_else(|| format!("no instruction total in {}", out.display()).into())
 }
 
-async fn run(quick: bool) -> Res<()> {
+/// What both measures run: the bridge, its arguments with export off and on (the upstream and
+/// the OTLP sink they name are started here), and the count of exports the sink takes.
+struct Setup {
+    bridge: std::path::PathBuf,
+    off: Vec<String>,
+    on: Vec<String>,
+    exports: Arc<AtomicUsize>,
+}
+
+fn set_up() -> Res<Setup> {
     let bridge = bridge_bin()?;
     let addr = start_upstream(MIB)?;
     let (sink, exports) = start_sink()?;
-    let (calls, rounds) = if quick { (1000, 3) } else { (10_000, 5) };
     let off = vec![
         format!("http://{addr}/mcp"),
         "--transport".into(),
@@ -135,6 +139,22 @@ async fn run(quick: bool) -> Res<()> {
     ];
     let mut on = off.clone();
     on.extend(["--otlp-endpoint".into(), format!("http://{sink}")]);
+    Ok(Setup {
+        bridge,
+        off,
+        on,
+        exports,
+    })
+}
+
+async fn run(quick: bool) -> Res<()> {
+    let Setup {
+        bridge,
+        off,
+        on,
+        exports,
+    } = set_up()?;
+    let (calls, rounds) = if quick { (1000, 3) } else { (10_000, 5) };
     println!("alibridge bench --otel: {calls} sequential calls × {rounds} rounds, off then on");
     let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
     for round in 1..=rounds {

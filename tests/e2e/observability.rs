@@ -14,29 +14,15 @@ use crate::support::home::TempHome;
 use crate::support::mcp_server::{ServerOptions, TestServer};
 use crate::support::net::ClosedPort;
 use crate::support::ops_server::OpsServer;
-use crate::support::otlp::{OtlpReceiver, Span};
+use crate::support::otlp::{children, exporting_bridge, OtlpReceiver, Span, CLIENT, SERVER};
 use crate::support::peers_modern::{Legacy, ModernServer};
 use crate::support::proxy::{handshake, plain_rig, post};
 
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
 const ERROR: i32 = 2;
 /// The bucket boundaries the MCP conventions give for the duration histograms.
 const BUCKETS: [f64; 14] = [
     0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
-
-fn bridge(server: &TestServer, otlp: &str, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
-    let mut args = vec![
-        server.url(),
-        "--transport".into(),
-        "http-only".into(),
-        "--otlp-endpoint".into(),
-        otlp.into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Bridge::spawn_with_env(args, env.iter().copied())
-}
 
 /// The `_meta.traceparent` of the upstream request that carried `tools/call` id `id`.
 fn sent_traceparent(server: &TestServer, id: i64) -> String {
@@ -50,13 +36,6 @@ fn sent_traceparent(server: &TestServer, id: i64) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no _meta.traceparent in {body}"))
         .to_string()
-}
-
-fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
-    spans
-        .iter()
-        .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
-        .collect()
 }
 
 /// Against a modern-only server the client's `initialize` is refused, and the era probe
@@ -93,7 +72,7 @@ async fn the_era_probe_is_a_child_of_initialize() {
 async fn each_request_is_one_client_span_with_the_mcp_attributes() {
     let otlp = OtlpReceiver::start().await;
     let server = TestServer::start().await;
-    let mut b = bridge(&server, otlp.url(), &[], &[]);
+    let mut b = exporting_bridge(server.url(), otlp.url(), &[], &[]);
     b.initialize().await;
     let resp = b.call_tool(7, "echo", json!({"text": "hi"})).await;
     assert_eq!(tool_text(&resp), "hi");
@@ -244,7 +223,7 @@ async fn a_clients_traceparent_is_continued_and_sent_upstream() {
 async fn a_refused_call_has_its_span_and_counter() {
     let otlp = OtlpReceiver::start().await;
     let server = TestServer::start().await;
-    let mut b = bridge(&server, otlp.url(), &["--deny-tools", "echo"], &[]);
+    let mut b = exporting_bridge(server.url(), otlp.url(), &["--deny-tools", "echo"], &[]);
     b.initialize().await;
     let resp = b.call_tool(5, "echo", json!({"text": "no"})).await;
     assert!(
@@ -364,7 +343,7 @@ async fn a_dead_collector_leaves_relaying_untouched() {
     let server = TestServer::start().await;
     let url = format!("http://{}", dead.addr());
     // Export often, so exports fail while the calls are relayed, not only at exit.
-    let mut b = bridge(&server, &url, &[], &[("OTEL_BSP_SCHEDULE_DELAY", "1")]);
+    let mut b = exporting_bridge(server.url(), &url, &[], &[("OTEL_BSP_SCHEDULE_DELAY", "1")]);
     b.initialize().await;
     for id in 1..=40 {
         b.request(

@@ -8,29 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::support::bridge::Bridge;
 use crate::support::check::{assert_no_secrets, tool_text};
 use crate::support::core_server::CoreServer;
 use crate::support::mcp_server::TestServer;
-use crate::support::otlp::{OtlpReceiver, Span};
+use crate::support::otlp::{children, exporting_bridge, OtlpReceiver, CLIENT, SERVER};
 use crate::support::proxy::{
     handshake, handshake_with, next_sse_message, plain_rig, post, INIT_ELICITING,
 };
-
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
-
-fn bridge(url: String, otlp: &str, extra: &[&str], env: &[(&str, &str)]) -> Bridge {
-    let mut args = vec![
-        url,
-        "--transport".into(),
-        "http-only".into(),
-        "--otlp-endpoint".into(),
-        otlp.into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Bridge::spawn_with_env(args, env.iter().copied())
-}
 
 /// What `mcp.session.id` must hold for session id `id`: the first 16 lowercase hex digits of
 /// its SHA-256, computed here independently of the binary.
@@ -44,13 +28,6 @@ fn raw_text(otlp: &OtlpReceiver) -> String {
     String::from_utf8_lossy(&otlp.raw()).into_owned()
 }
 
-fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
-    spans
-        .iter()
-        .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
-        .collect()
-}
-
 /// The session id the server assigned is exported only as its hash: on the bridge's CLIENT
 /// span (its upstream session), and on the proxy's SERVER span (the client's
 /// `Mcp-Session-Id`); the id itself is nowhere in the exported bytes.
@@ -59,7 +36,7 @@ async fn the_session_id_is_exported_only_as_a_hash() {
     // The stdio bridge: the session the rmcp server issued to it.
     let otlp = OtlpReceiver::start().await;
     let server = TestServer::start().await;
-    let mut b = bridge(server.url(), otlp.url(), &[], &[]);
+    let mut b = exporting_bridge(server.url(), otlp.url(), &[], &[]);
     b.initialize().await;
     assert_eq!(
         tool_text(&b.call_tool(4, "echo", json!({"text": "s"})).await),
@@ -116,7 +93,7 @@ async fn stream_reconnects_are_counted() {
     let otlp = OtlpReceiver::start().await;
     let server = TestServer::start().await;
     let env = [("OTEL_METRIC_EXPORT_INTERVAL", "200")];
-    let mut b = bridge(server.url(), otlp.url(), &[], &env);
+    let mut b = exporting_bridge(server.url(), otlp.url(), &[], &env);
     b.initialize().await;
     server
         .wait_for_request(|r| r.method == http::Method::GET && r.status == Some(200))
@@ -216,7 +193,7 @@ async fn callcli_api_actions_are_span_attributes() {
     const WRITE_CANARY: &str = "canary-cli-write-8b04fa6e";
     let otlp = OtlpReceiver::start().await;
     let server = CoreServer::start().await;
-    let mut b = bridge(
+    let mut b = exporting_bridge(
         server.url(),
         otlp.url(),
         &["--auth", "none", "--read-only"],

@@ -297,3 +297,34 @@ fn points_of(req: ExportMetricsServiceRequest) -> Vec<Point> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// OTLP `Span.SpanKind` values.
+pub const SERVER: i32 = 2;
+pub const CLIENT: i32 = 3;
+
+/// The spans among `spans` whose parent is `parent`.
+pub fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
+        .collect()
+}
+
+/// A bridge to `url` (Streamable HTTP only) exporting to the receiver at `otlp`, with `extra`
+/// flags and `env`.
+pub fn exporting_bridge(
+    url: String,
+    otlp: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> crate::support::bridge::Bridge {
+    let mut args = vec![
+        url,
+        "--transport".into(),
+        "http-only".into(),
+        "--otlp-endpoint".into(),
+        otlp.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    crate::support::bridge::Bridge::spawn_with_env(args, env.iter().copied())
+}
