@@ -239,7 +239,12 @@ impl Exporter {
             req = req.header(name.as_str(), value.as_str());
         }
         let ok = match req.send().await {
-            Ok(resp) => resp.status().is_success(),
+            Ok(resp) => {
+                let ok = resp.status().is_success();
+                // Read (bounded), so the connection goes back to the pool for the next export.
+                let _ = crate::net::read_small(resp).await;
+                ok
+            }
             Err(_) => false,
         };
         if !ok {
