@@ -159,7 +159,8 @@ pub async fn forward(proxy: &Proxy, req: Request<Incoming>, path: &str) -> Respo
                         url,
                         headers,
                     };
-                    return asking::confirm_stream(pp.clone(), to, *c);
+                    // The span lasts while the person decides and the answer streams.
+                    return spanned(asking::confirm_stream(pp.clone(), to, *c), op);
                 }
             }
         }
