@@ -8,8 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::support::bridge::Bridge;
 use crate::support::check::{assert_no_secrets, tool_text};
 use crate::support::core_server::CoreServer;
+use crate::support::hostile::Hostile;
 use crate::support::mcp_server::TestServer;
 use crate::support::otlp::{children, exporting_bridge, OtlpReceiver, CLIENT, SERVER};
 use crate::support::proxy::{
@@ -115,6 +117,45 @@ async fn stream_reconnects_are_counted() {
         .await;
     assert!(reconnects.monotonic, "a counter: {reconnects:?}");
     // The bridge serves on after the stream was cut.
+    b.request(2, "ping", json!({})).await;
+    assert!(b.response(2).await.get("result").is_some());
+    b.finish().await;
+}
+
+/// The legacy HTTP+SSE transport's stream, broken by the server: the reconnect is counted in
+/// the same counter, and the bridge serves on over the new stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_sse_reconnects_are_counted() {
+    let otlp = OtlpReceiver::start().await;
+    let server = Hostile::start().await;
+    let mut b = Bridge::spawn_with_env(
+        [
+            server.url("/sse"),
+            "--transport".into(),
+            "sse-only".into(),
+            "--otlp-endpoint".into(),
+            otlp.url().into(),
+        ],
+        [("OTEL_METRIC_EXPORT_INTERVAL", "200")],
+    );
+    b.initialize().await;
+    b.request(1, "ping", json!({})).await;
+    assert!(b.response(1).await.get("result").is_some());
+    otlp.point("mcp.client.operation.duration", |_| true).await;
+    assert!(
+        !otlp
+            .points()
+            .iter()
+            .any(|p| p.metric == "alibridge.stream.reconnects"),
+        "no reconnect before the break"
+    );
+
+    server.break_stream();
+    server.wait_for(2, |r| r.method == "GET").await;
+    let reconnects = otlp
+        .point("alibridge.stream.reconnects", |p| p.value >= 1.0)
+        .await;
+    assert!(reconnects.monotonic, "a counter: {reconnects:?}");
     b.request(2, "ping", json!({})).await;
     assert!(b.response(2).await.get("result").is_some());
     b.finish().await;
