@@ -199,13 +199,14 @@ impl Operation {
             });
             (sampler, parent)
         });
-        let span = span.and_then(|(sampler, parent)| {
-            let span = Span::start(sampler, parent.as_ref(), name, kind_of(side), Vec::new());
-            span.is_recording().then_some(span)
+        // A span that is not sampled records nothing, but its context still goes upstream
+        // (flags `00`), as W3C Trace Context says.
+        let span = span.map(|(sampler, parent)| {
+            Span::start(sampler, parent.as_ref(), name, kind_of(side), Vec::new())
         });
         let mut unrecorded = Vec::new();
         match &span {
-            Some(span) => {
+            Some(span) if span.is_recording() => {
                 if let Some(id) = &msg.id {
                     attrs.push(Attribute::new(
                         "jsonrpc.request.id",
@@ -226,7 +227,7 @@ impl Operation {
                 }
                 span.set_all(attrs);
             }
-            None => unrecorded = attrs,
+            _ => unrecorded = attrs,
         }
         Some(Operation {
             scope: Scope {

@@ -122,6 +122,60 @@ async fn stream_reconnects_are_counted() {
     b.finish().await;
 }
 
+/// A client's trace that is not sampled (flags `00`, parent-based sampling, the default):
+/// no span is exported for it, the server still receives the trace with flags `00`, and the
+/// duration histogram still counts the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_trace_is_carried_but_not_recorded() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let otlp = OtlpReceiver::start().await;
+    let server = TestServer::start().await;
+    let env = [
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ];
+    let mut b = exporting_bridge(server.url(), otlp.url(), &[], &env);
+    b.initialize().await;
+    b.request(
+        4,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "quiet"},
+               "_meta": {"traceparent": format!("00-{TRACE}-00f067aa0ba902b7-00")}}),
+    )
+    .await;
+    assert_eq!(tool_text(&b.response(4).await), "quiet");
+    otlp.point("mcp.client.operation.duration", |p| {
+        p.attributes.get("gen_ai.tool.name").map(String::as_str) == Some("echo")
+    })
+    .await;
+    b.finish().await;
+
+    let req = server
+        .requests()
+        .into_iter()
+        .find(|r| r.rpc_method.as_deref() == Some("tools/call"))
+        .expect("the call reached the server");
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
+    let sent = body["params"]["_meta"]["traceparent"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        sent.starts_with(&format!("00-{TRACE}-")) && sent.ends_with("-00"),
+        "the trace goes on, unsampled: {sent}"
+    );
+    assert!(
+        !sent.contains("00f067aa0ba902b7"),
+        "the bridge's own span is the parent upstream: {sent}"
+    );
+    assert!(
+        otlp.spans().iter().all(|s| s.trace_id != TRACE),
+        "nothing of the unsampled trace is exported: {:#?}",
+        otlp.spans()
+    );
+    // The bridge's own `initialize` (a new trace, sampled) is exported: export works.
+    assert!(otlp.spans().iter().any(|s| s.name == "initialize"));
+}
+
 /// The legacy HTTP+SSE transport's stream, broken by the server: the reconnect is counted in
 /// the same counter, and the bridge serves on over the new stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
