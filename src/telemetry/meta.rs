@@ -541,7 +541,7 @@ mod tests {
             entries in proptest::collection::vec(
                 (
                     proptest::sample::select(vec!["name", "protocolVersion", "_meta", "arguments", "x", "na me"]),
-                    json_value(),
+                    crate::jsonrpc::head_scan_tests::arbitrary_json(),
                     proptest::sample::select(vec!["", " ", "\n\t "]),
                 ),
                 0..6,
@@ -567,26 +567,6 @@ mod tests {
                 proptest::prop_assert_eq!(walked, read, "{}", text);
             }
         }
-    }
-
-    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
-        use proptest::prelude::*;
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            "[\\PC\"\\\\{}\\[\\]]{0,12}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::vec(("[a-z\"{}]{0,4}", inner), 0..4)
-                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-            ]
-        })
     }
 
     #[test]
