@@ -57,7 +57,11 @@ async fn count_instructions(quick: bool) -> Res<()> {
         exports,
     } = set_up()?;
     let (short, long) = if quick { (100, 600) } else { (200, 1200) };
-    let dir = std::env::temp_dir().join(format!("alibridge-bench-cg-{}", std::process::id()));
+    // ALIBRIDGE_BENCH_CG_DIR keeps the callgrind profiles (for `callgrind_annotate`).
+    let kept = std::env::var_os("ALIBRIDGE_BENCH_CG_DIR").map(std::path::PathBuf::from);
+    let dir = kept.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("alibridge-bench-cg-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir)?;
     println!(
         "alibridge bench --otel --instructions: {short} and {long} sequential calls per mode, under callgrind"
@@ -70,7 +74,9 @@ async fn count_instructions(quick: bool) -> Res<()> {
         println!("  export {label}: {a} and {b} instructions: {each:.0} per call");
         per_call.push(each);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let ratio = per_call[1] / per_call[0];
     let verdict = if ratio <= 1.1 { "met" } else { "NOT met" };
     println!();

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 mod head_scan;
+pub mod walk;
 
 /// The property tests' JSON generator, for other readers' property tests.
 #[cfg(test)]

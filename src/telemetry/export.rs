@@ -34,6 +34,8 @@ struct Queue {
     batch: AtomicUsize,
     /// The traces' encoding.
     json: AtomicBool,
+    /// The bytes each batch keeps free for the request's header ([`otlp::batch_room`]).
+    room: AtomicUsize,
     wake: Notify,
     stopping: AtomicBool,
     health: Health,
@@ -71,6 +73,7 @@ fn queue() -> &'static Queue {
         max: AtomicUsize::new(0),
         batch: AtomicUsize::new(usize::MAX),
         json: AtomicBool::new(false),
+        room: AtomicUsize::new(0),
         wake: Notify::new(),
         stopping: AtomicBool::new(false),
         health: Health::default(),
@@ -98,7 +101,12 @@ pub fn push_span(span: SpanRecord) {
         return;
     }
     let before = p.current.bytes.len();
-    otlp::push_span(&span, format, &mut p.current.bytes);
+    otlp::push_span(
+        &span,
+        format,
+        &mut p.current.bytes,
+        q.room.load(Ordering::Relaxed),
+    );
     let added = p.current.bytes.len() - before;
     p.current.spans += 1;
     p.spans += 1;
@@ -139,6 +147,8 @@ impl Exporter {
         q.stopping.store(false, Ordering::Relaxed);
         if let Some(t) = &self.traces {
             q.json.store(t.json, Ordering::Relaxed);
+            let room = otlp::batch_room(&self.resource, format(t));
+            q.room.store(room, Ordering::Relaxed);
             q.batch.store(self.max_batch, Ordering::Relaxed);
             q.max.store(self.max_queue, Ordering::Relaxed);
         }
@@ -185,17 +195,22 @@ impl Exporter {
                         next_spans = now + self.schedule_delay;
                     }
                     // A full batch goes at once; the one being filled when the timer says.
-                    while let Some(batch) = take(timer || stopping) {
-                        otlp::traces_from_batch(
+                    while let Some(mut batch) = take(timer || stopping) {
+                        let room = q.room.load(Ordering::Relaxed);
+                        let start = otlp::finish_batch(
                             &self.resource,
-                            &batch.bytes,
                             format(signal),
-                            &mut body,
+                            &mut batch.bytes,
+                            room,
                         );
-                        let sent = std::mem::take(&mut body);
-                        self.post(&client, signal, sent, batch.spans, stopping)
+                        // The batch is the body, not copied into one; its buffer comes back
+                        // when the request is done with it.
+                        let body = bytes::Bytes::from_owner(Lease {
+                            bytes: batch.bytes,
+                            start,
+                        });
+                        self.post(&client, signal, body.into(), batch.spans, stopping)
                             .await;
-                        give_back(batch.bytes);
                     }
                 }
             }
@@ -206,7 +221,7 @@ impl Exporter {
                     if !record.metrics.is_empty() {
                         otlp::metrics(&self.resource, &record, format(signal), &mut body);
                         let sent = std::mem::take(&mut body);
-                        self.post(&client, signal, sent, 1, stopping).await;
+                        self.post(&client, signal, sent.into(), 1, stopping).await;
                     }
                 }
             }
@@ -221,7 +236,7 @@ impl Exporter {
         &self,
         client: &reqwest::Client,
         signal: &Signal,
-        body: Vec<u8>,
+        body: reqwest::Body,
         items: usize,
         stopping: bool,
     ) {
@@ -295,6 +310,25 @@ fn take(partial: bool) -> Option<Batch> {
     p.spans -= batch.spans;
     p.bytes -= batch.bytes.len();
     Some(batch)
+}
+
+/// A batch's buffer lent to its request as the body (from `start`, where the request
+/// begins); handed back for a later batch when the body is dropped.
+struct Lease {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl AsRef<[u8]> for Lease {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes.get(self.start..).unwrap_or_default()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.bytes));
+    }
 }
 
 /// Hands an exported batch's buffer back for a later batch (a few are kept).

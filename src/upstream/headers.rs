@@ -20,14 +20,15 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
+
+use crate::jsonrpc::walk;
 use tracing::warn;
 
 pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
@@ -211,8 +212,10 @@ pub fn encode_value(value: &str) -> String {
     )
 }
 
-/// The metadata headers for one POST body. `negotiated` is the fallback protocol version (the
-/// one `initialize` settled, or the one the bridge chose for a modern server).
+/// The metadata headers for one POST body: one JSON text, a message the relay parsed or one
+/// the bridge wrote (the fast read walks it, trusting it is valid). `negotiated` is the
+/// fallback protocol version (the one `initialize` settled, or the one the bridge chose for a
+/// modern server).
 pub fn for_body(
     body: &[u8],
     negotiated: Option<&str>,
@@ -285,73 +288,47 @@ struct Fields<'a> {
 
 /// `params.arguments`, turned into a tree only when a tool has `x-mcp-header` parameters.
 enum Args<'a> {
-    Raw(&'a RawValue),
+    /// The value's JSON text.
+    Raw(&'a [u8]),
     Tree(Value),
 }
 
 impl Args<'_> {
     fn value(&self) -> Option<Value> {
         match self {
-            Args::Raw(r) => serde_json::from_str(r.get()).ok(),
+            Args::Raw(r) => serde_json::from_slice(r).ok(),
             Args::Tree(v) => Some(v.clone()),
         }
     }
 }
 
 impl<'a> Fields<'a> {
-    /// The borrowed read; `None` when the body needs the general path.
+    /// The borrowed read, by walking the members it needs ([`walk::members`]: a body is a
+    /// message the relay parsed, or one the bridge wrote); `None` when the body needs the
+    /// general path (the walk declines: a key written with escapes, one of these keys twice).
     fn read(body: &'a [u8]) -> Option<Fields<'a>> {
-        #[derive(Deserialize)]
-        struct Top<'a> {
-            #[serde(borrow)]
-            method: Option<&'a RawValue>,
-            #[serde(borrow)]
-            params: Option<&'a RawValue>,
-        }
-        #[derive(Deserialize)]
-        struct Params<'a> {
-            #[serde(borrow, rename = "_meta")]
-            meta: Option<&'a RawValue>,
-            #[serde(borrow)]
-            name: Option<&'a RawValue>,
-            #[serde(borrow)]
-            uri: Option<&'a RawValue>,
-            #[serde(borrow)]
-            arguments: Option<&'a RawValue>,
-        }
-        #[derive(Deserialize)]
-        struct Meta<'a> {
-            #[serde(borrow, rename = "io.modelcontextprotocol/protocolVersion")]
-            version: Option<&'a RawValue>,
-        }
-        /// An object's fields; `Ok(None)` for any other JSON value (it has no fields).
-        fn object<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<Option<T>> {
-            match raw {
-                Some(r) if r.get().starts_with('{') => serde_json::from_str(r.get()).ok().map(Some),
-                _ => Some(None),
-            }
-        }
-        fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
-            serde_json::from_str(raw?.get()).ok()
-        }
-        // A struct also deserializes from an array, by position: only objects have fields.
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return None;
-        }
-        let top: Top<'a> = serde_json::from_slice(body).ok()?;
-        let params: Option<Params<'a>> = object(top.params)?;
+        let at = |within: &'a [u8], r: Option<Range<usize>>| r.and_then(|r| within.get(r));
+        let [method, params] = walk::members(body, ["method", "params"])?;
+        let (method, params) = (at(body, method), at(body, params));
+        // Only an object has members: `params` of another kind names nothing.
+        let [meta, name, uri, arguments] = match params.filter(|p| p.starts_with(b"{")) {
+            Some(p) => walk::members(p, ["_meta", "name", "uri", "arguments"])?.map(|r| at(p, r)),
+            None => [None; 4],
+        };
         // `_meta` (it carries trace context) is read only when it can hold the version.
-        let meta_raw = params
-            .as_ref()
-            .and_then(|p| p.meta)
-            .filter(|m| crate::jsonrpc::may_hold_key(m.get().as_bytes(), META_PROTOCOL_VERSION));
-        let meta: Option<Meta<'a>> = object(meta_raw)?;
+        let version = match meta.filter(|m| {
+            m.starts_with(b"{") && crate::jsonrpc::may_hold_key(m, META_PROTOCOL_VERSION)
+        }) {
+            Some(m) => at(m, walk::members(m, [META_PROTOCOL_VERSION])?[0].clone()),
+            None => None,
+        };
+        let text = |raw: Option<&'a [u8]>| raw.and_then(walk::string);
         Some(Fields {
-            method: text(top.method),
-            version: text(meta.and_then(|m| m.version)),
-            name: text(params.as_ref().and_then(|p| p.name)),
-            uri: text(params.as_ref().and_then(|p| p.uri)),
-            arguments: params.and_then(|p| p.arguments).map(Args::Raw),
+            method: text(method),
+            version: text(version),
+            name: text(name),
+            uri: text(uri),
+            arguments: arguments.map(Args::Raw),
         })
     }
 

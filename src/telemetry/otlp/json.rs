@@ -15,11 +15,7 @@ use crate::telemetry::record::{
 
 /// Writes the `ExportTraceServiceRequest`.
 pub(super) fn traces(resource: &Resource, spans: &[SpanRecord], out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"resourceSpans\":[{");
-    put_resource(out, resource);
-    out.extend_from_slice(b",\"scopeSpans\":[{");
-    put_scope(out);
-    out.extend_from_slice(b",\"spans\":[");
+    put_prefix(out, resource);
     let start = out.len();
     for span in spans {
         span_item(span, start, out);
@@ -36,15 +32,41 @@ pub(super) fn span_item(span: &SpanRecord, start: usize, out: &mut Vec<u8>) {
     put_span(out, span);
 }
 
-/// The whole request around `items` (spans written by [`span_item`] from 0), into `out`.
-pub(super) fn wrap_spans(resource: &Resource, items: &[u8], out: &mut Vec<u8>) {
+/// Everything of the request before its first span.
+fn put_prefix(out: &mut Vec<u8>, resource: &Resource) {
     out.extend_from_slice(b"{\"resourceSpans\":[{");
     put_resource(out, resource);
     out.extend_from_slice(b",\"scopeSpans\":[{");
     put_scope(out);
     out.extend_from_slice(b",\"spans\":[");
-    out.extend_from_slice(items);
-    out.extend_from_slice(b"]}]}]}");
+}
+
+/// The room a batch keeps for the request's beginning: exactly its length.
+pub(super) fn batch_room(resource: &Resource) -> usize {
+    let mut prefix = Vec::new();
+    put_prefix(&mut prefix, resource);
+    prefix.len()
+}
+
+/// Makes `batch` (`room` bytes kept free, then spans written by [`span_item`] from `room`)
+/// a whole request in place; returns where it starts.
+pub(super) fn finish_batch(resource: &Resource, batch: &mut Vec<u8>, room: usize) -> usize {
+    let mut prefix = Vec::with_capacity(room);
+    put_prefix(&mut prefix, resource);
+    let start = match room.checked_sub(prefix.len()) {
+        Some(start) => {
+            batch[start..room].copy_from_slice(&prefix);
+            start
+        }
+        // Not reached (`room` is the prefix's length), but a wrong room must not make a
+        // wrong body.
+        None => {
+            batch.splice(..room, prefix);
+            0
+        }
+    };
+    batch.extend_from_slice(b"]}]}]}");
+    start
 }
 
 /// Writes the `ExportMetricsServiceRequest`.

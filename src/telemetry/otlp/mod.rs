@@ -52,25 +52,45 @@ pub fn traces(resource: &Resource, spans: &[SpanRecord], format: Format, out: &m
     }
 }
 
-/// Appends `span` to `batch`, a batch of spans in `format` that [`traces_from_batch`] makes a
-/// request of. The relay side encodes each span as it ends, so that nothing it allocated for
-/// the span is freed by the export thread (which would empty the relay thread's allocator
-/// cache: measured, it cost more than the encoding).
-pub fn push_span(span: &SpanRecord, format: Format, batch: &mut Vec<u8>) {
+/// The bytes a batch keeps free in front of its spans for the request's header in
+/// `format`, so that [`finish_batch`] makes the request where the spans already are.
+pub fn batch_room(resource: &Resource, format: Format) -> usize {
     match format {
-        Format::Protobuf => proto::span_item(span, batch),
-        Format::Json => json::span_item(span, 0, batch),
+        Format::Protobuf => proto::batch_room(resource),
+        Format::Json => json::batch_room(resource),
     }
 }
 
-/// The `ExportTraceServiceRequest` of a `batch` made by [`push_span`] (in the same
-/// `format`), written to `out` (cleared first); the same bytes [`traces`] writes for those
-/// spans.
-pub fn traces_from_batch(resource: &Resource, batch: &[u8], format: Format, out: &mut Vec<u8>) {
-    out.clear();
+/// Appends `span` to `batch`, a batch of spans in `format` with `room` bytes kept free in
+/// front ([`batch_room`]; an empty `batch` gets them here). The relay side encodes each span
+/// as it ends, so that nothing it allocated for the span is freed by the export thread
+/// (which would empty the relay thread's allocator cache: measured, it cost more than the
+/// encoding).
+pub fn push_span(span: &SpanRecord, format: Format, batch: &mut Vec<u8>, room: usize) {
+    if batch.len() < room {
+        batch.resize(room, 0);
+    }
     match format {
-        Format::Protobuf => proto::wrap_spans(resource, batch, out),
-        Format::Json => json::wrap_spans(resource, batch, out),
+        Format::Protobuf => proto::span_item(span, batch),
+        Format::Json => json::span_item(span, room, batch),
+    }
+}
+
+/// Makes a `batch` built by [`push_span`] the `ExportTraceServiceRequest` of its spans, in
+/// place: `batch[start..]`, `start` returned, holds the same bytes [`traces`] writes for
+/// those spans. The spans are not copied (a batch is up to 512 of them).
+pub fn finish_batch(
+    resource: &Resource,
+    format: Format,
+    batch: &mut Vec<u8>,
+    room: usize,
+) -> usize {
+    if batch.len() < room {
+        batch.resize(room, 0);
+    }
+    match format {
+        Format::Protobuf => proto::finish_batch(resource, batch, room),
+        Format::Json => json::finish_batch(resource, batch, room),
     }
 }
 

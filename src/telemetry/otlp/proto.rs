@@ -121,12 +121,30 @@ pub(super) fn span_item(span: &SpanRecord, out: &mut Vec<u8>) {
     w.done();
 }
 
-/// The whole request around `items` (spans written by [`span_item`]), into `out`: the
-/// header, then the items (one copy).
-pub(super) fn wrap_spans(resource: &Resource, items: &[u8], out: &mut Vec<u8>) {
-    out.reserve(items.len() + 64);
-    put_header_for(out, resource, items.len());
-    out.extend_from_slice(items);
+/// The most bytes the request's header (everything before the spans) takes for any batch
+/// below 1 TiB: its varint lengths only grow with the spans' total.
+pub(super) fn batch_room(resource: &Resource) -> usize {
+    header_len(resource, 1 << 40)
+}
+
+/// Makes `batch` (`room` bytes kept free, then spans written by [`span_item`]) a whole
+/// request in place: the header goes right before the spans; returns where it starts.
+pub(super) fn finish_batch(resource: &Resource, batch: &mut Vec<u8>, room: usize) -> usize {
+    let items = batch.len().saturating_sub(room);
+    let mut header = Vec::with_capacity(header_len(resource, items));
+    put_header_for(&mut header, resource, items);
+    match room.checked_sub(header.len()) {
+        Some(start) => {
+            batch[start..room].copy_from_slice(&header);
+            start
+        }
+        // Not reached (`room` is the most a header takes), but a wrong room must not make a
+        // wrong body.
+        None => {
+            batch.splice(..room, header);
+            0
+        }
+    }
 }
 
 /// Writes the `ExportMetricsServiceRequest`.
@@ -193,7 +211,7 @@ fn put_header_for(out: &mut Vec<u8>, resource: &Resource, items: usize) -> usize
     let resource_len = attributes_len(&resource.attributes);
     let scope = field_len(scope_len()) + items;
     let resource_items = field_len(resource_len) + field_len(scope);
-    let header = field_len(resource_items) - items;
+    let header = header_len(resource, items);
     let mut w = Writer::append(out, header);
     put_len(&mut w, REQUEST_RESOURCE, resource_items);
     put_resource(&mut w, resource, resource_len);
@@ -201,6 +219,14 @@ fn put_header_for(out: &mut Vec<u8>, resource: &Resource, items: usize) -> usize
     put_scope(&mut w);
     w.done();
     header
+}
+
+/// Size of the request's fields that enclose `items` bytes of spans.
+fn header_len(resource: &Resource, items: usize) -> usize {
+    let resource_len = attributes_len(&resource.attributes);
+    let scope = field_len(scope_len()) + items;
+    let resource_items = field_len(resource_len) + field_len(scope);
+    field_len(resource_items) - items
 }
 
 /// A counter's value as OTLP's `as_int` (an `int64`): a count past `i64::MAX` cannot happen

@@ -189,13 +189,26 @@ fn assert_traces_round_trip(r: &Resource, spans: &[SpanRecord]) {
         // Spans encoded one by one as they end, then wrapped: the same request.
         let mut whole = Vec::new();
         super::traces(r, spans, format, &mut whole);
+        let room = super::batch_room(r, format);
         let mut batch = Vec::new();
         for span in spans {
-            super::push_span(span, format, &mut batch);
+            super::push_span(span, format, &mut batch, room);
         }
-        let mut wrapped = vec![1, 2, 3];
-        super::traces_from_batch(r, &batch, format, &mut wrapped);
-        assert_eq!(wrapped, whole, "{format:?}: batch and whole differ");
+        let start = super::finish_batch(r, format, &mut batch, room);
+        assert_eq!(
+            batch[start..],
+            whole[..],
+            "{format:?}: batch and whole differ"
+        );
+        // A room that is too small or too large still makes the same request.
+        for wrong in [0, room / 2, room + 7] {
+            let mut batch = Vec::new();
+            for span in spans {
+                super::push_span(span, format, &mut batch, wrong);
+            }
+            let start = super::finish_batch(r, format, &mut batch, wrong);
+            assert_eq!(batch[start..], whole[..], "{format:?}: room {wrong}");
+        }
     }
 }
 
