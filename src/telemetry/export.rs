@@ -19,7 +19,7 @@ use tracing::warn;
 use super::config::Signal;
 use super::instruments::Instruments;
 use super::otlp::{self, Format};
-use super::record::{now_unix_nano, Resource, SpanRecord};
+use super::record::{self, now_unix_nano, Resource, SpanRecord};
 
 /// How long exit waits for the last export: a dead or slow collector must not hold the
 /// process (the client is waiting for it to go).
@@ -83,6 +83,13 @@ fn queue() -> &'static Queue {
 /// Queues an ended span for export, encoded here (so what the span allocated is freed by
 /// the thread that allocated it); drops it (counted) when the queue is full.
 pub fn push_span(span: SpanRecord) {
+    queue_encoded(&span);
+    // Its attribute list goes back to this thread's next span.
+    let SpanRecord { attributes, .. } = span;
+    record::recycle(attributes);
+}
+
+fn queue_encoded(span: &SpanRecord) {
     let q = queue();
     let format = if q.json.load(Ordering::Relaxed) {
         Format::Json
@@ -102,7 +109,7 @@ pub fn push_span(span: SpanRecord) {
     }
     let before = p.current.bytes.len();
     otlp::push_span(
-        &span,
+        span,
         format,
         &mut p.current.bytes,
         q.room.load(Ordering::Relaxed),

@@ -257,9 +257,13 @@ pub fn outcome(bytes: &[u8]) -> Outcome {
 pub fn inject(
     bytes: &[u8],
     site: Site,
-    traceparent: &str,
+    traceparent: &[u8],
     tracestate: &str,
 ) -> Option<(Bytes, Range<usize>)> {
+    // Written into JSON as it is: it must need no escaping.
+    debug_assert!(traceparent
+        .iter()
+        .all(|b| b.is_ascii_hexdigit() || *b == b'-'));
     // The tracestate as a JSON string (printable ASCII, quotes allowed), when there is one.
     let tracestate = match tracestate {
         "" => None,
@@ -316,6 +320,7 @@ pub fn inject(
     match site {
         Site::Meta { start, end, .. } => {
             let mut meta: Map<String, Value> = serde_json::from_slice(&bytes[start..end]).ok()?;
+            let traceparent = std::str::from_utf8(traceparent).ok()?;
             meta.insert("traceparent".into(), Value::String(traceparent.into()));
             match &tracestate {
                 None => meta.remove("tracestate"),
@@ -327,7 +332,8 @@ pub fn inject(
             // Written directly: the traceparent is hex digits and dashes; the tracestate
             // (printable ASCII, quotes allowed) is escaped as JSON.
             out.extend_from_slice(br#"{"traceparent":""#);
-            out.extend_from_slice(traceparent.as_bytes());
+            // Hex digits and dashes ([`super::context::SpanContext::traceparent_bytes`]).
+            out.extend_from_slice(traceparent);
             out.push(b'"');
             if let Some(t) = &tracestate {
                 out.extend_from_slice(br#","tracestate":"#);
@@ -366,7 +372,7 @@ mod tests {
 
     fn injected(text: &str) -> Option<Value> {
         let (m, site) = peeked(text);
-        let (after, params) = inject(&m.bytes, site?, PARENT, "a=1")?;
+        let (after, params) = inject(&m.bytes, site?, PARENT.as_bytes(), "a=1")?;
         // Where `params` now is, as a parse of the new bytes finds it.
         let again = Message::parse(after.clone()).expect("still a message");
         assert_eq!(again.params, Some(params), "{text}");
@@ -414,7 +420,8 @@ mod tests {
     fn injects_beside_the_senders_keys_and_keeps_arguments_byte_for_byte() {
         let before = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"n":1.50,"big":123456789012345678901234567890},"_meta":{"progressToken":"p"}}}"#;
         let (m, site) = peeked(before);
-        let (after, _) = inject(&m.bytes, site.unwrap(), PARENT, "a=1").expect("rewritten");
+        let (after, _) =
+            inject(&m.bytes, site.unwrap(), PARENT.as_bytes(), "a=1").expect("rewritten");
         let text = std::str::from_utf8(&after).unwrap();
         assert!(text.contains(r#"{"n":1.50,"big":123456789012345678901234567890}"#));
         let v: Value = serde_json::from_slice(&after).unwrap();

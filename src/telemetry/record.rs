@@ -209,6 +209,36 @@ pub struct SpanRecord {
     pub error: Option<Text>,
 }
 
+thread_local! {
+    /// Emptied attribute lists of spans this thread encoded, for the next spans it starts.
+    static SPARE: std::cell::RefCell<Vec<Vec<Attribute>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty attribute list for a span, with room for the dozen an operation span carries:
+/// one a span of this thread ended with ([`recycle`]), so that a span costs no allocation
+/// for it.
+pub fn attributes() -> Vec<Attribute> {
+    SPARE
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(14))
+}
+
+/// Keeps an ended span's attribute list (emptied) for [`attributes`]; a few are kept.
+pub fn recycle(mut list: Vec<Attribute>) {
+    if list.capacity() == 0 {
+        return;
+    }
+    list.clear();
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < 8 {
+            s.push(list);
+        }
+    });
+}
+
 /// The process the telemetry is about (OTLP `Resource`) and the instrumentation scope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {

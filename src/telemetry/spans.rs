@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::context::{self, Sampler, Scope, Scoped, Shared, Span, SpanContext};
 use super::instruments::Instruments;
 use super::meta;
-use super::record::{Attribute, SpanKind, Text, Value};
+use super::record::{self, Attribute, SpanKind, Text, Value};
 use super::{Event, Side};
 use crate::jsonrpc::{Kind, Message};
 
@@ -161,7 +161,7 @@ impl Operation {
         // Off: nothing is read from the message.
         let sampler = with_state(|s| Some(s.traces.then_some(s.sampler)))?;
         let peek = meta::peek(&msg.bytes, msg.params.clone());
-        let mut attrs = Vec::with_capacity(14);
+        let mut attrs = record::attributes();
         let method_name = interned(method, &METHODS);
         attrs.push(Attribute::new("mcp.method.name", method_name.clone()));
         let mut name = method_name;
@@ -265,9 +265,7 @@ impl Operation {
     pub(super) fn inject(&self, bytes: &[u8]) -> Option<(bytes::Bytes, std::ops::Range<usize>)> {
         let cx = self.scope.span.as_ref()?.context();
         let tracestate = cx.trace_state.as_deref().unwrap_or("");
-        let traceparent = cx.traceparent_bytes();
-        let traceparent = std::str::from_utf8(&traceparent).ok()?;
-        meta::inject(bytes, self.site?, traceparent, tracestate)
+        meta::inject(bytes, self.site?, &cx.traceparent_bytes(), tracestate)
     }
 
     pub(super) fn end(self, error: Option<Text>) {
@@ -289,6 +287,7 @@ impl Operation {
         if let Some(span) = span {
             span.end();
         }
+        record::recycle(self.unrecorded);
     }
 }
 
@@ -389,16 +388,17 @@ pub(super) fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Outpu
     }
 }
 
-/// One HTTP exchange with the upstream.
+/// One HTTP exchange with the upstream. Its span is never current (nothing starts inside
+/// it), so the attempt owns it.
 pub(super) struct HttpAttempt {
-    span: Arc<Span>,
+    span: Span,
 }
 
 impl HttpAttempt {
     pub(super) fn start(method: &str, url: &url::Url, resend: u32) -> Option<HttpAttempt> {
         let method = interned(method, &["POST", "GET", "DELETE"]);
         // Room for the status code and an error type set at the end.
-        let mut attrs = Vec::with_capacity(7);
+        let mut attrs = record::attributes();
         attrs.push(Attribute::new("http.request.method", method.clone()));
         if let Some(host) = url.host_str() {
             // The upstream's host (the usual case) is shared with the operation spans.
@@ -417,8 +417,19 @@ impl HttpAttempt {
                 i64::from(resend),
             ));
         }
-        let scope = child_with(method, SpanKind::Client, attrs)?;
-        Some(HttpAttempt { span: scope.span? })
+        let sampler = tracing_on()?;
+        let span = context::with_current(|s| {
+            let parent = s.span.as_ref()?;
+            Some(Span::start(
+                sampler,
+                Some(parent.context()),
+                method,
+                SpanKind::Client,
+                attrs,
+            ))
+        })
+        .flatten()?;
+        Some(HttpAttempt { span })
     }
 
     pub(super) fn end(self, outcome: Result<u16, &str>) {

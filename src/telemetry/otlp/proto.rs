@@ -113,12 +113,25 @@ pub(super) fn traces(resource: &Resource, spans: &[SpanRecord], out: &mut Vec<u8
 }
 
 /// Appends `span` as one item (tag, length, `Span`) of a `ScopeSpans`.
+///
+/// One pass, as the span ends on the relay's thread: the span is written after room for a
+/// two-byte length (a span of 128 to 16383 bytes: nearly all of them), and the length goes
+/// in after; a span of another size moves once to fit its length.
 pub(super) fn span_item(span: &SpanRecord, out: &mut Vec<u8>) {
-    let len = span_len(span);
-    let mut w = Writer::append(out, field_len(len));
-    put_len(&mut w, SCOPE_ITEMS, len);
-    put_span(&mut w, span);
-    w.done();
+    const ROOM: usize = 2;
+    let at = out.len();
+    out.reserve(512);
+    out.extend_from_slice(&[SCOPE_ITEMS, 0, 0]);
+    put_span(out, span);
+    let len = out.len() - at - 1 - ROOM;
+    if varint_len(len as u64) == ROOM {
+        out[at + 1] = (len as u8) | 0x80;
+        out[at + 2] = (len >> 7) as u8;
+        return;
+    }
+    let mut varint = Vec::with_capacity(10);
+    put_varint(&mut varint, len as u64);
+    out.splice(at + 1..at + 1 + ROOM, varint);
 }
 
 /// The most bytes the request's header (everything before the spans) takes for any batch
@@ -293,25 +306,6 @@ fn attributes_len(attributes: &[Attribute]) -> usize {
         .sum()
 }
 
-/// Size of a `Span`.
-fn span_len(s: &SpanRecord) -> usize {
-    // trace_id (16 bytes), span_id (8), kind (values 1..=3: one byte), start and end.
-    let fixed = field_len(16) + field_len(8) + 2 + 2 * FIXED64_FIELD;
-    fixed
-        + s.trace_state.as_deref().map_or(0, str_nonempty_len)
-        + s.parent_span_id.map_or(0, |_| field_len(8))
-        + field_len(s.name.as_bytes().len())
-        + attributes_len(&s.attributes)
-        + s.error
-            .as_ref()
-            .map_or(0, |m| field_len(status_len(m.as_str())))
-        + if s.flags == 0 {
-            0
-        } else {
-            SPAN_FLAGS.len() + 4
-        }
-}
-
 /// Size of an error `Status` with `message`.
 fn status_len(message: &str) -> usize {
     str_nonempty_len(message) + 2
@@ -375,6 +369,34 @@ struct Writer<'a> {
     at: usize,
 }
 
+/// Where the `put_*` functions write: a [`Writer`] (sized beforehand) or a growing `Vec`.
+trait Sink {
+    fn push(&mut self, byte: u8);
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Writer<'_> {
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        Writer::push(self, byte)
+    }
+    #[inline]
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Writer::extend_from_slice(self, bytes)
+    }
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte)
+    }
+    #[inline]
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes)
+    }
+}
+
 impl<'a> Writer<'a> {
     /// `len` zero bytes appended to `out`, to be written.
     fn append(out: &'a mut Vec<u8>, len: usize) -> Writer<'a> {
@@ -406,7 +428,7 @@ impl<'a> Writer<'a> {
 }
 
 #[inline]
-fn put_varint(out: &mut Writer<'_>, mut v: u64) {
+fn put_varint(out: &mut impl Sink, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -416,43 +438,38 @@ fn put_varint(out: &mut Writer<'_>, mut v: u64) {
 
 /// A length-delimited field's tag and length; its `len` bytes follow.
 #[inline]
-fn put_len(out: &mut Writer<'_>, tag: u8, len: usize) {
+fn put_len(out: &mut impl Sink, tag: u8, len: usize) {
     out.push(tag);
     put_varint(out, len as u64);
 }
 
 /// A string (or bytes) field.
 #[inline]
-fn put_bytes(out: &mut Writer<'_>, tag: u8, s: &[u8]) {
+fn put_bytes(out: &mut impl Sink, tag: u8, s: &[u8]) {
     put_len(out, tag, s.len());
     out.extend_from_slice(s);
 }
 
 #[inline]
-fn put_str(out: &mut Writer<'_>, tag: u8, s: &str) {
+fn put_str(out: &mut impl Sink, tag: u8, s: &str) {
     put_len(out, tag, s.len());
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_str_nonempty(out: &mut Writer<'_>, tag: u8, s: &str) {
+fn put_str_nonempty(out: &mut impl Sink, tag: u8, s: &str) {
     if !s.is_empty() {
         put_str(out, tag, s);
     }
 }
 
 #[inline]
-fn put_fixed64(out: &mut Writer<'_>, tag: u8, v: u64) {
+fn put_fixed64(out: &mut impl Sink, tag: u8, v: u64) {
     out.push(tag);
     out.extend_from_slice(&v.to_le_bytes());
 }
 
 /// A packed repeated `fixed64`/`double` field (nothing when `items` is empty).
-fn put_packed_fixed64<T: Copy>(
-    out: &mut Writer<'_>,
-    tag: u8,
-    items: &[T],
-    bits: impl Fn(T) -> u64,
-) {
+fn put_packed_fixed64<T: Copy>(out: &mut impl Sink, tag: u8, items: &[T], bits: impl Fn(T) -> u64) {
     if items.is_empty() {
         return;
     }
@@ -463,20 +480,20 @@ fn put_packed_fixed64<T: Copy>(
 }
 
 /// The `Resource` field of a `ResourceSpans`/`ResourceMetrics` (`len`: its attributes' size).
-fn put_resource(out: &mut Writer<'_>, resource: &Resource, len: usize) {
+fn put_resource(out: &mut impl Sink, resource: &Resource, len: usize) {
     put_len(out, RESOURCE_RESOURCE, len);
     put_attributes(out, RESOURCE_ATTRIBUTES, &resource.attributes);
 }
 
 /// The `scope` field of a `ScopeSpans`/`ScopeMetrics`.
-fn put_scope(out: &mut Writer<'_>) {
+fn put_scope(out: &mut impl Sink) {
     put_len(out, SCOPE_SCOPE, scope_len());
     put_str(out, INSTRUMENTATION_NAME, SCOPE_NAME);
     put_str_nonempty(out, INSTRUMENTATION_VERSION, SCOPE_VERSION);
 }
 
 /// `attributes` as repeated `KeyValue` field `tag`.
-fn put_attributes(out: &mut Writer<'_>, tag: u8, attributes: &[Attribute]) {
+fn put_attributes(out: &mut impl Sink, tag: u8, attributes: &[Attribute]) {
     for a in attributes {
         let value_len = any_value_len(&a.value);
         let len = key_value_len(a.key, value_len);
@@ -518,7 +535,7 @@ fn put_attributes(out: &mut Writer<'_>, tag: u8, attributes: &[Attribute]) {
 }
 
 /// A `Span`'s fields (its tag and length are the caller's).
-fn put_span(out: &mut Writer<'_>, s: &SpanRecord) {
+fn put_span(out: &mut impl Sink, s: &SpanRecord) {
     put_len(out, SPAN_TRACE_ID, 16);
     out.extend_from_slice(&s.trace_id);
     put_len(out, SPAN_SPAN_ID, 8);
