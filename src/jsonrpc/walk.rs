@@ -14,10 +14,34 @@ use std::ops::Range;
 /// is not an object, a key is written with escapes, or one of `keys` comes twice. `text` must
 /// be valid JSON; on anything else the answer is unspecified, but never a panic.
 pub fn members<const N: usize>(text: &[u8], keys: [&str; N]) -> Option<[Option<Range<usize>>; N]> {
-    let b = text;
+    object_at::<N, 0>(text, 0, keys, None).map(|(found, _, _)| found)
+}
+
+/// [`members`] of `text`, and of the object that is the value of `keys[nested.0]` (ranges
+/// into `text` too), in one walk: a message's top level and its `params` without stepping
+/// over `params` and reading it again. The nested members are all absent when that value is
+/// not an object; `None` as for [`members`], at either level.
+pub fn members_with<const N: usize, const M: usize>(
+    text: &[u8],
+    keys: [&str; N],
+    nested: (usize, [&str; M]),
+) -> Option<([Option<Range<usize>>; N], [Option<Range<usize>>; M])> {
+    object_at(text, 0, keys, Some(nested)).map(|(found, inner, _)| (found, inner))
+}
+
+/// The walk of the object at `i`: its members named in `keys`, those of the object at
+/// `nested`, and where the object ends.
+#[allow(clippy::type_complexity)]
+fn object_at<const N: usize, const M: usize>(
+    b: &[u8],
+    i: usize,
+    keys: [&str; N],
+    nested: Option<(usize, [&str; M])>,
+) -> Option<([Option<Range<usize>>; N], [Option<Range<usize>>; M], usize)> {
     let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
+    let mut inner: [Option<Range<usize>>; M] = std::array::from_fn(|_| None);
     let mut seen = [false; N];
-    let mut i = skip_ws(b, 0);
+    let mut i = skip_ws(b, i);
     if b.get(i) != Some(&b'{') {
         return None;
     }
@@ -25,7 +49,7 @@ pub fn members<const N: usize>(text: &[u8], keys: [&str; N]) -> Option<[Option<R
     loop {
         i = skip_ws(b, i);
         match b.get(i)? {
-            b'}' => return Some(found),
+            b'}' => return Some((found, inner, i + 1)),
             b',' => {
                 i += 1;
                 continue;
@@ -43,8 +67,16 @@ pub fn members<const N: usize>(text: &[u8], keys: [&str; N]) -> Option<[Option<R
             return None;
         }
         let start = skip_ws(b, i + 1);
-        i = skip_value(b, start)?;
-        let Some(at) = keys.iter().position(|k| k.as_bytes() == key) else {
+        let at = keys.iter().position(|k| k.as_bytes() == key);
+        i = match nested {
+            Some((n, inner_keys)) if at == Some(n) && b.get(start) == Some(&b'{') => {
+                let (members, _, end) = object_at::<M, 0>(b, start, inner_keys, None)?;
+                inner = members;
+                end
+            }
+            _ => skip_value(b, start)?,
+        };
+        let Some(at) = at else {
             continue;
         };
         if std::mem::replace(&mut seen[at], true) {
@@ -65,6 +97,19 @@ pub fn string(raw: &[u8]) -> Option<Cow<'_, str>> {
     serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
 }
 
+/// The words of a string read eight bytes at a time before a vector search takes over.
+const SHORT_WORDS: usize = 2;
+const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
+const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
+
+/// The high bit of each byte of `x` that is zero, and perhaps of bytes above the first such
+/// one (a borrow runs up): the lowest flag is always a zero byte.
+fn zero_byte(x: u64) -> u64 {
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    x.wrapping_sub(LOW) & !x & HIGH
+}
+
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while b.get(i).is_some_and(u8::is_ascii_whitespace) {
         i += 1;
@@ -75,6 +120,25 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// The end (one past the closing quote) of the string whose opening quote is at `i`.
 fn skip_string(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
+    // Most strings here are keys and short names: eight bytes at a time, for the first
+    // few words, costs less than setting up a vector search.
+    for _ in 0..SHORT_WORDS {
+        let Some(word) = b.get(j..j + 8) else {
+            break;
+        };
+        let word = u64::from_le_bytes(word.try_into().ok()?);
+        let found = zero_byte(word ^ QUOTES) | zero_byte(word ^ BACKSLASHES);
+        if found != 0 {
+            // The lowest flagged byte is exact (the flags above it may not be).
+            j += (found.trailing_zeros() / 8) as usize;
+            if b[j] == b'"' {
+                return Some(j + 1);
+            }
+            // An escape: the loop below steps over it.
+            break;
+        }
+        j += 8;
+    }
     loop {
         j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
         if b[j] == b'"' {
@@ -168,6 +232,49 @@ mod tests {
         );
     }
 
+    /// `members_with` against the two-step read it replaces.
+    fn nested_agrees(text: &str) {
+        let b = text.as_bytes();
+        let two_step = members(b, ["method", "params"]).map(|[m, p]| {
+            let inner = p
+                .clone()
+                .filter(|p| b[p.clone()].starts_with(b"{"))
+                .map(|p| {
+                    members(&b[p.clone()], KEYS)
+                        .map(|f| f.map(|r| r.map(|r| r.start + p.start..r.end + p.start)))
+                });
+            (m, p, inner)
+        });
+        let one = members_with(b, ["method", "params"], (1, KEYS));
+        match (two_step, one) {
+            (Some((m, p, None)), Some(([m1, p1], inner))) => {
+                assert_eq!((m, p), (m1, p1), "{text}");
+                assert_eq!(inner, [None, None, None, None], "{text}");
+            }
+            (Some((m, p, Some(Some(i)))), Some(([m1, p1], inner))) => {
+                assert_eq!((m, p, i), (m1, p1, inner), "{text}");
+            }
+            (Some((_, _, Some(None))), None) | (None, None) => {}
+            (two, one) => panic!("{text}: {two:?} vs {one:?}"),
+        }
+    }
+
+    #[test]
+    fn one_walk_reads_what_two_read() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"},"_meta":{"traceparent":"x"}}}"#,
+            r#"{"params":{"name":"a"},"method":"m"}"#,
+            r#"{"params":[1,2],"method":"m"}"#,
+            r#"{"params":null,"method":"m"}"#,
+            r#"{"method":"m"}"#,
+            r#"{"params":{"name":"a","name":"b"},"method":"m"}"#,
+            r#"{"params":{"n\u0061me":"a"},"method":"m"}"#,
+            r#"{"params":{},"params":{"name":"b"},"method":"m"}"#,
+        ] {
+            nested_agrees(text);
+        }
+    }
+
     #[test]
     fn broken_text_never_panics() {
         for text in [
@@ -239,8 +346,26 @@ mod tests {
         }
 
         #[test]
+        fn one_walk_agrees_with_two_on_any_message(
+            value in super::super::head_scan_tests::arbitrary_json(),
+            name in proptest::sample::select(vec!["echo", "e\\u0063ho"]),
+            after in proptest::bool::ANY,
+        ) {
+            let params = format!(r#"{{"name":"{name}","x":{}}}"#, serde_json::to_string(&value).unwrap());
+            let text = if after {
+                format!(r#"{{"id":1,"params":{params},"method":"m"}}"#)
+            } else {
+                format!(r#"{{"id":1,"method":"m","params":{params}}}"#)
+            };
+            nested_agrees(&text);
+            // The generated value as `params` itself (an object or not).
+            nested_agrees(&format!(r#"{{"method":"m","params":{}}}"#, serde_json::to_string(&value).unwrap()));
+        }
+
+        #[test]
         fn the_walk_survives_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             let _ = members(&bytes, KEYS);
+            let _ = members_with(&bytes, ["params"], (0, KEYS));
             let _ = string(&bytes);
         }
     }

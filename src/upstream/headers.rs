@@ -308,13 +308,14 @@ impl<'a> Fields<'a> {
     /// general path (the walk declines: a key written with escapes, one of these keys twice).
     fn read(body: &'a [u8]) -> Option<Fields<'a>> {
         let at = |within: &'a [u8], r: Option<Range<usize>>| r.and_then(|r| within.get(r));
-        let [method, params] = walk::members(body, ["method", "params"])?;
-        let (method, params) = (at(body, method), at(body, params));
-        // Only an object has members: `params` of another kind names nothing.
-        let [meta, name, uri, arguments] = match params.filter(|p| p.starts_with(b"{")) {
-            Some(p) => walk::members(p, ["_meta", "name", "uri", "arguments"])?.map(|r| at(p, r)),
-            None => [None; 4],
-        };
+        // `params` is read where it stands (an object of another kind names nothing).
+        let ([method, _], inner) = walk::members_with(
+            body,
+            ["method", "params"],
+            (1, ["_meta", "name", "uri", "arguments"]),
+        )?;
+        let method = at(body, method);
+        let [meta, name, uri, arguments] = inner.map(|r| at(body, r));
         // `_meta` (it carries trace context) is read only when it can hold the version.
         let version = match meta.filter(|m| {
             m.starts_with(b"{") && crate::jsonrpc::may_hold_key(m, META_PROTOCOL_VERSION)
