@@ -27,9 +27,10 @@ pub fn main(quick: bool, instructions: bool) {
             .block_on(count_instructions(quick))
             .unwrap_or_else(|e| fail(1, e));
     }
-    // Read by the bridges this process spawns; they matter only with an endpoint set.
-    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
-    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "1000");
+    // The specification's default schedule (spans every 5 s or 512, metrics every 60 s), as
+    // `--instructions` runs it: what a user gets. Read by the bridges this process spawns.
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "5000");
+    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
     rt.block_on(run(quick)).unwrap_or_else(|e| fail(1, e));
 }
 
@@ -48,8 +49,6 @@ async fn count_instructions(quick: bool) -> Res<()> {
     if !valgrind.status.success() {
         return Err("valgrind --version failed".into());
     }
-    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "5000");
-    std::env::set_var("OTEL_METRIC_EXPORT_INTERVAL", "60000");
     let Setup {
         bridge,
         off,

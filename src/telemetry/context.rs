@@ -332,6 +332,8 @@ pub struct Shared {
     pub id: Option<Text>,
     /// The error kind, once something failed.
     pub failure: Mutex<Option<Text>>,
+    /// The operation's own span, in the same allocation (a child's is in its scope).
+    pub span: Option<Span>,
 }
 
 impl Shared {
@@ -350,8 +352,18 @@ impl Shared {
 /// belongs to.
 #[derive(Debug, Clone)]
 pub struct Scope {
+    /// A child span's (an operation's own span is in `shared`).
     pub span: Option<Arc<Span>>,
     pub shared: Option<Arc<Shared>>,
+}
+
+impl Scope {
+    /// The span that work in this scope belongs to: the child's, else the operation's.
+    pub fn current_span(&self) -> Option<&Span> {
+        self.span
+            .as_deref()
+            .or_else(|| self.shared.as_ref()?.span.as_ref())
+    }
 }
 
 thread_local! {
@@ -502,7 +514,7 @@ mod tests {
             shared: None,
         };
         let inside = futures_util::FutureExt::now_or_never(Scoped::new(scope, async {
-            with_current(|s| s.span.as_ref().map(|s| s.context().span_id)).flatten()
+            with_current(|s| s.current_span().map(|s| s.context().span_id)).flatten()
         }));
         assert_eq!(inside, Some(Some(id)));
         assert!(with_current(|_| ()).is_none());

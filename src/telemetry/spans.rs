@@ -195,7 +195,7 @@ impl Operation {
                 .as_ref()
                 .and_then(|c| SpanContext::parse(&c.traceparent, c.tracestate.as_deref()));
             let parent = remote.or_else(|| {
-                context::with_current(|s| s.span.as_ref().map(|p| p.context().clone())).flatten()
+                context::with_current(|s| s.current_span().map(|p| p.context().clone())).flatten()
             });
             (sampler, parent)
         });
@@ -231,10 +231,11 @@ impl Operation {
         }
         Some(Operation {
             scope: Scope {
-                span: span.map(Arc::new),
+                span: None,
                 shared: Some(Arc::new(Shared {
                     id: msg.id.as_ref().map(|id| Text::copy(id.as_json())),
                     failure: Mutex::default(),
+                    span,
                 })),
             },
             site: peek.site,
@@ -263,13 +264,13 @@ impl Operation {
     /// with the trace context in `params._meta`, and where `params` now is; `None` when
     /// there is nothing to write or nowhere to write it.
     pub(super) fn inject(&self, bytes: &[u8]) -> Option<(bytes::Bytes, std::ops::Range<usize>)> {
-        let cx = self.scope.span.as_ref()?.context();
+        let cx = self.scope.current_span()?.context();
         let tracestate = cx.trace_state.as_deref().unwrap_or("");
         meta::inject(bytes, self.site?, &cx.traceparent_bytes(), tracestate)
     }
 
     pub(super) fn end(self, error: Option<Text>) {
-        let span = self.scope.span.as_deref();
+        let span = self.scope.current_span();
         if let (Some(kind), Some(span)) = (&error, span) {
             span.fail(kind.clone());
         }
@@ -321,7 +322,7 @@ pub(super) fn answered(msg: &Message) {
         match meta::outcome(&msg.bytes) {
             meta::Outcome::Error(code) => {
                 let code = Text::from(code);
-                if let Some(span) = &s.span {
+                if let Some(span) = s.current_span() {
                     span.set(Attribute::new("rpc.response.status_code", code.clone()));
                 }
                 o.set(code);
@@ -352,7 +353,7 @@ fn request_id(json: &str) -> Text {
 fn child_with(name: Text, kind: SpanKind, attrs: Vec<Attribute>) -> Option<Scope> {
     let sampler = tracing_on()?;
     context::with_current(|s| {
-        let parent = s.span.as_ref()?;
+        let parent = s.current_span()?;
         Some(Scope {
             span: Some(Arc::new(Span::start(
                 sampler,
@@ -419,7 +420,7 @@ impl HttpAttempt {
         }
         let sampler = tracing_on()?;
         let span = context::with_current(|s| {
-            let parent = s.span.as_ref()?;
+            let parent = s.current_span()?;
             Some(Span::start(
                 sampler,
                 Some(parent.context()),
@@ -451,7 +452,7 @@ impl HttpAttempt {
 
 pub(super) fn set_attribute(key: &'static str, value: &'static str) {
     context::with_current(|s| {
-        if let Some(span) = &s.span {
+        if let Some(span) = s.current_span() {
             span.set(Attribute::new(key, Value::from(value)));
         }
     });
@@ -471,7 +472,7 @@ pub(super) fn api_actions(labels: impl IntoIterator<Item = String>) {
         return;
     }
     context::with_current(|s| {
-        if let Some(span) = &s.span {
+        if let Some(span) = s.current_span() {
             span.set(Attribute::new(
                 "alibridge.api.action",
                 Text::from(labels.join(",")),
@@ -485,7 +486,7 @@ pub(super) fn refused(tool: &str, rule: &str) {
         return;
     }
     context::with_current(|s| {
-        if let Some(span) = &s.span {
+        if let Some(span) = s.current_span() {
             span.set(Attribute::new("alibridge.policy.decision", "deny"));
             span.set(Attribute::new(
                 "alibridge.policy.rule",
