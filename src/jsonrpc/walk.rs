@@ -57,11 +57,11 @@ fn object_at<const N: usize, const M: usize>(
             b'"' => {}
             _ => return None,
         }
-        let key_end = skip_string(b, i)?;
-        let key = b.get(i + 1..key_end - 1)?;
-        if key.contains(&b'\\') {
+        let (key_end, escaped) = skip_string_at(b, i)?;
+        if escaped {
             return None;
         }
+        let key = b.get(i + 1..key_end - 1)?;
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return None;
@@ -119,6 +119,11 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// The end (one past the closing quote) of the string whose opening quote is at `i`.
 fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    skip_string_at(b, i).map(|(end, _)| end)
+}
+
+/// [`skip_string`], and whether the string has an escape.
+fn skip_string_at(b: &[u8], i: usize) -> Option<(usize, bool)> {
     let mut j = i + 1;
     // Most strings here are keys and short names: eight bytes at a time, for the first
     // few words, costs less than setting up a vector search.
@@ -132,19 +137,21 @@ fn skip_string(b: &[u8], i: usize) -> Option<usize> {
             // The lowest flagged byte is exact (the flags above it may not be).
             j += (found.trailing_zeros() / 8) as usize;
             if b[j] == b'"' {
-                return Some(j + 1);
+                return Some((j + 1, false));
             }
             // An escape: the loop below steps over it.
             break;
         }
         j += 8;
     }
+    let mut escaped = false;
     loop {
         j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
         if b[j] == b'"' {
-            return Some(j + 1);
+            return Some((j + 1, escaped));
         }
         // A backslash escapes the next byte (`\uXXXX`'s digits need no care).
+        escaped = true;
         j += 2;
     }
 }
