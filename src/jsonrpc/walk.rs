@@ -7,13 +7,16 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+/// Where each of `N` wanted members' values is (a byte range), when it is there.
+pub type Found<const N: usize> = [Option<Range<usize>>; N];
+
 /// Where the values of `keys` are among the top-level members of the object `text` (byte
 /// ranges into `text`; a `null` value is absent, as serde reads an `Option`).
 ///
 /// `None` — and the caller reads `text` with serde, which decides these cases — when `text`
 /// is not an object, a key is written with escapes, or one of `keys` comes twice. `text` must
 /// be valid JSON; on anything else the answer is unspecified, but never a panic.
-pub fn members<const N: usize>(text: &[u8], keys: [&str; N]) -> Option<[Option<Range<usize>>; N]> {
+pub fn members<const N: usize>(text: &[u8], keys: [&str; N]) -> Option<Found<N>> {
     object_at::<N, 0>(text, 0, keys, None).map(|(found, _, _)| found)
 }
 
@@ -25,21 +28,20 @@ pub fn members_with<const N: usize, const M: usize>(
     text: &[u8],
     keys: [&str; N],
     nested: (usize, [&str; M]),
-) -> Option<([Option<Range<usize>>; N], [Option<Range<usize>>; M])> {
+) -> Option<(Found<N>, Found<M>)> {
     object_at(text, 0, keys, Some(nested)).map(|(found, inner, _)| (found, inner))
 }
 
 /// The walk of the object at `i`: its members named in `keys`, those of the object at
 /// `nested`, and where the object ends.
-#[allow(clippy::type_complexity)]
 fn object_at<const N: usize, const M: usize>(
     b: &[u8],
     i: usize,
     keys: [&str; N],
     nested: Option<(usize, [&str; M])>,
-) -> Option<([Option<Range<usize>>; N], [Option<Range<usize>>; M], usize)> {
-    let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
-    let mut inner: [Option<Range<usize>>; M] = std::array::from_fn(|_| None);
+) -> Option<(Found<N>, Found<M>, usize)> {
+    let mut found: Found<N> = std::array::from_fn(|_| None);
+    let mut inner: Found<M> = std::array::from_fn(|_| None);
     let mut seen = [false; N];
     let mut i = skip_ws(b, i);
     if b.get(i) != Some(&b'{') {

@@ -27,9 +27,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
+use tracing::warn;
 
 use crate::jsonrpc::walk;
-use tracing::warn;
 
 pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 pub const MCP_METHOD: &str = "mcp-method";
@@ -222,8 +222,8 @@ pub fn for_body(
     tools: &ToolFacts,
 ) -> Vec<(HeaderName, HeaderValue)> {
     // Runs on every POST: read only the few fields the headers come from, borrowed, instead of
-    // building a tree of the whole body. Anything unusual (a duplicate key, a `params` that is
-    // not an object) takes the general path, so both give the same headers.
+    // building a tree of the whole body. Anything unusual (a key written with escapes, one of
+    // the keys twice) takes the general path, so both give the same headers.
     let fields = match Fields::read(body) {
         Some(f) => f,
         None => match serde_json::from_slice::<Value>(body) {

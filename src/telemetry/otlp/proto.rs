@@ -135,9 +135,10 @@ pub(super) fn span_item(span: &SpanRecord, out: &mut Vec<u8>) {
 }
 
 /// The most bytes the request's header (everything before the spans) takes for any batch
-/// below 1 TiB: its varint lengths only grow with the spans' total.
+/// below 4 GiB (the queue keeps 16 MiB at most): its varint lengths only grow with the
+/// spans' total.
 pub(super) fn batch_room(resource: &Resource) -> usize {
-    header_len(resource, 1 << 40)
+    header_len(resource, u32::MAX as usize)
 }
 
 /// Makes `batch` (`room` bytes kept free, then spans written by [`span_item`]) a whole
