@@ -388,7 +388,8 @@ pub fn in_scope<T>(scope: Scope, f: impl FnOnce() -> T) -> T {
 }
 
 pin_project_lite::pin_project! {
-    /// A future that runs with `scope` current on every poll.
+    /// A future that runs with `scope` current on every poll; with no scope, the future as it
+    /// is (whatever scope is current stays so).
     pub struct Scoped<F> {
         scope: Option<Scope>,
         #[pin]
@@ -397,11 +398,8 @@ pin_project_lite::pin_project! {
 }
 
 impl<F> Scoped<F> {
-    pub fn new(scope: Scope, inner: F) -> Scoped<F> {
-        Scoped {
-            scope: Some(scope),
-            inner,
-        }
+    pub fn new(scope: Option<Scope>, inner: F) -> Scoped<F> {
+        Scoped { scope, inner }
     }
 }
 
@@ -410,6 +408,10 @@ impl<F: Future> Future for Scoped<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
+        // Between polls the scope is here; during one it is the thread's current.
+        if this.scope.is_none() {
+            return this.inner.poll(cx);
+        }
         let outer = CURRENT.with(|c| c.replace(this.scope.take()));
         // Puts the outer scope back, and this one in its slot, even if the poll panics.
         struct Restore<'a> {
@@ -513,9 +515,11 @@ mod tests {
             span: Some(span),
             shared: None,
         };
-        let inside = futures_util::FutureExt::now_or_never(Scoped::new(scope, async {
+        // A future with no scope of its own, inside: the outer scope stays current.
+        let inner = Scoped::new(None, async {
             with_current(|s| s.current_span().map(|s| s.context().span_id)).flatten()
-        }));
+        });
+        let inside = futures_util::FutureExt::now_or_never(Scoped::new(Some(scope), inner));
         assert_eq!(inside, Some(Some(id)));
         assert!(with_current(|_| ()).is_none());
     }

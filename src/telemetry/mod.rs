@@ -262,12 +262,8 @@ impl Operation {
     pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
         #[cfg(feature = "otel")]
         {
-            use futures_util::future::Either;
-            // Off (or a response): the future runs as it is, with nothing around it.
-            match self.inner.as_ref().map(spans::Operation::scope) {
-                Some(scope) => Either::Left(context::Scoped::new(scope, fut)),
-                None => Either::Right(fut),
-            }
+            // Off (or a response): the future is polled as it is.
+            context::Scoped::new(self.inner.as_ref().map(spans::Operation::scope), fut)
         }
         #[cfg(not(feature = "otel"))]
         {
@@ -277,11 +273,22 @@ impl Operation {
 
     /// Runs `fut` as this operation ([`Self::scope`]) and ends the span when it is done; a
     /// [`failed`] call inside gives the error.
+    ///
+    /// `fut` is a relay task (kilobytes of state): it is wrapped where it lies, not moved
+    /// through an `async` block, whose first poll would copy it again — every call paid
+    /// three copies of it for this wrapper, telemetry on or off.
     pub fn run<F: Future<Output = ()>>(self, fut: F) -> impl Future<Output = ()> {
-        let scoped = self.scope(fut);
-        async move {
-            scoped.await;
-            drop(self);
+        #[cfg(feature = "otel")]
+        {
+            Run {
+                work: context::Scoped::new(self.inner.as_ref().map(spans::Operation::scope), fut),
+                op: Some(self),
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = self;
+            fut
         }
     }
 
@@ -294,6 +301,32 @@ impl Operation {
         }
         #[cfg(not(feature = "otel"))]
         let _ = (&mut self, error);
+    }
+}
+
+#[cfg(feature = "otel")]
+pin_project_lite::pin_project! {
+    /// [`Operation::run`]'s future: the work in the operation's scope, then the operation's
+    /// end, as soon as the work is done.
+    struct Run<F> {
+        #[pin]
+        work: context::Scoped<F>,
+        op: Option<Operation>,
+    }
+}
+
+#[cfg(feature = "otel")]
+impl<F: Future<Output = ()>> Future for Run<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.project();
+        std::task::ready!(this.work.poll(cx));
+        drop(this.op.take());
+        std::task::Poll::Ready(())
     }
 }
 

@@ -316,7 +316,8 @@ pub(super) fn answered(msg: &Message) {
         let Some(o) = &s.shared else {
             return;
         };
-        if o.id.as_ref().map(Text::as_str) != msg.id.as_ref().map(|i| i.as_json()) {
+        // Bytes against bytes: the id's text is not checked as UTF-8 again for every answer.
+        if o.id.as_ref().map(Text::as_bytes) != msg.id.as_ref().map(|i| i.as_json().as_bytes()) {
             return;
         }
         match meta::outcome(&msg.bytes) {
@@ -378,7 +379,7 @@ pub(super) fn traced<F: Future>(name: &'static str, fut: F) -> impl Future<Outpu
         match scope {
             Some(scope) => {
                 let span = scope.span.clone();
-                let out = Scoped::new(scope, fut).await;
+                let out = Scoped::new(Some(scope), fut).await;
                 if let Some(span) = span {
                     span.end();
                 }
