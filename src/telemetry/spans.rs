@@ -4,6 +4,7 @@
 //! carries across the `await`s of one relay task.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -49,25 +50,34 @@ pub(super) fn session_hash(id: &str) -> String {
         .collect()
 }
 
+/// Whether `STATE` is set: what every hook reads first, so that off costs one load, not a
+/// lock.
+static ON: AtomicBool = AtomicBool::new(false);
+
 pub(super) fn install(traces: bool, sampler: Sampler, instruments: Option<Arc<Instruments>>) {
     *STATE.write().unwrap_or_else(|e| e.into_inner()) = Some(State {
         traces,
         sampler,
         instruments,
     });
+    ON.store(true, Ordering::Release);
 }
 
 /// Stops the hooks (at shutdown, before the last export).
 pub(super) fn clear() {
+    ON.store(false, Ordering::Release);
     *STATE.write().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 pub(super) fn enabled() -> bool {
-    STATE.read().map(|s| s.is_some()).unwrap_or(false)
+    ON.load(Ordering::Acquire) && STATE.read().map(|s| s.is_some()).unwrap_or(false)
 }
 
 /// Runs `f` with the state, when telemetry is on.
 fn with_state<T>(f: impl FnOnce(&State) -> Option<T>) -> Option<T> {
+    if !ON.load(Ordering::Acquire) {
+        return None;
+    }
     let guard = STATE.read().ok()?;
     f(guard.as_ref()?)
 }
@@ -398,6 +408,9 @@ pub(super) struct HttpAttempt {
 
 impl HttpAttempt {
     pub(super) fn start(method: &str, url: &url::Url, resend: u32) -> Option<HttpAttempt> {
+        // Off, or no operation to belong to: nothing is built.
+        let sampler = tracing_on()?;
+        let parent = context::with_current(|s| Some(s.current_span()?.context().clone()))??;
         let method = interned(method, &["POST", "GET", "DELETE"]);
         // Room for the status code and an error type set at the end.
         let mut attrs = record::attributes();
@@ -419,18 +432,7 @@ impl HttpAttempt {
                 i64::from(resend),
             ));
         }
-        let sampler = tracing_on()?;
-        let span = context::with_current(|s| {
-            let parent = s.current_span()?;
-            Some(Span::start(
-                sampler,
-                Some(parent.context()),
-                method,
-                SpanKind::Client,
-                attrs,
-            ))
-        })
-        .flatten()?;
+        let span = Span::start(sampler, Some(&parent), method, SpanKind::Client, attrs);
         Some(HttpAttempt { span })
     }
 
