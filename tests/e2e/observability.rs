@@ -14,9 +14,10 @@ use crate::support::home::TempHome;
 use crate::support::mcp_server::{ServerOptions, TestServer};
 use crate::support::net::ClosedPort;
 use crate::support::ops_server::OpsServer;
-use crate::support::otlp::{children, exporting_bridge, OtlpReceiver, Span, CLIENT, SERVER};
+use crate::support::otlp::{
+    children, echo_through_proxy, exporting_bridge, OtlpReceiver, Span, CLIENT, SERVER,
+};
 use crate::support::peers_modern::{Legacy, ModernServer};
-use crate::support::proxy::{handshake, plain_rig, post};
 
 const ERROR: i32 = 2;
 /// The bucket boundaries the MCP conventions give for the duration histograms.
@@ -377,17 +378,8 @@ async fn the_proxy_traces_each_request_it_forwards() {
     const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
     const PARENT: &str = "b7ad6b7169203331";
     let otlp = OtlpReceiver::start().await;
-    let (server, mut proxy) = plain_rig(&["--otlp-endpoint", otlp.url()]).await;
-    let url = proxy.url("/mcp");
-    let sid = handshake(&url).await;
-    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"text": "via-proxy"},
-                   "_meta": {"traceparent": format!("00-{TRACE}-{PARENT}-01")}}});
-    let r = post(&url, Some(&sid), &call.to_string()).await;
-    assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("via-proxy"));
-    proxy.sigterm();
-    proxy.wait().await;
+    let meta = json!({"traceparent": format!("00-{TRACE}-{PARENT}-01")});
+    let (server, _) = echo_through_proxy(&otlp, 9, Some(meta)).await;
 
     let span = otlp
         .span("proxy span", |s| s.name == "tools/call echo")

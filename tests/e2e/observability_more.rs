@@ -13,10 +13,10 @@ use crate::support::check::{assert_no_secrets, tool_text};
 use crate::support::core_server::CoreServer;
 use crate::support::hostile::Hostile;
 use crate::support::mcp_server::TestServer;
-use crate::support::otlp::{children, exporting_bridge, OtlpReceiver, CLIENT, SERVER};
-use crate::support::proxy::{
-    handshake, handshake_with, next_sse_message, plain_rig, post, INIT_ELICITING,
+use crate::support::otlp::{
+    children, echo_through_proxy, exporting_bridge, OtlpReceiver, CLIENT, SERVER,
 };
+use crate::support::proxy::{handshake_with, next_sse_message, plain_rig, post, INIT_ELICITING};
 
 /// What `mcp.session.id` must hold for session id `id`: the first 16 lowercase hex digits of
 /// its SHA-256, computed here independently of the binary.
@@ -46,46 +46,31 @@ async fn the_session_id_is_exported_only_as_a_hash() {
     );
     b.finish().await;
     let sid = server.issued_session();
-    let call = otlp
-        .span("tools/call span", |s| s.name == "tools/call echo")
-        .await;
-    assert_eq!(call.kind, CLIENT);
-    let expected = hashed(&sid);
-    assert_eq!(
-        call.attr("mcp.session.id"),
-        Some(expected.as_str()),
-        "{call:?}"
-    );
-    assert_ne!(expected, sid);
-    let raw = raw_text(&otlp);
-    assert!(raw.contains(&expected), "the export was searched");
-    assert_no_secrets("the bridge's OTLP export", &raw, &[sid]);
+    exported_only_hashed(&otlp, CLIENT, &sid, "the bridge's OTLP export").await;
 
     // The proxy: the session id its client sent.
     let otlp = OtlpReceiver::start().await;
-    let (_server, mut proxy) = plain_rig(&["--otlp-endpoint", otlp.url()]).await;
-    let url = proxy.url("/mcp");
-    let sid = handshake(&url).await;
-    let call = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"text": "via-proxy"}}});
-    let r = post(&url, Some(&sid), &call.to_string()).await;
-    assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("via-proxy"));
-    proxy.sigterm();
-    proxy.wait().await;
+    let (_server, sid) = echo_through_proxy(&otlp, 6, None).await;
+    exported_only_hashed(&otlp, SERVER, &sid, "the proxy's OTLP export").await;
+}
+
+/// The `tools/call echo` span of `kind` holds the hash of session `sid`, and the raw export
+/// holds the hash but not the id.
+async fn exported_only_hashed(otlp: &OtlpReceiver, kind: i32, sid: &str, what: &str) {
     let span = otlp
-        .span("proxy span", |s| s.name == "tools/call echo")
+        .span("tools/call span", |s| s.name == "tools/call echo")
         .await;
-    assert_eq!(span.kind, SERVER);
-    let expected = hashed(&sid);
+    assert_eq!(span.kind, kind);
+    let expected = hashed(sid);
     assert_eq!(
         span.attr("mcp.session.id"),
         Some(expected.as_str()),
         "{span:?}"
     );
-    let raw = raw_text(&otlp);
+    assert_ne!(expected, sid);
+    let raw = raw_text(otlp);
     assert!(raw.contains(&expected), "the export was searched");
-    assert_no_secrets("the proxy's OTLP export", &raw, &[sid]);
+    assert_no_secrets(what, &raw, &[sid]);
 }
 
 /// The server ends the bridge's GET stream (its session is closed): the monotonic counter

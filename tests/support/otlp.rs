@@ -328,3 +328,29 @@ pub fn exporting_bridge(
     args.extend(extra.iter().map(|s| s.to_string()));
     crate::support::bridge::Bridge::spawn_with_env(args, env.iter().copied())
 }
+
+/// One `tools/call echo` (request `id`, with `meta` as its `params._meta` when given) through
+/// an `alibridge proxy` exporting to `otlp`, stopped afterwards so that its spans are
+/// exported. Returns the upstream (it records what reached it) and the client's session id.
+pub async fn echo_through_proxy(
+    otlp: &OtlpReceiver,
+    id: u64,
+    meta: Option<serde_json::Value>,
+) -> (crate::support::mcp_server::TestServer, String) {
+    use crate::support::proxy::{handshake, plain_rig, post};
+    let (server, mut proxy) = plain_rig(&["--otlp-endpoint", otlp.url()]).await;
+    let url = proxy.url("/mcp");
+    let sid = handshake(&url).await;
+    let mut params = serde_json::json!({"name": "echo", "arguments": {"text": "via-proxy"}});
+    if let Some(meta) = meta {
+        params["_meta"] = meta;
+    }
+    let call =
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+    let r = post(&url, Some(&sid), &call.to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("via-proxy"));
+    proxy.sigterm();
+    proxy.wait().await;
+    (server, sid)
+}
